@@ -1,0 +1,1 @@
+"""Machinery shared by every op: argument checks, sequences, backends, custom-op registration."""

@@ -1,0 +1,100 @@
+"""Backends of an op and how one is chosen.
+
+Every op has backends among ``reference`` (token loop, float64-capable), ``torch`` (chunked
+PyTorch), ``triton`` and ``cuda``. ``backend="auto"`` takes the first of ``cuda``, ``triton``,
+``torch``, ``reference`` that the op has and that can run the inputs (device, extension, shape);
+any other name forces that backend, and an error says why when it cannot run. The environment
+variables ``NESTED_KERNELS_BACKEND_<OP>`` (e.g. ``NESTED_KERNELS_BACKEND_LINEAR_MEMORY``) and
+``NESTED_KERNELS_BACKEND`` force a backend wherever the keyword is left at ``"auto"``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional
+
+import torch
+
+from .checks import check_option
+from .extension import cuda_extension_unavailable_reason
+
+BACKEND_NAMES = ("reference", "torch", "triton", "cuda")
+AUTO_ORDER = ("cuda", "triton", "torch", "reference")
+ENV_VAR = "NESTED_KERNELS_BACKEND"
+
+Inputs = Mapping[str, Optional[torch.Tensor]]
+
+
+def _never(inputs: Inputs, cfg: dict) -> Optional[str]:
+    return None
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One implementation of an op.
+
+    forward(inputs, cfg) -> tuple of output tensors, in the op's output order.
+    backward(inputs, outputs, grads, cfg) -> dict input name -> gradient; None means the
+      gradients come from autograd through ``forward`` (pure-PyTorch backends).
+    unsupported(inputs, cfg) -> None when this backend can run these inputs, else the reason.
+    """
+    forward: Callable
+    backward: Optional[Callable] = None
+    unsupported: Callable[[Inputs, dict], Optional[str]] = _never
+
+
+def triton_unavailable_reason(device: torch.device) -> Optional[str]:
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    if device.type != "cuda" and not interpret:
+        return f"Triton kernels need CUDA tensors (got {device}); set TRITON_INTERPRET=1 to run them on the CPU"
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "Triton is not installed (pip install triton)"
+    return None
+
+
+def _platform_reason(name: str, device: torch.device) -> Optional[str]:
+    if name == "triton":
+        return triton_unavailable_reason(device)
+    if name == "cuda":
+        if device.type != "cuda":
+            return f"the CUDA backend needs CUDA tensors, got {device}"
+        return cuda_extension_unavailable_reason()
+    return None
+
+
+def _requested(op_name: str, backend: Optional[str]) -> tuple[str, str]:
+    """(name, where it came from): the keyword, else the per-op then the global variable."""
+    if backend not in (None, "auto"):
+        return backend, "backend"
+    for var in (f"{ENV_VAR}_{op_name.upper()}", ENV_VAR):
+        value = os.environ.get(var, "").strip()
+        if value and value != "auto":
+            return value, var
+    return "auto", "backend"
+
+
+def select_backend(op_name: str, backend: Optional[str], backends: Mapping[str, Backend],
+                   device: torch.device, inputs: Inputs, cfg: dict) -> str:
+    """The name of the backend that runs ``op_name`` on these inputs (see module docstring)."""
+    name, source = _requested(op_name, backend)
+    check_option(source, name, ("auto",) + BACKEND_NAMES)
+    if name != "auto":
+        if name not in backends:
+            raise RuntimeError(f"{op_name} has no {name!r} backend yet; it has {', '.join(backends)}")
+        why = _platform_reason(name, device) or backends[name].unsupported(inputs, cfg)
+        if why:
+            raise RuntimeError(f"{op_name}: backend {name!r} (from {source}) cannot run these inputs: {why}")
+        return name
+    for candidate in AUTO_ORDER:
+        if candidate not in backends or (candidate == "triton" and device.type != "cuda"):
+            continue
+        if _platform_reason(candidate, device) is None and backends[candidate].unsupported(inputs, cfg) is None:
+            return candidate
+    raise RuntimeError(f"{op_name}: no backend can run these inputs")  # reference supports everything
+
+
+def available_backends(backends: Mapping[str, Backend], device: torch.device) -> list[str]:
+    """Names of the backends whose platform is present for ``device`` (shape support aside)."""
+    return [n for n in BACKEND_NAMES if n in backends and _platform_reason(n, device) is None]

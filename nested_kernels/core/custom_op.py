@@ -1,0 +1,202 @@
+"""Registration of every op as a ``torch.library`` custom op, with autograd and fake kernels.
+
+An op is declared once as an :class:`OpSpec`: the names of its tensor inputs and outputs, a
+function giving the outputs' shapes (the fake kernel) and its backends. The spec registers
+
+* ``nested_kernels::<name>(Tensor[] inputs, str config) -> Tensor[]`` — the forward;
+* ``nested_kernels::<name>_backward(Tensor[] inputs, Tensor[] outputs, Tensor?[] grads,
+  str config) -> Tensor[]`` — the gradients of all inputs, from the backend's own backward or,
+  for pure-PyTorch backends, from autograd through its forward (recomputed);
+
+``config`` is a JSON object with the non-tensor arguments, including the chosen ``backend`` and,
+under ``"absent"``, the names of the optional inputs that were not given: those travel as empty
+placeholders, because autograd ignores a ``Tensor?[]`` list that holds a None (torch 2.13).
+A :class:`StepSpec` registers ``nested_kernels::<name>(Tensor[] inputs, Tensor(a!)[] state,
+str config) -> Tensor``, a decode step that updates its state tensors in place.
+Tensors the ops return never alias their inputs.
+"""
+from __future__ import annotations
+
+import json
+from typing import Callable, Mapping, Optional, Sequence
+
+import torch
+
+from .backends import Backend
+
+_LIB = "nested_kernels"
+
+
+def _json(value) -> str:
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_json(v) for v in value) + "]"
+    return "{" + ",".join('"' + k + '":' + _json(value[k]) for k in sorted(value)) + "}"
+
+
+def dumps(cfg: dict) -> str:
+    """JSON of a config of plain values, written by hand so that torch.compile can trace it."""
+    return _json(cfg)
+
+
+def _autograd_enabled_guard():
+    """Custom-op bodies run with the autograd dispatch keys excluded; re-enable them so a
+    pure-PyTorch backward can differentiate the recomputed forward."""
+    keys = torch._C.DispatchKey
+    exclude = torch._C._dispatch_tls_local_exclude_set()
+    for key in ("AutogradOther", "AutogradFunctionality", "ADInplaceOrView", "AutogradNestedTensor"):
+        exclude = exclude.remove(getattr(keys, key))
+    return torch._C._ForceDispatchKeyGuard(torch._C._dispatch_tls_local_include_set(), exclude)
+
+
+def _pack(op_name: str, names: Sequence[str], inputs: Mapping, cfg: dict):
+    """(tensor list with placeholders for absent inputs, config JSON naming the absent ones)."""
+    unknown = set(inputs) - set(names)
+    if unknown:
+        raise TypeError(f"{op_name}: unknown inputs {sorted(unknown)}")
+    present = next(t for t in inputs.values() if t is not None)
+    absent = [n for n in names if inputs.get(n) is None]
+    tensors = [present.new_empty(0) if inputs.get(n) is None else inputs[n] for n in names]
+    return tensors, dumps({**cfg, "absent": absent})
+
+
+def _unpack(names: Sequence[str], tensors, cfg: dict) -> dict:
+    absent = set(cfg["absent"])
+    return {n: None if n in absent else t for n, t in zip(names, tensors)}
+
+
+def _unaliased(results: Sequence[torch.Tensor], others: Sequence) -> list[torch.Tensor]:
+    """Contiguous results sharing no storage with ``others`` or each other (custom ops must not
+    return aliases; autograd may hand back an incoming gradient as is)."""
+    seen = {t.untyped_storage().data_ptr() for t in others if t is not None and t.numel()}
+    out = []
+    for t in results:
+        ptr = t.untyped_storage().data_ptr() if t.numel() else None
+        t = t.clone(memory_format=torch.contiguous_format) if ptr in seen else t.contiguous()
+        if ptr is not None:
+            seen.add(t.untyped_storage().data_ptr())
+        out.append(t)
+    return out
+
+
+def _differentiable(t: Optional[torch.Tensor]) -> bool:
+    return t is not None and t.is_floating_point()
+
+
+def autograd_backward(forward: Callable, names: Sequence[str], inputs: Mapping, grads: Sequence,
+                      cfg: dict) -> dict:
+    """Gradients of every floating-point input by autograd through ``forward`` (recomputed)."""
+    with _autograd_enabled_guard(), torch.enable_grad():
+        leaves = {n: inputs[n].detach().requires_grad_(True) for n in names if _differentiable(inputs[n])}
+        outs = forward({n: leaves.get(n, inputs[n]) for n in names}, cfg)
+        pairs = [(o, g) for o, g in zip(outs, grads) if o.requires_grad and g is not None]
+        if not pairs or not leaves:
+            return {n: torch.zeros_like(t) for n, t in leaves.items()}
+        got = torch.autograd.grad([o for o, _ in pairs], list(leaves.values()), [g for _, g in pairs],
+                                  allow_unused=True)
+    return {n: torch.zeros_like(t) if g is None else g for (n, t), g in zip(leaves.items(), got)}
+
+
+class OpSpec:
+    """A differentiable op: ``spec(cfg, **inputs) -> dict`` of outputs (see module docstring).
+
+    fake(inputs: dict, cfg) -> tuple of empty output tensors with the right shapes and dtypes.
+    """
+
+    def __init__(self, name: str, inputs: Sequence[str], outputs: Sequence[str],
+                 fake: Callable, backends: Mapping[str, Backend]):
+        self.name, self.inputs, self.outputs = name, tuple(inputs), tuple(outputs)
+        self.backends = dict(backends)
+        self._fake_outputs = fake
+        qual = f"{_LIB}::{name}"
+        self.op = torch.library.custom_op(qual, self._forward, mutates_args=(),
+                                          schema="(Tensor[] inputs, str config) -> Tensor[]")
+        self.op.register_fake(self._fake)
+        self.backward_op = torch.library.custom_op(
+            qual + "_backward", self._backward, mutates_args=(),
+            schema="(Tensor[] inputs, Tensor[] outputs, Tensor?[] grads, str config) -> Tensor[]")
+        self.backward_op.register_fake(self._fake_backward)
+        self.op.register_autograd(self._autograd_backward, setup_context=self._setup_context)
+
+    def __call__(self, cfg: dict, **inputs) -> dict:
+        tensors, config = _pack(self.name, self.inputs, inputs, cfg)
+        return dict(zip(self.outputs, self.op(tensors, config)))
+
+    # -- kernels --------------------------------------------------------------------------
+    def _forward(self, inputs, config):
+        cfg = json.loads(config)
+        outs = self.backends[cfg["backend"]].forward(_unpack(self.inputs, inputs, cfg), cfg)
+        return [o.contiguous() for o in outs]
+
+    def _fake(self, inputs, config):
+        cfg = json.loads(config)
+        return list(self._fake_outputs(_unpack(self.inputs, inputs, cfg), cfg))
+
+    def _backward(self, inputs, outputs, grads, config):
+        cfg = json.loads(config)
+        backend = self.backends[cfg["backend"]]
+        named = _unpack(self.inputs, inputs, cfg)
+        if backend.backward is not None:
+            got = backend.backward(named, dict(zip(self.outputs, outputs)), dict(zip(self.outputs, grads)), cfg)
+        else:
+            got = autograd_backward(backend.forward, self.inputs, named, grads, cfg)
+        result = [got[n] if _differentiable(named[n]) and got.get(n) is not None
+                  else (torch.zeros_like(named[n]) if _differentiable(named[n]) else torch.empty(0))
+                  for n in self.inputs]
+        return _unaliased(result, [*inputs, *outputs, *grads])
+
+    def _fake_backward(self, inputs, outputs, grads, config):
+        named = _unpack(self.inputs, inputs, json.loads(config))
+        return [torch.empty_like(t) if _differentiable(t) else torch.empty(0) for t in named.values()]
+
+    # -- autograd -------------------------------------------------------------------------
+    def _setup_context(self, ctx, inputs, output):
+        tensors, config = inputs
+        ctx.n_in = len(tensors)
+        ctx.config = config
+        ctx.save_for_backward(*tensors, *output)
+
+    def _autograd_backward(self, ctx, grads):
+        saved = ctx.saved_tensors
+        inputs, outputs = list(saved[:ctx.n_in]), list(saved[ctx.n_in:])
+        absent = set(json.loads(ctx.config)["absent"])
+        grads = [None if g is None or not o.is_floating_point() else g.contiguous()
+                 for g, o in zip(grads, outputs)]
+        got = self.backward_op(inputs, outputs, grads, ctx.config)
+        return [g if _differentiable(t) and n not in absent else None
+                for n, t, g in zip(self.inputs, inputs, got)], None
+
+
+class StepSpec:
+    """A one-token decode step that updates its state tensors in place and returns the output.
+
+    forward(inputs: dict, state: dict, cfg) -> output tensor (writes into ``state``'s tensors).
+    fake(inputs: dict, state: dict, cfg) -> empty output tensor.
+    """
+
+    def __init__(self, name: str, inputs: Sequence[str], state: Sequence[str], fake: Callable,
+                 backends: Mapping[str, Backend]):
+        self.name, self.inputs, self.state = name, tuple(inputs), tuple(state)
+        self.backends = dict(backends)
+        self._fake_output = fake
+        self.op = torch.library.custom_op(f"{_LIB}::{name}", self._forward, mutates_args=("state",),
+                                          schema="(Tensor[] inputs, Tensor(a!)[] state, str config) -> Tensor")
+        self.op.register_fake(self._fake)
+
+    def __call__(self, cfg: dict, state: Mapping[str, torch.Tensor], **inputs) -> torch.Tensor:
+        tensors, config = _pack(self.name, self.inputs, inputs, cfg)
+        return self.op(tensors, [state[n] for n in self.state], config)
+
+    def _forward(self, inputs, state, config):
+        cfg = json.loads(config)
+        return self.backends[cfg["backend"]].forward(_unpack(self.inputs, inputs, cfg),
+                                                     dict(zip(self.state, state)), cfg)
+
+    def _fake(self, inputs, state, config):
+        cfg = json.loads(config)
+        return self._fake_output(_unpack(self.inputs, inputs, cfg), dict(zip(self.state, state)), cfg)

@@ -1,0 +1,38 @@
+"""The compiled CUDA extension ``nested_kernels._C``, loaded on first use.
+
+Importing the package never needs it; a CUDA backend that is called without it raises an error
+that says how to build it.
+"""
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+from typing import Optional
+
+BUILD_HINT = (
+    "the CUDA extension nested_kernels._C is not built. Build it with a CUDA compiler (nvcc) on PATH: "
+    "`pip install --no-build-isolation -e .` (NESTED_KERNELS_CUDA=1 makes a missing nvcc an error, "
+    "NESTED_KERNELS_CUDA_ARCHS='80;90a' picks the architectures); see README.md, 'Building CUDA'."
+)
+
+
+@functools.lru_cache(maxsize=None)
+def _load() -> tuple[Optional[ModuleType], Optional[str]]:
+    try:
+        from nested_kernels import _C  # type: ignore[attr-defined]
+    except ImportError as exc:  # not built, or built for another Python
+        return None, f"{BUILD_HINT} (import failed: {exc})"
+    return _C, None
+
+
+def cuda_extension() -> ModuleType:
+    """The loaded extension; raises RuntimeError with build instructions when it is missing."""
+    module, why = _load()
+    if module is None:
+        raise RuntimeError(why)
+    return module
+
+
+def cuda_extension_unavailable_reason() -> Optional[str]:
+    """None when the extension is importable, else why not."""
+    return _load()[1]
