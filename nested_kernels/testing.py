@@ -1,0 +1,48 @@
+"""Helpers for comparing backends with the float64 reference (used by tests and ``verify``)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+# SPEC §7: relative error bounds against the float64 reference.
+TOLERANCE = {
+    ("reference", torch.float32): 1e-5, ("torch", torch.float32): 1e-5,
+    ("kernel", torch.float32): 2e-3,
+    ("any", torch.bfloat16): 2e-2, ("any", torch.float16): 2e-2,
+}
+
+
+def tolerance(backend: str, dtype: torch.dtype) -> float:
+    """Relative-error bound of SPEC §7 for ``backend`` on inputs of ``dtype`` (vs float64)."""
+    if dtype in (torch.bfloat16, torch.float16):
+        return TOLERANCE[("any", dtype)]
+    if dtype == torch.float64:
+        return 1e-10
+    return TOLERANCE[(backend if backend in ("reference", "torch") else "kernel", dtype)]
+
+
+def rel_error(out: Optional[torch.Tensor], ref: Optional[torch.Tensor]) -> float:
+    """‖out − ref‖ / ‖ref‖ in float64 (inf for NaN/Inf in ``out``; 0 when both are empty/zero)."""
+    if out is None and ref is None:
+        return 0.0
+    out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
+    if out.shape != ref.shape:
+        raise AssertionError(f"shape {tuple(out.shape)} != reference shape {tuple(ref.shape)}")
+    if not torch.isfinite(out).all():
+        return float("inf")
+    denom = ref.norm().item()
+    diff = (out - ref).norm().item()
+    return diff if denom == 0 else diff / denom
+
+
+def assert_close_rel(out, ref, tol: float, what: str = "") -> None:
+    err = rel_error(out, ref)
+    assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.1e}"
+
+
+def poison_(t: torch.Tensor) -> torch.Tensor:
+    """Fill ``t`` with NaN (or the dtype's max for integers) so unwritten elements show up."""
+    if t.is_floating_point():
+        return t.fill_(float("nan"))
+    return t.fill_(torch.iinfo(t.dtype).max)
