@@ -1,7 +1,7 @@
 """Test setup shared by every test.
 
 TRITON_INTERPRET=1 is set before any Triton kernel is defined, so the Triton backends run on CPU
-tensors (tiny shapes only: each program instance costs ~0.5 ms). Tests marked ``gpu`` need CUDA
+tensors (tiny shapes only: each program instance costs ~0.5 ms). Kernel outputs are poisoned. Tests marked ``gpu`` need CUDA
 and are skipped without it (`pytest -m gpu` on the GPU machine).
 """
 import os
@@ -11,6 +11,7 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ["NESTED_KERNELS_POISON"] = "1"  # kernel outputs start as NaN (core/alloc.py)
 
 
 def pytest_configure(config):
