@@ -1,0 +1,109 @@
+// Python module nested_kernels._C.
+//
+// The bindings take raw device pointers as Python ints (tensor.data_ptr()), sizes, dtype codes
+// (_C.DTYPE_*) and a cudaStream_t as an int (torch.cuda.current_stream().cuda_stream); they never
+// touch torch's C++ API, so the module builds with nvcc alone, also where torch is a CPU build.
+// Validation of tensors (shapes, dtypes, devices, contiguity) is the Python wrappers' job
+// (nested_kernels/ops/*/cuda.py); the C++ side re-checks sizes and null pointers only.
+// Errors: bad arguments raise ValueError, CUDA failures RuntimeError.
+#include <pybind11/pybind11.h>
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <string>
+
+#include "common/cuda_check.h"
+#include "common/dtypes.h"
+#include "fast_mlp/outer_update.h"
+
+// Written by setup.py (build directory) with the architectures and nvcc of this build.
+#if __has_include("nested_kernels_build_config.h")
+#include "nested_kernels_build_config.h"
+#endif
+#ifndef NK_BUILD_CUDA_ARCHS
+#define NK_BUILD_CUDA_ARCHS "unknown"
+#endif
+#ifndef NK_BUILD_GENCODE
+#define NK_BUILD_GENCODE "unknown"
+#endif
+#ifndef NK_BUILD_NVCC_VERSION
+#define NK_BUILD_NVCC_VERSION "unknown"
+#endif
+
+namespace py = pybind11;
+
+namespace {
+
+template <typename T>
+T* as_ptr(std::uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+void outer_update_py(std::uintptr_t out, std::uintptr_t weight, std::uintptr_t left,
+                     std::uintptr_t right, std::uintptr_t eta, long long N, long long n_tok,
+                     long long P, long long Q, int dtype, double retention, std::uintptr_t stream) {
+  NK_CHECK_ARG(nk::is_valid_dtype(dtype),
+               "outer_update: dtype must be one of _C.DTYPE_FLOAT32, _C.DTYPE_BFLOAT16, "
+               "_C.DTYPE_FLOAT16, got " + std::to_string(dtype));
+  nk::OuterUpdateParams params;
+  params.out = as_ptr<float>(out);
+  params.weight = as_ptr<const float>(weight);
+  params.left = as_ptr<const void>(left);
+  params.right = as_ptr<const void>(right);
+  params.eta = as_ptr<const float>(eta);
+  params.N = N;
+  params.n_tok = n_tok;
+  params.P = P;
+  params.Q = Q;
+  params.dtype = static_cast<nk::DType>(dtype);
+  params.retention = static_cast<float>(retention);
+  nk::outer_update(params, reinterpret_cast<cudaStream_t>(stream));
+}
+
+py::dict build_info() {
+  py::dict info;
+  info["cuda_archs"] = NK_BUILD_CUDA_ARCHS;
+  info["gencode"] = NK_BUILD_GENCODE;
+  info["nvcc_version"] = NK_BUILD_NVCC_VERSION;
+  info["cuda_runtime_compiled"] = CUDART_VERSION;  // e.g. 13000; cudart is linked statically
+#if defined(__VERSION__)
+  info["host_compiler"] = __VERSION__;
+#endif
+  // Queried at call time; both work without a GPU. Driver version 0 means no driver found.
+  int runtime_version = 0;
+  int driver_version = 0;
+  if (cudaRuntimeGetVersion(&runtime_version) != cudaSuccess) runtime_version = -1;
+  if (cudaDriverGetVersion(&driver_version) != cudaSuccess) driver_version = -1;
+  cudaGetLastError();  // clear any error these queries recorded, so no later launch check sees it
+  info["cuda_runtime"] = runtime_version;
+  info["cuda_driver"] = driver_version;
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "CUDA kernels of nested_kernels (raw-pointer bindings; use nested_kernels.ops.*)";
+
+  m.attr("DTYPE_FLOAT32") = static_cast<int>(nk::DType::kFloat32);
+  m.attr("DTYPE_BFLOAT16") = static_cast<int>(nk::DType::kBFloat16);
+  m.attr("DTYPE_FLOAT16") = static_cast<int>(nk::DType::kFloat16);
+
+  m.def("outer_update", &outer_update_py, py::call_guard<py::gil_scoped_release>(),
+        py::arg("out"), py::arg("weight"), py::arg("left"), py::arg("right"), py::arg("eta"),
+        py::arg("N"), py::arg("n_tok"), py::arg("P"), py::arg("Q"), py::arg("dtype"),
+        py::arg("retention"), py::arg("stream"),
+        R"doc(out[n] = retention * weight[n] - left[n]^T diag(eta[n]) right[n], asynchronously.
+
+All tensors are given as device addresses (int) of contiguous buffers on the current device:
+out, weight [N, P, Q] float32 (out == weight allowed), left [N, n_tok, P] and right
+[N, n_tok, Q] of dtype code `dtype` (DTYPE_FLOAT32/BFLOAT16/FLOAT16), eta [N, n_tok] float32.
+`stream` is a cudaStream_t as an int (0: the legacy default stream). Raises ValueError for bad
+sizes/dtype codes and RuntimeError for CUDA errors. Use nested_kernels.ops.fast_mlp.cuda.outer_update
+from Python.)doc");
+
+  m.def("build_info", &build_info,
+        "dict: CUDA architectures compiled, -gencode flags, nvcc version, CUDA runtime version "
+        "compiled against and found, driver version (0: no driver), host compiler");
+}
