@@ -9,7 +9,7 @@ from ...core import checks
 from ...core.backends import Backend, select_backend
 from ...core.custom_op import OpSpec, StepSpec
 from ...core.sequences import num_sequences
-from . import reference, step as step_impl
+from . import chunk, reference, step as step_impl
 from .inputs import compute_dtype
 from .state import LinearMemoryState
 
@@ -33,7 +33,7 @@ def _fake(inputs, cfg):
     return o, state(), S, state(), q.new_empty(N, dtype=torch.int64)
 
 
-BACKENDS = {"reference": Backend(reference.forward)}
+BACKENDS = {"reference": Backend(reference.forward), "torch": Backend(chunk.forward)}
 OP = OpSpec("linear_memory", INPUTS, OUTPUTS, _fake, BACKENDS)
 
 
