@@ -185,7 +185,7 @@ class NvccBuildExt(build_ext):
     def build_extension(self, ext: Extension) -> None:
         nvcc = find_nvcc()
         if nvcc is None:
-            raise RuntimeError("nvcc not found (PATH, $CUDA_HOME/bin): cannot build " + ext.name)
+            raise RuntimeError("nvcc not found ($CUDA_HOME/bin, PATH, /usr/local/cuda/bin): cannot build " + ext.name)
         archs = parse_archs()
         jobs, threads = max_jobs(), nvcc_threads()
         build_temp = Path(self.build_temp).resolve() / "nested_kernels_cuda"
@@ -255,9 +255,9 @@ def extensions() -> list[Extension]:
     if nvcc is None:
         if mode == "on":
             raise SystemExit(
-                "NESTED_KERNELS_CUDA=1 but nvcc was found neither in $CUDA_HOME/bin nor on PATH"
+                "NESTED_KERNELS_CUDA=1 but nvcc was found neither in $CUDA_HOME/bin, on PATH nor in /usr/local/cuda/bin"
             )
-        print("nested_kernels: note: nvcc not found (PATH, $CUDA_HOME/bin); installing pure Python "
+        print("nested_kernels: note: nvcc not found ($CUDA_HOME/bin, PATH, /usr/local/cuda/bin); installing pure Python "
               "without the CUDA extension nested_kernels._C", flush=True)
         _warn_if_stale_extension()
         return []
