@@ -1,0 +1,90 @@
+"""Inputs of ``fast_mlp`` as the backends see them, and the op's tensor names.
+
+Op inputs (``INPUTS``): x, the shared weights ``w0..w2`` (absent when per-sequence initial
+weights are given), eta (absent when it is a Python float, then ``cfg["eta_value"]``), target /
+teach (exactly one), the initial state ``s_w0..s_w2`` (per-sequence weights), ``s_u0..s_u2``
+(pending partial-chunk update), ``position0``, and cu_seqlens. Weight slots are numbered in the
+``weights`` order; slot 2 is absent for gelu/silu.
+Op outputs (``OUTPUTS``): y and, with ``output_final_state``, the final state fields (empty
+placeholders otherwise).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import torch
+
+from ...core.sequences import Segment, segments
+from .mlp import num_weights
+
+INPUTS = ("x", "w0", "w1", "w2", "eta", "target", "teach", "s_w0", "s_w1", "s_w2",
+          "s_u0", "s_u1", "s_u2", "position0", "cu_seqlens")
+OUTPUTS = ("y", "w0", "w1", "w2", "u0", "u1", "u2", "position")
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """float64 for float64 inputs, else float32 (SPEC §1: all arithmetic accumulates in float32)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+@dataclass
+class Prepared:
+    """x [B,T,D], eta [B,T], signal [B,T,D] (target or teach, per ``mode``) in the compute dtype;
+    ``shared`` — the shared initial weights [out,in] (None when per-sequence weights are given);
+    ``weights`` — per-sequence initial weights [N,out,in] (None when shared); ``pending`` — the
+    initial partial-chunk update [N,out,in] (None: zero); position [N] as Python ints."""
+    x: torch.Tensor
+    eta: torch.Tensor
+    signal: torch.Tensor
+    mode: str
+    shared: Optional[list]
+    weights: Optional[list]
+    pending: Optional[list]
+    position: list
+    segments: list
+    num_weights: int
+
+
+def prepare(inputs: Mapping[str, Optional[torch.Tensor]], cfg: dict) -> Prepared:
+    x = inputs["x"]
+    dt = compute_dtype(x)
+    B, T, _ = x.shape
+    k = num_weights(cfg["mlp"])
+    segs: list[Segment] = segments(B, T, inputs["cu_seqlens"])
+    eta = (torch.full((B, T), cfg["eta_value"], dtype=dt, device=x.device) if inputs["eta"] is None
+           else inputs["eta"].to(dt))
+    mode = "teach" if inputs["target"] is None else "target"
+    signal = inputs[mode].to(dt)
+    as_list = lambda prefix: (None if inputs[prefix + "0"] is None  # noqa: E731
+                              else [inputs[f"{prefix}{i}"].to(dt) for i in range(k)])
+    position = ([0] * len(segs) if inputs["position0"] is None
+                else [int(p) for p in inputs["position0"].tolist()])
+    return Prepared(x.to(dt), eta, signal, mode, as_list("w"), as_list("s_w"), as_list("s_u"),
+                    position, segs, k)
+
+
+def pack_outputs(inputs: Mapping, y: torch.Tensor, cfg: dict, weights=None, pending=None,
+                 position=None) -> tuple:
+    """The op's output tuple: y in x's dtype, then the final state (or empty placeholders).
+
+    State tensors that still share memory with an input (a sequence that did not update) are
+    copied: a custom op's outputs must not alias its inputs."""
+    x = inputs["x"]
+    dt = compute_dtype(x)
+    y = y.to(x.dtype)
+    taken = {t.untyped_storage().data_ptr() for t in inputs.values() if t is not None and t.numel()}
+    fresh = lambda t: t.clone() if t.numel() and t.untyped_storage().data_ptr() in taken else t  # noqa: E731
+    weights = [fresh(t) for t in weights or ()]
+    pending = [fresh(t) for t in pending or ()]
+    empty = lambda: x.new_empty(0, dtype=dt)  # noqa: E731
+    if not cfg["output_final_state"]:
+        return (y,) + tuple(empty() for _ in range(6)) + (torch.empty(0, dtype=torch.int64, device=x.device),)
+    pad = lambda ts: list(ts) + [empty()] * (3 - len(ts))  # noqa: E731
+    return (y, *pad(weights), *pad(pending), torch.tensor(position, dtype=torch.int64, device=x.device))
+
+
+def no_sequences(p: Prepared) -> tuple:
+    """(weights, pending, position) of an empty final state (N == 0)."""
+    ws = [w.new_zeros(0, *w.shape[-2:]) for w in (p.weights or p.shared)]
+    return ws, [w.clone() for w in ws], []
