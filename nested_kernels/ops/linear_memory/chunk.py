@@ -242,6 +242,8 @@ def forward(inputs, cfg):
 
     if whole is not None:
         o = whole
+    elif not p.segments:                               # B == 0
+        o = q.new_zeros(B, T, H, V)
     elif cu is not None:
         o = torch.cat([o_parts[n] for n in range(len(p.segments))], dim=0)[None]
     else:
@@ -250,6 +252,9 @@ def forward(inputs, cfg):
     if not cfg["output_final_state"]:
         return (o,) + empty_outputs(inputs["q"], V)
 
+    if not finals:
+        return o, p.M.clone(), (p.S.clone() if p.S is not None else p.M.new_empty(0)), p.M.clone(), \
+            torch.zeros(0, dtype=torch.int64, device=q.device)
     inv = torch.argsort(torch.tensor(order, device=q.device))   # group order -> sequence order
     M = torch.cat([f[0] for f in finals])[inv]
     S = torch.cat([f[1] for f in finals])[inv] if p.S is not None else M.new_empty(0)

@@ -31,9 +31,14 @@ def forward(inputs, cfg):
             rows[b].append(o)
             pos = (pos + 1) % C
         finals.append((M, S, M if pos == 0 else M_chunk, pos))
-    o = torch.stack([torch.stack(r) if r else p.q.new_zeros(0, H, V) for r in rows]).to(inputs["q"].dtype)
+    o = torch.stack([torch.stack(r) if r else p.q.new_zeros(0, H, V) for r in rows]) if rows \
+        else p.q.new_zeros(0, T, H, V)                                       # B == 0
+    o = o.to(inputs["q"].dtype)
     if not cfg["output_final_state"]:
         return (o,) + empty_outputs(inputs["q"], V)
+    if not finals:
+        return o, p.M.clone(), p.M.new_empty(0) if p.S is None else p.S.clone(), p.M.clone(), \
+            torch.zeros(0, dtype=torch.int64, device=o.device)
     M = torch.stack([f[0] for f in finals])
     S = torch.stack([f[1] for f in finals]) if p.S is not None else M.new_empty(0)
     M_chunk = torch.stack([f[2] for f in finals])
