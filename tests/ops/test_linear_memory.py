@@ -16,7 +16,7 @@ from nested_kernels import LinearMemoryState, linear_memory, linear_memory_step
 from nested_kernels.core.backends import select_backend
 from nested_kernels.core.custom_op import _pack
 from nested_kernels.ops.linear_memory import api, chunk
-from nested_kernels.testing import assert_close_rel, rel_error, tolerance
+from nested_kernels.testing import assert_close_rel, tolerance
 
 BACKENDS = ("reference", "torch")
 GATES = {"none": "", "alpha": "a", "alpha_beta": "ab", "all": "abm", "mu": "m"}
@@ -500,6 +500,10 @@ def _error_cases():
         "read": ({}, dict(read="later"), "read"),
         "backend": ({}, dict(backend="cudnn"), "backend"),
         "state shape": ({}, dict(initial_state=(torch.zeros(1, 2, 4, 5), None)), "initial_state.M"),
+        "state position": ({}, dict(chunk_size=4, initial_state=LinearMemoryState(
+            torch.zeros(1, 2, 4, 4), None, torch.zeros(1, 2, 4, 4), torch.tensor([4]), 4)), "initial_state.position"),
+        "state chunk_size": ({}, dict(chunk_size=8, initial_state=LinearMemoryState(
+            torch.zeros(1, 2, 4, 4), None, torch.zeros(1, 2, 4, 4), torch.tensor([1]), 4)), "initial_state"),
     }
     return x, cases
 

@@ -51,6 +51,9 @@ def prepare(inputs: Mapping[str, Optional[torch.Tensor]], cfg: dict) -> Prepared
         S = torch.zeros_like(M) if inputs["s0"] is None else inputs["s0"].to(dt)
     M_chunk = M if inputs["m_chunk0"] is None else inputs["m_chunk0"].to(dt)
     position = [0] * N if inputs["position0"] is None else [int(p) for p in inputs["position0"].tolist()]
+    if any(not 0 <= p < cfg["chunk_size"] for p in position):
+        raise ValueError(f"initial_state.position must hold values in [0, chunk_size = {cfg['chunk_size']}), "
+                         f"got {position}")
     return Prepared(q.to(dt), k.to(dt), v.to(dt), eta.to(dt), alpha, gate("beta", 0.0), mu,
                     M, S, M_chunk, position, segs)
 
