@@ -43,6 +43,13 @@ def _register_backend(name: str, backend: Backend) -> None:
     OP.backends[name] = backend
 
 
+try:  # Triton kernels; triton itself is imported only when they first run
+    from .triton_backend import BACKEND as _TRITON_BACKEND
+    _register_backend("triton", _TRITON_BACKEND)
+except ImportError:  # pragma: no cover
+    pass
+
+
 StateLike = Union[LinearMemoryState, tuple, None]
 
 
