@@ -11,7 +11,7 @@ from ...core import checks
 from ...core.backends import Backend, select_backend
 from ...core.custom_op import OpSpec, StepSpec
 from ...core.sequences import num_sequences
-from . import reference, step as step_impl
+from . import chunk, reference, step as step_impl
 from .inputs import INPUTS, OUTPUTS, PARAM_NAMES, compute_dtype
 from .memories import MAX_SLOTS, MEMORIES, SCALAR_MEMORIES, SLOTS
 from .state import FLAT_KINDS, FLAT_STATE, SelfModifyingTitansState, flat_name
@@ -38,7 +38,7 @@ def _fake(inputs, cfg):
     return tuple(out)
 
 
-BACKENDS = {"reference": Backend(reference.forward)}
+BACKENDS = {"reference": Backend(reference.forward), "torch": Backend(chunk.forward)}
 OP = OpSpec("self_modifying_titans", INPUTS, OUTPUTS, _fake, BACKENDS)
 
 
