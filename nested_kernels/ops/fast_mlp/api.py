@@ -66,7 +66,7 @@ def _check_eta(eta, shape, form: str, device):
 
 def _check_signal(target, teach, shape, form: str, device):
     if (target is None) == (teach is None):
-        raise ValueError("exactly one of target and teach must be given (target: the inner loss is "
+        raise ValueError("target / teach: exactly one of them must be given (target: the inner loss is "
                          "½‖y − target‖²; teach: an output gradient treated as data), got "
                          + ("both" if target is not None else "neither"))
     name = "target" if target is not None else "teach"

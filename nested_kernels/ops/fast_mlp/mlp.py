@@ -84,7 +84,7 @@ def grad_factors(weights: Sequence[Tensor], x: Tensor, cache: tuple, g: Tensor,
         _, _, w_down = weights
         u, v, s, h = cache
         e = torch.matmul(g, w_down)                     # W_downᵀ g   [..., n, F]
-        d_gate = e * v * (s * (1.0 + u * (1.0 - torch.sigmoid(u))))
+        d_gate = e * v * _act_grad(u, "silu")
         d_up = e * s
         return [(d_gate, x), (d_up, x), (g, h)]
     _, w_out = weights
