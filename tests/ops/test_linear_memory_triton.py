@@ -1,0 +1,248 @@
+"""Tests of the ``triton`` backend of ``linear_memory`` against the float64 token-loop reference.
+
+On a machine without a GPU the kernels run under Triton's interpreter (conftest sets
+TRITON_INTERPRET=1; ~0.5 ms per program and per op, so shapes are tiny: B·H ≤ 2, T ≤ 40,
+C = 16, K, V ∈ {16, 32}). Outputs are NaN-poisoned before the kernels run (conftest sets
+NESTED_KERNELS_POISON=1). Every case compares outputs, final states (M, S, M_chunk, position) and
+the gradients of a random functional of all of them with respect to every floating-point input
+(q, k, v, eta, gates, M0, S0, M_chunk0) — SPEC §7 bounds: 2e-3 in float32, 2e-2 in float16. bf16 is
+not tested under the interpreter (its bf16 arithmetic is broken); ``-m gpu`` runs a bf16 case.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nested_kernels.ops.linear_memory import LinearMemoryState, linear_memory
+from nested_kernels.ops.linear_memory import api, triton_backend
+from nested_kernels.testing import rel_error, tolerance
+
+pytest.importorskip("triton")
+
+F64 = torch.float64
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def make(B=1, T=37, H=1, K=16, V=16, *, gates="abm", N=None, seed=0, resume=None, C=16):
+    """Float64 inputs in the SPEC §7 range (‖k‖ = 1, η ∈ [0, 1), α ∈ [0.5, 1], β ≤ α, μ ∈ [0, 0.9))
+    and an initial state: (M0, S0) or, with ``resume`` (positions per sequence), a
+    LinearMemoryState that resumes mid-chunk."""
+    g = torch.Generator().manual_seed(seed)
+    rn = lambda *s: torch.randn(*s, generator=g, dtype=F64)  # noqa: E731
+    ru = lambda *s: torch.rand(*s, generator=g, dtype=F64)  # noqa: E731
+    N = B if N is None else N
+    alpha = 0.5 + 0.5 * ru(B, T, H)
+    x = dict(q=rn(B, T, H, K), k=F.normalize(rn(B, T, H, K), dim=-1), v=rn(B, T, H, V),
+             eta=ru(B, T, H),
+             log_alpha=alpha.log() if "a" in gates else None,
+             beta=alpha * ru(B, T, H) if "b" in gates else None,
+             mu=0.9 * ru(B, T, H) if "m" in gates else None)
+    st = dict(M=0.5 * rn(N, H, K, V), S=0.3 * rn(N, H, K, V) if "m" in gates else None)
+    if resume is not None:
+        st["M_chunk"] = 0.5 * rn(N, H, K, V)
+        st["position"] = torch.tensor(resume, dtype=torch.int64)
+    return x, st
+
+
+def run(backend, x, st, dtype, **kw):
+    """(outputs dict, gradients dict) of a fixed random functional of o and the final state."""
+    dev = DEVICE if backend == "triton" else "cpu"
+    dt = F64 if backend == "reference" else dtype
+    leaves = {n: t.to(dev, dt).requires_grad_(True) for n, t in x.items() if t is not None}
+    xx = {n: leaves.get(n) for n in x}
+    sl = {n: t.to(dev, F64 if backend == "reference" else torch.float32).requires_grad_(True)
+          for n, t in st.items() if t is not None and n != "position"}
+    leaves.update({n + "0": t for n, t in sl.items()})
+    if "position" in st:
+        init = LinearMemoryState(sl["M"], sl.get("S"), sl["M_chunk"], st["position"].to(dev), kw["chunk_size"])
+    else:
+        init = (sl["M"], sl.get("S"))
+    cu = kw.pop("cu_seqlens", None)
+    o, fs = linear_memory(xx["q"], xx["k"], xx["v"], xx["eta"], xx["log_alpha"], xx["beta"], xx["mu"],
+                          initial_state=init, output_final_state=True, backend=backend,
+                          cu_seqlens=None if cu is None else cu.to(dev), **kw)
+    outs = dict(o=o, M=fs.M, M_chunk=fs.M_chunk)
+    if fs.S is not None:
+        outs["S"] = fs.S
+    g = torch.Generator().manual_seed(123)
+    loss = sum((t.double().cpu() * torch.randn(t.shape, generator=g, dtype=F64)).sum() for t in outs.values())
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    outs["position"] = fs.position
+    return outs, dict(zip(leaves, grads))
+
+
+def check(x, st, dtype=torch.float32, **kw):
+    kw.setdefault("chunk_size", 16)
+    tol = tolerance("triton", dtype)
+    got, dgot = run("triton", x, st, dtype, **dict(kw))
+    ref, dref = run("reference", x, st, dtype, **dict(kw))
+    assert got["o"].dtype == dtype and got["M"].dtype == torch.float32
+    assert torch.equal(got.pop("position").cpu(), ref.pop("position"))
+    errs = {n: rel_error(got[n], ref[n]) for n in ref}
+    errs.update({"d" + n: rel_error(dgot[n], dref[n]) for n in dref})
+    bad = {n: e for n, e in errs.items() if not e <= tol}
+    assert not bad, f"relative errors above {tol}: {bad}"
+
+
+# pruned option grid: every gate set, target and read appears, in pairs
+GRID = [
+    # gates, target, read
+    ("", "external", "after"),
+    ("a", "external", "before"),
+    ("ab", "external", "chunk"),
+    ("abm", "external", "after"),
+    ("m", "external", "before"),
+    ("bm", "external", "after"),
+    ("", "self", "chunk"),
+    ("ab", "self", "after"),
+    ("abm", "self", "before"),
+    ("am", "self", "chunk"),
+]
+
+
+@pytest.mark.parametrize("gates,target,read", GRID)
+def test_matches_reference(gates, target, read):
+    x, st = make(T=37, gates=gates, seed=len(gates))
+    check(x, st, target=target, read=read, scale=0.8)
+
+
+@pytest.mark.parametrize("C,gates,target,read", [(64, "abm", "self", "after"), (128, "ab", "external", "before")])
+def test_large_chunks(C, gates, target, read):
+    x, st = make(B=2, H=2, T=40, gates=gates, seed=C)
+    check(x, st, chunk_size=C, target=target, read=read)
+
+
+@pytest.mark.parametrize("gates,target,read", [("abm", "external", "after"), ("ab", "self", "before")])
+def test_resume_mid_chunk(gates, target, read):
+    """A LinearMemoryState at positions 5 and 13 of a chunk: the first tile finishes that chunk
+    with errors frozen at its M_chunk; gradients reach M_chunk0."""
+    x, st = make(B=2, T=21, gates=gates, resume=[5, 13])
+    check(x, st, target=target, read=read)
+
+
+def test_resume_ends_inside_chunk():
+    """The call starts and ends inside one chunk (final M_chunk is the initial M_chunk)."""
+    x, st = make(B=1, T=6, gates="abm", resume=[3])
+    check(x, st, target="self", read="after")
+
+
+def test_cu_seqlens_with_positions_and_empty_sequence():
+    cu = torch.tensor([0, 9, 9, 30], dtype=torch.int32)
+    x, st = make(B=1, T=30, N=3, gates="abm", resume=[0, 4, 11])
+    check(x, st, cu_seqlens=cu, target="external", read="before")
+
+
+def test_k_ne_v_with_two_v_blocks(monkeypatch):
+    """K = 16, V = 32 split into two V blocks of 16: the per-block partial sums of dq, dk and the
+    gate gradients are added by the launcher."""
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BV", "16")
+    x, st = make(T=20, K=16, V=32, gates="abm")
+    check(x, st, target="external", read="after")
+
+
+def test_self_target_two_v_blocks(monkeypatch):
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BV", "16")
+    x, st = make(T=18, K=32, V=32, gates="ab")
+    check(x, st, target="self", read="chunk")
+
+
+def test_chunk_32_and_short_sequence():
+    x, st = make(T=40, gates="abm", seed=3)
+    check(x, st, chunk_size=32, target="external", read="after")
+    x, st = make(T=5, gates="abm", seed=4)
+    check(x, st, chunk_size=16, target="self", read="before")
+
+
+def test_mu_exactly_zero_and_negative_gates():
+    x, st = make(T=20, gates="abm", seed=5)
+    x["mu"][0, ::3] = 0.0
+    x["mu"][0, 1::5] = -0.3
+    check(x, st, target="external", read="after", scale=-0.5)
+
+
+def test_float16_within_spec():
+    x, st = make(T=24, gates="abm", seed=6)
+    check(x, st, dtype=torch.float16, target="external", read="after")
+
+
+def test_without_initial_state_and_final_state():
+    """No initial state, no final state: outputs and input gradients only."""
+    x, _ = make(T=20, gates="ab", seed=7)
+    leaves = {n: t.float().to(DEVICE).requires_grad_(True) for n, t in x.items() if t is not None}
+    args = [leaves.get(n) for n in ("q", "k", "v", "eta", "log_alpha", "beta", "mu")]
+    o, fs = linear_memory(*args, chunk_size=16, backend="triton")
+    assert fs is None
+    ref, _ = linear_memory(*[None if a is None else a.detach().double().cpu() for a in args],
+                           chunk_size=16, backend="reference")
+    assert rel_error(o, ref) <= 2e-3
+    g = torch.autograd.grad(o.square().sum(), [a for a in args if a is not None])
+    refl = [a.detach().double().cpu().requires_grad_(True) if a is not None else None for a in args]
+    oref, _ = linear_memory(*refl, chunk_size=16, backend="reference")
+    gref = torch.autograd.grad(oref.square().sum(), [a for a in refl if a is not None])
+    for a, b in zip(g, gref):
+        assert rel_error(a, b) <= 2e-3
+
+
+def test_empty_sequence_returns_state():
+    x, st = make(T=0, gates="abm")
+    o, fs = linear_memory(*[None if x[n] is None else x[n].float() for n in
+                            ("q", "k", "v", "eta", "log_alpha", "beta", "mu")],
+                          initial_state=(st["M"].float(), st["S"].float()), chunk_size=16,
+                          output_final_state=True, backend="triton")
+    assert o.shape == (1, 0, 1, 16)
+    assert torch.equal(fs.M, st["M"].float()) and torch.equal(fs.S, st["S"].float())
+    assert torch.equal(fs.M_chunk, st["M"].float()) and fs.position.tolist() == [0]
+
+
+# -- fallbacks ---------------------------------------------------------------------------------
+
+def _inputs(K=16, V=16, dtype=torch.float32):
+    x, _ = make(T=4, K=K, V=V, gates="")
+    d = {n: None if t is None else t.to(dtype) for n, t in x.items()}
+    return dict(d, m0=None, s0=None, m_chunk0=None, position0=None, cu_seqlens=None)
+
+
+@pytest.mark.parametrize("C,K,V,dtype,target,what", [
+    (1, 16, 16, torch.float32, "external", "chunk_size"),
+    (8, 16, 16, torch.float32, "external", "chunk_size"),
+    (256, 16, 16, torch.float32, "external", "chunk_size"),
+    (16, 8, 16, torch.float32, "external", "K=8"),
+    (16, 16, 48, torch.float32, "external", "V=48"),
+    (16, 16, 16, torch.float64, "external", "float64"),
+])
+def test_unsupported_reasons(C, K, V, dtype, target, what):
+    cfg = dict(chunk_size=C, target=target, read="after", scale=1.0, output_final_state=False)
+    why = triton_backend.unsupported(_inputs(K, V, dtype), cfg)
+    assert why is not None and what in why
+
+
+def test_supported_configs_have_no_reason():
+    for C in triton_backend.SUPPORTED_CHUNK:
+        for K, V in [(16, 16), (128, 128), (32, 128), (128, 16)]:
+            cfg = dict(chunk_size=C, target="external", read="after", scale=1.0, output_final_state=False)
+            assert triton_backend.unsupported(_inputs(K, V), cfg) is None
+
+
+def test_registered_and_forced_fallback_message():
+    assert api.BACKENDS["triton"] is triton_backend.BACKEND
+    x, _ = make(T=4, gates="")
+    args = [None if x[n] is None else x[n].float().to(DEVICE) for n in ("q", "k", "v", "eta")]
+    with pytest.raises(RuntimeError, match="chunk_size=1"):
+        linear_memory(*args, chunk_size=1, backend="triton")
+    # "auto" never picks a backend that refuses the inputs
+    o, _ = linear_memory(*args, chunk_size=1)
+    ref, _ = linear_memory(*[a.double().cpu() for a in args], chunk_size=1, backend="reference")
+    assert rel_error(o, ref) <= 1e-5
+
+
+# -- GPU only ----------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("gates,target,read,C,K,V", [("abm", "external", "after", 64, 64, 64),
+                                                     ("ab", "self", "before", 64, 128, 128),
+                                                     ("am", "external", "chunk", 32, 64, 128)])
+def test_gpu_realistic(dtype, gates, target, read, C, K, V):
+    x, st = make(B=2, T=203, H=2, K=K, V=V, gates=gates, seed=11)
+    check(x, st, dtype=dtype, chunk_size=C, target=target, read=read)
