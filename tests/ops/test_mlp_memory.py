@@ -213,6 +213,60 @@ def test_streaming_two_calls_equal_one(backend, split, read, gates):
 
 
 @pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_streaming_gradients_equal_one_call(backend):
+    """Gradients flow through the state object (W*, S*, W*_chunk) into the first call's inputs."""
+    args, state = make_case(B=2, T=8, gates="abm", init="tuple", seed=12)
+    opts = dict(chunk_size=3, target="self", read="before", output_final_state=True, backend=backend)
+    named = leaves(args, state)
+    whole = run(args, state, backend, **{k: v for k, v in opts.items() if k != "backend"})
+
+    def two_calls(*ts):
+        d = dict(zip([n for n, _ in named], ts))
+        a = [d.get(n) for n in ("q", "k", "v", "eta", "w1", "w2", "log_alpha", "beta", "mu")]
+        st0 = (d["W1_0"], d["W2_0"], d["S1_0"], d["S2_0"])
+        cut = lambda sl: [x if i in (4, 5) else x[:, sl] for i, x in enumerate(a)]  # noqa: E731
+        o1, s1 = mlp_memory(*cut(slice(0, 5)), initial_state=st0, **opts)
+        o2, s2 = mlp_memory(*cut(slice(5, None)), initial_state=s1, **opts)
+        return torch.cat([o1, o2], dim=1), s2
+
+    ts = [t.detach().clone().requires_grad_(True) for _, t in named]
+    o, st = two_calls(*ts)
+    outs = {"o": o, **{f: getattr(st, f) for f in STATE_FIELDS}, "position": st.position}
+    gen = torch.Generator().manual_seed(123)
+    loss = sum((t.double() * torch.randn(t.shape, dtype=torch.float64, generator=gen)).sum()
+               for n, t in outs.items() if n != "position")
+    grads = dict(zip([n for n, _ in named], torch.autograd.grad(loss, ts)))
+    compare((outs, grads), whole, 1e-12, "two calls")
+
+
+def test_chunks_longer_than_a_tile(monkeypatch):
+    """The torch backend cuts chunks longer than MAX_TILE into sub-tiles that share the chunk-start
+    weights; shrink MAX_TILE so that tiny shapes exercise it (also resuming mid-chunk)."""
+    from nested_kernels.ops.mlp_memory import chunk
+    monkeypatch.setattr(chunk, "MAX_TILE", 5)
+    args, state = make_case(B=2, T=19, target="self", gates="abm", init="tuple", seed=13)
+    opts = dict(chunk_size=16, target="self", read="after")
+    compare(run(args, state, "torch", **opts), run(args, state, "reference", **opts), 1e-10, "sub-tiles")
+    lens, split = [11, 8], [7, 2]
+    (q, k, v, eta, w1, w2, la, beta, mu), _ = make_case(B=1, T=sum(lens), gates="abm", seed=14)
+    per_tok = lambda idx: [x[:, idx] for x in (q, k, v, eta, la, beta, mu)]  # noqa: E731
+    firsts = torch.cat([torch.arange(split[0]), lens[0] + torch.arange(split[1])])
+    rests = torch.cat([torch.arange(split[0], lens[0]), lens[0] + torch.arange(split[1], lens[1])])
+    res = {}
+    for be in ("torch", "reference"):
+        kw = dict(chunk_size=6, output_final_state=True, backend=be)
+        qa, ka, va, ea, *g = per_tok(firsts)
+        _, s1 = mlp_memory(qa, ka, va, ea, w1, w2, *g, cu_seqlens=torch.tensor([0, split[0], sum(split)]), **kw)
+        qb, kb, vb, eb, *g = per_tok(rests)
+        rest_cu = torch.tensor([0, lens[0] - split[0], sum(lens) - sum(split)])
+        o2, s2 = mlp_memory(qb, kb, vb, eb, w1, w2, *g, cu_seqlens=rest_cu, initial_state=s1, **kw)
+        res[be] = (o2, s2)
+    assert_close_rel(res["torch"][0], res["reference"][0], 1e-10, "o")
+    for f in STATE_FIELDS:
+        assert_close_rel(getattr(res["torch"][1], f), getattr(res["reference"][1], f), 1e-10, f)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
 def test_streaming_with_different_positions_per_sequence(backend):
     """Packed sequences of different lengths leave different positions; the next call resumes each
     one mid-chunk (the torch backend's aligned-slot batching)."""

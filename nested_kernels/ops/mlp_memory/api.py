@@ -151,8 +151,8 @@ def mlp_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.Ten
     """
     N, H, K, V, F, device = _check_args(q, k, v, eta, w1, w2, log_alpha, beta, mu, chunk_size, target,
                                         read, scale, activation, residual, cu_seqlens)
-    w1_0, w2_0, s1_0, s2_0, w1c0, w2c0, pos0 = _check_state(initial_state, N, H, K, V, F, chunk_size,
-                                                            mu, device)
+    w1_0, w2_0, s1_0, s2_0, w1c0, w2c0, pos0 = _check_state(initial_state, N, H, K, V, F,
+                                                            chunk_size, mu, device)
     inputs = dict(q=q, k=k, v=v, eta=eta, w1=w1, w2=w2, log_alpha=log_alpha, beta=beta, mu=mu,
                   w1_0=w1_0, w2_0=w2_0, s1_0=s1_0, s2_0=s2_0, w1_chunk0=w1c0, w2_chunk0=w2c0,
                   position0=pos0, cu_seqlens=cu_seqlens)
