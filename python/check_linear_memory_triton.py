@@ -1,0 +1,249 @@
+"""GPU check of the Triton backend of ``linear_memory`` (needs CUDA; run on the GPU machine).
+
+1. Correctness: realistic shapes (T ≈ 1000 with odd lengths, packed sequences, resumed states,
+   K, V ∈ {32, 64, 128}, chunk sizes 16…128, every target / read, gate sets) in bfloat16, float16
+   and float32, against the float64 token-loop reference evaluated on the same (already rounded)
+   inputs: outputs, final states and the gradients of a random functional of all of them with
+   respect to every floating-point input. SPEC §7 bounds: 2e-3 (float32), 2e-2 (bf16/fp16).
+   Outputs of the kernels are NaN-poisoned (NESTED_KERNELS_POISON=1).
+2. Timing (CUDA events, median after warm-up) at B=4, T=4096, H=16, K=V=128, bf16, chunk 64:
+   forward and forward+backward of several gate sets, beside the torch backend, with peak memory.
+
+    python python/check_linear_memory_triton.py                 # checks + timing
+    python python/check_linear_memory_triton.py --quick         # fewer checks, no timing
+    python python/check_linear_memory_triton.py --no-check      # timing only
+    python python/check_linear_memory_triton.py --json $OUT/lm_triton.json
+
+Every case runs in its own try/except: a failure prints its traceback and the script goes on.
+Exit status 1 when any check fails or raises.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+os.environ.setdefault("NESTED_KERNELS_POISON", "1")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from nested_kernels.ops.linear_memory import LinearMemoryState, linear_memory  # noqa: E402
+from nested_kernels.testing import rel_error  # noqa: E402
+
+TOL = {torch.float32: 2e-3, torch.bfloat16: 2e-2, torch.float16: 2e-2}
+F64 = torch.float64
+DT = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def make(B, T, H, K, V, gates, *, N=None, resume=None, seed=0, device="cuda"):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    rn = lambda *s: torch.randn(*s, generator=g, dtype=F64)  # noqa: E731
+    ru = lambda *s: torch.rand(*s, generator=g, dtype=F64)  # noqa: E731
+    N = B if N is None else N
+    alpha = 0.5 + 0.5 * ru(B, T, H)
+    x = dict(q=rn(B, T, H, K), k=F.normalize(rn(B, T, H, K), dim=-1), v=rn(B, T, H, V),
+             eta=ru(B, T, H),
+             log_alpha=alpha.log() if "a" in gates else None,
+             beta=alpha * ru(B, T, H) if "b" in gates else None,
+             mu=0.9 * ru(B, T, H) if "m" in gates else None)
+    st = dict(M=0.5 * rn(N, H, K, V), S=0.3 * rn(N, H, K, V) if "m" in gates else None)
+    if resume is not None:
+        st["M_chunk"] = 0.5 * rn(N, H, K, V)
+        st["position"] = torch.tensor(resume, dtype=torch.int64)
+    mv = lambda d: {n: None if t is None else t.to(device) for n, t in d.items()}  # noqa: E731
+    return mv(x), mv(st)
+
+
+def run(backend, x, st, dtype, cfg, cu=None):
+    """(outputs, grads) of a fixed random functional of o and the final state."""
+    leaves = {n: t.to(dtype).requires_grad_(True) for n, t in x.items() if t is not None}
+    xx = {n: leaves.get(n) for n in x}
+    sdt = F64 if dtype == F64 else torch.float32
+    sl = {n: t.to(sdt).requires_grad_(True) for n, t in st.items() if t is not None and n != "position"}
+    leaves.update({n + "0": t for n, t in sl.items()})
+    if "position" in st:
+        init = LinearMemoryState(sl["M"], sl.get("S"), sl["M_chunk"], st["position"], cfg["chunk_size"])
+    else:
+        init = (sl["M"], sl.get("S"))
+    o, fs = linear_memory(xx["q"], xx["k"], xx["v"], xx["eta"], xx["log_alpha"], xx["beta"], xx["mu"],
+                          initial_state=init, output_final_state=True, backend=backend,
+                          cu_seqlens=cu, **cfg)
+    outs = dict(o=o, M=fs.M, M_chunk=fs.M_chunk)
+    if fs.S is not None:
+        outs["S"] = fs.S
+    g = torch.Generator(device=o.device).manual_seed(123)
+    loss = sum((t.double() * torch.randn(t.shape, generator=g, dtype=F64, device=o.device)).sum()
+               for t in outs.values())
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    outs["position"] = fs.position
+    return outs, dict(zip(leaves, grads))
+
+
+# name, shape (B, T, H, K, V), gates, cfg, extra
+CASES = [
+    ("abm ext after C64 K=V=64", (2, 1000, 2, 64, 64), "abm", dict(chunk_size=64, target="external", read="after"), {}),
+    ("ab self before C64 K=V=128 varlen", (1, 1517, 2, 128, 128), "ab",
+     dict(chunk_size=64, target="self", read="before"), dict(cu=[0, 333, 1000, 1517])),
+    ("am ext chunk C32 K=64 V=128 resume", (2, 999, 2, 64, 128), "am",
+     dict(chunk_size=32, target="external", read="chunk", scale=0.125), dict(resume=[7, 0])),
+    ("abm self after C128 K=V=128", (1, 1001, 2, 128, 128), "abm", dict(chunk_size=128, target="self", read="after"), {}),
+    ("none ext after C16 K=V=32", (2, 1000, 3, 32, 32), "", dict(chunk_size=16, target="external", read="after"), {}),
+    ("bm ext before C64 K=128 V=16 varlen+resume", (1, 1003, 2, 128, 16), "bm",
+     dict(chunk_size=64, target="external", read="before"), dict(cu=[0, 1, 500, 500, 1003], resume=[3, 63, 0, 10])),
+]
+QUICK = [0, 1]
+
+
+def check_case(name, shape, gates, cfg, extra, dtype, ref_backend):
+    B, T, H, K, V = shape
+    cu = extra.get("cu")
+    N = B if cu is None else len(cu) - 1
+    x, st = make(B, T, H, K, V, gates, N=N, resume=extra.get("resume"))
+    cu_t = None if cu is None else torch.tensor(cu, dtype=torch.int32, device="cuda")
+    # the reference sees the same rounded inputs as the kernel
+    xr = {n: None if t is None else t.to(dtype).to(F64) for n, t in x.items()}
+    t0 = time.perf_counter()
+    got, dgot = run("triton", x, st, dtype, dict(cfg), cu_t)
+    torch.cuda.synchronize()
+    t1 = time.perf_counter()
+    ref, dref = run(ref_backend, xr, st, F64, dict(cfg), cu_t)
+    errs = {n: rel_error(got[n], ref[n]) for n in ("o", "M", "S", "M_chunk") if n in ref}
+    errs.update({"d" + n: rel_error(dgot[n], dref[n]) for n in dref})
+    pos_ok = torch.equal(got["position"].cpu(), ref["position"].cpu())
+    tol = TOL[dtype]
+    worst = max(errs, key=lambda n: errs[n])
+    ok = pos_ok and all(e <= tol for e in errs.values())
+    return ok, errs, worst, pos_ok, t1 - t0
+
+
+def checks(args):
+    failures = 0
+    rows = []
+    idx = QUICK if args.quick else range(len(CASES))
+    dtypes = [DT[d] for d in args.dtypes.split(",")]
+    print(f"== correctness vs float64 {args.ref} (tolerance: fp32 2e-3, bf16/fp16 2e-2)")
+    for i in idx:
+        name, shape, gates, cfg, extra = CASES[i]
+        for dtype in dtypes:
+            label = f"{name} [{str(dtype).replace('torch.', '')}]"
+            try:
+                ok, errs, worst, pos_ok, secs = check_case(name, shape, gates, cfg, extra, dtype, args.ref)
+                print(f"{'PASS' if ok else 'FAIL'} {label}: worst {worst} {errs[worst]:.2e}"
+                      f"{'' if pos_ok else ' (position mismatch)'}  (triton fwd+bwd {secs:.2f}s incl. compile)")
+                if not ok or args.verbose:
+                    print("      " + "  ".join(f"{n} {e:.1e}" for n, e in errs.items()))
+                rows.append(dict(case=label, ok=ok, errors=errs))
+                failures += not ok
+            except Exception as e:  # noqa: BLE001
+                failures += 1
+                print(f"ERROR {label}: {type(e).__name__}: {e}")
+                traceback.print_exc()
+                rows.append(dict(case=label, ok=False, error=f"{type(e).__name__}: {e}"))
+    return failures, rows
+
+
+# -- timing -----------------------------------------------------------------------------------
+
+def cuda_time(fn, warmup, reps):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+    times.sort()
+    return times[len(times) // 2]
+
+
+TIMED = [
+    ("eta only (Titans, no decay)", "", "external"),
+    ("alpha+beta, no momentum", "ab", "external"),
+    ("momentum+beta (no alpha)", "bm", "external"),
+    ("alpha+beta+momentum", "abm", "external"),
+    ("HOPE: alpha+beta, self target", "ab", "self"),
+]
+
+
+def timing(args):
+    B, T, H, K, V, C = args.B, args.T, args.H, 128, 128, 64
+    dtype = torch.bfloat16
+    print(f"\n== timing: B{B} T{T} H{H} K=V={K} bf16 chunk {C}, median of {args.reps} after {args.warmup} "
+          f"warm-up, {torch.cuda.get_device_name()}")
+    print(f"{'case':34s} {'backend':8s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} {'peak GiB':>9s}")
+    rows = []
+    backends = ["triton"] + (["torch"] if args.torch_baseline else [])
+    for label, gates, target in TIMED:
+        x, _ = make(B, T, H, K, V, gates, seed=1)
+        x = {n: None if t is None else t.to(dtype).requires_grad_(True) for n, t in x.items()}
+        x["eta"] = (x["eta"] * 0.1).detach().requires_grad_(True)
+        args_ = [x[n] for n in ("q", "k", "v", "eta", "log_alpha", "beta", "mu")]
+        for backend in backends:
+            try:
+                f = lambda: linear_memory(*args_, chunk_size=C, target=target, backend=backend)[0]  # noqa: E731
+                with torch.no_grad():
+                    t_f = cuda_time(f, args.warmup, args.reps)
+                do = torch.randn(B, T, H, V, device="cuda", dtype=dtype)
+                leaves = [a for a in args_ if a is not None]
+
+                def fb():
+                    torch.autograd.grad(f(), leaves, do)
+                torch.cuda.reset_peak_memory_stats()
+                t_fb = cuda_time(fb, args.warmup, args.reps)
+                peak = torch.cuda.max_memory_allocated() / 2**30
+                print(f"{label:34s} {backend:8s} {t_f:9.3f} {t_fb:11.3f} {peak:9.2f}")
+                rows.append(dict(case=label, backend=backend, fwd_ms=t_f, fwd_bwd_ms=t_fb, peak_gib=peak))
+            except Exception as e:  # noqa: BLE001
+                print(f"{label:34s} {backend:8s} ERROR {type(e).__name__}: {e}")
+                traceback.print_exc()
+                rows.append(dict(case=label, backend=backend, error=f"{type(e).__name__}: {e}"))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="two check cases, no timing")
+    ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--dtypes", default="bf16,fp16,fp32")
+    ap.add_argument("--ref", default="reference", choices=["reference", "torch"],
+                    help="float64 witness: the token loop (default) or the chunked torch backend")
+    ap.add_argument("--torch-baseline", action="store_true", help="also time the torch backend")
+    ap.add_argument("--B", type=int, default=4)
+    ap.add_argument("--T", type=int, default=4096)
+    ap.add_argument("--H", type=int, default=16)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("needs a CUDA device")
+        return 2
+    import triton
+    print(f"torch {torch.__version__}, triton {triton.__version__}, {torch.cuda.get_device_name()}; "
+          f"precision env {os.environ.get('NESTED_KERNELS_LM_TRITON_PRECISION', 'default')}, "
+          f"BV env {os.environ.get('NESTED_KERNELS_LM_TRITON_BV', 'default')}")
+    result = dict(device=torch.cuda.get_device_name())
+    failures = 0
+    if not args.no_check:
+        failures, result["checks"] = checks(args)
+    if not (args.quick or args.no_timing):
+        result["timing"] = timing(args)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=1, default=str)
+    print(f"\n{failures} check(s) failed" if failures else "\nall checks passed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
