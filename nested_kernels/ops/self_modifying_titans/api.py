@@ -119,6 +119,14 @@ def _check_state(initial_state: StateLike, memory, N, H, D, cs_other, cs_memory,
         for name in ("position_other", "position_memory"):
             checks.check_tensor(f"initial_state.{name}", getattr(st, name), (N,), names="N",
                                 dtypes=checks.INDEX_DTYPES, device=device)
+        po, pm = st.position_other.tolist(), st.position_memory.tolist()
+        if any(not 0 <= p < cs_other for p in po) or any(not 0 <= p < cs_memory for p in pm):
+            raise ValueError(f"initial_state.position_other must lie in [0, {cs_other}) and "
+                             f"initial_state.position_memory in [0, {cs_memory}), got {po} and {pm}")
+        small = min(cs_other, cs_memory)
+        if any(a % small != b % small for a, b in zip(po, pm)):
+            raise ValueError("initial_state.position_other and initial_state.position_memory disagree "
+                             f"(both count the tokens of the same sequence): {po} vs {pm}")
         flat = st.tensors()
         flat["pos_other"] = st.position_other.to(torch.int64)
         flat["pos_memory"] = st.position_memory.to(torch.int64)
@@ -156,6 +164,30 @@ def _check_options(memory, chunk_size_other, chunk_size_memory, eta_scale, use_a
         raise ValueError(f"mu must be None or a float in [0, 1), got {mu!r}")
 
 
+def _build(x, q, params, memory, chunk_size_other, chunk_size_memory, eta_scale, use_alpha, mu, read,
+           activation, initial_state, output_final_state, cu_seqlens, backend):
+    """Check every argument (SPEC §8) and return (op inputs by flat name, config, params)."""
+    checks.check_tensor("x", x, (None,) * 4, names="B, T, H, D")
+    B, T, H, D = x.shape
+    device = x.device
+    checks.check_tensor("q", q, (B, T, H, D), names="B, T, H, D", device=device)
+    _check_options(memory, chunk_size_other, chunk_size_memory, eta_scale, use_alpha, mu, read, activation)
+    params = _check_memories("params", params, memory, H, D, device)
+    N = B if cu_seqlens is None else checks.check_cu_seqlens(cu_seqlens, B, T, device)
+    state = _check_state(initial_state, memory, N, H, D, chunk_size_other, chunk_size_memory, mu, device)
+    inputs = {n: None for n in INPUTS}
+    inputs.update(x=x, q=q, cu_seqlens=cu_seqlens)
+    for m, w in params.items():
+        for i, t in enumerate(w):
+            inputs[flat_name("P", m, i)] = t
+    inputs.update(state)
+    cfg = dict(memory=memory, chunk_size_other=chunk_size_other, chunk_size_memory=chunk_size_memory,
+               eta_scale=float(eta_scale), use_alpha=use_alpha, mu=None if mu is None else float(mu),
+               read=read, activation=activation, output_final_state=bool(output_final_state))
+    cfg["backend"] = select_backend("self_modifying_titans", backend, BACKENDS, device, inputs, cfg)
+    return inputs, cfg, params
+
+
 def self_modifying_titans(x: torch.Tensor, q: torch.Tensor, params: Params, *, memory: str = "mlp",
                           chunk_size_other: int = 16, chunk_size_memory: int = 64,
                           eta_scale: float = 1e-3, use_alpha: bool = True, mu: Optional[float] = None,
@@ -185,24 +217,9 @@ def self_modifying_titans(x: torch.Tensor, q: torch.Tensor, params: Params, *, m
     ``cu_seqlens`` ([N+1], B == 1) packs sequences. Returns (o [B,T,H,D] in x's dtype,
     final_state: SelfModifyingTitansState or None). ``backend``: "auto", "reference", "torch".
     """
-    checks.check_tensor("x", x, (None,) * 4, names="B, T, H, D")
-    B, T, H, D = x.shape
-    device = x.device
-    checks.check_tensor("q", q, (B, T, H, D), names="B, T, H, D", device=device)
-    _check_options(memory, chunk_size_other, chunk_size_memory, eta_scale, use_alpha, mu, read, activation)
-    params = _check_memories("params", params, memory, H, D, device)
-    N = B if cu_seqlens is None else checks.check_cu_seqlens(cu_seqlens, B, T, device)
-    state = _check_state(initial_state, memory, N, H, D, chunk_size_other, chunk_size_memory, mu, device)
-    inputs = {n: None for n in INPUTS}
-    inputs.update(x=x, q=q, cu_seqlens=cu_seqlens)
-    for m, w in params.items():
-        for i, t in enumerate(w):
-            inputs[flat_name("P", m, i)] = t
-    inputs.update(state)
-    cfg = dict(memory=memory, chunk_size_other=chunk_size_other, chunk_size_memory=chunk_size_memory,
-               eta_scale=float(eta_scale), use_alpha=use_alpha, mu=None if mu is None else float(mu),
-               read=read, activation=activation, output_final_state=bool(output_final_state))
-    cfg["backend"] = select_backend("self_modifying_titans", backend, BACKENDS, device, inputs, cfg)
+    inputs, cfg, params = _build(x, q, params, memory, chunk_size_other, chunk_size_memory, eta_scale,
+                                 use_alpha, mu, read, activation, initial_state, output_final_state,
+                                 cu_seqlens, backend)
     out = OP(cfg, **inputs)
     if not output_final_state:
         return out["o"], None
