@@ -66,7 +66,7 @@ def compare(a, b, tol, what=""):
         if u.is_floating_point():
             assert_close_rel(u, v, tol, f"{what} output {i}")
         else:
-            assert torch.equal(u, v), f"{what} position"
+            assert torch.equal(u.cpu(), v.cpu()), f"{what} position"
     for name in grads_b:
         assert_close_rel(grads_a[name], grads_b[name], tol, f"{what} grad {name}")
 
@@ -548,3 +548,20 @@ def test_cuda_backend_matches_reference(mlp):
             for k, v in inp.items()}
     got = run_with_grads("cuda", cuda, "target", **kw)
     compare(got, ref, tolerance("kernel", torch.float32), "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_backend_half_precision_and_auto(dtype):
+    pytest.importorskip("nested_kernels._C")
+    from nested_kernels.core.backends import select_backend
+    inp = make_inputs(B=2, T=40, mlp="gelu", d=64, f=256)
+    kw = dict(chunk_size=16, mlp="gelu", retention=0.9)
+    ref = run_with_grads("reference", inp, "teach", **kw)
+    half = {k: (tuple(w.to(dtype).cuda() for w in v) if k == "weights" else v.to(dtype).cuda())
+            for k, v in inp.items()}
+    compare(run_with_grads("cuda", half, "teach", **kw), ref, tolerance("kernel", dtype), "cuda")
+    x = half["x"]
+    cfg = dict(chunk_size=16, mlp="gelu", residual=True, retention=0.9, eta_value=0.1,
+               output_final_state=False)
+    assert select_backend("fast_mlp", "auto", api.BACKENDS, x.device, dict(x=x), cfg) == "cuda"
