@@ -12,7 +12,7 @@ from nested_kernels.core.custom_op import _pack
 from nested_kernels.ops.fast_mlp import FastMLPState, fast_mlp, fast_mlp_step
 from nested_kernels.ops.fast_mlp import api, mlp as mlp_math
 from nested_kernels.ops.fast_mlp.mlp import weight_shapes
-from nested_kernels.testing import assert_close_rel, rel_error, tolerance
+from nested_kernels.testing import assert_close_rel, tolerance
 
 D, FH = 6, 12
 MLPS = ("gelu", "silu", "swiglu")
@@ -384,6 +384,20 @@ def test_empty_sequence(backend):
         assert torch.equal(a, b) and a.data_ptr() != b.data_ptr()
     y, st = call(backend, inp, chunk_size=2)
     assert y.shape == (2, 0, D) and st is None
+
+
+def test_non_contiguous_inputs():
+    inp = make_inputs(B=2, T=5, mlp="swiglu")
+    y, st = call("torch", inp, chunk_size=2, mlp="swiglu", output_final_state=True)
+    nc = dict(x=inp["x"].transpose(0, 1).contiguous().transpose(0, 1),
+              weights=tuple(w.t().contiguous().t() for w in inp["weights"]),
+              eta=inp["eta"].t().contiguous().t(), signal=inp["signal"][..., None].expand(2, 5, D, 2)[..., 0])
+    assert not nc["x"].is_contiguous() and not nc["weights"][0].is_contiguous()
+    for backend in BACKENDS:
+        y2, st2 = call(backend, nc, chunk_size=2, mlp="swiglu", output_final_state=True)
+        assert_close_rel(y2, y, 1e-13)
+        for a, b in zip(state_tensors(st2), state_tensors(st)):
+            assert torch.allclose(a, b, rtol=1e-13, atol=1e-15)
 
 
 # -- errors (SPEC §8) -----------------------------------------------------------------------------
