@@ -2,3 +2,5 @@
 from .cms import CMS, CMSLevel, CMSState
 
 __all__ = ["CMS", "CMSLevel", "CMSState"]
+from .titans import SelfModifyingTitans, TitansLayerState  # noqa: E402
+from .hope import HopeBlock, HopeBlockState, HopeLM, HopeLMState  # noqa: E402
