@@ -181,7 +181,8 @@ def timing(args):
     print(f"{'case':34s} {'backend':8s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} {'peak GiB':>9s}")
     rows = []
     backends = ["triton"] + (["torch"] if args.torch_baseline else [])
-    for label, gates, target in TIMED:
+    chosen = [TIMED[int(i)] for i in args.timed.split(",")] if args.timed else TIMED
+    for label, gates, target in chosen:
         x, _ = make(B, T, H, K, V, gates, seed=1)
         x = {n: None if t is None else t.to(dtype).requires_grad_(True) for n, t in x.items()}
         x["eta"] = (x["eta"] * 0.1).detach().requires_grad_(True)
@@ -208,6 +209,28 @@ def timing(args):
     return rows
 
 
+def kernel_info():
+    """Registers, spills and shared memory of every compiled variant of the three kernels."""
+    from nested_kernels.ops.linear_memory.triton_bwd import _bwd_kernel
+    from nested_kernels.ops.linear_memory.triton_fwd import _ainv_kernel, _fwd_kernel
+    rows = []
+    print("\n== compiled kernels (name, regs, spills, shared bytes, constexprs)")
+    for fn in (_ainv_kernel, _fwd_kernel, _bwd_kernel):
+        for dev_cache in getattr(fn, "device_caches", {}).values():
+            for key, kern in dev_cache[0].items():
+                try:
+                    kern._init_handles()
+                    info = dict(name=fn.__name__, regs=kern.n_regs, spills=kern.n_spills,
+                                shared=kern.metadata.shared, warps=kern.metadata.num_warps)
+                    consts = {k: v for k, v in getattr(kern.src, "constants", {}).items()} if hasattr(kern, "src") else {}
+                    print(f"{info['name']:13s} regs {info['regs']:3d} spills {info['spills']:6d} "
+                          f"shared {info['shared']:7d} warps {info['warps']} {str(key)[:160]}")
+                    rows.append(dict(info, key=str(key)[:400], consts=str(consts)[:400]))
+                except Exception as e:  # noqa: BLE001
+                    print(f"{fn.__name__}: {type(e).__name__}: {e}")
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="two check cases, no timing")
@@ -222,6 +245,7 @@ def main():
     ap.add_argument("--H", type=int, default=16)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--timed", default=None, help="comma-separated indices into TIMED (default all)")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -238,6 +262,7 @@ def main():
         failures, result["checks"] = checks(args)
     if not (args.quick or args.no_timing):
         result["timing"] = timing(args)
+    result["kernels"] = kernel_info()
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1, default=str)
