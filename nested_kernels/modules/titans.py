@@ -31,6 +31,11 @@ Layer (the paper fixes the core; these module-level choices are ours):
   M_η, M_α on it act as learned biases, initialised so that c·w = ``eta_bias_init`` (η ≈
   eta_scale·softplus(0) at start) and ``alpha_bias_init`` (retention sigmoid(6) ≈ 0.9975 per
   token). The memories adapt these like any other weight in context.
+* Stability of the inner rule: each memory takes gradient steps of rate η on a loss whose
+  curvature grows with its own weights (‖W1‖² for W2 of the MLP form). The outer optimiser can
+  grow the initial weights until η × curvature > 2 and the in-context recurrence diverges (seen for
+  M_α in python/hope_lm.py with eta_scale = 0.05 and memory="mlp" after ~150 steps). Keep
+  eta_scale small (SPEC default 1e-3; hope_lm.py uses 1e-2) or use memory="linear" (curvature 1).
 * Streaming: ``forward(x, state)`` returns a :class:`TitansLayerState` (the conv's last
   ``conv_width − 1`` inputs per sequence and the core's :class:`SelfModifyingTitansState`);
   processing a stream in pieces equals one call. ``cu_seqlens`` packs sequences (B == 1); the
