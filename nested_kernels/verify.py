@@ -1,0 +1,370 @@
+"""Check every backend of every op against the float64 reference: ``python -m nested_kernels.verify``.
+
+For each op (SPEC §2–§5) whose module exists, each available backend other than ``reference``
+and each case of :mod:`nested_kernels.cases`: draw fresh random inputs, run the backend on them
+and the ``reference`` backend on the same inputs upcast to float64, then backpropagate the same
+random upstream gradient (on the output and on every floating-point tensor of the final state)
+through both. The relative error ‖x − ref‖ / ‖ref‖ (``testing.rel_error``; NaN/Inf count as inf)
+of the output, every final-state tensor and the gradient of every floating-point input must stay
+within ``testing.tolerance(backend, dtype)`` (SPEC §7). Kernel outputs are poisoned with NaN
+(``NESTED_KERNELS_POISON=1``) so an element a kernel never writes fails.
+
+Off CUDA, Triton backends run under the interpreter (``TRITON_INTERPRET=1``, tiny shapes).
+Prints one table and a summary line; the exit code is 1 when any check fails or errors.
+
+    python -m nested_kernels.verify [--ops linear_memory,mlp_memory] [--backends torch,triton]
+                                    [--quick] [--device cuda] [--case SUBSTRING] [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import torch
+
+from . import cases as cases_mod
+from .cases import OPS, Case, call_op, flatten_result, load_op, make_inputs, op_status, upcast
+
+PASS, FAIL, ERROR, SKIP, NA = "PASS", "FAIL", "ERROR", "SKIP", "N/A"
+UNSUPPORTED_MARKER = "cannot run these inputs"   # core.backends.select_backend's message
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment
+# ---------------------------------------------------------------------------------------------
+def git_commit() -> str:
+    """Short commit of the checkout holding this package (+ "-dirty"), or $NESTED_KERNELS_COMMIT."""
+    if os.environ.get("NESTED_KERNELS_COMMIT"):
+        return os.environ["NESTED_KERNELS_COMMIT"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        if not commit:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def environment(device) -> dict:
+    """Where and with what a result was produced (printed by verify, stored in every bench row)."""
+    device = torch.device(device)
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "none"
+    return {"device": device_name(device), "torch": torch.__version__, "triton": triton_version,
+            "python": platform.python_version(), "commit": git_commit(),
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
+def _triton_kernels_loaded() -> bool:
+    """Whether a module of this package has imported Triton (its kernels may then be defined)."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("nested_kernels.") and module is not None:
+            if any(getattr(v, "__name__", "").startswith("triton") for v in vars(module).values()
+                   if isinstance(v, type(sys))):
+                return True
+    return False
+
+
+def prepare_interpreter(device: torch.device) -> Optional[str]:
+    """Off CUDA, set TRITON_INTERPRET=1 so Triton kernels run on CPU tensors. Returns a warning
+    when kernels of this package were already defined without the interpreter."""
+    if device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    os.environ["TRITON_INTERPRET"] = "1"
+    if _triton_kernels_loaded():
+        return ("warning: Triton kernels of nested_kernels were imported before TRITON_INTERPRET=1 was set; "
+                "they cannot run on the CPU (run `python -m nested_kernels.verify` or set the variable)")
+    return None
+
+
+def reexec_with_interpreter(module: str, argv: list[str]) -> None:
+    """For command-line entry points on a machine without CUDA: when importing the package already
+    defined Triton kernels without the interpreter, restart the process with TRITON_INTERPRET=1."""
+    if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") is not None:
+        return
+    if not _triton_kernels_loaded():
+        os.environ["TRITON_INTERPRET"] = "1"
+        return
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)
+
+
+# ---------------------------------------------------------------------------------------------
+# One check
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    backend: str
+    op: str
+    case: str
+    dtype: str
+    status: str
+    worst: str = ""
+    error: float = float("nan")
+    tol: float = float("nan")
+    label: str = ""
+    note: str = ""
+    seconds: float = 0.0
+    errors: dict = field(default_factory=dict)
+
+
+def _leaves(tensors: dict, device) -> dict:
+    """Copies of the inputs on ``device``; floating-point ones are leaves that require grad."""
+    out = {}
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor):
+            t = t.detach().to(device).clone()
+            if t.is_floating_point():
+                t.requires_grad_(True)
+        out[name] = t
+    return out
+
+
+def _grads(outputs: dict, leaves: dict, upstream: dict) -> dict:
+    """Gradients of every floating-point leaf for the given upstream gradients (None -> absent)."""
+    pairs = [(outputs[n], upstream[n]) for n in upstream
+             if n in outputs and outputs[n].is_floating_point() and outputs[n].requires_grad]
+    wrt = {n: t for n, t in leaves.items() if isinstance(t, torch.Tensor) and t.requires_grad}
+    if not pairs or not wrt:
+        return {n: None for n in wrt}
+    got = torch.autograd.grad([o for o, _ in pairs],
+                              list(wrt.values()),
+                              [g.to(device=o.device, dtype=o.dtype) for o, g in pairs],
+                              allow_unused=True)
+    return dict(zip(wrt, got))
+
+
+class Reference:
+    """The float64 reference of one case, computed once and shared by all backends."""
+
+    def __init__(self, fn, case: Case, tensors: dict, device, seed: int):
+        start = time.perf_counter()
+        leaves = _leaves(upcast(tensors), device)
+        self.outputs = flatten_result(case, call_op(fn, case, leaves, "reference"))
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed + 7919)
+        self.upstream = {n: torch.randn(o.shape, generator=gen, device=device, dtype=torch.float64)
+                         for n, o in sorted(self.outputs.items())
+                         if o.is_floating_point() and o.requires_grad}
+        self.grads = _grads(self.outputs, leaves, self.upstream)
+        self.outputs = {n: o.detach() for n, o in self.outputs.items()}
+        self.seconds = time.perf_counter() - start
+        bad = [n for n, t in {**self.outputs, **self.grads}.items()
+               if t is not None and t.is_floating_point() and not torch.isfinite(t).all()]
+        self.problem = f"reference is not finite in {', '.join(bad)}" if bad else None
+
+
+def _compare(got: dict, ref: dict, prefix: str = "") -> dict:
+    """Relative error per name (integer tensors: 0 when equal, inf otherwise)."""
+    errors = {}
+    for name, r in ref.items():
+        g = got.get(name)
+        if r is None and g is None:
+            continue
+        if r is None or g is None:
+            template = r if r is not None else g
+            r = torch.zeros_like(template) if r is None else r
+            g = torch.zeros_like(template) if g is None else g
+        if not r.is_floating_point():
+            same = g.shape == r.shape and torch.equal(g.cpu().to(r.dtype), r.cpu())
+            errors[prefix + name] = 0.0 if same else math.inf
+            continue
+        from .testing import rel_error
+        try:
+            errors[prefix + name] = rel_error(g, r)
+        except AssertionError:   # shape mismatch
+            errors[prefix + name] = math.inf
+    return errors
+
+
+def check_case(fn, op: str, backend: str, case: Case, device, ref_device, seed: int,
+               ref_cache: dict) -> Row:
+    """Run ``backend`` on one case and compare with the float64 reference."""
+    from .testing import tolerance
+    tol = tolerance(backend, case.dtype)
+    row = Row(backend, op, str(case), case.dtype_name, ERROR, tol=tol, label=case.label)
+    start = time.perf_counter()
+    try:
+        tensors = make_inputs(case, device, seed)
+        leaves = _leaves(tensors, device)
+        try:
+            result = call_op(fn, case, leaves, backend)
+        except RuntimeError as exc:
+            if UNSUPPORTED_MARKER in str(exc):
+                row.status, row.note = SKIP, str(exc).split(UNSUPPORTED_MARKER)[-1].strip(" :")
+                return row
+            raise
+        outputs = flatten_result(case, result)
+        key = id(case)
+        if key not in ref_cache:
+            ref_cache[key] = Reference(fn, case, tensors, ref_device, seed)
+        ref = ref_cache[key]
+        if ref.problem:
+            row.note = ref.problem
+            return row
+        missing = sorted(set(ref.outputs) - set(outputs))
+        grads = _grads(outputs, leaves, ref.upstream)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        row.seconds = time.perf_counter() - start
+        errors = _compare({n: o.detach() for n, o in outputs.items()}, ref.outputs)
+        errors.update(_compare(grads, ref.grads, prefix="grad."))
+        for name in missing:
+            errors[name] = math.inf
+        row.errors = errors
+        row.worst, row.error = max(errors.items(), key=lambda kv: kv[1]) if errors else ("", 0.0)
+        row.status = PASS if row.error <= tol else FAIL
+        if missing:
+            row.note = f"missing outputs: {', '.join(missing)}"
+    except Exception as exc:  # noqa: BLE001 - any failure of a backend is reported, not raised
+        row.status, row.note = ERROR, f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        row.seconds = time.perf_counter() - start
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------
+def _parse(argv):
+    p = argparse.ArgumentParser(prog="python -m nested_kernels.verify", description=__doc__.split("\n\n")[0])
+    p.add_argument("--ops", default=",".join(OPS), help=f"comma-separated ops (default: all of {', '.join(OPS)})")
+    p.add_argument("--backends", default="",
+                   help="comma-separated backends to check (default: every available one except 'reference'; "
+                        "name 'reference' to check it in its low-precision dtypes too)")
+    p.add_argument("--quick", action="store_true", help="the short case list")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--ref-device", default=None, help="device of the float64 reference (default: --device)")
+    p.add_argument("--case", default="", help="only cases whose description or label contains this text")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, metavar="OUT", help="also write all rows and the environment as JSON")
+    return p.parse_args(argv)
+
+
+def _fmt_err(x: float) -> str:
+    return "-" if math.isnan(x) else ("inf" if math.isinf(x) else f"{x:.2e}")
+
+
+def format_table(rows: list[Row]) -> str:
+    head = ("backend", "op", "case", "dtype", "worst", "max rel err", "tol", "status")
+    body = [(r.backend, r.op, r.case, r.dtype, r.worst, _fmt_err(r.error), _fmt_err(r.tol),
+             r.status + (f"  ({r.note})" if r.note else "")) for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+    widths[-1] = len(head[-1])
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
+
+
+def summarize(rows: list[Row]) -> str:
+    counts = {s: sum(r.status == s for r in rows) for s in (PASS, FAIL, ERROR, SKIP, NA)}
+    verdict = "FAILED" if counts[FAIL] or counts[ERROR] else "OK"
+    return (f"verify: {verdict}: {counts[PASS]} passed, {counts[FAIL]} failed, {counts[ERROR]} errors, "
+            f"{counts[SKIP]} skipped (backend does not support the case), {counts[NA]} not available")
+
+
+def run(ops, backends=None, quick=False, device=None, ref_device=None, case_filter="", seed=0,
+        log=print) -> tuple[list[Row], dict]:
+    """Run the checks; returns (rows, environment). ``log`` receives progress lines."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ref_device = torch.device(ref_device) if ref_device else device
+    warning = prepare_interpreter(device)
+    os.environ["NESTED_KERNELS_POISON"] = "1"
+    if device.type == "cuda":   # the 'torch' backend is held to float32 accuracy: no TF32 there
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    from .core.backends import available_backends
+    env = environment(device)
+    if warning:
+        log(warning)
+    rows: list[Row] = []
+    for op in ops:
+        why = op_status(op)
+        if why:
+            rows.append(Row("-", op, "-", "-", NA, note=why))
+            continue
+        fn, op_backends = load_op(op)
+        names = [b for b in available_backends(op_backends, device)
+                 if (b in backends if backends else b != "reference")]
+        if not names:
+            have = ", ".join(op_backends)
+            rows.append(Row("-", op, "-", "-", NA, note=f"no backend to check on {device.type} (has: {have})"))
+            continue
+        ref_cache: dict = {}
+        op_cases = [c for c in cases_mod.verification_cases(op, device.type, quick)
+                    if not case_filter or case_filter in str(c) or case_filter in c.label]
+        for case in op_cases:
+            for backend in names:
+                if backend == "reference" and case.dtype == torch.float64:
+                    continue
+                row = check_case(fn, op, backend, case, device, ref_device, seed, ref_cache)
+                rows.append(row)
+                log(f"  {row.status:5s} {backend:9s} {op} {row.case} {row.dtype} "
+                    f"{row.worst} {_fmt_err(row.error)} ({row.seconds:.1f} s)" + (f" {row.note}" if row.note else ""))
+            ref_cache.pop(id(case), None)
+    return rows, env
+
+
+def _finite(obj):
+    """JSON-safe copy: non-finite floats become strings ("inf", "nan")."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    ops = [o.strip() for o in args.ops.split(",") if o.strip()]
+    unknown = [o for o in ops if o not in OPS]
+    if unknown:
+        print(f"unknown ops: {', '.join(unknown)}; known: {', '.join(OPS)}", file=sys.stderr)
+        return 2
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()] or None
+    start = time.perf_counter()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    prepare_interpreter(device)
+    env = environment(device)
+    print(f"nested_kernels verify: device {env['device']} | torch {env['torch']} | triton {env['triton']} | "
+          f"python {env['python']} | commit {env['commit']} | {env['date']}")
+    print(f"cases: {'quick' if args.quick else 'full'} set for {device.type}; reference: float64 on "
+          f"{args.ref_device or device.type}; outputs poisoned (NESTED_KERNELS_POISON=1)")
+    rows, env = run(ops, backends, args.quick, device, args.ref_device, args.case, args.seed)
+    print()
+    print(format_table(rows))
+    print()
+    print(summarize(rows) + f" in {time.perf_counter() - start:.1f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(_finite({"environment": env, "quick": args.quick, "rows": [asdict(r) for r in rows]}),
+                      f, indent=1, default=str)
+    return 1 if any(r.status in (FAIL, ERROR) for r in rows) else 0
+
+
+if __name__ == "__main__":
+    reexec_with_interpreter("nested_kernels.verify", sys.argv[1:])
+    sys.exit(main())
