@@ -123,7 +123,7 @@ def check_case(name, shape, gates, cfg, extra, dtype, ref_backend):
 def checks(args):
     failures = 0
     rows = []
-    idx = QUICK if args.quick else range(len(CASES))
+    idx = [int(i) for i in args.cases.split(",")] if args.cases else (QUICK if args.quick else range(len(CASES)))
     dtypes = [DT[d] for d in args.dtypes.split(",")]
     print(f"== correctness vs float64 {args.ref} (tolerance: fp32 2e-3, bf16/fp16 2e-2)")
     for i in idx:
@@ -245,6 +245,7 @@ def main():
     ap.add_argument("--H", type=int, default=16)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--cases", default=None, help="comma-separated indices into CASES")
     ap.add_argument("--timed", default=None, help="comma-separated indices into TIMED (default all)")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--json", default=None)

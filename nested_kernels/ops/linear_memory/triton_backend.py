@@ -70,13 +70,18 @@ def _warps(C: int) -> int:
 
 
 @contextlib.contextmanager
-def _mma_mode():
-    """Compile with Ampere-style MMA (mma.sync) instead of Hopper's wgmma unless
-    NESTED_KERNELS_LM_TRITON_MMA=auto: wgmma keeps every dot operand in shared memory for its whole
-    live range, and the backward kernel then needs more than the 227 KB an H100 block may have
-    (312 KB at C = 64, K = 128). Triton reads DISABLE_MMA_V3 when it compiles (and keys its cache
-    on it), so it is set only around these kernels' launches."""
-    if _interpreting() or os.environ.get("NESTED_KERNELS_LM_TRITON_MMA", "v2") != "v2":
+def _mma_mode(kernel: str):
+    """Compile with Ampere-style MMA (mma.sync) instead of Hopper's wgmma.
+
+    NESTED_KERNELS_LM_TRITON_MMA: "v2" (default: every kernel), "mixed" (wgmma for the forward
+    kernels, mma.sync for the backward) or "auto" (Triton's choice). With wgmma every dot operand
+    stays in shared memory for its whole live range, and the backward kernel then needs more than
+    the 227 KB an H100 block may have (312 KB at C = 64, K = 128). Triton reads DISABLE_MMA_V3
+    when it compiles (and keys its cache on it), so it is set only around these launches."""
+    mode = os.environ.get("NESTED_KERNELS_LM_TRITON_MMA", "v2")
+    if mode not in ("v2", "mixed", "auto"):
+        raise ValueError(f"NESTED_KERNELS_LM_TRITON_MMA must be v2, mixed or auto, got {mode!r}")
+    if _interpreting() or mode == "auto" or (mode == "mixed" and kernel != "bwd"):
         yield
         return
     old = os.environ.get("DISABLE_MMA_V3")
@@ -88,6 +93,19 @@ def _mma_mode():
             del os.environ["DISABLE_MMA_V3"]
         else:
             os.environ["DISABLE_MMA_V3"] = old
+
+
+def _launch_options(warps: int) -> dict:
+    """num_warps, and ptxas options off the interpreter: ptxas -O3 (its default) gives the big
+    kernels 32 registers and tens of KB of spills per thread, -O1 gives 255 registers and a
+    quarter of the spills (measured with ptxas 12.8 and 13.0). NESTED_KERNELS_LM_TRITON_PTXAS
+    overrides ("" for ptxas' default)."""
+    opts = dict(num_warps=warps)
+    if not _interpreting():
+        ptx = os.environ.get("NESTED_KERNELS_LM_TRITON_PTXAS", "-O1")
+        if ptx:
+            opts["ptx_options"] = ptx
+    return opts
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -159,26 +177,26 @@ class _Args:
         from .triton_fwd import _ainv_kernel
         out = new_empty(self.B * self.T, self.H, self.C, dtype=torch.float32, device=self.device)
         if self.n_tiles and self.H:
-            with _mma_mode():
+            with _mma_mode("ainv"):
                 _ainv_kernel[(self.n_tiles, self.H)](
                     self.k, self.la, self.beta, out, self.tile_seq, self.tile_idx, self.cu, self.pos,
                     self.T, self.H, K=self.K, BT=self.C, LOG2BT=self.C.bit_length() - 1,
                     HAS_ALPHA=self.flags["HAS_ALPHA"], IS_VARLEN=self.flags["IS_VARLEN"],
-                    HAS_POS=self.flags["HAS_POS"], PREC=self.prec, num_warps=self.warps)
+                    HAS_POS=self.flags["HAS_POS"], PREC=self.prec, **_launch_options(self.warps))
         return out
 
     def run_forward(self, ainv, *, o=None, finals=None, saved=None):
         from .triton_fwd import _fwd_kernel
         m_out, s_out, mc_out = finals if finals is not None else (None, None, None)
         saved_m, saved_s = saved if saved is not None else (None, None)
-        with _mma_mode():
+        with _mma_mode("fwd"):
             _fwd_kernel[(self.NV, self.N * self.H)](
                 self.q, self.k, self.v, self.eta, self.la, self.beta, self.mu, self.m0, self.s0, self.mc0,
                 self.pos, self.cu, ainv, self.tile_base, o, m_out, s_out, mc_out, saved_m, saved_s,
                 self.T, self.H, self.scale, K=self.K, V=self.V, BT=self.C, BV=self.BV,
                 HAS_M0=self.m0 is not None, HAS_S0=self.s0 is not None,
                 OUTPUT_FINAL=finals is not None, SAVE_STATES=saved is not None, STORE_O=o is not None,
-                PREC=self.prec, num_warps=self.warps, **self.flags)
+                PREC=self.prec, **_launch_options(self.warps), **self.flags)
 
 
 def forward(inputs, cfg):
@@ -233,14 +251,14 @@ def backward(inputs, outputs, grads, cfg):
         saved_s = torch.empty_like(saved_m) if a.mu is not None else None
         a.run_forward(ainv, saved=(saved_m, saved_s))
         from .triton_bwd import _bwd_kernel
-        with _mma_mode():
+        with _mma_mode("bwd"):
             _bwd_kernel[(NV, N * H)](
                 a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.pos, a.cu, ainv, a.tile_base,
                 saved_m, saved_s, dO, dMf, dSf, dMcf,
                 dq, dk, dv, deta, dla, dbeta, dmu, dm0, ds0, dmc0,
                 T, H, rows * H, a.scale, K=K, V=V, BT=a.C, BV=a.BV,
                 HAS_DMF=dMf is not None, HAS_DSF=dSf is not None, HAS_DMCF=dMcf is not None,
-                STORE_DM0=True, PREC=a.prec, num_warps=a.warps, **a.flags)
+                STORE_DM0=True, PREC=a.prec, **_launch_options(a.warps), **a.flags)
     else:
         dm0.zero_()
         for t in (ds0, dmc0):
