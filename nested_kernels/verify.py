@@ -295,6 +295,16 @@ def run(ops, backends=None, quick=False, device=None, ref_device=None, case_filt
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     from .core.backends import available_backends
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and ref_device.type == "cpu":
+        torch.set_num_threads(1)    # tiny shapes: avoids OpenMP spin-waits when the cores are shared
+    try:
+        return _run(ops, backends, quick, device, ref_device, case_filter, seed, log, warning, available_backends)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(ops, backends, quick, device, ref_device, case_filter, seed, log, warning, available_backends):
     env = environment(device)
     if warning:
         log(warning)

@@ -1,0 +1,95 @@
+"""``python -m nested_kernels.verify`` on the CPU: the quick set passes for the ops that exist,
+and a deliberately broken backend is reported as FAIL (exit code 1)."""
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from nested_kernels import verify
+from nested_kernels.cases import OPS, op_status
+from nested_kernels.core.backends import Backend
+
+AVAILABLE = [op for op in OPS if op_status(op) is None]
+
+
+def _linear_api():
+    from nested_kernels.ops.linear_memory import api
+    return api
+
+
+@pytest.mark.parametrize("op", AVAILABLE)
+def test_quick_verify_passes(op, tmp_path, capsys):
+    out = tmp_path / "verify.json"
+    code = verify.main(["--quick", "--device", "cpu", "--ops", op, "--json", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    rows = json.loads(out.read_text())["rows"]
+    assert rows and all(r["status"] in ("PASS", "SKIP", "N/A") for r in rows), text
+    assert "verify: OK" in text
+
+
+def test_reference_low_precision_checked_when_named(capsys):
+    """Naming 'reference' checks it in float32/bf16 against itself in float64 (SPEC §7: 1e-5)."""
+    code = verify.main(["--quick", "--device", "cpu", "--ops", "linear_memory", "--backends", "reference",
+                        "--case", "T = 1"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "reference  linear_memory" in text and "PASS" in text
+
+
+def _broken(scale=1.0 + 1e-3, nan=False):
+    """The reference, with its output perturbed (or partly unwritten: NaN)."""
+    from nested_kernels.ops.linear_memory import reference
+
+    def forward(inputs, cfg):
+        o, *rest = reference.forward(inputs, cfg)
+        if nan:
+            o = o.clone()
+            o[..., -1, :] = float("nan")
+            return (o, *rest)
+        return (o * scale, *rest)
+    return Backend(forward)
+
+
+@pytest.mark.parametrize("nan", [False, True], ids=["perturbed", "unwritten"])
+def test_broken_backend_fails(monkeypatch, capsys, nan):
+    api = _linear_api()
+    fake = _broken(nan=nan)
+    monkeypatch.setitem(api.BACKENDS, "torch", fake)
+    monkeypatch.setitem(api.OP.backends, "torch", fake)
+    code = verify.main(["--quick", "--device", "cpu", "--ops", "linear_memory", "--backends", "torch",
+                        "--case", "T = 1"])
+    text = capsys.readouterr().out
+    assert code == 1, text
+    assert "FAIL" in text and "verify: FAILED" in text
+
+
+def test_unavailable_op_is_reported_not_raised(monkeypatch):
+    from nested_kernels import cases
+    real = cases.op_status
+    monkeypatch.setattr(verify, "op_status", lambda op: "not available (module missing)" if op == "mlp_memory"
+                        else real(op))
+    rows, _ = verify.run(["mlp_memory"], device="cpu", quick=True)
+    assert [r.status for r in rows] == ["N/A"]
+
+
+def test_cases_draw_valid_inputs():
+    """Inputs are never zero and stay in SPEC §7's range (‖k‖ = 1, η ∈ [0, 0.1], α ∈ (0.9, 1],
+    β ≤ α, μ ∈ [0, 0.9))."""
+    from nested_kernels.cases import make_inputs, verification_cases
+    for case in verification_cases("linear_memory", "cpu", quick=False):
+        t = make_inputs(case, "cpu", seed=3)
+        assert t["q"].abs().sum() > 0
+        assert torch.allclose(t["k"].float().norm(dim=-1), torch.ones(()), atol=1e-2)
+        assert 0 <= t["eta"].min() and t["eta"].max() <= 0.1
+        if t["log_alpha"] is not None:
+            alpha = t["log_alpha"].float().exp()
+            assert 0.9 - 1e-2 <= alpha.min() and alpha.max() <= 1.0   # bf16 rounding of log α
+            if t["beta"] is not None:
+                assert (t["beta"].float() <= alpha).all()
+        if t["mu"] is not None:
+            assert 0 <= t["mu"].min() and t["mu"].max() < 0.9
+        if case.inputs.get("lengths"):
+            assert int(t["cu_seqlens"][-1]) == t["q"].shape[1]
+    assert dataclasses.is_dataclass(case)
