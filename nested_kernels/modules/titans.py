@@ -23,7 +23,7 @@ Layer (the paper fixes the core; these module-level choices are ours):
 * Unit-norm x_c: the self-generated targets make the in-context rule unstable for large inputs.
   With β = η the input-side update of a memory is W ← W(α I − η(2k − v)kᵀ) + …, which grows
   when v·k > 2 (v = M_v(x) ≈ x is not normalised, k is); keeping ‖x_c‖ = 1 keeps v·k ≈ 1 at the
-  start (without it, training diverged within ~70 steps in python/hope_lm.py).
+  start (without it, python/hope_lm.py with eta_scale = 0.05 diverged within ~70 steps).
 * ``bias_channel`` (default True): the core op has no biases, and without one M_α(x) ≈ 0 at
   initialisation, i.e. a retention sigmoid(0) = 0.5 per token, which erases every memory within a
   few tokens. So the last channel of each head's x_c is a constant c = ``bias_value`` (0.5; the
@@ -31,11 +31,12 @@ Layer (the paper fixes the core; these module-level choices are ours):
   M_η, M_α on it act as learned biases, initialised so that c·w = ``eta_bias_init`` (η ≈
   eta_scale·softplus(0) at start) and ``alpha_bias_init`` (retention sigmoid(6) ≈ 0.9975 per
   token). The memories adapt these like any other weight in context.
-* Stability of the inner rule: each memory takes gradient steps of rate η on a loss whose
-  curvature grows with its own weights (‖W1‖² for W2 of the MLP form). The outer optimiser can
-  grow the initial weights until η × curvature > 2 and the in-context recurrence diverges (seen for
-  M_α in python/hope_lm.py with eta_scale = 0.05 and memory="mlp" after ~150 steps). Keep
-  eta_scale small (SPEC default 1e-3; hope_lm.py uses 1e-2) or use memory="linear" (curvature 1).
+* Stability of the inner rule: with self-generated targets a memory chases M(v) with M(k)
+  (both moving), and a systematic error (e.g. M_α's large bias weight meets k and v whose bias
+  components differ once M_k, M_v have been trained) drives a bilinear growth of W1 and W2 in the
+  MLP form. In python/hope_lm.py, memory="mlp" diverged (M_α first, then everything) after ~175
+  steps with eta_scale = 1e-2 and was stable over 300 steps with the SPEC default 1e-3;
+  memory="linear" was stable with 5e-2. Keep eta_scale small for the MLP form.
 * Streaming: ``forward(x, state)`` returns a :class:`TitansLayerState` (the conv's last
   ``conv_width − 1`` inputs per sequence and the core's :class:`SelfModifyingTitansState`);
   processing a stream in pieces equals one call. ``cu_seqlens`` packs sequences (B == 1); the
