@@ -6,7 +6,6 @@ decode steps, packed sequences, dtypes, argument errors and the torch.library ma
 from __future__ import annotations
 
 import itertools
-import re
 
 import pytest
 import torch

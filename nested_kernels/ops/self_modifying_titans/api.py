@@ -12,7 +12,7 @@ from ...core.backends import Backend, select_backend
 from ...core.custom_op import OpSpec, StepSpec
 from ...core.sequences import num_sequences
 from . import chunk, reference, step as step_impl
-from .inputs import INPUTS, OUTPUTS, PARAM_NAMES, compute_dtype
+from .inputs import INPUTS, OUTPUTS, compute_dtype
 from .memories import MAX_SLOTS, MEMORIES, SCALAR_MEMORIES, SLOTS
 from .state import FLAT_KINDS, FLAT_STATE, SelfModifyingTitansState, flat_name
 
@@ -282,4 +282,4 @@ def self_modifying_titans_step(x: torch.Tensor, q: torch.Tensor, *, state: SelfM
     return STEP_OP(cfg, tensors, **inputs)
 
 
-__all__ = ["self_modifying_titans", "self_modifying_titans_step", "SelfModifyingTitansState", "PARAM_NAMES"]
+__all__ = ["self_modifying_titans", "self_modifying_titans_step", "SelfModifyingTitansState"]

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ..linear_memory import chunk as linear_chunk
 from ..linear_memory.chunk import _decay, _masks, _momentum, _solve
 from .inputs import pack_outputs, prepare
-from .memories import GROUP_A, SCALAR_MEMORIES, act, act_grad, l2norm
+from .memories import GROUP_A, act, act_grad, l2norm
 
 MAX_TILE = 64
 
