@@ -28,53 +28,13 @@ from typing import Optional
 
 import torch
 
+from ...core.chunk_algebra import col, decay, masks, momentum, row, solve
 from .inputs import empty_outputs, prepare
 
 EXACT_TILE = 32   # tokens per tile for chunk_size == 1
 MAX_TILE = 64     # a longer chunk is processed as sub-tiles of at most this many tokens
 
 Tensor = torch.Tensor
-
-
-def _masks(n: int, device) -> tuple[Tensor, Tensor]:
-    """(strict, lower) boolean (n+1)×(n+1) masks: [τ, t] is τ > t, resp. τ ≥ t."""
-    idx = torch.arange(n + 1, device=device)
-    return idx[:, None] > idx[None, :], idx[:, None] >= idx[None, :]
-
-
-def _decay(log_alpha: Optional[Tensor], strict: Tensor, lower: Tensor, dtype) -> Tensor:
-    """Γ_full [..., n+1, n+1]: [τ, t] = Π_{l=t+1..τ} α_l for τ ≥ t (index 0 = tile start), else 0.
-
-    exp of the segment sum Σ_{l=t+1..τ} log α_l, formed as a masked cumulative sum so each entry
-    only adds its own terms."""
-    if log_alpha is None:
-        return lower.to(dtype)
-    lap = torch.cat([log_alpha.new_zeros(log_alpha.shape[:-1] + (1,)), log_alpha], dim=-1)
-    seg = torch.where(strict, lap[..., :, None], 0.0).cumsum(dim=-2)
-    return seg.masked_fill(~lower, float("-inf")).exp()
-
-
-def _momentum(mu: Tensor, strict: Tensor, lower: Tensor) -> Tensor:
-    """D_full [..., n+1, n+1]: [i, t] = Π_{l=t+1..i} μ_l for i ≥ t, else 0 (running products,
-    exact for μ = 0)."""
-    mup = torch.cat([mu.new_ones(mu.shape[:-1] + (1,)), mu], dim=-1)
-    prod = torch.where(strict, mup[..., :, None], 1.0).cumprod(dim=-2)
-    return torch.where(lower, prod, 0.0)
-
-
-def _col(x: Tensor) -> Tensor:
-    """Per-token scalars [..., n] as a column [..., n, 1] (scales rows)."""
-    return x[..., :, None]
-
-
-def _row(x: Tensor) -> Tensor:
-    """Per-token scalars [..., n] as a row [..., 1, n] (scales the columns of an n×n matrix)."""
-    return x[..., None, :]
-
-
-def _solve(A: Tensor, rhs: Tensor) -> Tensor:
-    """(I + A)⁻¹ rhs for strictly lower-triangular A (its diagonal and upper part are ignored)."""
-    return torch.linalg.solve_triangular(A, rhs, upper=False, unitriangular=True)
 
 
 def _tile(q, k, v, eta, log_alpha, beta, mu, M0, S0, Me, *, exact: bool, target: str, read: str):
@@ -86,12 +46,12 @@ def _tile(q, k, v, eta, log_alpha, beta, mu, M0, S0, Me, *, exact: bool, target:
     errors at M_{t−1} (then Me is unused). Returns (o [..., n, V], M_n, S_n or None).
     """
     n = q.shape[-2]
-    strict, lower = _masks(n, q.device)
-    G = _decay(log_alpha, strict, lower, q.dtype)
+    strict, lower = masks(n, q.device)
+    G = decay(log_alpha, strict, lower, q.dtype)
     Gc, Gp = G[..., 1:, 1:], G[..., :-1, 1:]          # Γ[t, j], Γ[t−1, j] (t, j = 1..n)
     gam, gamp = G[..., 1:, 0], G[..., :-1, 0]          # γ_t, γ_{t−1}
     if mu is not None:
-        Dm = _momentum(mu, strict, lower)
+        Dm = momentum(mu, strict, lower)
         Dc, m = Dm[..., 1:, 1:], Dm[..., 1:, 0:1]      # D[i, t]; m_i = D[i, 0] as a column
         Pc, Pp = Gc @ Dc, Gp @ Dc                      # Φ[t, j], Φ[t−1, j]
         nu, nup = (Gc @ m)[..., 0], (Gp @ m)[..., 0]   # ν_t, ν_{t−1}
@@ -103,27 +63,27 @@ def _tile(q, k, v, eta, log_alpha, beta, mu, M0, S0, Me, *, exact: bool, target:
 
     def start_term(x_M0, x: Tensor, g: Tensor, nn_: Optional[Tensor]) -> Tensor:
         """diag(γ) X M0 + diag(ν) X S0 (the share of the tile-start states)."""
-        out = _col(g) * x_M0
+        out = col(g) * x_M0
         if S0 is not None:
-            out = out + _col(nn_) * (x @ S0)
+            out = out + col(nn_) * (x @ S0)
         return out
 
     Y = None                                            # rows y_j = −β_j r_j (DGD term)
     if not exact:
         kMe = kM0 if Me is M0 else k @ Me
         tgt = v if target == "external" else v @ Me
-        W = -_col(eta) * (kMe - tgt)                    # w_j = −η_j e_j, frozen errors
+        W = -col(eta) * (kMe - tgt)                    # w_j = −η_j e_j, frozen errors
         if beta is not None:
             rhs = start_term(kM0, k, gamp, nup if mu is not None else None) + (KK * Pp) @ W
-            R = _solve(KK * Gp * _row(beta), rhs)
-            Y = -_col(beta) * R
+            R = solve(KK * Gp * row(beta), rhs)
+            Y = -col(beta) * R
     else:
-        Peta = Pp * _row(eta)
-        coef = Peta if beta is None else Gp * _row(beta) + Peta
+        Peta = Pp * row(eta)
+        coef = Peta if beta is None else Gp * row(beta) + Peta
         rhs_r = start_term(kM0, k, gamp, nup if mu is not None else None)
         if target == "external":
-            R = _solve(KK * coef, rhs_r + (KK * Peta) @ v)
-            W = -_col(eta) * (R - v)
+            R = solve(KK * coef, rhs_r + (KK * Peta) @ v)
+            W = -col(eta) * (R - v)
         else:                                           # unknowns r_t = M_{t−1}ᵀk_t, s_t = M_{t−1}ᵀv_t
             VK = v @ k.mT                               # [t, j] = v_tᵀ k_j
             Z = torch.stack([torch.stack([KK * coef, -KK * Peta], dim=-1),
@@ -131,12 +91,12 @@ def _tile(q, k, v, eta, log_alpha, beta, mu, M0, S0, Me, *, exact: bool, target:
             Z = Z.reshape(Z.shape[:-4] + (2 * n, 2 * n))
             rhs_s = start_term(v @ M0, v, gamp, nup if mu is not None else None)
             rhs = torch.stack([rhs_r, rhs_s], dim=-2)
-            X = _solve(Z, rhs.reshape(rhs.shape[:-3] + (2 * n, rhs.shape[-1])))
+            X = solve(Z, rhs.reshape(rhs.shape[:-3] + (2 * n, rhs.shape[-1])))
             X = X.reshape(X.shape[:-2] + (n, 2, X.shape[-1]))
             R, Sv = X[..., 0, :], X[..., 1, :]
-            W = -_col(eta) * (R - Sv)
+            W = -col(eta) * (R - Sv)
         if beta is not None:
-            Y = -_col(beta) * R
+            Y = -col(beta) * R
 
     # outputs
     if read == "chunk" and not exact:
@@ -155,13 +115,13 @@ def _tile(q, k, v, eta, log_alpha, beta, mu, M0, S0, Me, *, exact: bool, target:
                 o = o + (QK * Gm) @ Y
 
     # tile-end states
-    Gn, Pn = _col(Gc[..., n - 1, :]), _col(Pc[..., n - 1, :])   # Γ[n, j], Φ[n, j] as columns
+    Gn, Pn = col(Gc[..., n - 1, :]), col(Pc[..., n - 1, :])   # Γ[n, j], Φ[n, j] as columns
     Xn = Pn * W if Y is None else Pn * W + Gn * Y
     Mn = G[..., n, 0, None, None] * M0 + k.mT @ Xn
     Sn = None
     if mu is not None:
         Mn = Mn + nu[..., n - 1, None, None] * S0
-        Sn = Dm[..., n, 0, None, None] * S0 + k.mT @ (_col(Dm[..., n, 1:]) * W)
+        Sn = Dm[..., n, 0, None, None] * S0 + k.mT @ (col(Dm[..., n, 1:]) * W)
     return o, Mn, Sn
 
 

@@ -24,21 +24,13 @@ from __future__ import annotations
 
 import torch
 
-from ..linear_memory.chunk import _decay, _masks, _momentum, _solve
+from ...core.chunk_algebra import col, decay, masks, momentum, scal, solve
 from .inputs import empty_outputs, prepare
 from .recurrence import act, gradient_factors, mlp_rows
 
 MAX_TILE = 64     # a longer chunk is processed as sub-tiles of at most this many tokens
 
 Tensor = torch.Tensor
-
-
-def _col(x: Tensor) -> Tensor:
-    return x[..., :, None]
-
-
-def _scal(x: Tensor) -> Tensor:
-    return x[..., None, None]
 
 
 def _tile(q, k, v, eta, log_alpha, beta, mu, rho, W1, W2, S1, S2, W1g, W2g, *, target, read,
@@ -52,36 +44,36 @@ def _tile(q, k, v, eta, log_alpha, beta, mu, rho, W1, W2, S1, S2, W1g, W2g, *, t
     """
     n = q.shape[-2]
     phi, _ = act(activation)
-    strict, lower = _masks(n, q.device)
-    G = _decay(log_alpha, strict, lower, q.dtype)
+    strict, lower = masks(n, q.device)
+    G = decay(log_alpha, strict, lower, q.dtype)
     Gc, Gp = G[..., 1:, 1:], G[..., :-1, 1:]          # Γ[t, j], Γ[t−1, j]
     gam, gamp = G[..., 1:, 0], G[..., :-1, 0]          # γ_t, γ_{t−1}
     mom = mu is not None
     if mom:
-        Dm = _momentum(mu, strict, lower)              # D_full; index 0 = tile start
+        Dm = momentum(mu, strict, lower)              # D_full; index 0 = tile start
         Dc, m = Dm[..., 1:, 1:], Dm[..., 1:, 0]
-        RD = _col(rho) * Dc                            # ρ_i D[i, j]
+        RD = col(rho) * Dc                            # ρ_i D[i, j]
         Pc, Pp = Gc @ RD, Gp @ RD                      # Φ[t, j] = Σ_i Γ[t,i] ρ_i D[i,j]; Φ[t−1, j]
-        nu, nup = (Gc @ _col(rho * m))[..., 0], (Gp @ _col(rho * m))[..., 0]   # ν_t, ν_{t−1}
+        nu, nup = (Gc @ col(rho * m))[..., 0], (Gp @ col(rho * m))[..., 0]   # ν_t, ν_{t−1}
     else:
         Pc, Pp = Gc, Gp
 
     # gradient factors of the whole tile at the chunk-start weights
     a, e, d = gradient_factors(W1g, W2g, k, v, target=target, activation=activation, residual=residual)
-    w1 = -_col(eta) * e                                # −η_j e_j  [..., n, V]
-    w2 = -_col(eta) * d                                # −η_j d_j  [..., n, F]
+    w1 = -col(eta) * e                                # −η_j e_j  [..., n, V]
+    w2 = -col(eta) * d                                # −η_j d_j  [..., n, F]
 
     def start(x_W: Tensor, x_S, g: Tensor, nn_) -> Tensor:
         """diag(γ) (x W_0ᵀ) + diag(ν) (x S_0ᵀ): the share of the tile-start states."""
-        out = _col(g) * x_W
-        return out + _col(nn_) * x_S() if mom else out
+        out = col(g) * x_W
+        return out + col(nn_) * x_S() if mom else out
 
     # DGD on W2: r_t = W2_{t−1} k_t from one triangular solve; u_j = −β_j r_j
     u = None
     KK = k @ k.mT
     if beta is not None:
         rhs = start(k @ W2.mT, lambda: k @ S2.mT, gamp, nup if mom else None) + (KK * Pp) @ w2
-        u = -_col(beta) * _solve(KK * Gp * beta[..., None, :], rhs)
+        u = -col(beta) * solve(KK * Gp * beta[..., None, :], rhs)
 
     # reads
     if read == "chunk":
@@ -99,15 +91,15 @@ def _tile(q, k, v, eta, log_alpha, beta, mu, rho, W1, W2, S1, S2, W1g, W2g, *, t
             o = o + q
 
     # tile-end states
-    Gn, Pn = _col(Gc[..., n - 1, :]), _col(Pc[..., n - 1, :])     # Γ[n, j], Φ[n, j] as columns
+    Gn, Pn = col(Gc[..., n - 1, :]), col(Pc[..., n - 1, :])     # Γ[n, j], Φ[n, j] as columns
     X = Pn * w2 if u is None else Pn * w2 + Gn * u
-    W2n = _scal(gam[..., n - 1]) * W2 + X.mT @ k
-    W1n = _scal(gam[..., n - 1]) * W1 + (Pn * w1).mT @ a
+    W2n = scal(gam[..., n - 1]) * W2 + X.mT @ k
+    W1n = scal(gam[..., n - 1]) * W1 + (Pn * w1).mT @ a
     S1n = S2n = None
     if mom:
-        W1n = W1n + _scal(nu[..., n - 1]) * S1
-        W2n = W2n + _scal(nu[..., n - 1]) * S2
-        Dn, mn = _col(Dm[..., n, 1:]), _scal(Dm[..., n, 0])
+        W1n = W1n + scal(nu[..., n - 1]) * S1
+        W2n = W2n + scal(nu[..., n - 1]) * S2
+        Dn, mn = col(Dm[..., n, 1:]), scal(Dm[..., n, 0])
         S1n = mn * S1 + (Dn * w1).mT @ a
         S2n = mn * S2 + (Dn * w2).mT @ k
     return o, W1n, W2n, S1n, S2n
@@ -159,7 +151,7 @@ def forward(inputs, cfg):
     rho = valid.to(dt)[:, None, :].expand(N, H, Lp) if mom else None
 
     W1, W2, S1, S2 = p.W1, p.W2, p.S1, p.S2
-    first = _scal(pos_t == 0)[..., None]                                           # [N,1,1,1]
+    first = scal(pos_t == 0)[..., None]                                           # [N,1,1,1]
     W1g, W2g = torch.where(first, W1, p.W1_chunk), torch.where(first, W2, p.W2_chunk)
     Wg_hist = []                                       # chunk-start weights of each chunk, in order
     outs = []
@@ -196,7 +188,7 @@ def forward(inputs, cfg):
     seq = torch.arange(N, device=dev)
     W1h = torch.stack([w[0] for w in Wg_hist])[chunk_idx - first_chunk, seq]
     W2h = torch.stack([w[1] for w in Wg_hist])[chunk_idx - first_chunk, seq]
-    at_boundary = _scal(final_pos == 0)[..., None]
+    at_boundary = scal(final_pos == 0)[..., None]
     W1c, W2c = torch.where(at_boundary, W1, W1h), torch.where(at_boundary, W2, W2h)
     if not mom:
         S1, S2 = W1.new_empty(0), W1.new_empty(0)

@@ -29,21 +29,13 @@ import torch
 import torch.nn.functional as F
 
 from ..linear_memory import chunk as linear_chunk
-from ..linear_memory.chunk import _decay, _masks, _momentum, _solve
+from ...core.chunk_algebra import col, decay, masks, momentum, scal, solve
 from .inputs import pack_outputs, prepare
 from .memories import GROUP_A, act, act_grad, l2norm
 
 MAX_TILE = 64
 
 Tensor = torch.Tensor
-
-
-def _col(x: Tensor) -> Tensor:
-    return x[..., :, None]
-
-
-def _scal(x: Tensor) -> Tensor:
-    return x[..., None, None]
 
 
 # -- one memory at fixed weights, tokens as rows ---------------------------------------------------
@@ -78,32 +70,32 @@ def _advance(W0: Tensor, S0: Optional[Tensor], keys: Tensor, g: Tensor, eta: Ten
     W0, S0 [..., O, I]; eta, log_alpha, mu [..., n]. Returns (W_n, S_n or None).
     DESIGN §1–§3 with M = Wᵀ: r_t = W_{t−1} k_t, w_j = −η_j g_j."""
     n = keys.shape[-2]
-    strict, lower = _masks(n, keys.device)
-    G = _decay(log_alpha, strict, lower, keys.dtype)
+    strict, lower = masks(n, keys.device)
+    G = decay(log_alpha, strict, lower, keys.dtype)
     Gc, Gp = G[..., 1:, 1:], G[..., :-1, 1:]          # Γ[t, j], Γ[t−1, j]
     gam, gamp = G[..., 1:, 0], G[..., :-1, 0]          # γ_t, γ_{t−1}
     mom = mu is not None
     if mom:
-        Dm = _momentum(mu, strict, lower)
+        Dm = momentum(mu, strict, lower)
         Dc, m = Dm[..., 1:, 1:], Dm[..., 1:, 0:1]
         Pc, Pp = Gc @ Dc, Gp @ Dc                      # Φ[t, j], Φ[t−1, j]
         nu, nup = (Gc @ m)[..., 0], (Gp @ m)[..., 0]   # ν_t, ν_{t−1}
     else:
         Pc, Pp = Gc, Gp
-    w = -_col(eta) * g                                 # w_j = −η_j g_j
-    X = _col(Pc[..., n - 1, :]) * w                    # Φ[n, j] w_j
+    w = -col(eta) * g                                 # w_j = −η_j g_j
+    X = col(Pc[..., n - 1, :]) * w                    # Φ[n, j] w_j
     if dgd:
         KK = keys @ keys.mT
-        rhs = _col(gamp) * (keys @ W0.mT) + (KK * Pp) @ w
+        rhs = col(gamp) * (keys @ W0.mT) + (KK * Pp) @ w
         if mom:
-            rhs = rhs + _col(nup) * (keys @ S0.mT)
-        R = _solve(KK * Gp * eta[..., None, :], rhs)  # r_t; β = η
-        X = X - _col(Gc[..., n - 1, :]) * (_col(eta) * R)
-    Wn = _scal(gam[..., n - 1]) * W0 + X.mT @ keys
+            rhs = rhs + col(nup) * (keys @ S0.mT)
+        R = solve(KK * Gp * eta[..., None, :], rhs)  # r_t; β = η
+        X = X - col(Gc[..., n - 1, :]) * (col(eta) * R)
+    Wn = scal(gam[..., n - 1]) * W0 + X.mT @ keys
     Sn = None
     if mom:
-        Wn = Wn + _scal(nu[..., n - 1]) * S0
-        Sn = _scal(Dm[..., n, 0]) * S0 + (_col(Dm[..., n, 1:]) * w).mT @ keys
+        Wn = Wn + scal(nu[..., n - 1]) * S0
+        Sn = scal(Dm[..., n, 0]) * S0 + (col(Dm[..., n, 1:]) * w).mT @ keys
     return Wn, Sn
 
 
@@ -191,7 +183,7 @@ def forward(inputs, cfg):
     kind, act_name = cfg["memory"], cfg["activation"]
     CA, CB, mu = cfg["chunk_size_other"], cfg["chunk_size_memory"], cfg["mu"]
     B, T, H, D = p.x.shape
-    dev, dt = p.x.device, p.x.dtype
+    dev = p.x.device
     cu = inputs["cu_seqlens"]
     N = len(p.segments)
     opts = dict(kind=kind, activation=act_name, eta_scale=cfg["eta_scale"], use_alpha=cfg["use_alpha"], mu=mu)
