@@ -9,6 +9,7 @@ from ...core import checks
 from ...core.backends import Backend, select_backend
 from ...core.custom_op import OpSpec, StepSpec
 from ...core.sequences import num_sequences
+from ...core.step_backend import with_state
 from . import chunk, reference, step as step_impl
 from .inputs import compute_dtype
 from .recurrence import ACTIVATIONS
@@ -170,6 +171,11 @@ def mlp_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.Ten
 STEP_INPUTS = ("q", "k", "v", "eta", "log_alpha", "beta", "mu")
 STEP_STATE = ("W1", "W2", "S1", "S2", "W1_chunk", "W2_chunk", "position")
 STEP_BACKENDS = {"torch": Backend(step_impl.forward)}
+try:  # the fused Triton step; triton itself is imported only when it first runs
+    from .triton_step import BACKEND as _TRITON_STEP
+    STEP_BACKENDS["triton"] = _TRITON_STEP
+except ImportError:  # pragma: no cover
+    pass
 STEP_OP = StepSpec("mlp_memory_step", STEP_INPUTS, STEP_STATE, step_impl.fake, STEP_BACKENDS)
 
 
@@ -214,9 +220,10 @@ def mlp_memory_step(q, k, v, eta, log_alpha=None, beta=None, mu=None, *, state: 
     inputs = dict(q=q, k=k, v=v, eta=eta, log_alpha=log_alpha, beta=beta, mu=mu)
     cfg = dict(chunk_size=state.chunk_size, target=target, read=read, scale=float(scale),
                activation=activation, residual=residual)
-    cfg["backend"] = select_backend("mlp_memory_step", backend, STEP_BACKENDS, device, inputs, cfg)
     tensors = state.tensors()
     for name in ("S1", "S2"):
         if tensors[name] is None:
             tensors[name] = state.W1.new_empty(0)
+    cfg["backend"] = select_backend("mlp_memory_step", backend, STEP_BACKENDS, device,
+                                    with_state(inputs, tensors), cfg)
     return STEP_OP(cfg, tensors, **inputs)
