@@ -49,6 +49,13 @@ def _register_backend(name: str, backend: Backend) -> None:
     OP.backends[name] = backend
 
 
+try:  # Triton kernels; triton itself is imported only when they first run
+    from .triton_backend import BACKEND as _TRITON_BACKEND
+    _register_backend("triton", _TRITON_BACKEND)
+except ImportError:  # pragma: no cover
+    pass
+
+
 StateLike = Union[MLPMemoryState, tuple, None]
 _TUPLE_FORM = "(W1 [N,H,V,F], W2 [N,H,F,K], S1 [N,H,V,F] or None, S2 [N,H,F,K] or None)"
 

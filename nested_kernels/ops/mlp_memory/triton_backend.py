@@ -1,0 +1,206 @@
+"""The ``triton`` backend of ``mlp_memory``: launchers and the :class:`Backend` object.
+
+Forward: ``_fwd_kernel`` (triton_fwd.py), one program per (sequence, head), sequential over the
+tiles of the sequence, two passes over F blocks per tile. Backward: the same kernel again with
+``SAVE`` (per-tile checkpoints of the weights, the frozen errors and two n×n matrices per tile;
+the op machinery keeps only the op's inputs and outputs), then ``_bwd_kernel`` (triton_bwd.py)
+walking the tiles backwards. See docs/mlp_memory_triton.md.
+
+Supported: chunk_size ∈ {16, 32, 64, 128}; K, V ∈ {16, 32, 64, 128}; F a power of two in
+[16, 512]; float32 / bfloat16 / float16 inputs (gates of any of them); every option of SPEC §3.
+Anything else is refused by ``unsupported`` and runs on the next backend (torch).
+
+Triton is imported only when a kernel first runs. Tuning knobs (environment, read at each call):
+NESTED_KERNELS_MLP_TRITON_BF (F block), NESTED_KERNELS_MLP_TRITON_WARPS,
+NESTED_KERNELS_MLP_TRITON_PRECISION (tl.dot input precision: "tf32", "tf32x3" or "ieee"; default
+tf32x3 for float32 inputs, tf32 otherwise), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1").
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+from ...core.alloc import new_empty
+from ...core.backends import Backend
+from .inputs import empty_outputs
+
+SUPPORTED_CHUNK = (16, 32, 64, 128)
+SUPPORTED_DIM = (16, 32, 64, 128)
+SUPPORTED_HIDDEN = (16, 32, 64, 128, 256, 512)
+_READ = {"after": 0, "before": 1, "chunk": 2}
+_ACT = {"gelu": 0, "silu": 1}
+_STATES = ("W1", "W2", "S1", "S2")
+
+
+def unsupported(inputs, cfg) -> Optional[str]:
+    C = cfg["chunk_size"]
+    if C not in SUPPORTED_CHUNK:
+        return f"chunk_size={C}: the Triton kernels take chunk_size in {SUPPORTED_CHUNK}"
+    K = inputs["q"].shape[-1]
+    V, F = inputs["w1"].shape[-2:]
+    for name, d, ok in (("K", K, SUPPORTED_DIM), ("V", V, SUPPORTED_DIM), ("F", F, SUPPORTED_HIDDEN)):
+        if d not in ok:
+            return f"{name}={d}: the Triton kernels take {name} in {ok}"
+    for name, t in inputs.items():
+        if t is not None and t.is_floating_point() and t.dtype == torch.float64:
+            return f"{name} is float64: float64 runs on the reference and torch backends"
+    return None
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def _block_f(F: int) -> int:
+    bf = _env_int("NESTED_KERNELS_MLP_TRITON_BF", min(F, 32))
+    if bf < 16 or bf > F or F % bf or bf & (bf - 1):
+        raise ValueError(f"NESTED_KERNELS_MLP_TRITON_BF={bf} must be a power of two in [16, F={F}]")
+    return bf
+
+
+def _launch_options(C: int) -> dict:
+    """num_warps and, off the interpreter, ptxas options (-O1: ptxas -O3 squeezes these large
+    kernels into few registers with heavy spills, see docs/linear_memory_triton.md)."""
+    opts = dict(num_warps=_env_int("NESTED_KERNELS_MLP_TRITON_WARPS", 4 if C <= 32 else 8))
+    if not _interpreting():
+        ptx = os.environ.get("NESTED_KERNELS_MLP_TRITON_PTXAS", "-O1")
+        if ptx:
+            opts["ptx_options"] = ptx
+    return opts
+
+
+def _precision(dtype: torch.dtype) -> str:
+    env = os.environ.get("NESTED_KERNELS_MLP_TRITON_PRECISION")
+    if env:
+        if env not in ("tf32", "tf32x3", "ieee"):
+            raise ValueError(f"NESTED_KERNELS_MLP_TRITON_PRECISION must be tf32, tf32x3 or ieee, got {env!r}")
+        return env
+    if _interpreting():
+        return "ieee"
+    return "tf32x3" if dtype == torch.float32 else "tf32"
+
+
+def _fresh(x: torch.Tensor, shape) -> torch.Tensor:
+    """A new contiguous float32 tensor of ``shape`` holding x (broadcast)."""
+    out = torch.empty(shape, dtype=torch.float32, device=x.device)
+    out.copy_(x)
+    return out
+
+
+class _Args:
+    """Contiguous inputs, flags, start states and the tile table shared by both launchers."""
+
+    def __init__(self, inputs, cfg):
+        c = lambda t: None if t is None else t.contiguous()  # noqa: E731
+        self.q, self.k, self.v, self.eta = (c(inputs[n]) for n in ("q", "k", "v", "eta"))
+        self.la, self.beta, self.mu = c(inputs["log_alpha"]), c(inputs["beta"]), c(inputs["mu"])
+        q = self.q
+        self.device = dev = q.device
+        self.B, self.T, self.H, self.K = q.shape
+        self.V, self.F = inputs["w1"].shape[-2:]
+        self.C = C = cfg["chunk_size"]
+        self.scale = float(cfg["scale"])
+        self.mom = self.mu is not None
+        cu = inputs["cu_seqlens"]
+        self.cu = None if cu is None else cu.to(torch.int64).contiguous()
+        self.N = N = self.B if cu is None else cu.numel() - 1
+        self.resumed = inputs["position0"] is not None and inputs["w1_chunk0"] is not None
+        self.pos = inputs["position0"].to(torch.int64).contiguous() if self.resumed else None
+        self.lengths = (torch.full((N,), self.T, dtype=torch.int64, device=dev) if self.cu is None
+                        else self.cu[1:] - self.cu[:-1])
+        p = torch.zeros_like(self.lengths) if self.pos is None else self.pos
+        nt = torch.where(self.lengths > 0, (self.lengths + p + C - 1) // C, 0)
+        self.tile_base = (torch.cumsum(nt, 0) - nt).contiguous()
+        self.n_tiles = (self.B * self.T) // C + 2 * N     # Σ ceil((L + p)/C) ≤ B·T/C + 2N, no sync
+        self.final_pos = (p + self.lengths) % C
+        self.at_boundary = (self.final_pos == 0).view(N, 1, 1, 1)
+        self.in_first = ((p > 0) & (p + self.lengths < C)).view(N, 1, 1, 1)
+        self.BF = _block_f(self.F)
+        self.prec = _precision(q.dtype)
+        self.dummy = torch.empty(1, dtype=torch.float32, device=dev)
+        self.flags = dict(ACT=_ACT[cfg["activation"]], RESIDUAL=bool(cfg["residual"]),
+                          HAS_ALPHA=self.la is not None, HAS_BETA=self.beta is not None,
+                          HAS_MU=self.mom, SELF_TARGET=cfg["target"] == "self",
+                          READ=_READ[cfg["read"]], HAS_POS=self.resumed, IS_VARLEN=self.cu is not None)
+        self.consts = dict(K=self.K, V=self.V, F=self.F, BF=self.BF, BT=C, LOG2BT=C.bit_length() - 1,
+                           PREC=self.prec, **_launch_options(C), **self.flags)
+        H, K, V, F = self.H, self.K, self.V, self.F
+        self.shapes = dict(W1=(N, H, V, F), W2=(N, H, F, K), S1=(N, H, V, F), S2=(N, H, F, K))
+        # start states (float32 copies: the kernels update them in place)
+        w1_0, w2_0 = inputs["w1_0"], inputs["w2_0"]
+        self.start = dict(W1=inputs["w1"] if w1_0 is None else w1_0, W2=inputs["w2"] if w2_0 is None else w2_0,
+                          S1=inputs["s1_0"], S2=inputs["s2_0"])
+        self.chunk0 = (c(inputs["w1_chunk0"].float()), c(inputs["w2_chunk0"].float())) if self.resumed else None
+
+    def d(self, t):
+        return self.dummy if t is None else t
+
+    def start_states(self) -> dict:
+        out = {}
+        for n in _STATES:
+            if n in ("S1", "S2") and not self.mom:
+                out[n] = None
+            elif self.start[n] is None:
+                out[n] = torch.zeros(self.shapes[n], dtype=torch.float32, device=self.device)
+            else:
+                out[n] = _fresh(self.start[n], self.shapes[n])
+        return out
+
+    def chunk_start(self, name: str, st: dict, written: torch.Tensor) -> torch.Tensor:
+        """Final chunk-start weights: the final weights at a chunk boundary, the initial chunk-start
+        copy when the call ends inside the chunk it resumed, else the start weights of the last
+        tile (``written`` by the kernel)."""
+        i = 0 if name == "W1" else 1
+        first = self.chunk0[i] if self.resumed else written    # (in_first is all False then)
+        return torch.where(self.at_boundary, st[name], torch.where(self.in_first, first, written))
+
+    def run_forward(self, st: dict, *, o=None, chunk_out=None, saved=None):
+        from .triton_fwd import _fwd_kernel
+        d = self.d
+        c1, c2 = chunk_out if chunk_out is not None else (None, None)
+        sv = saved or {}
+        wc1, wc2 = self.chunk0 if self.resumed else (None, None)
+        _fwd_kernel[(self.N * self.H,)](
+            self.q, self.k, self.v, self.eta, d(self.la), d(self.beta), d(self.mu),
+            st["W1"], st["W2"], d(st["S1"]), d(st["S2"]), d(wc1), d(wc2), d(self.pos), d(self.cu),
+            self.tile_base, d(o), d(c1), d(c2),
+            *(d(sv.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")),
+            self.T, self.H, self.scale, OUTPUT_FINAL=chunk_out is not None, SAVE=saved is not None,
+            STORE_O=o is not None, **self.consts)
+
+
+def forward(inputs, cfg):
+    a = _Args(inputs, cfg)
+    B, T, H, V, N = a.B, a.T, a.H, a.V, a.N
+    o = new_empty(B, T, H, V, dtype=a.q.dtype, device=a.device)
+    st = a.start_states()
+    final = cfg["output_final_state"]
+    chunk_out = (new_empty(*a.shapes["W1"], dtype=torch.float32, device=a.device),
+                 new_empty(*a.shapes["W2"], dtype=torch.float32, device=a.device)) if final else None
+    if N * H and B * T:
+        a.run_forward(st, o=o, chunk_out=chunk_out)
+    if not final:
+        return (o,) + empty_outputs(inputs["q"])
+    W1c = a.chunk_start("W1", st, chunk_out[0])
+    W2c = a.chunk_start("W2", st, chunk_out[1])
+    empty = lambda: st["W1"].new_empty(0)  # noqa: E731
+    S1 = st["S1"] if a.mom else empty()
+    S2 = st["S2"] if a.mom else empty()
+    return o, st["W1"], st["W2"], S1, S2, W1c, W2c, a.final_pos.clone()
+
+
+def _backward_by_torch(inputs, outputs, grads, cfg):
+    """Interim backward: autograd through the torch backend's forward (recomputed)."""
+    from ...core.custom_op import autograd_backward
+    from . import api, chunk
+    return autograd_backward(chunk.forward, api.INPUTS, inputs, [grads[n] for n in api.OUTPUTS], cfg)
+
+
+BACKEND = Backend(forward, _backward_by_torch, unsupported)

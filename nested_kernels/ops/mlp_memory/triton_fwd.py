@@ -1,0 +1,290 @@
+"""Triton forward kernel of ``mlp_memory`` (SPEC §3) by the chunk algebra of DESIGN_chunk_algebra §5.
+
+``_fwd_kernel`` — grid (N·H,): one program per (sequence, head) walks the tiles of its sequence in
+order. The weights (W1 [V,F], W2 [F,K], momenta S1, S2) do not fit one program's registers at
+realistic sizes, so they live in float32 state buffers in global memory (L2-resident: they are
+touched once or twice per tile) and every tile runs two passes over F blocks of BF hidden units
+(W1 columns / W2 rows):
+
+* pass 1 — the only quantity that sums over F before anything else can go on: the prediction at
+  the chunk-start weights, P = φ(K W2_sᵀ) W1_sᵀ [+ K] (and the self target φ(V W2_sᵀ) W1_sᵀ [+ V]),
+  hence the frozen errors E and w1 = −η ⊙ E [BT, V], held in registers;
+* pass 2 — everything else is separable over F: per block, Z = K W2_sᵀ, A = φ(Z),
+  d = (E W1_s) ⊙ φ'(Z), w2 = −η ⊙ d; the DGD solve R = (I + A_β)⁻¹ RHS (the n×n inverse is formed
+  once per tile); the read h = W2_t q_t (masked products), B = φ(h); the block's share of the
+  output (B W1ᵀ, B S1ᵀ; B Aᵀ is summed over blocks into an n×n matrix, applied to w1 at the end);
+  the block's tile-end update, written back in place.
+
+With ``SAVE`` the kernel also stores what the backward needs and cannot cheaply recompute: the
+tile-start states (one per tile, never per token), E [B·T, H, V], and the rows of the tile's
+(I + A_β)⁻¹ and of B Aᵀ [B·T, H, BT].
+
+Tiles, padding, resumed chunks: as in the linear_memory kernels — tile i of a sequence starting at
+chunk position p spans tokens [max(0, iC − p), min(L, (i+1)C − p)); tile 0 with p > 0 finishes a
+chunk begun earlier, with the state's chunk-start weights (``USE_G``).
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .triton_common import act, act_grad, at, decay, momentum, off_w1, off_w2, row_of, seq_bounds, \
+    unit_lower_inverse
+
+
+@triton.jit
+def tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT: tl.constexpr, HAS_ALPHA: tl.constexpr,
+               HAS_MU: tl.constexpr, PREC: tl.constexpr):
+    """Γ, Γ_prev, γ, γ_prev, D, D_prev, m, m_prev, Φ, Φ_prev, ν, ν_prev of one tile (D..ν_prev are
+    placeholders without momentum: Φ = Γ, ν = 0)."""
+    if HAS_ALPHA:
+        la = tl.load(la_ptr + grow, mask=mt, other=0.0).to(tl.float32)
+    else:
+        la = tl.zeros([BT], dtype=tl.float32)
+    G, Gp, g, gp = decay(la, rt, HAS_ALPHA)
+    if HAS_MU:
+        mu = tl.load(mu_ptr + grow, mask=mt, other=1.0).to(tl.float32)
+        D, Dp, m, mp = momentum(mu, rt)
+        Phi = tl.dot(G, D, input_precision=PREC)
+        Phip = tl.dot(Gp, D, input_precision=PREC)
+        nu = tl.sum(G * m[None, :], 1)
+        nup = tl.sum(Gp * m[None, :], 1)
+    else:
+        D = G
+        Dp = Gp
+        m = g * 0.0
+        mp = m
+        Phi = G
+        Phip = Gp
+        nu = m
+        nup = m
+    return G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup
+
+
+@triton.jit
+def frozen_errors(kx, vx, g1, g2, rv, rk, rf,
+                  K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr,
+                  ACT: tl.constexpr, RESIDUAL: tl.constexpr, SELF_TARGET: tl.constexpr,
+                  PREC: tl.constexpr):
+    """E = M_s(K) − target [BT, V] at the chunk-start weights (g1 = W1_s, g2 = W2_s pointers);
+    target = V (external) or M_s(V) (self)."""
+    if RESIDUAL:
+        E = kx
+    else:
+        E = tl.zeros([kx.shape[0], V], dtype=tl.float32)
+    if SELF_TARGET:
+        if RESIDUAL:
+            E -= vx
+    else:
+        E -= vx
+    for f0 in range(0, F, BF):
+        W1b = tl.load(g1 + off_w1(rv, f0, rf, F))
+        W2b = tl.load(g2 + off_w2(rf, f0, rk, K))
+        A = act(tl.dot(kx, tl.trans(W2b), input_precision=PREC), ACT)
+        E += tl.dot(A, tl.trans(W1b), input_precision=PREC)
+        if SELF_TARGET:
+            Av = act(tl.dot(vx, tl.trans(W2b), input_precision=PREC), ACT)
+            E -= tl.dot(Av, tl.trans(W1b), input_precision=PREC)
+    return E
+
+
+@triton.jit
+def _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o,
+              w1, w2, s1, s2, g1, g2, c1, c2, sv1, sv2, svs1, svs2, sv_e, sv_ba, sv_ai,
+              row0, s, e, i_h, H, scale, store_chunk,
+              K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr,
+              BT: tl.constexpr, LOG2BT: tl.constexpr, ACT: tl.constexpr, RESIDUAL: tl.constexpr,
+              HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
+              SELF_TARGET: tl.constexpr, READ: tl.constexpr, USE_G: tl.constexpr,
+              OUTPUT_FINAL: tl.constexpr, SAVE: tl.constexpr, STORE_O: tl.constexpr,
+              PREC: tl.constexpr):
+    """One tile [s, e): updates the state buffers (w1, w2, s1, s2) in place, writes o.
+    g1, g2: chunk-start weights (the state buffers unless USE_G); c1, c2: final chunk-start
+    outputs (written when ``store_chunk``); sv*: this tile's checkpoint slots (with SAVE)."""
+    rt = tl.arange(0, BT)
+    rk = tl.arange(0, K)
+    rv = tl.arange(0, V)
+    rf = tl.arange(0, BF)
+    tok = s + rt
+    mt = tok < e
+    grow = (row0 + tok).to(tl.int64) * H + i_h
+    strict = rt[:, None] > rt[None, :]
+    sel = rt == (e - s - 1)
+    empty = (e - s - 1 < 0).to(tl.float32)
+
+    kx = tl.load(k + grow[:, None] * K + rk[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+    if SELF_TARGET:
+        vx = tl.load(v + grow[:, None] * K + rk[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+    else:
+        vx = tl.load(v + grow[:, None] * V + rv[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+    et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
+    G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT,
+                                                                HAS_ALPHA, HAS_MU, PREC)
+    if HAS_BETA:
+        bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
+        KK = tl.dot(kx, tl.trans(kx), input_precision=PREC)
+        Ai = unit_lower_inverse(tl.where(strict, KK * Gp * bt[None, :], 0.0), rt, LOG2BT, PREC)
+        Pk = tl.where(strict, KK * Phip, 0.0)
+    if READ == 2:
+        if STORE_O:
+            qx = tl.load(q + grow[:, None] * K + rk[None, :], mask=mt[:, None], other=0.0).to(tl.float32) * scale
+    else:
+        qx = tl.load(q + grow[:, None] * K + rk[None, :], mask=mt[:, None], other=0.0).to(tl.float32) * scale
+        QK = tl.dot(qx, tl.trans(kx), input_precision=PREC)
+        if READ == 0:
+            QG = QK * G
+            QP = QK * Phi
+            gm = g
+            nm = nu
+            Pm = Phi
+        else:
+            QG = QK * Gp
+            QP = QK * Phip
+            gm = gp
+            nm = nup
+            Pm = Phip
+        BA = tl.zeros([BT, BT], dtype=tl.float32)
+    if STORE_O:
+        if RESIDUAL:
+            out = qx
+        else:
+            out = tl.zeros([BT, V], dtype=tl.float32)
+
+    # pass 1: frozen errors at the chunk-start weights
+    E = frozen_errors(kx, vx, g1, g2, rv, rk, rf, K, V, F, BF, ACT, RESIDUAL, SELF_TARGET, PREC)
+    w1v = -et[:, None] * E
+    tl.debug_barrier()
+
+    gL = at(g, sel) + empty
+    PhiL = row_of(Phi, sel)
+    GL = row_of(G, sel)
+    if HAS_MU:
+        nuL = at(nu, sel)
+        mL = at(m, sel) + empty
+        DL = row_of(D, sel)
+    # pass 2: per F block
+    for f0 in range(0, F, BF):
+        o1 = off_w1(rv, f0, rf, F)
+        o2 = off_w2(rf, f0, rk, K)
+        W1b = tl.load(w1 + o1)
+        W2b = tl.load(w2 + o2)
+        if USE_G:
+            W1g = tl.load(g1 + o1)
+            W2g = tl.load(g2 + o2)
+        else:
+            W1g = W1b
+            W2g = W2b
+        if HAS_MU:
+            S1b = tl.load(s1 + o1)
+            S2b = tl.load(s2 + o2)
+        if SAVE:
+            tl.store(sv1 + o1, W1b)
+            tl.store(sv2 + o2, W2b)
+            if HAS_MU:
+                tl.store(svs1 + o1, S1b)
+                tl.store(svs2 + o2, S2b)
+        if OUTPUT_FINAL:
+            tl.store(c1 + o1, W1b, mask=(rv[:, None] >= 0) & store_chunk)
+            tl.store(c2 + o2, W2b, mask=(rf[:, None] >= 0) & store_chunk)
+        Z = tl.dot(kx, tl.trans(W2g), input_precision=PREC)
+        A = act(Z, ACT)
+        w2v = -et[:, None] * tl.dot(E, W1g, input_precision=PREC) * act_grad(Z, ACT)
+        X = PhiL[:, None] * w2v
+        if HAS_BETA:
+            if USE_G:
+                RHS = gp[:, None] * tl.dot(kx, tl.trans(W2b), input_precision=PREC)
+            else:
+                RHS = gp[:, None] * Z
+            if HAS_MU:
+                RHS += nup[:, None] * tl.dot(kx, tl.trans(S2b), input_precision=PREC)
+            RHS += tl.dot(Pk, w2v, input_precision=PREC)
+            U = -bt[:, None] * tl.dot(Ai, RHS, input_precision=PREC)
+            X += GL[:, None] * U
+        if STORE_O:
+            if READ == 2:
+                Aq = act(tl.dot(qx, tl.trans(W2g), input_precision=PREC), ACT)
+                out += tl.dot(Aq, tl.trans(W1g), input_precision=PREC)
+            else:
+                Hq = gm[:, None] * tl.dot(qx, tl.trans(W2b), input_precision=PREC)
+                Hq += tl.dot(QP, w2v, input_precision=PREC)
+                if HAS_BETA:
+                    Hq += tl.dot(QG, U, input_precision=PREC)
+                if HAS_MU:
+                    Hq += nm[:, None] * tl.dot(qx, tl.trans(S2b), input_precision=PREC)
+                Bq = act(Hq, ACT)
+                out += gm[:, None] * tl.dot(Bq, tl.trans(W1b), input_precision=PREC)
+                if HAS_MU:
+                    out += nm[:, None] * tl.dot(Bq, tl.trans(S1b), input_precision=PREC)
+                BA += tl.dot(Bq, tl.trans(A), input_precision=PREC)
+        # tile-end state of this block
+        W2n = gL * W2b + tl.dot(tl.trans(X), kx, input_precision=PREC)
+        W1n = gL * W1b + tl.dot(tl.trans(PhiL[:, None] * w1v), A, input_precision=PREC)
+        if HAS_MU:
+            W1n += nuL * S1b
+            W2n += nuL * S2b
+            tl.store(s1 + o1, mL * S1b + tl.dot(tl.trans(DL[:, None] * w1v), A, input_precision=PREC))
+            tl.store(s2 + o2, mL * S2b + tl.dot(tl.trans(DL[:, None] * w2v), kx, input_precision=PREC))
+        tl.store(w1 + o1, W1n)
+        tl.store(w2 + o2, W2n)
+
+    if STORE_O:
+        if READ != 2:
+            out += tl.dot(BA * Pm, w1v, input_precision=PREC)
+        tl.store(o + grow[:, None] * V + rv[None, :], out.to(o.dtype.element_ty), mask=mt[:, None])
+    if SAVE:
+        tl.store(sv_e + grow[:, None] * V + rv[None, :], E, mask=mt[:, None])
+        if HAS_BETA:
+            tl.store(sv_ai + grow[:, None] * BT + rt[None, :], Ai, mask=mt[:, None])
+        if READ != 2:
+            tl.store(sv_ba + grow[:, None] * BT + rt[None, :], BA, mask=mt[:, None])
+    tl.debug_barrier()
+
+
+@triton.jit
+def _fwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, w1, w2, s1, s2, wc1, wc2, pos, cu, tile_base,
+                o, c1, c2, sv1, sv2, svs1, svs2, sv_e, sv_ba, sv_ai,
+                T, H, scale,
+                K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr,
+                BT: tl.constexpr, LOG2BT: tl.constexpr, ACT: tl.constexpr, RESIDUAL: tl.constexpr,
+                HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
+                SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
+                IS_VARLEN: tl.constexpr, OUTPUT_FINAL: tl.constexpr, SAVE: tl.constexpr,
+                STORE_O: tl.constexpr, PREC: tl.constexpr):
+    """Grid (N·H,). w1 [N,H,V,F], w2 [N,H,F,K], s1, s2: state buffers holding the start states,
+    updated in place to the final states. wc1, wc2: the resumed chunk-start weights (HAS_POS).
+    c1, c2: receive the start weights of the last tile when the call ends inside a chunk that it
+    began (the launcher resolves the other cases). sv*: per-tile checkpoints (SAVE)."""
+    i_nh = tl.program_id(0)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    row0, L, p = seq_bounds(cu, pos, i_n, T, IS_VARLEN, HAS_POS)
+    b1 = i_nh.to(tl.int64) * V * F
+    b2 = i_nh.to(tl.int64) * F * K
+    nt = ((L + p + BT - 1) // BT) * (L > 0).to(tl.int32)
+    pf = (p + L) % BT
+    if SAVE:
+        tb = tl.load(tile_base + i_n).to(tl.int64)
+    else:
+        tb = 0
+    i = i_n * 0
+    if HAS_POS:
+        if (p > 0) & (L > 0):             # finish the chunk begun by an earlier call
+            t1 = (tb * H + i_h) * V * F
+            t2 = (tb * H + i_h) * F * K
+            _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o, w1 + b1, w2 + b2, s1 + b1, s2 + b2,
+                      wc1 + b1, wc2 + b2, c1 + b1, c2 + b2, sv1 + t1, sv2 + t2, svs1 + t1, svs2 + t2,
+                      sv_e, sv_ba, sv_ai, row0, 0, tl.minimum(L, BT - p), i_h, H, scale, i_n < 0,
+                      K, V, F, BF, BT, LOG2BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET,
+                      READ, True, OUTPUT_FINAL, SAVE, STORE_O, PREC)
+            i += 1
+    while i < nt:
+        s = i * BT - p
+        t1 = ((tb + i) * H + i_h) * V * F
+        t2 = ((tb + i) * H + i_h) * F * K
+        _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o, w1 + b1, w2 + b2, s1 + b1, s2 + b2,
+                  w1 + b1, w2 + b2, c1 + b1, c2 + b2, sv1 + t1, sv2 + t2, svs1 + t1, svs2 + t2,
+                  sv_e, sv_ba, sv_ai, row0, s, tl.minimum(L, s + BT), i_h, H, scale,
+                  (i == nt - 1) & (pf != 0),
+                  K, V, F, BF, BT, LOG2BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET,
+                  READ, False, OUTPUT_FINAL, SAVE, STORE_O, PREC)
+        i += 1
