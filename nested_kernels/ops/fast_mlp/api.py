@@ -9,6 +9,7 @@ from ...core import checks
 from ...core.backends import Backend, select_backend
 from ...core.custom_op import OpSpec, StepSpec, autograd_backward
 from ...core.sequences import num_sequences
+from ...core.step_backend import with_state
 from . import chunk, reference, step as step_impl
 from .inputs import INPUTS, OUTPUTS, compute_dtype
 from .mlp import MLPS, weight_names, weight_shapes
@@ -188,6 +189,11 @@ def fast_mlp(x: torch.Tensor, weights: Sequence[torch.Tensor], eta: Union[torch.
 STEP_INPUTS = ("x", "eta", "target", "teach")
 STEP_STATE = ("w0", "w1", "w2", "u0", "u1", "u2", "position")
 STEP_BACKENDS = {"torch": Backend(step_impl.forward)}
+try:  # the Triton step; triton itself is imported only when it first runs
+    from .triton_step import BACKEND as _TRITON_STEP
+    STEP_BACKENDS["triton"] = _TRITON_STEP
+except ImportError:  # pragma: no cover
+    pass
 STEP_OP = StepSpec("fast_mlp_step", STEP_INPUTS, STEP_STATE, step_impl.fake, STEP_BACKENDS)
 
 
@@ -226,7 +232,8 @@ def fast_mlp_step(x: torch.Tensor, eta: Union[torch.Tensor, float], *, state: Fa
     inputs = dict(x=x, eta=eta_tensor, target=target, teach=teach)
     cfg = dict(chunk_size=state.chunk_size, mlp=mlp, residual=residual, retention=float(retention),
                eta_value=None if eta_tensor is not None else float(eta))
-    cfg["backend"] = select_backend("fast_mlp_step", backend, STEP_BACKENDS, device, inputs, cfg)
     tensors = {n: t if t is not None else state.w0.new_empty(0)
                for n, t in state.tensors().items()}
+    cfg["backend"] = select_backend("fast_mlp_step", backend, STEP_BACKENDS, device,
+                                    with_state(inputs, tensors), cfg)
     return STEP_OP(cfg, tensors, **inputs)
