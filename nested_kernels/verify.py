@@ -174,7 +174,11 @@ class Reference:
         self.seconds = time.perf_counter() - start
         bad = [n for n, t in {**self.outputs, **self.grads}.items()
                if t is not None and t.is_floating_point() and not torch.isfinite(t).all()]
-        self.problem = f"reference is not finite in {', '.join(bad)}" if bad else None
+        zero = [n for n, t in self.outputs.items()   # e.g. a self target with a zero start memory
+                if not n.startswith("final.") and t.is_floating_point() and t.numel() and not t.any()]
+        self.problem = (f"reference is not finite in {', '.join(bad)}" if bad else
+                        f"degenerate case: the reference {', '.join(zero)} is identically zero" if zero
+                        else None)
 
 
 def _compare(got: dict, ref: dict, prefix: str = "") -> dict:
