@@ -196,11 +196,87 @@ def forward(inputs, cfg):
     return o, st["W1"], st["W2"], S1, S2, W1c, W2c, a.final_pos.clone()
 
 
-def _backward_by_torch(inputs, outputs, grads, cfg):
-    """Interim backward: autograd through the torch backend's forward (recomputed)."""
-    from ...core.custom_op import autograd_backward
-    from . import api, chunk
-    return autograd_backward(chunk.forward, api.INPUTS, inputs, [grads[n] for n in api.OUTPUTS], cfg)
+def _grad_or_none(grads, name):
+    g = grads.get(name)
+    return None if g is None or g.numel() == 0 else g.contiguous()
 
 
-BACKEND = Backend(forward, _backward_by_torch, unsupported)
+def backward(inputs, outputs, grads, cfg):
+    a = _Args(inputs, cfg)
+    B, T, H, K, V, F, N, C = a.B, a.T, a.H, a.K, a.V, a.F, a.N, a.C
+    dev, f32, rows = a.device, torch.float32, a.B * a.T
+    self_target = a.flags["SELF_TARGET"]
+    dO = _grad_or_none(grads, "o")
+    if dO is None:
+        dO = torch.zeros(B, T, H, V, dtype=a.q.dtype, device=dev)
+    g = {n: _grad_or_none(grads, n) for n in ("W1", "W2", "S1", "S2", "W1_chunk", "W2_chunk")}
+    # carried adjoints, entering as those of the final states
+    dst = {}
+    for n in _STATES:
+        if n in ("S1", "S2") and not a.mom:
+            dst[n] = None
+        else:
+            dst[n] = torch.zeros(a.shapes[n], dtype=f32, device=dev) if g[n] is None else _fresh(g[n], a.shapes[n])
+    dc = {n: g[n + "_chunk"] for n in ("W1", "W2")}
+    has_dc = any(t is not None for t in dc.values())
+    dwc = {}
+    for n in ("W1", "W2"):
+        if has_dc and dc[n] is None:
+            dc[n] = torch.zeros(a.shapes[n], dtype=f32, device=dev)
+        if dc[n] is not None:
+            dst[n] += torch.where(a.at_boundary, dc[n], 0.0)
+        if a.resumed:
+            dwc[n] = (torch.zeros(a.shapes[n], dtype=f32, device=dev) if dc[n] is None
+                      else torch.where(a.in_first, dc[n], 0.0))
+    dq, dk = new_empty(rows, H, K, dtype=f32, device=dev), new_empty(rows, H, K, dtype=f32, device=dev)
+    dv = new_empty(rows, H, K if self_target else V, dtype=f32, device=dev)
+    scal = lambda present: new_empty(rows, H, dtype=f32, device=dev) if present else None  # noqa: E731
+    deta, dla, dbeta, dmu = scal(True), scal(a.la is not None), scal(a.beta is not None), scal(a.mom)
+
+    if N * H and rows:
+        st = a.start_states()
+        ck = lambda n: torch.empty(a.n_tiles, H, *a.shapes[n][2:], dtype=f32, device=dev)  # noqa: E731
+        saved = dict(W1=ck("W1"), W2=ck("W2"), E=torch.empty(rows, H, V, dtype=f32, device=dev))
+        if a.mom:
+            saved.update(S1=ck("S1"), S2=ck("S2"))
+        if cfg["read"] != "chunk":
+            saved["BA"] = torch.empty(rows, H, C, dtype=f32, device=dev)
+        if a.beta is not None:
+            saved["Ai"] = torch.empty(rows, H, C, dtype=f32, device=dev)
+        a.run_forward(st, saved=saved)
+        from .triton_bwd import _bwd_kernel
+        d = a.d
+        stash = torch.empty(N * H, 2, C, F, dtype=f32, device=dev)
+        wc1, wc2 = a.chunk0 if a.resumed else (None, None)
+        _bwd_kernel[(N * H,)](
+            a.q, a.k, a.v, a.eta, d(a.la), d(a.beta), d(a.mu), d(wc1), d(wc2), d(a.pos), d(a.cu),
+            a.tile_base, *(d(saved.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")),
+            dO.contiguous(), d(dc["W1"]), d(dc["W2"]), dst["W1"], dst["W2"], d(dst["S1"]), d(dst["S2"]),
+            d(dwc.get("W1")), d(dwc.get("W2")), stash, dq, dk, dv, deta, d(dla), d(dbeta), d(dmu),
+            T, H, a.scale, HAS_DC=has_dc, **a.consts)
+
+    out = {}
+
+    def put(name, grad, shape):
+        if inputs[name] is not None and grad is not None:
+            out[name] = grad.reshape(shape).to(inputs[name].dtype)
+
+    put("q", dq, (B, T, H, K))
+    put("k", dk, (B, T, H, K))
+    put("v", dv, (B, T, H, K if self_target else V))
+    for name, grad in (("eta", deta), ("log_alpha", dla), ("beta", dbeta), ("mu", dmu)):
+        put(name, grad, (B, T, H))
+    for n, lo in (("W1", "w1"), ("W2", "w2")):
+        if inputs[lo + "_0"] is not None:
+            put(lo + "_0", dst[n], a.shapes[n])
+        else:
+            put(lo, dst[n].sum(0), a.shapes[n][1:])
+        if a.resumed:
+            put(lo + "_chunk0", dwc[n], a.shapes[n])
+    if a.mom:
+        put("s1_0", dst["S1"], a.shapes["S1"])
+        put("s2_0", dst["S2"], a.shapes["S2"])
+    return out
+
+
+BACKEND = Backend(forward, backward, unsupported)

@@ -200,22 +200,23 @@ def _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o,
             RHS += tl.dot(Pk, w2v, input_precision=PREC)
             U = -bt[:, None] * tl.dot(Ai, RHS, input_precision=PREC)
             X += GL[:, None] * U
-        if STORE_O:
-            if READ == 2:
+        if READ == 2:
+            if STORE_O:
                 Aq = act(tl.dot(qx, tl.trans(W2g), input_precision=PREC), ACT)
                 out += tl.dot(Aq, tl.trans(W1g), input_precision=PREC)
-            else:
-                Hq = gm[:, None] * tl.dot(qx, tl.trans(W2b), input_precision=PREC)
-                Hq += tl.dot(QP, w2v, input_precision=PREC)
-                if HAS_BETA:
-                    Hq += tl.dot(QG, U, input_precision=PREC)
-                if HAS_MU:
-                    Hq += nm[:, None] * tl.dot(qx, tl.trans(S2b), input_precision=PREC)
-                Bq = act(Hq, ACT)
+        else:     # h = W2_t q_t by masked products, B = φ(h); B Aᵀ is also needed by the backward
+            Hq = gm[:, None] * tl.dot(qx, tl.trans(W2b), input_precision=PREC)
+            Hq += tl.dot(QP, w2v, input_precision=PREC)
+            if HAS_BETA:
+                Hq += tl.dot(QG, U, input_precision=PREC)
+            if HAS_MU:
+                Hq += nm[:, None] * tl.dot(qx, tl.trans(S2b), input_precision=PREC)
+            Bq = act(Hq, ACT)
+            BA += tl.dot(Bq, tl.trans(A), input_precision=PREC)
+            if STORE_O:
                 out += gm[:, None] * tl.dot(Bq, tl.trans(W1b), input_precision=PREC)
                 if HAS_MU:
                     out += nm[:, None] * tl.dot(Bq, tl.trans(S1b), input_precision=PREC)
-                BA += tl.dot(Bq, tl.trans(A), input_precision=PREC)
         # tile-end state of this block
         W2n = gL * W2b + tl.dot(tl.trans(X), kx, input_precision=PREC)
         W1n = gL * W1b + tl.dot(tl.trans(PhiL[:, None] * w1v), A, input_precision=PREC)

@@ -1,0 +1,428 @@
+"""Triton backward kernel of ``mlp_memory``: the adjoint of the tile algebra of triton_fwd.py.
+
+``_bwd_kernel`` — grid (N·H,): one program per (sequence, head) walks the tiles of its sequence
+backwards, carrying the adjoints of the weights (dW1, dW2, dS1, dS2) in float32 buffers in global
+memory, updated in place per F block like the forward's states. Per tile it reloads the
+checkpoints written by the forward with ``SAVE`` (tile-start weights, frozen errors E, the rows of
+(I + A_β)⁻¹ and of B Aᵀ) and makes two passes over the F blocks:
+
+* pass B — recomputes the block's forward quantities (Z, A, d, w2, RHS, R, U, h, B) and applies
+  the adjoints of the tile-end update, the read and the DGD solve, all separable over F; it adds
+  the block's share to what sums over F: the adjoint of the frozen errors dE (through w1 = −ηE
+  and through d = (E W1_s) ⊙ φ'), the token gradients dq, dk, dv, the gate adjoints and four n×n
+  matrices (dRHS Rᵀ, dRHS w2ᵀ, dh w2ᵀ, dh Uᵀ); it writes the tile-start adjoints of its block
+  and stashes its partial dA and the φ'' term of dZ;
+* pass C — with dE complete: dA += dE W1_s, dZ, and the chunk-start weights' adjoints
+  (dZᵀK, dEᵀA, and the self target's), added to the tile-start adjoints (or, in a resumed tile,
+  to the adjoint of the state's chunk-start copy).
+
+Then the n×n adjoints give dk, dq, dβ and, through the gate matrices, d log α and dμ.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .triton_common import act, act_grad, act_grad2, at, gate_grads, off_w1, off_w2, row_of, \
+    seq_bounds, sum2
+from .triton_fwd import tile_gates
+
+
+@triton.jit
+def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
+              c1, c2, cs1, cs2, g1, g2, gd1, gd2, dw1, dw2, ds1, ds2, dc1, dc2, stash,
+              sv_e, sv_ba, sv_ai, dq, dk, dv, deta, dla, dbeta, dmu,
+              row0, s, e, i_h, H, scale, add_c,
+              K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr,
+              BT: tl.constexpr, ACT: tl.constexpr, RESIDUAL: tl.constexpr,
+              HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
+              SELF_TARGET: tl.constexpr, READ: tl.constexpr, USE_G: tl.constexpr,
+              HAS_DC: tl.constexpr, PREC: tl.constexpr):
+    """Adjoint of one tile [s, e). c1, c2, cs1, cs2: tile-start checkpoints; g1, g2: chunk-start
+    weights; gd1, gd2: where their adjoints go; dw1 … ds2: carried adjoints (tile-end in,
+    tile-start out); dc1, dc2: adjoint of the final chunk-start weights, added to the tile-start
+    adjoints when ``add_c``; stash: [2, BT, F] scratch of this program."""
+    rt = tl.arange(0, BT)
+    rk = tl.arange(0, K)
+    rv = tl.arange(0, V)
+    rf = tl.arange(0, BF)
+    tok = s + rt
+    mt = tok < e
+    grow = (row0 + tok).to(tl.int64) * H + i_h
+    strict = rt[:, None] > rt[None, :]
+    sel = rt == (e - s - 1)
+    empty = (e - s - 1 < 0).to(tl.float32)
+
+    kx = tl.load(k + grow[:, None] * K + rk[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+    qx = tl.load(q + grow[:, None] * K + rk[None, :], mask=mt[:, None], other=0.0).to(tl.float32) * scale
+    if SELF_TARGET:
+        vx = tl.load(v + grow[:, None] * K + rk[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+    et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
+    dO = tl.load(do + grow[:, None] * V + rv[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+    E = tl.load(sv_e + grow[:, None] * V + rv[None, :], mask=mt[:, None], other=0.0)
+    w1v = -et[:, None] * E
+    G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT,
+                                                                HAS_ALPHA, HAS_MU, PREC)
+    zv = g * 0.0
+    zm = G * 0.0
+    if HAS_BETA:
+        bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
+        KK = tl.dot(kx, tl.trans(kx), input_precision=PREC)
+        Ai = tl.load(sv_ai + grow[:, None] * BT + rt[None, :], mask=mt[:, None], other=0.0)
+        Pk = tl.where(strict, KK * Phip, 0.0)
+        Mr = zm
+        Mrhs = zm
+    if READ != 2:
+        QK = tl.dot(qx, tl.trans(kx), input_precision=PREC)
+        if READ == 0:
+            Gm = G
+            Pm = Phi
+            gm = g
+            nm = nu
+        else:
+            Gm = Gp
+            Pm = Phip
+            gm = gp
+            nm = nup
+        QG = QK * Gm
+        QP = QK * Pm
+        BA = tl.load(sv_ba + grow[:, None] * BT + rt[None, :], mask=mt[:, None], other=0.0)
+        dOw = tl.dot(dO, tl.trans(w1v), input_precision=PREC)
+        dBA = dOw * Pm
+        dw1_acc = tl.dot(tl.trans(BA * Pm), dO, input_precision=PREC)
+        Mw = zm
+        Mu = zm
+    else:
+        dw1_acc = tl.zeros([BT, V], dtype=tl.float32)
+    dEq = tl.zeros([BT, V], dtype=tl.float32)
+    dK = tl.zeros([BT, K], dtype=tl.float32)
+    if RESIDUAL:
+        dQ = dO
+    else:
+        dQ = tl.zeros([BT, K], dtype=tl.float32)
+    if SELF_TARGET:
+        dV = tl.zeros([BT, K], dtype=tl.float32)
+    dgm_v = zv
+    dnm_v = zv
+    dgp_r = zv
+    dnup_r = zv
+    dPhiL = zv
+    dGL = zv
+    dDL = zv
+    dbt_v = zv
+    deta_v = zv
+    dgL = tl.sum(zv, 0)
+    dnuL = dgL
+    dmL = dgL
+
+    gL = at(g, sel) + empty
+    PhiL = row_of(Phi, sel)
+    GL = row_of(G, sel)
+    if HAS_MU:
+        nuL = at(nu, sel)
+        mL = at(m, sel) + empty
+        DL = row_of(D, sel)
+    st_a = stash + rt[:, None] * F
+    st_z = stash + BT * F + rt[:, None] * F
+
+    # ---------------- pass B: everything separable over F ----------------
+    for f0 in range(0, F, BF):
+        o1 = off_w1(rv, f0, rf, F)
+        o2 = off_w2(rf, f0, rk, K)
+        W1b = tl.load(c1 + o1)
+        W2b = tl.load(c2 + o2)
+        if USE_G:
+            W1g = tl.load(g1 + o1)
+            W2g = tl.load(g2 + o2)
+        else:
+            W1g = W1b
+            W2g = W2b
+        dW1e = tl.load(dw1 + o1)
+        dW2e = tl.load(dw2 + o2)
+        if HAS_MU:
+            S1b = tl.load(cs1 + o1)
+            S2b = tl.load(cs2 + o2)
+            dS1e = tl.load(ds1 + o1)
+            dS2e = tl.load(ds2 + o2)
+        # recompute the block
+        Z = tl.dot(kx, tl.trans(W2g), input_precision=PREC)
+        A = act(Z, ACT)
+        Ap = act_grad(Z, ACT)
+        Q1 = tl.dot(E, W1g, input_precision=PREC)
+        Dd = Q1 * Ap
+        w2v = -et[:, None] * Dd
+        X = PhiL[:, None] * w2v
+        if HAS_BETA:
+            if USE_G:
+                KW = tl.dot(kx, tl.trans(W2b), input_precision=PREC)
+            else:
+                KW = Z
+            RHS = gp[:, None] * KW + tl.dot(Pk, w2v, input_precision=PREC)
+            if HAS_MU:
+                KS = tl.dot(kx, tl.trans(S2b), input_precision=PREC)
+                RHS += nup[:, None] * KS
+            R = tl.dot(Ai, RHS, input_precision=PREC)
+            U = -bt[:, None] * R
+            X += GL[:, None] * U
+
+        # tile-end update: W2' = γW2 + νS2 + XᵀK, W1' = γW1 + νS1 + (Φ_n w1)ᵀA, S1', S2'
+        dX = tl.dot(kx, tl.trans(dW2e), input_precision=PREC)
+        dK += tl.dot(X, dW2e, input_precision=PREC)
+        T1 = tl.dot(A, tl.trans(dW1e), input_precision=PREC)
+        dw1_acc += PhiL[:, None] * T1
+        dPhiL += tl.sum(w1v * T1, 1) + tl.sum(w2v * dX, 1)
+        dA = tl.dot(PhiL[:, None] * w1v, dW1e, input_precision=PREC)
+        dw2v = PhiL[:, None] * dX
+        if HAS_BETA:
+            dU = GL[:, None] * dX
+            dGL += tl.sum(U * dX, 1)
+        dgL += sum2(W1b * dW1e) + sum2(W2b * dW2e)
+        dW1s = gL * dW1e
+        dW2s = gL * dW2e
+        if HAS_MU:
+            dS1s = mL * dS1e + nuL * dW1e
+            dS2s = mL * dS2e + nuL * dW2e
+            dnuL += sum2(S1b * dW1e) + sum2(S2b * dW2e)
+            dmL += sum2(S1b * dS1e) + sum2(S2b * dS2e)
+            T2 = tl.dot(A, tl.trans(dS1e), input_precision=PREC)
+            dw1_acc += DL[:, None] * T2
+            dA += tl.dot(DL[:, None] * w1v, dS1e, input_precision=PREC)
+            Y = tl.dot(kx, tl.trans(dS2e), input_precision=PREC)
+            dw2v += DL[:, None] * Y
+            dDL += tl.sum(w1v * T2, 1) + tl.sum(w2v * Y, 1)
+            dK += tl.dot(DL[:, None] * w2v, dS2e, input_precision=PREC)
+
+        # read
+        if READ == 2:
+            Zq = tl.dot(qx, tl.trans(W2g), input_precision=PREC)
+            dW1g = tl.dot(tl.trans(dO), act(Zq, ACT), input_precision=PREC)
+            dZq = tl.dot(dO, W1g, input_precision=PREC) * act_grad(Zq, ACT)
+            dW2g = tl.dot(tl.trans(dZq), qx, input_precision=PREC)
+            dQ += tl.dot(dZq, W2g, input_precision=PREC)
+        else:
+            qW = tl.dot(qx, tl.trans(W2b), input_precision=PREC)
+            Hq = gm[:, None] * qW + tl.dot(QP, w2v, input_precision=PREC)
+            if HAS_BETA:
+                Hq += tl.dot(QG, U, input_precision=PREC)
+            if HAS_MU:
+                qS = tl.dot(qx, tl.trans(S2b), input_precision=PREC)
+                Hq += nm[:, None] * qS
+            Bq = act(Hq, ACT)
+            dOW = tl.dot(dO, W1b, input_precision=PREC)
+            dBq = gm[:, None] * dOW + tl.dot(dBA, A, input_precision=PREC)
+            dgm_v += tl.sum(dOW * Bq, 1)
+            dW1s += tl.dot(tl.trans(gm[:, None] * dO), Bq, input_precision=PREC)
+            if HAS_MU:
+                dOS = tl.dot(dO, S1b, input_precision=PREC)
+                dBq += nm[:, None] * dOS
+                dnm_v += tl.sum(dOS * Bq, 1)
+                dS1s += tl.dot(tl.trans(nm[:, None] * dO), Bq, input_precision=PREC)
+            dA += tl.dot(tl.trans(dBA), Bq, input_precision=PREC)
+            dHq = dBq * act_grad(Hq, ACT)
+            dW2s += tl.dot(tl.trans(gm[:, None] * dHq), qx, input_precision=PREC)
+            dQ += gm[:, None] * tl.dot(dHq, W2b, input_precision=PREC)
+            dgm_v += tl.sum(dHq * qW, 1)
+            if HAS_MU:
+                dS2s += tl.dot(tl.trans(nm[:, None] * dHq), qx, input_precision=PREC)
+                dQ += nm[:, None] * tl.dot(dHq, S2b, input_precision=PREC)
+                dnm_v += tl.sum(dHq * qS, 1)
+            Mw += tl.dot(dHq, tl.trans(w2v), input_precision=PREC)
+            dw2v += tl.dot(tl.trans(QP), dHq, input_precision=PREC)
+            if HAS_BETA:
+                Mu += tl.dot(dHq, tl.trans(U), input_precision=PREC)
+                dU += tl.dot(tl.trans(QG), dHq, input_precision=PREC)
+
+        # DGD solve: U = −βR, R = (I + A_β)⁻¹ RHS, RHS = γ_prev K W2ᵀ + ν_prev K S2ᵀ + P w2
+        if HAS_BETA:
+            dR = -bt[:, None] * dU
+            dbt_v += -tl.sum(R * dU, 1)
+            dRHS = tl.dot(tl.trans(Ai), dR, input_precision=PREC)
+            Mr += tl.dot(dRHS, tl.trans(R), input_precision=PREC)
+            Mrhs += tl.dot(dRHS, tl.trans(w2v), input_precision=PREC)
+            dw2v += tl.dot(tl.trans(Pk), dRHS, input_precision=PREC)
+            gdR = gp[:, None] * dRHS
+            dgp_r += tl.sum(dRHS * KW, 1)
+            dW2s += tl.dot(tl.trans(gdR), kx, input_precision=PREC)
+            dK += tl.dot(gdR, W2b, input_precision=PREC)
+            if HAS_MU:
+                ndR = nup[:, None] * dRHS
+                dnup_r += tl.sum(dRHS * KS, 1)
+                dS2s += tl.dot(tl.trans(ndR), kx, input_precision=PREC)
+                dK += tl.dot(ndR, S2b, input_precision=PREC)
+
+        # w2 = −η d, d = (E W1_s) ⊙ φ'(Z): the parts that do not need dE
+        deta_v += -tl.sum(dw2v * Dd, 1)
+        dDd = -et[:, None] * dw2v
+        dQ1 = dDd * Ap
+        dEq += tl.dot(dQ1, tl.trans(W1g), input_precision=PREC)
+        dW1gl = tl.dot(tl.trans(E), dQ1, input_precision=PREC)
+        if READ == 2:
+            dW1gl += dW1g
+        tl.store(st_a + (f0 + rf)[None, :], dA)
+        tl.store(st_z + (f0 + rf)[None, :], dDd * Q1 * act_grad2(Z, ACT))
+        if USE_G:
+            tl.store(gd1 + o1, tl.load(gd1 + o1) + dW1gl)
+            if READ == 2:
+                tl.store(gd2 + o2, tl.load(gd2 + o2) + dW2g)
+        else:
+            dW1s += dW1gl
+            if READ == 2:
+                dW2s += dW2g
+        tl.store(dw1 + o1, dW1s)
+        tl.store(dw2 + o2, dW2s)
+        if HAS_MU:
+            tl.store(ds1 + o1, dS1s)
+            tl.store(ds2 + o2, dS2s)
+    tl.debug_barrier()
+
+    # ---------------- frozen errors: E = M_s(K) − target ----------------
+    dE = -et[:, None] * dw1_acc + dEq
+    deta_v += -tl.sum(dw1_acc * E, 1)
+    if RESIDUAL:
+        dK += dE
+    if SELF_TARGET:
+        if RESIDUAL:
+            dV -= dE
+    else:
+        tl.store(dv + grow[:, None] * V + rv[None, :], -dE, mask=mt[:, None])
+
+    # ---------------- pass C: the chunk-start weights' share of dE ----------------
+    for f0 in range(0, F, BF):
+        o1 = off_w1(rv, f0, rf, F)
+        o2 = off_w2(rf, f0, rk, K)
+        W1g = tl.load(g1 + o1)
+        W2g = tl.load(g2 + o2)
+        Z = tl.dot(kx, tl.trans(W2g), input_precision=PREC)
+        A = act(Z, ACT)
+        dA = tl.load(st_a + (f0 + rf)[None, :]) + tl.dot(dE, W1g, input_precision=PREC)
+        dZ = tl.load(st_z + (f0 + rf)[None, :]) + dA * act_grad(Z, ACT)
+        dK += tl.dot(dZ, W2g, input_precision=PREC)
+        dW2g = tl.dot(tl.trans(dZ), kx, input_precision=PREC)
+        dW1g = tl.dot(tl.trans(dE), A, input_precision=PREC)
+        if SELF_TARGET:
+            Zv = tl.dot(vx, tl.trans(W2g), input_precision=PREC)
+            dW1g -= tl.dot(tl.trans(dE), act(Zv, ACT), input_precision=PREC)
+            dZv = -tl.dot(dE, W1g, input_precision=PREC) * act_grad(Zv, ACT)
+            dW2g += tl.dot(tl.trans(dZv), vx, input_precision=PREC)
+            dV += tl.dot(dZv, W2g, input_precision=PREC)
+        n1 = tl.load(gd1 + o1) + dW1g
+        n2 = tl.load(gd2 + o2) + dW2g
+        if HAS_DC:
+            n1 += tl.load(dc1 + o1, mask=(rv[:, None] >= 0) & add_c, other=0.0)
+            n2 += tl.load(dc2 + o2, mask=(rf[:, None] >= 0) & add_c, other=0.0)
+        tl.store(gd1 + o1, n1)
+        tl.store(gd2 + o2, n2)
+    tl.debug_barrier()
+
+    # ---------------- n×n adjoints: solve, masked products, gates ----------------
+    dG = zm
+    dGp = zm
+    dPhi = zm
+    dPhip = zm
+    dD = zm
+    dg = zv
+    dgp = dgp_r
+    dnu = zv
+    dnup = dnup_r
+    dm = zv
+    if HAS_BETA:
+        dAm = tl.where(strict, -Mr, 0.0)
+        dKK = dAm * Gp * bt[None, :] + tl.where(strict, Mrhs * Phip, 0.0)
+        dGp += dAm * KK * bt[None, :]
+        dbt_v += tl.sum(dAm * KK * Gp, 0)
+        dPhip += tl.where(strict, Mrhs * KK, 0.0)
+        dK += tl.dot(dKK + tl.trans(dKK), kx, input_precision=PREC)
+        tl.store(dbeta + grow, dbt_v, mask=mt)
+    if READ != 2:
+        dQK = Mw * Pm
+        dPm = Mw * QK + dOw * BA
+        if HAS_BETA:
+            dQK += Mu * Gm
+            dGm = Mu * QK
+        else:
+            dGm = zm
+        dQ += tl.dot(dQK, kx, input_precision=PREC)
+        dK += tl.dot(tl.trans(dQK), qx, input_precision=PREC)
+        if READ == 0:
+            dG += dGm
+            dPhi += dPm
+            dg += dgm_v
+            dnu += dnm_v
+        else:
+            dGp += dGm
+            dPhip += dPm
+            dgp += dgm_v
+            dnup += dnm_v
+    dPhi += tl.where(sel[:, None], dPhiL[None, :], 0.0)
+    dG += tl.where(sel[:, None], dGL[None, :], 0.0)
+    dD += tl.where(sel[:, None], dDL[None, :], 0.0)
+    dg += tl.where(sel, dgL, 0.0)
+    dnu += tl.where(sel, dnuL, 0.0)
+    dm += tl.where(sel, dmL, 0.0)
+    dla_v, dmu_v = gate_grads(G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup,
+                              dm, dD, rt, HAS_ALPHA, HAS_MU, PREC)
+    if HAS_ALPHA:
+        tl.store(dla + grow, dla_v, mask=mt)
+    if HAS_MU:
+        tl.store(dmu + grow, dmu_v, mask=mt)
+    tl.store(deta + grow, deta_v, mask=mt)
+    tl.store(dq + grow[:, None] * K + rk[None, :], dQ * scale, mask=mt[:, None])
+    tl.store(dk + grow[:, None] * K + rk[None, :], dK, mask=mt[:, None])
+    if SELF_TARGET:
+        tl.store(dv + grow[:, None] * K + rk[None, :], dV, mask=mt[:, None])
+
+
+@triton.jit
+def _bwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, wc1, wc2, pos, cu, tile_base,
+                sv1, sv2, svs1, svs2, sv_e, sv_ba, sv_ai, do, dc1, dc2,
+                dw1, dw2, ds1, ds2, dwc1, dwc2, stash,
+                dq, dk, dv, deta, dla, dbeta, dmu,
+                T, H, scale,
+                K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr,
+                BT: tl.constexpr, LOG2BT: tl.constexpr, ACT: tl.constexpr, RESIDUAL: tl.constexpr,
+                HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
+                SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
+                IS_VARLEN: tl.constexpr, HAS_DC: tl.constexpr, PREC: tl.constexpr):
+    """Grid (N·H,). dw1, dw2, ds1, ds2 [N,H,·,·]: the adjoints of the final states on entry (plus
+    the final chunk-start adjoint where the call ends on a chunk boundary), of the start states on
+    exit. dwc1, dwc2: adjoints of the resumed chunk-start weights (accumulated). dc1, dc2: the
+    final chunk-start adjoint, added here to the start adjoint of the last tile when the call ends
+    inside a chunk that it began (HAS_DC). sv*: the forward's checkpoints."""
+    i_nh = tl.program_id(0)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    row0, L, p = seq_bounds(cu, pos, i_n, T, IS_VARLEN, HAS_POS)
+    b1 = i_nh.to(tl.int64) * V * F
+    b2 = i_nh.to(tl.int64) * F * K
+    nt = ((L + p + BT - 1) // BT) * (L > 0).to(tl.int32)
+    pf = (p + L) % BT
+    tb = tl.load(tile_base + i_n).to(tl.int64)
+    st = stash + i_nh.to(tl.int64) * 2 * BT * F
+    if HAS_POS:
+        i0 = ((p > 0) & (L > 0)).to(tl.int32)
+    else:
+        i0 = 0
+    i = nt - 1
+    while i >= i0:
+        s = i * BT - p
+        t1 = ((tb + i) * H + i_h) * V * F
+        t2 = ((tb + i) * H + i_h) * F * K
+        _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
+                  sv1 + t1, sv2 + t2, svs1 + t1, svs2 + t2, sv1 + t1, sv2 + t2, dw1 + b1, dw2 + b2,
+                  dw1 + b1, dw2 + b2, ds1 + b1, ds2 + b2, dc1 + b1, dc2 + b2, st,
+                  sv_e, sv_ba, sv_ai, dq, dk, dv, deta, dla, dbeta, dmu,
+                  row0, s, tl.minimum(L, s + BT), i_h, H, scale, (i == nt - 1) & (pf != 0),
+                  K, V, F, BF, BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET, READ,
+                  False, HAS_DC, PREC)
+        i -= 1
+    if HAS_POS:
+        if (p > 0) & (L > 0):
+            t1 = (tb * H + i_h) * V * F
+            t2 = (tb * H + i_h) * F * K
+            _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
+                      sv1 + t1, sv2 + t2, svs1 + t1, svs2 + t2, wc1 + b1, wc2 + b2, dwc1 + b1, dwc2 + b2,
+                      dw1 + b1, dw2 + b2, ds1 + b1, ds2 + b2, dc1 + b1, dc2 + b2, st,
+                      sv_e, sv_ba, sv_ai, dq, dk, dv, deta, dla, dbeta, dmu,
+                      row0, 0, tl.minimum(L, BT - p), i_h, H, scale, i_n < 0,
+                      K, V, F, BF, BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET, READ,
+                      True, HAS_DC, PREC)
