@@ -7,7 +7,10 @@
    respect to every floating-point input. SPEC §7 bounds: 2e-3 (float32), 2e-2 (bf16/fp16).
    Outputs of the kernels are NaN-poisoned (NESTED_KERNELS_POISON=1).
 2. Timing (CUDA events, median after warm-up) at B=4, T=4096, H=16, K=V=128, bf16, chunk 64:
-   forward and forward+backward of several gate sets, beside the torch backend, with peak memory.
+   forward and forward+backward of several gate sets, beside the torch backend (--torch-baseline)
+   and fla ``chunk_delta_rule`` when flash-linear-attention is importable (same q, k, v, β = η),
+   with peak memory and the ratio to fla (issue 3 targets: fwd+bwd ≤ 0.7×, fwd ≤ 0.6×).
+3. Registers, spills and shared memory of every compiled kernel variant.
 
     python python/check_linear_memory_triton.py                 # checks + timing
     python python/check_linear_memory_triton.py --quick         # fewer checks, no timing
@@ -173,13 +176,49 @@ TIMED = [
 ]
 
 
+def _fla_delta_rule():
+    try:
+        from fla.ops.delta_rule import chunk_delta_rule
+    except Exception as e:  # noqa: BLE001
+        print(f"(fla not importable: {type(e).__name__}: {e})")
+        return None
+    return lambda q, k, v, eta: chunk_delta_rule(q, k, v, eta, scale=1.0, use_qk_l2norm_in_kernel=False)[0]
+
+
+def _time_pair(f, leaves, do, args):
+    """(forward ms, forward+backward ms, peak GiB) of ``f()`` with output gradient ``do``."""
+    with torch.no_grad():
+        t_f = cuda_time(f, args.warmup, args.reps)
+
+    def fb():
+        torch.autograd.grad(f(), leaves, do)
+    torch.cuda.reset_peak_memory_stats()
+    t_fb = cuda_time(fb, args.warmup, args.reps)
+    return t_f, t_fb, torch.cuda.max_memory_allocated() / 2**30
+
+
 def timing(args):
     B, T, H, K, V, C = args.B, args.T, args.H, 128, 128, 64
     dtype = torch.bfloat16
     print(f"\n== timing: B{B} T{T} H{H} K=V={K} bf16 chunk {C}, median of {args.reps} after {args.warmup} "
           f"warm-up, {torch.cuda.get_device_name()}")
-    print(f"{'case':34s} {'backend':8s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} {'peak GiB':>9s}")
+    print(f"{'case':34s} {'backend':8s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} {'peak GiB':>9s} {'fwd/fla':>8s} {'f+b/fla':>8s}")
     rows = []
+    do = torch.randn(B, T, H, V, device="cuda", dtype=dtype)
+    fla = None
+    fla_fn = _fla_delta_rule() if not args.no_fla else None
+    if fla_fn is not None:
+        x, _ = make(B, T, H, K, V, "", seed=1)
+        x = {n: None if t is None else t.to(dtype).requires_grad_(True) for n, t in x.items()}
+        try:
+            t_f, t_fb, peak = _time_pair(lambda: fla_fn(x["q"], x["k"], x["v"], x["eta"]),
+                                         [x[n] for n in ("q", "k", "v", "eta")], do, args)
+            fla = (t_f, t_fb)
+            print(f"{'fla chunk_delta_rule (beta = eta)':34s} {'fla':8s} {t_f:9.3f} {t_fb:11.3f} {peak:9.2f}")
+            rows.append(dict(case="fla chunk_delta_rule", backend="fla", fwd_ms=t_f, fwd_bwd_ms=t_fb, peak_gib=peak))
+        except Exception as e:  # noqa: BLE001
+            print(f"fla chunk_delta_rule ERROR {type(e).__name__}: {e}")
+            traceback.print_exc()
     backends = ["triton"] + (["torch"] if args.torch_baseline else [])
     chosen = [TIMED[int(i)] for i in args.timed.split(",")] if args.timed else TIMED
     for label, gates, target in chosen:
@@ -190,18 +229,11 @@ def timing(args):
         for backend in backends:
             try:
                 f = lambda: linear_memory(*args_, chunk_size=C, target=target, backend=backend)[0]  # noqa: E731
-                with torch.no_grad():
-                    t_f = cuda_time(f, args.warmup, args.reps)
-                do = torch.randn(B, T, H, V, device="cuda", dtype=dtype)
-                leaves = [a for a in args_ if a is not None]
-
-                def fb():
-                    torch.autograd.grad(f(), leaves, do)
-                torch.cuda.reset_peak_memory_stats()
-                t_fb = cuda_time(fb, args.warmup, args.reps)
-                peak = torch.cuda.max_memory_allocated() / 2**30
-                print(f"{label:34s} {backend:8s} {t_f:9.3f} {t_fb:11.3f} {peak:9.2f}")
-                rows.append(dict(case=label, backend=backend, fwd_ms=t_f, fwd_bwd_ms=t_fb, peak_gib=peak))
+                t_f, t_fb, peak = _time_pair(f, [a for a in args_ if a is not None], do, args)
+                ratio = f"{t_f / fla[0]:8.2f} {t_fb / fla[1]:8.2f}" if fla else ""
+                print(f"{label:34s} {backend:8s} {t_f:9.3f} {t_fb:11.3f} {peak:9.2f} {ratio}")
+                rows.append(dict(case=label, backend=backend, fwd_ms=t_f, fwd_bwd_ms=t_fb, peak_gib=peak,
+                                 fwd_over_fla=fla and t_f / fla[0], fwd_bwd_over_fla=fla and t_fb / fla[1]))
             except Exception as e:  # noqa: BLE001
                 print(f"{label:34s} {backend:8s} ERROR {type(e).__name__}: {e}")
                 traceback.print_exc()
@@ -210,12 +242,11 @@ def timing(args):
 
 
 def kernel_info():
-    """Registers, spills and shared memory of every compiled variant of the three kernels."""
-    from nested_kernels.ops.linear_memory.triton_bwd import _bwd_kernel
-    from nested_kernels.ops.linear_memory.triton_fwd import _ainv_kernel, _fwd_kernel
+    """Registers, spills and shared memory of every compiled variant of the five kernels."""
+    from nested_kernels.ops.linear_memory import triton_bwd as tb, triton_fwd as tf
     rows = []
     print("\n== compiled kernels (name, regs, spills, shared bytes, constexprs)")
-    for fn in (_ainv_kernel, _fwd_kernel, _bwd_kernel):
+    for fn in (tf._prep_kernel, tf._state_fwd_kernel, tf._out_kernel, tb._state_bwd_kernel, tb._grad_kernel):
         for dev_cache in getattr(fn, "device_caches", {}).values():
             for key, kern in dev_cache[0].items():
                 try:
@@ -223,7 +254,7 @@ def kernel_info():
                     info = dict(name=fn.__name__, regs=kern.n_regs, spills=kern.n_spills,
                                 shared=kern.metadata.shared, warps=kern.metadata.num_warps)
                     consts = {k: v for k, v in getattr(kern.src, "constants", {}).items()} if hasattr(kern, "src") else {}
-                    print(f"{info['name']:13s} regs {info['regs']:3d} spills {info['spills']:6d} "
+                    print(f"{info['name']:17s} regs {info['regs']:3d} spills {info['spills']:6d} "
                           f"shared {info['shared']:7d} warps {info['warps']} {str(key)[:160]}")
                     rows.append(dict(info, key=str(key)[:400], consts=str(consts)[:400]))
                 except Exception as e:  # noqa: BLE001
@@ -240,6 +271,7 @@ def main():
     ap.add_argument("--ref", default="reference", choices=["reference", "torch"],
                     help="float64 witness: the token loop (default) or the chunked torch backend")
     ap.add_argument("--torch-baseline", action="store_true", help="also time the torch backend")
+    ap.add_argument("--no-fla", action="store_true", help="skip the fla chunk_delta_rule peer")
     ap.add_argument("--B", type=int, default=4)
     ap.add_argument("--T", type=int, default=4096)
     ap.add_argument("--H", type=int, default=16)

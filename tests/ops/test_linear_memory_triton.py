@@ -121,6 +121,14 @@ def test_resume_mid_chunk(gates, target, read):
     check(x, st, target=target, read=read)
 
 
+@pytest.mark.parametrize("gates,target", [("abm", "self"), ("m", "external")])
+def test_resume_chunk_read(gates, target):
+    """Resumed tile with the "chunk" read: its outputs and errors use M_chunk0 only (offsets of
+    the factors), the other sequence starts at a boundary."""
+    x, st = make(B=2, T=21, gates=gates, resume=[5, 0], seed=8)
+    check(x, st, target=target, read="chunk")
+
+
 def test_resume_ends_inside_chunk():
     """The call starts and ends inside one chunk (final M_chunk is the initial M_chunk)."""
     x, st = make(B=1, T=6, gates="abm", resume=[3])
@@ -164,6 +172,15 @@ def test_mu_exactly_zero_and_negative_gates():
 def test_float16_within_spec():
     x, st = make(T=24, gates="abm", seed=6)
     check(x, st, dtype=torch.float16, target="external", read="after")
+
+
+def test_bf16_storage_and_output_block(monkeypatch):
+    """Factors and per-tile states stored in bfloat16 (the default for bf16 inputs), checked with
+    float16 inputs at their tolerance; output kernel on V blocks of 16."""
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_STORE", "bf16")
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BV_OUT", "16")
+    x, st = make(T=24, K=16, V=32, gates="abm", seed=9)
+    check(x, st, dtype=torch.float16, target="external", read="before")
 
 
 def test_without_initial_state_and_final_state():

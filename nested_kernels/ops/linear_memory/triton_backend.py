@@ -1,10 +1,12 @@
 """The ``triton`` backend of ``linear_memory``: launchers and the :class:`Backend` object.
 
-Forward: ``_ainv_kernel`` ((I + A)⁻¹ of every tile, in parallel; only with β) then ``_fwd_kernel``
-(sequential over the tiles of each sequence, parallel over sequences × heads × V blocks).
-Backward: the same two kernels again, the second storing one (M, S) per tile (recomputation: the
-op machinery saves only the op's inputs and outputs), then ``_bwd_kernel`` walking the tiles
-backwards. See docs/linear_memory_triton.md.
+Forward: ``_prep_kernel`` ((I + A)⁻¹ and the state-independent factors of every tile, in
+parallel), ``_state_fwd_kernel`` (sequential over the tiles of each sequence, only n×K·K×V
+products; stores the tile-start states), ``_out_kernel`` (outputs of every tile, in parallel).
+Backward: the same three-step recomputation of the tile-start states (the op machinery saves
+only the op's inputs and outputs), ``_state_bwd_kernel`` (sequential, carries the state adjoints
+backwards and stores them per tile), ``_grad_kernel`` (token gradients of every tile, in
+parallel). See docs/linear_memory_triton.md.
 
 Supported: chunk_size ∈ {16, 32, 64, 128}; K, V ∈ {16, 32, 64, 128}; float32 / bfloat16 / float16
 inputs (gates of any of these dtypes); every option of SPEC §2 (targets, reads, optional gates,
@@ -12,9 +14,13 @@ cu_seqlens, initial states, resuming mid-chunk, final states). Anything else is 
 ``unsupported`` and runs on the next backend (torch).
 
 Triton is imported only when a kernel first runs, so importing the package never needs it.
-Tuning knobs (environment, read at each call): NESTED_KERNELS_LM_TRITON_BV (V block),
+Tuning knobs (environment, read at each call): NESTED_KERNELS_LM_TRITON_BV (V block of the
+sequential and gradient kernels), NESTED_KERNELS_LM_TRITON_BV_OUT (V block of the output kernel),
 NESTED_KERNELS_LM_TRITON_WARPS, NESTED_KERNELS_LM_TRITON_PRECISION (tl.dot input precision:
-"tf32", "tf32x3" or "ieee"; default tf32x3 for float32 inputs and tf32 otherwise).
+"tf32", "tf32x3" or "ieee"; default tf32x3 for float32 inputs and tf32 otherwise),
+NESTED_KERNELS_LM_TRITON_STORE (dtype of the stored factors and per-tile states: "bf16" or
+"fp32"; default bf16 for bfloat16 inputs, else fp32), NESTED_KERNELS_LM_TRITON_MMA,
+NESTED_KERNELS_LM_TRITON_PTXAS.
 """
 from __future__ import annotations
 
@@ -54,14 +60,27 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def _block_v(K: int, V: int) -> int:
-    env = os.environ.get("NESTED_KERNELS_LM_TRITON_BV")
+def _block_v(K: int, V: int, env_name: str = "NESTED_KERNELS_LM_TRITON_BV", default: int = 0) -> int:
+    """V block: ``env_name`` if set, else ``default`` (0: 64 for K ≤ 64, else 32), at most V."""
+    env = os.environ.get(env_name)
     if env:
         bv = int(env)
         if bv < 16 or bv > V or V % bv or bv & (bv - 1):
-            raise ValueError(f"NESTED_KERNELS_LM_TRITON_BV={bv} must be a power of two in [16, V={V}]")
+            raise ValueError(f"{env_name}={bv} must be a power of two in [16, V={V}]")
         return bv
-    return min(V, 64 if K <= 64 else 32)
+    return min(V, default or (64 if K <= 64 else 32))
+
+
+def _store_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of the stored factors and per-tile states: NESTED_KERNELS_LM_TRITON_STORE ("bf16" or
+    "fp32"), by default bfloat16 for bfloat16 inputs (their rounding error is that of the inputs)
+    and float32 otherwise (float16's range is too small for unnormalised states)."""
+    env = os.environ.get("NESTED_KERNELS_LM_TRITON_STORE")
+    if env:
+        if env not in ("bf16", "fp32"):
+            raise ValueError(f"NESTED_KERNELS_LM_TRITON_STORE must be bf16 or fp32, got {env!r}")
+        return torch.bfloat16 if env == "bf16" else torch.float32
+    return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
 
 
 def _warps(C: int) -> int:
@@ -120,7 +139,7 @@ def _precision(dtype: torch.dtype) -> str:
 
 
 class _Args:
-    """Contiguous inputs, flags and the tile table shared by the forward and backward launchers."""
+    """Contiguous inputs, flags, the tile table and the launchers shared by forward and backward."""
 
     def __init__(self, inputs, cfg):
         c = lambda t: None if t is None else t.contiguous()  # noqa: E731
@@ -164,39 +183,66 @@ class _Args:
         self.final_pos = (p + self.lengths) % C
         self.BV = _block_v(self.K, self.V)
         self.NV = self.V // self.BV
+        self.BV_OUT = _block_v(self.K, self.V, "NESTED_KERNELS_LM_TRITON_BV_OUT", 128)
+        self.BC = min(self.K, self.V, 32)
         self.warps = _warps(C)
         self.prec = _precision(q.dtype)
-        self.flags = dict(HAS_ALPHA=self.la is not None, HAS_BETA=self.beta is not None,
-                          HAS_MU=self.mu is not None, SELF_TARGET=self.self_target, READ=self.read,
-                          HAS_POS=self.pos is not None, IS_VARLEN=self.cu is not None)
+        self.store = _store_dtype(q.dtype)
+        has_mu, has_beta = self.mu is not None, self.beta is not None
+        self.has_off = not self.self_target or self.pos is not None
+        self.has_ou = self.has_off and (self.read != 2 or self.pos is not None)
+        self.flags = dict(HAS_BETA=has_beta, HAS_MU=has_mu, HAS_POS=self.pos is not None,
+                          IS_VARLEN=self.cu is not None)
 
-    def ainv(self):
-        """(I + A)⁻¹ rows of every tile [B·T, H, C] (float32), or None without β."""
-        if self.beta is None:
-            return None
-        from .triton_fwd import _ainv_kernel
-        out = new_empty(self.B * self.T, self.H, self.C, dtype=torch.float32, device=self.device)
-        if self.n_tiles and self.H:
-            with _mma_mode("ainv"):
-                _ainv_kernel[(self.n_tiles, self.H)](
-                    self.k, self.la, self.beta, out, self.tile_seq, self.tile_idx, self.cu, self.pos,
-                    self.T, self.H, K=self.K, BT=self.C, LOG2BT=self.C.bit_length() - 1,
-                    HAS_ALPHA=self.flags["HAS_ALPHA"], IS_VARLEN=self.flags["IS_VARLEN"],
-                    HAS_POS=self.flags["HAS_POS"], PREC=self.prec, **_launch_options(self.warps))
-        return out
+    def _rows(self, width, cond=True):
+        return new_empty(self.B * self.T, self.H, width, dtype=self.store, device=self.device) if cond else None
 
-    def run_forward(self, ainv, *, o=None, finals=None, saved=None):
-        from .triton_fwd import _fwd_kernel
-        m_out, s_out, mc_out = finals if finals is not None else (None, None, None)
-        saved_m, saved_s = saved if saved is not None else (None, None)
+    def prep(self, store_ainv: bool):
+        """Factors of every tile (dict of per-token [B·T, H, ·] tensors, tile-end scalars) and,
+        with ``store_ainv`` and β, (I + A)⁻¹ rows [B·T, H, C] float32."""
+        from .triton_fwd import _prep_kernel
+        K, V, mu, beta = self.K, self.V, self.mu is not None, self.beta is not None
+        f = dict(xw=self._rows(K), qw=self._rows(K), xz=self._rows(K, mu and beta), yw=self._rows(K, mu),
+                 qz=self._rows(K, mu and self.read != 2), xu=self._rows(V, self.has_off),
+                 yu=self._rows(V, mu and self.has_off), ou=self._rows(V, self.has_ou),
+                 tsc=new_empty(self.n_tiles, self.H, 4, dtype=torch.float32, device=self.device))
+        f["ainv"] = new_empty(self.B * self.T, self.H, self.C, dtype=torch.float32, device=self.device) \
+            if store_ainv and beta else None
         with _mma_mode("fwd"):
-            _fwd_kernel[(self.NV, self.N * self.H)](
-                self.q, self.k, self.v, self.eta, self.la, self.beta, self.mu, self.m0, self.s0, self.mc0,
-                self.pos, self.cu, ainv, self.tile_base, o, m_out, s_out, mc_out, saved_m, saved_s,
-                self.T, self.H, self.scale, K=self.K, V=self.V, BT=self.C, BV=self.BV,
-                HAS_M0=self.m0 is not None, HAS_S0=self.s0 is not None,
-                OUTPUT_FINAL=finals is not None, SAVE_STATES=saved is not None, STORE_O=o is not None,
+            _prep_kernel[(self.n_tiles, self.H)](
+                self.q, self.k, self.v, self.eta, self.la, self.beta, self.mu, self.mc0, self.tile_seq,
+                self.tile_idx, self.cu, self.pos, f["ainv"], f["xw"], f["xz"], f["yw"], f["qw"], f["qz"],
+                f["xu"], f["yu"], f["ou"], f["tsc"], self.T, self.H, self.scale,
+                K=K, V=V, BT=self.C, BC=self.BC, LOG2BT=self.C.bit_length() - 1,
+                HAS_ALPHA=self.la is not None, SELF_TARGET=self.self_target, READ=self.read,
+                HAS_OFF=self.has_off, HAS_OU=self.has_ou, STORE_AINV=f["ainv"] is not None,
                 PREC=self.prec, **_launch_options(self.warps), **self.flags)
+        return f
+
+    def states(self, f, finals=None):
+        """Run the recurrence; returns the tile-start states (M, S or None) [tiles, H, K, V]."""
+        from .triton_fwd import _state_fwd_kernel
+        m_out, s_out, mc_out = finals if finals is not None else (None, None, None)
+        saved_m = new_empty(self.n_tiles, self.H, self.K, self.V, dtype=self.store, device=self.device)
+        saved_s = torch.empty_like(saved_m) if self.mu is not None else None
+        with _mma_mode("fwd"):
+            _state_fwd_kernel[(self.NV, self.N * self.H)](
+                self.k, f["xw"], f["xz"], f["yw"], f["xu"], f["yu"], f["tsc"], self.m0, self.s0, self.mc0,
+                self.pos, self.cu, self.tile_base, m_out, s_out, mc_out, saved_m, saved_s, self.T, self.H,
+                K=self.K, V=self.V, BT=self.C, BV=self.BV, HAS_OFF=self.has_off,
+                HAS_M0=self.m0 is not None, HAS_S0=self.s0 is not None, OUTPUT_FINAL=finals is not None,
+                SAVE_STATES=True, PREC=self.prec, **_launch_options(self.warps), **self.flags)
+        return saved_m, saved_s
+
+    def outputs(self, f, saved, o):
+        from .triton_fwd import _out_kernel
+        with _mma_mode("fwd"):
+            _out_kernel[(self.n_tiles, self.H, self.V // self.BV_OUT)](
+                f["qw"], f["qz"], f["ou"], saved[0], saved[1], o, self.tile_seq, self.tile_idx, self.cu,
+                self.pos, self.T, self.H, K=self.K, V=self.V, BT=self.C, BV=self.BV_OUT,
+                HAS_MU=self.mu is not None, READ=self.read, HAS_OU=self.has_ou,
+                HAS_POS=self.pos is not None, IS_VARLEN=self.cu is not None, PREC=self.prec,
+                **_launch_options(self.warps))
 
 
 def forward(inputs, cfg):
@@ -208,7 +254,8 @@ def forward(inputs, cfg):
         st = lambda: new_empty(N, H, K, V, dtype=torch.float32, device=a.device)  # noqa: E731
         finals = (st(), st() if a.mu is not None else None, st())
     if N * H:
-        a.run_forward(a.ainv(), o=o, finals=finals)
+        f = a.prep(store_ainv=False)
+        a.outputs(f, a.states(f, finals), o)
     if finals is None:
         return (o,) + empty_outputs(inputs["q"], V)
     M, S, Mc = finals
@@ -246,19 +293,24 @@ def backward(inputs, outputs, grads, cfg):
     dmc0 = st() if a.pos is not None else None
 
     if N * H:
-        ainv = a.ainv()
-        saved_m = torch.empty(a.n_tiles, H, K, V, dtype=f32, device=dev)
-        saved_s = torch.empty_like(saved_m) if a.mu is not None else None
-        a.run_forward(ainv, saved=(saved_m, saved_s))
-        from .triton_bwd import _bwd_kernel
+        f = a.prep(store_ainv=True)
+        saved_m, saved_s = a.states(f)
+        adj_m = torch.empty_like(saved_m)
+        adj_s = torch.empty_like(saved_m) if a.mu is not None else None
+        from .triton_bwd import _grad_kernel, _state_bwd_kernel
+        flags = dict(a.flags, READ=a.read)
         with _mma_mode("bwd"):
-            _bwd_kernel[(NV, N * H)](
-                a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.pos, a.cu, ainv, a.tile_base,
-                saved_m, saved_s, dO, dMf, dSf, dMcf,
-                dq, dk, dv, deta, dla, dbeta, dmu, dm0, ds0, dmc0,
-                T, H, rows * H, a.scale, K=K, V=V, BT=a.C, BV=a.BV,
-                HAS_DMF=dMf is not None, HAS_DSF=dSf is not None, HAS_DMCF=dMcf is not None,
-                STORE_DM0=True, PREC=a.prec, **_launch_options(a.warps), **a.flags)
+            _state_bwd_kernel[(NV, N * H)](
+                a.k, f["xw"], f["xz"], f["yw"], f["qw"], f["qz"], f["tsc"], dO, a.pos, a.cu, a.tile_base,
+                dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, T, H,
+                K=K, V=V, BT=a.C, BV=a.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
+                HAS_DMCF=dMcf is not None, PREC=a.prec, **_launch_options(a.warps), **flags)
+            _grad_kernel[(a.n_tiles, H, NV)](
+                a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.tile_seq, a.tile_idx, a.cu, a.pos,
+                f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
+                dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
+                T, H, rows * H, a.scale, K=K, V=V, BT=a.C, BV=a.BV, HAS_ALPHA=a.la is not None,
+                SELF_TARGET=a.self_target, PREC=a.prec, **_launch_options(a.warps), **flags)
     else:
         dm0.zero_()
         for t in (ds0, dmc0):

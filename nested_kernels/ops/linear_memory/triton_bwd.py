@@ -1,25 +1,39 @@
-"""Triton backward kernel of ``linear_memory``: the adjoint of the tile algebra of triton_fwd.py.
+"""Triton backward kernels of ``linear_memory``: the adjoint of the tile algebra of triton_fwd.py,
+split like the forward into one sequential kernel that only carries the state adjoints and one
+tile-parallel kernel for the token gradients.
 
-``_bwd_kernel`` — grid (V/BV, N·H), like the forward: each program owns a K×BV column slice of
-the adjoints (dM, dS) and walks the tiles of its sequence backwards. Per tile it reloads the
-tile-start states (M_s, S_s) stored by the forward kernel (``SAVE_STATES``; one state per tile,
-never per token) and the tile's (I + A)⁻¹ rows, recomputes the tile's intermediates (errors E,
-steps W, right-hand side, R, U = −βR) and applies their adjoints in reverse order:
+* ``_state_bwd_kernel`` — grid (V/BV, N·H): carries K×BV column slices of (dM, dS), the adjoints of
+  the tile-end states, backwards over the tiles of a sequence and stores them per tile
+  ([tiles, H, K, V]). With the factors of ``_prep_kernel`` (the tile is affine in its start state,
+  M_n = γ_n M0 + ν_n S0 + Kᵀ(Xw M0 + Xz S0 + xu), S_n = m_n S0 + Kᵀ(Yw M0 + yu),
+  O = Qw M0 + Qz S0 + ou) one step is
 
-    tile-end states → outputs → U, R (the solve's adjoint: dRHS = (I + A)⁻ᵀ dR, dA = −dRHS Rᵀ)
-    → RHS, A, P → W, E, targets → gate matrices (Γ, Φ, D, ν, m) → d log α (reverse cumulative
-    sum), dμ (zero-safe: ∂D[i,t]/∂μ_l = D[i,l]·D[l−1,t]).
+      dX = K dM,  dY = K dS
+      dM0 = γ_n dM + Xwᵀ dX + Ywᵀ dY + Qwᵀ dO,   dS0 = ν_n dM + m_n dS + Xzᵀ dX + Qzᵀ dO
+
+  (the outputs enter as Q-side products). The last dM0 / dS0 are the gradients of the initial
+  states; the final M_chunk's gradient joins M_L (boundary) or the start of the last tile.
+* ``_grad_kernel`` — grid (tiles, H, V/BV), all tiles in parallel: from the stored tile-start
+  states (M0, S0), the stored tile-end adjoints and dO it recomputes the tile's intermediates
+  (errors E, steps W, right-hand side, R, U = −βR, with the stored (I + A)⁻¹) and applies their
+  adjoints in reverse order:
+
+      tile-end states → outputs → U, R (the solve's adjoint: dRHS = (I + A)⁻ᵀ dR, dA = −dRHS Rᵀ)
+      → RHS, A, P → W, E, targets → gate matrices (Γ, Φ, D, ν, m) → d log α (reverse cumulative
+      sum), dμ (zero-safe: ∂D[i,t]/∂μ_l = D[i,l]·D[l−1,t]).
+
+  A resumed first tile also sends the gradient of its chunk-start memory F = M_chunk0 there.
 
 Quantities that sum over the columns of V (dq, dk, dv for self targets, and the gates) are
-written as per-V-block partial sums [V/BV, B·T, H, ·] that the launcher adds; the adjoints of the
-states and dv for external targets are column-owned and written directly.
+written as per-V-block partial sums [V/BV, B·T, H, ·] that the launcher adds; dv for external
+targets is column-owned and written directly.
 """
 from __future__ import annotations
 
 import triton
 import triton.language as tl
 
-from .triton_fwd import _at, _decay, _momentum, _row_of, _seq_bounds
+from .triton_fwd import _decay, _load_rows, _momentum, _row_of, _seq_bounds, _tile_rows
 
 
 @triton.jit
@@ -27,17 +41,103 @@ def _sum2(X):
     return tl.sum(tl.sum(X, 1), 0)
 
 
+# ------------------------------------------------------------------------------------------
+# sequential: adjoints of the states
+# ------------------------------------------------------------------------------------------
 @triton.jit
-def _bwd_tile(M0, S0, dMe, dSe, q, k, v, eta, la_ptr, beta_ptr, mu_ptr, ainv, do, f_ptr,
-              dq, dk, dv, deta, dla, dbeta, dmu,
-              row0, s, e, i_h, i_v, H, NRH, scale,
-              K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-              HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
-              SELF_TARGET: tl.constexpr, READ: tl.constexpr, USE_F: tl.constexpr,
-              PREC: tl.constexpr):
-    """Adjoint of one tile [s, e). Given the adjoints of the tile-end states (dMe, dSe), writes the
-    token gradients of the tile and returns the adjoints of the tile-start states (dM0, dS0) and
-    of the resumed chunk-start memory dF (only with USE_F; otherwise dF is folded into dM0)."""
+def _state_bwd_kernel(k, xw, xz, yw, qw, qz, tsc, do, pos, cu, tile_base, dm_fin, ds_fin, dmc_fin,
+                      adj_m, adj_s, dm0, ds0, dmc0,
+                      T, H,
+                      K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                      HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, READ: tl.constexpr,
+                      HAS_POS: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_DMF: tl.constexpr,
+                      HAS_DSF: tl.constexpr, HAS_DMCF: tl.constexpr, PREC: tl.constexpr):
+    i_v = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    row0, L, p = _seq_bounds(cu, pos, i_n, T, IS_VARLEN, HAS_POS)
+    rt = tl.arange(0, BT)
+    rk = tl.arange(0, K)
+    rv = i_v * BV + tl.arange(0, BV)
+    st = i_nh.to(tl.int64) * K * V + rk[:, None] * V + rv[None, :]
+    nt = ((L + p + BT - 1) // BT) * (L > 0).to(tl.int32)
+    pf = (p + L) % BT
+    tb = tl.load(tile_base + i_n).to(tl.int64)
+
+    if HAS_DMF:
+        dM = tl.load(dm_fin + st).to(tl.float32)
+    else:
+        dM = tl.zeros([K, BV], dtype=tl.float32)
+    if HAS_DMCF:
+        dMc = tl.load(dmc_fin + st).to(tl.float32)
+    else:
+        dMc = tl.zeros([K, BV], dtype=tl.float32)
+    if HAS_MU:
+        if HAS_DSF:
+            dS = tl.load(ds_fin + st).to(tl.float32)
+        else:
+            dS = tl.zeros([K, BV], dtype=tl.float32)
+    at_boundary = (pf == 0).to(tl.float32)
+    dM += at_boundary * dMc            # final M_chunk is M_L at a chunk boundary ...
+    dFc = (1.0 - at_boundary) * dMc    # ... else the start memory of the last (partial) chunk
+
+    i = nt - 1
+    while i >= 0:
+        g = tb + i
+        sv = (g * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
+        tl.store(adj_m + sv, dM.to(adj_m.dtype.element_ty))
+        if HAS_MU:
+            tl.store(adj_s + sv, dS.to(adj_s.dtype.element_ty))
+        s = tl.maximum(i * BT - p, 0)
+        mt = s + rt < tl.minimum((i + 1) * BT - p, L)
+        grow = (row0 + s + rt).to(tl.int64) * H + i_h
+        ts = tsc + (g * H + i_h) * 4
+        kx = _load_rows(k, grow, rk, mt, K)
+        dO = _load_rows(do, grow, rv, mt, V)
+        dX = tl.dot(kx, dM, input_precision=PREC)
+        dM0 = tl.load(ts) * dM + tl.dot(tl.trans(_load_rows(xw, grow, rk, mt, K)), dX, input_precision=PREC)
+        dM0 += tl.dot(tl.trans(_load_rows(qw, grow, rk, mt, K)), dO, input_precision=PREC)
+        if HAS_MU:
+            dY = tl.dot(kx, dS, input_precision=PREC)
+            dM0 += tl.dot(tl.trans(_load_rows(yw, grow, rk, mt, K)), dY, input_precision=PREC)
+            dS0 = tl.load(ts + 1) * dM + tl.load(ts + 2) * dS
+            if HAS_BETA:
+                dS0 += tl.dot(tl.trans(_load_rows(xz, grow, rk, mt, K)), dX, input_precision=PREC)
+            if READ != 2:
+                dS0 += tl.dot(tl.trans(_load_rows(qz, grow, rk, mt, K)), dO, input_precision=PREC)
+            dS = dS0
+        # the start of the last tile is the final M_chunk unless that tile resumed a chunk
+        take = ((i > 0) | (p == 0)).to(tl.float32)
+        dM = dM0 + take * dFc
+        dFc = (1.0 - take) * dFc
+        i -= 1
+    tl.store(dm0 + st, dM)
+    if HAS_MU:
+        tl.store(ds0 + st, dS)
+    if HAS_POS:
+        tl.store(dmc0 + st, dFc)
+
+
+# ------------------------------------------------------------------------------------------
+# tile-parallel: token gradients
+# ------------------------------------------------------------------------------------------
+@triton.jit
+def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
+                 saved_m, saved_s, adj_m, adj_s, do,
+                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
+                 T, H, NRH, scale,
+                 K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                 HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
+                 SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
+                 IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
+    """Gradients of the tokens of one tile (one V block) given its start states (M0, S0), the
+    adjoints of its end states (dMe, dSe) and dO. F is the chunk-start memory of the errors,
+    self targets and "chunk" reads: M0, or M_chunk0 in a resumed tile (then dF → dM_chunk0)."""
+    i_g = tl.program_id(0)
+    i_h = tl.program_id(1)
+    i_v = tl.program_id(2)
+    i_n, row0, s, e, resumed = _tile_rows(tile_seq, tile_idx, cu, pos, i_g, T, BT, IS_VARLEN, HAS_POS)
     rt = tl.arange(0, BT)
     rk = tl.arange(0, K)
     rv = i_v * BV + tl.arange(0, BV)
@@ -49,12 +149,19 @@ def _bwd_tile(M0, S0, dMe, dSe, q, k, v, eta, la_ptr, beta_ptr, mu_ptr, ainv, do
     sel = rt == (e - s - 1)
     pg = i_v.to(tl.int64) * NRH            # offset of this V block's partial sums (gates)
     pk = pg * K                             # (per-token K vectors)
+    sv = (i_g.to(tl.int64) * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
+    st = (i_n.to(tl.int64) * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
 
     # ---------------- recompute the tile ----------------
-    kx = tl.load(k + grow[:, None] * K + rk[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
-    qx = tl.load(q + grow[:, None] * K + rk[None, :], mask=mt[:, None], other=0.0).to(tl.float32) * scale
+    M0 = tl.load(saved_m + sv).to(tl.float32)
+    dMe = tl.load(adj_m + sv).to(tl.float32)
+    if HAS_MU:
+        S0 = tl.load(saved_s + sv).to(tl.float32)
+        dSe = tl.load(adj_s + sv).to(tl.float32)
+    kx = _load_rows(k, grow, rk, mt, K)
+    qx = _load_rows(q, grow, rk, mt, K) * scale
     et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
-    dO = tl.load(do + grow[:, None] * V + rv[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+    dO = _load_rows(do, grow, rv, mt, V)
     if HAS_ALPHA:
         la = tl.load(la_ptr + grow, mask=mt, other=0.0).to(tl.float32)
     else:
@@ -72,17 +179,17 @@ def _bwd_tile(M0, S0, dMe, dSe, q, k, v, eta, la_ptr, beta_ptr, mu_ptr, ainv, do
         Phip = Gp
 
     KM = tl.dot(kx, M0, input_precision=PREC)
-    if USE_F:
-        F = tl.load(f_ptr + rk[:, None] * V + rv[None, :]).to(tl.float32)
+    if HAS_POS:
+        F = tl.where(resumed, tl.load(mc0 + st, mask=resumed, other=0.0).to(tl.float32), M0)
         KF = tl.dot(kx, F, input_precision=PREC)
     else:
         F = M0
         KF = KM
     if SELF_TARGET:
-        vx = tl.load(v + grow[:, None] * K + rk[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+        vx = _load_rows(v, grow, rk, mt, K)
         Tg = tl.dot(vx, F, input_precision=PREC)
     else:
-        Tg = tl.load(v + grow[:, None] * V + rv[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+        Tg = _load_rows(v, grow, rv, mt, V)
     E = KF - Tg
     W = -et[:, None] * E
     if HAS_MU:
@@ -101,13 +208,14 @@ def _bwd_tile(M0, S0, dMe, dSe, q, k, v, eta, la_ptr, beta_ptr, mu_ptr, ainv, do
     # ---------------- adjoints ----------------
     dK = tl.zeros([BT, K], dtype=tl.float32)
     dQ = tl.zeros([BT, K], dtype=tl.float32)
-    dF = tl.zeros([K, BV], dtype=tl.float32)
     dG = tl.zeros([BT, BT], dtype=tl.float32)
     dGp = tl.zeros([BT, BT], dtype=tl.float32)
     dPhi = tl.zeros([BT, BT], dtype=tl.float32)
     dPhip = tl.zeros([BT, BT], dtype=tl.float32)
     dg = tl.zeros([BT], dtype=tl.float32)
     dgp = tl.zeros([BT], dtype=tl.float32)
+    if HAS_POS:
+        dF = tl.zeros([K, BV], dtype=tl.float32)
     if HAS_MU:
         dnu = tl.zeros([BT], dtype=tl.float32)
         dnup = tl.zeros([BT], dtype=tl.float32)
@@ -128,9 +236,7 @@ def _bwd_tile(M0, S0, dMe, dSe, q, k, v, eta, la_ptr, beta_ptr, mu_ptr, ainv, do
         dU = gLr[:, None] * dX
         dG += tl.where(sel[:, None], tl.sum(U * dX, 1)[None, :], 0.0)
     dg += tl.where(sel, _sum2(M0 * dMe), 0.0)
-    dM0 = _at(g, sel) * dMe
     if HAS_MU:
-        dS0 = _at(m, sel) * dSe + _at(nu, sel) * dMe
         dnu += tl.where(sel, _sum2(S0 * dMe), 0.0)
         dm += tl.where(sel, _sum2(S0 * dSe), 0.0)
         dLr = _row_of(D, sel)
@@ -138,13 +244,12 @@ def _bwd_tile(M0, S0, dMe, dSe, q, k, v, eta, la_ptr, beta_ptr, mu_ptr, ainv, do
         dY = tl.dot(kx, dSe, input_precision=PREC)
         dW += dLr[:, None] * dY
         dD += tl.where(sel[:, None], tl.sum(W * dY, 1)[None, :], 0.0)
-    else:
-        dS0 = dSe
 
     # outputs
     if READ == 2:
         dQ += tl.dot(dO, tl.trans(F), input_precision=PREC)
-        dF += tl.dot(tl.trans(qx), dO, input_precision=PREC)
+        if HAS_POS:
+            dF += tl.dot(tl.trans(qx), dO, input_precision=PREC)
     else:
         QK = tl.dot(qx, tl.trans(kx), input_precision=PREC)
         if READ == 0:
@@ -157,9 +262,7 @@ def _bwd_tile(M0, S0, dMe, dSe, q, k, v, eta, la_ptr, beta_ptr, mu_ptr, ainv, do
             a = gp
             Gm = Gp
             Hm = Phip
-        ado = a[:, None] * dO
-        dM0 += tl.dot(tl.trans(qx), ado, input_precision=PREC)
-        dQ += tl.dot(ado, tl.trans(M0), input_precision=PREC)
+        dQ += tl.dot(a[:, None] * dO, tl.trans(M0), input_precision=PREC)
         da = tl.sum(dO * tl.dot(qx, M0, input_precision=PREC), 1)
         dW += tl.dot(tl.trans(QKm * Hm), dO, input_precision=PREC)
         dZ2 = tl.dot(dO, tl.trans(W), input_precision=PREC)
@@ -175,9 +278,7 @@ def _bwd_tile(M0, S0, dMe, dSe, q, k, v, eta, la_ptr, beta_ptr, mu_ptr, ainv, do
                 b = nu
             else:
                 b = nup
-            bdo = b[:, None] * dO
-            dS0 += tl.dot(tl.trans(qx), bdo, input_precision=PREC)
-            dQ += tl.dot(bdo, tl.trans(S0), input_precision=PREC)
+            dQ += tl.dot(b[:, None] * dO, tl.trans(S0), input_precision=PREC)
             db = tl.sum(dO * tl.dot(qx, S0, input_precision=PREC), 1)
         if READ == 0:
             dQK = tl.where(lower, dQK, 0.0)
@@ -207,17 +308,13 @@ def _bwd_tile(M0, S0, dMe, dSe, q, k, v, eta, la_ptr, beta_ptr, mu_ptr, ainv, do
         dKK = dA * Gp * bt[None, :]
         dGp += dA * KK * bt[None, :]
         dbt += tl.sum(dA * KK * Gp, 0)
-        dKM = gp[:, None] * dRHS
         dgp += tl.sum(dRHS * KM, 1)
         dP = tl.dot(dRHS, tl.trans(W), input_precision=PREC)
         dW += tl.dot(tl.trans(P), dRHS, input_precision=PREC)
-        dK += tl.dot(dKM, tl.trans(M0), input_precision=PREC)
-        dM0 += tl.dot(tl.trans(kx), dKM, input_precision=PREC)
+        dK += tl.dot(gp[:, None] * dRHS, tl.trans(M0), input_precision=PREC)
         if HAS_MU:
-            dKS = nup[:, None] * dRHS
             dnup += tl.sum(dRHS * KS, 1)
-            dK += tl.dot(dKS, tl.trans(S0), input_precision=PREC)
-            dS0 += tl.dot(tl.trans(kx), dKS, input_precision=PREC)
+            dK += tl.dot(nup[:, None] * dRHS, tl.trans(S0), input_precision=PREC)
         dKK += tl.where(strict, dP * Phip, 0.0)
         dPhip += tl.where(strict, dP * KK, 0.0)
         dK += tl.dot(dKK + tl.trans(dKK), kx, input_precision=PREC)
@@ -227,13 +324,18 @@ def _bwd_tile(M0, S0, dMe, dSe, q, k, v, eta, la_ptr, beta_ptr, mu_ptr, ainv, do
     dE = -et[:, None] * dW
     tl.store(deta + pg + grow, -tl.sum(E * dW, 1), mask=mt)
     dK += tl.dot(dE, tl.trans(F), input_precision=PREC)
-    dF += tl.dot(tl.trans(kx), dE, input_precision=PREC)
+    if HAS_POS:
+        dF += tl.dot(tl.trans(kx), dE, input_precision=PREC)
     if SELF_TARGET:
-        dvx = -tl.dot(dE, tl.trans(F), input_precision=PREC)
-        dF -= tl.dot(tl.trans(vx), dE, input_precision=PREC)
-        tl.store(dv + pk + grow[:, None] * K + rk[None, :], dvx, mask=mt[:, None])
+        if HAS_POS:
+            dF -= tl.dot(tl.trans(vx), dE, input_precision=PREC)
+        tl.store(dv + pk + grow[:, None] * K + rk[None, :], -tl.dot(dE, tl.trans(F), input_precision=PREC),
+                 mask=mt[:, None])
     else:
         tl.store(dv + grow[:, None] * V + rv[None, :], -dE, mask=mt[:, None])
+    if HAS_POS:
+        if resumed:
+            tl.store(dmc0 + st, tl.load(dmc0 + st) + dF)
 
     # gate matrices -> log α, μ
     if HAS_MU:
@@ -259,92 +361,3 @@ def _bwd_tile(M0, S0, dMe, dSe, q, k, v, eta, la_ptr, beta_ptr, mu_ptr, ainv, do
 
     tl.store(dq + pk + grow[:, None] * K + rk[None, :], dQ * scale, mask=mt[:, None])
     tl.store(dk + pk + grow[:, None] * K + rk[None, :], dK, mask=mt[:, None])
-    if not USE_F:
-        dM0 += dF
-    return dM0, dS0, dF
-
-
-@triton.jit
-def _bwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, pos, cu, ainv, tile_base,
-                saved_m, saved_s, do, dm_fin, ds_fin, dmc_fin,
-                dq, dk, dv, deta, dla, dbeta, dmu, dm0, ds0, dmc0,
-                T, H, NRH, scale,
-                K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-                HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
-                SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
-                IS_VARLEN: tl.constexpr, HAS_DMF: tl.constexpr, HAS_DSF: tl.constexpr,
-                HAS_DMCF: tl.constexpr, STORE_DM0: tl.constexpr, PREC: tl.constexpr):
-    i_v = tl.program_id(0)
-    i_nh = tl.program_id(1)
-    i_n = i_nh // H
-    i_h = i_nh % H
-    row0, L, p = _seq_bounds(cu, pos, i_n, T, IS_VARLEN, HAS_POS)
-    rk = tl.arange(0, K)
-    rv = i_v * BV + tl.arange(0, BV)
-    st = i_nh.to(tl.int64) * K * V + rk[:, None] * V + rv[None, :]
-    nt = ((L + p + BT - 1) // BT) * (L > 0).to(tl.int32)
-    pf = (p + L) % BT
-    tb = tl.load(tile_base + i_n).to(tl.int64)
-
-    if HAS_DMF:
-        dM = tl.load(dm_fin + st).to(tl.float32)
-    else:
-        dM = tl.zeros([K, BV], dtype=tl.float32)
-    if HAS_DMCF:
-        dMc = tl.load(dmc_fin + st).to(tl.float32)
-    else:
-        dMc = tl.zeros([K, BV], dtype=tl.float32)
-    if HAS_MU:
-        if HAS_DSF:
-            dS = tl.load(ds_fin + st).to(tl.float32)
-        else:
-            dS = tl.zeros([K, BV], dtype=tl.float32)
-    else:
-        dS = tl.zeros([16, 16], dtype=tl.float32)   # placeholder: no momentum state
-    at_boundary = (pf == 0).to(tl.float32)
-    dM += at_boundary * dMc            # final M_chunk is M_L at a chunk boundary ...
-    dFc = (1.0 - at_boundary) * dMc    # ... else the start memory of the last (partial) chunk
-
-    if HAS_POS:
-        i0 = ((p > 0) & (L > 0)).to(tl.int32)
-    else:
-        i0 = 0
-    i = nt - 1
-    while i >= i0:
-        sv = ((tb + i) * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
-        M0 = tl.load(saved_m + sv)
-        if HAS_MU:
-            S0 = tl.load(saved_s + sv)
-        else:
-            S0 = dS
-        s = i * BT - p
-        dM0, dS0, dF = _bwd_tile(M0, S0, dM, dS, q, k, v, eta, la_ptr, beta_ptr, mu_ptr, ainv, do, mc0,
-                                 dq, dk, dv, deta, dla, dbeta, dmu,
-                                 row0, s, tl.minimum(L, s + BT), i_h, i_v, H, NRH, scale,
-                                 K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET, READ,
-                                 False, PREC)
-        dM = dM0 + dFc
-        dFc = dFc * 0.0
-        dS = dS0
-        i -= 1
-    if HAS_POS:
-        if (p > 0) & (L > 0):
-            sv = (tb * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
-            M0 = tl.load(saved_m + sv)
-            if HAS_MU:
-                S0 = tl.load(saved_s + sv)
-            else:
-                S0 = dS
-            dM0, dS0, dF = _bwd_tile(M0, S0, dM, dS, q, k, v, eta, la_ptr, beta_ptr, mu_ptr, ainv, do,
-                                     mc0 + i_nh.to(tl.int64) * K * V, dq, dk, dv, deta, dla, dbeta, dmu,
-                                     row0, 0, tl.minimum(L, BT - p), i_h, i_v, H, NRH, scale,
-                                     K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET, READ,
-                                     True, PREC)
-            dM = dM0
-            dS = dS0
-            dFc += dF
-        tl.store(dmc0 + st, dFc)
-    if STORE_DM0:
-        tl.store(dm0 + st, dM)
-    if HAS_MU:
-        tl.store(ds0 + st, dS)

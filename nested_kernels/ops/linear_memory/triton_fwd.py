@@ -1,25 +1,34 @@
 """Triton forward kernels of ``linear_memory`` (SPEC §2) by the chunk algebra of
-DESIGN_chunk_algebra.md §1–§3.
+DESIGN_chunk_algebra.md §1–§3, split the way a chunked delta rule is split: everything that does
+not depend on the memory state runs tile-parallel, only n×K·K×V products stay sequential.
 
-Two kernels:
+In a tile with start states (M0, S0), R (the DGD predictions r_t) and W (the frozen steps w_t) are
+affine in (M0, S0), so the tile-end state and the outputs are too:
 
-* ``_ainv_kernel`` — grid (tiles, H), all tiles in parallel: A = strict(KKᵀ) ⊙ Γ_prev · diag(β)
-  and (I + A)⁻¹ by recursive block doubling (block sizes 1, 2, 4, …, BT: each level is two BT×BT
-  products), stored per token row: ainv [B·T, H, BT], row t of its tile's inverse. Only with β.
-* ``_fwd_kernel`` — grid (V/BV, N·H): each program owns a K×BV column slice of M (and of S) in
-  registers and walks the tiles of its sequence in order. Every formula of the algebra is
-  separable over the columns of V (for target "self", M_sᵀv_t too), so no program talks to
-  another. Per tile it recomputes the gate masks (γ, Γ, D, ν, Φ) from cumulative sums, forms the
-  frozen errors, the right-hand side, R = (I + A)⁻¹ RHS, the outputs by masked products and the
-  tile-end states by Kᵀ products. Optionally it stores the tile-start states (M, S) for the
-  backward (O(T/C·K·V)).
+    X = Xw M0 + Xz S0 + xu,   Y = Yw M0 + yu,   M_n = γ_n M0 + ν_n S0 + Kᵀ X,   S_n = m_n S0 + Kᵀ Y
+    O = Qw M0 + Qz S0 + ou
+
+with n×K factors (Xw, Xz, Yw, Qw, Qz) and n×V offsets (xu, yu, ou) that depend only on the tile's
+q, k, v and gates (X: the rows Γ[n,j](−β_j r_j) + Φ[n,j] w_j of DESIGN §3, Y: D[n,j] w_j).
+
+Three kernels:
+
+* ``_prep_kernel`` — grid (tiles, H), all tiles in parallel: gate matrices, (I + A)⁻¹ by block
+  doubling, and the factors, column block by column block (every factor is separable over the
+  columns of K, every offset over the columns of V). Per-token rows [B·T, H, K or V]; the
+  tile-end scalars (γ_n, ν_n, m_n) per tile. Optionally stores (I + A)⁻¹ for the backward.
+* ``_state_fwd_kernel`` — grid (V/BV, N·H): walks the tiles of a sequence with a K×BV column slice
+  of (M, S) in registers; per tile X, Y (two or four n×K·K×BV products) and the update (one or two
+  Kᵀ products). Stores the tile-start states [tiles, H, K, V] and the final states.
+* ``_out_kernel`` — grid (tiles, H, V/BV), all tiles in parallel: O = Qw M0 + Qz S0 + ou from the
+  stored tile-start states.
 
 Tiles. Tile i of a sequence of length L that starts at chunk position p spans tokens
 [max(0, iC − p), min(L, (i+1)C − p)); tile 0 with p > 0 is the rest of a chunk begun by an
-earlier call: its errors and its "chunk" read use the state's M_chunk (``USE_F``), all others use
-the tile-start memory. Rows past the end of a tile are padded with zeros (k, q, v, η, log α, β)
-and μ = 1, which leaves every valid row unchanged; the tile-end state reads the row of the last
-valid token.
+earlier call: its errors, self targets and "chunk" read use the state's M_chunk F, an input, so
+there the F-terms go into the offsets (Ww = 0, W = −η(KF − target(F)) is constant). Rows past the
+end of a tile are padded with zeros (k, q, v, η, log α, β) and μ = 1, which leaves every valid
+row unchanged; the tile-end scalars read the row of the last valid token.
 
 Interpreter notes (TRITON_INTERPRET=1): every load is upcast to float32 at once; loops over
 tiles are ``while`` loops (the interpreter cannot take ``range`` over a runtime scalar with
@@ -127,63 +136,65 @@ def _unit_lower_inverse(A, rt, LOG2BT: tl.constexpr, PREC: tl.constexpr):
     return B
 
 
-# ------------------------------------------------------------------------------------------
-# (I + A)⁻¹ per tile
-# ------------------------------------------------------------------------------------------
 @triton.jit
-def _ainv_kernel(k, la_ptr, beta_ptr, ainv, tile_seq, tile_idx, cu, pos, T, H,
-                 K: tl.constexpr, BT: tl.constexpr, LOG2BT: tl.constexpr,
-                 HAS_ALPHA: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_POS: tl.constexpr,
-                 PREC: tl.constexpr):
-    i_g = tl.program_id(0)
-    i_h = tl.program_id(1)
+def _tile_rows(tile_seq, tile_idx, cu, pos, i_g, T, BT: tl.constexpr, IS_VARLEN: tl.constexpr,
+               HAS_POS: tl.constexpr):
+    """Global tile i_g: (sequence, its first flat row, tile start s, end e, resumed). Unused
+    entries of the tile table get e = s (no rows) and resumed = False."""
     i_n = tl.load(tile_seq + i_g)
     valid = i_n >= 0
     i_n = tl.maximum(i_n, 0)
     i_t = tl.load(tile_idx + i_g)
     row0, L, p = _seq_bounds(cu, pos, i_n, T, IS_VARLEN, HAS_POS)
     s = tl.maximum(i_t * BT - p, 0)
-    e = tl.minimum((i_t + 1) * BT - p, L)
-    rt = tl.arange(0, BT)
-    rk = tl.arange(0, K)
-    tok = s + rt
-    mt = (tok < e) & valid
-    grow = (row0 + tok).to(tl.int64) * H + i_h
-    kx = tl.load(k + grow[:, None] * K + rk[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
-    bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
-    if HAS_ALPHA:
-        la = tl.load(la_ptr + grow, mask=mt, other=0.0).to(tl.float32)
-    else:
-        la = tl.zeros([BT], dtype=tl.float32)
-    G, Gp, g, gp = _decay(la, rt, HAS_ALPHA)
-    KK = tl.dot(kx, tl.trans(kx), input_precision=PREC)
-    A = tl.where(rt[:, None] > rt[None, :], KK * Gp * bt[None, :], 0.0)
-    Ai = _unit_lower_inverse(A, rt, LOG2BT, PREC)
-    tl.store(ainv + grow[:, None] * BT + rt[None, :], Ai, mask=mt[:, None])
+    e = tl.where(valid, tl.minimum((i_t + 1) * BT - p, L), s)
+    resumed = valid & (i_t == 0) & (p > 0)
+    return i_n, row0, s, e, resumed
+
+
+@triton.jit
+def _load_rows(ptr, grow, cols, mt, WIDTH: tl.constexpr):
+    """Rows ``grow`` (flat row·H + head), columns ``cols`` of a [B·T, H, WIDTH] tensor, as float32."""
+    return tl.load(ptr + grow[:, None] * WIDTH + cols[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store_rows(ptr, grow, cols, mt, x, WIDTH: tl.constexpr):
+    tl.store(ptr + grow[:, None] * WIDTH + cols[None, :], x.to(ptr.dtype.element_ty), mask=mt[:, None])
 
 
 # ------------------------------------------------------------------------------------------
-# sequential forward
+# tile-parallel preparation: (I + A)⁻¹ and the factors of every tile
 # ------------------------------------------------------------------------------------------
 @triton.jit
-def _fwd_tile(M, S, q, k, v, eta, la_ptr, beta_ptr, mu_ptr, ainv, o, f_ptr,
-              row0, s, e, i_h, i_v, H, scale,
-              K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-              HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
-              SELF_TARGET: tl.constexpr, READ: tl.constexpr, USE_F: tl.constexpr,
-              STORE_O: tl.constexpr, PREC: tl.constexpr):
-    """One tile [s, e) of a sequence: returns the tile-end (M, S) column slices and writes o."""
+def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos,
+                 ainv, xw, xz, yw, qw, qz, xu, yu, ou, tsc,
+                 T, H, scale,
+                 K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+                 LOG2BT: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr,
+                 HAS_MU: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr,
+                 HAS_POS: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_OFF: tl.constexpr,
+                 HAS_OU: tl.constexpr, STORE_AINV: tl.constexpr, PREC: tl.constexpr):
+    """Factors of one tile (see the module docstring). With Ww = −diag(η)(K − [self] V) the step
+    coefficient of M0 (0 in a resumed tile) and uw its offset (η v external; in a resumed tile the
+    whole W at F):  R-coefficient Wr = (I + A)⁻¹(diag(γ_prev) K + P Ww), Zr = (I + A)⁻¹ diag(ν_prev) K,
+    ur = (I + A)⁻¹ P uw with P = strict(KKᵀ) ⊙ Φ_prev;  Xw = diag(−β Γ[n]) Wr + diag(Φ[n]) Ww,
+    Xz = diag(−β Γ[n]) Zr, Yw = diag(D[n]) Ww;  Qw = diag(a) Q + (QKᵀ⊙Γ_m) diag(−β) Wr + (QKᵀ⊙Φ_m) Ww,
+    Qz = diag(b) Q + (QKᵀ⊙Γ_m) diag(−β) Zr (masked products of the read mode, a = γ or γ_prev,
+    b = ν or ν_prev); the offsets follow the same formulas with (Ww, diag(γ_prev) K) → (uw, 0)."""
+    i_g = tl.program_id(0)
+    i_h = tl.program_id(1)
+    i_n, row0, s, e, resumed = _tile_rows(tile_seq, tile_idx, cu, pos, i_g, T, BT, IS_VARLEN, HAS_POS)
     rt = tl.arange(0, BT)
     rk = tl.arange(0, K)
-    rv = i_v * BV + tl.arange(0, BV)
     tok = s + rt
     mt = tok < e
     grow = (row0 + tok).to(tl.int64) * H + i_h
     lower = rt[:, None] >= rt[None, :]
     strict = rt[:, None] > rt[None, :]
     sel = rt == (e - s - 1)
+    empty = (e - s - 1 < 0).to(tl.float32)
 
-    kx = tl.load(k + grow[:, None] * K + rk[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
     et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
     if HAS_ALPHA:
         la = tl.load(la_ptr + grow, mask=mt, other=0.0).to(tl.float32)
@@ -197,91 +208,168 @@ def _fwd_tile(M, S, q, k, v, eta, la_ptr, beta_ptr, mu_ptr, ainv, o, f_ptr,
         Phip = tl.dot(Gp, D, input_precision=PREC)
         nu = tl.sum(G * m[None, :], 1)
         nup = tl.sum(Gp * m[None, :], 1)
+        dn = _row_of(D, sel)
     else:
         Phi = G
         Phip = Gp
+    phin = _row_of(Phi, sel)
 
-    # frozen errors at the chunk-start memory (F for a resumed partial chunk, else M)
-    KM = tl.dot(kx, M, input_precision=PREC)
-    if USE_F:
-        F = tl.load(f_ptr + rk[:, None] * V + rv[None, :]).to(tl.float32)
-        KF = tl.dot(kx, F, input_precision=PREC)
-    else:
-        F = M
-        KF = KM
-    if SELF_TARGET:
-        vx = tl.load(v + grow[:, None] * K + rk[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
-        Tg = tl.dot(vx, F, input_precision=PREC)
-    else:
-        Tg = tl.load(v + grow[:, None] * V + rv[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
-    W = -et[:, None] * (KF - Tg)
+    # tile-end scalars γ_n, ν_n, m_n (1, 0, 1 for an empty tile)
+    ts = tsc + (i_g.to(tl.int64) * H + i_h) * 4
+    sv = e > s
+    tl.store(ts, _at(g, sel) + empty, mask=sv)
+    if HAS_MU:
+        tl.store(ts + 1, _at(nu, sel), mask=sv)
+        tl.store(ts + 2, _at(m, sel) + empty, mask=sv)
 
-    # DGD term U = −diag(β) R,  (I + A) R = RHS
+    kx = _load_rows(k, grow, rk, mt, K)
     if HAS_BETA:
         bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
         KK = tl.dot(kx, tl.trans(kx), input_precision=PREC)
+        A = tl.where(strict, KK * Gp * bt[None, :], 0.0)
+        Ai = _unit_lower_inverse(A, rt, LOG2BT, PREC)
+        if STORE_AINV:
+            _store_rows(ainv, grow, rt, mt, Ai, BT)
         P = tl.where(strict, KK * Phip, 0.0)
-        RHS = gp[:, None] * KM + tl.dot(P, W, input_precision=PREC)
-        if HAS_MU:
-            KS = tl.dot(kx, S, input_precision=PREC)
-            RHS += nup[:, None] * KS
-        Ai = tl.load(ainv + grow[:, None] * BT + rt[None, :], mask=mt[:, None], other=0.0)
-        R = tl.dot(Ai, RHS, input_precision=PREC)
-        U = -bt[:, None] * R
-
-    if STORE_O:
-        qx = tl.load(q + grow[:, None] * K + rk[None, :], mask=mt[:, None], other=0.0).to(tl.float32) * scale
-        if READ == 2:
-            out = tl.dot(qx, F, input_precision=PREC)
-        else:
-            QK = tl.dot(qx, tl.trans(kx), input_precision=PREC)
-            if READ == 0:
-                QKm = tl.where(lower, QK, 0.0)
-                a = g
-                Gm = G
-                Hm = Phi
-            else:
-                QKm = tl.where(strict, QK, 0.0)
-                a = gp
-                Gm = Gp
-                Hm = Phip
-            out = a[:, None] * tl.dot(qx, M, input_precision=PREC)
-            out += tl.dot(QKm * Hm, W, input_precision=PREC)
+        cb = -bt * _row_of(G, sel)
+    if READ != 2:
+        qx = _load_rows(q, grow, rk, mt, K) * scale
+        QK = tl.dot(qx, tl.trans(kx), input_precision=PREC)
+        if READ == 0:
+            QKm = tl.where(lower, QK, 0.0)
+            a = g
+            QH = QKm * Phi
             if HAS_BETA:
-                out += tl.dot(QKm * Gm, U, input_precision=PREC)
+                QG = QKm * G * (-bt)[None, :]
             if HAS_MU:
-                if READ == 0:
-                    b = nu
-                else:
-                    b = nup
-                out += b[:, None] * tl.dot(qx, S, input_precision=PREC)
-        tl.store(o + grow[:, None] * V + rv[None, :], out.to(o.dtype.element_ty), mask=mt[:, None])
+                b = nu
+        else:
+            QKm = tl.where(strict, QK, 0.0)
+            a = gp
+            QH = QKm * Phip
+            if HAS_BETA:
+                QG = QKm * Gp * (-bt)[None, :]
+            if HAS_MU:
+                b = nup
 
-    # tile-end states
-    gL = _at(g, sel) + (e - s - 1 < 0).to(tl.float32)   # γ_n (1 for an empty tile)
-    X = _row_of(Phi, sel)[:, None] * W
-    if HAS_BETA:
-        X += _row_of(G, sel)[:, None] * U
-    M_new = gL * M + tl.dot(tl.trans(kx), X, input_precision=PREC)
+    # coefficients of M0 (columns of K)
+    for c in tl.static_range(K // BC):
+        rc = c * BC + tl.arange(0, BC)
+        kc = _load_rows(k, grow, rc, mt, K)
+        if SELF_TARGET:
+            ww = -et[:, None] * (kc - _load_rows(v, grow, rc, mt, K))
+        else:
+            ww = -et[:, None] * kc
+        if HAS_POS:
+            ww = tl.where(resumed, 0.0, ww)
+        if HAS_BETA:
+            wr = tl.dot(Ai, gp[:, None] * kc + tl.dot(P, ww, input_precision=PREC), input_precision=PREC)
+            _store_rows(xw, grow, rc, mt, cb[:, None] * wr + phin[:, None] * ww, K)
+        else:
+            _store_rows(xw, grow, rc, mt, phin[:, None] * ww, K)
+        if HAS_MU:
+            _store_rows(yw, grow, rc, mt, dn[:, None] * ww, K)
+        qc = _load_rows(q, grow, rc, mt, K) * scale
+        if READ == 2:
+            if HAS_POS:
+                qc = tl.where(resumed, 0.0, qc)
+            _store_rows(qw, grow, rc, mt, qc, K)
+        else:
+            qo = a[:, None] * qc + tl.dot(QH, ww, input_precision=PREC)
+            if HAS_BETA:
+                qo += tl.dot(QG, wr, input_precision=PREC)
+            _store_rows(qw, grow, rc, mt, qo, K)
+
+    # coefficients of S0 (columns of K; W does not depend on S0)
     if HAS_MU:
-        mL = _at(m, sel) + (e - s - 1 < 0).to(tl.float32)
-        M_new += _at(nu, sel) * S
-        S_new = mL * S + tl.dot(tl.trans(kx), _row_of(D, sel)[:, None] * W, input_precision=PREC)
+        for c in tl.static_range(K // BC):
+            rc = c * BC + tl.arange(0, BC)
+            kc = _load_rows(k, grow, rc, mt, K)
+            if HAS_BETA:
+                zr = tl.dot(Ai, nup[:, None] * kc, input_precision=PREC)
+                _store_rows(xz, grow, rc, mt, cb[:, None] * zr, K)
+            if READ != 2:
+                qo = b[:, None] * _load_rows(q, grow, rc, mt, K) * scale
+                if HAS_BETA:
+                    qo += tl.dot(QG, zr, input_precision=PREC)
+                _store_rows(qz, grow, rc, mt, qo, K)
+
+    # offsets (columns of V)
+    if HAS_OFF:
+        for c in tl.static_range(V // BC):
+            rc = c * BC + tl.arange(0, BC)
+            if SELF_TARGET:
+                uw = tl.zeros([BT, BC], dtype=tl.float32)
+            else:
+                uw = et[:, None] * _load_rows(v, grow, rc, mt, V)
+            oc = tl.zeros([BT, BC], dtype=tl.float32)
+            if HAS_POS:
+                if resumed:   # W at the chunk-start memory F = M_chunk0, an input
+                    F = tl.load(mc0 + (i_n.to(tl.int64) * H + i_h) * K * V + rk[:, None] * V + rc[None, :]).to(tl.float32)
+                    if SELF_TARGET:
+                        tg = tl.dot(_load_rows(v, grow, rk, mt, K), F, input_precision=PREC)
+                    else:
+                        tg = _load_rows(v, grow, rc, mt, V)
+                    uw = -et[:, None] * (tl.dot(kx, F, input_precision=PREC) - tg)
+                    if READ == 2:
+                        oc = tl.dot(_load_rows(q, grow, rk, mt, K) * scale, F, input_precision=PREC)
+            if HAS_BETA:
+                ur = tl.dot(Ai, tl.dot(P, uw, input_precision=PREC), input_precision=PREC)
+                _store_rows(xu, grow, rc, mt, cb[:, None] * ur + phin[:, None] * uw, V)
+            else:
+                _store_rows(xu, grow, rc, mt, phin[:, None] * uw, V)
+            if HAS_MU:
+                _store_rows(yu, grow, rc, mt, dn[:, None] * uw, V)
+            if HAS_OU:
+                if READ != 2:
+                    oc = tl.dot(QH, uw, input_precision=PREC)
+                    if HAS_BETA:
+                        oc += tl.dot(QG, ur, input_precision=PREC)
+                _store_rows(ou, grow, rc, mt, oc, V)
+
+
+# ------------------------------------------------------------------------------------------
+# sequential state recurrence
+# ------------------------------------------------------------------------------------------
+@triton.jit
+def _state_step(M, S, k, xw, xz, yw, xu, yu, ts, row0, s, e, i_h, i_v, H,
+                K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, HAS_OFF: tl.constexpr,
+                PREC: tl.constexpr):
+    """(M_n, S_n) of one tile from its start states (column slices K×BV) and its factors."""
+    rt = tl.arange(0, BT)
+    rk = tl.arange(0, K)
+    rv = i_v * BV + tl.arange(0, BV)
+    mt = s + rt < e
+    grow = (row0 + s + rt).to(tl.int64) * H + i_h
+    kx = _load_rows(k, grow, rk, mt, K)
+    X = tl.dot(_load_rows(xw, grow, rk, mt, K), M, input_precision=PREC)
+    if HAS_OFF:
+        X += _load_rows(xu, grow, rv, mt, V)
+    M_new = tl.load(ts) * M
+    if HAS_MU:
+        if HAS_BETA:
+            X += tl.dot(_load_rows(xz, grow, rk, mt, K), S, input_precision=PREC)
+        Y = tl.dot(_load_rows(yw, grow, rk, mt, K), M, input_precision=PREC)
+        if HAS_OFF:
+            Y += _load_rows(yu, grow, rv, mt, V)
+        M_new += tl.load(ts + 1) * S
+        S_new = tl.load(ts + 2) * S + tl.dot(tl.trans(kx), Y, input_precision=PREC)
     else:
         S_new = S
+    M_new += tl.dot(tl.trans(kx), X, input_precision=PREC)
     return M_new, S_new
 
 
 @triton.jit
-def _fwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, m0, s0, mc0, pos, cu, ainv, tile_base,
-                o, m_out, s_out, mc_out, saved_m, saved_s,
-                T, H, scale,
-                K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-                HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
-                SELF_TARGET: tl.constexpr, READ: tl.constexpr,
-                HAS_M0: tl.constexpr, HAS_S0: tl.constexpr, HAS_POS: tl.constexpr,
-                IS_VARLEN: tl.constexpr, OUTPUT_FINAL: tl.constexpr, SAVE_STATES: tl.constexpr,
-                STORE_O: tl.constexpr, PREC: tl.constexpr):
+def _state_fwd_kernel(k, xw, xz, yw, xu, yu, tsc, m0, s0, mc0, pos, cu, tile_base,
+                      m_out, s_out, mc_out, saved_m, saved_s,
+                      T, H,
+                      K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                      HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, HAS_OFF: tl.constexpr,
+                      HAS_M0: tl.constexpr, HAS_S0: tl.constexpr, HAS_POS: tl.constexpr,
+                      IS_VARLEN: tl.constexpr, OUTPUT_FINAL: tl.constexpr,
+                      SAVE_STATES: tl.constexpr, PREC: tl.constexpr):
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -302,40 +390,26 @@ def _fwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, m0, s0, mc0, pos, cu, ai
         S = tl.zeros([16, 16], dtype=tl.float32)   # placeholder: no momentum state
     nt = ((L + p + BT - 1) // BT) * (L > 0).to(tl.int32)
     pf = (p + L) % BT
-    if SAVE_STATES:
-        tb = tl.load(tile_base + i_n).to(tl.int64)
-    else:
-        tb = 0
-    i = i_n * 0
+    tb = tl.load(tile_base + i_n).to(tl.int64)
     if HAS_POS:
         if OUTPUT_FINAL:
             if (p > 0) & (p + L < BT):    # the call ends inside the chunk it resumed
                 tl.store(mc_out + st, tl.load(mc0 + st))
-        if (p > 0) & (L > 0):             # finish the chunk begun by an earlier call
-            if SAVE_STATES:
-                sv = (tb * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
-                tl.store(saved_m + sv, M)
-                if HAS_MU:
-                    tl.store(saved_s + sv, S)
-            M, S = _fwd_tile(M, S, q, k, v, eta, la_ptr, beta_ptr, mu_ptr, ainv, o, mc0 + i_nh.to(tl.int64) * K * V,
-                             row0, 0, tl.minimum(L, BT - p), i_h, i_v, H, scale,
-                             K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET, READ,
-                             True, STORE_O, PREC)
-            i += 1
+    i = i_n * 0
     while i < nt:
-        s = i * BT - p
+        g = tb + i
         if SAVE_STATES:
-            sv = ((tb + i) * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
-            tl.store(saved_m + sv, M)
+            sv = (g * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
+            tl.store(saved_m + sv, M.to(saved_m.dtype.element_ty))
             if HAS_MU:
-                tl.store(saved_s + sv, S)
+                tl.store(saved_s + sv, S.to(saved_s.dtype.element_ty))
         if OUTPUT_FINAL:
-            if (i == nt - 1) & (pf != 0):
+            if (i == nt - 1) & (pf != 0) & ((i > 0) | (p == 0)):   # start of the last, partial chunk
                 tl.store(mc_out + st, M)
-        M, S = _fwd_tile(M, S, q, k, v, eta, la_ptr, beta_ptr, mu_ptr, ainv, o, mc0,
-                         row0, s, tl.minimum(L, s + BT), i_h, i_v, H, scale,
-                         K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET, READ,
-                         False, STORE_O, PREC)
+        s = tl.maximum(i * BT - p, 0)
+        M, S = _state_step(M, S, k, xw, xz, yw, xu, yu, tsc + (g * H + i_h) * 4,
+                           row0, s, tl.minimum((i + 1) * BT - p, L), i_h, i_v, H,
+                           K, V, BT, BV, HAS_BETA, HAS_MU, HAS_OFF, PREC)
         i += 1
     if OUTPUT_FINAL:
         tl.store(m_out + st, M)
@@ -343,3 +417,31 @@ def _fwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, m0, s0, mc0, pos, cu, ai
             tl.store(s_out + st, S)
         if pf == 0:
             tl.store(mc_out + st, M)
+
+
+# ------------------------------------------------------------------------------------------
+# tile-parallel outputs
+# ------------------------------------------------------------------------------------------
+@triton.jit
+def _out_kernel(qw, qz, ou, saved_m, saved_s, o, tile_seq, tile_idx, cu, pos, T, H,
+                K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                HAS_MU: tl.constexpr, READ: tl.constexpr, HAS_OU: tl.constexpr,
+                HAS_POS: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
+    i_g = tl.program_id(0)
+    i_h = tl.program_id(1)
+    i_v = tl.program_id(2)
+    i_n, row0, s, e, resumed = _tile_rows(tile_seq, tile_idx, cu, pos, i_g, T, BT, IS_VARLEN, HAS_POS)
+    rt = tl.arange(0, BT)
+    rk = tl.arange(0, K)
+    rv = i_v * BV + tl.arange(0, BV)
+    mt = s + rt < e
+    grow = (row0 + s + rt).to(tl.int64) * H + i_h
+    sv = (i_g.to(tl.int64) * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
+    out = tl.dot(_load_rows(qw, grow, rk, mt, K), tl.load(saved_m + sv).to(tl.float32), input_precision=PREC)
+    if HAS_MU:
+        if READ != 2:
+            out += tl.dot(_load_rows(qz, grow, rk, mt, K), tl.load(saved_s + sv).to(tl.float32),
+                          input_precision=PREC)
+    if HAS_OU:
+        out += _load_rows(ou, grow, rv, mt, V)
+    _store_rows(o, grow, rv, mt, out, V)
