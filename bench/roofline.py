@@ -172,6 +172,49 @@ def self_modifying_titans(B, T, H, D, chunk_other=16, chunk_memory=64, memory="m
     return _cost(n * per, n * 2 * D * e, n * D * e, dtype, weights)
 
 
+def _step(flops, state_bytes, io_bytes, dtype) -> Cost:
+    """A decode step: forward only (no backward), bytes = float32 state traffic + token I/O."""
+    return Cost(flops, state_bytes + io_bytes, 0.0, 0.0, dtype)
+
+
+def linear_memory_step(N, H, K, V, gates=("log_alpha", "beta", "mu"), target="external", dtype="bf16") -> Cost:
+    """One token for N sequences: the float32 state must be read and written (M), the chunk-start
+    copy read inside a chunk (at a chunk boundary it is written instead), S read and written with
+    momentum: (3 + 2·[μ]) · N·H·K·V·4 bytes. FLOPs (2KV per product: M_sᵀk, kᵀM, M'ᵀq, + M_sᵀv for
+    self targets, the two rank-1 updates) are negligible."""
+    e = ELEMENT_BYTES[dtype]
+    n = N * H
+    arrays = 3 + (2 if "mu" in gates else 0)
+    vin = K if target == "self" else V
+    n_gates = 1 + sum(g in gates for g in ("log_alpha", "beta", "mu"))
+    products = 5 + (1 if target == "self" else 0) + (1 if "beta" in gates else 0)
+    return _step(n * 2 * K * V * products, arrays * n * K * V * 4,
+                 n * ((2 * K + vin + V) * e + n_gates * e), dtype)
+
+
+def mlp_memory_step(N, H, K, V, F, gates=("log_alpha", "beta", "mu"), target="external", dtype="bf16") -> Cost:
+    """One token for N sequences: W1 [V,F] and W2 [F,K] read and written, their chunk-start copies
+    read inside a chunk, S1, S2 read and written with momentum: (3 + 2·[μ]) · N·H·(V + K)·F·4 bytes.
+    FLOPs: 7 products with a weight (W2_s k, W1_s a, W1_sᵀe, the two updates, the read's two; + 2 for
+    self targets), ≈ (V + K)·F each."""
+    e = ELEMENT_BYTES[dtype]
+    n = N * H
+    arrays = 3 + (2 if "mu" in gates else 0)
+    vin = K if target == "self" else V
+    n_gates = 1 + sum(g in gates for g in ("log_alpha", "beta", "mu"))
+    products = 7 + (2 if target == "self" else 0)
+    return _step(n * (V + K) * F * products, arrays * n * (V + K) * F * 4,
+                 n * ((2 * K + vin + V) * e + n_gates * e), dtype)
+
+
+def fast_mlp_step(N, D, F, mlp="gelu", dtype="bf16") -> Cost:
+    """One token for N sequences: the fast weights W read (the MLP and W_outᵀg), the pending update
+    U read and written: 3 weight sets of float32 (the chunk-end apply, once per chunk, is left out)."""
+    e = ELEMENT_BYTES[dtype]
+    fwd, upd = _mlp_products(mlp)
+    return _step(N * 2 * D * F * (fwd + upd), 3 * fwd * N * D * F * 4, N * (3 * D * e + e), dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # The issue shapes
 # ---------------------------------------------------------------------------------------------
@@ -205,6 +248,14 @@ def issue_shapes() -> list[tuple[str, str, Cost]]:
                  self_modifying_titans(1, 2048, 8, 64, 8, 64)))
     rows.append(("self_modifying_titans", "B4 T4096 H8 D64 Co16 Cm64 mlp bf16",
                  self_modifying_titans(4, 4096, 8, 64, 16, 64)))
+    rows += [
+        ("linear_memory_step", "N64 H16 K128 V128 +a+b+mu bf16", linear_memory_step(64, 16, 128, 128)),
+        ("linear_memory_step", "N64 H16 K128 V128 no gates bf16", linear_memory_step(64, 16, 128, 128, ())),
+        ("mlp_memory_step", "N64 H8 K64 V64 F256 +a+b+mu bf16", mlp_memory_step(64, 8, 64, 64, 256)),
+        ("mlp_memory_step", "N64 H8 K64 V64 F256 no gates bf16", mlp_memory_step(64, 8, 64, 64, 256, ())),
+        ("fast_mlp_step", "N4 D2048 F8192 gelu bf16", fast_mlp_step(4, 2048, 8192)),
+        ("fast_mlp_step", "N4 D2048 F5504 swiglu bf16", fast_mlp_step(4, 2048, 5504, "swiglu")),
+    ]
     return rows
 
 
@@ -216,7 +267,7 @@ def markdown_table() -> str:
     lines = ["| op | shape | mode | GFLOP | MB | compute ms | memory ms | floor ms | bound |",
              "|---|---|---|---|---|---|---|---|---|"]
     for op, shape, cost in issue_shapes():
-        for mode in ("fwd", "fwd+bwd"):
+        for mode in ("fwd", "fwd+bwd") if cost.flops_bwd or cost.bytes_bwd else ("fwd",):
             c_ms = 1e3 * cost.flops(mode) / peak_flops(cost.dtype)
             m_ms = 1e3 * cost.bytes(mode) / bandwidth()
             lines.append(f"| {op} | {shape} | {mode} | {_fmt(cost.flops(mode) / 1e9)} | "

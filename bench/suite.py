@@ -24,7 +24,7 @@ from .roofline import Cost
 from .utils import (CLOCK, MODES, Runner, Workload, append_row, check_finite, make_row, make_step, measure,
                     plan, quantiles_ms)
 
-OPS = ("linear_memory", "mlp_memory", "fast_mlp", "cms", "self_modifying_titans")
+OPS = ("linear_memory", "mlp_memory", "fast_mlp", "cms", "self_modifying_titans", "decode_step")
 SHAPES_ENV = "NESTED_KERNELS_BENCH_SHAPES"
 
 
