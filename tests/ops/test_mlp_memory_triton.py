@@ -1,0 +1,248 @@
+"""Tests of the ``triton`` backend of ``mlp_memory`` against the float64 token-loop reference.
+
+Without a GPU the kernels run under Triton's interpreter (conftest sets TRITON_INTERPRET=1), so
+shapes are tiny: K = 16, F ∈ {16, 32}, chunk 16 (one case 32), T ≤ 40, B·H ≤ 4. Outputs are
+NaN-poisoned (NESTED_KERNELS_POISON=1). Every case compares the outputs, the final state (W1, W2,
+S1, S2, W1_chunk, W2_chunk, position) and the gradients of a random functional of all of them with
+respect to every floating-point input (q, k, v, eta, gates, w1, w2 or the per-sequence initial
+states, the resumed chunk-start copies) — SPEC §7 bounds: 2e-3 in float32, 2e-2 in bf16/fp16.
+The reference sees the same (rounded) inputs as the kernel.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as Fn
+
+from nested_kernels.ops.mlp_memory import MLPMemoryState, api, mlp_memory, triton_backend
+from nested_kernels.testing import rel_error, tolerance
+
+pytest.importorskip("triton")
+
+F64 = torch.float64
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ARGS = ("q", "k", "v", "eta", "w1", "w2", "log_alpha", "beta", "mu")
+FIELDS = ("W1", "W2", "S1", "S2", "W1_chunk", "W2_chunk")
+
+
+def make(B=1, T=37, H=1, K=16, V=16, F=32, *, gates="abm", N=None, init=False, resume=None, seed=0):
+    """Float64 inputs in the SPEC §7 range (‖k‖ = 1, η ∈ [0, 0.3), α ∈ [0.8, 1], β ≤ 0.4α, μ ∈ [0, 0.9)) and, with ``init``/``resume``, an initial state (tuple,
+    or an MLPMemoryState at chunk positions ``resume``)."""
+    g = torch.Generator().manual_seed(seed)
+    rn = lambda *s: torch.randn(*s, generator=g, dtype=F64)  # noqa: E731
+    ru = lambda *s: torch.rand(*s, generator=g, dtype=F64)  # noqa: E731
+    N = B if N is None else N
+    alpha = 0.8 + 0.2 * ru(B, T, H)
+    x = dict(q=rn(B, T, H, K), k=Fn.normalize(rn(B, T, H, K), dim=-1), v=rn(B, T, H, V), eta=0.3 * ru(B, T, H),
+             w1=rn(H, V, F) / F ** 0.5, w2=2 * rn(H, F, K) / K ** 0.5,
+             log_alpha=alpha.log() if "a" in gates else None,
+             beta=0.4 * alpha * ru(B, T, H) if "b" in gates else None,
+             mu=0.9 * ru(B, T, H) if "m" in gates else None)
+    st = {}
+    if init or resume is not None:
+        st = dict(W1=rn(N, H, V, F) / F ** 0.5, W2=2 * rn(N, H, F, K) / K ** 0.5)
+        if "m" in gates:
+            st.update(S1=0.1 * rn(N, H, V, F) / F ** 0.5, S2=0.1 * rn(N, H, F, K) / K ** 0.5)
+    if resume is not None:
+        st.update(W1_chunk=rn(N, H, V, F) / F ** 0.5, W2_chunk=2 * rn(N, H, F, K) / K ** 0.5,
+                  position=torch.tensor(resume, dtype=torch.int64))
+    return x, st
+
+
+def run(backend, x, st, dtype, **kw):
+    """(outputs, gradients) of a fixed random functional of o and the final state."""
+    ref = backend == "reference"
+    dev = "cpu" if ref else DEVICE
+    leaves = {n: (t.to(dtype).to(F64) if ref else t.to(dtype)).to(dev).requires_grad_(True)
+              for n, t in x.items() if t is not None}
+    sl = {n: t.to(dev, F64 if ref else torch.float32).requires_grad_(True)
+          for n, t in st.items() if n != "position"}
+    init = None
+    if "position" in st:
+        init = MLPMemoryState(sl["W1"], sl["W2"], sl.get("S1"), sl.get("S2"), sl["W1_chunk"], sl["W2_chunk"],
+                              st["position"].to(dev), kw["chunk_size"])
+    elif sl:
+        init = (sl["W1"], sl["W2"], sl.get("S1"), sl.get("S2"))
+    leaves.update({n + "0": t for n, t in sl.items()})
+    cu = kw.pop("cu_seqlens", None)
+    o, fs = mlp_memory(*[leaves.get(n) for n in ARGS], initial_state=init, output_final_state=True,
+                       backend=backend, cu_seqlens=None if cu is None else cu.to(dev), **kw)
+    outs = dict(o=o, **{n: getattr(fs, n) for n in FIELDS if getattr(fs, n) is not None})
+    g = torch.Generator().manual_seed(123)
+    loss = sum((t.double().cpu() * torch.randn(t.shape, generator=g, dtype=F64)).sum() for t in outs.values())
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    outs["position"] = fs.position
+    return outs, dict(zip(leaves, grads))
+
+
+def check(x, st, dtype=torch.float32, **kw):
+    kw.setdefault("chunk_size", 16)
+    tol = tolerance("triton", dtype)
+    got, dgot = run("triton", x, st, dtype, **dict(kw))
+    ref, dref = run("reference", x, st, dtype, **dict(kw))
+    assert got["o"].dtype == dtype and got["W1"].dtype == torch.float32
+    assert torch.equal(got.pop("position").cpu(), ref.pop("position"))
+    assert got.keys() == ref.keys()
+    errs = {n: rel_error(got[n], ref[n]) for n in ref}
+    errs.update({"d" + n: rel_error(dgot[n], dref[n]) for n in dref})
+    bad = {n: e for n, e in errs.items() if not e <= tol}
+    assert not bad, f"relative errors above {tol}: {bad}"
+
+
+# pruned option grid: every gate set, target, read and activation appears
+GRID = [
+    # gates, target, read, activation
+    ("", "external", "after", "gelu"),
+    ("a", "external", "before", "silu"),
+    ("ab", "external", "chunk", "gelu"),
+    ("abm", "external", "after", "silu"),
+    ("m", "self", "before", "gelu"),
+    ("bm", "self", "after", "gelu"),
+    ("abm", "self", "chunk", "silu"),
+    ("ab", "self", "before", "silu"),
+]
+
+
+@pytest.mark.parametrize("gates,target,read,activation", GRID)
+def test_matches_reference(gates, target, read, activation):
+    x, st = make(gates=gates, seed=len(gates))
+    check(x, st, target=target, read=read, activation=activation, scale=0.8)
+
+
+def test_two_f_blocks_initial_state_and_two_heads(monkeypatch):
+    """F = 32 in two blocks of 16 (the passes over F blocks and the cross-block sums)."""
+    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_BF", "16")
+    x, st = make(B=2, H=2, T=29, gates="abm", init=True, seed=1)
+    check(x, st, target="self", read="after")
+
+
+def test_no_residual_k_ne_v_and_f_equals_k():
+    x, st = make(T=33, V=32, F=16, gates="abm", init=True, seed=2)
+    check(x, st, residual=False, read="before", activation="silu")
+
+
+@pytest.mark.parametrize("gates,target,read", [("abm", "external", "after"), ("ab", "self", "before")])
+def test_resume_mid_chunk(gates, target, read):
+    """An MLPMemoryState at positions 5 and 13: the first tile finishes that chunk with gradients
+    and self targets at the state's chunk-start weights, which receive gradients."""
+    x, st = make(B=2, T=21, gates=gates, resume=[5, 13], seed=3)
+    check(x, st, target=target, read=read)
+
+
+def test_resume_ends_inside_chunk():
+    """The call starts and ends inside one chunk: the final chunk-start weights are the initial ones."""
+    x, st = make(T=6, gates="abm", resume=[3], seed=4)
+    check(x, st, target="self", read="chunk")
+
+
+def test_cu_seqlens_with_positions_and_empty_sequence():
+    cu = torch.tensor([0, 9, 9, 30], dtype=torch.int32)
+    x, st = make(T=30, N=3, gates="abm", resume=[0, 4, 11], seed=5)
+    check(x, st, cu_seqlens=cu, target="external", read="before")
+
+
+def test_cu_seqlens_shared_initial_weights():
+    """Without an initial state every sequence starts from w1, w2: their gradients sum over sequences."""
+    cu = torch.tensor([0, 17, 17, 40], dtype=torch.int64)
+    x, st = make(T=40, N=3, gates="ab", seed=6)
+    check(x, st, cu_seqlens=cu, target="self", read="after", chunk_size=32)
+
+
+def test_mu_zero_and_negative():
+    x, st = make(T=20, gates="abm", seed=7)
+    x["mu"][0, ::3] = 0.0
+    x["mu"][0, 1::5] = -0.3
+    check(x, st, read="after", scale=-0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_within_spec(dtype):
+    x, st = make(T=24, gates="abm", init=True, seed=8)
+    check(x, st, dtype=dtype, target="self", read="after")
+
+
+def test_without_initial_or_final_state():
+    x, _ = make(T=20, gates="ab", seed=9)
+    leaves = [None if x[n] is None else x[n].float().to(DEVICE).requires_grad_(True) for n in ARGS]
+    o, fs = mlp_memory(*leaves, chunk_size=16, backend="triton")
+    assert fs is None
+    refl = [None if a is None else a.detach().double().cpu().requires_grad_(True) for a in leaves]
+    oref, _ = mlp_memory(*refl, chunk_size=16, backend="reference")
+    assert rel_error(o, oref) <= 2e-3
+    g = torch.autograd.grad(o.square().sum(), [a for a in leaves if a is not None])
+    gref = torch.autograd.grad(oref.square().sum(), [a for a in refl if a is not None])
+    for a, b in zip(g, gref):
+        assert rel_error(a, b) <= 2e-3
+
+
+def test_empty_sequence_returns_state():
+    x, st = make(T=0, gates="abm", init=True)
+    args = [None if x[n] is None else x[n].float() for n in ARGS]
+    init = tuple(st[n].float() for n in ("W1", "W2", "S1", "S2"))
+    o, fs = mlp_memory(*args, initial_state=init, chunk_size=16, output_final_state=True, backend="triton")
+    assert o.shape == (1, 0, 1, 16)
+    for name, want in zip(("W1", "W2", "S1", "S2", "W1_chunk", "W2_chunk"), init + init[:2]):
+        assert torch.equal(getattr(fs, name), want), name
+    assert fs.position.tolist() == [0]
+
+
+# -- fallbacks -------------------------------------------------------------------------------------
+
+def _inputs(K=16, V=16, F=32, dtype=torch.float32):
+    x, _ = make(T=4, K=K, V=V, F=F, gates="")
+    d = {n: None if t is None else t.to(dtype) for n, t in x.items()}
+    return dict(d, w1_0=None, w2_0=None, s1_0=None, s2_0=None, w1_chunk0=None, w2_chunk0=None,
+                position0=None, cu_seqlens=None)
+
+
+@pytest.mark.parametrize("C,K,V,F,dtype,what", [
+    (1, 16, 16, 32, torch.float32, "chunk_size=1"),
+    (8, 16, 16, 32, torch.float32, "chunk_size=8"),
+    (256, 16, 16, 32, torch.float32, "chunk_size=256"),
+    (16, 8, 16, 32, torch.float32, "K=8"),
+    (16, 16, 48, 32, torch.float32, "V=48"),
+    (16, 16, 16, 1024, torch.float32, "F=1024"),
+    (16, 16, 16, 48, torch.float32, "F=48"),
+    (16, 16, 16, 32, torch.float64, "float64"),
+])
+def test_unsupported_reasons(C, K, V, F, dtype, what):
+    cfg = dict(chunk_size=C, target="external", read="after")
+    why = triton_backend.unsupported(_inputs(K, V, F, dtype), cfg)
+    assert why is not None and what in why
+
+
+def test_supported_configs_have_no_reason():
+    for C in triton_backend.SUPPORTED_CHUNK:
+        for K in (32, 64, 128):
+            for F in (K, 2 * K, 4 * K):
+                cfg = dict(chunk_size=C, target="external", read="after")
+                assert triton_backend.unsupported(_inputs(K, K, F), cfg) is None
+
+
+def test_registered_auto_and_forced_fallback_message():
+    assert api.BACKENDS["triton"] is triton_backend.BACKEND
+    x, _ = make(T=4, gates="")
+    args = [None if x[n] is None else x[n].float().to(DEVICE) for n in ARGS]
+    with pytest.raises(RuntimeError, match="chunk_size=8"):
+        mlp_memory(*args, chunk_size=8, backend="triton")
+    o, _ = mlp_memory(*args, chunk_size=8)          # "auto" takes a backend that accepts them
+    ref, _ = mlp_memory(*[None if a is None else a.double().cpu() for a in args], chunk_size=8,
+                        backend="reference")
+    assert rel_error(o, ref) <= 1e-5
+    if DEVICE == "cpu":   # Triton is never chosen automatically on the CPU
+        cfg = dict(chunk_size=16, target="external", read="after", scale=1.0, activation="gelu",
+                   residual=True, output_final_state=False)
+        assert api.select_backend("mlp_memory", "auto", api.BACKENDS, torch.device("cpu"),
+                                  _inputs(), cfg) != "triton"
+
+
+# -- GPU only --------------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("gates,target,read,C,K,F", [("abm", "self", "chunk", 64, 64, 256),
+                                                     ("ab", "external", "after", 32, 128, 256),
+                                                     ("am", "self", "before", 16, 32, 128)])
+def test_gpu_realistic(dtype, gates, target, read, C, K, F):
+    x, st = make(B=2, T=203, H=2, K=K, V=K, F=F, gates=gates, init=True, seed=11)
+    check(x, st, dtype=dtype, chunk_size=C, target=target, read=read)
