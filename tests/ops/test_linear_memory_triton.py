@@ -183,6 +183,17 @@ def test_bf16_storage_and_output_block(monkeypatch):
     check(x, st, dtype=torch.float16, target="external", read="before")
 
 
+@pytest.mark.parametrize("gates,target,read", [("abm", "external", "after"), ("ab", "self", "before")])
+def test_16bit_dot_operands(monkeypatch, gates, target, read):
+    """NESTED_KERNELS_LM_TRITON_PRECISION=fp16: every product but the (I + A)⁻¹ levels rounds its
+    operands to float16 (the path "bf16" takes on the GPU; the interpreter's bf16 dot is broken),
+    checked with float16 inputs at their tolerance; gradient kernel on V blocks of 16."""
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PRECISION", "fp16")
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BV_GRAD", "16")
+    x, st = make(T=35, K=16, V=32 if target == "external" else 16, gates=gates, seed=10)
+    check(x, st, dtype=torch.float16, target=target, read=read)
+
+
 def test_without_initial_state_and_final_state():
     """No initial state, no final state: outputs and input gradients only."""
     x, _ = make(T=20, gates="ab", seed=7)

@@ -15,9 +15,11 @@ cu_seqlens, initial states, resuming mid-chunk, final states). Anything else is 
 
 Triton is imported only when a kernel first runs, so importing the package never needs it.
 Tuning knobs (environment, read at each call): NESTED_KERNELS_LM_TRITON_BV (V block of the
-sequential and gradient kernels), NESTED_KERNELS_LM_TRITON_BV_OUT (V block of the output kernel),
+sequential kernels), NESTED_KERNELS_LM_TRITON_BV_OUT (output kernel, default V),
+NESTED_KERNELS_LM_TRITON_BV_GRAD (gradient kernel, default the BV of the sequential kernels),
 NESTED_KERNELS_LM_TRITON_WARPS, NESTED_KERNELS_LM_TRITON_PRECISION (tl.dot input precision:
-"tf32", "tf32x3" or "ieee"; default tf32x3 for float32 inputs and tf32 otherwise),
+"tf32", "tf32x3" or "ieee", or "bf16" / "fp16" operands; default tf32x3 for float32 inputs and
+tf32 otherwise; the (I + A)⁻¹ products stay at least tf32),
 NESTED_KERNELS_LM_TRITON_STORE (dtype of the stored factors and per-tile states: "bf16" or
 "fp32"; default bf16 for bfloat16 inputs, else fp32), NESTED_KERNELS_LM_TRITON_MMA,
 NESTED_KERNELS_LM_TRITON_PTXAS.
@@ -127,11 +129,15 @@ def _launch_options(warps: int) -> dict:
     return opts
 
 
+# tl.dot input precisions of float32 operands, or "bf16" / "fp16": both operands rounded to that type
+_PRECISIONS = ("tf32", "tf32x3", "ieee", "bf16", "fp16")
+
+
 def _precision(dtype: torch.dtype) -> str:
     env = os.environ.get("NESTED_KERNELS_LM_TRITON_PRECISION")
     if env:
-        if env not in ("tf32", "tf32x3", "ieee"):
-            raise ValueError(f"NESTED_KERNELS_LM_TRITON_PRECISION must be tf32, tf32x3 or ieee, got {env!r}")
+        if env not in _PRECISIONS:
+            raise ValueError(f"NESTED_KERNELS_LM_TRITON_PRECISION must be one of {_PRECISIONS}, got {env!r}")
         return env
     if _interpreting():
         return "ieee"
@@ -184,6 +190,7 @@ class _Args:
         self.BV = _block_v(self.K, self.V)
         self.NV = self.V // self.BV
         self.BV_OUT = _block_v(self.K, self.V, "NESTED_KERNELS_LM_TRITON_BV_OUT", 128)
+        self.BV_GRAD = _block_v(self.K, self.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD", self.BV)
         self.BC = min(self.K, self.V, 32)
         self.warps = _warps(C)
         self.prec = _precision(q.dtype)
@@ -269,7 +276,8 @@ def _grad_or_none(grads, name):
 
 def backward(inputs, outputs, grads, cfg):
     a = _Args(inputs, cfg)
-    B, T, H, K, V, N, NV = a.B, a.T, a.H, a.K, a.V, a.N, a.NV
+    B, T, H, K, V, N = a.B, a.T, a.H, a.K, a.V, a.N
+    NV = V // a.BV_GRAD   # partial sums of the gradient kernel, one per V block
     dev = a.device
     f32 = torch.float32
     rows = B * T
@@ -300,7 +308,7 @@ def backward(inputs, outputs, grads, cfg):
         from .triton_bwd import _grad_kernel, _state_bwd_kernel
         flags = dict(a.flags, READ=a.read)
         with _mma_mode("bwd"):
-            _state_bwd_kernel[(NV, N * H)](
+            _state_bwd_kernel[(a.NV, N * H)](
                 a.k, f["xw"], f["xz"], f["yw"], f["qw"], f["qz"], f["tsc"], dO, a.pos, a.cu, a.tile_base,
                 dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, T, H,
                 K=K, V=V, BT=a.C, BV=a.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
@@ -309,7 +317,7 @@ def backward(inputs, outputs, grads, cfg):
                 a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.tile_seq, a.tile_idx, a.cu, a.pos,
                 f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
-                T, H, rows * H, a.scale, K=K, V=V, BT=a.C, BV=a.BV, HAS_ALPHA=a.la is not None,
+                T, H, rows * H, a.scale, K=K, V=V, BT=a.C, BV=a.BV_GRAD, HAS_ALPHA=a.la is not None,
                 SELF_TARGET=a.self_target, PREC=a.prec, **_launch_options(a.warps), **flags)
     else:
         dm0.zero_()

@@ -33,7 +33,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_fwd import _decay, _load_rows, _momentum, _row_of, _seq_bounds, _tile_rows
+from .triton_fwd import _decay, _dot, _load_rows, _momentum, _row_of, _seq_bounds, _tile_rows
 
 
 @triton.jit
@@ -95,17 +95,17 @@ def _state_bwd_kernel(k, xw, xz, yw, qw, qz, tsc, do, pos, cu, tile_base, dm_fin
         ts = tsc + (g * H + i_h) * 4
         kx = _load_rows(k, grow, rk, mt, K)
         dO = _load_rows(do, grow, rv, mt, V)
-        dX = tl.dot(kx, dM, input_precision=PREC)
-        dM0 = tl.load(ts) * dM + tl.dot(tl.trans(_load_rows(xw, grow, rk, mt, K)), dX, input_precision=PREC)
-        dM0 += tl.dot(tl.trans(_load_rows(qw, grow, rk, mt, K)), dO, input_precision=PREC)
+        dX = _dot(kx, dM, PREC)
+        dM0 = tl.load(ts) * dM + _dot(tl.trans(_load_rows(xw, grow, rk, mt, K)), dX, PREC)
+        dM0 += _dot(tl.trans(_load_rows(qw, grow, rk, mt, K)), dO, PREC)
         if HAS_MU:
-            dY = tl.dot(kx, dS, input_precision=PREC)
-            dM0 += tl.dot(tl.trans(_load_rows(yw, grow, rk, mt, K)), dY, input_precision=PREC)
+            dY = _dot(kx, dS, PREC)
+            dM0 += _dot(tl.trans(_load_rows(yw, grow, rk, mt, K)), dY, PREC)
             dS0 = tl.load(ts + 1) * dM + tl.load(ts + 2) * dS
             if HAS_BETA:
-                dS0 += tl.dot(tl.trans(_load_rows(xz, grow, rk, mt, K)), dX, input_precision=PREC)
+                dS0 += _dot(tl.trans(_load_rows(xz, grow, rk, mt, K)), dX, PREC)
             if READ != 2:
-                dS0 += tl.dot(tl.trans(_load_rows(qz, grow, rk, mt, K)), dO, input_precision=PREC)
+                dS0 += _dot(tl.trans(_load_rows(qz, grow, rk, mt, K)), dO, PREC)
             dS = dS0
         # the start of the last tile is the final M_chunk unless that tile resumed a chunk
         take = ((i > 0) | (p == 0)).to(tl.float32)
@@ -170,39 +170,39 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
     if HAS_MU:
         mu = tl.load(mu_ptr + grow, mask=mt, other=1.0).to(tl.float32)
         D, Dp, m, mp = _momentum(mu, rt)
-        Phi = tl.dot(G, D, input_precision=PREC)
-        Phip = tl.dot(Gp, D, input_precision=PREC)
+        Phi = _dot(G, D, PREC)
+        Phip = _dot(Gp, D, PREC)
         nu = tl.sum(G * m[None, :], 1)
         nup = tl.sum(Gp * m[None, :], 1)
     else:
         Phi = G
         Phip = Gp
 
-    KM = tl.dot(kx, M0, input_precision=PREC)
+    KM = _dot(kx, M0, PREC)
     if HAS_POS:
         F = tl.where(resumed, tl.load(mc0 + st, mask=resumed, other=0.0).to(tl.float32), M0)
-        KF = tl.dot(kx, F, input_precision=PREC)
+        KF = _dot(kx, F, PREC)
     else:
         F = M0
         KF = KM
     if SELF_TARGET:
         vx = _load_rows(v, grow, rk, mt, K)
-        Tg = tl.dot(vx, F, input_precision=PREC)
+        Tg = _dot(vx, F, PREC)
     else:
         Tg = _load_rows(v, grow, rv, mt, V)
     E = KF - Tg
     W = -et[:, None] * E
     if HAS_MU:
-        KS = tl.dot(kx, S0, input_precision=PREC)
+        KS = _dot(kx, S0, PREC)
     if HAS_BETA:
         bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
-        KK = tl.dot(kx, tl.trans(kx), input_precision=PREC)
+        KK = _dot(kx, tl.trans(kx), PREC)
         P = tl.where(strict, KK * Phip, 0.0)
-        RHS = gp[:, None] * KM + tl.dot(P, W, input_precision=PREC)
+        RHS = gp[:, None] * KM + _dot(P, W, PREC)
         if HAS_MU:
             RHS += nup[:, None] * KS
         Ai = tl.load(ainv + grow[:, None] * BT + rt[None, :], mask=mt[:, None], other=0.0)
-        R = tl.dot(Ai, RHS, input_precision=PREC)
+        R = _dot(Ai, RHS, PREC)
         U = -bt[:, None] * R
 
     # ---------------- adjoints ----------------
@@ -228,8 +228,8 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
     if HAS_BETA:
         gLr = _row_of(G, sel)
         X += gLr[:, None] * U
-    dK += tl.dot(X, tl.trans(dMe), input_precision=PREC)
-    dX = tl.dot(kx, dMe, input_precision=PREC)
+    dK += _dot(X, tl.trans(dMe), PREC)
+    dX = _dot(kx, dMe, PREC)
     dW = fL[:, None] * dX
     dPhi += tl.where(sel[:, None], tl.sum(W * dX, 1)[None, :], 0.0)
     if HAS_BETA:
@@ -240,18 +240,18 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
         dnu += tl.where(sel, _sum2(S0 * dMe), 0.0)
         dm += tl.where(sel, _sum2(S0 * dSe), 0.0)
         dLr = _row_of(D, sel)
-        dK += tl.dot(dLr[:, None] * W, tl.trans(dSe), input_precision=PREC)
-        dY = tl.dot(kx, dSe, input_precision=PREC)
+        dK += _dot(dLr[:, None] * W, tl.trans(dSe), PREC)
+        dY = _dot(kx, dSe, PREC)
         dW += dLr[:, None] * dY
         dD += tl.where(sel[:, None], tl.sum(W * dY, 1)[None, :], 0.0)
 
     # outputs
     if READ == 2:
-        dQ += tl.dot(dO, tl.trans(F), input_precision=PREC)
+        dQ += _dot(dO, tl.trans(F), PREC)
         if HAS_POS:
-            dF += tl.dot(tl.trans(qx), dO, input_precision=PREC)
+            dF += _dot(tl.trans(qx), dO, PREC)
     else:
-        QK = tl.dot(qx, tl.trans(kx), input_precision=PREC)
+        QK = _dot(qx, tl.trans(kx), PREC)
         if READ == 0:
             QKm = tl.where(lower, QK, 0.0)
             a = g
@@ -262,15 +262,15 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
             a = gp
             Gm = Gp
             Hm = Phip
-        dQ += tl.dot(a[:, None] * dO, tl.trans(M0), input_precision=PREC)
-        da = tl.sum(dO * tl.dot(qx, M0, input_precision=PREC), 1)
-        dW += tl.dot(tl.trans(QKm * Hm), dO, input_precision=PREC)
-        dZ2 = tl.dot(dO, tl.trans(W), input_precision=PREC)
+        dQ += _dot(a[:, None] * dO, tl.trans(M0), PREC)
+        da = tl.sum(dO * _dot(qx, M0, PREC), 1)
+        dW += _dot(tl.trans(QKm * Hm), dO, PREC)
+        dZ2 = _dot(dO, tl.trans(W), PREC)
         dQK = dZ2 * Hm
         dHm = dZ2 * QKm
         if HAS_BETA:
-            dU += tl.dot(tl.trans(QKm * Gm), dO, input_precision=PREC)
-            dZ1 = tl.dot(dO, tl.trans(U), input_precision=PREC)
+            dU += _dot(tl.trans(QKm * Gm), dO, PREC)
+            dZ1 = _dot(dO, tl.trans(U), PREC)
             dQK += dZ1 * Gm
             dGm = dZ1 * QKm
         if HAS_MU:
@@ -278,8 +278,8 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                 b = nu
             else:
                 b = nup
-            dQ += tl.dot(b[:, None] * dO, tl.trans(S0), input_precision=PREC)
-            db = tl.sum(dO * tl.dot(qx, S0, input_precision=PREC), 1)
+            dQ += _dot(b[:, None] * dO, tl.trans(S0), PREC)
+            db = tl.sum(dO * _dot(qx, S0, PREC), 1)
         if READ == 0:
             dQK = tl.where(lower, dQK, 0.0)
             dg += da
@@ -296,40 +296,40 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                 dGp += dGm
             if HAS_MU:
                 dnup += db
-        dQ += tl.dot(dQK, kx, input_precision=PREC)
-        dK += tl.dot(tl.trans(dQK), qx, input_precision=PREC)
+        dQ += _dot(dQK, kx, PREC)
+        dK += _dot(tl.trans(dQK), qx, PREC)
 
     # U = −βR, R = (I + A)⁻¹ RHS, A = strict(KKᵀ) ⊙ Γ_prev · diag(β), RHS = γ_prev KM0 + ν_prev KS0 + P W
     if HAS_BETA:
         dR = -bt[:, None] * dU
         dbt = -tl.sum(R * dU, 1)
-        dRHS = tl.dot(tl.trans(Ai), dR, input_precision=PREC)
-        dA = tl.where(strict, -tl.dot(dRHS, tl.trans(R), input_precision=PREC), 0.0)
+        dRHS = _dot(tl.trans(Ai), dR, PREC)
+        dA = tl.where(strict, -_dot(dRHS, tl.trans(R), PREC), 0.0)
         dKK = dA * Gp * bt[None, :]
         dGp += dA * KK * bt[None, :]
         dbt += tl.sum(dA * KK * Gp, 0)
         dgp += tl.sum(dRHS * KM, 1)
-        dP = tl.dot(dRHS, tl.trans(W), input_precision=PREC)
-        dW += tl.dot(tl.trans(P), dRHS, input_precision=PREC)
-        dK += tl.dot(gp[:, None] * dRHS, tl.trans(M0), input_precision=PREC)
+        dP = _dot(dRHS, tl.trans(W), PREC)
+        dW += _dot(tl.trans(P), dRHS, PREC)
+        dK += _dot(gp[:, None] * dRHS, tl.trans(M0), PREC)
         if HAS_MU:
             dnup += tl.sum(dRHS * KS, 1)
-            dK += tl.dot(nup[:, None] * dRHS, tl.trans(S0), input_precision=PREC)
+            dK += _dot(nup[:, None] * dRHS, tl.trans(S0), PREC)
         dKK += tl.where(strict, dP * Phip, 0.0)
         dPhip += tl.where(strict, dP * KK, 0.0)
-        dK += tl.dot(dKK + tl.trans(dKK), kx, input_precision=PREC)
+        dK += _dot(dKK + tl.trans(dKK), kx, PREC)
         tl.store(dbeta + pg + grow, dbt, mask=mt)
 
     # W = −η E, E = K F − target
     dE = -et[:, None] * dW
     tl.store(deta + pg + grow, -tl.sum(E * dW, 1), mask=mt)
-    dK += tl.dot(dE, tl.trans(F), input_precision=PREC)
+    dK += _dot(dE, tl.trans(F), PREC)
     if HAS_POS:
-        dF += tl.dot(tl.trans(kx), dE, input_precision=PREC)
+        dF += _dot(tl.trans(kx), dE, PREC)
     if SELF_TARGET:
         if HAS_POS:
-            dF -= tl.dot(tl.trans(vx), dE, input_precision=PREC)
-        tl.store(dv + pk + grow[:, None] * K + rk[None, :], -tl.dot(dE, tl.trans(F), input_precision=PREC),
+            dF -= _dot(tl.trans(vx), dE, PREC)
+        tl.store(dv + pk + grow[:, None] * K + rk[None, :], -_dot(dE, tl.trans(F), PREC),
                  mask=mt[:, None])
     else:
         tl.store(dv + grow[:, None] * V + rv[None, :], -dE, mask=mt[:, None])
@@ -341,12 +341,12 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
     if HAS_MU:
         dPhi = tl.where(lower, dPhi, 0.0)
         dPhip = tl.where(strict, dPhip, 0.0)
-        dG += tl.dot(dPhi, tl.trans(D), input_precision=PREC) + dnu[:, None] * m[None, :]
-        dGp += tl.dot(dPhip, tl.trans(D), input_precision=PREC) + dnup[:, None] * m[None, :]
-        dD += tl.dot(tl.trans(G), dPhi, input_precision=PREC) + tl.dot(tl.trans(Gp), dPhip, input_precision=PREC)
+        dG += _dot(dPhi, tl.trans(D), PREC) + dnu[:, None] * m[None, :]
+        dGp += _dot(dPhip, tl.trans(D), PREC) + dnup[:, None] * m[None, :]
+        dD += _dot(tl.trans(G), dPhi, PREC) + _dot(tl.trans(Gp), dPhip, PREC)
         dm += tl.sum(G * dnu[:, None], 0) + tl.sum(Gp * dnup[:, None], 0)
         dD = tl.where(lower, dD, 0.0)
-        dmu_v = tl.sum(tl.dot(tl.trans(D), dD, input_precision=PREC) * Dp, 1) + mp * tl.sum(D * dm[:, None], 0)
+        dmu_v = tl.sum(_dot(tl.trans(D), dD, PREC) * Dp, 1) + mp * tl.sum(D * dm[:, None], 0)
         tl.store(dmu + pg + grow, dmu_v, mask=mt)
     else:
         dG += dPhi

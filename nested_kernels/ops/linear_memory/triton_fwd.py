@@ -122,17 +122,34 @@ def _at(x, sel):
 
 
 @triton.jit
+def _dot(a, b, PREC: tl.constexpr):
+    """a @ b accumulated in float32. PREC "bf16" / "fp16" rounds both operands to that type (the
+    full-rate MMA path); otherwise it is tl.dot's input_precision ("tf32", "tf32x3", "ieee")."""
+    if PREC == "bf16":
+        c = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    elif PREC == "fp16":
+        c = tl.dot(a.to(tl.float16), b.to(tl.float16))
+    else:
+        c = tl.dot(a, b, input_precision=PREC)
+    return c
+
+
+@triton.jit
 def _unit_lower_inverse(A, rt, LOG2BT: tl.constexpr, PREC: tl.constexpr):
     """(I + A)⁻¹ for strictly lower-triangular A [BT, BT] by block doubling: with B_s the inverse of
     the block-diagonal part in blocks of s, B_2s = B_s − B_s L_21 B_s where L_21 holds the
-    lower-left s×s block of every 2s block."""
+    lower-left s×s block of every 2s block. Its products never round operands to 16 bits (tf32
+    when PREC asks for bf16 / fp16 operands): the levels compound their errors."""
     B = tl.where(rt[:, None] == rt[None, :], 1.0, 0.0)
     for lvl in tl.static_range(LOG2BT):
         s = 1 << lvl
         br = rt // s
         sel = ((br % 2) == 1)[:, None] & (br[None, :] == (br - 1)[:, None])
         Lo = tl.where(sel, A, 0.0)
-        B = B - tl.dot(tl.dot(B, Lo, input_precision=PREC), B, input_precision=PREC)
+        if PREC == "bf16" or PREC == "fp16":
+            B = B - tl.dot(tl.dot(B, Lo, input_precision="tf32"), B, input_precision="tf32")
+        else:
+            B = B - tl.dot(tl.dot(B, Lo, input_precision=PREC), B, input_precision=PREC)
     return B
 
 
@@ -204,8 +221,8 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
     if HAS_MU:
         mu = tl.load(mu_ptr + grow, mask=mt, other=1.0).to(tl.float32)
         D, Dp, m, mp = _momentum(mu, rt)
-        Phi = tl.dot(G, D, input_precision=PREC)
-        Phip = tl.dot(Gp, D, input_precision=PREC)
+        Phi = _dot(G, D, PREC)
+        Phip = _dot(Gp, D, PREC)
         nu = tl.sum(G * m[None, :], 1)
         nup = tl.sum(Gp * m[None, :], 1)
         dn = _row_of(D, sel)
@@ -225,7 +242,7 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
     kx = _load_rows(k, grow, rk, mt, K)
     if HAS_BETA:
         bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
-        KK = tl.dot(kx, tl.trans(kx), input_precision=PREC)
+        KK = _dot(kx, tl.trans(kx), PREC)
         A = tl.where(strict, KK * Gp * bt[None, :], 0.0)
         Ai = _unit_lower_inverse(A, rt, LOG2BT, PREC)
         if STORE_AINV:
@@ -234,7 +251,7 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
         cb = -bt * _row_of(G, sel)
     if READ != 2:
         qx = _load_rows(q, grow, rk, mt, K) * scale
-        QK = tl.dot(qx, tl.trans(kx), input_precision=PREC)
+        QK = _dot(qx, tl.trans(kx), PREC)
         if READ == 0:
             QKm = tl.where(lower, QK, 0.0)
             a = g
@@ -263,7 +280,7 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
         if HAS_POS:
             ww = tl.where(resumed, 0.0, ww)
         if HAS_BETA:
-            wr = tl.dot(Ai, gp[:, None] * kc + tl.dot(P, ww, input_precision=PREC), input_precision=PREC)
+            wr = _dot(Ai, gp[:, None] * kc + _dot(P, ww, PREC), PREC)
             _store_rows(xw, grow, rc, mt, cb[:, None] * wr + phin[:, None] * ww, K)
         else:
             _store_rows(xw, grow, rc, mt, phin[:, None] * ww, K)
@@ -275,9 +292,9 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                 qc = tl.where(resumed, 0.0, qc)
             _store_rows(qw, grow, rc, mt, qc, K)
         else:
-            qo = a[:, None] * qc + tl.dot(QH, ww, input_precision=PREC)
+            qo = a[:, None] * qc + _dot(QH, ww, PREC)
             if HAS_BETA:
-                qo += tl.dot(QG, wr, input_precision=PREC)
+                qo += _dot(QG, wr, PREC)
             _store_rows(qw, grow, rc, mt, qo, K)
 
     # coefficients of S0 (columns of K; W does not depend on S0)
@@ -286,12 +303,12 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
             rc = c * BC + tl.arange(0, BC)
             kc = _load_rows(k, grow, rc, mt, K)
             if HAS_BETA:
-                zr = tl.dot(Ai, nup[:, None] * kc, input_precision=PREC)
+                zr = _dot(Ai, nup[:, None] * kc, PREC)
                 _store_rows(xz, grow, rc, mt, cb[:, None] * zr, K)
             if READ != 2:
                 qo = b[:, None] * _load_rows(q, grow, rc, mt, K) * scale
                 if HAS_BETA:
-                    qo += tl.dot(QG, zr, input_precision=PREC)
+                    qo += _dot(QG, zr, PREC)
                 _store_rows(qz, grow, rc, mt, qo, K)
 
     # offsets (columns of V)
@@ -307,14 +324,14 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                 if resumed:   # W at the chunk-start memory F = M_chunk0, an input
                     F = tl.load(mc0 + (i_n.to(tl.int64) * H + i_h) * K * V + rk[:, None] * V + rc[None, :]).to(tl.float32)
                     if SELF_TARGET:
-                        tg = tl.dot(_load_rows(v, grow, rk, mt, K), F, input_precision=PREC)
+                        tg = _dot(_load_rows(v, grow, rk, mt, K), F, PREC)
                     else:
                         tg = _load_rows(v, grow, rc, mt, V)
-                    uw = -et[:, None] * (tl.dot(kx, F, input_precision=PREC) - tg)
+                    uw = -et[:, None] * (_dot(kx, F, PREC) - tg)
                     if READ == 2:
-                        oc = tl.dot(_load_rows(q, grow, rk, mt, K) * scale, F, input_precision=PREC)
+                        oc = _dot(_load_rows(q, grow, rk, mt, K) * scale, F, PREC)
             if HAS_BETA:
-                ur = tl.dot(Ai, tl.dot(P, uw, input_precision=PREC), input_precision=PREC)
+                ur = _dot(Ai, _dot(P, uw, PREC), PREC)
                 _store_rows(xu, grow, rc, mt, cb[:, None] * ur + phin[:, None] * uw, V)
             else:
                 _store_rows(xu, grow, rc, mt, phin[:, None] * uw, V)
@@ -322,9 +339,9 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                 _store_rows(yu, grow, rc, mt, dn[:, None] * uw, V)
             if HAS_OU:
                 if READ != 2:
-                    oc = tl.dot(QH, uw, input_precision=PREC)
+                    oc = _dot(QH, uw, PREC)
                     if HAS_BETA:
-                        oc += tl.dot(QG, ur, input_precision=PREC)
+                        oc += _dot(QG, ur, PREC)
                 _store_rows(ou, grow, rc, mt, oc, V)
 
 
@@ -343,21 +360,21 @@ def _state_step(M, S, k, xw, xz, yw, xu, yu, ts, row0, s, e, i_h, i_v, H,
     mt = s + rt < e
     grow = (row0 + s + rt).to(tl.int64) * H + i_h
     kx = _load_rows(k, grow, rk, mt, K)
-    X = tl.dot(_load_rows(xw, grow, rk, mt, K), M, input_precision=PREC)
+    X = _dot(_load_rows(xw, grow, rk, mt, K), M, PREC)
     if HAS_OFF:
         X += _load_rows(xu, grow, rv, mt, V)
     M_new = tl.load(ts) * M
     if HAS_MU:
         if HAS_BETA:
-            X += tl.dot(_load_rows(xz, grow, rk, mt, K), S, input_precision=PREC)
-        Y = tl.dot(_load_rows(yw, grow, rk, mt, K), M, input_precision=PREC)
+            X += _dot(_load_rows(xz, grow, rk, mt, K), S, PREC)
+        Y = _dot(_load_rows(yw, grow, rk, mt, K), M, PREC)
         if HAS_OFF:
             Y += _load_rows(yu, grow, rv, mt, V)
         M_new += tl.load(ts + 1) * S
-        S_new = tl.load(ts + 2) * S + tl.dot(tl.trans(kx), Y, input_precision=PREC)
+        S_new = tl.load(ts + 2) * S + _dot(tl.trans(kx), Y, PREC)
     else:
         S_new = S
-    M_new += tl.dot(tl.trans(kx), X, input_precision=PREC)
+    M_new += _dot(tl.trans(kx), X, PREC)
     return M_new, S_new
 
 
@@ -437,11 +454,10 @@ def _out_kernel(qw, qz, ou, saved_m, saved_s, o, tile_seq, tile_idx, cu, pos, T,
     mt = s + rt < e
     grow = (row0 + s + rt).to(tl.int64) * H + i_h
     sv = (i_g.to(tl.int64) * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
-    out = tl.dot(_load_rows(qw, grow, rk, mt, K), tl.load(saved_m + sv).to(tl.float32), input_precision=PREC)
+    out = _dot(_load_rows(qw, grow, rk, mt, K), tl.load(saved_m + sv).to(tl.float32), PREC)
     if HAS_MU:
         if READ != 2:
-            out += tl.dot(_load_rows(qz, grow, rk, mt, K), tl.load(saved_s + sv).to(tl.float32),
-                          input_precision=PREC)
+            out += _dot(_load_rows(qz, grow, rk, mt, K), tl.load(saved_s + sv).to(tl.float32), PREC)
     if HAS_OU:
         out += _load_rows(ou, grow, rv, mt, V)
     _store_rows(o, grow, rv, mt, out, V)
