@@ -1,0 +1,326 @@
+"""GPU check of the Triton backend of ``mlp_memory`` (needs CUDA; run on the GPU machine).
+
+1. Correctness: realistic shapes (T ≈ 600–1500, odd and packed lengths, resumed states, K ∈ {32,
+   64, 128}, F ∈ {K, 2K, 4K}, chunk sizes 16…128, both targets, every read, gelu and silu, gate
+   sets) in bfloat16, float16 and float32 against the float64 reference (token loop, or the
+   chunked torch backend with --ref torch) evaluated on the same rounded inputs: outputs, final
+   states and the gradients of a random functional of all of them with respect to every
+   floating-point input. SPEC §7 bounds: 2e-3 (float32), 2e-2 (bf16/fp16). Kernel outputs are
+   NaN-poisoned (NESTED_KERNELS_POISON=1).
+2. Timing (CUDA events, median after warm-up), issue shape B4 T4096 H8 K=V=64 F=256 bf16 chunk 64,
+   read "chunk", target "self", β = η, α and μ on: forward and forward+backward of the triton and
+   torch backends and titans-pytorch ``NeuralMemory`` (depth 2, expansion 4, 8 heads × 64, chunk
+   64, fp32, its own semantics) when importable, with the roofline floor of bench/roofline.py;
+   then K=V=128, F=512 (throughput in tokens/s).
+
+    python python/check_mlp_memory_triton.py                    # checks + timing (~3–6 min)
+    python python/check_mlp_memory_triton.py --quick            # two check cases, bf16 only, no timing
+    python python/check_mlp_memory_triton.py --no-check --json $OUT/mlp_triton.json
+
+Each case runs in its own try/except: a failure prints its traceback and the script goes on.
+Exit status 1 when any check fails or raises.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+os.environ.setdefault("NESTED_KERNELS_POISON", "1")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # bench.roofline
+
+import torch  # noqa: E402
+import torch.nn.functional as Fn  # noqa: E402
+
+from nested_kernels.ops.mlp_memory import MLPMemoryState, mlp_memory  # noqa: E402
+from nested_kernels.testing import rel_error  # noqa: E402
+
+TOL = {torch.float32: 2e-3, torch.bfloat16: 2e-2, torch.float16: 2e-2}
+F64 = torch.float64
+DT = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+ARGS = ("q", "k", "v", "eta", "w1", "w2", "log_alpha", "beta", "mu")
+FIELDS = ("W1", "W2", "S1", "S2", "W1_chunk", "W2_chunk")
+
+
+def make(B, T, H, K, V, F, gates, *, N=None, init=False, resume=None, beta_eta=False, seed=0, device="cuda"):
+    """Inputs in the SPEC §7 range (‖k‖ = 1; unit-norm v for self targets; η = 0.1·U; α ∈ [0.9, 1];
+    β ≤ 0.1 or β = η; μ ∈ [0, 0.9)) and optionally an initial state / a resumed state."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    rn = lambda *s: torch.randn(*s, generator=g, dtype=F64)  # noqa: E731
+    ru = lambda *s: torch.rand(*s, generator=g, dtype=F64)  # noqa: E731
+    N = B if N is None else N
+    eta = 0.1 * ru(B, T, H)
+    x = dict(q=rn(B, T, H, K), k=Fn.normalize(rn(B, T, H, K), dim=-1),
+             v=Fn.normalize(rn(B, T, H, K), dim=-1) if "self" in gates else rn(B, T, H, V), eta=eta,
+             w1=rn(H, V, F) / F ** 0.5, w2=4 * rn(H, F, K) / K ** 0.5,
+             log_alpha=(0.9 + 0.1 * ru(B, T, H)).log() if "a" in gates else None,
+             beta=(eta.clone() if beta_eta else 0.1 * ru(B, T, H)) if "b" in gates else None,
+             mu=0.9 * ru(B, T, H) if "m" in gates else None)
+    st = {}
+    if init or resume is not None:
+        st = dict(W1=rn(N, H, V, F) / F ** 0.5, W2=4 * rn(N, H, F, K) / K ** 0.5)
+        if "m" in gates:
+            st.update(S1=0.1 * rn(N, H, V, F) / F ** 0.5, S2=0.1 * rn(N, H, F, K) / K ** 0.5)
+    if resume is not None:
+        st.update(W1_chunk=rn(N, H, V, F) / F ** 0.5, W2_chunk=4 * rn(N, H, F, K) / K ** 0.5,
+                  position=torch.tensor(resume, dtype=torch.int64))
+    mv = lambda d: {n: None if t is None else t.to(device) for n, t in d.items()}  # noqa: E731
+    return mv(x), mv(st)
+
+
+def run(backend, x, st, dtype, cfg, cu=None):
+    """(outputs, grads) of a fixed random functional of o and the final state. The float64 run
+    sees the inputs rounded to ``dtype``."""
+    ref = backend != "triton"
+    leaves = {n: (t.to(dtype).to(F64) if ref else t.to(dtype)).requires_grad_(True)
+              for n, t in x.items() if t is not None}
+    sl = {n: t.to(F64 if ref else torch.float32).requires_grad_(True) for n, t in st.items() if n != "position"}
+    init = None
+    if "position" in st:
+        init = MLPMemoryState(sl["W1"], sl["W2"], sl.get("S1"), sl.get("S2"), sl["W1_chunk"], sl["W2_chunk"],
+                              st["position"], cfg["chunk_size"])
+    elif sl:
+        init = (sl["W1"], sl["W2"], sl.get("S1"), sl.get("S2"))
+    leaves.update({n + "0": t for n, t in sl.items()})
+    o, fs = mlp_memory(*[leaves.get(n) for n in ARGS], initial_state=init, output_final_state=True,
+                       backend=backend, cu_seqlens=cu, **cfg)
+    outs = dict(o=o, **{n: getattr(fs, n) for n in FIELDS if getattr(fs, n) is not None})
+    g = torch.Generator(device=o.device).manual_seed(123)
+    loss = sum((t.double() * torch.randn(t.shape, generator=g, dtype=F64, device=o.device)).sum()
+               for t in outs.values())
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    outs["position"] = fs.position
+    return outs, dict(zip(leaves, grads))
+
+
+# name, (B, T, H, K, V, F), gates, cfg, extra
+CASES = [
+    ("issue: self chunk, beta=eta, abm, C64 K64 F256", (2, 1000, 2, 64, 64, 256), "abm self",
+     dict(chunk_size=64, target="self", read="chunk"), dict(beta_eta=True, init=True)),
+    ("ext after gelu ab C64 K=V=128 F512", (1, 600, 2, 128, 128, 512), "ab",
+     dict(chunk_size=64, target="external", read="after"), {}),
+    ("varlen+resume before silu abm C32 K64 F128", (1, 1517, 2, 64, 64, 128), "abm",
+     dict(chunk_size=32, target="external", read="before", activation="silu", scale=0.125),
+     dict(cu=[0, 1, 333, 333, 1000, 1517], resume=[3, 31, 0, 10, 0])),
+    ("self after silu am C128 K64 F64 init", (2, 999, 2, 64, 64, 64), "am self",
+     dict(chunk_size=128, target="self", read="after", activation="silu"), dict(init=True)),
+    ("no residual K32 V64 F128 C16 m, after", (2, 1000, 3, 32, 64, 128), "m",
+     dict(chunk_size=16, target="external", read="after", residual=False), {}),
+    ("eta only, before, C64 K128 F256", (2, 777, 2, 128, 128, 256), "",
+     dict(chunk_size=64, target="external", read="before"), {}),
+]
+QUICK = [0, 2]
+
+
+def check_case(shape, gates, cfg, extra, dtype, ref_backend):
+    B, T, H, K, V, F = shape
+    cu = extra.get("cu")
+    N = B if cu is None else len(cu) - 1
+    x, st = make(B, T, H, K, V, F, gates, N=N, init=extra.get("init", False), resume=extra.get("resume"),
+                 beta_eta=extra.get("beta_eta", False))
+    cu_t = None if cu is None else torch.tensor(cu, dtype=torch.int32, device="cuda")
+    t0 = time.perf_counter()
+    got, dgot = run("triton", x, st, dtype, dict(cfg), cu_t)
+    torch.cuda.synchronize()
+    t1 = time.perf_counter()
+    ref, dref = run(ref_backend, x, st, dtype, dict(cfg), cu_t)
+    pos_ok = torch.equal(got.pop("position").cpu(), ref.pop("position").cpu())
+    errs = {n: rel_error(got[n], ref[n]) for n in ref}
+    errs.update({"d" + n: rel_error(dgot[n], dref[n]) for n in dref})
+    worst = max(errs, key=lambda n: errs[n])
+    ok = pos_ok and all(e <= TOL[dtype] for e in errs.values())
+    return ok, errs, worst, pos_ok, t1 - t0
+
+
+def checks(args):
+    failures, rows = 0, []
+    idx = [int(i) for i in args.cases.split(",")] if args.cases else (QUICK if args.quick else range(len(CASES)))
+    dtypes = [DT[d] for d in args.dtypes.split(",")]
+    print(f"== correctness vs float64 {args.ref} (tolerance: fp32 2e-3, bf16/fp16 2e-2)")
+    for i in idx:
+        name, shape, gates, cfg, extra = CASES[i]
+        for dtype in dtypes:
+            label = f"{name} [{str(dtype).replace('torch.', '')}]"
+            try:
+                ok, errs, worst, pos_ok, secs = check_case(shape, gates, cfg, extra, dtype, args.ref)
+                print(f"{'PASS' if ok else 'FAIL'} {label}: worst {worst} {errs[worst]:.2e}"
+                      f"{'' if pos_ok else ' (position mismatch)'}  (triton fwd+bwd {secs:.2f}s incl. compile)")
+                if not ok or args.verbose:
+                    print("      " + "  ".join(f"{n} {e:.1e}" for n, e in errs.items()))
+                rows.append(dict(case=label, ok=ok, errors=errs))
+                failures += not ok
+            except Exception as e:  # noqa: BLE001
+                failures += 1
+                print(f"ERROR {label}: {type(e).__name__}: {e}")
+                traceback.print_exc()
+                rows.append(dict(case=label, ok=False, error=f"{type(e).__name__}: {e}"))
+            torch.cuda.empty_cache()
+    return failures, rows
+
+
+# -- timing ----------------------------------------------------------------------------------------
+
+def cuda_time(fn, warmup, reps):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def time_pair(f, leaves, args):
+    """(forward ms, forward+backward ms, peak GiB) of ``f()`` (one output tensor)."""
+    with torch.no_grad():
+        t_f = cuda_time(f, args.warmup, args.reps)
+    out = f()
+    do = torch.randn_like(out)
+    del out
+
+    def fb():
+        torch.autograd.grad(f(), leaves, do)
+    torch.cuda.reset_peak_memory_stats()
+    t_fb = cuda_time(fb, args.warmup, args.reps)
+    return t_f, t_fb, torch.cuda.max_memory_allocated() / 2**30
+
+
+def _floor(B, T, H, K, F, C):
+    try:
+        from bench import roofline
+    except Exception as e:  # noqa: BLE001
+        print(f"(bench.roofline not importable: {e})")
+        return None
+    c = roofline.mlp_memory(B, T, H, K, K, F, C, ("log_alpha", "beta", "mu"), target="self", read="chunk")
+    return c.floor_ms("fwd"), c.floor_ms("fwd+bwd")
+
+
+def _titans(B, T, H, K, F, C):
+    try:
+        from titans_pytorch import NeuralMemory
+    except Exception as e:  # noqa: BLE001
+        print(f"(titans-pytorch not importable: {type(e).__name__}: {e})")
+        return None
+    torch.manual_seed(0)
+    mem = NeuralMemory(dim=H * K, chunk_size=C, heads=H, dim_head=K,
+                       default_model_kwargs=dict(depth=2, expansion_factor=F / K)).cuda().float()
+    x = torch.randn(B, T, H * K, device="cuda").requires_grad_(True)
+    return (lambda: mem(x)[0]), [x, *mem.parameters()]
+
+
+def timing(args):
+    rows = []
+    shapes = [(args.B, args.T, args.H, 64, 256, 64)] + ([] if args.no_large else [(args.B, args.T, 4, 128, 512, 64)])
+    backends = ["triton"] + (["torch"] if not args.no_torch else [])
+    for B, T, H, K, F, C in shapes:
+        dtype = torch.bfloat16
+        floor = _floor(B, T, H, K, F, C)
+        print(f"\n== timing: B{B} T{T} H{H} K=V={K} F={F} bf16 chunk {C}, read chunk, self target, beta = eta, "
+              f"alpha + mu; median of {args.reps} after {args.warmup} warm-up, {torch.cuda.get_device_name()}")
+        if floor:
+            print(f"roofline floor (bench/roofline.py): fwd {floor[0]:.3f} ms, fwd+bwd {floor[1]:.3f} ms")
+        print(f"{'impl':30s} {'fwd ms':>9s} {'f+b ms':>9s} {'peak GiB':>9s} {'f+b/floor':>9s} {'Mtok/s f+b':>10s}")
+        x, _ = make(B, T, H, K, K, F, "abm self", beta_eta=True, seed=1)
+        x = {n: None if t is None else t.to(dtype) for n, t in x.items()}
+        x["beta"] = x["eta"]
+        leaves = [x[n].requires_grad_(True) for n in ("q", "k", "v", "eta", "w1", "w2", "log_alpha", "mu")]
+        results = {}
+        impls = [(b, (lambda b=b: mlp_memory(*[x[n] for n in ARGS], chunk_size=C, target="self", read="chunk",
+                                               backend=b)[0]), leaves) for b in backends]
+        if K == 64 and not args.no_titans:
+            tt = _titans(B, T, H, K, F, C)
+            if tt is not None:
+                impls.append(("titans NeuralMemory d2 (fp32)", tt[0], tt[1]))
+        for name, f, lv in impls:
+            try:
+                t_f, t_fb, peak = time_pair(f, lv, args)
+                results[name] = (t_f, t_fb)
+                ratio = f"{t_fb / floor[1]:9.2f}" if floor else ""
+                print(f"{name:30s} {t_f:9.3f} {t_fb:9.3f} {peak:9.2f} {ratio} {B * T / t_fb / 1e3:10.2f}")
+                rows.append(dict(shape=(B, T, H, K, F, C), impl=name, fwd_ms=t_f, fwd_bwd_ms=t_fb, peak_gib=peak,
+                                 floor_ms=floor))
+            except Exception as e:  # noqa: BLE001
+                print(f"{name:30s} ERROR {type(e).__name__}: {e}")
+                traceback.print_exc()
+                rows.append(dict(shape=(B, T, H, K, F, C), impl=name, error=f"{type(e).__name__}: {e}"))
+            torch.cuda.empty_cache()
+        tri = results.get("triton")
+        for name, (t_f, t_fb) in results.items():
+            if tri and name != "triton":
+                print(f"speed-up of triton over {name}: fwd {t_f / tri[0]:.1f}x, fwd+bwd {t_fb / tri[1]:.1f}x")
+    return rows
+
+
+def kernel_info():
+    """Registers, spills and shared memory of every compiled variant of the two kernels."""
+    from nested_kernels.ops.mlp_memory import triton_bwd as tb, triton_fwd as tf
+    rows = []
+    print("\n== compiled kernels (name, regs, spills, shared bytes, warps)")
+    for fn in (tf._fwd_kernel, tb._bwd_kernel):
+        for dev_cache in getattr(fn, "device_caches", {}).values():
+            for key, kern in dev_cache[0].items():
+                try:
+                    kern._init_handles()
+                    info = dict(name=fn.__name__, regs=kern.n_regs, spills=kern.n_spills,
+                                shared=kern.metadata.shared, warps=kern.metadata.num_warps)
+                    print(f"{info['name']:12s} regs {info['regs']:3d} spills {info['spills']:6d} "
+                          f"shared {info['shared']:7d} warps {info['warps']} {str(key)[:140]}")
+                    rows.append(dict(info, key=str(key)[:400]))
+                except Exception as e:  # noqa: BLE001
+                    print(f"{fn.__name__}: {type(e).__name__}: {e}")
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="two check cases in bf16, no timing")
+    ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--dtypes", default=None, help="default bf16,fp16,fp32 (bf16 with --quick)")
+    ap.add_argument("--ref", default="reference", choices=["reference", "torch"],
+                    help="float64 witness: the token loop (default) or the chunked torch backend")
+    ap.add_argument("--no-torch", action="store_true", help="do not time the torch backend")
+    ap.add_argument("--no-titans", action="store_true")
+    ap.add_argument("--no-large", action="store_true", help="skip the K=V=128, F=512 timing")
+    ap.add_argument("--B", type=int, default=4)
+    ap.add_argument("--T", type=int, default=4096)
+    ap.add_argument("--H", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--cases", default=None, help="comma-separated indices into CASES")
+    ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if args.dtypes is None:
+        args.dtypes = "bf16" if args.quick else "bf16,fp16,fp32"
+    if not torch.cuda.is_available():
+        print("needs a CUDA device")
+        return 2
+    import triton
+    knobs = {k: v for k, v in os.environ.items() if k.startswith("NESTED_KERNELS_MLP_TRITON")}
+    print(f"torch {torch.__version__}, triton {triton.__version__}, {torch.cuda.get_device_name()}; knobs {knobs}")
+    result = dict(device=torch.cuda.get_device_name(), knobs=knobs)
+    failures = 0
+    if not args.no_check:
+        failures, result["checks"] = checks(args)
+    if not (args.quick or args.no_timing):
+        result["timing"] = timing(args)
+    result["kernels"] = kernel_info()
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=1, default=str)
+    print(f"\n{failures} check(s) failed" if failures else "\nall checks passed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
