@@ -67,6 +67,7 @@ def _build(case: Case, backend: str):
     def build(device, seed, grad):
         t = make_inputs(case, device, seed)
         tok = tokens(case, t, 0)
+        torch.manual_seed(seed)             # the same state for every provider
         state = _state(case, t, device)
         inputs = {n: x for n, x in tok.items() if isinstance(x, torch.Tensor)}
         inputs.update({f"state.{n}": x for n, x in state.tensors().items() if x is not None})
