@@ -49,6 +49,11 @@ BACKENDS = {
     "torch": Backend(chunk.forward),
     "cuda": Backend(chunk.cuda_forward, backward=_cuda_backward, unsupported=_cuda_unsupported),
 }
+try:  # the Triton backend; triton itself is imported only when a kernel first runs
+    from .triton_backend import BACKEND as _TRITON
+    BACKENDS["triton"] = _TRITON
+except ImportError:  # pragma: no cover
+    pass
 OP = OpSpec("fast_mlp", INPUTS, OUTPUTS, _fake, BACKENDS)
 
 StateLike = Union[FastMLPState, tuple, list, None]
@@ -165,7 +170,8 @@ def fast_mlp(x: torch.Tensor, weights: Sequence[torch.Tensor], eta: Union[torch.
     :class:`FastMLPState` from an earlier call (resumes mid-chunk). ``cu_seqlens`` ([N+1], B == 1)
     packs N sequences. Gradients flow to x, weights, eta, target/teach and the initial state.
     Returns (y [B,T,D] in x's dtype, final_state: FastMLPState or None).
-    ``backend``: "auto", "reference", "torch" or "cuda" (see core.backends).
+    ``backend``: "auto", "reference", "torch", "triton" or "cuda" (see core.backends and
+    docs/fast_mlp.md).
     """
     N, D, F_, device = _check_args(x, weights, eta, chunk_size, target, teach, mlp, residual,
                                    retention, cu_seqlens)

@@ -22,6 +22,7 @@ Autograd keeps one set of weights per chunk, never per token.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -91,36 +92,71 @@ def _reorder(parts: list, order: list, count: int) -> Tensor:
     return cat[inverse.to(cat.device)]
 
 
-def forward(inputs, cfg, update: Callable = torch_update):
-    p = prepare(inputs, cfg)
+@dataclass
+class Group:
+    """Sequences ``segs`` with the same (length L, start position ``pos``): their chunk boundaries
+    are at the same offsets, so they run as one batch of G = len(segs) rows. ``sel`` indexes
+    their rows (None: all B rows of an unpacked batch, in order)."""
+    segs: list
+    L: int
+    pos: int
+    sel: Optional[Tensor]
+    packed: bool
+
+    @property
+    def index(self) -> list:
+        return [s.index for s in self.segs]
+
+    def tokens(self, t: Tensor) -> Tensor:
+        """Per-token tensor [B, T, ...] -> this group's rows [G, L, ...]."""
+        if self.packed:
+            return torch.stack([t[0, s.start:s.end] for s in self.segs])
+        return t if self.sel is None else t[self.sel]
+
+    def states(self, ts: Optional[list]) -> Optional[list]:
+        """Per-sequence tensors [N, ...] (a list, or None) -> this group's rows [G, ...]."""
+        return None if ts is None else [t if self.sel is None else t[self.sel] for t in ts]
+
+
+def groups(p, packed: bool) -> list:
+    """The aligned groups of a prepared call (see ``Group``), in order of first appearance."""
+    by_key = defaultdict(list)
+    for seg in p.segments:
+        by_key[(seg.end - seg.start, p.position[seg.index])].append(seg)
+    B = p.x.shape[0]
+    out = []
+    for (L, pos), segs in by_key.items():
+        idx = [s.index for s in segs]
+        sel = None if idx == list(range(B)) and not packed else torch.tensor(idx, device=p.x.device)
+        out.append(Group(segs, L, pos, sel, packed))
+    return out
+
+
+def forward(inputs, cfg, update: Callable = torch_update, run: Optional[Callable] = None,
+            token_dtype: Optional[torch.dtype] = None):
+    """The op's outputs. ``run`` (default: ``run_sequences`` with ``update``) processes one group,
+    with ``run_sequences``' signature; ``token_dtype`` is passed to ``prepare``."""
+    p = prepare(inputs, cfg, token_dtype)
     B, T, D = p.x.shape
     if not p.segments:
         return pack_outputs(inputs, p.x.new_zeros(0, T, D), cfg, *no_sequences(p))
     packed = inputs["cu_seqlens"] is not None
-    groups = defaultdict(list)
-    for seg in p.segments:
-        groups[(seg.end - seg.start, p.position[seg.index])].append(seg)
+    if run is None:
+        run = lambda *args: run_sequences(*args, update)  # noqa: E731
 
     y_parts, order, whole = {}, [], None
     final_w, final_u, final_pos = [[] for _ in range(p.num_weights)], [[] for _ in range(p.num_weights)], []
-    for (L, pos), segs in groups.items():
-        idx = [s.index for s in segs]
-        G = len(idx)
-        sel = None if idx == list(range(B)) and not packed else torch.tensor(idx, device=p.x.device)
-        if packed:
-            gather = lambda t: torch.stack([t[0, s.start:s.end] for s in segs])  # noqa: E731
-        else:
-            gather = lambda t: t if sel is None else t[sel]  # noqa: E731
-        X, E, S = gather(p.x), gather(p.eta), gather(p.signal)
-        pick = lambda ts: [t if sel is None else t[sel] for t in ts]  # noqa: E731
-        W = pick(p.weights) if p.weights is not None else list(p.shared)
-        U = pick(p.pending) if p.pending is not None else None
-        Y, W, U, pos_end = run_sequences(W, U, X, E, S, pos, cfg, p.mode, update)
-        if sel is None:
+    for grp in groups(p, packed):
+        G = len(grp.segs)
+        X, E, S = grp.tokens(p.x), grp.tokens(p.eta), grp.tokens(p.signal)
+        W = grp.states(p.weights) if p.weights is not None else list(p.shared)
+        U = grp.states(p.pending)
+        Y, W, U, pos_end = run(W, U, X, E, S, grp.pos, cfg, p.mode)
+        if grp.sel is None and not packed:
             whole = Y                                # every row in one batch, in order
-        for j, seg in enumerate(segs):
+        for j, seg in enumerate(grp.segs):
             y_parts[seg.index] = Y[j]
-        order += idx
+        order += grp.index
         final_pos += [pos_end] * G
         for i, w in enumerate(W):
             w = w.expand(G, *w.shape[-2:])

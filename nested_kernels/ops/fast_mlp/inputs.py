@@ -30,7 +30,8 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 @dataclass
 class Prepared:
-    """x [B,T,D], eta [B,T], signal [B,T,D] (target or teach, per ``mode``) in the compute dtype;
+    """x [B,T,D], eta [B,T], signal [B,T,D] (target or teach, per ``mode``) in the compute dtype
+    (x and signal: in ``prepare``'s token dtype);
     ``shared`` — the shared initial weights [out,in] (None when per-sequence weights are given);
     ``weights`` — per-sequence initial weights [N,out,in] (None when shared); ``pending`` — the
     initial partial-chunk update [N,out,in] (None: zero); position [N] as Python ints."""
@@ -46,21 +47,25 @@ class Prepared:
     num_weights: int
 
 
-def prepare(inputs: Mapping[str, Optional[torch.Tensor]], cfg: dict) -> Prepared:
+def prepare(inputs: Mapping[str, Optional[torch.Tensor]], cfg: dict,
+            token_dtype: Optional[torch.dtype] = None) -> Prepared:
+    """The inputs in the compute dtype; ``token_dtype`` (default: the compute dtype) is the dtype
+    of x and of the signal (a kernel backend keeps them in the input dtype for its products)."""
     x = inputs["x"]
     dt = compute_dtype(x)
+    tdt = token_dtype or dt
     B, T, _ = x.shape
     k = num_weights(cfg["mlp"])
     segs: list[Segment] = segments(B, T, inputs["cu_seqlens"])
     eta = (torch.full((B, T), cfg["eta_value"], dtype=dt, device=x.device) if inputs["eta"] is None
            else inputs["eta"].to(dt))
     mode = "teach" if inputs["target"] is None else "target"
-    signal = inputs[mode].to(dt)
+    signal = inputs[mode].to(tdt)
     as_list = lambda prefix: (None if inputs[prefix + "0"] is None  # noqa: E731
                               else [inputs[f"{prefix}{i}"].to(dt) for i in range(k)])
     position = ([0] * len(segs) if inputs["position0"] is None
                 else [int(p) for p in inputs["position0"].tolist()])
-    return Prepared(x.to(dt), eta, signal, mode, as_list("w"), as_list("s_w"), as_list("s_u"),
+    return Prepared(x.to(tdt), eta, signal, mode, as_list("w"), as_list("s_w"), as_list("s_u"),
                     position, segs, k)
 
 

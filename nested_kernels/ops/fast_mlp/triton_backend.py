@@ -1,0 +1,445 @@
+"""The ``triton`` backend of ``fast_mlp``: per-chunk weights in the input dtype on tensor cores,
+a fused Triton update, and a hand-written backward (design, memory and cost: docs/fast_mlp.md).
+
+What runs where, per chunk piece of n tokens of G aligned sequences (``chunk.groups``):
+* the token products (x W₁ᵀ, a W₂ᵀ, g W₂ and, backward, their adjoints) are cuBLAS GEMMs
+  (``torch.matmul``/``baddbmm``) in the input dtype (bf16/fp16; float32 inputs: float32) with
+  float32 accumulation — Triton does not beat cuBLAS on plain GEMMs;
+* the elementwise pieces (φ, φ', φ'', the swiglu gate, y, g, η-scaling, the η gradient's row
+  sums) are fused Triton kernels (``triton_kernels._act/_out/_d/_b1/_b2/_b3_kernel``);
+* the end-of-chunk update W ← retention·W − U − Σ_t η_t left_t right_tᵀ is one Triton GEMM per
+  weight matrix (``_outer_kernel``) whose epilogue reads the float32 master W once and writes
+  the new master and its compute-dtype copy (used by the next chunk's products); the backward
+  uses the same kernel to accumulate the weight adjoints (retention·Ŵ + Σ direct terms).
+For swiglu the gate and up weights are stacked into one [2F, D] first layer (one GEMM for both).
+
+Backward (``backward``): the op machinery saves only inputs and outputs, so the forward saves
+nothing. The backward re-runs the chunk loop, keeping per piece the compute-dtype weight copies
+and the activations (z, a, e, g), then walks the pieces in reverse carrying the float32 weight
+adjoints across chunks. When the per-piece weight copies of a group exceed the budget
+(NESTED_KERNELS_FAST_MLP_BWD_BYTES, default min(16 GiB, ¼ of free GPU memory)), the first pass
+keeps only float32 checkpoints every k pieces and each segment of k pieces is re-run from its
+checkpoint just before its reverse walk.
+
+Supported: every option of SPEC §4 (gelu/silu/swiglu, residual, retention, target/teach, η
+tensor or number, cu_seqlens, initial weights, pending-update states, final states), any D, F and
+chunk size; float32/bfloat16/float16 inputs. float64 runs on the torch/reference backends.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+from ...core.alloc import new_empty
+from ...core.backends import Backend
+from . import chunk
+from .inputs import compute_dtype, prepare
+
+_ACT = {"gelu": 0, "silu": 1, "swiglu": 2}
+_MODE = {"target": 1, "teach": 2}
+BUDGET_ENV = "NESTED_KERNELS_FAST_MLP_BWD_BYTES"
+
+
+def unsupported(inputs, cfg) -> Optional[str]:
+    for name, t in inputs.items():
+        if t is not None and t.is_floating_point() and t.dtype == torch.float64:
+            return f"{name} is float64: float64 runs on the reference and torch backends"
+    return None
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _unit(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``t`` with a unit last stride (kernels index rows by stride, columns densely)."""
+    return t if t is None or t.stride(-1) == 1 else t.contiguous()
+
+
+def _st(t: torch.Tensor) -> tuple:
+    """(batch stride, row stride) of a [G, n, W] tensor, or (0, row stride) of a shared [n, W]."""
+    return (0, t.stride(0)) if t.dim() == 2 else (t.stride(0), t.stride(1))
+
+
+def _st2(t: torch.Tensor) -> tuple:
+    """(batch stride, token stride) of a per-token scalar [G, n] (η and its gradient)."""
+    return t.stride(0), t.stride(1)
+
+
+class _Consts:
+    """Per-call constants: options, dtypes (cd: product dtype, float32 masters), widths."""
+
+    def __init__(self, cfg: dict, x: torch.Tensor, F: int):
+        self.mlp, self.act = cfg["mlp"], _ACT[cfg["mlp"]]
+        self.C, self.residual, self.retention = cfg["chunk_size"], cfg["residual"], cfg["retention"]
+        self.final = cfg["output_final_state"]
+        self.cd = x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.float32
+        self.D, self.F = x.shape[-1], F
+        self.F1 = 2 * F if self.mlp == "swiglu" else F
+        self.prec = "ieee" if self.cd == torch.float32 else "tf32"
+        self.interp = _interpreting()
+        self.BR, self.BC = (64, 64) if self.interp else (16, 256)
+
+    # -- launch helpers ---------------------------------------------------------------------
+    def ew(self, kernel, n: int, width: int, G: int, *args, **meta):
+        """Launch an elementwise kernel over [G, n, width]."""
+        if n == 0 or G == 0:
+            return
+        grid = (triton_cdiv(n, self.BR), triton_cdiv(width, self.BC), G)
+        kernel[grid](*args, BR=self.BR, BC=self.BC, **meta)
+
+    def outer(self, L1, R1, *, L2=None, R2=None, W=None, U=None, alpha=0.0, beta=1.0,
+              out_dtype=torch.float32, copy: bool = False):
+        """(out, copy): out = α·W + β·(Σ_t L1_tᵀ R1_t [+ Σ_t L2_tᵀ R2_t]) − U per sequence
+        ([G, P, Q], W may be a shared [P, Q]); ``copy`` in the compute dtype (None unless asked;
+        ``out`` itself when the dtypes agree)."""
+        from .triton_kernels import _outer_kernel
+        G, n, P = L1.shape
+        Q = R1.shape[-1]
+        out = new_empty(G, P, Q, dtype=out_dtype, device=L1.device)
+        cp = None
+        if copy:
+            cp = out if self.cd == out_dtype else new_empty(G, P, Q, dtype=self.cd, device=L1.device)
+        if G == 0 or P == 0 or Q == 0:
+            return out, cp
+        L2_, R2_ = (L2, R2) if L2 is not None else (L1, R1)
+        W_, U_ = (W if W is not None else out), (U if U is not None else out)
+        cp_ = cp if cp is not None and cp is not out else out
+        BP, BQ, BK, warps, stages = (32, 32, 16, 4, 1) if self.interp else _outer_config(n)
+        grid = (triton_cdiv(P, BP) * triton_cdiv(Q, BQ), G)
+        _outer_kernel[grid](
+            L1, R1, L2_, R2_, W_, U_, out, cp_, n, P, Q, *_st(L1), *_st(R1), *_st(L2_), *_st(R2_),
+            *_st(W_), *_st(U_), *_st(out), *_st(cp_), float(alpha), float(beta),
+            HAS_2=L2 is not None, HAS_W=W is not None, HAS_U=U is not None, STORE_OUT=True,
+            STORE_COPY=cp is not None and cp is not out, INTERP=self.interp, PREC=self.prec,
+            BP=BP, BQ=BQ, BK=BK, num_warps=warps, num_stages=stages)
+        return out, cp
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _outer_config(n: int) -> tuple:
+    """(BP, BQ, BK, warps, stages) of the update GEMM; NESTED_KERNELS_FAST_MLP_OUTER overrides
+    with five comma-separated integers."""
+    env = os.environ.get("NESTED_KERNELS_FAST_MLP_OUTER")
+    if env:
+        return tuple(int(v) for v in env.split(","))
+    return (128, 128, 64 if n >= 64 else 32, 8, 3 if n > 64 else 2)
+
+
+# -- weights ----------------------------------------------------------------------------------
+
+def _stack(ws, mlp: str):
+    """The op's weight list -> (first layer [.., F1, D], second layer [.., D, F]); swiglu stacks
+    (w_gate, w_up) into one first layer."""
+    if ws is None:
+        return None
+    if mlp == "swiglu":
+        return torch.cat([ws[0], ws[1]], dim=-2), ws[2]
+    return ws[0], ws[1]
+
+
+def _unstack(pair, mlp: str, F: int) -> Optional[list]:
+    if pair is None:
+        return None
+    if mlp == "swiglu":
+        return [pair[0][..., :F, :], pair[0][..., F:, :], pair[1]]
+    return list(pair)
+
+
+def _pieces(L: int, pos: int, C: int) -> list:
+    """(start, length, completes) of the chunk pieces of L tokens starting at position pos."""
+    out, t = [], 0
+    while t < L:
+        n = min(L - t, C - pos)
+        out.append((t, n, pos + n == C))
+        pos = 0 if pos + n == C else pos + n
+        t += n
+    return out
+
+
+def _update_flags(c: _Consts, pieces: list, k: int) -> tuple[bool, bool]:
+    """(update, accumulate) of piece k: apply the end-of-chunk update (skipped for the last
+    piece when no final state is asked); accumulate a trailing partial sum into the state."""
+    completes = pieces[k][2]
+    return (completes and (k < len(pieces) - 1 or c.final)), (not completes and c.final)
+
+
+# -- forward ----------------------------------------------------------------------------------
+
+def _fwd_piece(c: _Consts, Wm, Wc, U, X, E, S, Y, *, update: bool, accumulate: bool,
+               need_g: bool, mode: int):
+    """One piece of n tokens: X, S [G, n, D] (compute dtype), E [G, n] float32, Y [G, n, D] (or
+    None). Wm: float32 masters, Wc: compute-dtype copies, U: pending update (or None) — pairs
+    (first layer, second layer). Returns (Wm, Wc, U, (z, a, e, g)) after the piece."""
+    from .triton_kernels import _act_kernel, _d_kernel, _out_kernel
+    G, n, D = X.shape
+    dev = X.device
+    W1c, W2c = Wc
+    z = torch.matmul(X, W1c.mT)                                       # [G, n, F1]
+    a = new_empty(G, n, c.F, dtype=c.cd, device=dev)
+    c.ew(_act_kernel, n, c.F, G, z, a, n, c.F, *_st(z), *_st(a), ACT=c.act)
+    o = torch.matmul(a, W2c.mT)                                       # [G, n, D]
+    g = eg = e = None
+    if need_g:
+        g = new_empty(G, n, D, dtype=c.cd, device=dev)
+        eg = new_empty(G, n, D, dtype=c.cd, device=dev)
+    Yp = Y if Y is not None else o
+    gp = g if g is not None else o
+    c.ew(_out_kernel, n, D, G, X, o, S, E, Yp, gp, eg if eg is not None else o, n, D, *_st(X), *_st(o),
+         *_st(S), *_st2(E), *_st(Yp), *_st(gp), RESIDUAL=c.residual, MODE=mode if need_g else 0,
+         STORE_Y=Y is not None)
+    if need_g:
+        e = torch.matmul(g, W2c)                                      # [G, n, F]
+        ed = new_empty(G, n, c.F1, dtype=c.cd, device=dev)
+        c.ew(_d_kernel, n, c.F, G, e, z, E, ed, n, c.F, *_st(e), *_st(z), *_st2(E), *_st(ed), ACT=c.act)
+        if update:
+            U1, U2 = U if U is not None else (None, None)
+            W1m, W1c = c.outer(ed, X, W=Wm[0], U=U1, alpha=c.retention, beta=-1.0, copy=True)
+            W2m, W2c = c.outer(eg, a, W=Wm[1], U=U2, alpha=c.retention, beta=-1.0, copy=True)
+            Wm, Wc, U = (W1m, W2m), (W1c, W2c), None
+        elif accumulate:
+            U1, U2 = U if U is not None else (None, None)
+            U = (c.outer(ed, X, W=U1, alpha=1.0)[0], c.outer(eg, a, W=U2, alpha=1.0)[0])
+    return Wm, Wc, U, (z, a, e, g)
+
+
+def _copies(c: _Consts, W):
+    return tuple(w if w.dtype == c.cd else w.to(c.cd) for w in W)
+
+
+def _run(W, U, X, E, S, pos, cfg, mode):
+    """``chunk.run_sequences``' contract for one group (see chunk.forward)."""
+    G, L, D = X.shape
+    c = _Consts(cfg, X, W[-1].shape[-1])
+    X, S = _unit(X), _unit(S)
+    Wm, U = _stack(W, c.mlp), _stack(U, c.mlp)
+    Wc = _copies(c, Wm)
+    Y = new_empty(G, L, D, dtype=X.dtype, device=X.device)
+    pieces = _pieces(L, pos, c.C)
+    for k, (t, n, completes) in enumerate(pieces):
+        update, accumulate = _update_flags(c, pieces, k)
+        Wm, Wc, U, _ = _fwd_piece(c, Wm, Wc, U, X[:, t:t + n], E[:, t:t + n], S[:, t:t + n],
+                                  Y[:, t:t + n], update=update, accumulate=accumulate,
+                                  need_g=update or accumulate, mode=_MODE[mode])
+        pos = 0 if completes else pos + n
+    return Y, _unstack(Wm, c.mlp, c.F), _unstack(U, c.mlp, c.F), pos
+
+
+def forward(inputs, cfg):
+    return chunk.forward(inputs, cfg, run=_run, token_dtype=_Consts(cfg, inputs["x"], 1).cd)
+
+
+# -- backward ---------------------------------------------------------------------------------
+
+def _budget(device: torch.device) -> int:
+    env = os.environ.get(BUDGET_ENV)
+    if env:
+        return int(env)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return min(16 << 30, free // 4)
+    return 1 << 30
+
+
+def _bwd_piece(c: _Consts, Wc, saved, X, E, gY, dW, dWc, dU, dX, dE, dS, *, completes: bool,
+               mode: int, want_copy: bool):
+    """Reverse one piece: gradients of its tokens into dX, dE (accumulated), dS; returns the
+    adjoints (dW, dWc) of the piece-start weights (float32, compute-dtype copy if ``want_copy``).
+    dW/dWc: adjoint of the weights after the piece; dU: of the pending update after it."""
+    from .triton_kernels import _b1_kernel, _b2_kernel, _b3_kernel
+    z, a, e, g = saved
+    G, n, D = X.shape
+    dev = X.device
+    W1c, W2c = Wc
+    if completes:       # W' = r·W − U − Σ: the adjoint of Σ is −Ŵ'
+        M, sgn = dWc, -1.0
+    else:               # U' = U + Σ
+        M, sgn = (None if dU is None else _copies(c, dU)), 1.0
+    has_m = M is not None and g is not None
+    P1 = eh = ed = egs = None
+    if has_m:
+        P1 = torch.matmul(X, M[0].mT)                                 # [G, n, F1]
+        P2 = torch.matmul(a, M[1].mT)                                 # [G, n, D]
+        eh = new_empty(G, n, c.F, dtype=c.cd, device=dev)
+        ed = new_empty(G, n, c.F1, dtype=c.cd, device=dev)
+        c.ew(_b1_kernel, n, c.F, G, e, z, P1, E, eh, ed, dE, sgn, n, c.F, *_st(e), *_st(z), *_st(P1),
+             *_st2(E), *_st(ed), *_st2(dE), ACT=c.act)
+        Q = torch.matmul(eh, W2c.mT)                                  # [G, n, D]
+        yt = new_empty(G, n, D, dtype=c.cd, device=dev)
+        egs = new_empty(G, n, D, dtype=c.cd, device=dev)
+        gy = gY if gY is not None else Q
+        c.ew(_b2_kernel, n, D, G, gy, Q, P2, g, E, yt, dS, egs, dE, sgn, n, D, *_st(gy), *_st(Q), *_st(g),
+             *_st2(E), *_st(yt), *_st(dS), *_st2(dE), MODE=mode, HAS_GY=gY is not None)
+    else:
+        yt = gY.to(c.cd) if gY is not None else torch.zeros(G, n, D, dtype=c.cd, device=dev)
+        dS.zero_()
+    ah = torch.matmul(yt, W2c)                                        # [G, n, F]
+    if has_m:
+        ah = torch.baddbmm(ah, egs, M[1])
+    zh = new_empty(G, n, c.F1, dtype=c.cd, device=dev)
+    c.ew(_b3_kernel, n, c.F, G, z, e if has_m else z, P1 if has_m else z, E, ah, zh, sgn, n, c.F,
+         *_st(z), *_st(e if has_m else z), *_st(P1 if has_m else z), *_st2(E), *_st(ah),
+         ACT=c.act, HAS_M=has_m)
+    xh = torch.matmul(zh, W1c)                                        # [G, n, D]
+    if has_m:
+        xh = torch.baddbmm(xh, ed, M[0])
+    dX.copy_(xh + yt if c.residual else xh)
+    r = c.retention if completes else 1.0
+    dW1 = dW[0] if dW is not None else None
+    dW2 = dW[1] if dW is not None else None
+    d1, c1 = c.outer(zh, X, W=dW1, alpha=r, copy=want_copy)
+    if has_m:
+        d2, c2 = c.outer(g, eh, L2=yt, R2=a, W=dW2, alpha=r, copy=want_copy)
+    else:
+        d2, c2 = c.outer(yt, a, W=dW2, alpha=r, copy=want_copy)
+    return (d1, d2), ((c1, c2) if want_copy else None)
+
+
+def _backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, dE, dS):
+    """Gradients of one group (see ``_bwd_piece``); fills dX, dE, dS [G, L, ...] and returns the
+    adjoints (float32 pairs, or None) of the initial weights and of the initial pending update."""
+    G, L, D = X.shape
+    pieces = _pieces(L, pos, c.C)
+    K = len(pieces)
+    dW, dU = gW, gU
+    if K == 0:
+        return dW, dU
+    isz = torch.tensor([], dtype=c.cd).element_size()
+    weights = G * c.D * (c.F1 + c.F)
+    per_piece = isz * (weights + G * min(L, c.C) * (c.F1 + 2 * c.F + c.D))
+    seg = K if K * per_piece <= _budget(X.device) else max(1, _budget(X.device) // per_piece)
+    starts = list(range(0, K, seg))
+    flags = [_update_flags(c, pieces, k) for k in range(K)]
+
+    def piece_args(k):
+        t, n, _ = pieces[k]
+        return X[:, t:t + n], E[:, t:t + n], S[:, t:t + n]
+
+    Wm, Wc, U = W0, _copies(c, W0), U0
+    ckpt = {}
+    for k in range(starts[-1]):                  # first pass: checkpoints at segment starts
+        if k in starts:
+            ckpt[k] = (Wm, U)
+        upd, _ = flags[k]
+        Wm, Wc, U, _ = _fwd_piece(c, Wm, Wc, U, *piece_args(k), None, update=upd, accumulate=False,
+                                  need_g=upd, mode=mode)
+    ckpt[starts[-1]] = (Wm, U)
+    dWc = _copies(c, dW) if dW is not None else None
+    for s in reversed(starts):
+        Wm, U = ckpt.pop(s)
+        Wc = _copies(c, Wm)
+        end = min(s + seg, K)
+        stash = []
+        for k in range(s, end):                  # re-run the segment, keeping copies and activations
+            upd, acc = flags[k]
+            stash.append(Wc)
+            Wm, Wc, U, saved = _fwd_piece(c, Wm, Wc, U, *piece_args(k), None,
+                                          update=upd and k < end - 1, accumulate=False,
+                                          need_g=upd or acc, mode=mode)
+            stash.append(saved)
+        del Wm, Wc, U
+        for k in reversed(range(s, end)):
+            saved, Wc_k = stash.pop(), stash.pop()
+            t, n, completes = pieces[k]
+            if k == 0 and completes:             # W_1 = r·W_0 − U_0 − Σ: Û_0 = −Ŵ_1
+                dU = None if dW is None else tuple(-w for w in dW)
+            Xk, Ek, _ = piece_args(k)
+            dW, dWc = _bwd_piece(c, Wc_k, saved, Xk, Ek, None if gY is None else gY[:, t:t + n],
+                                 dW, dWc, dU, dX[:, t:t + n], dE[:, t:t + n], dS[:, t:t + n],
+                                 completes=completes, mode=mode, want_copy=k > 0)
+            del saved, Wc_k
+    return dW, dU
+
+
+def _grad(grads, name):
+    g = grads.get(name)
+    return None if g is None or g.numel() == 0 else g
+
+
+def backward(inputs, outputs, grads, cfg):
+    x = inputs["x"]
+    B, T, D = x.shape
+    mlp = cfg["mlp"]
+    nw = 3 if mlp == "swiglu" else 2
+    F = (inputs["w1"] if inputs["w1"] is not None else inputs["s_w1"]).shape[-1 if mlp != "swiglu" else -2]
+    c = _Consts(cfg, x, F)
+    p = prepare(inputs, cfg, c.cd)
+    mode = _MODE[p.mode]
+    dev = x.device
+    packed = inputs["cu_seqlens"] is not None
+    gy = _unit(_grad(grads, "y"))
+    gW_all = [_grad(grads, f"w{i}") for i in range(nw)] if c.final else [None] * nw
+    gU_all = [_grad(grads, f"u{i}") for i in range(nw)] if c.final else [None] * nw
+    f32 = torch.float32
+    dx = new_empty(B, T, D, dtype=c.cd, device=dev)
+    dE = torch.zeros(B, T, dtype=f32, device=dev)
+    dS = new_empty(B, T, D, dtype=f32, device=dev)
+    shared = p.shared is not None
+    d_shared = None
+    N = len(p.segments)
+    d_sw = [new_empty(N, *w.shape[-2:], dtype=f32, device=dev) for w in (p.weights or [])]
+    d_su = [new_empty(N, *u.shape[-2:], dtype=f32, device=dev) for u in (p.pending or [])]
+    shapes = [w.shape[-2:] for w in (p.shared or p.weights)]
+
+    def fill(pair, G):
+        """Adjoint pair -> per-weight list [G, out, in] (zeros where None)."""
+        if pair is None:
+            return [torch.zeros(G, *s, dtype=f32, device=dev) for s in shapes]
+        return [w.expand(G, *w.shape[-2:]) for w in _unstack(pair, mlp, F)]
+
+    for grp in chunk.groups(p, packed):
+        G = len(grp.segs)
+        whole = grp.sel is None and not packed
+        X, E, S = _unit(grp.tokens(p.x)), grp.tokens(p.eta), _unit(grp.tokens(p.signal))
+        gY = None if gy is None else grp.tokens(gy)
+        W0 = _stack(grp.states(p.weights) if p.weights is not None else p.shared, mlp)
+        U0 = _stack(grp.states(p.pending), mlp)
+        pick = lambda ts: None if all(t is None for t in ts) else _stack(  # noqa: E731
+            [torch.zeros(G, *s, dtype=f32, device=dev) if t is None else grp.states([t])[0].float()
+             for t, s in zip(ts, shapes)], mlp)
+        gW, gU = pick(gW_all), pick(gU_all)
+        L = grp.L
+        if whole:
+            gdX, gdE, gdS = dx, dE, dS
+        else:
+            gdX = new_empty(G, L, D, dtype=c.cd, device=dev)
+            gdE = torch.zeros(G, L, dtype=f32, device=dev)
+            gdS = new_empty(G, L, D, dtype=f32, device=dev)
+        dW0, dU0 = _backward_group(c, mode, W0, U0, X, E, S, grp.pos, gY, gW, gU, gdX, gdE, gdS)
+        if not whole:
+            for j, seg in enumerate(grp.segs):
+                r = slice(seg.start, seg.end)
+                dx[seg.row, r], dE[seg.row, r], dS[seg.row, r] = gdX[j], gdE[j], gdS[j]
+        dws = fill(dW0, G)
+        if shared:
+            sums = [w.sum(0) for w in dws]
+            d_shared = sums if d_shared is None else [a + b for a, b in zip(d_shared, sums)]
+        else:
+            for i, w in enumerate(dws):
+                d_sw[i][grp.index] = w
+        if p.pending is not None:
+            for i, u in enumerate(fill(dU0, G)):
+                d_su[i][grp.index] = u
+
+    out = {"x": dx.to(x.dtype)}
+    if inputs["eta"] is not None:
+        out["eta"] = dE.to(inputs["eta"].dtype)
+    sig = "target" if p.mode == "target" else "teach"
+    out[sig] = dS.to(inputs[sig].dtype)
+    for i in range(nw):
+        if shared:
+            w = inputs[f"w{i}"]
+            out[f"w{i}"] = (d_shared[i] if d_shared is not None else torch.zeros_like(w, dtype=f32)).to(w.dtype)
+        else:
+            out[f"s_w{i}"] = d_sw[i].to(inputs[f"s_w{i}"].dtype)
+        if p.pending is not None:
+            out[f"s_u{i}"] = d_su[i].to(inputs[f"s_u{i}"].dtype)
+    return out
+
+
+BACKEND = Backend(forward, backward, unsupported)
