@@ -15,7 +15,7 @@ cu_seqlens, initial states, resuming mid-chunk, final states). Anything else is 
 
 Triton is imported only when a kernel first runs, so importing the package never needs it.
 Tuning knobs (environment, read at each call): NESTED_KERNELS_LM_TRITON_BV (V block of the
-sequential kernels), NESTED_KERNELS_LM_TRITON_BV_OUT (output kernel, default V),
+sequential kernels), NESTED_KERNELS_LM_TRITON_BV_OUT (output kernel, default 64),
 NESTED_KERNELS_LM_TRITON_BV_GRAD (gradient kernel, default the BV of the sequential kernels),
 NESTED_KERNELS_LM_TRITON_WARPS, NESTED_KERNELS_LM_TRITON_PRECISION (tl.dot input precision:
 "tf32", "tf32x3" or "ieee", or "bf16" / "fp16" operands; default tf32x3 for float32 inputs and
@@ -189,7 +189,7 @@ class _Args:
         self.final_pos = (p + self.lengths) % C
         self.BV = _block_v(self.K, self.V)
         self.NV = self.V // self.BV
-        self.BV_OUT = _block_v(self.K, self.V, "NESTED_KERNELS_LM_TRITON_BV_OUT", 128)
+        self.BV_OUT = _block_v(self.K, self.V, "NESTED_KERNELS_LM_TRITON_BV_OUT", 64)
         self.BV_GRAD = _block_v(self.K, self.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD", self.BV)
         self.BC = min(self.K, self.V, 32)
         self.warps = _warps(C)
