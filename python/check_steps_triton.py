@@ -51,9 +51,9 @@ def mm(dtype, C, gates=ALL, N=64, H=8, K=64, F=256, **kw):
                 dict(gates=gates, initial_state=True))
 
 
-def fm(dtype, C, mlp="gelu", N=4, D=2048, F=8192, signal="target", **kw):
+def fm(dtype, C, mlp="gelu", N=4, D=2048, F=8192, signal="target", eta_kind="tensor", **kw):
     return Case("fast_mlp", dict(B=N, T=C + 8, D=D, F=F), dtype, dict(mlp=mlp, chunk_size=C, **kw),
-                dict(signal=signal))
+                dict(signal=signal, eta_kind=eta_kind))
 
 
 def correctness_cases(quick: bool):
