@@ -236,6 +236,21 @@ def test_registered_auto_and_forced_fallback_message():
                                   _inputs(), cfg) != "triton"
 
 
+def test_out_of_resources_falls_back_to_torch(monkeypatch):
+    """A kernel Triton cannot launch (shared memory) makes that call warn and run on torch."""
+    from triton.runtime.errors import OutOfResources
+    run_forward = triton_backend._Args.run_forward
+
+    def refuse_when_saving(self, *args, **kw):
+        if kw.get("saved") is not None:
+            raise OutOfResources(300000, 232448, "shared memory")
+        return run_forward(self, *args, **kw)
+    monkeypatch.setattr(triton_backend._Args, "run_forward", refuse_when_saving)
+    x, st = make(T=20, gates="abm", init=True, seed=10)
+    with pytest.warns(UserWarning, match="using the torch backend"):
+        check(x, st, read="after")
+
+
 # -- GPU only --------------------------------------------------------------------------------------
 
 @pytest.mark.gpu

@@ -13,11 +13,14 @@ Anything else is refused by ``unsupported`` and runs on the next backend (torch)
 Triton is imported only when a kernel first runs. Tuning knobs (environment, read at each call):
 NESTED_KERNELS_MLP_TRITON_BF (F block), NESTED_KERNELS_MLP_TRITON_WARPS,
 NESTED_KERNELS_MLP_TRITON_PRECISION (tl.dot input precision: "tf32", "tf32x3" or "ieee"; default
-tf32x3 for float32 inputs, tf32 otherwise), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1").
+tf32x3 for float32 inputs, tf32 otherwise), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
+NESTED_KERNELS_MLP_TRITON_MMA ("v2": mma.sync, default; "auto": Triton's choice).
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from typing import Optional
 
 import torch
@@ -59,21 +62,46 @@ def _env_int(name: str, default: int) -> int:
 
 
 def _block_f(F: int) -> int:
-    bf = _env_int("NESTED_KERNELS_MLP_TRITON_BF", min(F, 32))
+    bf = _env_int("NESTED_KERNELS_MLP_TRITON_BF", 16)
     if bf < 16 or bf > F or F % bf or bf & (bf - 1):
         raise ValueError(f"NESTED_KERNELS_MLP_TRITON_BF={bf} must be a power of two in [16, F={F}]")
     return bf
 
 
 def _launch_options(C: int) -> dict:
-    """num_warps and, off the interpreter, ptxas options (-O1: ptxas -O3 squeezes these large
-    kernels into few registers with heavy spills, see docs/linear_memory_triton.md)."""
-    opts = dict(num_warps=_env_int("NESTED_KERNELS_MLP_TRITON_WARPS", 4 if C <= 32 else 8))
+    """num_warps, num_stages = 1 (software pipelining of the weight loads would multi-buffer them
+    in shared memory, which these kernels need for their n×n dot operands) and, off the
+    interpreter, ptxas options (-O1: ptxas -O3 squeezes large kernels into few registers with
+    heavy spills, see docs/linear_memory_triton.md)."""
+    opts = dict(num_warps=_env_int("NESTED_KERNELS_MLP_TRITON_WARPS", 4 if C <= 32 else 8), num_stages=1)
     if not _interpreting():
         ptx = os.environ.get("NESTED_KERNELS_MLP_TRITON_PTXAS", "-O1")
         if ptx:
             opts["ptx_options"] = ptx
     return opts
+
+
+@contextlib.contextmanager
+def _mma_mode():
+    """Compile with mma.sync (Triton's DISABLE_MMA_V3, set only around these launches; Triton keys
+    its cache on it) unless NESTED_KERNELS_MLP_TRITON_MMA=auto: with wgmma every dot operand stays
+    in shared memory over its live range, which the long-lived tiles of these kernels exceed (as
+    measured for the linear_memory backward)."""
+    mode = os.environ.get("NESTED_KERNELS_MLP_TRITON_MMA", "v2")
+    if mode not in ("v2", "auto"):
+        raise ValueError(f"NESTED_KERNELS_MLP_TRITON_MMA must be v2 or auto, got {mode!r}")
+    if _interpreting() or mode == "auto":
+        yield
+        return
+    old = os.environ.get("DISABLE_MMA_V3")
+    os.environ["DISABLE_MMA_V3"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["DISABLE_MMA_V3"]
+        else:
+            os.environ["DISABLE_MMA_V3"] = old
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -167,16 +195,31 @@ class _Args:
         c1, c2 = chunk_out if chunk_out is not None else (None, None)
         sv = saved or {}
         wc1, wc2 = self.chunk0 if self.resumed else (None, None)
-        _fwd_kernel[(self.N * self.H,)](
-            self.q, self.k, self.v, self.eta, d(self.la), d(self.beta), d(self.mu),
-            st["W1"], st["W2"], d(st["S1"]), d(st["S2"]), d(wc1), d(wc2), d(self.pos), d(self.cu),
-            self.tile_base, d(o), d(c1), d(c2),
-            *(d(sv.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")),
-            self.T, self.H, self.scale, OUTPUT_FINAL=chunk_out is not None, SAVE=saved is not None,
-            STORE_O=o is not None, **self.consts)
+        with _mma_mode():
+            _fwd_kernel[(self.N * self.H,)](
+                self.q, self.k, self.v, self.eta, d(self.la), d(self.beta), d(self.mu),
+                st["W1"], st["W2"], d(st["S1"]), d(st["S2"]), d(wc1), d(wc2), d(self.pos), d(self.cu),
+                self.tile_base, d(o), d(c1), d(c2),
+                *(d(sv.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")),
+                self.T, self.H, self.scale, OUTPUT_FINAL=chunk_out is not None, SAVE=saved is not None,
+                STORE_O=o is not None, **self.consts)
 
 
-def forward(inputs, cfg):
+def _fallback_on_resources(kernel_fn, torch_fn):
+    """Run ``kernel_fn``; when Triton refuses to launch a kernel for lack of shared memory or
+    registers (OutOfResources: known for the backward at K = 128 and for large F blocks), warn once
+    and run ``torch_fn`` (the torch backend, same mathematics) instead."""
+    def run(*args):
+        from triton.runtime.errors import OutOfResources
+        try:
+            return kernel_fn(*args)
+        except OutOfResources as e:
+            warnings.warn(f"mlp_memory triton: {e}; using the torch backend for this call", stacklevel=2)
+            return torch_fn(*args)
+    return run
+
+
+def _forward(inputs, cfg):
     a = _Args(inputs, cfg)
     B, T, H, V, N = a.B, a.T, a.H, a.V, a.N
     o = new_empty(B, T, H, V, dtype=a.q.dtype, device=a.device)
@@ -201,7 +244,7 @@ def _grad_or_none(grads, name):
     return None if g is None or g.numel() == 0 else g.contiguous()
 
 
-def backward(inputs, outputs, grads, cfg):
+def _backward(inputs, outputs, grads, cfg):
     a = _Args(inputs, cfg)
     B, T, H, K, V, F, N, C = a.B, a.T, a.H, a.K, a.V, a.F, a.N, a.C
     dev, f32, rows = a.device, torch.float32, a.B * a.T
@@ -248,12 +291,13 @@ def backward(inputs, outputs, grads, cfg):
         d = a.d
         stash = torch.empty(N * H, 2, C, F, dtype=f32, device=dev)
         wc1, wc2 = a.chunk0 if a.resumed else (None, None)
-        _bwd_kernel[(N * H,)](
-            a.q, a.k, a.v, a.eta, d(a.la), d(a.beta), d(a.mu), d(wc1), d(wc2), d(a.pos), d(a.cu),
-            a.tile_base, *(d(saved.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")),
-            dO.contiguous(), d(dc["W1"]), d(dc["W2"]), dst["W1"], dst["W2"], d(dst["S1"]), d(dst["S2"]),
-            d(dwc.get("W1")), d(dwc.get("W2")), stash, dq, dk, dv, deta, d(dla), d(dbeta), d(dmu),
-            T, H, a.scale, HAS_DC=has_dc, **a.consts)
+        with _mma_mode():
+            _bwd_kernel[(N * H,)](
+                a.q, a.k, a.v, a.eta, d(a.la), d(a.beta), d(a.mu), d(wc1), d(wc2), d(a.pos), d(a.cu),
+                a.tile_base, *(d(saved.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")),
+                dO.contiguous(), d(dc["W1"]), d(dc["W2"]), dst["W1"], dst["W2"], d(dst["S1"]), d(dst["S2"]),
+                d(dwc.get("W1")), d(dwc.get("W2")), stash, dq, dk, dv, deta, d(dla), d(dbeta), d(dmu),
+                T, H, a.scale, HAS_DC=has_dc, **a.consts)
 
     out = {}
 
@@ -279,4 +323,18 @@ def backward(inputs, outputs, grads, cfg):
     return out
 
 
+def _torch_backward(inputs, outputs, grads, cfg):
+    """Autograd through the torch backend's forward (recomputed)."""
+    from ...core.custom_op import autograd_backward
+    from . import api, chunk
+    return autograd_backward(chunk.forward, api.INPUTS, inputs, [grads[n] for n in api.OUTPUTS], cfg)
+
+
+def _torch_forward(inputs, cfg):
+    from . import chunk
+    return chunk.forward(inputs, cfg)
+
+
+forward = _fallback_on_resources(_forward, _torch_forward)
+backward = _fallback_on_resources(_backward, _torch_backward)
 BACKEND = Backend(forward, backward, unsupported)
