@@ -1,0 +1,151 @@
+"""Tests of the ``triton`` backend of ``fast_mlp`` against the float64 token-loop reference.
+
+Without a GPU the kernels run under Triton's interpreter (conftest sets TRITON_INTERPRET=1), so
+shapes are tiny: D = 16, F ∈ {32, 48}, T ≤ 23. Outputs are NaN-poisoned (NESTED_KERNELS_POISON=1).
+Every case compares y, the final state (weights, pending update, position) and the gradients of
+a random functional of all of them with respect to every floating-point input (x, the shared
+weights or the per-sequence initial weights and pending update, eta, target/teach) — SPEC §7
+bounds: 2e-3 in float32, 2e-2 in bf16/fp16. The reference sees the same (rounded) inputs.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nested_kernels.ops.fast_mlp import FastMLPState, api, fast_mlp, triton_backend
+from nested_kernels.ops.fast_mlp.mlp import weight_shapes
+from nested_kernels.testing import rel_error, tolerance
+
+pytest.importorskip("triton")
+
+F64 = torch.float64
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+D = 16
+
+
+def make(B=2, T=11, mlp="gelu", F=32, *, N=None, state=None, seed=0):
+    """Float64 inputs (η ∈ [0.05, 0.25)); ``state``: None, "weights" (per-sequence initial
+    weights) or a list of positions (a FastMLPState resumed mid-chunk with a pending update)."""
+    g = torch.Generator().manual_seed(seed)
+    rn = lambda *s: torch.randn(*s, generator=g, dtype=F64)  # noqa: E731
+    shapes = weight_shapes(mlp, D, F)
+    x = dict(x=0.5 * rn(B, T, D), eta=0.05 + 0.2 * torch.rand(B, T, generator=g, dtype=F64),
+             signal=rn(B, T, D), weights=[rn(*s) / s[1] ** 0.5 for s in shapes])
+    N = B if N is None else N
+    st = {}
+    if state is not None:
+        st["w"] = [rn(N, *s) / s[1] ** 0.5 for s in shapes]
+    if isinstance(state, list):
+        st["u"] = [0.05 * rn(N, *s) / s[1] ** 0.5 for s in shapes]
+        st["position"] = torch.tensor(state, dtype=torch.int64)
+    return x, st
+
+
+def run(backend, x, st, dtype, *, mode="target", C=4, final=True, eta_float=None, **kw):
+    """(outputs, gradients) of a fixed random functional of y and the final state."""
+    ref = backend == "reference"
+    dev = "cpu" if ref else DEVICE
+    leaf = lambda t: (t.to(dtype).to(F64) if ref else t.to(dtype)).to(dev).requires_grad_(True)  # noqa: E731
+    ws = [leaf(w) for w in x["weights"]]
+    xs, sig = leaf(x["x"]), leaf(x["signal"])
+    leaves = [xs, sig] + ([] if st else ws)          # with an initial state ``weights`` are unused
+    eta = eta_float
+    if eta is None:
+        eta = leaf(x["eta"])
+        leaves.append(eta)
+    init = None
+    sdt = F64 if ref else torch.float32
+    if st:
+        sw = [w.to(dev, sdt).requires_grad_(True) for w in st["w"]]
+        leaves += sw
+        init = tuple(sw)
+        if "u" in st:
+            su = [u.to(dev, sdt).requires_grad_(True) for u in st["u"]]
+            leaves += su
+            pad = lambda ts: list(ts) + [None] * (3 - len(ts))  # noqa: E731
+            init = FastMLPState(*pad(sw), *pad(su), st["position"].to(dev), C)
+    y, fs = fast_mlp(xs, tuple(ws), eta, chunk_size=C, initial_state=init, output_final_state=final,
+                     backend=backend, **{mode: sig}, **kw)
+    outs = [y] + ([t for t in fs.tensors().values() if t is not None] if final else [])
+    gen = torch.Generator().manual_seed(1)
+    loss = sum((o.double() * torch.randn(o.shape, generator=gen, dtype=F64).to(dev)).sum()
+               for o in outs if o.is_floating_point())
+    grads = torch.autograd.grad(loss, leaves)
+    return [o.detach().cpu() for o in outs], [g.cpu() for g in grads]
+
+
+def check(x, st, dtype=torch.float32, **kw):
+    got = run("triton", x, st, dtype, **kw)
+    ref = run("reference", x, st, dtype, **kw)
+    tol = tolerance("triton", dtype)
+    for i, (a, b) in enumerate(zip(got[0], ref[0])):
+        if a.is_floating_point():
+            err = rel_error(a, b)
+            assert err <= tol, f"output {i}: {err:.2e} > {tol:.0e}"
+        else:
+            assert torch.equal(a, b), f"position {a} != {b}"
+    for i, (a, b) in enumerate(zip(got[1], ref[1])):
+        err = rel_error(a, b)
+        assert err <= tol, f"gradient {i}: {err:.2e} > {tol:.0e}"
+
+
+@pytest.mark.parametrize("mlp", ["gelu", "silu", "swiglu"])
+@pytest.mark.parametrize("opts", [dict(mode="target", residual=True, retention=0.9, C=4),
+                                  dict(mode="teach", residual=False, retention=1.0, C=8)],
+                         ids=["target-res-ret", "teach-nores"])
+def test_matches_reference(mlp, opts):
+    x, st = make(T=23 if opts["C"] == 8 else 11, mlp=mlp, F=48 if mlp == "swiglu" else 32)
+    check(x, st, mlp=mlp, **opts)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision(dtype):
+    mlp = "swiglu" if dtype == torch.bfloat16 else "gelu"
+    x, st = make(T=13, mlp=mlp, F=48 if mlp == "swiglu" else 32, seed=1)
+    check(x, st, dtype, C=4, retention=0.95, mlp=mlp)
+
+
+def test_varlen_per_sequence_weights_eta_float():
+    """cu_seqlens with an empty and a partial sequence, per-sequence initial weights, η a number."""
+    cu = torch.tensor([0, 5, 5, 13, 22], dtype=torch.int32)
+    x, st = make(B=1, T=22, mlp="silu", N=4, state="weights", seed=2)
+    check(x, st, C=4, cu_seqlens=cu.to(DEVICE), eta_float=0.15, mlp="silu")
+
+
+def test_resume_mid_chunk_with_pending_update():
+    """A FastMLPState at positions (1, 3, 0) with a pending update: gradients flow to it."""
+    x, st = make(B=3, T=10, mlp="gelu", state=[1, 3, 0], seed=3)
+    check(x, st, C=4, retention=0.8)
+
+
+def test_no_final_state_and_checkpointed_backward(monkeypatch):
+    """Without a final state (the last update is skipped) and with a backward budget that holds
+    one piece (checkpoints every piece: every segment re-run)."""
+    x, st = make(T=17, mlp="swiglu", F=48, seed=4)
+    check(x, st, C=4, final=False, mlp="swiglu")
+    monkeypatch.setenv(triton_backend.BUDGET_ENV, "1")
+    check(x, st, C=4, mode="teach", retention=0.9, mlp="swiglu")
+
+
+def test_streaming_matches_one_call():
+    """Two calls split mid-chunk give the outputs and state of one call."""
+    x, _ = make(T=14, mlp="gelu", seed=5)
+    ws = tuple(w.float().to(DEVICE) for w in x["weights"])
+    xs, eta, sig = (x[n].float().to(DEVICE) for n in ("x", "eta", "signal"))
+    kw = dict(chunk_size=4, backend="triton", output_final_state=True)
+    y, st = fast_mlp(xs, ws, eta, target=sig, **kw)
+    y1, s1 = fast_mlp(xs[:, :6], ws, eta[:, :6], target=sig[:, :6], **kw)
+    y2, s2 = fast_mlp(xs[:, 6:], ws, eta[:, 6:], target=sig[:, 6:], initial_state=s1, **kw)
+    assert rel_error(torch.cat([y1, y2], 1), y) <= 1e-5
+    for a, b in zip(s2.tensors().values(), st.tensors().values()):
+        if a is not None:
+            assert rel_error(a, b) <= 1e-5 if a.is_floating_point() else torch.equal(a, b)
+
+
+def test_float64_unsupported_and_not_auto_on_cpu():
+    x = torch.zeros(1, 4, D, dtype=F64)
+    assert "float64" in triton_backend.unsupported(dict(x=x), {})
+    if DEVICE == "cpu":
+        from nested_kernels.core.backends import select_backend
+        cfg = dict(chunk_size=4, mlp="gelu")
+        assert select_backend("fast_mlp", "auto", api.BACKENDS, x.device, dict(x=x.float()), cfg) != "triton"
