@@ -17,7 +17,7 @@ Backward (``backward``): the op machinery saves only inputs and outputs, so the 
 nothing. The backward re-runs the chunk loop, keeping per piece the compute-dtype weight copies
 and the activations (z, a, e, g), then walks the pieces in reverse carrying the float32 weight
 adjoints across chunks. When the per-piece weight copies of a group exceed the budget
-(NESTED_KERNELS_FAST_MLP_BWD_BYTES, default min(16 GiB, ¼ of free GPU memory)), the first pass
+(NESTED_KERNELS_FAST_MLP_BWD_BYTES, default a third of the free GPU memory), the first pass
 keeps only float32 checkpoints every k pieces and each segment of k pieces is re-run from its
 checkpoint just before its reverse walk.
 
@@ -35,7 +35,7 @@ import torch
 from ...core.alloc import new_empty
 from ...core.backends import Backend
 from . import chunk
-from .inputs import compute_dtype, prepare
+from .inputs import prepare
 
 _ACT = {"gelu": 0, "silu": 1, "swiglu": 2}
 _MODE = {"target": 1, "teach": 2}
@@ -242,7 +242,7 @@ def _budget(device: torch.device) -> int:
         return int(env)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return min(16 << 30, free // 4)
+        return free // 3
     return 1 << 30
 
 
