@@ -70,12 +70,14 @@ class BenchCase:
 # ---------------------------------------------------------------------------------------------
 def our_backend_available(op: str, backend: str) -> Callable[[torch.device], Optional[str]]:
     """Our ``backend`` of ``op`` (``cms`` uses fast_mlp's backends); the token-loop reference only
-    off CUDA (it takes minutes at the issue shapes)."""
+    off CUDA (it takes minutes at the issue shapes), Triton only on CUDA (the interpreter is slow)."""
     module_op = "fast_mlp" if op == "cms" else op
 
     def available(device):
         if backend == "reference" and device.type == "cuda":
             return "the token-loop reference is not benchmarked on CUDA"
+        if backend == "triton" and device.type != "cuda":   # tests/ops run them under the interpreter
+            return "Triton kernels are benchmarked on CUDA only"
         why = nk_cases.op_status(module_op)
         if why:
             return f"{module_op}: {why}"
