@@ -188,7 +188,7 @@ def time_pair(f, leaves, args):
     del out
 
     def fb():
-        torch.autograd.grad(f(), leaves, do)
+        torch.autograd.grad(f(), leaves, do, allow_unused=True)    # titans: not every parameter is used
     torch.cuda.reset_peak_memory_stats()
     t_fb = cuda_time(fb, args.warmup, args.reps)
     return t_f, t_fb, torch.cuda.max_memory_allocated() / 2**30
@@ -234,13 +234,19 @@ def timing(args):
         x["beta"] = x["eta"]
         leaves = [x[n].requires_grad_(True) for n in ("q", "k", "v", "eta", "w1", "w2", "log_alpha", "mu")]
         results = {}
-        impls = [(b, (lambda b=b: mlp_memory(*[x[n] for n in ARGS], chunk_size=C, target="self", read="chunk",
-                                               backend=b)[0]), leaves) for b in backends]
+        run_b = lambda b: (lambda: mlp_memory(*[x[n] for n in ARGS], chunk_size=C, target="self",  # noqa: E731
+                                              read="chunk", backend=b)[0])
+        impls = [(b, run_b(b), leaves, {}) for b in backends]
+        # variants of the triton backend (environment knobs, read at each call)
+        impls[1:1] = [("triton fp16 operands", run_b("triton"), leaves, {"NESTED_KERNELS_MLP_TRITON_PRECISION": "fp16"}),
+                      ("triton 1 program/head", run_b("triton"), leaves, {"NESTED_KERNELS_MLP_TRITON_SPLIT": "1"})]
         if K == 64 and not args.no_titans:
             tt = _titans(B, T, H, K, F, C)
             if tt is not None:
-                impls.append(("titans NeuralMemory d2 (fp32)", tt[0], tt[1]))
-        for name, f, lv in impls:
+                impls.append(("titans NeuralMemory d2 (fp32)", tt[0], tt[1], {}))
+        for name, f, lv, env in impls:
+            old_env = {n: os.environ.get(n) for n in env}
+            os.environ.update(env)
             try:
                 t_f, t_fb, peak = time_pair(f, lv, args)
                 results[name] = (t_f, t_fb)
@@ -252,6 +258,12 @@ def timing(args):
                 print(f"{name:30s} ERROR {type(e).__name__}: {e}")
                 traceback.print_exc()
                 rows.append(dict(shape=(B, T, H, K, F, C), impl=name, error=f"{type(e).__name__}: {e}"))
+            finally:
+                for n, v in old_env.items():
+                    if v is None:
+                        del os.environ[n]
+                    else:
+                        os.environ[n] = v
             torch.cuda.empty_cache()
         tri = results.get("triton")
         for name, (t_f, t_fb) in results.items():

@@ -1,7 +1,8 @@
 """The ``triton`` backend of ``mlp_memory``: launchers and the :class:`Backend` object.
 
-Forward: ``_fwd_kernel`` (triton_fwd.py), one program per (sequence, head), sequential over the
-tiles of the sequence, two passes over F blocks per tile. Backward: the same kernel again with
+Forward: ``_fwd_kernel`` (triton_fwd.py), NS programs per (sequence, head) (each owns F / NS hidden
+units; cooperative launch when NS > 1, the frozen errors are exchanged once per tile), sequential
+over the tiles of the sequence, two passes over the F blocks of the slice per tile. Backward: the same kernel again with
 ``SAVE`` (per-tile checkpoints of the weights, the frozen errors and two n×n matrices per tile;
 the op machinery keeps only the op's inputs and outputs), then ``_bwd_kernel`` (triton_bwd.py)
 walking the tiles backwards. See docs/mlp_memory_triton.md.
@@ -12,8 +13,9 @@ Anything else is refused by ``unsupported`` and runs on the next backend (torch)
 
 Triton is imported only when a kernel first runs. Tuning knobs (environment, read at each call):
 NESTED_KERNELS_MLP_TRITON_BF (F block), NESTED_KERNELS_MLP_TRITON_WARPS,
-NESTED_KERNELS_MLP_TRITON_PRECISION (tl.dot input precision: "tf32", "tf32x3" or "ieee"; default
-tf32x3 for float32 inputs, tf32 otherwise), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
+NESTED_KERNELS_MLP_TRITON_PRECISION (product operands: "bf16", "fp16", "tf32", "tf32x3" or "ieee";
+default tf32x3 for float32 inputs, tf32 otherwise), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
+per (sequence, head), default 8), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
 NESTED_KERNELS_MLP_TRITON_MMA ("v2": mma.sync, default; "auto": Triton's choice).
 """
 from __future__ import annotations
@@ -104,15 +106,38 @@ def _mma_mode():
             os.environ["DISABLE_MMA_V3"] = old
 
 
-def _precision(dtype: torch.dtype) -> str:
+def _precision(dtype: torch.dtype) -> tuple:
+    """(operand precision of the state/token products, precision of the n×n gate products and of
+    (I + A_β)⁻¹): "tf32x3" for float32 inputs, "tf32" otherwise, for both.
+    NESTED_KERNELS_MLP_TRITON_PRECISION overrides the first (bf16, fp16: operands rounded to that
+    dtype, float32 accumulation; tf32, tf32x3, ieee). fp16 operands meet the SPEC bound for 16-bit
+    inputs in the tests, bf16 operands do not (the frozen errors are differences of products of
+    rounded weights). Under the interpreter everything is ieee unless the variable is set (bf16
+    then rounds the operands and multiplies in float32: the interpreter's bfloat16 dot is wrong)."""
     env = os.environ.get("NESTED_KERNELS_MLP_TRITON_PRECISION")
-    if env:
-        if env not in ("tf32", "tf32x3", "ieee"):
-            raise ValueError(f"NESTED_KERNELS_MLP_TRITON_PRECISION must be tf32, tf32x3 or ieee, got {env!r}")
-        return env
+    if env and env not in ("bf16", "fp16", "tf32", "tf32x3", "ieee"):
+        raise ValueError(f"NESTED_KERNELS_MLP_TRITON_PRECISION must be bf16, fp16, tf32, tf32x3 or ieee, "
+                         f"got {env!r}")
     if _interpreting():
-        return "ieee"
-    return "tf32x3" if dtype == torch.float32 else "tf32"
+        return {"bf16": "bf16_emu"}.get(env, env or "ieee"), "ieee"
+    gate = "tf32x3" if dtype == torch.float32 else "tf32"
+    return env or gate, gate
+
+
+def _slices(F: int, BF: int, NH: int, device: torch.device) -> int:
+    """Number NS of programs per (sequence, head), each owning F / NS hidden units: the largest
+    power of two with F / NS ≥ BF and N·H·NS ≤ the number of SMs (one resident program per SM,
+    so the cooperative launch that NS > 1 requires always fits), capped by
+    NESTED_KERNELS_MLP_TRITON_SPLIT. 1 under the interpreter (it runs programs one after another,
+    so programs cannot wait for each other)."""
+    cap = _env_int("NESTED_KERNELS_MLP_TRITON_SPLIT", 8)
+    if _interpreting() or device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    ns = 1
+    while ns * 2 <= min(cap, F // BF) and NH * ns * 2 <= sms:
+        ns *= 2
+    return ns
 
 
 def _fresh(x: torch.Tensor, shape) -> torch.Tensor:
@@ -151,14 +176,18 @@ class _Args:
         self.at_boundary = (self.final_pos == 0).view(N, 1, 1, 1)
         self.in_first = ((p > 0) & (p + self.lengths < C)).view(N, 1, 1, 1)
         self.BF = _block_f(self.F)
-        self.prec = _precision(q.dtype)
+        self.NS = _slices(self.F, self.BF, N * self.H, dev)
+        self.prec, gprec = _precision(q.dtype)
         self.dummy = torch.empty(1, dtype=torch.float32, device=dev)
         self.flags = dict(ACT=_ACT[cfg["activation"]], RESIDUAL=bool(cfg["residual"]),
                           HAS_ALPHA=self.la is not None, HAS_BETA=self.beta is not None,
                           HAS_MU=self.mom, SELF_TARGET=cfg["target"] == "self",
                           READ=_READ[cfg["read"]], HAS_POS=self.resumed, IS_VARLEN=self.cu is not None)
-        self.consts = dict(K=self.K, V=self.V, F=self.F, BF=self.BF, BT=C, LOG2BT=C.bit_length() - 1,
-                           PREC=self.prec, **_launch_options(C), **self.flags)
+        self.consts = dict(K=self.K, V=self.V, F=self.F, BF=self.BF, NS=self.NS, BT=C,
+                           LOG2BT=C.bit_length() - 1, PREC=self.prec, GPREC=gprec, **_launch_options(C),
+                           **self.flags)
+        if self.NS > 1:
+            self.consts["launch_cooperative_grid"] = True
         H, K, V, F = self.H, self.K, self.V, self.F
         self.shapes = dict(W1=(N, H, V, F), W2=(N, H, F, K), S1=(N, H, V, F), S2=(N, H, F, K))
         # start states (float32 copies: the kernels update them in place)
@@ -169,6 +198,18 @@ class _Args:
 
     def d(self, t):
         return self.dummy if t is None else t
+
+    def exchange_buffers(self):
+        """(xch, ctr) of ``triton_common.exchange`` for one launch (placeholders when NS = 1)."""
+        if self.NS == 1:
+            return self.dummy, self.dummy
+        NH = self.N * self.H
+        return (torch.empty(NH, 2, self.NS, self.C, self.V, dtype=torch.float32, device=self.device),
+                torch.zeros(NH, dtype=torch.int32, device=self.device))
+
+    def partial(self, *shape) -> torch.Tensor:
+        """A float32 [NS, *shape] buffer of per-slice partial sums (every element is written)."""
+        return new_empty(self.NS, *shape, dtype=torch.float32, device=self.device)
 
     def start_states(self) -> dict:
         out = {}
@@ -195,14 +236,17 @@ class _Args:
         c1, c2 = chunk_out if chunk_out is not None else (None, None)
         sv = saved or {}
         wc1, wc2 = self.chunk0 if self.resumed else (None, None)
+        part = self.partial(*o.shape) if o is not None and self.NS > 1 else o
         with _mma_mode():
-            _fwd_kernel[(self.N * self.H,)](
+            _fwd_kernel[(self.N * self.H, self.NS)](
                 self.q, self.k, self.v, self.eta, d(self.la), d(self.beta), d(self.mu),
                 st["W1"], st["W2"], d(st["S1"]), d(st["S2"]), d(wc1), d(wc2), d(self.pos), d(self.cu),
-                self.tile_base, d(o), d(c1), d(c2),
-                *(d(sv.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")),
-                self.T, self.H, self.scale, OUTPUT_FINAL=chunk_out is not None, SAVE=saved is not None,
-                STORE_O=o is not None, **self.consts)
+                self.tile_base, d(part), d(c1), d(c2),
+                *(d(sv.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")), *self.exchange_buffers(),
+                self.T, self.B * self.T, self.H, self.scale, OUTPUT_FINAL=chunk_out is not None,
+                SAVE=saved is not None, STORE_O=o is not None, **self.consts)
+        if part is not o:
+            o.copy_(part.sum(0))
 
 
 def _fallback_on_resources(kernel_fn, torch_fn):
@@ -271,9 +315,8 @@ def _backward(inputs, outputs, grads, cfg):
         if a.resumed:
             dwc[n] = (torch.zeros(a.shapes[n], dtype=f32, device=dev) if dc[n] is None
                       else torch.where(a.in_first, dc[n], 0.0))
-    dq, dk = new_empty(rows, H, K, dtype=f32, device=dev), new_empty(rows, H, K, dtype=f32, device=dev)
-    dv = new_empty(rows, H, K if self_target else V, dtype=f32, device=dev)
-    scal = lambda present: new_empty(rows, H, dtype=f32, device=dev) if present else None  # noqa: E731
+    dq, dk, dv = a.partial(rows, H, K), a.partial(rows, H, K), a.partial(rows, H, K if self_target else V)
+    scal = lambda present: a.partial(rows, H) if present else None  # noqa: E731
     deta, dla, dbeta, dmu = scal(True), scal(a.la is not None), scal(a.beta is not None), scal(a.mom)
 
     if N * H and rows:
@@ -283,7 +326,7 @@ def _backward(inputs, outputs, grads, cfg):
         if a.mom:
             saved.update(S1=ck("S1"), S2=ck("S2"))
         if cfg["read"] != "chunk":
-            saved["BA"] = torch.empty(rows, H, C, dtype=f32, device=dev)
+            saved["BA"] = torch.empty(a.NS, rows, H, C, dtype=f32, device=dev)
         if a.beta is not None:
             saved["Ai"] = torch.empty(rows, H, C, dtype=f32, device=dev)
         a.run_forward(st, saved=saved)
@@ -296,8 +339,8 @@ def _backward(inputs, outputs, grads, cfg):
                 a.q, a.k, a.v, a.eta, d(a.la), d(a.beta), d(a.mu), d(wc1), d(wc2), d(a.pos), d(a.cu),
                 a.tile_base, *(d(saved.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")),
                 dO.contiguous(), d(dc["W1"]), d(dc["W2"]), dst["W1"], dst["W2"], d(dst["S1"]), d(dst["S2"]),
-                d(dwc.get("W1")), d(dwc.get("W2")), stash, dq, dk, dv, deta, d(dla), d(dbeta), d(dmu),
-                T, H, a.scale, HAS_DC=has_dc, **a.consts)
+                d(dwc.get("W1")), d(dwc.get("W2")), stash, *a.exchange_buffers(),
+                dq, dk, dv, deta, d(dla), d(dbeta), d(dmu), T, rows, H, a.scale, HAS_DC=has_dc, **a.consts)
 
     out = {}
 
@@ -305,11 +348,15 @@ def _backward(inputs, outputs, grads, cfg):
         if inputs[name] is not None and grad is not None:
             out[name] = grad.reshape(shape).to(inputs[name].dtype)
 
-    put("q", dq, (B, T, H, K))
-    put("k", dk, (B, T, H, K))
-    put("v", dv, (B, T, H, K if self_target else V))
+    def put_sum(name, part, shape):     # per-slice partial sums
+        if part is not None:
+            put(name, part[0] if a.NS == 1 else part.sum(0), shape)
+
+    put_sum("q", dq, (B, T, H, K))
+    put_sum("k", dk, (B, T, H, K))
+    put_sum("v", dv, (B, T, H, K if self_target else V))
     for name, grad in (("eta", deta), ("log_alpha", dla), ("beta", dbeta), ("mu", dmu)):
-        put(name, grad, (B, T, H))
+        put_sum(name, grad, (B, T, H))
     for n, lo in (("W1", "w1"), ("W2", "w2")):
         if inputs[lo + "_0"] is not None:
             put(lo + "_0", dst[n], a.shapes[n])

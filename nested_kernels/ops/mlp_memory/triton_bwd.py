@@ -23,8 +23,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_common import act, act_grad, act_grad2, at, gate_grads, off_w1, off_w2, row_of, \
-    seq_bounds, sum2
+from .triton_common import act, act_grad, act_grad2, at, exchange, gate_grads, mm, off_w1, off_w2, \
+    row_of, seq_bounds, sum2
 from .triton_fwd import tile_gates
 
 
@@ -32,16 +32,19 @@ from .triton_fwd import tile_gates
 def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
               c1, c2, cs1, cs2, g1, g2, gd1, gd2, dw1, dw2, ds1, ds2, dc1, dc2, stash,
               sv_e, sv_ba, sv_ai, dq, dk, dv, deta, dla, dbeta, dmu,
-              row0, s, e, i_h, H, scale, add_c,
+              xch, ctr, n_done, j, row0, s, e, i_h, H, scale, add_c,
               K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr,
-              BT: tl.constexpr, ACT: tl.constexpr, RESIDUAL: tl.constexpr,
-              HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
-              SELF_TARGET: tl.constexpr, READ: tl.constexpr, USE_G: tl.constexpr,
-              HAS_DC: tl.constexpr, PREC: tl.constexpr):
+              FS: tl.constexpr, NS: tl.constexpr, BT: tl.constexpr, ACT: tl.constexpr,
+              RESIDUAL: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr,
+              HAS_MU: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr,
+              USE_G: tl.constexpr, HAS_DC: tl.constexpr, PREC: tl.constexpr, GPREC: tl.constexpr):
     """Adjoint of one tile [s, e). c1, c2, cs1, cs2: tile-start checkpoints; g1, g2: chunk-start
     weights; gd1, gd2: where their adjoints go; dw1 … ds2: carried adjoints (tile-end in,
     tile-start out); dc1, dc2: adjoint of the final chunk-start weights, added to the tile-start
-    adjoints when ``add_c``; stash: [2, BT, F] scratch of this program."""
+    adjoints when ``add_c``; stash: [2, BT, F] scratch of this (sequence, head). F slice j
+    = [j·FS, (j+1)·FS): the token and gate gradients (dq … dmu, this slice's partial buffers) are
+    this slice's share; terms that do not sum over F are added by slice 0; the adjoint of the
+    frozen errors is exchanged between the slices (xch, ctr, n_done: ``exchange``)."""
     rt = tl.arange(0, BT)
     rk = tl.arange(0, K)
     rv = tl.arange(0, V)
@@ -62,18 +65,18 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
     E = tl.load(sv_e + grow[:, None] * V + rv[None, :], mask=mt[:, None], other=0.0)
     w1v = -et[:, None] * E
     G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT,
-                                                                HAS_ALPHA, HAS_MU, PREC)
+                                                                HAS_ALPHA, HAS_MU, GPREC)
     zv = g * 0.0
     zm = G * 0.0
     if HAS_BETA:
         bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
-        KK = tl.dot(kx, tl.trans(kx), input_precision=PREC)
+        KK = mm(kx, tl.trans(kx), PREC)
         Ai = tl.load(sv_ai + grow[:, None] * BT + rt[None, :], mask=mt[:, None], other=0.0)
         Pk = tl.where(strict, KK * Phip, 0.0)
         Mr = zm
         Mrhs = zm
     if READ != 2:
-        QK = tl.dot(qx, tl.trans(kx), input_precision=PREC)
+        QK = mm(qx, tl.trans(kx), PREC)
         if READ == 0:
             Gm = G
             Pm = Phi
@@ -87,9 +90,9 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
         QG = QK * Gm
         QP = QK * Pm
         BA = tl.load(sv_ba + grow[:, None] * BT + rt[None, :], mask=mt[:, None], other=0.0)
-        dOw = tl.dot(dO, tl.trans(w1v), input_precision=PREC)
+        dOw = mm(dO, tl.trans(w1v), PREC)
         dBA = dOw * Pm
-        dw1_acc = tl.dot(tl.trans(BA * Pm), dO, input_precision=PREC)
+        dw1_acc = mm(tl.trans(BA * Pm), dO, PREC)
         Mw = zm
         Mu = zm
     else:
@@ -97,7 +100,7 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
     dEq = tl.zeros([BT, V], dtype=tl.float32)
     dK = tl.zeros([BT, K], dtype=tl.float32)
     if RESIDUAL:
-        dQ = dO
+        dQ = dO * (j == 0).to(tl.float32)
     else:
         dQ = tl.zeros([BT, K], dtype=tl.float32)
     if SELF_TARGET:
@@ -126,7 +129,9 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
     st_z = stash + BT * F + rt[:, None] * F
 
     # ---------------- pass B: everything separable over F ----------------
-    for f0 in range(0, F, BF):
+    fs = j * FS
+    for fb in range(0, FS, BF):
+        f0 = fs + fb
         o1 = off_w1(rv, f0, rf, F)
         o2 = off_w2(rf, f0, rk, K)
         W1b = tl.load(c1 + o1)
@@ -145,33 +150,33 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
             dS1e = tl.load(ds1 + o1)
             dS2e = tl.load(ds2 + o2)
         # recompute the block
-        Z = tl.dot(kx, tl.trans(W2g), input_precision=PREC)
+        Z = mm(kx, tl.trans(W2g), PREC)
         A = act(Z, ACT)
         Ap = act_grad(Z, ACT)
-        Q1 = tl.dot(E, W1g, input_precision=PREC)
+        Q1 = mm(E, W1g, PREC)
         Dd = Q1 * Ap
         w2v = -et[:, None] * Dd
         X = PhiL[:, None] * w2v
         if HAS_BETA:
             if USE_G:
-                KW = tl.dot(kx, tl.trans(W2b), input_precision=PREC)
+                KW = mm(kx, tl.trans(W2b), PREC)
             else:
                 KW = Z
-            RHS = gp[:, None] * KW + tl.dot(Pk, w2v, input_precision=PREC)
+            RHS = gp[:, None] * KW + mm(Pk, w2v, PREC)
             if HAS_MU:
-                KS = tl.dot(kx, tl.trans(S2b), input_precision=PREC)
+                KS = mm(kx, tl.trans(S2b), PREC)
                 RHS += nup[:, None] * KS
-            R = tl.dot(Ai, RHS, input_precision=PREC)
+            R = mm(Ai, RHS, PREC)
             U = -bt[:, None] * R
             X += GL[:, None] * U
 
         # tile-end update: W2' = γW2 + νS2 + XᵀK, W1' = γW1 + νS1 + (Φ_n w1)ᵀA, S1', S2'
-        dX = tl.dot(kx, tl.trans(dW2e), input_precision=PREC)
-        dK += tl.dot(X, dW2e, input_precision=PREC)
-        T1 = tl.dot(A, tl.trans(dW1e), input_precision=PREC)
+        dX = mm(kx, tl.trans(dW2e), PREC)
+        dK += mm(X, dW2e, PREC)
+        T1 = mm(A, tl.trans(dW1e), PREC)
         dw1_acc += PhiL[:, None] * T1
         dPhiL += tl.sum(w1v * T1, 1) + tl.sum(w2v * dX, 1)
-        dA = tl.dot(PhiL[:, None] * w1v, dW1e, input_precision=PREC)
+        dA = mm(PhiL[:, None] * w1v, dW1e, PREC)
         dw2v = PhiL[:, None] * dX
         if HAS_BETA:
             dU = GL[:, None] * dX
@@ -184,78 +189,78 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
             dS2s = mL * dS2e + nuL * dW2e
             dnuL += sum2(S1b * dW1e) + sum2(S2b * dW2e)
             dmL += sum2(S1b * dS1e) + sum2(S2b * dS2e)
-            T2 = tl.dot(A, tl.trans(dS1e), input_precision=PREC)
+            T2 = mm(A, tl.trans(dS1e), PREC)
             dw1_acc += DL[:, None] * T2
-            dA += tl.dot(DL[:, None] * w1v, dS1e, input_precision=PREC)
-            Y = tl.dot(kx, tl.trans(dS2e), input_precision=PREC)
+            dA += mm(DL[:, None] * w1v, dS1e, PREC)
+            Y = mm(kx, tl.trans(dS2e), PREC)
             dw2v += DL[:, None] * Y
             dDL += tl.sum(w1v * T2, 1) + tl.sum(w2v * Y, 1)
-            dK += tl.dot(DL[:, None] * w2v, dS2e, input_precision=PREC)
+            dK += mm(DL[:, None] * w2v, dS2e, PREC)
 
         # read
         if READ == 2:
-            Zq = tl.dot(qx, tl.trans(W2g), input_precision=PREC)
-            dW1g = tl.dot(tl.trans(dO), act(Zq, ACT), input_precision=PREC)
-            dZq = tl.dot(dO, W1g, input_precision=PREC) * act_grad(Zq, ACT)
-            dW2g = tl.dot(tl.trans(dZq), qx, input_precision=PREC)
-            dQ += tl.dot(dZq, W2g, input_precision=PREC)
+            Zq = mm(qx, tl.trans(W2g), PREC)
+            dW1g = mm(tl.trans(dO), act(Zq, ACT), PREC)
+            dZq = mm(dO, W1g, PREC) * act_grad(Zq, ACT)
+            dW2g = mm(tl.trans(dZq), qx, PREC)
+            dQ += mm(dZq, W2g, PREC)
         else:
-            qW = tl.dot(qx, tl.trans(W2b), input_precision=PREC)
-            Hq = gm[:, None] * qW + tl.dot(QP, w2v, input_precision=PREC)
+            qW = mm(qx, tl.trans(W2b), PREC)
+            Hq = gm[:, None] * qW + mm(QP, w2v, PREC)
             if HAS_BETA:
-                Hq += tl.dot(QG, U, input_precision=PREC)
+                Hq += mm(QG, U, PREC)
             if HAS_MU:
-                qS = tl.dot(qx, tl.trans(S2b), input_precision=PREC)
+                qS = mm(qx, tl.trans(S2b), PREC)
                 Hq += nm[:, None] * qS
             Bq = act(Hq, ACT)
-            dOW = tl.dot(dO, W1b, input_precision=PREC)
-            dBq = gm[:, None] * dOW + tl.dot(dBA, A, input_precision=PREC)
+            dOW = mm(dO, W1b, PREC)
+            dBq = gm[:, None] * dOW + mm(dBA, A, PREC)
             dgm_v += tl.sum(dOW * Bq, 1)
-            dW1s += tl.dot(tl.trans(gm[:, None] * dO), Bq, input_precision=PREC)
+            dW1s += mm(tl.trans(gm[:, None] * dO), Bq, PREC)
             if HAS_MU:
-                dOS = tl.dot(dO, S1b, input_precision=PREC)
+                dOS = mm(dO, S1b, PREC)
                 dBq += nm[:, None] * dOS
                 dnm_v += tl.sum(dOS * Bq, 1)
-                dS1s += tl.dot(tl.trans(nm[:, None] * dO), Bq, input_precision=PREC)
-            dA += tl.dot(tl.trans(dBA), Bq, input_precision=PREC)
+                dS1s += mm(tl.trans(nm[:, None] * dO), Bq, PREC)
+            dA += mm(tl.trans(dBA), Bq, PREC)
             dHq = dBq * act_grad(Hq, ACT)
-            dW2s += tl.dot(tl.trans(gm[:, None] * dHq), qx, input_precision=PREC)
-            dQ += gm[:, None] * tl.dot(dHq, W2b, input_precision=PREC)
+            dW2s += mm(tl.trans(gm[:, None] * dHq), qx, PREC)
+            dQ += gm[:, None] * mm(dHq, W2b, PREC)
             dgm_v += tl.sum(dHq * qW, 1)
             if HAS_MU:
-                dS2s += tl.dot(tl.trans(nm[:, None] * dHq), qx, input_precision=PREC)
-                dQ += nm[:, None] * tl.dot(dHq, S2b, input_precision=PREC)
+                dS2s += mm(tl.trans(nm[:, None] * dHq), qx, PREC)
+                dQ += nm[:, None] * mm(dHq, S2b, PREC)
                 dnm_v += tl.sum(dHq * qS, 1)
-            Mw += tl.dot(dHq, tl.trans(w2v), input_precision=PREC)
-            dw2v += tl.dot(tl.trans(QP), dHq, input_precision=PREC)
+            Mw += mm(dHq, tl.trans(w2v), PREC)
+            dw2v += mm(tl.trans(QP), dHq, PREC)
             if HAS_BETA:
-                Mu += tl.dot(dHq, tl.trans(U), input_precision=PREC)
-                dU += tl.dot(tl.trans(QG), dHq, input_precision=PREC)
+                Mu += mm(dHq, tl.trans(U), PREC)
+                dU += mm(tl.trans(QG), dHq, PREC)
 
         # DGD solve: U = −βR, R = (I + A_β)⁻¹ RHS, RHS = γ_prev K W2ᵀ + ν_prev K S2ᵀ + P w2
         if HAS_BETA:
             dR = -bt[:, None] * dU
             dbt_v += -tl.sum(R * dU, 1)
-            dRHS = tl.dot(tl.trans(Ai), dR, input_precision=PREC)
-            Mr += tl.dot(dRHS, tl.trans(R), input_precision=PREC)
-            Mrhs += tl.dot(dRHS, tl.trans(w2v), input_precision=PREC)
-            dw2v += tl.dot(tl.trans(Pk), dRHS, input_precision=PREC)
+            dRHS = mm(tl.trans(Ai), dR, PREC)
+            Mr += mm(dRHS, tl.trans(R), PREC)
+            Mrhs += mm(dRHS, tl.trans(w2v), PREC)
+            dw2v += mm(tl.trans(Pk), dRHS, PREC)
             gdR = gp[:, None] * dRHS
             dgp_r += tl.sum(dRHS * KW, 1)
-            dW2s += tl.dot(tl.trans(gdR), kx, input_precision=PREC)
-            dK += tl.dot(gdR, W2b, input_precision=PREC)
+            dW2s += mm(tl.trans(gdR), kx, PREC)
+            dK += mm(gdR, W2b, PREC)
             if HAS_MU:
                 ndR = nup[:, None] * dRHS
                 dnup_r += tl.sum(dRHS * KS, 1)
-                dS2s += tl.dot(tl.trans(ndR), kx, input_precision=PREC)
-                dK += tl.dot(ndR, S2b, input_precision=PREC)
+                dS2s += mm(tl.trans(ndR), kx, PREC)
+                dK += mm(ndR, S2b, PREC)
 
         # w2 = −η d, d = (E W1_s) ⊙ φ'(Z): the parts that do not need dE
         deta_v += -tl.sum(dw2v * Dd, 1)
         dDd = -et[:, None] * dw2v
         dQ1 = dDd * Ap
-        dEq += tl.dot(dQ1, tl.trans(W1g), input_precision=PREC)
-        dW1gl = tl.dot(tl.trans(E), dQ1, input_precision=PREC)
+        dEq += mm(dQ1, tl.trans(W1g), PREC)
+        dW1gl = mm(tl.trans(E), dQ1, PREC)
         if READ == 2:
             dW1gl += dW1g
         tl.store(st_a + (f0 + rf)[None, :], dA)
@@ -276,35 +281,37 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
     tl.debug_barrier()
 
     # ---------------- frozen errors: E = M_s(K) − target ----------------
-    dE = -et[:, None] * dw1_acc + dEq
+    dE = exchange(-et[:, None] * dw1_acc + dEq, xch, ctr, n_done, j, rt, rv, NS, BT, V)
     deta_v += -tl.sum(dw1_acc * E, 1)
+    once = (j == 0).to(tl.float32)
     if RESIDUAL:
-        dK += dE
+        dK += once * dE
     if SELF_TARGET:
         if RESIDUAL:
-            dV -= dE
+            dV -= once * dE
     else:
-        tl.store(dv + grow[:, None] * V + rv[None, :], -dE, mask=mt[:, None])
+        tl.store(dv + grow[:, None] * V + rv[None, :], -once * dE, mask=mt[:, None])
 
     # ---------------- pass C: the chunk-start weights' share of dE ----------------
-    for f0 in range(0, F, BF):
+    for fb in range(0, FS, BF):
+        f0 = fs + fb
         o1 = off_w1(rv, f0, rf, F)
         o2 = off_w2(rf, f0, rk, K)
         W1g = tl.load(g1 + o1)
         W2g = tl.load(g2 + o2)
-        Z = tl.dot(kx, tl.trans(W2g), input_precision=PREC)
+        Z = mm(kx, tl.trans(W2g), PREC)
         A = act(Z, ACT)
-        dA = tl.load(st_a + (f0 + rf)[None, :]) + tl.dot(dE, W1g, input_precision=PREC)
+        dA = tl.load(st_a + (f0 + rf)[None, :]) + mm(dE, W1g, PREC)
         dZ = tl.load(st_z + (f0 + rf)[None, :]) + dA * act_grad(Z, ACT)
-        dK += tl.dot(dZ, W2g, input_precision=PREC)
-        dW2g = tl.dot(tl.trans(dZ), kx, input_precision=PREC)
-        dW1g = tl.dot(tl.trans(dE), A, input_precision=PREC)
+        dK += mm(dZ, W2g, PREC)
+        dW2g = mm(tl.trans(dZ), kx, PREC)
+        dW1g = mm(tl.trans(dE), A, PREC)
         if SELF_TARGET:
-            Zv = tl.dot(vx, tl.trans(W2g), input_precision=PREC)
-            dW1g -= tl.dot(tl.trans(dE), act(Zv, ACT), input_precision=PREC)
-            dZv = -tl.dot(dE, W1g, input_precision=PREC) * act_grad(Zv, ACT)
-            dW2g += tl.dot(tl.trans(dZv), vx, input_precision=PREC)
-            dV += tl.dot(dZv, W2g, input_precision=PREC)
+            Zv = mm(vx, tl.trans(W2g), PREC)
+            dW1g -= mm(tl.trans(dE), act(Zv, ACT), PREC)
+            dZv = -mm(dE, W1g, PREC) * act_grad(Zv, ACT)
+            dW2g += mm(tl.trans(dZv), vx, PREC)
+            dV += mm(dZv, W2g, PREC)
         n1 = tl.load(gd1 + o1) + dW1g
         n2 = tl.load(gd2 + o2) + dW2g
         if HAS_DC:
@@ -331,7 +338,7 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
         dGp += dAm * KK * bt[None, :]
         dbt_v += tl.sum(dAm * KK * Gp, 0)
         dPhip += tl.where(strict, Mrhs * KK, 0.0)
-        dK += tl.dot(dKK + tl.trans(dKK), kx, input_precision=PREC)
+        dK += mm(dKK + tl.trans(dKK), kx, PREC)
         tl.store(dbeta + grow, dbt_v, mask=mt)
     if READ != 2:
         dQK = Mw * Pm
@@ -341,8 +348,8 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
             dGm = Mu * QK
         else:
             dGm = zm
-        dQ += tl.dot(dQK, kx, input_precision=PREC)
-        dK += tl.dot(tl.trans(dQK), qx, input_precision=PREC)
+        dQ += mm(dQK, kx, PREC)
+        dK += mm(tl.trans(dQK), qx, PREC)
         if READ == 0:
             dG += dGm
             dPhi += dPm
@@ -360,7 +367,7 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
     dnu += tl.where(sel, dnuL, 0.0)
     dm += tl.where(sel, dmL, 0.0)
     dla_v, dmu_v = gate_grads(G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup,
-                              dm, dD, rt, HAS_ALPHA, HAS_MU, PREC)
+                              dm, dD, rt, HAS_ALPHA, HAS_MU, GPREC)
     if HAS_ALPHA:
         tl.store(dla + grow, dla_v, mask=mt)
     if HAS_MU:
@@ -375,20 +382,25 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
 @triton.jit
 def _bwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, wc1, wc2, pos, cu, tile_base,
                 sv1, sv2, svs1, svs2, sv_e, sv_ba, sv_ai, do, dc1, dc2,
-                dw1, dw2, ds1, ds2, dwc1, dwc2, stash,
+                dw1, dw2, ds1, ds2, dwc1, dwc2, stash, xch, ctr,
                 dq, dk, dv, deta, dla, dbeta, dmu,
-                T, H, scale,
-                K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr,
+                T, R, H, scale,
+                K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, NS: tl.constexpr,
                 BT: tl.constexpr, LOG2BT: tl.constexpr, ACT: tl.constexpr, RESIDUAL: tl.constexpr,
                 HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                 SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
-                IS_VARLEN: tl.constexpr, HAS_DC: tl.constexpr, PREC: tl.constexpr):
-    """Grid (N·H,). dw1, dw2, ds1, ds2 [N,H,·,·]: the adjoints of the final states on entry (plus
-    the final chunk-start adjoint where the call ends on a chunk boundary), of the start states on
-    exit. dwc1, dwc2: adjoints of the resumed chunk-start weights (accumulated). dc1, dc2: the
-    final chunk-start adjoint, added here to the start adjoint of the last tile when the call ends
-    inside a chunk that it began (HAS_DC). sv*: the forward's checkpoints."""
+                IS_VARLEN: tl.constexpr, HAS_DC: tl.constexpr, PREC: tl.constexpr,
+                GPREC: tl.constexpr):
+    """Grid (N·H, NS), F slices as in the forward. dw1, dw2, ds1, ds2 [N,H,·,·]: the adjoints of
+    the final states on entry (plus the final chunk-start adjoint where the call ends on a chunk
+    boundary), of the start states on exit. dwc1, dwc2: adjoints of the resumed chunk-start
+    weights (accumulated). dc1, dc2: the final chunk-start adjoint, added here to the start
+    adjoint of the last tile when the call ends inside a chunk that it began (HAS_DC). sv*: the
+    forward's checkpoints (sv_ba per slice). dq … dmu: [NS, R = B·T, H, ·] partial sums over the
+    slices (the launcher adds them). xch, ctr: as in the forward (fresh counters)."""
     i_nh = tl.program_id(0)
+    j = tl.program_id(1)
+    FS: tl.constexpr = F // NS
     i_n = i_nh // H
     i_h = i_nh % H
     row0, L, p = seq_bounds(cu, pos, i_n, T, IS_VARLEN, HAS_POS)
@@ -398,6 +410,20 @@ def _bwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, wc1, wc2, pos, cu, tile_
     pf = (p + L) % BT
     tb = tl.load(tile_base + i_n).to(tl.int64)
     st = stash + i_nh.to(tl.int64) * 2 * BT * F
+    xch += i_nh.to(tl.int64) * 2 * NS * BT * V
+    ctr += i_nh
+    jr = j.to(tl.int64) * R * H
+    sv_ba += jr * BT
+    dq += jr * K
+    dk += jr * K
+    if SELF_TARGET:
+        dv += jr * K
+    else:
+        dv += jr * V
+    deta += jr
+    dla += jr
+    dbeta += jr
+    dmu += jr
     if HAS_POS:
         i0 = ((p > 0) & (L > 0)).to(tl.int32)
     else:
@@ -411,9 +437,10 @@ def _bwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, wc1, wc2, pos, cu, tile_
                   sv1 + t1, sv2 + t2, svs1 + t1, svs2 + t2, sv1 + t1, sv2 + t2, dw1 + b1, dw2 + b2,
                   dw1 + b1, dw2 + b2, ds1 + b1, ds2 + b2, dc1 + b1, dc2 + b2, st,
                   sv_e, sv_ba, sv_ai, dq, dk, dv, deta, dla, dbeta, dmu,
-                  row0, s, tl.minimum(L, s + BT), i_h, H, scale, (i == nt - 1) & (pf != 0),
-                  K, V, F, BF, BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET, READ,
-                  False, HAS_DC, PREC)
+                  xch, ctr, nt - 1 - i, j, row0, s, tl.minimum(L, s + BT), i_h, H, scale,
+                  (i == nt - 1) & (pf != 0),
+                  K, V, F, BF, FS, NS, BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET,
+                  READ, False, HAS_DC, PREC, GPREC)
         i -= 1
     if HAS_POS:
         if (p > 0) & (L > 0):
@@ -423,6 +450,6 @@ def _bwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, wc1, wc2, pos, cu, tile_
                       sv1 + t1, sv2 + t2, svs1 + t1, svs2 + t2, wc1 + b1, wc2 + b2, dwc1 + b1, dwc2 + b2,
                       dw1 + b1, dw2 + b2, ds1 + b1, ds2 + b2, dc1 + b1, dc2 + b2, st,
                       sv_e, sv_ba, sv_ai, dq, dk, dv, deta, dla, dbeta, dmu,
-                      row0, 0, tl.minimum(L, BT - p), i_h, H, scale, i_n < 0,
-                      K, V, F, BF, BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET, READ,
-                      True, HAS_DC, PREC)
+                      xch, ctr, nt - 1, j, row0, 0, tl.minimum(L, BT - p), i_h, H, scale, i_n < 0,
+                      K, V, F, BF, FS, NS, BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET,
+                      READ, True, HAS_DC, PREC, GPREC)

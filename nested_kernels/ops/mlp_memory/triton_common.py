@@ -183,3 +183,46 @@ def off_w1(rv, f0, rf, F: tl.constexpr):
 def off_w2(rf, f0, rk, K: tl.constexpr):
     """Offsets of the block W2[f0:f0+BF, :] of an [F, K] matrix."""
     return (f0 + rf)[:, None] * K + rk[None, :]
+
+
+@triton.jit
+def mm(a, b, PREC: tl.constexpr):
+    """a @ b with float32 accumulation: operands rounded to bfloat16 / float16 for PREC "bf16" /
+    "fp16" (16-bit inputs), else tl.dot's input precision ("tf32", "tf32x3", "ieee"). "bf16_emu":
+    the same rounding with a float32 product (the interpreter's bfloat16 dot is wrong)."""
+    if PREC == "bf16":
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    elif PREC == "bf16_emu":
+        return tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), input_precision="ieee")
+    elif PREC == "fp16":
+        return tl.dot(a.to(tl.float16), b.to(tl.float16))
+    else:
+        return tl.dot(a, b, input_precision=PREC)
+
+
+@triton.jit
+def exchange(P, xch, ctr, n_done, j, rt, rv, NS: tl.constexpr, BT: tl.constexpr, V: tl.constexpr):
+    """Σ over the NS F-slice programs of one (sequence, head) of their partial [BT, V] matrices P.
+
+    Program j stores P in slot (n_done % 2) of xch [2, NS, BT, V], arrives at the counter ``ctr``
+    (release) and waits (acquire) until all NS programs have arrived n_done + 1 times, then sums
+    the slot (loads bypass L1). Two slots suffice: a program can only overwrite a slot after every
+    program has passed the next exchange, i.e. finished reading it. Spinning is sound because the
+    launcher makes NS > 1 launches cooperative (all programs co-resident, or the launch fails)."""
+    if NS == 1:
+        return P
+    else:
+        slot = xch + (n_done % 2) * NS * BT * V
+        tile = rt[:, None] * V + rv[None, :]
+        tl.store(slot + j * BT * V + tile, P)
+        tl.debug_barrier()
+        tl.atomic_add(ctr, 1, sem="release", scope="gpu")
+        want = NS * (n_done + 1)
+        seen = tl.atomic_add(ctr, 0, sem="acquire", scope="gpu")
+        while seen < want:
+            seen = tl.atomic_add(ctr, 0, sem="acquire", scope="gpu")
+        tl.debug_barrier()
+        tot = tl.load(slot + tile, cache_modifier=".cg")
+        for jj in tl.static_range(1, NS):
+            tot += tl.load(slot + jj * BT * V + tile, cache_modifier=".cg")
+        return tot

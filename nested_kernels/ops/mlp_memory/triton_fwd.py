@@ -28,8 +28,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_common import act, act_grad, at, decay, momentum, off_w1, off_w2, row_of, seq_bounds, \
-    unit_lower_inverse
+from .triton_common import act, act_grad, at, decay, exchange, mm, momentum, off_w1, off_w2, row_of, \
+    seq_bounds, unit_lower_inverse
 
 
 @triton.jit
@@ -62,45 +62,50 @@ def tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT: tl.constexpr, HAS_ALPHA: tl.con
 
 
 @triton.jit
-def frozen_errors(kx, vx, g1, g2, rv, rk, rf,
+def frozen_errors(kx, vx, g1, g2, fs, rv, rk, rf, xch, ctr, n_done, j,
                   K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr,
-                  ACT: tl.constexpr, RESIDUAL: tl.constexpr, SELF_TARGET: tl.constexpr,
-                  PREC: tl.constexpr):
+                  FS: tl.constexpr, NS: tl.constexpr, ACT: tl.constexpr, RESIDUAL: tl.constexpr,
+                  SELF_TARGET: tl.constexpr, PREC: tl.constexpr):
     """E = M_s(K) − target [BT, V] at the chunk-start weights (g1 = W1_s, g2 = W2_s pointers);
-    target = V (external) or M_s(V) (self)."""
+    target = V (external) or M_s(V) (self). Each program sums its F slice [fs, fs + FS); the
+    slices' partial sums are exchanged (``exchange``)."""
+    P = tl.zeros([kx.shape[0], V], dtype=tl.float32)
+    for fb in range(0, FS, BF):
+        f0 = fs + fb
+        W1b = tl.load(g1 + off_w1(rv, f0, rf, F))
+        W2b = tl.load(g2 + off_w2(rf, f0, rk, K))
+        A = act(mm(kx, tl.trans(W2b), PREC), ACT)
+        P += mm(A, tl.trans(W1b), PREC)
+        if SELF_TARGET:
+            Av = act(mm(vx, tl.trans(W2b), PREC), ACT)
+            P -= mm(Av, tl.trans(W1b), PREC)
+    E = exchange(P, xch, ctr, n_done, j, tl.arange(0, kx.shape[0]), rv, NS, kx.shape[0], V)
     if RESIDUAL:
-        E = kx
-    else:
-        E = tl.zeros([kx.shape[0], V], dtype=tl.float32)
+        E += kx
     if SELF_TARGET:
         if RESIDUAL:
             E -= vx
     else:
         E -= vx
-    for f0 in range(0, F, BF):
-        W1b = tl.load(g1 + off_w1(rv, f0, rf, F))
-        W2b = tl.load(g2 + off_w2(rf, f0, rk, K))
-        A = act(tl.dot(kx, tl.trans(W2b), input_precision=PREC), ACT)
-        E += tl.dot(A, tl.trans(W1b), input_precision=PREC)
-        if SELF_TARGET:
-            Av = act(tl.dot(vx, tl.trans(W2b), input_precision=PREC), ACT)
-            E -= tl.dot(Av, tl.trans(W1b), input_precision=PREC)
     return E
 
 
 @triton.jit
 def _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o,
               w1, w2, s1, s2, g1, g2, c1, c2, sv1, sv2, svs1, svs2, sv_e, sv_ba, sv_ai,
-              row0, s, e, i_h, H, scale, store_chunk,
+              xch, ctr, n_done, j, row0, s, e, i_h, H, scale, store_chunk,
               K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr,
+              FS: tl.constexpr, NS: tl.constexpr,
               BT: tl.constexpr, LOG2BT: tl.constexpr, ACT: tl.constexpr, RESIDUAL: tl.constexpr,
               HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
               SELF_TARGET: tl.constexpr, READ: tl.constexpr, USE_G: tl.constexpr,
               OUTPUT_FINAL: tl.constexpr, SAVE: tl.constexpr, STORE_O: tl.constexpr,
-              PREC: tl.constexpr):
-    """One tile [s, e): updates the state buffers (w1, w2, s1, s2) in place, writes o.
-    g1, g2: chunk-start weights (the state buffers unless USE_G); c1, c2: final chunk-start
-    outputs (written when ``store_chunk``); sv*: this tile's checkpoint slots (with SAVE)."""
+              PREC: tl.constexpr, GPREC: tl.constexpr):
+    """One tile [s, e), F slice j = [j·FS, (j+1)·FS) of the hidden units: updates the slice of the
+    state buffers (w1, w2, s1, s2) in place, writes the slice's share of o (o, sv_ba: this
+    slice's partial buffers). g1, g2: chunk-start weights (the state buffers unless USE_G);
+    c1, c2: final chunk-start outputs (written when ``store_chunk``); sv*: this tile's checkpoint
+    slots (with SAVE); xch, ctr, n_done: the exchange of the frozen errors (``exchange``)."""
     rt = tl.arange(0, BT)
     rk = tl.arange(0, K)
     rv = tl.arange(0, V)
@@ -119,18 +124,18 @@ def _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o,
         vx = tl.load(v + grow[:, None] * V + rv[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
     et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
     G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT,
-                                                                HAS_ALPHA, HAS_MU, PREC)
+                                                                HAS_ALPHA, HAS_MU, GPREC)
     if HAS_BETA:
         bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
-        KK = tl.dot(kx, tl.trans(kx), input_precision=PREC)
-        Ai = unit_lower_inverse(tl.where(strict, KK * Gp * bt[None, :], 0.0), rt, LOG2BT, PREC)
+        KK = mm(kx, tl.trans(kx), PREC)
+        Ai = unit_lower_inverse(tl.where(strict, KK * Gp * bt[None, :], 0.0), rt, LOG2BT, GPREC)
         Pk = tl.where(strict, KK * Phip, 0.0)
     if READ == 2:
         if STORE_O:
             qx = tl.load(q + grow[:, None] * K + rk[None, :], mask=mt[:, None], other=0.0).to(tl.float32) * scale
     else:
         qx = tl.load(q + grow[:, None] * K + rk[None, :], mask=mt[:, None], other=0.0).to(tl.float32) * scale
-        QK = tl.dot(qx, tl.trans(kx), input_precision=PREC)
+        QK = mm(qx, tl.trans(kx), PREC)
         if READ == 0:
             QG = QK * G
             QP = QK * Phi
@@ -146,12 +151,14 @@ def _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o,
         BA = tl.zeros([BT, BT], dtype=tl.float32)
     if STORE_O:
         if RESIDUAL:
-            out = qx
+            out = qx * (j == 0).to(tl.float32)
         else:
             out = tl.zeros([BT, V], dtype=tl.float32)
 
     # pass 1: frozen errors at the chunk-start weights
-    E = frozen_errors(kx, vx, g1, g2, rv, rk, rf, K, V, F, BF, ACT, RESIDUAL, SELF_TARGET, PREC)
+    fs = j * FS
+    E = frozen_errors(kx, vx, g1, g2, fs, rv, rk, rf, xch, ctr, n_done, j, K, V, F, BF, FS, NS, ACT,
+                      RESIDUAL, SELF_TARGET, PREC)
     w1v = -et[:, None] * E
     tl.debug_barrier()
 
@@ -162,8 +169,9 @@ def _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o,
         nuL = at(nu, sel)
         mL = at(m, sel) + empty
         DL = row_of(D, sel)
-    # pass 2: per F block
-    for f0 in range(0, F, BF):
+    # pass 2: per F block of the slice
+    for fb in range(0, FS, BF):
+        f0 = fs + fb
         o1 = off_w1(rv, f0, rf, F)
         o2 = off_w2(rf, f0, rk, K)
         W1b = tl.load(w1 + o1)
@@ -186,56 +194,57 @@ def _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o,
         if OUTPUT_FINAL:
             tl.store(c1 + o1, W1b, mask=(rv[:, None] >= 0) & store_chunk)
             tl.store(c2 + o2, W2b, mask=(rf[:, None] >= 0) & store_chunk)
-        Z = tl.dot(kx, tl.trans(W2g), input_precision=PREC)
+        Z = mm(kx, tl.trans(W2g), PREC)
         A = act(Z, ACT)
-        w2v = -et[:, None] * tl.dot(E, W1g, input_precision=PREC) * act_grad(Z, ACT)
+        w2v = -et[:, None] * mm(E, W1g, PREC) * act_grad(Z, ACT)
         X = PhiL[:, None] * w2v
         if HAS_BETA:
             if USE_G:
-                RHS = gp[:, None] * tl.dot(kx, tl.trans(W2b), input_precision=PREC)
+                RHS = gp[:, None] * mm(kx, tl.trans(W2b), PREC)
             else:
                 RHS = gp[:, None] * Z
             if HAS_MU:
-                RHS += nup[:, None] * tl.dot(kx, tl.trans(S2b), input_precision=PREC)
-            RHS += tl.dot(Pk, w2v, input_precision=PREC)
-            U = -bt[:, None] * tl.dot(Ai, RHS, input_precision=PREC)
+                RHS += nup[:, None] * mm(kx, tl.trans(S2b), PREC)
+            RHS += mm(Pk, w2v, PREC)
+            U = -bt[:, None] * mm(Ai, RHS, PREC)
             X += GL[:, None] * U
         if READ == 2:
             if STORE_O:
-                Aq = act(tl.dot(qx, tl.trans(W2g), input_precision=PREC), ACT)
-                out += tl.dot(Aq, tl.trans(W1g), input_precision=PREC)
+                Aq = act(mm(qx, tl.trans(W2g), PREC), ACT)
+                out += mm(Aq, tl.trans(W1g), PREC)
         else:     # h = W2_t q_t by masked products, B = φ(h); B Aᵀ is also needed by the backward
-            Hq = gm[:, None] * tl.dot(qx, tl.trans(W2b), input_precision=PREC)
-            Hq += tl.dot(QP, w2v, input_precision=PREC)
+            Hq = gm[:, None] * mm(qx, tl.trans(W2b), PREC)
+            Hq += mm(QP, w2v, PREC)
             if HAS_BETA:
-                Hq += tl.dot(QG, U, input_precision=PREC)
+                Hq += mm(QG, U, PREC)
             if HAS_MU:
-                Hq += nm[:, None] * tl.dot(qx, tl.trans(S2b), input_precision=PREC)
+                Hq += nm[:, None] * mm(qx, tl.trans(S2b), PREC)
             Bq = act(Hq, ACT)
-            BA += tl.dot(Bq, tl.trans(A), input_precision=PREC)
+            BA += mm(Bq, tl.trans(A), PREC)
             if STORE_O:
-                out += gm[:, None] * tl.dot(Bq, tl.trans(W1b), input_precision=PREC)
+                out += gm[:, None] * mm(Bq, tl.trans(W1b), PREC)
                 if HAS_MU:
-                    out += nm[:, None] * tl.dot(Bq, tl.trans(S1b), input_precision=PREC)
+                    out += nm[:, None] * mm(Bq, tl.trans(S1b), PREC)
         # tile-end state of this block
-        W2n = gL * W2b + tl.dot(tl.trans(X), kx, input_precision=PREC)
-        W1n = gL * W1b + tl.dot(tl.trans(PhiL[:, None] * w1v), A, input_precision=PREC)
+        W2n = gL * W2b + mm(tl.trans(X), kx, PREC)
+        W1n = gL * W1b + mm(tl.trans(PhiL[:, None] * w1v), A, PREC)
         if HAS_MU:
             W1n += nuL * S1b
             W2n += nuL * S2b
-            tl.store(s1 + o1, mL * S1b + tl.dot(tl.trans(DL[:, None] * w1v), A, input_precision=PREC))
-            tl.store(s2 + o2, mL * S2b + tl.dot(tl.trans(DL[:, None] * w2v), kx, input_precision=PREC))
+            tl.store(s1 + o1, mL * S1b + mm(tl.trans(DL[:, None] * w1v), A, PREC))
+            tl.store(s2 + o2, mL * S2b + mm(tl.trans(DL[:, None] * w2v), kx, PREC))
         tl.store(w1 + o1, W1n)
         tl.store(w2 + o2, W2n)
 
     if STORE_O:
         if READ != 2:
-            out += tl.dot(BA * Pm, w1v, input_precision=PREC)
+            out += mm(BA * Pm, w1v, PREC)
         tl.store(o + grow[:, None] * V + rv[None, :], out.to(o.dtype.element_ty), mask=mt[:, None])
     if SAVE:
-        tl.store(sv_e + grow[:, None] * V + rv[None, :], E, mask=mt[:, None])
+        mine = mt & (j == 0)
+        tl.store(sv_e + grow[:, None] * V + rv[None, :], E, mask=mine[:, None])
         if HAS_BETA:
-            tl.store(sv_ai + grow[:, None] * BT + rt[None, :], Ai, mask=mt[:, None])
+            tl.store(sv_ai + grow[:, None] * BT + rt[None, :], Ai, mask=mine[:, None])
         if READ != 2:
             tl.store(sv_ba + grow[:, None] * BT + rt[None, :], BA, mask=mt[:, None])
     tl.debug_barrier()
@@ -243,19 +252,24 @@ def _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o,
 
 @triton.jit
 def _fwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, w1, w2, s1, s2, wc1, wc2, pos, cu, tile_base,
-                o, c1, c2, sv1, sv2, svs1, svs2, sv_e, sv_ba, sv_ai,
-                T, H, scale,
-                K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr,
+                o, c1, c2, sv1, sv2, svs1, svs2, sv_e, sv_ba, sv_ai, xch, ctr,
+                T, R, H, scale,
+                K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, NS: tl.constexpr,
                 BT: tl.constexpr, LOG2BT: tl.constexpr, ACT: tl.constexpr, RESIDUAL: tl.constexpr,
                 HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                 SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
                 IS_VARLEN: tl.constexpr, OUTPUT_FINAL: tl.constexpr, SAVE: tl.constexpr,
-                STORE_O: tl.constexpr, PREC: tl.constexpr):
-    """Grid (N·H,). w1 [N,H,V,F], w2 [N,H,F,K], s1, s2: state buffers holding the start states,
+                STORE_O: tl.constexpr, PREC: tl.constexpr, GPREC: tl.constexpr):
+    """Grid (N·H, NS): program (i_nh, j) owns hidden units [j·F/NS, (j+1)·F/NS) of (sequence,
+    head) i_nh. w1 [N,H,V,F], w2 [N,H,F,K], s1, s2: state buffers holding the start states,
     updated in place to the final states. wc1, wc2: the resumed chunk-start weights (HAS_POS).
     c1, c2: receive the start weights of the last tile when the call ends inside a chunk that it
-    began (the launcher resolves the other cases). sv*: per-tile checkpoints (SAVE)."""
+    began (the launcher resolves the other cases). sv*: per-tile checkpoints (SAVE). o, sv_ba:
+    [NS, R = B·T, H, ·] partial sums over the slices when NS > 1 (the launcher adds them). xch
+    [N·H, 2, NS, BT, V] float32, ctr [N·H] int32 zeros: the exchange of the frozen errors."""
     i_nh = tl.program_id(0)
+    j = tl.program_id(1)
+    FS: tl.constexpr = F // NS
     i_n = i_nh // H
     i_h = i_nh % H
     row0, L, p = seq_bounds(cu, pos, i_n, T, IS_VARLEN, HAS_POS)
@@ -263,6 +277,10 @@ def _fwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, w1, w2, s1, s2, wc1, wc2
     b2 = i_nh.to(tl.int64) * F * K
     nt = ((L + p + BT - 1) // BT) * (L > 0).to(tl.int32)
     pf = (p + L) % BT
+    o += j.to(tl.int64) * R * H * V
+    sv_ba += j.to(tl.int64) * R * H * BT
+    xch += i_nh.to(tl.int64) * 2 * NS * BT * V
+    ctr += i_nh
     if SAVE:
         tb = tl.load(tile_base + i_n).to(tl.int64)
     else:
@@ -274,9 +292,9 @@ def _fwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, w1, w2, s1, s2, wc1, wc2
             t2 = (tb * H + i_h) * F * K
             _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o, w1 + b1, w2 + b2, s1 + b1, s2 + b2,
                       wc1 + b1, wc2 + b2, c1 + b1, c2 + b2, sv1 + t1, sv2 + t2, svs1 + t1, svs2 + t2,
-                      sv_e, sv_ba, sv_ai, row0, 0, tl.minimum(L, BT - p), i_h, H, scale, i_n < 0,
-                      K, V, F, BF, BT, LOG2BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET,
-                      READ, True, OUTPUT_FINAL, SAVE, STORE_O, PREC)
+                      sv_e, sv_ba, sv_ai, xch, ctr, i, j, row0, 0, tl.minimum(L, BT - p), i_h, H, scale,
+                      i_n < 0, K, V, F, BF, FS, NS, BT, LOG2BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA,
+                      HAS_MU, SELF_TARGET, READ, True, OUTPUT_FINAL, SAVE, STORE_O, PREC, GPREC)
             i += 1
     while i < nt:
         s = i * BT - p
@@ -284,8 +302,8 @@ def _fwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, w1, w2, s1, s2, wc1, wc2
         t2 = ((tb + i) * H + i_h) * F * K
         _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o, w1 + b1, w2 + b2, s1 + b1, s2 + b2,
                   w1 + b1, w2 + b2, c1 + b1, c2 + b2, sv1 + t1, sv2 + t2, svs1 + t1, svs2 + t2,
-                  sv_e, sv_ba, sv_ai, row0, s, tl.minimum(L, s + BT), i_h, H, scale,
+                  sv_e, sv_ba, sv_ai, xch, ctr, i, j, row0, s, tl.minimum(L, s + BT), i_h, H, scale,
                   (i == nt - 1) & (pf != 0),
-                  K, V, F, BF, BT, LOG2BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET,
-                  READ, False, OUTPUT_FINAL, SAVE, STORE_O, PREC)
+                  K, V, F, BF, FS, NS, BT, LOG2BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA, HAS_MU,
+                  SELF_TARGET, READ, False, OUTPUT_FINAL, SAVE, STORE_O, PREC, GPREC)
         i += 1
