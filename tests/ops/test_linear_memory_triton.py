@@ -142,8 +142,8 @@ def test_cu_seqlens_with_positions_and_empty_sequence():
 
 
 def test_k_ne_v_with_two_v_blocks(monkeypatch):
-    """K = 16, V = 32 split into two V blocks of 16: the per-block partial sums of dq, dk and the
-    gate gradients are added by the launcher."""
+    """K = 16, V = 32 split into two V blocks of 16: the gradient kernel accumulates dq, dk, the
+    gate gradients and the n×n adjoints over its loop of V blocks."""
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BV", "16")
     x, st = make(T=20, K=16, V=32, gates="abm")
     check(x, st, target="external", read="after")
@@ -153,6 +153,15 @@ def test_self_target_two_v_blocks(monkeypatch):
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BV", "16")
     x, st = make(T=18, K=32, V=32, gates="ab")
     check(x, st, target="self", read="chunk")
+
+
+def test_resumed_self_target_two_v_blocks(monkeypatch):
+    """Resumed tiles (dM_chunk0 written block by block by the gradient kernel) with self targets
+    and read "before" over two V blocks."""
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BV", "16")
+    cu = torch.tensor([0, 13, 30])
+    x, st = make(B=1, T=30, N=2, K=32, V=32, gates="abm", resume=[5, 0], seed=11)
+    check(x, st, cu_seqlens=cu, target="self", read="before")
 
 
 def test_chunk_32_and_short_sequence():

@@ -95,14 +95,16 @@ def _mma_mode(kernel: str):
     """Compile with Ampere-style MMA (mma.sync) instead of Hopper's wgmma.
 
     NESTED_KERNELS_LM_TRITON_MMA: "v2" (default: every kernel), "mixed" (wgmma for the forward
-    kernels, mma.sync for the backward) or "auto" (Triton's choice). With wgmma every dot operand
-    stays in shared memory for its whole live range, and the backward kernel then needs more than
-    the 227 KB an H100 block may have (312 KB at C = 64, K = 128). Triton reads DISABLE_MMA_V3
-    when it compiles (and keys its cache on it), so it is set only around these launches."""
+    kernels, ``kernel == "fwd"``) or "auto" (Triton's choice) — except for the gradient kernel
+    (``kernel == "grad"``), which always gets mma.sync: with wgmma every dot operand stays in
+    shared memory for its whole live range and its n×n operands need more than the 227 KB an H100
+    block may have (the CPU probe python/compile_linear_memory_triton.py reports both). Triton
+    reads DISABLE_MMA_V3 when it compiles (and keys its disk cache on it), so it is set only around
+    these launches."""
     mode = os.environ.get("NESTED_KERNELS_LM_TRITON_MMA", "v2")
     if mode not in ("v2", "mixed", "auto"):
         raise ValueError(f"NESTED_KERNELS_LM_TRITON_MMA must be v2, mixed or auto, got {mode!r}")
-    if _interpreting() or mode == "auto" or (mode == "mixed" and kernel != "bwd"):
+    if _interpreting() or (kernel != "grad" and (mode == "auto" or (mode == "mixed" and kernel == "fwd"))):
         yield
         return
     old = os.environ.get("DISABLE_MMA_V3")
@@ -277,7 +279,6 @@ def _grad_or_none(grads, name):
 def backward(inputs, outputs, grads, cfg):
     a = _Args(inputs, cfg)
     B, T, H, K, V, N = a.B, a.T, a.H, a.K, a.V, a.N
-    NV = V // a.BV_GRAD   # partial sums of the gradient kernel, one per V block
     dev = a.device
     f32 = torch.float32
     rows = B * T
@@ -288,13 +289,13 @@ def backward(inputs, outputs, grads, cfg):
     if a.mu is None:
         dSf = None
 
-    part = lambda *shape: new_empty(NV, *shape, dtype=f32, device=dev)  # noqa: E731
-    dq, dk = part(rows, H, K), part(rows, H, K)
-    dv = part(rows, H, K) if a.self_target else new_empty(rows, H, V, dtype=f32, device=dev)
-    deta = part(rows, H)
-    dla = part(rows, H) if a.la is not None else None
-    dbeta = part(rows, H) if a.beta is not None else None
-    dmu = part(rows, H) if a.mu is not None else None
+    row = lambda *shape: new_empty(rows, H, *shape, dtype=f32, device=dev)  # noqa: E731
+    dq, dk = row(K), row(K)
+    dv = row(K if a.self_target else V)
+    deta = row()
+    dla = row() if a.la is not None else None
+    dbeta = row() if a.beta is not None else None
+    dmu = row() if a.mu is not None else None
     st = lambda: new_empty(N, H, K, V, dtype=f32, device=dev)  # noqa: E731
     dm0 = st()
     ds0 = st() if a.mu is not None else None
@@ -313,11 +314,12 @@ def backward(inputs, outputs, grads, cfg):
                 dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, T, H,
                 K=K, V=V, BT=a.C, BV=a.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
                 HAS_DMCF=dMcf is not None, PREC=a.prec, **_launch_options(a.warps), **flags)
-            _grad_kernel[(a.n_tiles, H, NV)](
+        with _mma_mode("grad"):
+            _grad_kernel[(a.n_tiles, H)](
                 a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.tile_seq, a.tile_idx, a.cu, a.pos,
                 f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
-                T, H, rows * H, a.scale, K=K, V=V, BT=a.C, BV=a.BV_GRAD, HAS_ALPHA=a.la is not None,
+                T, H, a.scale, K=K, V=V, BT=a.C, BV=a.BV_GRAD, HAS_ALPHA=a.la is not None,
                 SELF_TARGET=a.self_target, PREC=a.prec, **_launch_options(a.warps), **flags)
     else:
         dm0.zero_()
@@ -325,7 +327,6 @@ def backward(inputs, outputs, grads, cfg):
             if t is not None:
                 t.zero_()
 
-    red = lambda t: t.sum(0) if t.shape[0] > 1 else t[0]  # noqa: E731
     out = {}
 
     def put(name, g, shape):
@@ -333,13 +334,13 @@ def backward(inputs, outputs, grads, cfg):
         if x is not None and g is not None:
             out[name] = g.reshape(shape).to(x.dtype)
 
-    put("q", red(dq), (B, T, H, K))
-    put("k", red(dk), (B, T, H, K))
-    put("v", red(dv) if a.self_target else dv, (B, T, H, K if a.self_target else V))
-    put("eta", red(deta), (B, T, H))
-    put("log_alpha", None if dla is None else red(dla), (B, T, H))
-    put("beta", None if dbeta is None else red(dbeta), (B, T, H))
-    put("mu", None if dmu is None else red(dmu), (B, T, H))
+    put("q", dq, (B, T, H, K))
+    put("k", dk, (B, T, H, K))
+    put("v", dv, (B, T, H, K if a.self_target else V))
+    put("eta", deta, (B, T, H))
+    put("log_alpha", dla, (B, T, H))
+    put("beta", dbeta, (B, T, H))
+    put("mu", dmu, (B, T, H))
     put("m0", dm0, (N, H, K, V))
     if inputs["s0"] is not None and ds0 is not None:
         put("s0", ds0, (N, H, K, V))

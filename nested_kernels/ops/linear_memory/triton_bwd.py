@@ -13,20 +13,19 @@ tile-parallel kernel for the token gradients.
 
   (the outputs enter as Q-side products). The last dM0 / dS0 are the gradients of the initial
   states; the final M_chunk's gradient joins M_L (boundary) or the start of the last tile.
-* ``_grad_kernel`` — grid (tiles, H, V/BV), all tiles in parallel: from the stored tile-start
-  states (M0, S0), the stored tile-end adjoints and dO it recomputes the tile's intermediates
-  (errors E, steps W, right-hand side, R, U = −βR, with the stored (I + A)⁻¹) and applies their
-  adjoints in reverse order:
+* ``_grad_kernel`` — grid (tiles, H), all tiles in parallel: from the stored tile-start states
+  (M0, S0), the stored tile-end adjoints and dO it recomputes the tile's intermediates (errors E,
+  steps W, right-hand side, R, U = −βR, with the stored (I + A)⁻¹) one V block at a time and
+  applies their adjoints in reverse order:
 
       tile-end states → outputs → U, R (the solve's adjoint: dRHS = (I + A)⁻ᵀ dR, dA = −dRHS Rᵀ)
       → RHS, A, P → W, E, targets → gate matrices (Γ, Φ, D, ν, m) → d log α (reverse cumulative
       sum), dμ (zero-safe: ∂D[i,t]/∂μ_l = D[i,l]·D[l−1,t]).
 
-  A resumed first tile also sends the gradient of its chunk-start memory F = M_chunk0 there.
-
-Quantities that sum over the columns of V (dq, dk, dv for self targets, and the gates) are
-written as per-V-block partial sums [V/BV, B·T, H, ·] that the launcher adds; dv for external
-targets is column-owned and written directly.
+  The n×n adjoints are accumulated over the V blocks as four products (dO Wᵀ, dO Uᵀ, dRHS Rᵀ,
+  dRHS Wᵀ) and applied once per tile; dq, dk, dv and the gate gradients are written directly
+  (no per-V-block partial sums). A resumed first tile also sends the gradient of its chunk-start
+  memory F = M_chunk0 there, block by block.
 """
 from __future__ import annotations
 
@@ -123,45 +122,10 @@ def _state_bwd_kernel(k, xw, xz, yw, qw, qz, tsc, do, pos, cu, tile_base, dm_fin
 # tile-parallel: token gradients
 # ------------------------------------------------------------------------------------------
 @triton.jit
-def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
-                 saved_m, saved_s, adj_m, adj_s, do,
-                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
-                 T, H, NRH, scale,
-                 K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-                 HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
-                 SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
-                 IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
-    """Gradients of the tokens of one tile (one V block) given its start states (M0, S0), the
-    adjoints of its end states (dMe, dSe) and dO. F is the chunk-start memory of the errors,
-    self targets and "chunk" reads: M0, or M_chunk0 in a resumed tile (then dF → dM_chunk0)."""
-    i_g = tl.program_id(0)
-    i_h = tl.program_id(1)
-    i_v = tl.program_id(2)
-    i_n, row0, s, e, resumed = _tile_rows(tile_seq, tile_idx, cu, pos, i_g, T, BT, IS_VARLEN, HAS_POS)
-    rt = tl.arange(0, BT)
-    rk = tl.arange(0, K)
-    rv = i_v * BV + tl.arange(0, BV)
-    tok = s + rt
-    mt = tok < e
-    grow = (row0 + tok).to(tl.int64) * H + i_h
-    lower = rt[:, None] >= rt[None, :]
-    strict = rt[:, None] > rt[None, :]
-    sel = rt == (e - s - 1)
-    pg = i_v.to(tl.int64) * NRH            # offset of this V block's partial sums (gates)
-    pk = pg * K                             # (per-token K vectors)
-    sv = (i_g.to(tl.int64) * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
-    st = (i_n.to(tl.int64) * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
-
-    # ---------------- recompute the tile ----------------
-    M0 = tl.load(saved_m + sv).to(tl.float32)
-    dMe = tl.load(adj_m + sv).to(tl.float32)
-    if HAS_MU:
-        S0 = tl.load(saved_s + sv).to(tl.float32)
-        dSe = tl.load(adj_s + sv).to(tl.float32)
-    kx = _load_rows(k, grow, rk, mt, K)
-    qx = _load_rows(q, grow, rk, mt, K) * scale
-    et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
-    dO = _load_rows(do, grow, rv, mt, V)
+def _gates(la_ptr, mu_ptr, grow, mt, rt, BT: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_MU: tl.constexpr,
+           PREC: tl.constexpr):
+    """Gate matrices of a tile: Γ, Γ_prev, γ, γ_prev, Φ, Φ_prev and (μ) D, D_prev, m, m_prev, ν,
+    ν_prev (placeholders without μ)."""
     if HAS_ALPHA:
         la = tl.load(la_ptr + grow, mask=mt, other=0.0).to(tl.float32)
     else:
@@ -175,111 +139,249 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
         nu = tl.sum(G * m[None, :], 1)
         nup = tl.sum(Gp * m[None, :], 1)
     else:
+        D = G
+        Dp = Gp
+        m = g
+        mp = g
         Phi = G
         Phip = Gp
+        nu = g
+        nup = g
+    return G, Gp, g, gp, Phi, Phip, D, Dp, m, mp, nu, nup
 
-    KM = _dot(kx, M0, PREC)
-    if HAS_POS:
-        F = tl.where(resumed, tl.load(mc0 + st, mask=resumed, other=0.0).to(tl.float32), M0)
-        KF = _dot(kx, F, PREC)
-    else:
-        F = M0
-        KF = KM
-    if SELF_TARGET:
-        vx = _load_rows(v, grow, rk, mt, K)
-        Tg = _dot(vx, F, PREC)
-    else:
-        Tg = _load_rows(v, grow, rv, mt, V)
-    E = KF - Tg
-    W = -et[:, None] * E
-    if HAS_MU:
-        KS = _dot(kx, S0, PREC)
+
+@triton.jit
+def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
+                 saved_m, saved_s, adj_m, adj_s, do,
+                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
+                 T, H, scale,
+                 K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                 HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
+                 SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
+                 IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
+    """Gradients of the tokens of one tile given its start states (M0, S0), the adjoints of its end
+    states (dMe, dSe) and dO. F is the chunk-start memory of the errors, self targets and "chunk"
+    reads: M0, or M_chunk0 in a resumed tile (then dF → dM_chunk0).
+
+    One program per (tile, head) walks the V blocks: every quantity of width V (errors E, steps W,
+    RHS, R, U and their adjoints) lives one BV block at a time, while the n×n adjoints are
+    accumulated across the blocks as four products only — Z2 = dO Wᵀ, Z1 = dO Uᵀ (outputs),
+    ZA = dRHS Rᵀ (the solve: dA = −ZA), ZP = dRHS Wᵀ (P) — and turned into the gradients of
+    QKᵀ, KKᵀ and the gate matrices once, after the loop."""
+    i_g = tl.program_id(0)
+    i_h = tl.program_id(1)
+    i_n, row0, s, e, resumed = _tile_rows(tile_seq, tile_idx, cu, pos, i_g, T, BT, IS_VARLEN, HAS_POS)
+    rt = tl.arange(0, BT)
+    rk = tl.arange(0, K)
+    tok = s + rt
+    mt = tok < e
+    grow = (row0 + tok).to(tl.int64) * H + i_h
+    lower = rt[:, None] >= rt[None, :]
+    strict = rt[:, None] > rt[None, :]
+    sel = rt == (e - s - 1)
+    sbase = (i_g.to(tl.int64) * H + i_h) * K * V
+    fbase = (i_n.to(tl.int64) * H + i_h) * K * V
+
+    # ---------------- per-tile constants ----------------
+    et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
+    G, Gp, g, gp, Phi, Phip, D, Dp, m, mp, nu, nup = _gates(la_ptr, mu_ptr, grow, mt, rt, BT, HAS_ALPHA, HAS_MU, PREC)
+    fL = _row_of(Phi, sel)
+    kx = _load_rows(k, grow, rk, mt, K)
     if HAS_BETA:
         bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
-        KK = _dot(kx, tl.trans(kx), PREC)
-        P = tl.where(strict, KK * Phip, 0.0)
-        RHS = gp[:, None] * KM + _dot(P, W, PREC)
-        if HAS_MU:
-            RHS += nup[:, None] * KS
-        Ai = tl.load(ainv + grow[:, None] * BT + rt[None, :], mask=mt[:, None], other=0.0)
-        R = _dot(Ai, RHS, PREC)
-        U = -bt[:, None] * R
-
-    # ---------------- adjoints ----------------
-    dK = tl.zeros([BT, K], dtype=tl.float32)
-    dQ = tl.zeros([BT, K], dtype=tl.float32)
-    dG = tl.zeros([BT, BT], dtype=tl.float32)
-    dGp = tl.zeros([BT, BT], dtype=tl.float32)
-    dPhi = tl.zeros([BT, BT], dtype=tl.float32)
-    dPhip = tl.zeros([BT, BT], dtype=tl.float32)
-    dg = tl.zeros([BT], dtype=tl.float32)
-    dgp = tl.zeros([BT], dtype=tl.float32)
-    if HAS_POS:
-        dF = tl.zeros([K, BV], dtype=tl.float32)
-    if HAS_MU:
-        dnu = tl.zeros([BT], dtype=tl.float32)
-        dnup = tl.zeros([BT], dtype=tl.float32)
-        dm = tl.zeros([BT], dtype=tl.float32)
-        dD = tl.zeros([BT, BT], dtype=tl.float32)
-
-    # tile-end states: M_n = γ_n M0 + ν_n S0 + Kᵀ(Φ[n,·]⊙W + Γ[n,·]⊙U),  S_n = m_n S0 + Kᵀ(D[n,·]⊙W)
-    fL = _row_of(Phi, sel)
-    X = fL[:, None] * W
-    if HAS_BETA:
         gLr = _row_of(G, sel)
-        X += gLr[:, None] * U
-    dK += _dot(X, tl.trans(dMe), PREC)
-    dX = _dot(kx, dMe, PREC)
-    dW = fL[:, None] * dX
-    dPhi += tl.where(sel[:, None], tl.sum(W * dX, 1)[None, :], 0.0)
-    if HAS_BETA:
-        dU = gLr[:, None] * dX
-        dG += tl.where(sel[:, None], tl.sum(U * dX, 1)[None, :], 0.0)
-    dg += tl.where(sel, _sum2(M0 * dMe), 0.0)
+        P = tl.where(strict, _dot(kx, tl.trans(kx), PREC) * Phip, 0.0)
+        Ai = tl.load(ainv + grow[:, None] * BT + rt[None, :], mask=mt[:, None], other=0.0)
     if HAS_MU:
-        dnu += tl.where(sel, _sum2(S0 * dMe), 0.0)
-        dm += tl.where(sel, _sum2(S0 * dSe), 0.0)
         dLr = _row_of(D, sel)
-        dK += _dot(dLr[:, None] * W, tl.trans(dSe), PREC)
-        dY = _dot(kx, dSe, PREC)
-        dW += dLr[:, None] * dY
-        dD += tl.where(sel[:, None], tl.sum(W * dY, 1)[None, :], 0.0)
-
-    # outputs
     if READ == 2:
-        dQ += _dot(dO, tl.trans(F), PREC)
         if HAS_POS:
-            dF += _dot(tl.trans(qx), dO, PREC)
+            qx = _load_rows(q, grow, rk, mt, K) * scale
     else:
+        qx = _load_rows(q, grow, rk, mt, K) * scale
         QK = _dot(qx, tl.trans(kx), PREC)
         if READ == 0:
             QKm = tl.where(lower, QK, 0.0)
             a = g
-            Gm = G
-            Hm = Phi
+            b = nu
+            QHm = QKm * Phi
+            QGm = QKm * G
         else:
             QKm = tl.where(strict, QK, 0.0)
             a = gp
-            Gm = Gp
-            Hm = Phip
-        dQ += _dot(a[:, None] * dO, tl.trans(M0), PREC)
-        da = tl.sum(dO * _dot(qx, M0, PREC), 1)
-        dW += _dot(tl.trans(QKm * Hm), dO, PREC)
-        dZ2 = _dot(dO, tl.trans(W), PREC)
-        dQK = dZ2 * Hm
-        dHm = dZ2 * QKm
+            b = nup
+            QHm = QKm * Phip
+            QGm = QKm * Gp
+
+    # ---------------- accumulators over the V blocks ----------------
+    dK = tl.zeros([BT, K], dtype=tl.float32)
+    dQ = tl.zeros([BT, K], dtype=tl.float32)
+    if SELF_TARGET:
+        dEF = tl.zeros([BT, K], dtype=tl.float32)
+    z = tl.zeros([BT], dtype=tl.float32)
+    deta_v = z
+    r_phi = z            # Σ_v W ⊙ dX: row n of dΦ
+    r_g = z              # Σ_v U ⊙ dX: row n of dΓ
+    r_d = z              # Σ_v W ⊙ dY: row n of dD
+    da = z
+    db = z
+    dbt = z
+    dgp_s = z
+    dnup_s = z
+    dg_n = tl.sum(z, 0)  # Σ M0 ⊙ dMe, Σ S0 ⊙ dMe, Σ S0 ⊙ dSe
+    dnu_n = dg_n
+    dm_n = dg_n
+    if READ != 2:
+        Z2 = tl.zeros([BT, BT], dtype=tl.float32)
         if HAS_BETA:
-            dU += _dot(tl.trans(QKm * Gm), dO, PREC)
-            dZ1 = _dot(dO, tl.trans(U), PREC)
-            dQK += dZ1 * Gm
-            dGm = dZ1 * QKm
+            Z1 = tl.zeros([BT, BT], dtype=tl.float32)
+    if HAS_BETA:
+        ZA = tl.zeros([BT, BT], dtype=tl.float32)
+        ZP = tl.zeros([BT, BT], dtype=tl.float32)
+
+    for c in tl.range(V // BV, num_stages=1):   # no multi-buffered loads: shared memory is the limit
+        # keys, queries, values reloaded per block (L2 hits) instead of held in registers
+        kx = _load_rows(k, grow, rk, mt, K)
+        if SELF_TARGET:
+            vx = _load_rows(v, grow, rk, mt, K)
+        if READ != 2 or HAS_POS:
+            qx = _load_rows(q, grow, rk, mt, K) * scale
+        rv = c * BV + tl.arange(0, BV)
+        sv = rk[:, None] * V + rv[None, :]
+        M0 = tl.load(saved_m + sbase + sv).to(tl.float32)
+        dMe = tl.load(adj_m + sbase + sv).to(tl.float32)
+        dO = _load_rows(do, grow, rv, mt, V)
+        KM = _dot(kx, M0, PREC)
+        if HAS_POS:
+            F = tl.where(resumed, tl.load(mc0 + fbase + sv, mask=resumed, other=0.0).to(tl.float32), M0)
+            KF = _dot(kx, F, PREC)
+        else:
+            F = M0
+            KF = KM
+        if SELF_TARGET:
+            E = KF - _dot(vx, F, PREC)
+        else:
+            E = KF - _load_rows(v, grow, rv, mt, V)
+        W = -et[:, None] * E
+        X = fL[:, None] * W
         if HAS_MU:
-            if READ == 0:
-                b = nu
+            S0 = tl.load(saved_s + sbase + sv).to(tl.float32)
+            dSe = tl.load(adj_s + sbase + sv).to(tl.float32)
+        if HAS_BETA:
+            RHS = gp[:, None] * KM + _dot(P, W, PREC)
+            if HAS_MU:
+                KS = _dot(kx, S0, PREC)
+                RHS += nup[:, None] * KS
+            R = _dot(Ai, RHS, PREC)
+            U = -bt[:, None] * R
+            X += gLr[:, None] * U
+
+        # tile-end states: M_n = γ_n M0 + ν_n S0 + Kᵀ X,  S_n = m_n S0 + Kᵀ(D[n,·]⊙W)
+        dK += _dot(X, tl.trans(dMe), PREC)
+        dX = _dot(kx, dMe, PREC)
+        dW = fL[:, None] * dX
+        r_phi += tl.sum(W * dX, 1)
+        dg_n += _sum2(M0 * dMe)
+        if HAS_BETA:
+            dU = gLr[:, None] * dX
+            r_g += tl.sum(U * dX, 1)
+        if HAS_MU:
+            dnu_n += _sum2(S0 * dMe)
+            dm_n += _sum2(S0 * dSe)
+            dK += _dot(dLr[:, None] * W, tl.trans(dSe), PREC)
+            dY = _dot(kx, dSe, PREC)
+            dW += dLr[:, None] * dY
+            r_d += tl.sum(W * dY, 1)
+
+        # outputs
+        if READ == 2:
+            dQ += _dot(dO, tl.trans(F), PREC)
+            if HAS_POS:
+                dF = _dot(tl.trans(qx), dO, PREC)
+        else:
+            dQ += _dot(a[:, None] * dO, tl.trans(M0), PREC)
+            da += tl.sum(dO * _dot(qx, M0, PREC), 1)
+            if HAS_MU:
+                dQ += _dot(b[:, None] * dO, tl.trans(S0), PREC)
+                db += tl.sum(dO * _dot(qx, S0, PREC), 1)
+            dW += _dot(tl.trans(QHm), dO, PREC)
+            Z2 += _dot(dO, tl.trans(W), PREC)
+            if HAS_BETA:
+                dU += _dot(tl.trans(QGm), dO, PREC)
+                Z1 += _dot(dO, tl.trans(U), PREC)
+            if HAS_POS:
+                dF = tl.zeros([K, BV], dtype=tl.float32)
+
+        # U = −βR, R = (I + A)⁻¹ RHS, RHS = γ_prev K M0 + ν_prev K S0 + P W
+        if HAS_BETA:
+            dR = -bt[:, None] * dU
+            dbt -= tl.sum(R * dU, 1)
+            dRHS = _dot(tl.trans(Ai), dR, PREC)
+            ZA += _dot(dRHS, tl.trans(R), PREC)
+            ZP += _dot(dRHS, tl.trans(W), PREC)
+            dgp_s += tl.sum(dRHS * KM, 1)
+            dW += _dot(tl.trans(P), dRHS, PREC)
+            dK += _dot(gp[:, None] * dRHS, tl.trans(M0), PREC)
+            if HAS_MU:
+                dnup_s += tl.sum(dRHS * KS, 1)
+                dK += _dot(nup[:, None] * dRHS, tl.trans(S0), PREC)
+
+        # W = −η E, E = K F − target
+        dE = -et[:, None] * dW
+        deta_v -= tl.sum(E * dW, 1)
+        if SELF_TARGET:
+            dEF += _dot(dE, tl.trans(F), PREC)
+        else:
+            dK += _dot(dE, tl.trans(F), PREC)
+            tl.store(dv + grow[:, None] * V + rv[None, :], -dE, mask=mt[:, None])
+        if HAS_POS:
+            if SELF_TARGET:
+                dF += _dot(tl.trans(kx - vx), dE, PREC)
             else:
-                b = nup
-            dQ += _dot(b[:, None] * dO, tl.trans(S0), PREC)
-            db = tl.sum(dO * _dot(qx, S0, PREC), 1)
+                dF += _dot(tl.trans(kx), dE, PREC)
+            if resumed:
+                tl.store(dmc0 + fbase + sv, tl.load(dmc0 + fbase + sv) + dF)
+
+    tl.store(deta + grow, deta_v, mask=mt)
+    if SELF_TARGET:
+        dK += dEF
+        tl.store(dv + grow[:, None] * K + rk[None, :], -dEF, mask=mt[:, None])
+
+    # ---------------- n×n adjoints, once per tile ----------------
+    # reloaded and recomputed rather than kept live across the loop (registers)
+    G, Gp, g, gp, Phi, Phip, D, Dp, m, mp, nu, nup = _gates(la_ptr, mu_ptr, grow, mt, rt, BT, HAS_ALPHA, HAS_MU, PREC)
+    kx = _load_rows(k, grow, rk, mt, K)
+    if HAS_BETA:
+        bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
+    if READ != 2:
+        qx = _load_rows(q, grow, rk, mt, K) * scale
+        if READ == 0:
+            QKm = tl.where(lower, _dot(qx, tl.trans(kx), PREC), 0.0)
+        else:
+            QKm = tl.where(strict, _dot(qx, tl.trans(kx), PREC), 0.0)
+    dG = tl.where(sel[:, None], r_g[None, :], 0.0)
+    dGp = tl.zeros([BT, BT], dtype=tl.float32)
+    dPhi = tl.where(sel[:, None], r_phi[None, :], 0.0)
+    dPhip = tl.zeros([BT, BT], dtype=tl.float32)
+    dg = tl.where(sel, dg_n, 0.0)
+    dgp = dgp_s
+    if HAS_MU:
+        dnu = tl.where(sel, dnu_n, 0.0)
+        dnup = dnup_s
+        dm = tl.where(sel, dm_n, 0.0)
+        dD = tl.where(sel[:, None], r_d[None, :], 0.0)
+    if READ != 2:
+        if READ == 0:
+            Hm = Phi
+            Gm = G
+        else:
+            Hm = Phip
+            Gm = Gp
+        dQK = Z2 * Hm
+        dHm = Z2 * QKm
+        if HAS_BETA:
+            dQK += Z1 * Gm
+            dGm = Z1 * QKm
         if READ == 0:
             dQK = tl.where(lower, dQK, 0.0)
             dg += da
@@ -298,44 +400,15 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                 dnup += db
         dQ += _dot(dQK, kx, PREC)
         dK += _dot(tl.trans(dQK), qx, PREC)
-
-    # U = −βR, R = (I + A)⁻¹ RHS, A = strict(KKᵀ) ⊙ Γ_prev · diag(β), RHS = γ_prev KM0 + ν_prev KS0 + P W
     if HAS_BETA:
-        dR = -bt[:, None] * dU
-        dbt = -tl.sum(R * dU, 1)
-        dRHS = _dot(tl.trans(Ai), dR, PREC)
-        dA = tl.where(strict, -_dot(dRHS, tl.trans(R), PREC), 0.0)
-        dKK = dA * Gp * bt[None, :]
+        KK = _dot(kx, tl.trans(kx), PREC)
+        dA = tl.where(strict, -ZA, 0.0)
+        dKK = dA * Gp * bt[None, :] + tl.where(strict, ZP * Phip, 0.0)
         dGp += dA * KK * bt[None, :]
         dbt += tl.sum(dA * KK * Gp, 0)
-        dgp += tl.sum(dRHS * KM, 1)
-        dP = _dot(dRHS, tl.trans(W), PREC)
-        dW += _dot(tl.trans(P), dRHS, PREC)
-        dK += _dot(gp[:, None] * dRHS, tl.trans(M0), PREC)
-        if HAS_MU:
-            dnup += tl.sum(dRHS * KS, 1)
-            dK += _dot(nup[:, None] * dRHS, tl.trans(S0), PREC)
-        dKK += tl.where(strict, dP * Phip, 0.0)
-        dPhip += tl.where(strict, dP * KK, 0.0)
+        dPhip += tl.where(strict, ZP * KK, 0.0)
         dK += _dot(dKK + tl.trans(dKK), kx, PREC)
-        tl.store(dbeta + pg + grow, dbt, mask=mt)
-
-    # W = −η E, E = K F − target
-    dE = -et[:, None] * dW
-    tl.store(deta + pg + grow, -tl.sum(E * dW, 1), mask=mt)
-    dK += _dot(dE, tl.trans(F), PREC)
-    if HAS_POS:
-        dF += _dot(tl.trans(kx), dE, PREC)
-    if SELF_TARGET:
-        if HAS_POS:
-            dF -= _dot(tl.trans(vx), dE, PREC)
-        tl.store(dv + pk + grow[:, None] * K + rk[None, :], -_dot(dE, tl.trans(F), PREC),
-                 mask=mt[:, None])
-    else:
-        tl.store(dv + grow[:, None] * V + rv[None, :], -dE, mask=mt[:, None])
-    if HAS_POS:
-        if resumed:
-            tl.store(dmc0 + st, tl.load(dmc0 + st) + dF)
+        tl.store(dbeta + grow, dbt, mask=mt)
 
     # gate matrices -> log α, μ
     if HAS_MU:
@@ -347,7 +420,7 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
         dm += tl.sum(G * dnu[:, None], 0) + tl.sum(Gp * dnup[:, None], 0)
         dD = tl.where(lower, dD, 0.0)
         dmu_v = tl.sum(_dot(tl.trans(D), dD, PREC) * Dp, 1) + mp * tl.sum(D * dm[:, None], 0)
-        tl.store(dmu + pg + grow, dmu_v, mask=mt)
+        tl.store(dmu + grow, dmu_v, mask=mt)
     else:
         dG += dPhi
         dGp += dPhip
@@ -357,7 +430,7 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
         rGp = tl.sum(gGp, 1)
         dc = tl.sum(gG, 1) - tl.sum(gG, 0) + rGp - tl.sum(gGp, 0) + dg * g + dgp * gp
         dla_v = tl.sum(dc, 0) - tl.cumsum(dc, 0) + dc - rGp - dgp * gp
-        tl.store(dla + pg + grow, dla_v, mask=mt)
+        tl.store(dla + grow, dla_v, mask=mt)
 
-    tl.store(dq + pk + grow[:, None] * K + rk[None, :], dQ * scale, mask=mt[:, None])
-    tl.store(dk + pk + grow[:, None] * K + rk[None, :], dK, mask=mt[:, None])
+    tl.store(dq + grow[:, None] * K + rk[None, :], dQ * scale, mask=mt[:, None])
+    tl.store(dk + grow[:, None] * K + rk[None, :], dK, mask=mt[:, None])
