@@ -3,7 +3,9 @@
 Every op has backends among ``reference`` (token loop, float64-capable), ``torch`` (chunked
 PyTorch), ``triton`` and ``cuda``. ``backend="auto"`` takes the first of ``cuda``, ``triton``,
 ``torch``, ``reference`` that the op has and that can run the inputs (device, extension, shape);
-any other name forces that backend, and an error says why when it cannot run. The environment
+an op whose kernels rank differently passes its own ``order`` (fast_mlp: triton first, its
+``cuda`` backend being the torch chunk loop with one CUDA kernel). Any other name forces that
+backend, and an error says why when it cannot run. The environment
 variables ``NESTED_KERNELS_BACKEND_<OP>`` (e.g. ``NESTED_KERNELS_BACKEND_LINEAR_MEMORY``) and
 ``NESTED_KERNELS_BACKEND`` force a backend wherever the keyword is left at ``"auto"``.
 """
@@ -76,8 +78,9 @@ def _requested(op_name: str, backend: Optional[str]) -> tuple[str, str]:
 
 
 def select_backend(op_name: str, backend: Optional[str], backends: Mapping[str, Backend],
-                   device: torch.device, inputs: Inputs, cfg: dict) -> str:
-    """The name of the backend that runs ``op_name`` on these inputs (see module docstring)."""
+                   device: torch.device, inputs: Inputs, cfg: dict, order: tuple = AUTO_ORDER) -> str:
+    """The name of the backend that runs ``op_name`` on these inputs (see module docstring);
+    ``order``: the candidates of ``"auto"``, fastest first."""
     name, source = _requested(op_name, backend)
     check_option(source, name, ("auto",) + BACKEND_NAMES)
     if name != "auto":
@@ -87,7 +90,7 @@ def select_backend(op_name: str, backend: Optional[str], backends: Mapping[str, 
         if why:
             raise RuntimeError(f"{op_name}: backend {name!r} (from {source}) cannot run these inputs: {why}")
         return name
-    for candidate in AUTO_ORDER:
+    for candidate in order:
         if candidate not in backends or (candidate == "triton" and device.type != "cuda"):
             continue
         if _platform_reason(candidate, device) is None and backends[candidate].unsupported(inputs, cfg) is None:

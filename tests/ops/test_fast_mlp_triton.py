@@ -159,4 +159,5 @@ def test_float64_unsupported_and_not_auto_on_cpu():
     if DEVICE == "cpu":
         from nested_kernels.core.backends import select_backend
         cfg = dict(chunk_size=4, mlp="gelu")
-        assert select_backend("fast_mlp", "auto", api.BACKENDS, x.device, dict(x=x.float()), cfg) != "triton"
+        assert select_backend("fast_mlp", "auto", api.BACKENDS, x.device, dict(x=x.float()), cfg,
+                              api.AUTO_ORDER) != "triton"

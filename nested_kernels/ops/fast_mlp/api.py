@@ -55,6 +55,9 @@ try:  # the Triton backend; triton itself is imported only when a kernel first r
 except ImportError:  # pragma: no cover
     pass
 OP = OpSpec("fast_mlp", INPUTS, OUTPUTS, _fake, BACKENDS)
+# backend="auto": the triton backend (bf16 products, fused update, hand-written backward) is ~10x
+# faster than ``cuda`` (the torch chunk loop with the outer_update kernel, autograd backward).
+AUTO_ORDER = ("triton", "cuda", "torch", "reference")
 
 StateLike = Union[FastMLPState, tuple, list, None]
 def _weight_forms(mlp: str, D: int, F_: int) -> list[tuple[str, tuple, str]]:
@@ -183,7 +186,7 @@ def fast_mlp(x: torch.Tensor, weights: Sequence[torch.Tensor], eta: Union[torch.
     cfg = dict(chunk_size=chunk_size, mlp=mlp, residual=residual, retention=float(retention),
                eta_value=None if eta_tensor is not None else float(eta),
                output_final_state=bool(output_final_state))
-    cfg["backend"] = select_backend("fast_mlp", backend, BACKENDS, device, inputs, cfg)
+    cfg["backend"] = select_backend("fast_mlp", backend, BACKENDS, device, inputs, cfg, AUTO_ORDER)
     out = OP(cfg, **inputs)
     if not output_final_state:
         return out["y"], None
