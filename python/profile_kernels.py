@@ -1,0 +1,62 @@
+"""Per-kernel GPU time of one op call (forward + backward) at an issue shape, by torch.profiler.
+
+    python python/profile_kernels.py linear_memory --gates ab      # B4 T4096 H16 K=V=128 bf16 C64
+    python python/profile_kernels.py mlp_memory --gates abm --target self --read chunk
+
+Prints the kernels sorted by total CUDA time over the timed calls (after one warm-up call that
+compiles), so a slow backend shows which of its kernels to work on.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from nested_kernels import cases as nk_cases
+
+SHAPES = {"linear_memory": dict(B=4, T=4096, H=16, K=128, V=128),
+          "mlp_memory": dict(B=4, T=4096, H=8, K=64, V=64, F=256)}
+GATES = {"a": "log_alpha", "b": "beta", "m": "mu"}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("op", choices=sorted(SHAPES))
+    ap.add_argument("--gates", default="ab", help="subset of 'abm' (log_alpha, beta, mu)")
+    ap.add_argument("--target", default="external")
+    ap.add_argument("--read", default="after")
+    ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--backend", default="triton")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--device", default="cuda")
+    args = ap.parse_args()
+    gates = tuple(GATES[g] for g in args.gates)
+    beta = "eta" if args.target == "self" and "beta" in gates else None
+    case = nk_cases.Case(args.op, SHAPES[args.op], torch.bfloat16,
+                         dict(chunk_size=args.chunk, target=args.target, read=args.read),
+                         dict(gates=gates, beta=beta) if beta else dict(gates=gates), "profile")
+    fn, _ = nk_cases.load_op(args.op)
+    t = nk_cases.make_inputs(case, args.device, 0)
+    leaves = {n: x.requires_grad_() for n, x in t.items()
+              if isinstance(x, torch.Tensor) and x.is_floating_point()}
+
+    def step():
+        out = nk_cases.flatten_result(case, nk_cases.call_op(fn, case, t, args.backend))
+        o = next(v for n, v in out.items() if not n.startswith("final."))
+        torch.autograd.grad(o, list(leaves.values()), torch.randn_like(o), allow_unused=True)
+
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    step()
+    sync()
+    acts = [ProfilerActivity.CUDA] if args.device == "cuda" else [ProfilerActivity.CPU]
+    with profile(activities=acts) as prof:
+        for _ in range(args.reps):
+            step()
+        sync()
+    print(f"{args.op} {case} backend={args.backend}, {args.reps} calls (fwd+bwd):")
+    print(prof.key_averages().table(sort_by="cuda_time_total" if args.device == "cuda" else "cpu_time_total", row_limit=15, max_name_column_width=60))
+
+
+if __name__ == "__main__":
+    main()
