@@ -158,6 +158,8 @@ def forward(inputs, cfg, update: Callable = torch_update, run: Optional[Callable
             y_parts[seg.index] = Y[j]
         order += grp.index
         final_pos += [pos_end] * G
+        if not cfg["output_final_state"]:      # (a kernel run may not return its final masters)
+            continue
         for i, w in enumerate(W):
             w = w.expand(G, *w.shape[-2:])
             final_w[i].append(w)

@@ -91,28 +91,31 @@ class _Consts:
         kernel[grid](*args, BR=self.BR, BC=self.BC, **meta)
 
     def outer(self, L1, R1, *, L2=None, R2=None, W=None, U=None, alpha=0.0, beta=1.0,
-              out_dtype=torch.float32, copy: bool = False):
+              out_dtype=torch.float32, copy: bool = False, store: bool = True):
         """(out, copy): out = α·W + β·(Σ_t L1_tᵀ R1_t [+ Σ_t L2_tᵀ R2_t]) − U per sequence
         ([G, P, Q], W may be a shared [P, Q]); ``copy`` in the compute dtype (None unless asked;
-        ``out`` itself when the dtypes agree)."""
+        ``out`` itself when the dtypes agree). ``store=False`` (with ``copy``): out is not
+        written (None) unless it is the copy."""
         from .triton_kernels import _outer_kernel
         G, n, P = L1.shape
         Q = R1.shape[-1]
-        out = new_empty(G, P, Q, dtype=out_dtype, device=L1.device)
+        store = store or not copy or self.cd == out_dtype
+        out = new_empty(G, P, Q, dtype=out_dtype, device=L1.device) if store else None
         cp = None
         if copy:
             cp = out if self.cd == out_dtype else new_empty(G, P, Q, dtype=self.cd, device=L1.device)
+        out_ = out if store else cp
         if G == 0 or P == 0 or Q == 0:
             return out, cp
         L2_, R2_ = (L2, R2) if L2 is not None else (L1, R1)
-        W_, U_ = (W if W is not None else out), (U if U is not None else out)
-        cp_ = cp if cp is not None and cp is not out else out
+        W_, U_ = (W if W is not None else out_), (U if U is not None else out_)
+        cp_ = cp if cp is not None and cp is not out else out_
         BP, BQ, BK, warps, stages = (32, 32, 16, 4, 1) if self.interp else _outer_config(n)
         grid = (triton_cdiv(P, BP) * triton_cdiv(Q, BQ), G)
         _outer_kernel[grid](
-            L1, R1, L2_, R2_, W_, U_, out, cp_, n, P, Q, *_st(L1), *_st(R1), *_st(L2_), *_st(R2_),
-            *_st(W_), *_st(U_), *_st(out), *_st(cp_), float(alpha), float(beta),
-            HAS_2=L2 is not None, HAS_W=W is not None, HAS_U=U is not None, STORE_OUT=True,
+            L1, R1, L2_, R2_, W_, U_, out_, cp_, n, P, Q, *_st(L1), *_st(R1), *_st(L2_), *_st(R2_),
+            *_st(W_), *_st(U_), *_st(out_), *_st(cp_), float(alpha), float(beta),
+            HAS_2=L2 is not None, HAS_W=W is not None, HAS_U=U is not None, STORE_OUT=store,
             STORE_COPY=cp is not None and cp is not out, INTERP=self.interp, PREC=self.prec,
             BP=BP, BQ=BQ, BK=BK, num_warps=warps, num_stages=stages)
         return out, cp
@@ -172,10 +175,11 @@ def _update_flags(c: _Consts, pieces: list, k: int) -> tuple[bool, bool]:
 # -- forward ----------------------------------------------------------------------------------
 
 def _fwd_piece(c: _Consts, Wm, Wc, U, X, E, S, Y, *, update: bool, accumulate: bool,
-               need_g: bool, mode: int):
+               need_g: bool, mode: int, master: bool = True):
     """One piece of n tokens: X, S [G, n, D] (compute dtype), E [G, n] float32, Y [G, n, D] (or
     None). Wm: float32 masters, Wc: compute-dtype copies, U: pending update (or None) — pairs
-    (first layer, second layer). Returns (Wm, Wc, U, (z, a, e, g)) after the piece."""
+    (first layer, second layer). Returns (Wm, Wc, U, (z, a, e, g)) after the piece; with
+    ``master=False`` an update writes only the copies (Wm None: no later update reads it)."""
     from .triton_kernels import _act_kernel, _d_kernel, _out_kernel
     G, n, D = X.shape
     dev = X.device
@@ -199,8 +203,8 @@ def _fwd_piece(c: _Consts, Wm, Wc, U, X, E, S, Y, *, update: bool, accumulate: b
         c.ew(_d_kernel, n, c.F, G, e, z, E, ed, n, c.F, *_st(e), *_st(z), *_st2(E), *_st(ed), ACT=c.act)
         if update:
             U1, U2 = U if U is not None else (None, None)
-            W1m, W1c = c.outer(ed, X, W=Wm[0], U=U1, alpha=c.retention, beta=-1.0, copy=True)
-            W2m, W2c = c.outer(eg, a, W=Wm[1], U=U2, alpha=c.retention, beta=-1.0, copy=True)
+            W1m, W1c = c.outer(ed, X, W=Wm[0], U=U1, alpha=c.retention, beta=-1.0, copy=True, store=master)
+            W2m, W2c = c.outer(eg, a, W=Wm[1], U=U2, alpha=c.retention, beta=-1.0, copy=True, store=master)
             Wm, Wc, U = (W1m, W2m), (W1c, W2c), None
         elif accumulate:
             U1, U2 = U if U is not None else (None, None)
@@ -221,13 +225,15 @@ def _run(W, U, X, E, S, pos, cfg, mode):
     Wc = _copies(c, Wm)
     Y = new_empty(G, L, D, dtype=X.dtype, device=X.device)
     pieces = _pieces(L, pos, c.C)
+    flags = [_update_flags(c, pieces, k) for k in range(len(pieces))]
     for k, (t, n, completes) in enumerate(pieces):
-        update, accumulate = _update_flags(c, pieces, k)
+        update, accumulate = flags[k]
+        later = c.final or any(u or a for u, a in flags[k + 1:])   # a later update reads the master
         Wm, Wc, U, _ = _fwd_piece(c, Wm, Wc, U, X[:, t:t + n], E[:, t:t + n], S[:, t:t + n],
                                   Y[:, t:t + n], update=update, accumulate=accumulate,
-                                  need_g=update or accumulate, mode=_MODE[mode])
+                                  need_g=update or accumulate, mode=_MODE[mode], master=later)
         pos = 0 if completes else pos + n
-    return Y, _unstack(Wm, c.mlp, c.F), _unstack(U, c.mlp, c.F), pos
+    return Y, _unstack(Wm if c.final else None, c.mlp, c.F), _unstack(U, c.mlp, c.F), pos
 
 
 def forward(inputs, cfg):
