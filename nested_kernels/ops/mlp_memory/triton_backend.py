@@ -15,7 +15,8 @@ Triton is imported only when a kernel first runs. Tuning knobs (environment, rea
 NESTED_KERNELS_MLP_TRITON_BF (F block), NESTED_KERNELS_MLP_TRITON_WARPS,
 NESTED_KERNELS_MLP_TRITON_PRECISION (product operands: "bf16", "fp16", "tf32", "tf32x3" or "ieee";
 default tf32x3 for float32 inputs, tf32 otherwise), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
-per (sequence, head), default 8), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
+per (sequence, head), default 1: the cooperative NS > 1 path deadlocked on the H100 in its first GPU
+run, 2026-11-26, and stays opt-in until fixed), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
 NESTED_KERNELS_MLP_TRITON_MMA ("v2": mma.sync, default; "auto": Triton's choice).
 """
 from __future__ import annotations
@@ -130,7 +131,7 @@ def _slices(F: int, BF: int, NH: int, device: torch.device) -> int:
     so the cooperative launch that NS > 1 requires always fits), capped by
     NESTED_KERNELS_MLP_TRITON_SPLIT. 1 under the interpreter (it runs programs one after another,
     so programs cannot wait for each other)."""
-    cap = _env_int("NESTED_KERNELS_MLP_TRITON_SPLIT", 8)
+    cap = _env_int("NESTED_KERNELS_MLP_TRITON_SPLIT", 1)   # NS > 1 hung on the H100 (2026-11-26)
     if _interpreting() or device.type != "cuda":
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
