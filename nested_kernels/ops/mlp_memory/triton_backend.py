@@ -14,7 +14,7 @@ Anything else is refused by ``unsupported`` and runs on the next backend (torch)
 Triton is imported only when a kernel first runs. Tuning knobs (environment, read at each call):
 NESTED_KERNELS_MLP_TRITON_BF (F block), NESTED_KERNELS_MLP_TRITON_WARPS,
 NESTED_KERNELS_MLP_TRITON_PRECISION (product operands: "bf16", "fp16", "tf32", "tf32x3" or "ieee";
-default tf32x3 for float32 inputs, tf32 otherwise), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
+default tf32x3), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
 per (sequence, head), default 1: the cooperative NS > 1 path deadlocked on the H100 in its first GPU
 run, 2026-11-26, and stays opt-in until fixed), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
 NESTED_KERNELS_MLP_TRITON_MMA ("v2": mma.sync, default; "auto": Triton's choice).
@@ -107,9 +107,10 @@ def _mma_mode():
             os.environ["DISABLE_MMA_V3"] = old
 
 
-def _precision(dtype: torch.dtype) -> tuple:
+def _precision() -> tuple:
     """(operand precision of the state/token products, precision of the n×n gate products and of
-    (I + A_β)⁻¹): "tf32x3" for float32 inputs, "tf32" otherwise, for both.
+    (I + A_β)⁻¹): "tf32x3" for all inputs, for both (with plain tf32, bf16 inputs gave 2.2e-2 on
+    the final W2 after T = 1000 on the H100, over the 2e-2 bound; tf32x3 keeps float32 accuracy).
     NESTED_KERNELS_MLP_TRITON_PRECISION overrides the first (bf16, fp16: operands rounded to that
     dtype, float32 accumulation; tf32, tf32x3, ieee). fp16 operands meet the SPEC bound for 16-bit
     inputs in the tests, bf16 operands do not (the frozen errors are differences of products of
@@ -121,8 +122,7 @@ def _precision(dtype: torch.dtype) -> tuple:
                          f"got {env!r}")
     if _interpreting():
         return {"bf16": "bf16_emu"}.get(env, env or "ieee"), "ieee"
-    gate = "tf32x3" if dtype == torch.float32 else "tf32"
-    return env or gate, gate
+    return env or "tf32x3", "tf32x3"
 
 
 def _slices(F: int, BF: int, NH: int, device: torch.device) -> int:
@@ -178,7 +178,7 @@ class _Args:
         self.in_first = ((p > 0) & (p + self.lengths < C)).view(N, 1, 1, 1)
         self.BF = _block_f(self.F)
         self.NS = _slices(self.F, self.BF, N * self.H, dev)
-        self.prec, gprec = _precision(q.dtype)
+        self.prec, gprec = _precision()
         self.dummy = torch.empty(1, dtype=torch.float32, device=dev)
         self.flags = dict(ACT=_ACT[cfg["activation"]], RESIDUAL=bool(cfg["residual"]),
                           HAS_ALPHA=self.la is not None, HAS_BETA=self.beta is not None,
