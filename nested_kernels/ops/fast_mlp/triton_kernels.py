@@ -22,9 +22,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ...core.triton_helpers import act, act_grad
-
-_INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
+from ...core.triton_helpers import act, act_grad, act_grad2
 
 
 @triton.jit
@@ -38,16 +36,6 @@ def _tile(n, W, BR: tl.constexpr, BC: tl.constexpr):
     rows = tl.program_id(0) * BR + tl.arange(0, BR)
     cols = tl.program_id(1) * BC + tl.arange(0, BC)
     return tl.program_id(2), rows, cols, (rows < n)[:, None] & (cols < W)[None, :]
-
-
-@triton.jit
-def _act_grad2(z, ACT: tl.constexpr):
-    """φ''(z): gelu pdf(z)(2 − z²); silu σ(1 − σ)(2 + z(1 − 2σ))."""
-    if ACT == 0:
-        return tl.exp(-0.5 * z * z) * _INV_SQRT_2PI * (2.0 - z * z)
-    else:
-        s = tl.sigmoid(z)
-        return s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
 
 
 @triton.jit
@@ -186,14 +174,14 @@ def _b3_kernel(Z, E, P1, ETA, AH, ZH, sgn, n, F, szg, szt, seg_, set_, spg, spt,
         vh = ah * s
         if HAS_M:
             dhu = sgn * eta * tl.load(P1 + op + F, mask=m, other=0.0).to(tl.float32)
-            uh += dh * e * v * _act_grad2(z, 1) + dhu * e * ds
+            uh += dh * e * v * act_grad2(z, 1) + dhu * e * ds
             vh += dh * e * ds
         tl.store(ZH + oz, uh.to(ZH.dtype.element_ty), mask=m)
         tl.store(ZH + oz + F, vh.to(ZH.dtype.element_ty), mask=m)
     else:
         zh = ah * act_grad(z, ACT)
         if HAS_M:
-            zh += dh * e * _act_grad2(z, ACT)
+            zh += dh * e * act_grad2(z, ACT)
         tl.store(ZH + oz, zh.to(ZH.dtype.element_ty), mask=m)
 
 

@@ -32,12 +32,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_fwd import _decay, _dot, _load_rows, _momentum, _row_of, _seq_bounds, _tile_rows
-
-
-@triton.jit
-def _sum2(X):
-    return tl.sum(tl.sum(X, 1), 0)
+from ...core.triton_helpers import decay, mm, momentum, row_of, seq_bounds, sum2
+from .triton_fwd import _load_rows, _tile_rows
 
 
 # ------------------------------------------------------------------------------------------
@@ -55,7 +51,7 @@ def _state_bwd_kernel(k, xw, xz, yw, qw, qz, tsc, do, pos, cu, tile_base, dm_fin
     i_nh = tl.program_id(1)
     i_n = i_nh // H
     i_h = i_nh % H
-    row0, L, p = _seq_bounds(cu, pos, i_n, T, IS_VARLEN, HAS_POS)
+    row0, L, p = seq_bounds(cu, pos, i_n, T, IS_VARLEN, HAS_POS)
     rt = tl.arange(0, BT)
     rk = tl.arange(0, K)
     rv = i_v * BV + tl.arange(0, BV)
@@ -94,17 +90,17 @@ def _state_bwd_kernel(k, xw, xz, yw, qw, qz, tsc, do, pos, cu, tile_base, dm_fin
         ts = tsc + (g * H + i_h) * 4
         kx = _load_rows(k, grow, rk, mt, K)
         dO = _load_rows(do, grow, rv, mt, V)
-        dX = _dot(kx, dM, PREC)
-        dM0 = tl.load(ts) * dM + _dot(tl.trans(_load_rows(xw, grow, rk, mt, K)), dX, PREC)
-        dM0 += _dot(tl.trans(_load_rows(qw, grow, rk, mt, K)), dO, PREC)
+        dX = mm(kx, dM, PREC)
+        dM0 = tl.load(ts) * dM + mm(tl.trans(_load_rows(xw, grow, rk, mt, K)), dX, PREC)
+        dM0 += mm(tl.trans(_load_rows(qw, grow, rk, mt, K)), dO, PREC)
         if HAS_MU:
-            dY = _dot(kx, dS, PREC)
-            dM0 += _dot(tl.trans(_load_rows(yw, grow, rk, mt, K)), dY, PREC)
+            dY = mm(kx, dS, PREC)
+            dM0 += mm(tl.trans(_load_rows(yw, grow, rk, mt, K)), dY, PREC)
             dS0 = tl.load(ts + 1) * dM + tl.load(ts + 2) * dS
             if HAS_BETA:
-                dS0 += _dot(tl.trans(_load_rows(xz, grow, rk, mt, K)), dX, PREC)
+                dS0 += mm(tl.trans(_load_rows(xz, grow, rk, mt, K)), dX, PREC)
             if READ != 2:
-                dS0 += _dot(tl.trans(_load_rows(qz, grow, rk, mt, K)), dO, PREC)
+                dS0 += mm(tl.trans(_load_rows(qz, grow, rk, mt, K)), dO, PREC)
             dS = dS0
         # the start of the last tile is the final M_chunk unless that tile resumed a chunk
         take = ((i > 0) | (p == 0)).to(tl.float32)
@@ -130,12 +126,12 @@ def _gates(la_ptr, mu_ptr, grow, mt, rt, BT: tl.constexpr, HAS_ALPHA: tl.constex
         la = tl.load(la_ptr + grow, mask=mt, other=0.0).to(tl.float32)
     else:
         la = tl.zeros([BT], dtype=tl.float32)
-    G, Gp, g, gp = _decay(la, rt, HAS_ALPHA)
+    G, Gp, g, gp = decay(la, rt, HAS_ALPHA)
     if HAS_MU:
         mu = tl.load(mu_ptr + grow, mask=mt, other=1.0).to(tl.float32)
-        D, Dp, m, mp = _momentum(mu, rt)
-        Phi = _dot(G, D, PREC)
-        Phip = _dot(Gp, D, PREC)
+        D, Dp, m, mp = momentum(mu, rt)
+        Phi = mm(G, D, PREC)
+        Phip = mm(Gp, D, PREC)
         nu = tl.sum(G * m[None, :], 1)
         nup = tl.sum(Gp * m[None, :], 1)
     else:
@@ -185,21 +181,21 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
     # ---------------- per-tile constants ----------------
     et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
     G, Gp, g, gp, Phi, Phip, D, Dp, m, mp, nu, nup = _gates(la_ptr, mu_ptr, grow, mt, rt, BT, HAS_ALPHA, HAS_MU, PREC)
-    fL = _row_of(Phi, sel)
+    fL = row_of(Phi, sel)
     kx = _load_rows(k, grow, rk, mt, K)
     if HAS_BETA:
         bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
-        gLr = _row_of(G, sel)
-        P = tl.where(strict, _dot(kx, tl.trans(kx), PREC) * Phip, 0.0)
+        gLr = row_of(G, sel)
+        P = tl.where(strict, mm(kx, tl.trans(kx), PREC) * Phip, 0.0)
         Ai = tl.load(ainv + grow[:, None] * BT + rt[None, :], mask=mt[:, None], other=0.0)
     if HAS_MU:
-        dLr = _row_of(D, sel)
+        dLr = row_of(D, sel)
     if READ == 2:
         if HAS_POS:
             qx = _load_rows(q, grow, rk, mt, K) * scale
     else:
         qx = _load_rows(q, grow, rk, mt, K) * scale
-        QK = _dot(qx, tl.trans(kx), PREC)
+        QK = mm(qx, tl.trans(kx), PREC)
         if READ == 0:
             QKm = tl.where(lower, QK, 0.0)
             a = g
@@ -251,15 +247,15 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
         M0 = tl.load(saved_m + sbase + sv).to(tl.float32)
         dMe = tl.load(adj_m + sbase + sv).to(tl.float32)
         dO = _load_rows(do, grow, rv, mt, V)
-        KM = _dot(kx, M0, PREC)
+        KM = mm(kx, M0, PREC)
         if HAS_POS:
             F = tl.where(resumed, tl.load(mc0 + fbase + sv, mask=resumed, other=0.0).to(tl.float32), M0)
-            KF = _dot(kx, F, PREC)
+            KF = mm(kx, F, PREC)
         else:
             F = M0
             KF = KM
         if SELF_TARGET:
-            E = KF - _dot(vx, F, PREC)
+            E = KF - mm(vx, F, PREC)
         else:
             E = KF - _load_rows(v, grow, rv, mt, V)
         W = -et[:, None] * E
@@ -268,47 +264,47 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
             S0 = tl.load(saved_s + sbase + sv).to(tl.float32)
             dSe = tl.load(adj_s + sbase + sv).to(tl.float32)
         if HAS_BETA:
-            RHS = gp[:, None] * KM + _dot(P, W, PREC)
+            RHS = gp[:, None] * KM + mm(P, W, PREC)
             if HAS_MU:
-                KS = _dot(kx, S0, PREC)
+                KS = mm(kx, S0, PREC)
                 RHS += nup[:, None] * KS
-            R = _dot(Ai, RHS, PREC)
+            R = mm(Ai, RHS, PREC)
             U = -bt[:, None] * R
             X += gLr[:, None] * U
 
         # tile-end states: M_n = γ_n M0 + ν_n S0 + Kᵀ X,  S_n = m_n S0 + Kᵀ(D[n,·]⊙W)
-        dK += _dot(X, tl.trans(dMe), PREC)
-        dX = _dot(kx, dMe, PREC)
+        dK += mm(X, tl.trans(dMe), PREC)
+        dX = mm(kx, dMe, PREC)
         dW = fL[:, None] * dX
         r_phi += tl.sum(W * dX, 1)
-        dg_n += _sum2(M0 * dMe)
+        dg_n += sum2(M0 * dMe)
         if HAS_BETA:
             dU = gLr[:, None] * dX
             r_g += tl.sum(U * dX, 1)
         if HAS_MU:
-            dnu_n += _sum2(S0 * dMe)
-            dm_n += _sum2(S0 * dSe)
-            dK += _dot(dLr[:, None] * W, tl.trans(dSe), PREC)
-            dY = _dot(kx, dSe, PREC)
+            dnu_n += sum2(S0 * dMe)
+            dm_n += sum2(S0 * dSe)
+            dK += mm(dLr[:, None] * W, tl.trans(dSe), PREC)
+            dY = mm(kx, dSe, PREC)
             dW += dLr[:, None] * dY
             r_d += tl.sum(W * dY, 1)
 
         # outputs
         if READ == 2:
-            dQ += _dot(dO, tl.trans(F), PREC)
+            dQ += mm(dO, tl.trans(F), PREC)
             if HAS_POS:
-                dF = _dot(tl.trans(qx), dO, PREC)
+                dF = mm(tl.trans(qx), dO, PREC)
         else:
-            dQ += _dot(a[:, None] * dO, tl.trans(M0), PREC)
-            da += tl.sum(dO * _dot(qx, M0, PREC), 1)
+            dQ += mm(a[:, None] * dO, tl.trans(M0), PREC)
+            da += tl.sum(dO * mm(qx, M0, PREC), 1)
             if HAS_MU:
-                dQ += _dot(b[:, None] * dO, tl.trans(S0), PREC)
-                db += tl.sum(dO * _dot(qx, S0, PREC), 1)
-            dW += _dot(tl.trans(QHm), dO, PREC)
-            Z2 += _dot(dO, tl.trans(W), PREC)
+                dQ += mm(b[:, None] * dO, tl.trans(S0), PREC)
+                db += tl.sum(dO * mm(qx, S0, PREC), 1)
+            dW += mm(tl.trans(QHm), dO, PREC)
+            Z2 += mm(dO, tl.trans(W), PREC)
             if HAS_BETA:
-                dU += _dot(tl.trans(QGm), dO, PREC)
-                Z1 += _dot(dO, tl.trans(U), PREC)
+                dU += mm(tl.trans(QGm), dO, PREC)
+                Z1 += mm(dO, tl.trans(U), PREC)
             if HAS_POS:
                 dF = tl.zeros([K, BV], dtype=tl.float32)
 
@@ -316,29 +312,29 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
         if HAS_BETA:
             dR = -bt[:, None] * dU
             dbt -= tl.sum(R * dU, 1)
-            dRHS = _dot(tl.trans(Ai), dR, PREC)
-            ZA += _dot(dRHS, tl.trans(R), PREC)
-            ZP += _dot(dRHS, tl.trans(W), PREC)
+            dRHS = mm(tl.trans(Ai), dR, PREC)
+            ZA += mm(dRHS, tl.trans(R), PREC)
+            ZP += mm(dRHS, tl.trans(W), PREC)
             dgp_s += tl.sum(dRHS * KM, 1)
-            dW += _dot(tl.trans(P), dRHS, PREC)
-            dK += _dot(gp[:, None] * dRHS, tl.trans(M0), PREC)
+            dW += mm(tl.trans(P), dRHS, PREC)
+            dK += mm(gp[:, None] * dRHS, tl.trans(M0), PREC)
             if HAS_MU:
                 dnup_s += tl.sum(dRHS * KS, 1)
-                dK += _dot(nup[:, None] * dRHS, tl.trans(S0), PREC)
+                dK += mm(nup[:, None] * dRHS, tl.trans(S0), PREC)
 
         # W = −η E, E = K F − target
         dE = -et[:, None] * dW
         deta_v -= tl.sum(E * dW, 1)
         if SELF_TARGET:
-            dEF += _dot(dE, tl.trans(F), PREC)
+            dEF += mm(dE, tl.trans(F), PREC)
         else:
-            dK += _dot(dE, tl.trans(F), PREC)
+            dK += mm(dE, tl.trans(F), PREC)
             tl.store(dv + grow[:, None] * V + rv[None, :], -dE, mask=mt[:, None])
         if HAS_POS:
             if SELF_TARGET:
-                dF += _dot(tl.trans(kx - vx), dE, PREC)
+                dF += mm(tl.trans(kx - vx), dE, PREC)
             else:
-                dF += _dot(tl.trans(kx), dE, PREC)
+                dF += mm(tl.trans(kx), dE, PREC)
             if resumed:
                 tl.store(dmc0 + fbase + sv, tl.load(dmc0 + fbase + sv) + dF)
 
@@ -356,9 +352,9 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
     if READ != 2:
         qx = _load_rows(q, grow, rk, mt, K) * scale
         if READ == 0:
-            QKm = tl.where(lower, _dot(qx, tl.trans(kx), PREC), 0.0)
+            QKm = tl.where(lower, mm(qx, tl.trans(kx), PREC), 0.0)
         else:
-            QKm = tl.where(strict, _dot(qx, tl.trans(kx), PREC), 0.0)
+            QKm = tl.where(strict, mm(qx, tl.trans(kx), PREC), 0.0)
     dG = tl.where(sel[:, None], r_g[None, :], 0.0)
     dGp = tl.zeros([BT, BT], dtype=tl.float32)
     dPhi = tl.where(sel[:, None], r_phi[None, :], 0.0)
@@ -398,28 +394,28 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                 dGp += dGm
             if HAS_MU:
                 dnup += db
-        dQ += _dot(dQK, kx, PREC)
-        dK += _dot(tl.trans(dQK), qx, PREC)
+        dQ += mm(dQK, kx, PREC)
+        dK += mm(tl.trans(dQK), qx, PREC)
     if HAS_BETA:
-        KK = _dot(kx, tl.trans(kx), PREC)
+        KK = mm(kx, tl.trans(kx), PREC)
         dA = tl.where(strict, -ZA, 0.0)
         dKK = dA * Gp * bt[None, :] + tl.where(strict, ZP * Phip, 0.0)
         dGp += dA * KK * bt[None, :]
         dbt += tl.sum(dA * KK * Gp, 0)
         dPhip += tl.where(strict, ZP * KK, 0.0)
-        dK += _dot(dKK + tl.trans(dKK), kx, PREC)
+        dK += mm(dKK + tl.trans(dKK), kx, PREC)
         tl.store(dbeta + grow, dbt, mask=mt)
 
     # gate matrices -> log α, μ
     if HAS_MU:
         dPhi = tl.where(lower, dPhi, 0.0)
         dPhip = tl.where(strict, dPhip, 0.0)
-        dG += _dot(dPhi, tl.trans(D), PREC) + dnu[:, None] * m[None, :]
-        dGp += _dot(dPhip, tl.trans(D), PREC) + dnup[:, None] * m[None, :]
-        dD += _dot(tl.trans(G), dPhi, PREC) + _dot(tl.trans(Gp), dPhip, PREC)
+        dG += mm(dPhi, tl.trans(D), PREC) + dnu[:, None] * m[None, :]
+        dGp += mm(dPhip, tl.trans(D), PREC) + dnup[:, None] * m[None, :]
+        dD += mm(tl.trans(G), dPhi, PREC) + mm(tl.trans(Gp), dPhip, PREC)
         dm += tl.sum(G * dnu[:, None], 0) + tl.sum(Gp * dnup[:, None], 0)
         dD = tl.where(lower, dD, 0.0)
-        dmu_v = tl.sum(_dot(tl.trans(D), dD, PREC) * Dp, 1) + mp * tl.sum(D * dm[:, None], 0)
+        dmu_v = tl.sum(mm(tl.trans(D), dD, PREC) * Dp, 1) + mp * tl.sum(D * dm[:, None], 0)
         tl.store(dmu + grow, dmu_v, mask=mt)
     else:
         dG += dPhi

@@ -39,120 +39,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from ...core.triton_helpers import at, decay, mm, momentum, row_of, seq_bounds, unit_lower_inverse
+
 
 # ------------------------------------------------------------------------------------------
-# shared helpers (also used by triton_bwd.py)
+# tile helpers (also used by triton_bwd.py)
 # ------------------------------------------------------------------------------------------
-@triton.jit
-def _seq_bounds(cu, pos, i_n, T, IS_VARLEN: tl.constexpr, HAS_POS: tl.constexpr):
-    """(first flat row, length, start position) of sequence i_n."""
-    if IS_VARLEN:
-        bos = tl.load(cu + i_n).to(tl.int64)
-        eos = tl.load(cu + i_n + 1).to(tl.int64)
-        row0 = bos
-        L = (eos - bos).to(tl.int32)
-    else:
-        row0 = i_n.to(tl.int64) * T
-        L = i_n * 0 + T
-    if HAS_POS:
-        p = tl.load(pos + i_n).to(tl.int32)
-    else:
-        p = i_n * 0
-    return row0, L, p
-
-
-@triton.jit
-def _decay(la, rt, HAS_ALPHA: tl.constexpr):
-    """Γ [τ,t] = Π_{l=t+1..τ} α_l (τ ≥ t), Γ_prev [t,j] = Γ[t−1,j] (j < t), γ_t, γ_{t−1}."""
-    lower = rt[:, None] >= rt[None, :]
-    strict = rt[:, None] > rt[None, :]
-    if HAS_ALPHA:
-        c = tl.cumsum(la, 0)
-        cp = c - la
-        G = tl.where(lower, tl.exp(tl.where(lower, c[:, None] - c[None, :], 0.0)), 0.0)
-        Gp = tl.where(strict, tl.exp(tl.where(strict, cp[:, None] - c[None, :], 0.0)), 0.0)
-        g = tl.exp(c)
-        gp = tl.exp(cp)
-    else:
-        G = tl.where(lower, 1.0, 0.0)
-        Gp = tl.where(strict, 1.0, 0.0)
-        g = la * 0.0 + 1.0
-        gp = g
-    return G, Gp, g, gp
-
-
-@triton.jit
-def _momentum(mu, rt):
-    """D [i,t] = Π_{l=t+1..i} μ_l (i ≥ t), D_prev [l,t] = D[l−1,t] (t < l), m_t = Π_{l≤t} μ_l,
-    m_{t−1}. Exact for μ = 0 and μ < 0: log|μ| is summed over the nonzero factors, zeros and
-    negative signs are counted separately."""
-    lower = rt[:, None] >= rt[None, :]
-    strict = rt[:, None] > rt[None, :]
-    z = mu == 0.0
-    zi = z.to(tl.int32)
-    ni = (mu < 0.0).to(tl.int32)
-    lm = tl.where(z, 0.0, tl.log(tl.where(z, 1.0, tl.abs(mu))))
-    cl = tl.cumsum(lm, 0)
-    zc = tl.cumsum(zi, 0)
-    nc = tl.cumsum(ni, 0)
-    clp = cl - lm
-    zcp = zc - zi
-    ncp = nc - ni
-    sgn = 1.0 - 2.0 * ((nc[:, None] - nc[None, :]) % 2).to(tl.float32)
-    D = tl.where(lower & (zc[:, None] == zc[None, :]),
-                 sgn * tl.exp(tl.where(lower, cl[:, None] - cl[None, :], 0.0)), 0.0)
-    sgnp = 1.0 - 2.0 * ((ncp[:, None] - nc[None, :]) % 2).to(tl.float32)
-    Dp = tl.where(strict & (zcp[:, None] == zc[None, :]),
-                  sgnp * tl.exp(tl.where(strict, clp[:, None] - cl[None, :], 0.0)), 0.0)
-    m = tl.where(zc == 0, (1.0 - 2.0 * (nc % 2).to(tl.float32)) * tl.exp(cl), 0.0)
-    mp = tl.where(zcp == 0, (1.0 - 2.0 * (ncp % 2).to(tl.float32)) * tl.exp(clp), 0.0)
-    return D, Dp, m, mp
-
-
-@triton.jit
-def _row_of(X, sel):
-    """Row ``sel`` (a one-hot over rows) of the square matrix X, as a vector over columns."""
-    return tl.sum(tl.where(sel[:, None], X, 0.0), 0)
-
-
-@triton.jit
-def _at(x, sel):
-    """x[sel] for a one-hot ``sel`` (0 when no row is selected)."""
-    return tl.sum(tl.where(sel, x, 0.0), 0)
-
-
-@triton.jit
-def _dot(a, b, PREC: tl.constexpr):
-    """a @ b accumulated in float32. PREC "bf16" / "fp16" rounds both operands to that type (the
-    full-rate MMA path); otherwise it is tl.dot's input_precision ("tf32", "tf32x3", "ieee")."""
-    if PREC == "bf16":
-        c = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
-    elif PREC == "fp16":
-        c = tl.dot(a.to(tl.float16), b.to(tl.float16))
-    else:
-        c = tl.dot(a, b, input_precision=PREC)
-    return c
-
-
-@triton.jit
-def _unit_lower_inverse(A, rt, LOG2BT: tl.constexpr, PREC: tl.constexpr):
-    """(I + A)⁻¹ for strictly lower-triangular A [BT, BT] by block doubling: with B_s the inverse of
-    the block-diagonal part in blocks of s, B_2s = B_s − B_s L_21 B_s where L_21 holds the
-    lower-left s×s block of every 2s block. Its products never round operands to 16 bits (tf32
-    when PREC asks for bf16 / fp16 operands): the levels compound their errors."""
-    B = tl.where(rt[:, None] == rt[None, :], 1.0, 0.0)
-    for lvl in tl.static_range(LOG2BT):
-        s = 1 << lvl
-        br = rt // s
-        sel = ((br % 2) == 1)[:, None] & (br[None, :] == (br - 1)[:, None])
-        Lo = tl.where(sel, A, 0.0)
-        if PREC == "bf16" or PREC == "fp16":
-            B = B - tl.dot(tl.dot(B, Lo, input_precision="tf32"), B, input_precision="tf32")
-        else:
-            B = B - tl.dot(tl.dot(B, Lo, input_precision=PREC), B, input_precision=PREC)
-    return B
-
-
 @triton.jit
 def _tile_rows(tile_seq, tile_idx, cu, pos, i_g, T, BT: tl.constexpr, IS_VARLEN: tl.constexpr,
                HAS_POS: tl.constexpr):
@@ -162,7 +54,7 @@ def _tile_rows(tile_seq, tile_idx, cu, pos, i_g, T, BT: tl.constexpr, IS_VARLEN:
     valid = i_n >= 0
     i_n = tl.maximum(i_n, 0)
     i_t = tl.load(tile_idx + i_g)
-    row0, L, p = _seq_bounds(cu, pos, i_n, T, IS_VARLEN, HAS_POS)
+    row0, L, p = seq_bounds(cu, pos, i_n, T, IS_VARLEN, HAS_POS)
     s = tl.maximum(i_t * BT - p, 0)
     e = tl.where(valid, tl.minimum((i_t + 1) * BT - p, L), s)
     resumed = valid & (i_t == 0) & (p > 0)
@@ -217,41 +109,41 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
         la = tl.load(la_ptr + grow, mask=mt, other=0.0).to(tl.float32)
     else:
         la = tl.zeros([BT], dtype=tl.float32)
-    G, Gp, g, gp = _decay(la, rt, HAS_ALPHA)
+    G, Gp, g, gp = decay(la, rt, HAS_ALPHA)
     if HAS_MU:
         mu = tl.load(mu_ptr + grow, mask=mt, other=1.0).to(tl.float32)
-        D, Dp, m, mp = _momentum(mu, rt)
-        Phi = _dot(G, D, PREC)
-        Phip = _dot(Gp, D, PREC)
+        D, Dp, m, mp = momentum(mu, rt)
+        Phi = mm(G, D, PREC)
+        Phip = mm(Gp, D, PREC)
         nu = tl.sum(G * m[None, :], 1)
         nup = tl.sum(Gp * m[None, :], 1)
-        dn = _row_of(D, sel)
+        dn = row_of(D, sel)
     else:
         Phi = G
         Phip = Gp
-    phin = _row_of(Phi, sel)
+    phin = row_of(Phi, sel)
 
     # tile-end scalars γ_n, ν_n, m_n (1, 0, 1 for an empty tile)
     ts = tsc + (i_g.to(tl.int64) * H + i_h) * 4
     sv = e > s
-    tl.store(ts, _at(g, sel) + empty, mask=sv)
+    tl.store(ts, at(g, sel) + empty, mask=sv)
     if HAS_MU:
-        tl.store(ts + 1, _at(nu, sel), mask=sv)
-        tl.store(ts + 2, _at(m, sel) + empty, mask=sv)
+        tl.store(ts + 1, at(nu, sel), mask=sv)
+        tl.store(ts + 2, at(m, sel) + empty, mask=sv)
 
     kx = _load_rows(k, grow, rk, mt, K)
     if HAS_BETA:
         bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
-        KK = _dot(kx, tl.trans(kx), PREC)
+        KK = mm(kx, tl.trans(kx), PREC)
         A = tl.where(strict, KK * Gp * bt[None, :], 0.0)
-        Ai = _unit_lower_inverse(A, rt, LOG2BT, PREC)
+        Ai = unit_lower_inverse(A, rt, LOG2BT, PREC)
         if STORE_AINV:
             _store_rows(ainv, grow, rt, mt, Ai, BT)
         P = tl.where(strict, KK * Phip, 0.0)
-        cb = -bt * _row_of(G, sel)
+        cb = -bt * row_of(G, sel)
     if READ != 2:
         qx = _load_rows(q, grow, rk, mt, K) * scale
-        QK = _dot(qx, tl.trans(kx), PREC)
+        QK = mm(qx, tl.trans(kx), PREC)
         if READ == 0:
             QKm = tl.where(lower, QK, 0.0)
             a = g
@@ -280,7 +172,7 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
         if HAS_POS:
             ww = tl.where(resumed, 0.0, ww)
         if HAS_BETA:
-            wr = _dot(Ai, gp[:, None] * kc + _dot(P, ww, PREC), PREC)
+            wr = mm(Ai, gp[:, None] * kc + mm(P, ww, PREC), PREC)
             _store_rows(xw, grow, rc, mt, cb[:, None] * wr + phin[:, None] * ww, K)
         else:
             _store_rows(xw, grow, rc, mt, phin[:, None] * ww, K)
@@ -292,9 +184,9 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                 qc = tl.where(resumed, 0.0, qc)
             _store_rows(qw, grow, rc, mt, qc, K)
         else:
-            qo = a[:, None] * qc + _dot(QH, ww, PREC)
+            qo = a[:, None] * qc + mm(QH, ww, PREC)
             if HAS_BETA:
-                qo += _dot(QG, wr, PREC)
+                qo += mm(QG, wr, PREC)
             _store_rows(qw, grow, rc, mt, qo, K)
 
     # coefficients of S0 (columns of K; W does not depend on S0)
@@ -303,12 +195,12 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
             rc = c * BC + tl.arange(0, BC)
             kc = _load_rows(k, grow, rc, mt, K)
             if HAS_BETA:
-                zr = _dot(Ai, nup[:, None] * kc, PREC)
+                zr = mm(Ai, nup[:, None] * kc, PREC)
                 _store_rows(xz, grow, rc, mt, cb[:, None] * zr, K)
             if READ != 2:
                 qo = b[:, None] * _load_rows(q, grow, rc, mt, K) * scale
                 if HAS_BETA:
-                    qo += _dot(QG, zr, PREC)
+                    qo += mm(QG, zr, PREC)
                 _store_rows(qz, grow, rc, mt, qo, K)
 
     # offsets (columns of V)
@@ -324,14 +216,14 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                 if resumed:   # W at the chunk-start memory F = M_chunk0, an input
                     F = tl.load(mc0 + (i_n.to(tl.int64) * H + i_h) * K * V + rk[:, None] * V + rc[None, :]).to(tl.float32)
                     if SELF_TARGET:
-                        tg = _dot(_load_rows(v, grow, rk, mt, K), F, PREC)
+                        tg = mm(_load_rows(v, grow, rk, mt, K), F, PREC)
                     else:
                         tg = _load_rows(v, grow, rc, mt, V)
-                    uw = -et[:, None] * (_dot(kx, F, PREC) - tg)
+                    uw = -et[:, None] * (mm(kx, F, PREC) - tg)
                     if READ == 2:
-                        oc = _dot(_load_rows(q, grow, rk, mt, K) * scale, F, PREC)
+                        oc = mm(_load_rows(q, grow, rk, mt, K) * scale, F, PREC)
             if HAS_BETA:
-                ur = _dot(Ai, _dot(P, uw, PREC), PREC)
+                ur = mm(Ai, mm(P, uw, PREC), PREC)
                 _store_rows(xu, grow, rc, mt, cb[:, None] * ur + phin[:, None] * uw, V)
             else:
                 _store_rows(xu, grow, rc, mt, phin[:, None] * uw, V)
@@ -339,9 +231,9 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                 _store_rows(yu, grow, rc, mt, dn[:, None] * uw, V)
             if HAS_OU:
                 if READ != 2:
-                    oc = _dot(QH, uw, PREC)
+                    oc = mm(QH, uw, PREC)
                     if HAS_BETA:
-                        oc += _dot(QG, ur, PREC)
+                        oc += mm(QG, ur, PREC)
                 _store_rows(ou, grow, rc, mt, oc, V)
 
 
@@ -360,21 +252,21 @@ def _state_step(M, S, k, xw, xz, yw, xu, yu, ts, row0, s, e, i_h, i_v, H,
     mt = s + rt < e
     grow = (row0 + s + rt).to(tl.int64) * H + i_h
     kx = _load_rows(k, grow, rk, mt, K)
-    X = _dot(_load_rows(xw, grow, rk, mt, K), M, PREC)
+    X = mm(_load_rows(xw, grow, rk, mt, K), M, PREC)
     if HAS_OFF:
         X += _load_rows(xu, grow, rv, mt, V)
     M_new = tl.load(ts) * M
     if HAS_MU:
         if HAS_BETA:
-            X += _dot(_load_rows(xz, grow, rk, mt, K), S, PREC)
-        Y = _dot(_load_rows(yw, grow, rk, mt, K), M, PREC)
+            X += mm(_load_rows(xz, grow, rk, mt, K), S, PREC)
+        Y = mm(_load_rows(yw, grow, rk, mt, K), M, PREC)
         if HAS_OFF:
             Y += _load_rows(yu, grow, rv, mt, V)
         M_new += tl.load(ts + 1) * S
-        S_new = tl.load(ts + 2) * S + _dot(tl.trans(kx), Y, PREC)
+        S_new = tl.load(ts + 2) * S + mm(tl.trans(kx), Y, PREC)
     else:
         S_new = S
-    M_new += _dot(tl.trans(kx), X, PREC)
+    M_new += mm(tl.trans(kx), X, PREC)
     return M_new, S_new
 
 
@@ -391,7 +283,7 @@ def _state_fwd_kernel(k, xw, xz, yw, xu, yu, tsc, m0, s0, mc0, pos, cu, tile_bas
     i_nh = tl.program_id(1)
     i_n = i_nh // H
     i_h = i_nh % H
-    row0, L, p = _seq_bounds(cu, pos, i_n, T, IS_VARLEN, HAS_POS)
+    row0, L, p = seq_bounds(cu, pos, i_n, T, IS_VARLEN, HAS_POS)
     rk = tl.arange(0, K)
     rv = i_v * BV + tl.arange(0, BV)
     st = i_nh.to(tl.int64) * K * V + rk[:, None] * V + rv[None, :]
@@ -454,10 +346,10 @@ def _out_kernel(qw, qz, ou, saved_m, saved_s, o, tile_seq, tile_idx, cu, pos, T,
     mt = s + rt < e
     grow = (row0 + s + rt).to(tl.int64) * H + i_h
     sv = (i_g.to(tl.int64) * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
-    out = _dot(_load_rows(qw, grow, rk, mt, K), tl.load(saved_m + sv).to(tl.float32), PREC)
+    out = mm(_load_rows(qw, grow, rk, mt, K), tl.load(saved_m + sv).to(tl.float32), PREC)
     if HAS_MU:
         if READ != 2:
-            out += _dot(_load_rows(qz, grow, rk, mt, K), tl.load(saved_s + sv).to(tl.float32), PREC)
+            out += mm(_load_rows(qz, grow, rk, mt, K), tl.load(saved_s + sv).to(tl.float32), PREC)
     if HAS_OU:
         out += _load_rows(ou, grow, rv, mt, V)
     _store_rows(o, grow, rv, mt, out, V)

@@ -28,8 +28,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_common import act, act_grad, at, decay, exchange, mm, momentum, off_w1, off_w2, row_of, \
-    seq_bounds, unit_lower_inverse
+from ...core.triton_helpers import act, act_grad, at, decay, mm, momentum, row_of, seq_bounds, \
+    unit_lower_inverse
+from .triton_common import exchange, off_w1, off_w2
 
 
 @triton.jit
