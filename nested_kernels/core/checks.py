@@ -19,21 +19,26 @@ def check_tensor(name: str, t, shape: Sequence[Optional[int]], *, names: str = "
     """``t`` must be a tensor with ``len(shape)`` dims; each non-None entry of ``shape`` must match.
 
     ``names`` (e.g. "B, T, H, K") is printed in the message to state the expected form.
+    Reads only metadata (no device sync); the message is formatted only on failure.
     """
-    form = f"[{names}]" if names else _fmt_shape(shape)
     if not isinstance(t, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape {form}, got {type(t).__name__}")
-    if t.dim() != len(shape):
-        raise ValueError(f"{name} must have {len(shape)} dimensions {form}, got shape {tuple(t.shape)}")
-    for i, (got, want) in enumerate(zip(t.shape, shape)):
-        if want is not None and got != want:
-            raise ValueError(f"{name} must have shape {form} = {_fmt_shape(shape)}, got {tuple(t.shape)}"
-                             f" (dimension {i} is {got}, expected {want})")
+        raise ValueError(f"{name} must be a torch.Tensor of shape {_form(shape, names)}, got {type(t).__name__}")
+    got = t.shape
+    if len(got) != len(shape):
+        raise ValueError(f"{name} must have {len(shape)} dimensions {_form(shape, names)}, got shape {tuple(got)}")
+    for i, want in enumerate(shape):
+        if want is not None and got[i] != want:
+            raise ValueError(f"{name} must have shape {_form(shape, names)} = {_fmt_shape(shape)}, got {tuple(got)}"
+                             f" (dimension {i} is {got[i]}, expected {want})")
     if dtypes is not None and t.dtype not in dtypes:
         allowed = ", ".join(str(d).replace("torch.", "") for d in dtypes)
         raise ValueError(f"{name} has unsupported dtype {str(t.dtype).replace('torch.', '')}; expected one of {allowed}")
     if device is not None and t.device != device:
         raise ValueError(f"{name} is on {t.device}, but the inputs are on {device}; put all tensors on one device")
+
+
+def _form(shape: Sequence, names: str) -> str:
+    return f"[{names}]" if names else _fmt_shape(shape)
 
 
 def check_option(name: str, value, choices: Iterable[str]) -> None:

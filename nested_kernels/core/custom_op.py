@@ -14,9 +14,17 @@ placeholders, because autograd ignores a ``Tensor?[]`` list that holds a None (t
 A :class:`StepSpec` registers ``nested_kernels::<name>(Tensor[] inputs, Tensor(a!)[] state,
 str config) -> Tensor``, a decode step that updates its state tensors in place.
 Tensors the ops return never alias their inputs.
+
+Host overhead: an eager call that nothing traces or differentiates (:func:`_direct`) runs the
+backend's forward directly, with the config dict it would have received through the dispatcher,
+under the same autograd exclusion and with the same version-counter bumps of a step's state; every
+other call (torch.compile, fake / functional / proxy modes, functorch transforms, tensor
+subclasses, inputs that need gradients, the profiler) goes through the registered op. The config
+JSON is written once per distinct option set and parsed once per distinct string.
 """
 from __future__ import annotations
 
+import functools
 import json
 from typing import Callable, Mapping, Optional, Sequence
 
@@ -44,6 +52,53 @@ def dumps(cfg: dict) -> str:
     return _json(cfg)
 
 
+def _config(cfg: dict, absent: tuple) -> str:
+    """``dumps({**cfg, "absent": absent})``, cached per option set outside torch.compile (whose
+    tracer must see the plain function)."""
+    if torch.compiler.is_compiling():
+        return dumps({**cfg, "absent": list(absent)})
+    try:
+        key = (tuple(cfg.items()), absent)
+        return _CONFIGS[key]
+    except KeyError:
+        config = _CONFIGS[key] = dumps({**cfg, "absent": list(absent)})
+        return config
+    except TypeError:  # an unhashable option value
+        return dumps({**cfg, "absent": list(absent)})
+
+
+_CONFIGS: dict = {}
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse(config: str) -> tuple[dict, frozenset]:
+    """(config dict, names of the absent inputs); shared between calls: backends only read it."""
+    cfg = json.loads(config)
+    return cfg, frozenset(cfg["absent"])
+
+
+def _direct(tensors) -> bool:
+    """Whether this call may run its backend directly (see the module docstring): eager, no
+    tracing mode, plain tensors, no autograd graph to record, no profiler to name the op."""
+    if (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
+            or torch._C._is_torch_function_mode_enabled() or torch._C._are_functorch_transforms_active()
+            or torch.autograd.profiler._is_profiler_enabled):
+        return False
+    grad = torch.is_grad_enabled()
+    for t in tensors:
+        if t is not None and (type(t) is not torch.Tensor or (grad and t.requires_grad)):
+            return False
+    return True
+
+
+def _named(op_name: str, names: Sequence[str], inputs: Mapping) -> tuple[dict, tuple]:
+    """(every input by name, None where absent; names of the absent ones)."""
+    named = {n: inputs.get(n) for n in names}
+    if len(inputs) > len(named) or not named.keys() >= inputs.keys():
+        raise TypeError(f"{op_name}: unknown inputs {sorted(set(inputs) - set(names))}")
+    return named, tuple(n for n, t in named.items() if t is None)
+
+
 def _autograd_enabled_guard():
     """Custom-op bodies run with the autograd dispatch keys excluded; re-enable them so a
     pure-PyTorch backward can differentiate the recomputed forward."""
@@ -56,17 +111,13 @@ def _autograd_enabled_guard():
 
 def _pack(op_name: str, names: Sequence[str], inputs: Mapping, cfg: dict):
     """(tensor list with placeholders for absent inputs, config JSON naming the absent ones)."""
-    unknown = set(inputs) - set(names)
-    if unknown:
-        raise TypeError(f"{op_name}: unknown inputs {sorted(unknown)}")
-    present = next(t for t in inputs.values() if t is not None)
-    absent = [n for n in names if inputs.get(n) is None]
-    tensors = [present.new_empty(0) if inputs.get(n) is None else inputs[n] for n in names]
-    return tensors, dumps({**cfg, "absent": absent})
+    named, absent = _named(op_name, names, inputs)
+    present = next(t for t in named.values() if t is not None)
+    tensors = [present.new_empty(0) if t is None else t for t in named.values()]
+    return tensors, _config(cfg, absent)
 
 
-def _unpack(names: Sequence[str], tensors, cfg: dict) -> dict:
-    absent = set(cfg["absent"])
+def _unpack(names: Sequence[str], tensors, absent) -> dict:
     return {n: None if n in absent else t for n, t in zip(names, tensors)}
 
 
@@ -124,23 +175,30 @@ class OpSpec:
         self.op.register_autograd(self._autograd_backward, setup_context=self._setup_context)
 
     def __call__(self, cfg: dict, **inputs) -> dict:
-        tensors, config = _pack(self.name, self.inputs, inputs, cfg)
-        return dict(zip(self.outputs, self.op(tensors, config)))
+        if _direct(inputs.values()):
+            named, absent = _named(self.name, self.inputs, inputs)
+            with torch._C._AutoDispatchBelowAutograd():
+                outs = self._run(named, {**cfg, "absent": list(absent)})
+        else:
+            outs = self.op(*_pack(self.name, self.inputs, inputs, cfg))
+        return dict(zip(self.outputs, outs))
 
     # -- kernels --------------------------------------------------------------------------
+    def _run(self, named: dict, cfg: dict) -> list:
+        return [o.contiguous() for o in self.backends[cfg["backend"]].forward(named, cfg)]
+
     def _forward(self, inputs, config):
-        cfg = json.loads(config)
-        outs = self.backends[cfg["backend"]].forward(_unpack(self.inputs, inputs, cfg), cfg)
-        return [o.contiguous() for o in outs]
+        cfg, absent = _parse(config)
+        return self._run(_unpack(self.inputs, inputs, absent), cfg)
 
     def _fake(self, inputs, config):
-        cfg = json.loads(config)
-        return list(self._fake_outputs(_unpack(self.inputs, inputs, cfg), cfg))
+        cfg, absent = _parse(config)
+        return list(self._fake_outputs(_unpack(self.inputs, inputs, absent), cfg))
 
     def _backward(self, inputs, outputs, grads, config):
-        cfg = json.loads(config)
+        cfg, absent = _parse(config)
         backend = self.backends[cfg["backend"]]
-        named = _unpack(self.inputs, inputs, cfg)
+        named = _unpack(self.inputs, inputs, absent)
         if backend.backward is not None:
             got = backend.backward(named, dict(zip(self.outputs, outputs)), dict(zip(self.outputs, grads)), cfg)
         else:
@@ -151,7 +209,7 @@ class OpSpec:
         return _unaliased(result, [*inputs, *outputs, *grads])
 
     def _fake_backward(self, inputs, outputs, grads, config):
-        named = _unpack(self.inputs, inputs, json.loads(config))
+        named = _unpack(self.inputs, inputs, _parse(config)[1])
         return [torch.empty_like(t) if _differentiable(t) else torch.empty(0) for t in named.values()]
 
     # -- autograd -------------------------------------------------------------------------
@@ -164,7 +222,7 @@ class OpSpec:
     def _autograd_backward(self, ctx, grads):
         saved = ctx.saved_tensors
         inputs, outputs = list(saved[:ctx.n_in]), list(saved[ctx.n_in:])
-        absent = set(json.loads(ctx.config)["absent"])
+        absent = _parse(ctx.config)[1]
         grads = [None if g is None or not o.is_floating_point() else g.contiguous()
                  for g, o in zip(grads, outputs)]
         got = self.backward_op(inputs, outputs, grads, ctx.config)
@@ -189,14 +247,22 @@ class StepSpec:
         self.op.register_fake(self._fake)
 
     def __call__(self, cfg: dict, state: Mapping[str, torch.Tensor], **inputs) -> torch.Tensor:
+        states = [state[n] for n in self.state]
+        if _direct([*states, *inputs.values()]):
+            named, absent = _named(self.name, self.inputs, inputs)
+            with torch._C._AutoDispatchBelowAutograd():
+                out = self.backends[cfg["backend"]].forward(named, dict(zip(self.state, states)),
+                                                            {**cfg, "absent": list(absent)})
+            torch._C._increment_version(states)  # as the op's ADInplaceOrView kernel does
+            return out
         tensors, config = _pack(self.name, self.inputs, inputs, cfg)
-        return self.op(tensors, [state[n] for n in self.state], config)
+        return self.op(tensors, states, config)
 
     def _forward(self, inputs, state, config):
-        cfg = json.loads(config)
-        return self.backends[cfg["backend"]].forward(_unpack(self.inputs, inputs, cfg),
+        cfg, absent = _parse(config)
+        return self.backends[cfg["backend"]].forward(_unpack(self.inputs, inputs, absent),
                                                      dict(zip(self.state, state)), cfg)
 
     def _fake(self, inputs, state, config):
-        cfg = json.loads(config)
-        return self._fake_output(_unpack(self.inputs, inputs, cfg), dict(zip(self.state, state)), cfg)
+        cfg, absent = _parse(config)
+        return self._fake_output(_unpack(self.inputs, inputs, absent), dict(zip(self.state, state)), cfg)

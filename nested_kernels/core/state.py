@@ -8,6 +8,7 @@ call's ``initial_state`` continues the stream exactly as one call over the whole
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Optional
 
 import torch
@@ -18,8 +19,7 @@ class StreamState:
     """Tensor fields (float32 states, int64 ``position`` of shape [N]) plus ``chunk_size``."""
 
     def tensors(self) -> dict[str, Optional[torch.Tensor]]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "chunk_size"}
+        return {n: getattr(self, n) for n in _tensor_fields(type(self))}
 
     def _map(self, fn) -> "StreamState":
         return dataclasses.replace(self, **{k: None if v is None else fn(v) for k, v in self.tensors().items()})
@@ -36,3 +36,8 @@ class StreamState:
     @property
     def num_sequences(self) -> int:
         return self.position.shape[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _tensor_fields(cls) -> tuple:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name != "chunk_size")

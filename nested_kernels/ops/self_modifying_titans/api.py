@@ -2,6 +2,7 @@
 state, dispatch."""
 from __future__ import annotations
 
+import functools
 import math
 from typing import Mapping, Optional, Union
 
@@ -70,29 +71,39 @@ def _tuple_form(memory: str, m: str) -> str:
         + ("," if memory == "linear" else "") + ")"
 
 
+@functools.lru_cache(maxsize=256)
+def _memory_checks(label: str, memory: str, H: int, D: int, lead: tuple) -> tuple:
+    """Per memory: (m, forms, [(slot, name for messages, shape or None, names)])."""
+    lead_names = "N, " if lead else ""
+    return tuple((m, forms, tuple((i, f"{label}[{m!r}][{i}]", name, None if form is None else
+                                   _shape(form, H, D, lead), lead_names + names)
+                                  for i, (name, form, names) in enumerate(forms)))
+                 for m in MEMORIES for forms in (_slot_forms(memory, m),))
+
+
 def _check_memories(label: str, group, memory: str, H: int, D: int, device, lead=()) -> dict:
     """Check a dict memory -> tuple of weights; ``lead`` = leading dims (N,) for states."""
-    if not isinstance(group, Mapping) or set(group) != set(MEMORIES):
+    if not isinstance(group, Mapping) or group.keys() != _MEMORY_SET:
         got = sorted(group) if isinstance(group, Mapping) else type(group).__name__
         raise ValueError(f"{label} must be a dict with keys 'k', 'v', 'eta', 'alpha', 'mem' (one tuple of "
                          f"weights per memory), got {got}")
     out = {}
-    lead_names = "N, " if lead else ""
-    for m in MEMORIES:
+    for m, forms, slots in _memory_checks(label, memory, H, D, tuple(lead)):
         w = group[m]
-        forms = _slot_forms(memory, m)
         if not isinstance(w, (tuple, list)) or len(w) != len(forms):
             raise ValueError(f"{label}[{m!r}] must be a tuple {_tuple_form(memory, m)} for memory={memory!r}, "
                              f"got {type(w).__name__}{'' if not isinstance(w, (tuple, list)) else f' of length {len(w)}'}")
-        for i, ((name, form, names), t) in enumerate(zip(forms, w)):
-            where = f"{label}[{m!r}][{i}]"
-            if form is None:
-                if t is not None:
+        for i, where, name, shape, names in slots:
+            if shape is None:
+                if w[i] is not None:
                     raise ValueError(f"{where} ({name}) must be None: the skip of a D→D memory is the identity")
                 continue
-            checks.check_tensor(where, t, _shape(form, H, D, lead), names=lead_names + names, device=device)
+            checks.check_tensor(where, w[i], shape, names=names, device=device)
         out[m] = tuple(w)
     return out
+
+
+_MEMORY_SET = frozenset(MEMORIES)
 
 
 def _check_state(initial_state: StateLike, memory, N, H, D, cs_other, cs_memory, mu, device) -> dict:

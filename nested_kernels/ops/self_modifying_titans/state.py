@@ -21,6 +21,8 @@ FLAT_KINDS = ("W", "S", "C")
 FLAT_STATE = tuple(flat_name(k, m, i) for k in FLAT_KINDS for m in MEMORIES for i in range(MAX_SLOTS)) \
     + ("pos_other", "pos_memory")
 
+_FLAT_NAMES = {k: tuple((m, tuple(flat_name(k, m, i) for i in range(MAX_SLOTS))) for m in MEMORIES)
+               for k in FLAT_KINDS}
 Memories = dict  # memory name -> tuple of tensors (None where a slot is absent)
 
 
@@ -61,10 +63,10 @@ class SelfModifyingTitansState(StreamState):
         """All tensors by flat name (``W.k.0`` …, ``pos_other``, ``pos_memory``); None if absent."""
         out: dict[str, Optional[torch.Tensor]] = {}
         for kind, group in zip(FLAT_KINDS, (self.weights, self.momentum, self.chunk_start)):
-            for m in MEMORIES:
+            for m, names in _FLAT_NAMES[kind]:
                 slots = group[m] if group is not None else ()
-                for i in range(MAX_SLOTS):
-                    out[flat_name(kind, m, i)] = slots[i] if i < len(slots) else None
+                for i, name in enumerate(names):
+                    out[name] = slots[i] if i < len(slots) else None
         out["pos_other"], out["pos_memory"] = self.position_other, self.position_memory
         return out
 

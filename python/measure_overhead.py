@@ -1,0 +1,166 @@
+"""Host overhead of every public op and step call, on the CPU with tiny tensors.
+
+    python python/measure_overhead.py [--profile] [--repeat 7] [--calls 300]
+
+For each call (backend "torch", tensors that do not require grad) it prints, in µs per call:
+
+* ``public``  — the whole public call (checks, backend choice, custom-op packing and dispatch,
+  the backend's forward);
+* ``forward`` — the backend's forward alone, on the inputs and config it received in that call;
+* ``a − b``   — the difference (noisy for the full ops, whose forward takes milliseconds);
+* ``stubbed`` — the public call with the backend's forward replaced by a function returning the
+  outputs of one real call: the overhead measured directly (what a GPU call pays on the host on top
+  of the launches, which are device-independent Python too).
+
+``--profile`` adds the cProfile of the stubbed call: the functions with the largest own time,
+per call (cProfile inflates every Python call, so these are shares, not absolute times).
+The overhead is Python work independent of the device; see docs/decode_step.md ("Host overhead").
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import dataclasses
+import os
+import pstats
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from nested_kernels import cases as nk_cases  # noqa: E402
+from nested_kernels import step_check  # noqa: E402
+from nested_kernels.ops.fast_mlp import api as fm_api  # noqa: E402
+from nested_kernels.ops.linear_memory import api as lm_api  # noqa: E402
+from nested_kernels.ops.mlp_memory import api as mm_api  # noqa: E402
+from nested_kernels.ops.self_modifying_titans import api as smt_api  # noqa: E402
+
+F32 = torch.float32
+CASES = {
+    "linear_memory": nk_cases.Case("linear_memory", dict(B=2, T=8, H=2, K=8, V=8), F32,
+                                   dict(chunk_size=4), dict(gates=("log_alpha", "beta", "mu"))),
+    "mlp_memory": nk_cases.Case("mlp_memory", dict(B=2, T=8, H=2, K=8, F=16), F32,
+                                dict(chunk_size=4), dict(gates=("log_alpha", "beta", "mu"))),
+    "fast_mlp": nk_cases.Case("fast_mlp", dict(B=2, T=8, D=8, F=16), F32, dict(chunk_size=4)),
+    "self_modifying_titans": nk_cases.Case("self_modifying_titans", dict(B=2, T=8, H=2, D=8), F32,
+                                           dict(chunk_size_other=2, chunk_size_memory=4, mu=0.5)),
+}
+SPECS = {"linear_memory": lm_api, "mlp_memory": mm_api, "fast_mlp": fm_api,
+         "self_modifying_titans": smt_api}
+
+
+def _full_call(op: str):
+    case = dataclasses.replace(CASES[op], kwargs={**CASES[op].kwargs, "output_final_state": False})
+    t = nk_cases.make_inputs(case)
+    fn, _ = nk_cases.load_op(op)
+    return lambda: nk_cases.call_op(fn, case, t, "torch"), SPECS[op].OP
+
+
+def _step_call(op: str):
+    case = CASES[op]
+    t = nk_cases.make_inputs(case)
+    if op == "self_modifying_titans":
+        _, state = nk_cases.call_op(smt_api.self_modifying_titans, case, t, "torch")
+        state = state.detach()
+        x, q = t["x"][:, 3], t["q"][:, 3]
+        mu = case.kwargs["mu"]
+        return (lambda: smt_api.self_modifying_titans_step(x, q, state=state, mu=mu, backend="torch"),
+                smt_api.STEP_OP)
+    state = step_check.prefix_state(case, t, 3)
+    tok = step_check.tokens(case, t, 3)
+    fn = step_check.step_function(op)
+    if op == "fast_mlp":
+        args = (tok["x"], tok["eta"])
+        kw = dict(target=tok["target"], teach=tok["teach"])
+    else:
+        args = tuple(tok[n] for n in ("q", "k", "v", "eta", "log_alpha", "beta", "mu"))
+        kw = {}
+    return lambda: fn(*args, state=state, backend="torch", **kw), SPECS[op].STEP_OP
+
+
+class _Swap:
+    """Replace ``spec.backends['torch']``'s forward for the duration of a ``with`` block."""
+
+    def __init__(self, spec, forward):
+        self.spec, self.forward = spec, forward
+
+    def __enter__(self):
+        self.saved = self.spec.backends["torch"]
+        self.spec.backends["torch"] = dataclasses.replace(self.saved, forward=self.forward)
+
+    def __exit__(self, *exc):
+        self.spec.backends["torch"] = self.saved
+
+
+def _per_call_us(fn, calls: int, repeat: int) -> float:
+    """Median over ``repeat`` runs of the mean time of ``calls`` calls, in µs."""
+    fn()
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        runs.append((time.perf_counter() - t0) / calls * 1e6)
+    return statistics.median(runs)
+
+
+def measure(name: str, call, spec, calls: int, repeat: int, profile: bool) -> dict:
+    original = spec.backends["torch"].forward
+    captured = {}
+
+    def record(*args):
+        captured["args"] = args
+        captured["result"] = original(*args)
+        return captured["result"]
+
+    with _Swap(spec, record):
+        call()
+    args, result = captured["args"], captured["result"]
+    public = _per_call_us(call, calls, repeat)
+    forward = _per_call_us(lambda: original(*args), calls, repeat)
+    with _Swap(spec, lambda *a: result):
+        stubbed = _per_call_us(call, calls, repeat)
+        if profile:
+            prof = cProfile.Profile()
+            prof.enable()
+            for _ in range(calls):
+                call()
+            prof.disable()
+            _print_profile(name, prof, calls)
+    return dict(name=name, public=public, forward=forward, diff=public - forward, stubbed=stubbed)
+
+
+def _print_profile(name: str, prof: cProfile.Profile, calls: int, top: int = 14) -> None:
+    stats = pstats.Stats(prof).stats
+    rows = sorted(((tt, ct, nc, f) for f, (_, nc, tt, ct, _) in stats.items()), reverse=True)[:top]
+    print(f"\n  {name}: own time per call under cProfile (µs), top {top}")
+    for tt, ct, nc, (file, line, func) in rows:
+        where = f"{os.path.basename(file)}:{line}" if line else file
+        print(f"    {tt / calls * 1e6:7.1f} own {ct / calls * 1e6:7.1f} cum {nc / calls:5.1f}x  {func} ({where})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--only", default="", help="comma-separated substrings of the call names")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    for op in CASES:
+        for name, make in ((f"{op}_step", _step_call), (op, _full_call)):
+            if args.only and not any(s in name for s in args.only.split(",")):
+                continue
+            call, spec = make(op)
+            rows.append(measure(name, call, spec, args.calls, args.repeat, args.profile))
+    print(f"\n{'call (backend torch, CPU)':<28} {'public':>9} {'forward':>9} {'a − b':>9} {'stubbed':>9}  µs/call")
+    for r in rows:
+        print(f"{r['name']:<28} {r['public']:9.1f} {r['forward']:9.1f} {r['diff']:9.1f} {r['stubbed']:9.1f}")
+
+
+if __name__ == "__main__":
+    main()
