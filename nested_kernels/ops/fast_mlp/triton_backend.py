@@ -34,6 +34,7 @@ import torch
 
 from ...core.alloc import new_empty
 from ...core.backends import Backend
+from ...core.triton_launch import float64_unsupported, interpreting as _interpreting
 from . import chunk
 from .inputs import prepare
 
@@ -43,14 +44,7 @@ BUDGET_ENV = "NESTED_KERNELS_FAST_MLP_BWD_BYTES"
 
 
 def unsupported(inputs, cfg) -> Optional[str]:
-    for name, t in inputs.items():
-        if t is not None and t.is_floating_point() and t.dtype == torch.float64:
-            return f"{name} is float64: float64 runs on the reference and torch backends"
-    return None
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    return float64_unsupported(inputs)
 
 
 def _unit(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

@@ -26,7 +26,6 @@ NESTED_KERNELS_LM_TRITON_PTXAS.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Optional
 
@@ -34,6 +33,7 @@ import torch
 
 from ...core.alloc import new_empty
 from ...core.backends import Backend
+from ...core.triton_launch import float64_unsupported, interpreting as _interpreting, mma_sync, ptxas_options
 from .inputs import empty_outputs
 
 SUPPORTED_CHUNK = (16, 32, 64, 128)
@@ -52,14 +52,7 @@ def unsupported(inputs, cfg) -> Optional[str]:
     for name, d in (("K", K), ("V", V)):
         if d not in SUPPORTED_DIM:
             return f"{name}={d}: the Triton kernels take K, V in {SUPPORTED_DIM}"
-    for name, t in inputs.items():
-        if t is not None and t.is_floating_point() and t.dtype == torch.float64:
-            return f"{name} is float64: float64 runs on the reference and torch backends"
-    return None
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    return float64_unsupported(inputs)
 
 
 def _block_v(K: int, V: int, env_name: str = "NESTED_KERNELS_LM_TRITON_BV", default: int = 0) -> int:
@@ -90,7 +83,6 @@ def _warps(C: int) -> int:
     return int(env) if env else (4 if C <= 32 else 8)
 
 
-@contextlib.contextmanager
 def _mma_mode(kernel: str):
     """Compile with Ampere-style MMA (mma.sync) instead of Hopper's wgmma.
 
@@ -104,18 +96,7 @@ def _mma_mode(kernel: str):
     mode = os.environ.get("NESTED_KERNELS_LM_TRITON_MMA", "v2")
     if mode not in ("v2", "mixed", "auto"):
         raise ValueError(f"NESTED_KERNELS_LM_TRITON_MMA must be v2, mixed or auto, got {mode!r}")
-    if _interpreting() or (kernel != "grad" and (mode == "auto" or (mode == "mixed" and kernel == "fwd"))):
-        yield
-        return
-    old = os.environ.get("DISABLE_MMA_V3")
-    os.environ["DISABLE_MMA_V3"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["DISABLE_MMA_V3"]
-        else:
-            os.environ["DISABLE_MMA_V3"] = old
+    return mma_sync(kernel == "grad" or not (mode == "auto" or (mode == "mixed" and kernel == "fwd")))
 
 
 def _launch_options(warps: int) -> dict:
@@ -123,12 +104,7 @@ def _launch_options(warps: int) -> dict:
     kernels 32 registers and tens of KB of spills per thread, -O1 gives 255 registers and a
     quarter of the spills (measured with ptxas 12.8 and 13.0). NESTED_KERNELS_LM_TRITON_PTXAS
     overrides ("" for ptxas' default)."""
-    opts = dict(num_warps=warps)
-    if not _interpreting():
-        ptx = os.environ.get("NESTED_KERNELS_LM_TRITON_PTXAS", "-O1")
-        if ptx:
-            opts["ptx_options"] = ptx
-    return opts
+    return ptxas_options("NESTED_KERNELS_LM_TRITON_PTXAS", dict(num_warps=warps))
 
 
 # tl.dot input precisions of float32 operands, or "bf16" / "fp16": both operands rounded to that type

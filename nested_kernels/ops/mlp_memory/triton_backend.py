@@ -21,7 +21,6 @@ NESTED_KERNELS_MLP_TRITON_MMA ("v2": mma.sync, default; "auto": Triton's choice)
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from typing import Optional
@@ -30,6 +29,8 @@ import torch
 
 from ...core.alloc import new_empty
 from ...core.backends import Backend
+from ...core.triton_launch import env_int as _env_int, float64_unsupported, interpreting as _interpreting, \
+    mma_sync, ptxas_options
 from .inputs import empty_outputs
 
 SUPPORTED_CHUNK = (16, 32, 64, 128)
@@ -49,19 +50,7 @@ def unsupported(inputs, cfg) -> Optional[str]:
     for name, d, ok in (("K", K, SUPPORTED_DIM), ("V", V, SUPPORTED_DIM), ("F", F, SUPPORTED_HIDDEN)):
         if d not in ok:
             return f"{name}={d}: the Triton kernels take {name} in {ok}"
-    for name, t in inputs.items():
-        if t is not None and t.is_floating_point() and t.dtype == torch.float64:
-            return f"{name} is float64: float64 runs on the reference and torch backends"
-    return None
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value else default
+    return float64_unsupported(inputs)
 
 
 def _block_f(F: int) -> int:
@@ -76,15 +65,10 @@ def _launch_options(C: int) -> dict:
     in shared memory, which these kernels need for their n×n dot operands) and, off the
     interpreter, ptxas options (-O1: ptxas -O3 squeezes large kernels into few registers with
     heavy spills, see docs/linear_memory_triton.md)."""
-    opts = dict(num_warps=_env_int("NESTED_KERNELS_MLP_TRITON_WARPS", 4 if C <= 32 else 8), num_stages=1)
-    if not _interpreting():
-        ptx = os.environ.get("NESTED_KERNELS_MLP_TRITON_PTXAS", "-O1")
-        if ptx:
-            opts["ptx_options"] = ptx
-    return opts
+    return ptxas_options("NESTED_KERNELS_MLP_TRITON_PTXAS",
+                         dict(num_warps=_env_int("NESTED_KERNELS_MLP_TRITON_WARPS", 4 if C <= 32 else 8), num_stages=1))
 
 
-@contextlib.contextmanager
 def _mma_mode():
     """Compile with mma.sync (Triton's DISABLE_MMA_V3, set only around these launches; Triton keys
     its cache on it) unless NESTED_KERNELS_MLP_TRITON_MMA=auto: with wgmma every dot operand stays
@@ -93,18 +77,7 @@ def _mma_mode():
     mode = os.environ.get("NESTED_KERNELS_MLP_TRITON_MMA", "v2")
     if mode not in ("v2", "auto"):
         raise ValueError(f"NESTED_KERNELS_MLP_TRITON_MMA must be v2 or auto, got {mode!r}")
-    if _interpreting() or mode == "auto":
-        yield
-        return
-    old = os.environ.get("DISABLE_MMA_V3")
-    os.environ["DISABLE_MMA_V3"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["DISABLE_MMA_V3"]
-        else:
-            os.environ["DISABLE_MMA_V3"] = old
+    return mma_sync(mode != "auto")
 
 
 def _precision() -> tuple:
