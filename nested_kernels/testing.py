@@ -46,3 +46,22 @@ def poison_(t: torch.Tensor) -> torch.Tensor:
     if t.is_floating_point():
         return t.fill_(float("nan"))
     return t.fill_(torch.iinfo(t.dtype).max)
+
+
+def projection_loss(outputs: dict, seed: int = 123) -> torch.Tensor:
+    """Σ ⟨t, r_t⟩ over the outputs with fixed random r_t (float64, CPU): one scalar whose gradient
+    checks every output's adjoint at once."""
+    g = torch.Generator().manual_seed(seed)
+    return sum((t.double().cpu() * torch.randn(t.shape, generator=g, dtype=torch.float64)).sum()
+               for t in outputs.values())
+
+
+def assert_run_close(got: dict, dgot: dict, ref: dict, dref: dict, tol: float) -> None:
+    """Outputs (``position`` compared exactly, the rest by relative error) and gradients (``d``
+    prefixed in the message) of a backend run against the reference run."""
+    assert torch.equal(got.pop("position").cpu(), ref.pop("position").cpu())
+    assert got.keys() == ref.keys(), (sorted(got), sorted(ref))
+    errs = {n: rel_error(got[n], ref[n]) for n in ref}
+    errs.update({"d" + n: rel_error(dgot[n], dref[n]) for n in dref})
+    bad = {n: e for n, e in errs.items() if not e <= tol}
+    assert not bad, f"relative errors above {tol}: {bad}"
