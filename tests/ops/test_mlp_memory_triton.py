@@ -248,6 +248,31 @@ def test_out_of_resources_falls_back_to_torch(monkeypatch):
         check(x, st, read="after")
 
 
+@pytest.mark.parametrize("ns", [1, 2, 4])
+def test_every_launch_runs_all_f_slices(ns, monkeypatch):
+    """Both kernels run on the grid (N·H, NS) with NS as compiled, cooperatively when NS > 1 (the
+    slices of a (sequence, head) wait for each other once per tile). The backward once ran on
+    (N·H,) with NS = 8: slice 0 waited forever for the other seven (H100 hang, 2026-11-26). The
+    interpreter cannot run NS > 1 (its programs run one after another), so the kernels are
+    replaced by recorders here; the slice arithmetic is checked by python/check_mlp_memory_triton.py."""
+    from nested_kernels.ops.mlp_memory import triton_bwd, triton_fwd
+    seen = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            return lambda *args, **kw: seen.append((self.name, tuple(grid), kw["NS"],
+                                                    kw.get("launch_cooperative_grid", False)))
+    monkeypatch.setattr(triton_fwd, "_fwd_kernel", Recorder("fwd"))
+    monkeypatch.setattr(triton_bwd, "_bwd_kernel", Recorder("bwd"))
+    monkeypatch.setattr(triton_backend, "_slices", lambda F, BF, NH, device: ns)
+    x, st = make(B=2, T=20, H=3, gates="abm", init=True)
+    run("triton", x, st, torch.float32, chunk_size=16)
+    assert seen == [(name, (6, ns), ns, ns > 1) for name in ("fwd", "fwd", "bwd")]
+
+
 # -- GPU only --------------------------------------------------------------------------------------
 
 @pytest.mark.gpu

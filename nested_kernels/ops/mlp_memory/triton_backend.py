@@ -160,8 +160,6 @@ class _Args:
         self.consts = dict(K=self.K, V=self.V, F=self.F, BF=self.BF, NS=self.NS, BT=C,
                            LOG2BT=C.bit_length() - 1, PREC=self.prec, GPREC=gprec, **_launch_options(C),
                            **self.flags)
-        if self.NS > 1:
-            self.consts["launch_cooperative_grid"] = True
         H, K, V, F = self.H, self.K, self.V, self.F
         self.shapes = dict(W1=(N, H, V, F), W2=(N, H, F, K), S1=(N, H, V, F), S2=(N, H, F, K))
         # start states (float32 copies: the kernels update them in place)
@@ -172,6 +170,17 @@ class _Args:
 
     def d(self, t):
         return self.dummy if t is None else t
+
+    def launch(self, kernel, *args, **kw):
+        """Run ``kernel`` (``_fwd_kernel`` or ``_bwd_kernel``) on the grid (N·H, NS) both assume:
+        program (i, j) is F slice j of (sequence, head) i, and the NS slices of i wait for each
+        other once per tile (``triton_common.exchange``), so all NS must be launched and co-resident
+        (cooperative launch when NS > 1). Every launch goes through here: the backward once ran on
+        (N·H,) with NS = 8, and slice 0 waited forever for the other seven (the H100 hang of
+        2026-11-26, docs/mlp_memory_triton.md)."""
+        coop = dict(launch_cooperative_grid=True) if self.NS > 1 else {}
+        with _mma_mode():
+            kernel[(self.N * self.H, self.NS)](*args, **kw, **self.consts, **coop)
 
     def exchange_buffers(self):
         """(xch, ctr) of ``triton_common.exchange`` for one launch (placeholders when NS = 1)."""
@@ -211,14 +220,13 @@ class _Args:
         sv = saved or {}
         wc1, wc2 = self.chunk0 if self.resumed else (None, None)
         part = self.partial(*o.shape) if o is not None and self.NS > 1 else o
-        with _mma_mode():
-            _fwd_kernel[(self.N * self.H, self.NS)](
-                self.q, self.k, self.v, self.eta, d(self.la), d(self.beta), d(self.mu),
-                st["W1"], st["W2"], d(st["S1"]), d(st["S2"]), d(wc1), d(wc2), d(self.pos), d(self.cu),
-                self.tile_base, d(part), d(c1), d(c2),
-                *(d(sv.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")), *self.exchange_buffers(),
-                self.T, self.B * self.T, self.H, self.scale, OUTPUT_FINAL=chunk_out is not None,
-                SAVE=saved is not None, STORE_O=o is not None, **self.consts)
+        self.launch(_fwd_kernel,
+                    self.q, self.k, self.v, self.eta, d(self.la), d(self.beta), d(self.mu),
+                    st["W1"], st["W2"], d(st["S1"]), d(st["S2"]), d(wc1), d(wc2), d(self.pos), d(self.cu),
+                    self.tile_base, d(part), d(c1), d(c2),
+                    *(d(sv.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")), *self.exchange_buffers(),
+                    self.T, self.B * self.T, self.H, self.scale, OUTPUT_FINAL=chunk_out is not None,
+                    SAVE=saved is not None, STORE_O=o is not None)
         if part is not o:
             o.copy_(part.sum(0))
 
@@ -308,13 +316,12 @@ def _backward(inputs, outputs, grads, cfg):
         d = a.d
         stash = torch.empty(N * H, 2, C, F, dtype=f32, device=dev)
         wc1, wc2 = a.chunk0 if a.resumed else (None, None)
-        with _mma_mode():
-            _bwd_kernel[(N * H,)](
-                a.q, a.k, a.v, a.eta, d(a.la), d(a.beta), d(a.mu), d(wc1), d(wc2), d(a.pos), d(a.cu),
-                a.tile_base, *(d(saved.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")),
-                dO.contiguous(), d(dc["W1"]), d(dc["W2"]), dst["W1"], dst["W2"], d(dst["S1"]), d(dst["S2"]),
-                d(dwc.get("W1")), d(dwc.get("W2")), stash, *a.exchange_buffers(),
-                dq, dk, dv, deta, d(dla), d(dbeta), d(dmu), T, rows, H, a.scale, HAS_DC=has_dc, **a.consts)
+        a.launch(_bwd_kernel,
+                 a.q, a.k, a.v, a.eta, d(a.la), d(a.beta), d(a.mu), d(wc1), d(wc2), d(a.pos), d(a.cu),
+                 a.tile_base, *(d(saved.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")),
+                 dO.contiguous(), d(dc["W1"]), d(dc["W2"]), dst["W1"], dst["W2"], d(dst["S1"]), d(dst["S2"]),
+                 d(dwc.get("W1")), d(dwc.get("W2")), stash, *a.exchange_buffers(),
+                 dq, dk, dv, deta, d(dla), d(dbeta), d(dmu), T, rows, H, a.scale, HAS_DC=has_dc)
 
     out = {}
 
