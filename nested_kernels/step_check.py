@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from . import cases as nk_cases
-from .testing import rel_error
+from .testing import assert_close_rel, rel_error, tolerance
 
 STREAMED = {"linear_memory": ("q", "k", "v", "eta", "log_alpha", "beta", "mu"),
             "mlp_memory": ("q", "k", "v", "eta", "log_alpha", "beta", "mu"),
@@ -75,3 +75,36 @@ def stream_errors(case: nk_cases.Case, device, backend: str, prefix: int, seed: 
         else:
             errs[name[len("final."):]] = rel_error(value, ref[name])
     return errs
+
+
+def assert_stream_close(case: nk_cases.Case, prefix: int = 2, seed: int = 0, device="cpu",
+                        backend: str = "triton") -> None:
+    """:func:`stream_errors` of ``backend`` within the SPEC §7 kernel bound of the case's dtype."""
+    errs = stream_errors(case, device, backend, prefix, seed)
+    tol = tolerance("kernel", case.dtype)
+    bad = {n: e for n, e in errs.items() if not e <= tol}
+    assert not bad, f"relative errors above {tol}: {bad}"
+
+
+def step_inputs(case: nk_cases.Case, prefix: int, seed: int = 0, device="cpu") -> tuple:
+    """(state after the first ``prefix`` tokens, the inputs of token ``prefix``) of a fresh stream."""
+    t = nk_cases.make_inputs(case, device, seed)
+    return prefix_state(case, t, prefix), tokens(case, t, prefix)
+
+
+def assert_step_in_place(case: nk_cases.Case, tok: dict, state, backend: str = "triton", tol: float = 1e-5) -> None:
+    """One step of ``backend`` updates ``state`` in place (same storage) and matches the torch step on
+    a clone: the output (finite, in the input dtype), every state tensor and the positions."""
+    ref = state.clone()
+    ptrs = {n: t.data_ptr() for n, t in state.tensors().items() if t is not None}
+    out = call_step(case, tok, state, backend)
+    out_ref = call_step(case, tok, ref, "torch")
+    main = "y" if case.op == "fast_mlp" else "o"
+    assert out.dtype == tok["x" if case.op == "fast_mlp" else "q"].dtype and torch.isfinite(out).all()
+    assert {n: t.data_ptr() for n, t in state.tensors().items() if t is not None} == ptrs, \
+        "state must be updated in place"
+    assert_close_rel(out, out_ref, tol, main)
+    for n, t in state.tensors().items():
+        if t is not None and n != "position":
+            assert_close_rel(t, getattr(ref, n), tol, n)
+    assert torch.equal(state.position, ref.position)

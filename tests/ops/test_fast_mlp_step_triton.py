@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from nested_kernels import fast_mlp_step
-from nested_kernels.cases import Case, make_inputs
-from nested_kernels.step_check import call_step, prefix_state, stream_errors, tokens
-from nested_kernels.testing import assert_close_rel, tolerance
+from nested_kernels.cases import Case
+from nested_kernels.step_check import assert_step_in_place, step_inputs
+from nested_kernels.step_check import assert_stream_close as check
+from nested_kernels.testing import assert_close_rel
 
 OP = "fast_mlp"
 
@@ -24,13 +25,6 @@ def _small_blocks(monkeypatch):
 def case(dtype=torch.float32, *, mlp="gelu", C=3, T=9, B=2, D=24, F=40, signal="target", eta_kind="tensor", **kw):
     return Case(OP, dict(B=B, T=T, D=D, F=F), dtype, dict(mlp=mlp, chunk_size=C, **kw),
                 dict(signal=signal, eta_kind=eta_kind))
-
-
-def check(c, prefix=2, seed=0):
-    errs = stream_errors(c, "cpu", "triton", prefix, seed)
-    tol = tolerance("kernel", c.dtype)
-    bad = {n: e for n, e in errs.items() if not e <= tol}
-    assert not bad, f"relative errors above {tol}: {bad}"
 
 
 GRID = [  # mlp, F, signal, eta kind, residual, retention, C
@@ -56,26 +50,14 @@ def test_half_precision_inputs(dtype, mlp):
 @pytest.mark.parametrize("mlp", ["silu", "swiglu"])
 def test_equals_torch_step_in_place(prefix, mlp):
     c = case(mlp=mlp, T=6, retention=0.9)
-    t = make_inputs(c, "cpu", 0)
-    st, tok = prefix_state(c, t, prefix), tokens(c, t, prefix)
-    ref = st.clone()
-    ptrs = {n: x.data_ptr() for n, x in st.tensors().items() if x is not None}
-    y = call_step(c, tok, st, "triton")
-    y_ref = call_step(c, tok, ref, "torch")
-    assert y.dtype == tok["x"].dtype and torch.isfinite(y).all()
-    assert {n: x.data_ptr() for n, x in st.tensors().items() if x is not None} == ptrs, "state must be updated in place"
-    assert_close_rel(y, y_ref, 1e-5, "y")
-    for n, x in st.tensors().items():
-        if x is not None and n != "position":
-            assert_close_rel(x, getattr(ref, n), 1e-5, n)
-    assert torch.equal(st.position, ref.position)
+    st, tok = step_inputs(c, prefix)
+    assert_step_in_place(c, tok, st)
 
 
 def test_strided_inputs():
     """x and target as rows of larger tensors (row stride ≠ D)."""
     c = case(T=4)
-    t = make_inputs(c, "cpu", 3)
-    st, tok = prefix_state(c, t, 3), tokens(c, t, 3)
+    st, tok = step_inputs(c, 3, seed=3)
     ref = st.clone()
     both = torch.cat([tok["x"], tok["target"]], dim=1)
     y = fast_mlp_step(both[:, :24], tok["eta"], state=st, target=both[:, 24:], backend="triton")
@@ -86,8 +68,7 @@ def test_strided_inputs():
 
 def test_unsupported_states_and_inputs_are_refused_with_a_reason():
     c = case(T=3)
-    t = make_inputs(c, "cpu", 0)
-    st, tok = prefix_state(c, t, 2), tokens(c, t, 2)
+    st, tok = step_inputs(c, 2)
     with pytest.raises(RuntimeError, match="float64"):
         fast_mlp_step(tok["x"].double(), tok["eta"], state=st, target=tok["target"], backend="triton")
     st.u1 = st.u1.t().contiguous().t() if st.u1.dim() == 2 else st.u1.transpose(1, 2).contiguous().transpose(1, 2)

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from nested_kernels import LinearMemoryState, linear_memory_step
-from nested_kernels.cases import Case, make_inputs
+from nested_kernels.cases import Case
 from nested_kernels.core.backends import select_backend
 from nested_kernels.core.step_backend import with_state
 from nested_kernels.ops.linear_memory import api
-from nested_kernels.step_check import call_step, prefix_state, stream_errors, tokens
-from nested_kernels.testing import assert_close_rel, tolerance
+from nested_kernels.step_check import assert_step_in_place, call_step, step_inputs
+from nested_kernels.step_check import assert_stream_close as check
+from nested_kernels.testing import assert_close_rel
 
 ALL = ("log_alpha", "beta", "mu")
 OP = "linear_memory"
@@ -21,13 +22,6 @@ OP = "linear_memory"
 def case(dtype=torch.float32, *, gates=ALL, C=4, T=11, B=2, H=2, K=8, V=8, init=True, **kw):
     return Case(OP, dict(B=B, T=T, H=H, K=K, V=V), dtype, dict(chunk_size=C, **kw),
                 dict(gates=gates, initial_state=init))
-
-
-def check(c, prefix=2, seed=0):
-    errs = stream_errors(c, "cpu", "triton", prefix, seed)
-    tol = tolerance("kernel", c.dtype)
-    bad = {n: e for n, e in errs.items() if not e <= tol}
-    assert not bad, f"relative errors above {tol}: {bad}"
 
 
 # every gate set, target and read appears; chunk sizes 1 (exact rule), 3 and 4 with 9 steps cross
@@ -64,32 +58,18 @@ def test_beta_is_eta_and_fresh_state():
     check(c, prefix=1)
 
 
-def _state_and_token(c, prefix, seed=0):
-    t = make_inputs(c, "cpu", seed)
-    return prefix_state(c, t, prefix), tokens(c, t, prefix)
-
-
 @pytest.mark.parametrize("prefix", [3, 4, 5])      # C = 4: the last token of a chunk, a chunk start, mid-chunk
 def test_equals_torch_step_in_place(prefix):
     c = case(T=8)
-    st, tok = _state_and_token(c, prefix)
-    ref = st.clone()
-    ptrs = {n: t.data_ptr() for n, t in st.tensors().items()}
-    o = call_step(c, tok, st, "triton")
-    o_ref = call_step(c, tok, ref, "torch")
-    assert o.dtype == tok["q"].dtype and torch.isfinite(o).all()
-    assert {n: t.data_ptr() for n, t in st.tensors().items()} == ptrs, "state must be updated in place"
-    assert_close_rel(o, o_ref, 1e-5, "o")
-    for n in ("M", "S", "M_chunk"):
-        assert_close_rel(getattr(st, n), getattr(ref, n), 1e-5, n)
-    assert torch.equal(st.position, ref.position)
+    st, tok = step_inputs(c, prefix)
+    assert_step_in_place(c, tok, st)
 
 
 def test_chunk_start_copy_refreshed_at_position_zero():
     """A hand-made state at a boundary whose M_chunk is stale: like the torch step, the kernel
     uses M as the chunk start and leaves M_chunk = M_{t-1}."""
     c = case(T=6)
-    st, tok = _state_and_token(c, 4)
+    st, tok = step_inputs(c, 4)
     assert st.position.eq(0).all()
     st.M_chunk.normal_()
     ref = st.clone()
@@ -101,9 +81,7 @@ def test_chunk_start_copy_refreshed_at_position_zero():
 def test_strided_token_inputs():
     """q, k, v as slices of one projection output [N, H, 3, K] (unit last stride, no copies)."""
     c = case(T=5, gates=("mu",))
-    t = make_inputs(c, "cpu", 1)
-    st = prefix_state(c, t, 4)
-    tok = tokens(c, t, 4)
+    st, tok = step_inputs(c, 4, seed=1)
     qkv = torch.stack([tok["q"], tok["k"], tok["v"]], dim=2)
     ref = st.clone()
     o = linear_memory_step(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], tok["eta"], mu=tok["mu"], state=st,
@@ -124,13 +102,13 @@ def _select(st, tok, backend="auto"):
 
 def test_auto_never_picks_triton_on_cpu():
     c = case(gates=(), init=True, T=3)
-    st, tok = _state_and_token(c, 2)
+    st, tok = step_inputs(c, 2)
     assert _select(st, tok) == "torch"
 
 
 def test_unsupported_states_and_inputs_are_refused_with_a_reason():
     c = case(gates=(), T=3)
-    st, tok = _state_and_token(c, 2)
+    st, tok = step_inputs(c, 2)
     st64 = LinearMemoryState(st.M.double(), None, st.M_chunk.double(), st.position, st.chunk_size)
     with pytest.raises(RuntimeError, match="float64"):
         linear_memory_step(tok["q"].double(), tok["k"].double(), tok["v"].double(), tok["eta"].double(),

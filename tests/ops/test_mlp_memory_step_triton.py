@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from nested_kernels import MLPMemoryState, mlp_memory_step
-from nested_kernels.cases import Case, make_inputs
-from nested_kernels.step_check import call_step, prefix_state, stream_errors, tokens
-from nested_kernels.testing import assert_close_rel, tolerance
+from nested_kernels.cases import Case
+from nested_kernels.step_check import assert_step_in_place, step_inputs
+from nested_kernels.step_check import assert_stream_close as check
+from nested_kernels.testing import assert_close_rel
 
 ALL = ("log_alpha", "beta", "mu")
 OP = "mlp_memory"
@@ -18,13 +19,6 @@ OP = "mlp_memory"
 def case(dtype=torch.float32, *, gates=ALL, C=4, T=10, B=2, H=2, K=8, V=8, F=24, init=True, **kw):
     return Case(OP, dict(B=B, T=T, H=H, K=K, V=V, F=F), dtype, dict(chunk_size=C, **kw),
                 dict(gates=gates, initial_state=init))
-
-
-def check(c, prefix=2, seed=0):
-    errs = stream_errors(c, "cpu", "triton", prefix, seed)
-    tol = tolerance("kernel", c.dtype)
-    bad = {n: e for n, e in errs.items() if not e <= tol}
-    assert not bad, f"relative errors above {tol}: {bad}"
 
 
 GRID = [  # gates, target, read, activation, residual, C
@@ -59,21 +53,11 @@ def test_several_f_blocks_odd_sizes_k_ne_v(monkeypatch):
 @pytest.mark.parametrize("prefix", [3, 4, 5])      # C = 4: the last token of a chunk, a chunk start, mid-chunk
 def test_equals_torch_step_in_place(prefix):
     c = case(T=8, target="self")
-    t = make_inputs(c, "cpu", 0)
-    st, tok = prefix_state(c, t, prefix), tokens(c, t, prefix)
+    st, tok = step_inputs(c, prefix)
     if prefix == 4:          # a stale chunk-start copy at a boundary is refreshed, as by the torch step
         st.W1_chunk.normal_()
         st.W2_chunk.normal_()
-    ref = st.clone()
-    ptrs = {n: x.data_ptr() for n, x in st.tensors().items()}
-    o = call_step(c, tok, st, "triton")
-    o_ref = call_step(c, tok, ref, "torch")
-    assert o.dtype == tok["q"].dtype and torch.isfinite(o).all()
-    assert {n: x.data_ptr() for n, x in st.tensors().items()} == ptrs, "state must be updated in place"
-    assert_close_rel(o, o_ref, 1e-5, "o")
-    for n in ("W1", "W2", "S1", "S2", "W1_chunk", "W2_chunk"):
-        assert_close_rel(getattr(st, n), getattr(ref, n), 1e-5, n)
-    assert torch.equal(st.position, ref.position)
+    assert_step_in_place(c, tok, st)
 
 
 def test_from_weights_state_without_momentum():
@@ -93,8 +77,7 @@ def test_from_weights_state_without_momentum():
 
 def test_unsupported_states_and_inputs_are_refused_with_a_reason():
     c = case(gates=(), T=3)
-    t = make_inputs(c, "cpu", 0)
-    st, tok = prefix_state(c, t, 2), tokens(c, t, 2)
+    st, tok = step_inputs(c, 2)
     args = (tok["q"], tok["k"], tok["v"], tok["eta"])
     with pytest.raises(RuntimeError, match="float64"):
         mlp_memory_step(*(a.double() for a in args), state=st, backend="triton")
