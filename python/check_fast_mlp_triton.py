@@ -25,7 +25,6 @@ Every case runs in its own try/except; exit status 1 when any check fails or rai
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import traceback
@@ -38,9 +37,9 @@ import torch.nn.functional as Fn  # noqa: E402
 from nested_kernels.ops.fast_mlp import FastMLPState, fast_mlp  # noqa: E402
 from nested_kernels.ops.fast_mlp.mlp import weight_shapes  # noqa: E402
 from nested_kernels.testing import rel_error  # noqa: E402
+from gpu_check_utils import TOL, cuda_time, write_json  # noqa: E402
 
 F64 = torch.float64
-TOL = {torch.float32: 2e-3, torch.bfloat16: 2e-2, torch.float16: 2e-2}
 ROWS = []
 
 
@@ -147,21 +146,6 @@ def checks() -> bool:
 
 # -- 2. timing --------------------------------------------------------------------------------
 
-def timed(fn, reps=5, warmup=2) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
-
-
 def static_mlp(x, ws, mlp):
     if mlp == "swiglu":
         y = Fn.linear(Fn.silu(Fn.linear(x, ws[0])) * Fn.linear(x, ws[1]), ws[2])
@@ -178,7 +162,7 @@ def fwd_and_train(call, leaves, gy, reps):
     def train():
         y = call()
         torch.autograd.backward(y, gy, inputs=leaves)
-    return timed(fwd, reps), timed(train, reps)
+    return cuda_time(fwd, 2, reps), cuda_time(train, 2, reps)
 
 
 def record(label, fwd, train, base=None, target=None):
@@ -260,9 +244,9 @@ def big_case():
         try:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            ms = timed(lambda: torch.autograd.backward(
+            ms = cuda_time(lambda: torch.autograd.backward(
                 fast_mlp(x, ws, 1e-4 / D, chunk_size=C, target=target, mlp="swiglu", backend="triton")[0],
-                gy, inputs=[x, *ws]), reps=1, warmup=1)
+                gy, inputs=[x, *ws]), 1, 1)
             peak = torch.cuda.max_memory_allocated() / 2 ** 30
             print(f"  C{C}: fwd+bwd {ms:8.1f} ms, peak memory {peak:.1f} GiB", flush=True)
             ROWS.append(dict(kind="big", case=f"D4096 F14336 swiglu B1 T8192 C{C}", fwd_bwd_ms=ms, peak_gib=peak))
@@ -282,8 +266,7 @@ def main():
     if not args.no_time:
         timing()
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, rows=ROWS), f, indent=1)
+        write_json(args.json, dict(device=torch.cuda.get_device_name(), torch=torch.__version__, rows=ROWS), None)
     print("checks:", "OK" if ok else "FAILED")
     sys.exit(0 if ok else 1)
 

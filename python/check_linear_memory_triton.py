@@ -23,7 +23,6 @@ Exit status 1 when any check fails or raises.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -36,10 +35,9 @@ import torch.nn.functional as F  # noqa: E402
 
 from nested_kernels.ops.linear_memory import LinearMemoryState, linear_memory  # noqa: E402
 from nested_kernels.testing import rel_error  # noqa: E402
+from gpu_check_utils import TOL, import_peer, kernel_info, run_checks, time_fwd_bwd, write_json  # noqa: E402
 
-TOL = {torch.float32: 2e-3, torch.bfloat16: 2e-2, torch.float16: 2e-2}
 F64 = torch.float64
-DT = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def make(B, T, H, K, V, gates, *, N=None, resume=None, seed=0, device="cuda"):
@@ -124,48 +122,10 @@ def check_case(name, shape, gates, cfg, extra, dtype, ref_backend):
 
 
 def checks(args):
-    failures = 0
-    rows = []
-    idx = [int(i) for i in args.cases.split(",")] if args.cases else (QUICK if args.quick else range(len(CASES)))
-    dtypes = [DT[d] for d in args.dtypes.split(",")]
-    print(f"== correctness vs float64 {args.ref} (tolerance: fp32 2e-3, bf16/fp16 2e-2)")
-    for i in idx:
-        name, shape, gates, cfg, extra = CASES[i]
-        for dtype in dtypes:
-            label = f"{name} [{str(dtype).replace('torch.', '')}]"
-            try:
-                ok, errs, worst, pos_ok, secs = check_case(name, shape, gates, cfg, extra, dtype, args.ref)
-                print(f"{'PASS' if ok else 'FAIL'} {label}: worst {worst} {errs[worst]:.2e}"
-                      f"{'' if pos_ok else ' (position mismatch)'}  (triton fwd+bwd {secs:.2f}s incl. compile)")
-                if not ok or args.verbose:
-                    print("      " + "  ".join(f"{n} {e:.1e}" for n, e in errs.items()))
-                rows.append(dict(case=label, ok=ok, errors=errs))
-                failures += not ok
-            except Exception as e:  # noqa: BLE001
-                failures += 1
-                print(f"ERROR {label}: {type(e).__name__}: {e}")
-                traceback.print_exc()
-                rows.append(dict(case=label, ok=False, error=f"{type(e).__name__}: {e}"))
-    return failures, rows
+    return run_checks(args, CASES, QUICK, lambda case, dtype: check_case(*case, dtype, args.ref))
 
 
 # -- timing -----------------------------------------------------------------------------------
-
-def cuda_time(fn, warmup, reps):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    times.sort()
-    return times[len(times) // 2]
-
 
 TIMED = [
     ("eta only (Titans, no decay)", "", "external"),
@@ -177,24 +137,15 @@ TIMED = [
 
 
 def _fla_delta_rule():
-    try:
-        from fla.ops.delta_rule import chunk_delta_rule
-    except Exception as e:  # noqa: BLE001
-        print(f"(fla not importable: {type(e).__name__}: {e})")
+    chunk_delta_rule = import_peer("fla.ops.delta_rule", "chunk_delta_rule", "fla")
+    if chunk_delta_rule is None:
         return None
     return lambda q, k, v, eta: chunk_delta_rule(q, k, v, eta, scale=1.0, use_qk_l2norm_in_kernel=False)[0]
 
 
 def _time_pair(f, leaves, do, args):
     """(forward ms, forward+backward ms, peak GiB) of ``f()`` with output gradient ``do``."""
-    with torch.no_grad():
-        t_f = cuda_time(f, args.warmup, args.reps)
-
-    def fb():
-        torch.autograd.grad(f(), leaves, do)
-    torch.cuda.reset_peak_memory_stats()
-    t_fb = cuda_time(fb, args.warmup, args.reps)
-    return t_f, t_fb, torch.cuda.max_memory_allocated() / 2**30
+    return time_fwd_bwd(f, leaves, args.warmup, args.reps, do)
 
 
 def timing(args):
@@ -241,25 +192,11 @@ def timing(args):
     return rows
 
 
-def kernel_info():
+def kernels():
     """Registers, spills and shared memory of every compiled variant of the five kernels."""
     from nested_kernels.ops.linear_memory import triton_bwd as tb, triton_fwd as tf
-    rows = []
-    print("\n== compiled kernels (name, regs, spills, shared bytes, constexprs)")
-    for fn in (tf._prep_kernel, tf._state_fwd_kernel, tf._out_kernel, tb._state_bwd_kernel, tb._grad_kernel):
-        for dev_cache in getattr(fn, "device_caches", {}).values():
-            for key, kern in dev_cache[0].items():
-                try:
-                    kern._init_handles()
-                    info = dict(name=fn.__name__, regs=kern.n_regs, spills=kern.n_spills,
-                                shared=kern.metadata.shared, warps=kern.metadata.num_warps)
-                    consts = {k: v for k, v in getattr(kern.src, "constants", {}).items()} if hasattr(kern, "src") else {}
-                    print(f"{info['name']:17s} regs {info['regs']:3d} spills {info['spills']:6d} "
-                          f"shared {info['shared']:7d} warps {info['warps']} {str(key)[:160]}")
-                    rows.append(dict(info, key=str(key)[:400], consts=str(consts)[:400]))
-                except Exception as e:  # noqa: BLE001
-                    print(f"{fn.__name__}: {type(e).__name__}: {e}")
-    return rows
+    return kernel_info((tf._prep_kernel, tf._state_fwd_kernel, tf._out_kernel, tb._state_bwd_kernel, tb._grad_kernel),
+                       "name, regs, spills, shared bytes, constexprs", 17, 160, with_consts=True)
 
 
 def main():
@@ -295,10 +232,9 @@ def main():
         failures, result["checks"] = checks(args)
     if not (args.quick or args.no_timing):
         result["timing"] = timing(args)
-    result["kernels"] = kernel_info()
+    result["kernels"] = kernels()
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1, default=str)
+        write_json(args.json, result)
     print(f"\n{failures} check(s) failed" if failures else "\nall checks passed")
     return 1 if failures else 0
 

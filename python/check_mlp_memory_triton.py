@@ -23,7 +23,6 @@ Exit status 1 when any check fails or raises.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -37,10 +36,9 @@ import torch.nn.functional as Fn  # noqa: E402
 
 from nested_kernels.ops.mlp_memory import MLPMemoryState, mlp_memory  # noqa: E402
 from nested_kernels.testing import rel_error  # noqa: E402
+from gpu_check_utils import TOL, import_peer, kernel_info, run_checks, time_fwd_bwd, write_json  # noqa: E402
 
-TOL = {torch.float32: 2e-3, torch.bfloat16: 2e-2, torch.float16: 2e-2}
 F64 = torch.float64
-DT = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 ARGS = ("q", "k", "v", "eta", "w1", "w2", "log_alpha", "beta", "mu")
 FIELDS = ("W1", "W2", "S1", "S2", "W1_chunk", "W2_chunk")
 
@@ -136,62 +134,15 @@ def check_case(shape, gates, cfg, extra, dtype, ref_backend):
 
 
 def checks(args):
-    failures, rows = 0, []
-    idx = [int(i) for i in args.cases.split(",")] if args.cases else (QUICK if args.quick else range(len(CASES)))
-    dtypes = [DT[d] for d in args.dtypes.split(",")]
-    print(f"== correctness vs float64 {args.ref} (tolerance: fp32 2e-3, bf16/fp16 2e-2)")
-    for i in idx:
-        name, shape, gates, cfg, extra = CASES[i]
-        for dtype in dtypes:
-            label = f"{name} [{str(dtype).replace('torch.', '')}]"
-            try:
-                ok, errs, worst, pos_ok, secs = check_case(shape, gates, cfg, extra, dtype, args.ref)
-                print(f"{'PASS' if ok else 'FAIL'} {label}: worst {worst} {errs[worst]:.2e}"
-                      f"{'' if pos_ok else ' (position mismatch)'}  (triton fwd+bwd {secs:.2f}s incl. compile)")
-                if not ok or args.verbose:
-                    print("      " + "  ".join(f"{n} {e:.1e}" for n, e in errs.items()))
-                rows.append(dict(case=label, ok=ok, errors=errs))
-                failures += not ok
-            except Exception as e:  # noqa: BLE001
-                failures += 1
-                print(f"ERROR {label}: {type(e).__name__}: {e}")
-                traceback.print_exc()
-                rows.append(dict(case=label, ok=False, error=f"{type(e).__name__}: {e}"))
-            torch.cuda.empty_cache()
-    return failures, rows
+    return run_checks(args, CASES, QUICK, lambda case, dtype: check_case(*case[1:], dtype, args.ref),
+                      empty_cache=True)
 
 
 # -- timing ----------------------------------------------------------------------------------------
 
-def cuda_time(fn, warmup, reps):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    times.sort()
-    return times[len(times) // 2]
-
-
 def time_pair(f, leaves, args):
     """(forward ms, forward+backward ms, peak GiB) of ``f()`` (one output tensor)."""
-    with torch.no_grad():
-        t_f = cuda_time(f, args.warmup, args.reps)
-    out = f()
-    do = torch.randn_like(out)
-    del out
-
-    def fb():
-        torch.autograd.grad(f(), leaves, do, allow_unused=True)    # titans: not every parameter is used
-    torch.cuda.reset_peak_memory_stats()
-    t_fb = cuda_time(fb, args.warmup, args.reps)
-    return t_f, t_fb, torch.cuda.max_memory_allocated() / 2**30
+    return time_fwd_bwd(f, leaves, args.warmup, args.reps, allow_unused=True)   # titans: not every parameter is used
 
 
 def _floor(B, T, H, K, F, C):
@@ -205,10 +156,8 @@ def _floor(B, T, H, K, F, C):
 
 
 def _titans(B, T, H, K, F, C):
-    try:
-        from titans_pytorch import NeuralMemory
-    except Exception as e:  # noqa: BLE001
-        print(f"(titans-pytorch not importable: {type(e).__name__}: {e})")
+    NeuralMemory = import_peer("titans_pytorch", "NeuralMemory", "titans-pytorch")
+    if NeuralMemory is None:
         return None
     torch.manual_seed(0)
     mem = NeuralMemory(dim=H * K, chunk_size=C, heads=H, dim_head=K,
@@ -272,24 +221,10 @@ def timing(args):
     return rows
 
 
-def kernel_info():
+def kernels():
     """Registers, spills and shared memory of every compiled variant of the two kernels."""
     from nested_kernels.ops.mlp_memory import triton_bwd as tb, triton_fwd as tf
-    rows = []
-    print("\n== compiled kernels (name, regs, spills, shared bytes, warps)")
-    for fn in (tf._fwd_kernel, tb._bwd_kernel):
-        for dev_cache in getattr(fn, "device_caches", {}).values():
-            for key, kern in dev_cache[0].items():
-                try:
-                    kern._init_handles()
-                    info = dict(name=fn.__name__, regs=kern.n_regs, spills=kern.n_spills,
-                                shared=kern.metadata.shared, warps=kern.metadata.num_warps)
-                    print(f"{info['name']:12s} regs {info['regs']:3d} spills {info['spills']:6d} "
-                          f"shared {info['shared']:7d} warps {info['warps']} {str(key)[:140]}")
-                    rows.append(dict(info, key=str(key)[:400]))
-                except Exception as e:  # noqa: BLE001
-                    print(f"{fn.__name__}: {type(e).__name__}: {e}")
-    return rows
+    return kernel_info((tf._fwd_kernel, tb._bwd_kernel), "name, regs, spills, shared bytes, warps", 12, 140)
 
 
 def main():
@@ -326,10 +261,9 @@ def main():
         failures, result["checks"] = checks(args)
     if not (args.quick or args.no_timing):
         result["timing"] = timing(args)
-    result["kernels"] = kernel_info()
+    result["kernels"] = kernels()
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1, default=str)
+        write_json(args.json, result)
     print(f"\n{failures} check(s) failed" if failures else "\nall checks passed")
     return 1 if failures else 0
 

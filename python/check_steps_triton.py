@@ -22,7 +22,6 @@ Exit status 1 when a check fails or raises.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import traceback
@@ -36,6 +35,7 @@ import torch  # noqa: E402
 from nested_kernels.cases import Case  # noqa: E402
 from nested_kernels.step_check import stream_errors  # noqa: E402
 from nested_kernels.testing import rel_error, tolerance  # noqa: E402
+from gpu_check_utils import write_json  # noqa: E402
 
 ALL = ("log_alpha", "beta", "mu")
 bf16, f16, f32 = torch.bfloat16, torch.float16, torch.float32
@@ -201,8 +201,7 @@ def main() -> int:
         os.environ.pop("NESTED_KERNELS_POISON", None)       # timing without the NaN fill of outputs
         ok &= check_timing(args.steps or (50 if args.quick else 200), results)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1, default=float)
+        write_json(args.json, results, float)
     print("\nALL PASSED" if ok else "\nSOME CHECKS FAILED")
     return 0 if ok else 1
 

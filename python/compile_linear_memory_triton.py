@@ -26,10 +26,7 @@ import contextlib
 import itertools
 import json
 import os
-import re
-import subprocess
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 
 os.environ.pop("TRITON_INTERPRET", None)
@@ -37,8 +34,7 @@ os.environ.pop("NESTED_KERNELS_POISON", None)
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
+from gpu_check_utils import compile_sm90, ptxas_usage  # noqa: E402
 
 from nested_kernels.ops.linear_memory import triton_backend as tbk  # noqa: E402
 from nested_kernels.ops.linear_memory import triton_bwd as tb, triton_fwd as tf  # noqa: E402
@@ -152,21 +148,6 @@ def launches(cfg, env):
 
 # -- compiling ---------------------------------------------------------------------------------
 
-def ptxas_info(ptx: str, opt: str):
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "k.ptx")
-        with open(path, "w") as fh:
-            fh.write(ptx)
-        r = subprocess.run([ptxas, "-arch=sm_90a", "-v"] + ([opt] if opt else []) + [path, "-o",
-                           os.path.join(d, "k.cubin")], capture_output=True, text=True)
-    text = r.stdout + r.stderr
-    regs = re.search(r"Used (\d+) registers", text)
-    spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
-    return (int(regs.group(1)) if regs else -1,
-            int(spill.group(1)) if spill else -1, int(spill.group(2)) if spill else -1)
-
-
 def key_of(d):
     """Cache key: the description and the kernel's source hash (Triton's, with its callees)."""
     return json.dumps(dict(d, const={k: str(v) for k, v in d["const"].items()},
@@ -180,13 +161,9 @@ def compile_desc(d):
             os.environ["DISABLE_MMA_V3"] = "1"
         else:
             os.environ.pop("DISABLE_MMA_V3", None)
-        fn = KERNELS[d["name"]]
-        names = fn.arg_names
-        src = ASTSource(fn, d["sig"], constexprs={(names.index(k),): v for k, v in d["const"].items()},
-                        attrs={(names.index(n),): [["tt.divisibility", 16]] for n in d["attrs"]})
         opts = {k: v for k, v in d["opts"].items() if k != "ptx_options"}
-        ker = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
-        regs, st, ld = ptxas_info(ker.asm["ptx"], d["opts"].get("ptx_options", ""))
+        ker = compile_sm90(KERNELS[d["name"]], d["sig"], d["const"], opts, d["attrs"])
+        regs, st, ld = (-1 if n is None else n for n in ptxas_usage(ker.asm["ptx"], d["opts"].get("ptx_options", "")))
         return dict(shared=ker.metadata.shared, regs=regs, spill_st=st, spill_ld=ld)
     except Exception as e:  # noqa: BLE001
         return dict(error=f"{type(e).__name__}: {str(e)[:500]}")

@@ -13,17 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import sys
-import tempfile
 
 os.environ.pop("TRITON_INTERPRET", None)
 
-import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
-
+from gpu_check_utils import compile_sm90, ptxas_usage  # noqa: E402
 from nested_kernels.ops.mlp_memory import triton_bwd as tb, triton_fwd as tf  # noqa: E402
 
 SHARED_LIMIT = 232448
@@ -52,25 +46,10 @@ def signature(fn, const, o_bf16):
     return sig
 
 
-def ptxas_info(ptx: str, opt: str) -> tuple:
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "k.ptx")
-        with open(path, "w") as fh:
-            fh.write(ptx)
-        r = subprocess.run([ptxas, "-arch=sm_90a", "-v", opt, path, "-o", os.path.join(d, "k.cubin")],
-                           capture_output=True, text=True)
-    text = r.stdout + r.stderr
-    regs = re.search(r"Used (\d+) registers", text)
-    spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
-    return (regs.group(1) if regs else "?"), (f"{spill.group(1)}/{spill.group(2)}" if spill else "?")
-
-
 def compile_one(fn, const, warps, opt, o_bf16=True):
-    src = ASTSource(fn, signature(fn, const, o_bf16),
-                    constexprs={(fn.arg_names.index(k),): v for k, v in const.items()})
-    ker = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=1))
-    regs, spill = ptxas_info(ker.asm["ptx"], opt)
+    ker = compile_sm90(fn, signature(fn, const, o_bf16), const, dict(num_warps=warps, num_stages=1))
+    regs, st, ld = ptxas_usage(ker.asm["ptx"], opt)
+    regs, spill = ("?" if regs is None else regs), ("?" if st is None else f"{st}/{ld}")
     shared = ker.metadata.shared
     over = "  OVER 227 KB" if shared > SHARED_LIMIT else ""
     return f"shared {shared / 1024:6.1f} KB, regs {regs}, spill st/ld {spill}{over}", shared <= SHARED_LIMIT
