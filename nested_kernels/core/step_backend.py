@@ -10,10 +10,11 @@ call and CUDA-graph replays. Triton itself is not imported here.
 """
 from __future__ import annotations
 
-import os
 from typing import Mapping, Optional
 
 import torch
+
+from .triton_launch import float64_unsupported as _float64_unsupported
 
 STATE_PREFIX = "state."
 
@@ -41,14 +42,10 @@ def state_unsupported(inputs: Mapping, names) -> Optional[str]:
 
 
 def float64_unsupported(inputs: Mapping) -> Optional[str]:
-    for name, t in inputs.items():
-        if not name.startswith(STATE_PREFIX) and isinstance(t, torch.Tensor) and t.dtype == torch.float64:
-            return f"{name} is float64: float64 runs on the torch step"
-    return None
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    """``triton_launch.float64_unsupported`` over the step's inputs (its states are judged by
+    ``state_unsupported``)."""
+    return _float64_unsupported({n: t for n, t in inputs.items()
+                                 if not n.startswith(STATE_PREFIX) and isinstance(t, torch.Tensor)})
 
 
 _COUNTERS: dict = {}
