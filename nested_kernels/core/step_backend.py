@@ -74,3 +74,13 @@ def row_strides(t: torch.Tensor) -> tuple:
     if t.dim() == 3 and t.stride(-1) != 1:
         t = t.contiguous()
     return t, t.stride(0), t.stride(1)
+
+
+TOKEN_INPUTS = ("q", "k", "v", "eta", "log_alpha", "beta", "mu")
+
+
+def token_rows(inputs: Mapping) -> tuple[list, list]:
+    """The step kernels' per-token arguments: (tensors of ``TOKEN_INPUTS`` in that order, None for
+    an absent gate; their (dim 0, dim 1) strides flattened in the same order, 0 for an absent gate)."""
+    rows = [row_strides(inputs[n]) if inputs[n] is not None else (None, 0, 0) for n in TOKEN_INPUTS]
+    return [r[0] for r in rows], [s for r in rows for s in r[1:]]

@@ -13,7 +13,7 @@ from typing import Optional
 
 from ...core.alloc import new_empty
 from ...core.backends import Backend
-from ...core.step_backend import (float64_unsupported, next_pow2, position_counters, row_strides,
+from ...core.step_backend import (float64_unsupported, next_pow2, position_counters, token_rows,
                                   state_unsupported)
 
 MAX_DIM = 512
@@ -38,20 +38,16 @@ def forward(inputs, state, cfg):
     from .triton_step_kernel import _lm_step_kernel
     M = state["M"]
     N, H, K, V = M.shape
-    q, sqn, sqh = row_strides(inputs["q"])
-    k, skn, skh = row_strides(inputs["k"])
-    v, svn, svh = row_strides(inputs["v"])
+    tokens, strides = token_rows(inputs)
+    q = tokens[0]
     o = new_empty(N, H, V, dtype=q.dtype, device=q.device)
     if N * H == 0:
         return o
-    gates = [row_strides(inputs[n]) if inputs[n] is not None else (None, 0, 0)
-             for n in ("eta", "log_alpha", "beta", "mu")]
     BV = block_v(K, V)
     grid = (-(-V // BV), N * H)
     _lm_step_kernel[grid](
-        q, k, v, *(g[0] for g in gates), M, state["S"] if inputs["mu"] is not None else None,
-        state["M_chunk"], state["position"], position_counters(M.device, N), o,
-        sqn, sqh, skn, skh, svn, svh, *(s for g in gates for s in g[1:]),
+        *tokens, M, state["S"] if inputs["mu"] is not None else None,
+        state["M_chunk"], state["position"], position_counters(M.device, N), o, *strides,
         H, cfg["chunk_size"], float(cfg["scale"]),
         K=K, V=V, BK=next_pow2(K), BV=BV,
         HAS_ALPHA=inputs["log_alpha"] is not None, HAS_BETA=inputs["beta"] is not None,

@@ -13,7 +13,7 @@ from typing import Optional
 
 from ...core.alloc import new_empty
 from ...core.backends import Backend
-from ...core.step_backend import (float64_unsupported, next_pow2, position_counters, row_strides,
+from ...core.step_backend import (float64_unsupported, next_pow2, position_counters, token_rows,
                                   state_unsupported)
 
 MAX_DIM = 256
@@ -40,20 +40,17 @@ def forward(inputs, state, cfg):
     W1, W2 = state["W1"], state["W2"]
     N, H, V, F = W1.shape
     K = W2.shape[-1]
-    q, sqn, sqh = row_strides(inputs["q"])
-    k, skn, skh = row_strides(inputs["k"])
-    v, svn, svh = row_strides(inputs["v"])
+    tokens, strides = token_rows(inputs)
+    q = tokens[0]
     o = new_empty(N, H, V, dtype=q.dtype, device=q.device)
     if N * H == 0:
         return o
-    gates = [row_strides(inputs[n]) if inputs[n] is not None else (None, 0, 0)
-             for n in ("eta", "log_alpha", "beta", "mu")]
     mom = inputs["mu"] is not None
     BK, BV = next_pow2(K), next_pow2(V)
     _mm_step_kernel[(N * H,)](
-        q, k, v, *(g[0] for g in gates), W1, W2, state["S1"] if mom else None, state["S2"] if mom else None,
+        *tokens, W1, W2, state["S1"] if mom else None, state["S2"] if mom else None,
         state["W1_chunk"], state["W2_chunk"], state["position"], position_counters(W1.device, N), o,
-        sqn, sqh, skn, skh, svn, svh, *(s for g in gates for s in g[1:]),
+        *strides,
         H, cfg["chunk_size"], float(cfg["scale"]),
         K=K, V=V, F=F, BK=BK, BV=BV, BF=min(block_f(K, V), next_pow2(F)),
         ACT=0 if cfg["activation"] == "gelu" else 1, RESIDUAL=bool(cfg["residual"]),
