@@ -1,12 +1,13 @@
 """GPU check of the Triton backend of ``linear_memory`` (needs CUDA; run on the GPU machine).
 
 1. Correctness: realistic shapes (T ≈ 1000 with odd lengths, packed sequences, resumed states,
-   K, V ∈ {32, 64, 128}, chunk sizes 16…128, every target / read, gate sets) in bfloat16, float16
-   and float32, against the float64 token-loop reference evaluated on the same (already rounded)
+   K, V ∈ {32, 64, 128}, chunk sizes 1 (exact rule) and 16…128, every target / read, gate sets) in
+   bfloat16, float16 and float32, against the float64 token-loop reference evaluated on the same (already rounded)
    inputs: outputs, final states and the gradients of a random functional of all of them with
    respect to every floating-point input. SPEC §7 bounds: 2e-3 (float32), 2e-2 (bf16/fp16).
    Outputs of the kernels are NaN-poisoned (NESTED_KERNELS_POISON=1).
-2. Timing (CUDA events, median after warm-up) at B=4, T=4096, H=16, K=V=128, bf16, chunk 64:
+2. Timing (CUDA events, median after warm-up) at B=4, T=4096, H=16, K=V=128, bf16, chunk 64
+   (--C 1: the exact rule, with fla chunk_momentum_delta_rule beside it too):
    forward and forward+backward of several gate sets, beside the torch backend (--torch-baseline)
    and fla ``chunk_delta_rule`` when flash-linear-attention is importable (same q, k, v, β = η),
    with peak memory and the ratio to fla (issue 3 targets: fwd+bwd ≤ 0.7×, fwd ≤ 0.6×).
@@ -95,6 +96,10 @@ CASES = [
     ("none ext after C16 K=V=32", (2, 1000, 3, 32, 32), "", dict(chunk_size=16, target="external", read="after"), {}),
     ("bm ext before C64 K=128 V=16 varlen+resume", (1, 1003, 2, 128, 16), "bm",
      dict(chunk_size=64, target="external", read="before"), dict(cu=[0, 1, 500, 500, 1003], resume=[3, 63, 0, 10])),
+    ("abm ext after C1 K=V=64", (2, 1000, 2, 64, 64), "abm", dict(chunk_size=1, target="external", read="after"), {}),
+    ("bm ext chunk C1 K=64 V=128 varlen", (1, 1003, 2, 64, 128), "bm",
+     dict(chunk_size=1, target="external", read="chunk"), dict(cu=[0, 1, 500, 500, 1003])),
+    ("none ext before C1 K=V=128", (2, 777, 2, 128, 128), "", dict(chunk_size=1, target="external", read="before"), {}),
 ]
 QUICK = [0, 1]
 
@@ -133,6 +138,7 @@ TIMED = [
     ("momentum+beta (no alpha)", "bm", "external"),
     ("alpha+beta+momentum", "abm", "external"),
     ("HOPE: alpha+beta, self target", "ab", "self"),
+    ("eta+momentum (momentum delta rule)", "m", "external"),
 ]
 
 
@@ -143,13 +149,25 @@ def _fla_delta_rule():
     return lambda q, k, v, eta: chunk_delta_rule(q, k, v, eta, scale=1.0, use_qk_l2norm_in_kernel=False)[0]
 
 
+def _fla_momentum_delta_rule():
+    """fla chunk_momentum_delta_rule with the same η and μ (no decay, β = 0), as in bench/."""
+    try:
+        from fla.ops.momentum_delta_rule import chunk_momentum_delta_rule
+    except Exception as e:  # noqa: BLE001
+        print(f"(fla momentum delta rule not importable: {type(e).__name__}: {e})")
+        return None
+    return lambda q, k, v, eta, mu: chunk_momentum_delta_rule(
+        q, k, v, torch.zeros_like(eta), mu.clamp_min(1e-6).log(), eta=eta, scale=1.0,
+        use_qk_l2norm_in_kernel=False, chunk_size=64)[0]
+
+
 def _time_pair(f, leaves, do, args):
     """(forward ms, forward+backward ms, peak GiB) of ``f()`` with output gradient ``do``."""
     return time_fwd_bwd(f, leaves, args.warmup, args.reps, do)
 
 
 def timing(args):
-    B, T, H, K, V, C = args.B, args.T, args.H, 128, 128, 64
+    B, T, H, K, V, C = args.B, args.T, args.H, 128, 128, args.C
     dtype = torch.bfloat16
     print(f"\n== timing: B{B} T{T} H{H} K=V={K} bf16 chunk {C}, median of {args.reps} after {args.warmup} "
           f"warm-up, {torch.cuda.get_device_name()}")
@@ -169,6 +187,19 @@ def timing(args):
             rows.append(dict(case="fla chunk_delta_rule", backend="fla", fwd_ms=t_f, fwd_bwd_ms=t_fb, peak_gib=peak))
         except Exception as e:  # noqa: BLE001
             print(f"fla chunk_delta_rule ERROR {type(e).__name__}: {e}")
+            traceback.print_exc()
+    fla_mom = _fla_momentum_delta_rule() if C == 1 and not args.no_fla else None
+    if fla_mom is not None:   # chunk_size 1 target: ≥ 100× faster than this peer
+        x, _ = make(B, T, H, K, V, "m", seed=1)
+        x = {n: None if t is None else t.to(dtype).requires_grad_(True) for n, t in x.items()}
+        try:
+            t_f, t_fb, peak = _time_pair(lambda: fla_mom(x["q"], x["k"], x["v"], x["eta"], x["mu"]),
+                                         [x[n] for n in ("q", "k", "v", "eta", "mu")], do, args)
+            print(f"{'fla chunk_momentum_delta_rule':34s} {'fla':8s} {t_f:9.3f} {t_fb:11.3f} {peak:9.2f}")
+            rows.append(dict(case="fla chunk_momentum_delta_rule", backend="fla", fwd_ms=t_f, fwd_bwd_ms=t_fb,
+                             peak_gib=peak))
+        except Exception as e:  # noqa: BLE001
+            print(f"fla chunk_momentum_delta_rule ERROR {type(e).__name__}: {e}")
             traceback.print_exc()
     backends = ["triton"] + (["torch"] if args.torch_baseline else [])
     chosen = [TIMED[int(i)] for i in args.timed.split(",")] if args.timed else TIMED
@@ -212,6 +243,7 @@ def main():
     ap.add_argument("--B", type=int, default=4)
     ap.add_argument("--T", type=int, default=4096)
     ap.add_argument("--H", type=int, default=16)
+    ap.add_argument("--C", type=int, default=64, help="chunk size of the timing (1: the exact rule)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--cases", default=None, help="comma-separated indices into CASES")

@@ -13,7 +13,7 @@ integer specialisation: T = 256, H = 16 stand for the issue shape (T = 4096, H =
     python python/compile_linear_memory_triton.py --sweep [--jobs 2] [--cache /tmp/lm_probe.json]
 
 ``--sweep`` covers every configuration the backend accepts at K = 128 (V = 128, and V = 64 for
-external targets): gates none/a/b/m/ab/am/bm/abm × target × read × C ∈ {16, 32, 64, 128} ×
+external targets): gates none/a/b/m/ab/am/bm/abm × target × read × C ∈ {1 (external only), 16, 32, 64, 128} ×
 (fresh, resumed + varlen) × input dtype (bf16, fp16, fp32), compiles each distinct kernel variant
 once and prints one line per configuration with its worst kernel; "OVER" marks shared memory
 above the H100's 227 KB per block (the launch would fail), "spill" more than 1 KB of spill
@@ -128,7 +128,7 @@ def launches(cfg, env):
                       mu=z(B, T, H) if "m" in gates else None, m0=z(N, H, K, V, d=torch.float32),
                       s0=z(N, H, K, V, d=torch.float32) if "m" in gates else None,
                       m_chunk0=z(N, H, K, V, d=torch.float32) if resume else None,
-                      position0=torch.tensor([3, 0]) if resume else None,
+                      position0=torch.tensor([3 % C, 0]) if resume else None,
                       cu_seqlens=torch.tensor([0, 100, T], dtype=torch.int32) if resume else None)
         c = dict(chunk_size=C, target=target, read=read, scale=1.0, output_final_state=True)
         with capture() as sink:
@@ -218,7 +218,7 @@ def sweep_configs(args):
     for g, target, read, C, V, resume, dtype in itertools.product(
             gates, ("external", "self"), ("after", "before", "chunk"), [int(c) for c in args.sweep_C.split(",")],
             (128, 64), (False, True), args.sweep_dtypes.split(",")):
-        if target == "self" and V != 128:
+        if target == "self" and (V != 128 or C == 1):   # chunk_size 1: external targets only
             continue
         yield dict(gates=g, target=target, read=read, C=C, K=128, V=V, dtype=dtype, resume=resume)
 
@@ -233,7 +233,8 @@ def main():
     ap.add_argument("--gates", default="ab", help="letters of log_alpha (a), beta (b), mu (m); '' for none")
     ap.add_argument("--target", default="external", choices=["external", "self"])
     ap.add_argument("--read", default="after", choices=["after", "before", "chunk"])
-    ap.add_argument("--C", type=int, default=64)
+    ap.add_argument("--C", type=int, default=64, help="chunk size (1: the exact rule, tiles of "
+                    "NESTED_KERNELS_LM_TRITON_EXACT_TILE tokens, set with --env)")
     ap.add_argument("--K", type=int, default=128)
     ap.add_argument("--V", type=int, default=128)
     ap.add_argument("--dtype", default="bf16", choices=list(DTYPES))
@@ -243,7 +244,7 @@ def main():
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for the launchers (repeatable)")
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--sweep-gates", default=",a,b,m,ab,am,bm,abm")
-    ap.add_argument("--sweep-C", default="16,32,64,128")
+    ap.add_argument("--sweep-C", default="1,16,32,64,128")
     ap.add_argument("--sweep-dtypes", default="bf16,fp16,fp32")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--cache", default=None, help="JSON file of compiled variants, reused across runs")

@@ -2,7 +2,7 @@
 
 On a machine without a GPU the kernels run under Triton's interpreter (conftest sets
 TRITON_INTERPRET=1; ~0.5 ms per program and per op, so shapes are tiny: B·H ≤ 2, T ≤ 40,
-C = 16, K, V ∈ {16, 32}). Outputs are NaN-poisoned before the kernels run (conftest sets
+C = 16, K, V ∈ {16, 32}; chunk_size 1 on tiles of 16 tokens). Outputs are NaN-poisoned before the kernels run (conftest sets
 NESTED_KERNELS_POISON=1). Every case compares outputs, final states (M, S, M_chunk, position) and
 the gradients of a random functional of all of them with respect to every floating-point input
 (q, k, v, eta, gates, M0, S0, M_chunk0) — SPEC §7 bounds: 2e-3 in float32, 2e-2 in float16. bf16 is
@@ -226,6 +226,65 @@ def test_empty_sequence_returns_state():
     assert torch.equal(fs.M_chunk, st["M"].float()) and fs.position.tolist() == [0]
 
 
+# -- chunk_size 1: the exact online rule (DESIGN §4), external targets ---------------------------
+
+EXACT_GRID = [("", "after"), ("a", "before"), ("b", "after"), ("m", "before"), ("ab", "chunk"),
+              ("am", "after"), ("bm", "before"), ("abm", "after")]
+
+
+@pytest.mark.parametrize("gates,read", EXACT_GRID)
+def test_exact_rule(monkeypatch, gates, read):
+    """chunk_size 1 on tiles of 16 tokens (T = 37: three tiles, the last partial), from (M0, S0);
+    every gate set; "chunk" reads M_{t−1} like "before"."""
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_EXACT_TILE", "16")
+    x, st = make(T=37, gates=gates, seed=20 + len(gates))
+    check(x, st, chunk_size=1, target="external", read=read, scale=0.8)
+
+
+def test_exact_rule_varlen_two_v_blocks(monkeypatch):
+    """Packed sequences (one empty), K = 16 ≠ V = 32 on two V blocks, μ exactly 0 and negative."""
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_EXACT_TILE", "16")
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BV", "16")
+    cu = torch.tensor([0, 9, 9, 40], dtype=torch.int32)
+    x, st = make(B=1, T=40, N=3, K=16, V=32, gates="abm", seed=21)
+    x["mu"][0, ::4] = 0.0
+    x["mu"][0, 1::7] = -0.3
+    check(x, st, cu_seqlens=cu, chunk_size=1, target="external", read="before")
+
+
+def test_exact_rule_default_tile_float16():
+    """The default tile of 64 tokens (T = 70: two tiles), B = H = 2, float16 inputs."""
+    x, st = make(B=2, H=2, T=70, gates="abm", seed=22)
+    check(x, st, dtype=torch.float16, chunk_size=1, target="external", read="after")
+
+
+def test_exact_rule_resumed_state(monkeypatch):
+    """A second call continues from the LinearMemoryState of a first one (position 0, its M_chunk
+    unused): outputs of both calls, the final state and every gradient through both calls."""
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_EXACT_TILE", "16")
+    x, st = make(B=2, T=30, gates="abm", seed=23)
+
+    def two_calls(backend):
+        dev, dt = (DEVICE, torch.float32) if backend == "triton" else ("cpu", F64)
+        leaves = {n: t.to(dev, dt).requires_grad_(True) for n, t in x.items() if t is not None}
+        leaves.update({n + "0": st[n].to(dev, dt).requires_grad_(True) for n in ("M", "S")})
+        state, outs = (leaves["M0"], leaves["S0"]), []
+        for part in (slice(0, 19), slice(19, None)):
+            args = [leaves[n][:, part] if n in leaves else None
+                    for n in ("q", "k", "v", "eta", "log_alpha", "beta", "mu")]
+            o, state = linear_memory(*args, chunk_size=1, initial_state=state, output_final_state=True,
+                                     backend=backend)
+            outs.append(o)
+        res = dict(o=torch.cat(outs, 1), M=state.M, S=state.S, M_chunk=state.M_chunk)
+        grads = torch.autograd.grad(projection_loss(res), list(leaves.values()))
+        res["position"] = state.position
+        return res, dict(zip(leaves, grads))
+
+    got, dgot = two_calls("triton")
+    ref, dref = two_calls("reference")
+    assert_run_close(got, dgot, ref, dref, tolerance("triton", torch.float32))
+
+
 # -- fallbacks ---------------------------------------------------------------------------------
 
 def _inputs(K=16, V=16, dtype=torch.float32):
@@ -235,7 +294,7 @@ def _inputs(K=16, V=16, dtype=torch.float32):
 
 
 @pytest.mark.parametrize("C,K,V,dtype,target,what", [
-    (1, 16, 16, torch.float32, "external", "chunk_size"),
+    (1, 16, 16, torch.float32, "self", "chunk_size=1 with target='self'"),
     (8, 16, 16, torch.float32, "external", "chunk_size"),
     (256, 16, 16, torch.float32, "external", "chunk_size"),
     (16, 8, 16, torch.float32, "external", "K=8"),
@@ -260,10 +319,10 @@ def test_registered_and_forced_fallback_message():
     x, _ = make(T=4, gates="")
     args = [None if x[n] is None else x[n].float().to(DEVICE) for n in ("q", "k", "v", "eta")]
     with pytest.raises(RuntimeError, match="chunk_size=1"):
-        linear_memory(*args, chunk_size=1, backend="triton")
+        linear_memory(*args, chunk_size=1, target="self", backend="triton")
     # "auto" never picks a backend that refuses the inputs
-    o, _ = linear_memory(*args, chunk_size=1)
-    ref, _ = linear_memory(*[a.double().cpu() for a in args], chunk_size=1, backend="reference")
+    o, _ = linear_memory(*args, chunk_size=1, target="self")
+    ref, _ = linear_memory(*[a.double().cpu() for a in args], chunk_size=1, target="self", backend="reference")
     assert rel_error(o, ref) <= 1e-5
 
 
@@ -273,7 +332,9 @@ def test_registered_and_forced_fallback_message():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("gates,target,read,C,K,V", [("abm", "external", "after", 64, 64, 64),
                                                      ("ab", "self", "before", 64, 128, 128),
-                                                     ("am", "external", "chunk", 32, 64, 128)])
+                                                     ("am", "external", "chunk", 32, 64, 128),
+                                                     ("abm", "external", "after", 1, 128, 128),
+                                                     ("bm", "external", "before", 1, 64, 128)])
 def test_gpu_realistic(dtype, gates, target, read, C, K, V):
     x, st = make(B=2, T=203, H=2, K=K, V=V, gates=gates, seed=11)
     check(x, st, dtype=dtype, chunk_size=C, target=target, read=read)

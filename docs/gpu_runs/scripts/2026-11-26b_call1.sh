@@ -11,7 +11,7 @@ export PYTHONPATH=/tmp/site:$PWD:$PWD/python
 export TRITON_CACHE_DIR=$PWD/.tcache
 nvidia-smi --query-gpu=name,driver_version --format=csv > "$OUT/gpu.txt"
 mk() {  # mk NAME PATCH...: a copy of the tree with the patches applied
-  rm -rf /tmp/$1; mkdir -p /tmp/$1; cp -r nested_kernels python tests /tmp/$1/
+  rm -rf /tmp/$1; mkdir -p /tmp/$1; cp -r nested_kernels python tests docs /tmp/$1/
   shift0=$1; shift
   for p in "$@"; do (cd /tmp/$shift0 && git apply "$OLDPWD/docs/wip/$p") || echo "PATCH FAIL $p"; done
 }

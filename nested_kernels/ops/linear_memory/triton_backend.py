@@ -8,9 +8,11 @@ only the op's inputs and outputs), ``_state_bwd_kernel`` (sequential, carries th
 backwards and stores them per tile), ``_grad_kernel`` (token gradients of every tile, in
 parallel). See docs/linear_memory_triton.md.
 
-Supported: chunk_size ∈ {16, 32, 64, 128}; K, V ∈ {16, 32, 64, 128}; float32 / bfloat16 / float16
-inputs (gates of any of these dtypes); every option of SPEC §2 (targets, reads, optional gates,
-cu_seqlens, initial states, resuming mid-chunk, final states). Anything else is refused by
+Supported: chunk_size ∈ {16, 32, 64, 128}, and chunk_size 1 (the exact online rule, DESIGN §4:
+tiles of NESTED_KERNELS_LM_TRITON_EXACT_TILE tokens, errors solved for) with external targets;
+K, V ∈ {16, 32, 64, 128}; float32 / bfloat16 / float16 inputs (gates of any of these dtypes); every
+option of SPEC §2 (targets, reads, optional gates, cu_seqlens, initial states, resuming mid-chunk,
+final states). Anything else (chunk_size 1 with self targets among it) is refused by
 ``unsupported`` and runs on the next backend (torch).
 
 Triton is imported only when a kernel first runs, so importing the package never needs it.
@@ -22,7 +24,7 @@ NESTED_KERNELS_LM_TRITON_WARPS, NESTED_KERNELS_LM_TRITON_PRECISION (tl.dot input
 tf32 otherwise; the (I + A)⁻¹ products stay at least tf32),
 NESTED_KERNELS_LM_TRITON_STORE (dtype of the stored factors and per-tile states: "bf16" or
 "fp32"; default bf16 for bfloat16 inputs, else fp32), NESTED_KERNELS_LM_TRITON_MMA,
-NESTED_KERNELS_LM_TRITON_PTXAS.
+NESTED_KERNELS_LM_TRITON_PTXAS, NESTED_KERNELS_LM_TRITON_EXACT_TILE (tokens per tile for chunk_size 1).
 """
 from __future__ import annotations
 
@@ -36,16 +38,22 @@ from ...core.backends import Backend
 from ...core.triton_launch import float64_unsupported, interpreting as _interpreting, mma_sync, ptxas_options
 from .inputs import empty_outputs
 
-SUPPORTED_CHUNK = (16, 32, 64, 128)
+SUPPORTED_CHUNK = (1, 16, 32, 64, 128)
 SUPPORTED_DIM = (16, 32, 64, 128)
 _READ = {"after": 0, "before": 1, "chunk": 2}
+
+
+EXACT_TILES = (16, 32, 64)
 
 
 def unsupported(inputs, cfg) -> Optional[str]:
     C = cfg["chunk_size"]
     if C not in SUPPORTED_CHUNK:
         return (f"chunk_size={C}: the Triton kernels take chunk_size in {SUPPORTED_CHUNK} "
-                "(chunk_size 1, the exact online rule, and other sizes run on the torch backend)")
+                "(other sizes run on the torch backend)")
+    if C == 1 and cfg["target"] == "self":
+        return ("chunk_size=1 with target='self': the exact rule's 2n×2n system for self targets is "
+                "not written as a Triton kernel (runs on the torch backend)")
     q, v = inputs["q"], inputs["v"]
     K = q.shape[-1]
     V = K if cfg["target"] == "self" else v.shape[-1]
@@ -76,6 +84,14 @@ def _store_dtype(dtype: torch.dtype) -> torch.dtype:
             raise ValueError(f"NESTED_KERNELS_LM_TRITON_STORE must be bf16 or fp32, got {env!r}")
         return torch.bfloat16 if env == "bf16" else torch.float32
     return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
+
+
+def _exact_tile() -> int:
+    """Tokens per tile for chunk_size 1: NESTED_KERNELS_LM_TRITON_EXACT_TILE (16, 32 or 64; default 64)."""
+    bt = int(os.environ.get("NESTED_KERNELS_LM_TRITON_EXACT_TILE", "64"))
+    if bt not in EXACT_TILES:
+        raise ValueError(f"NESTED_KERNELS_LM_TRITON_EXACT_TILE={bt} must be one of {EXACT_TILES}")
+    return bt
 
 
 def _warps(C: int) -> int:
@@ -138,13 +154,20 @@ class _Args:
         self.self_target = cfg["target"] == "self"
         self.V = self.K if self.self_target else self.v.shape[-1]
         self.C = cfg["chunk_size"]
+        # chunk_size 1 (exact rule, DESIGN §4): tiles of BT tokens, errors solved for; every token
+        # is a chunk boundary, so a resumed state has position 0 and its M_chunk is unused, and the
+        # "chunk" read is the "before" read
+        self.exact = self.C == 1
+        self.BT = _exact_tile() if self.exact else self.C
         self.scale = float(cfg["scale"])
         self.read = _READ[cfg["read"]]
+        if self.exact and self.read == 2:
+            self.read = 1
         cu = inputs["cu_seqlens"]
         self.cu = None if cu is None else cu.to(torch.int64).contiguous()
         self.N = self.B if cu is None else cu.numel() - 1
         pos = inputs["position0"]
-        self.pos = None if pos is None or self.mc0 is None else pos.to(torch.int64).contiguous()
+        self.pos = None if pos is None or self.mc0 is None or self.exact else pos.to(torch.int64).contiguous()
         if self.pos is None:
             self.mc0 = None
         if self.cu is None:
@@ -152,31 +175,32 @@ class _Args:
         else:
             self.lengths = self.cu[1:] - self.cu[:-1]
         p = torch.zeros_like(self.lengths) if self.pos is None else self.pos
-        C = self.C
-        nt = torch.where(self.lengths > 0, (self.lengths + p + C - 1) // C, 0)
+        BT = self.BT
+        nt = torch.where(self.lengths > 0, (self.lengths + p + BT - 1) // BT, 0)
         ends = torch.cumsum(nt, 0)
         self.tile_base = (ends - nt).contiguous()
-        # upper bound on the number of tiles (no device sync): Σ ceil((L + p)/C) ≤ B·T/C + 2N
-        self.n_tiles = (self.B * self.T) // C + 2 * self.N
+        # upper bound on the number of tiles (no device sync): Σ ceil((L + p)/BT) ≤ B·T/BT + 2N
+        self.n_tiles = (self.B * self.T) // BT + 2 * self.N
         g = torch.arange(self.n_tiles, device=self.device)
         seq = torch.searchsorted(ends, g, right=True)
         valid = seq < self.N
         seqc = seq.clamp(max=max(self.N - 1, 0))
         self.tile_seq = torch.where(valid, seq, -1).to(torch.int32).contiguous()
         self.tile_idx = (g - self.tile_base[seqc]).to(torch.int32).contiguous() if self.N else g.int()
-        self.final_pos = (p + self.lengths) % C
+        self.final_pos = (p + self.lengths) % self.C
         self.BV = _block_v(self.K, self.V)
         self.NV = self.V // self.BV
         self.BV_OUT = _block_v(self.K, self.V, "NESTED_KERNELS_LM_TRITON_BV_OUT", 64)
         self.BV_GRAD = _block_v(self.K, self.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD", self.BV)
         self.BC = min(self.K, self.V, 32)
-        self.warps = _warps(C)
+        self.warps = _warps(BT)
         self.prec = _precision(q.dtype)
         self.store = _store_dtype(q.dtype)
         has_mu, has_beta = self.mu is not None, self.beta is not None
         self.has_off = not self.self_target or self.pos is not None
         self.has_ou = self.has_off and (self.read != 2 or self.pos is not None)
-        self.flags = dict(HAS_BETA=has_beta, HAS_MU=has_mu, HAS_POS=self.pos is not None,
+        self.solve = has_beta or self.exact      # a tile has an (I + A)⁻¹
+        self.flags = dict(HAS_BETA=has_beta, HAS_MU=has_mu, EXACT=self.exact, HAS_POS=self.pos is not None,
                           IS_VARLEN=self.cu is not None)
 
     def _rows(self, width, cond=True):
@@ -184,21 +208,22 @@ class _Args:
 
     def prep(self, store_ainv: bool):
         """Factors of every tile (dict of per-token [B·T, H, ·] tensors, tile-end scalars) and,
-        with ``store_ainv`` and β, (I + A)⁻¹ rows [B·T, H, C] float32."""
+        with ``store_ainv`` and a solve (β or chunk_size 1), (I + A)⁻¹ rows [B·T, H, BT] float32."""
         from .triton_fwd import _prep_kernel
-        K, V, mu, beta = self.K, self.V, self.mu is not None, self.beta is not None
-        f = dict(xw=self._rows(K), qw=self._rows(K), xz=self._rows(K, mu and beta), yw=self._rows(K, mu),
+        K, V, mu, solve = self.K, self.V, self.mu is not None, self.solve
+        f = dict(xw=self._rows(K), qw=self._rows(K), xz=self._rows(K, mu and solve), yw=self._rows(K, mu),
+                 yz=self._rows(K, mu and self.exact),
                  qz=self._rows(K, mu and self.read != 2), xu=self._rows(V, self.has_off),
                  yu=self._rows(V, mu and self.has_off), ou=self._rows(V, self.has_ou),
                  tsc=new_empty(self.n_tiles, self.H, 4, dtype=torch.float32, device=self.device))
-        f["ainv"] = new_empty(self.B * self.T, self.H, self.C, dtype=torch.float32, device=self.device) \
-            if store_ainv and beta else None
+        f["ainv"] = new_empty(self.B * self.T, self.H, self.BT, dtype=torch.float32, device=self.device) \
+            if store_ainv and solve else None
         with _mma_mode("fwd"):
             _prep_kernel[(self.n_tiles, self.H)](
                 self.q, self.k, self.v, self.eta, self.la, self.beta, self.mu, self.mc0, self.tile_seq,
-                self.tile_idx, self.cu, self.pos, f["ainv"], f["xw"], f["xz"], f["yw"], f["qw"], f["qz"],
-                f["xu"], f["yu"], f["ou"], f["tsc"], self.T, self.H, self.scale,
-                K=K, V=V, BT=self.C, BC=self.BC, LOG2BT=self.C.bit_length() - 1,
+                self.tile_idx, self.cu, self.pos, f["ainv"], f["xw"], f["xz"], f["yw"], f["yz"], f["qw"],
+                f["qz"], f["xu"], f["yu"], f["ou"], f["tsc"], self.T, self.H, self.scale,
+                K=K, V=V, BT=self.BT, BC=self.BC, LOG2BT=self.BT.bit_length() - 1,
                 HAS_ALPHA=self.la is not None, SELF_TARGET=self.self_target, READ=self.read,
                 HAS_OFF=self.has_off, HAS_OU=self.has_ou, STORE_AINV=f["ainv"] is not None,
                 PREC=self.prec, **_launch_options(self.warps), **self.flags)
@@ -212,9 +237,9 @@ class _Args:
         saved_s = torch.empty_like(saved_m) if self.mu is not None else None
         with _mma_mode("fwd"):
             _state_fwd_kernel[(self.NV, self.N * self.H)](
-                self.k, f["xw"], f["xz"], f["yw"], f["xu"], f["yu"], f["tsc"], self.m0, self.s0, self.mc0,
-                self.pos, self.cu, self.tile_base, m_out, s_out, mc_out, saved_m, saved_s, self.T, self.H,
-                K=self.K, V=self.V, BT=self.C, BV=self.BV, HAS_OFF=self.has_off,
+                self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["xu"], f["yu"], f["tsc"], self.m0, self.s0,
+                self.mc0, self.pos, self.cu, self.tile_base, m_out, s_out, mc_out, saved_m, saved_s, self.T,
+                self.H, K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_OFF=self.has_off,
                 HAS_M0=self.m0 is not None, HAS_S0=self.s0 is not None, OUTPUT_FINAL=finals is not None,
                 SAVE_STATES=True, PREC=self.prec, **_launch_options(self.warps), **self.flags)
         return saved_m, saved_s
@@ -224,7 +249,7 @@ class _Args:
         with _mma_mode("fwd"):
             _out_kernel[(self.n_tiles, self.H, self.V // self.BV_OUT)](
                 f["qw"], f["qz"], f["ou"], saved[0], saved[1], o, self.tile_seq, self.tile_idx, self.cu,
-                self.pos, self.T, self.H, K=self.K, V=self.V, BT=self.C, BV=self.BV_OUT,
+                self.pos, self.T, self.H, K=self.K, V=self.V, BT=self.BT, BV=self.BV_OUT,
                 HAS_MU=self.mu is not None, READ=self.read, HAS_OU=self.has_ou,
                 HAS_POS=self.pos is not None, IS_VARLEN=self.cu is not None, PREC=self.prec,
                 **_launch_options(self.warps))
@@ -286,16 +311,16 @@ def backward(inputs, outputs, grads, cfg):
         flags = dict(a.flags, READ=a.read)
         with _mma_mode("bwd"):
             _state_bwd_kernel[(a.NV, N * H)](
-                a.k, f["xw"], f["xz"], f["yw"], f["qw"], f["qz"], f["tsc"], dO, a.pos, a.cu, a.tile_base,
-                dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, T, H,
-                K=K, V=V, BT=a.C, BV=a.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
+                a.k, f["xw"], f["xz"], f["yw"], f["yz"], f["qw"], f["qz"], f["tsc"], dO, a.pos, a.cu,
+                a.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, T, H,
+                K=K, V=V, BT=a.BT, BV=a.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
                 HAS_DMCF=dMcf is not None, PREC=a.prec, **_launch_options(a.warps), **flags)
         with _mma_mode("grad"):
             _grad_kernel[(a.n_tiles, H)](
                 a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.tile_seq, a.tile_idx, a.cu, a.pos,
                 f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
-                T, H, a.scale, K=K, V=V, BT=a.C, BV=a.BV_GRAD, HAS_ALPHA=a.la is not None,
+                T, H, a.scale, K=K, V=V, BT=a.BT, BV=a.BV_GRAD, HAS_ALPHA=a.la is not None,
                 SELF_TARGET=a.self_target, PREC=a.prec, **_launch_options(a.warps), **flags)
     else:
         dm0.zero_()

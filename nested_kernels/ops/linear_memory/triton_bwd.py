@@ -40,11 +40,11 @@ from .triton_fwd import _load_rows, _tile_rows
 # sequential: adjoints of the states
 # ------------------------------------------------------------------------------------------
 @triton.jit
-def _state_bwd_kernel(k, xw, xz, yw, qw, qz, tsc, do, pos, cu, tile_base, dm_fin, ds_fin, dmc_fin,
+def _state_bwd_kernel(k, xw, xz, yw, yz, qw, qz, tsc, do, pos, cu, tile_base, dm_fin, ds_fin, dmc_fin,
                       adj_m, adj_s, dm0, ds0, dmc0,
                       T, H,
                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-                      HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, READ: tl.constexpr,
+                      HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, READ: tl.constexpr,
                       HAS_POS: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_DMF: tl.constexpr,
                       HAS_DSF: tl.constexpr, HAS_DMCF: tl.constexpr, PREC: tl.constexpr):
     i_v = tl.program_id(0)
@@ -58,6 +58,8 @@ def _state_bwd_kernel(k, xw, xz, yw, qw, qz, tsc, do, pos, cu, tile_base, dm_fin
     st = i_nh.to(tl.int64) * K * V + rk[:, None] * V + rv[None, :]
     nt = ((L + p + BT - 1) // BT) * (L > 0).to(tl.int32)
     pf = (p + L) % BT
+    if EXACT:   # every token ends a chunk: the final M_chunk is M_L
+        pf = pf * 0
     tb = tl.load(tile_base + i_n).to(tl.int64)
 
     if HAS_DMF:
@@ -97,8 +99,10 @@ def _state_bwd_kernel(k, xw, xz, yw, qw, qz, tsc, do, pos, cu, tile_base, dm_fin
             dY = mm(kx, dS, PREC)
             dM0 += mm(tl.trans(_load_rows(yw, grow, rk, mt, K)), dY, PREC)
             dS0 = tl.load(ts + 1) * dM + tl.load(ts + 2) * dS
-            if HAS_BETA:
+            if HAS_BETA or EXACT:
                 dS0 += mm(tl.trans(_load_rows(xz, grow, rk, mt, K)), dX, PREC)
+            if EXACT:
+                dS0 += mm(tl.trans(_load_rows(yz, grow, rk, mt, K)), dY, PREC)
             if READ != 2:
                 dS0 += mm(tl.trans(_load_rows(qz, grow, rk, mt, K)), dO, PREC)
             dS = dS0
@@ -153,7 +157,7 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                  T, H, scale,
                  K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                  HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
-                 SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
+                 EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
                  IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
     """Gradients of the tokens of one tile given its start states (M0, S0), the adjoints of its end
     states (dMe, dSe) and dO. F is the chunk-start memory of the errors, self targets and "chunk"
@@ -163,7 +167,11 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
     RHS, R, U and their adjoints) lives one BV block at a time, while the n×n adjoints are
     accumulated across the blocks as four products only — Z2 = dO Wᵀ, Z1 = dO Uᵀ (outputs),
     ZA = dRHS Rᵀ (the solve: dA = −ZA), ZP = dRHS Wᵀ (P) — and turned into the gradients of
-    QKᵀ, KKᵀ and the gate matrices once, after the loop."""
+    QKᵀ, KKᵀ and the gate matrices once, after the loop.
+
+    EXACT (chunk_size 1, external targets): RHS = γ_prev K M0 + ν_prev K S0 + P (ηV), R = (I + A)⁻¹
+    RHS, W = −η(R − V) with A = strict(KKᵀ) ⊙ (Γ_prev β + Φ_prev η): dR gains −η dW, ZP = dRHS (ηV)ᵀ,
+    Pᵀ dRHS goes to v and η instead of W, and dA also feeds Φ_prev and η."""
     i_g = tl.program_id(0)
     i_h = tl.program_id(1)
     i_n, row0, s, e, resumed = _tile_rows(tile_seq, tile_idx, cu, pos, i_g, T, BT, IS_VARLEN, HAS_POS)
@@ -186,6 +194,7 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
     if HAS_BETA:
         bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
         gLr = row_of(G, sel)
+    if HAS_BETA or EXACT:
         P = tl.where(strict, mm(kx, tl.trans(kx), PREC) * Phip, 0.0)
         Ai = tl.load(ainv + grow[:, None] * BT + rt[None, :], mask=mt[:, None], other=0.0)
     if HAS_MU:
@@ -231,7 +240,7 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
         Z2 = tl.zeros([BT, BT], dtype=tl.float32)
         if HAS_BETA:
             Z1 = tl.zeros([BT, BT], dtype=tl.float32)
-    if HAS_BETA:
+    if HAS_BETA or EXACT:
         ZA = tl.zeros([BT, BT], dtype=tl.float32)
         ZP = tl.zeros([BT, BT], dtype=tl.float32)
 
@@ -248,27 +257,35 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
         dMe = tl.load(adj_m + sbase + sv).to(tl.float32)
         dO = _load_rows(do, grow, rv, mt, V)
         KM = mm(kx, M0, PREC)
-        if HAS_POS:
-            F = tl.where(resumed, tl.load(mc0 + fbase + sv, mask=resumed, other=0.0).to(tl.float32), M0)
-            KF = mm(kx, F, PREC)
+        if EXACT:
+            vb = _load_rows(v, grow, rv, mt, V)
+            Wp = et[:, None] * vb       # what P multiplies in the RHS
         else:
-            F = M0
-            KF = KM
-        if SELF_TARGET:
-            E = KF - mm(vx, F, PREC)
-        else:
-            E = KF - _load_rows(v, grow, rv, mt, V)
-        W = -et[:, None] * E
-        X = fL[:, None] * W
+            if HAS_POS:
+                F = tl.where(resumed, tl.load(mc0 + fbase + sv, mask=resumed, other=0.0).to(tl.float32), M0)
+                KF = mm(kx, F, PREC)
+            else:
+                F = M0
+                KF = KM
+            if SELF_TARGET:
+                E = KF - mm(vx, F, PREC)
+            else:
+                E = KF - _load_rows(v, grow, rv, mt, V)
+            W = -et[:, None] * E
+            Wp = W
         if HAS_MU:
             S0 = tl.load(saved_s + sbase + sv).to(tl.float32)
             dSe = tl.load(adj_s + sbase + sv).to(tl.float32)
-        if HAS_BETA:
-            RHS = gp[:, None] * KM + mm(P, W, PREC)
+        if HAS_BETA or EXACT:
+            RHS = gp[:, None] * KM + mm(P, Wp, PREC)
             if HAS_MU:
                 KS = mm(kx, S0, PREC)
                 RHS += nup[:, None] * KS
             R = mm(Ai, RHS, PREC)
+            if EXACT:
+                W = -et[:, None] * (R - vb)
+        X = fL[:, None] * W
+        if HAS_BETA:
             U = -bt[:, None] * R
             X += gLr[:, None] * U
 
@@ -308,37 +325,49 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
             if HAS_POS:
                 dF = tl.zeros([K, BV], dtype=tl.float32)
 
-        # U = −βR, R = (I + A)⁻¹ RHS, RHS = γ_prev K M0 + ν_prev K S0 + P W
-        if HAS_BETA:
-            dR = -bt[:, None] * dU
-            dbt -= tl.sum(R * dU, 1)
+        # U = −βR, (EXACT: W = −η(R − V)), R = (I + A)⁻¹ RHS, RHS = γ_prev K M0 + ν_prev K S0 + P Wp
+        if HAS_BETA or EXACT:
+            if HAS_BETA:
+                dR = -bt[:, None] * dU
+                dbt -= tl.sum(R * dU, 1)
+                if EXACT:
+                    dR -= et[:, None] * dW
+            else:
+                dR = -et[:, None] * dW
+            if EXACT:
+                deta_v -= tl.sum((R - vb) * dW, 1)
             dRHS = mm(tl.trans(Ai), dR, PREC)
             ZA += mm(dRHS, tl.trans(R), PREC)
-            ZP += mm(dRHS, tl.trans(W), PREC)
+            ZP += mm(dRHS, tl.trans(Wp), PREC)
             dgp_s += tl.sum(dRHS * KM, 1)
-            dW += mm(tl.trans(P), dRHS, PREC)
             dK += mm(gp[:, None] * dRHS, tl.trans(M0), PREC)
             if HAS_MU:
                 dnup_s += tl.sum(dRHS * KS, 1)
                 dK += mm(nup[:, None] * dRHS, tl.trans(S0), PREC)
+            dWp = mm(tl.trans(P), dRHS, PREC)
+            if EXACT:   # Wp = ηV; V also enters W = −η(R − V)
+                deta_v += tl.sum(vb * dWp, 1)
+                tl.store(dv + grow[:, None] * V + rv[None, :], et[:, None] * (dW + dWp), mask=mt[:, None])
+            else:
+                dW += dWp
 
         # W = −η E, E = K F − target
-        dE = -et[:, None] * dW
-        deta_v -= tl.sum(E * dW, 1)
-        if SELF_TARGET:
-            dEF += mm(dE, tl.trans(F), PREC)
-        else:
-            dK += mm(dE, tl.trans(F), PREC)
-            tl.store(dv + grow[:, None] * V + rv[None, :], -dE, mask=mt[:, None])
-        if HAS_POS:
+        if not EXACT:
+            dE = -et[:, None] * dW
+            deta_v -= tl.sum(E * dW, 1)
             if SELF_TARGET:
-                dF += mm(tl.trans(kx - vx), dE, PREC)
+                dEF += mm(dE, tl.trans(F), PREC)
             else:
-                dF += mm(tl.trans(kx), dE, PREC)
-            if resumed:
-                tl.store(dmc0 + fbase + sv, tl.load(dmc0 + fbase + sv) + dF)
+                dK += mm(dE, tl.trans(F), PREC)
+                tl.store(dv + grow[:, None] * V + rv[None, :], -dE, mask=mt[:, None])
+            if HAS_POS:
+                if SELF_TARGET:
+                    dF += mm(tl.trans(kx - vx), dE, PREC)
+                else:
+                    dF += mm(tl.trans(kx), dE, PREC)
+                if resumed:
+                    tl.store(dmc0 + fbase + sv, tl.load(dmc0 + fbase + sv) + dF)
 
-    tl.store(deta + grow, deta_v, mask=mt)
     if SELF_TARGET:
         dK += dEF
         tl.store(dv + grow[:, None] * K + rk[None, :], -dEF, mask=mt[:, None])
@@ -396,15 +425,22 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                 dnup += db
         dQ += mm(dQK, kx, PREC)
         dK += mm(tl.trans(dQK), qx, PREC)
-    if HAS_BETA:
+    if HAS_BETA or EXACT:
         KK = mm(kx, tl.trans(kx), PREC)
         dA = tl.where(strict, -ZA, 0.0)
-        dKK = dA * Gp * bt[None, :] + tl.where(strict, ZP * Phip, 0.0)
-        dGp += dA * KK * bt[None, :]
-        dbt += tl.sum(dA * KK * Gp, 0)
+        dKK = tl.where(strict, ZP * Phip, 0.0)
+        if HAS_BETA:
+            dKK += dA * Gp * bt[None, :]
+            dGp += dA * KK * bt[None, :]
+            dbt += tl.sum(dA * KK * Gp, 0)
+            tl.store(dbeta + grow, dbt, mask=mt)
+        if EXACT:   # A's term strict(KKᵀ) ⊙ Φ_prev diag(η)
+            dKK += dA * Phip * et[None, :]
+            dPhip += dA * KK * et[None, :]
+            deta_v += tl.sum(dA * KK * Phip, 0)
         dPhip += tl.where(strict, ZP * KK, 0.0)
         dK += mm(dKK + tl.trans(dKK), kx, PREC)
-        tl.store(dbeta + grow, dbt, mask=mt)
+    tl.store(deta + grow, deta_v, mask=mt)
 
     # gate matrices -> log α, μ
     if HAS_MU:

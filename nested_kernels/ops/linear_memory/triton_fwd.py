@@ -77,11 +77,11 @@ def _store_rows(ptr, grow, cols, mt, x, WIDTH: tl.constexpr):
 # ------------------------------------------------------------------------------------------
 @triton.jit
 def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos,
-                 ainv, xw, xz, yw, qw, qz, xu, yu, ou, tsc,
+                 ainv, xw, xz, yw, yz, qw, qz, xu, yu, ou, tsc,
                  T, H, scale,
                  K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
                  LOG2BT: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr,
-                 HAS_MU: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr,
+                 HAS_MU: tl.constexpr, EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr,
                  HAS_POS: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_OFF: tl.constexpr,
                  HAS_OU: tl.constexpr, STORE_AINV: tl.constexpr, PREC: tl.constexpr):
     """Factors of one tile (see the module docstring). With Ww = −diag(η)(K − [self] V) the step
@@ -90,7 +90,14 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
     ur = (I + A)⁻¹ P uw with P = strict(KKᵀ) ⊙ Φ_prev;  Xw = diag(−β Γ[n]) Wr + diag(Φ[n]) Ww,
     Xz = diag(−β Γ[n]) Zr, Yw = diag(D[n]) Ww;  Qw = diag(a) Q + (QKᵀ⊙Γ_m) diag(−β) Wr + (QKᵀ⊙Φ_m) Ww,
     Qz = diag(b) Q + (QKᵀ⊙Γ_m) diag(−β) Zr (masked products of the read mode, a = γ or γ_prev,
-    b = ν or ν_prev); the offsets follow the same formulas with (Ww, diag(γ_prev) K) → (uw, 0)."""
+    b = ν or ν_prev); the offsets follow the same formulas with (Ww, diag(γ_prev) K) → (uw, 0).
+
+    EXACT (chunk_size 1, external targets; DESIGN §4): the errors are taken at M_{t−1}, so
+    W = −diag(η)(R − V) and A gains strict(KKᵀ) ⊙ Φ_prev·diag(η); R = (I + A)⁻¹(diag(γ_prev) K M0 +
+    diag(ν_prev) K S0 + P diag(η) V), i.e. Wr = (I + A)⁻¹ diag(γ_prev) K, Ww = −diag(η) Wr, and W
+    now depends on S0 too: Wz = −diag(η) Zr (Xz gains diag(Φ[n]) Wz, Qz gains (QKᵀ⊙Φ_m) Wz and
+    Yz = diag(D[n]) Wz is a new factor); ur = (I + A)⁻¹ P diag(η) V, uw = diag(η)(V − ur); the rest
+    of the formulas are unchanged."""
     i_g = tl.program_id(0)
     i_h = tl.program_id(1)
     i_n, row0, s, e, resumed = _tile_rows(tile_seq, tile_idx, cu, pos, i_g, T, BT, IS_VARLEN, HAS_POS)
@@ -132,15 +139,20 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
         tl.store(ts + 2, at(m, sel) + empty, mask=sv)
 
     kx = _load_rows(k, grow, rk, mt, K)
-    if HAS_BETA:
-        bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
+    if HAS_BETA or EXACT:
         KK = mm(kx, tl.trans(kx), PREC)
-        A = tl.where(strict, KK * Gp * bt[None, :], 0.0)
-        Ai = unit_lower_inverse(A, rt, LOG2BT, PREC)
+        if HAS_BETA:
+            bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
+            Ac = Gp * bt[None, :]
+            if EXACT:
+                Ac += Phip * et[None, :]
+            cb = -bt * row_of(G, sel)
+        else:
+            Ac = Phip * et[None, :]
+        Ai = unit_lower_inverse(tl.where(strict, KK * Ac, 0.0), rt, LOG2BT, PREC)
         if STORE_AINV:
             _store_rows(ainv, grow, rt, mt, Ai, BT)
         P = tl.where(strict, KK * Phip, 0.0)
-        cb = -bt * row_of(G, sel)
     if READ != 2:
         qx = _load_rows(q, grow, rk, mt, K) * scale
         QK = mm(qx, tl.trans(kx), PREC)
@@ -165,14 +177,19 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
     for c in tl.static_range(K // BC):
         rc = c * BC + tl.arange(0, BC)
         kc = _load_rows(k, grow, rc, mt, K)
-        if SELF_TARGET:
-            ww = -et[:, None] * (kc - _load_rows(v, grow, rc, mt, K))
+        if EXACT:
+            wr = mm(Ai, gp[:, None] * kc, PREC)
+            ww = -et[:, None] * wr
         else:
-            ww = -et[:, None] * kc
-        if HAS_POS:
-            ww = tl.where(resumed, 0.0, ww)
+            if SELF_TARGET:
+                ww = -et[:, None] * (kc - _load_rows(v, grow, rc, mt, K))
+            else:
+                ww = -et[:, None] * kc
+            if HAS_POS:
+                ww = tl.where(resumed, 0.0, ww)
+            if HAS_BETA:
+                wr = mm(Ai, gp[:, None] * kc + mm(P, ww, PREC), PREC)
         if HAS_BETA:
-            wr = mm(Ai, gp[:, None] * kc + mm(P, ww, PREC), PREC)
             _store_rows(xw, grow, rc, mt, cb[:, None] * wr + phin[:, None] * ww, K)
         else:
             _store_rows(xw, grow, rc, mt, phin[:, None] * ww, K)
@@ -189,18 +206,28 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                 qo += mm(QG, wr, PREC)
             _store_rows(qw, grow, rc, mt, qo, K)
 
-    # coefficients of S0 (columns of K; W does not depend on S0)
+    # coefficients of S0 (columns of K; W depends on S0 only with EXACT)
     if HAS_MU:
         for c in tl.static_range(K // BC):
             rc = c * BC + tl.arange(0, BC)
             kc = _load_rows(k, grow, rc, mt, K)
-            if HAS_BETA:
+            if HAS_BETA or EXACT:
                 zr = mm(Ai, nup[:, None] * kc, PREC)
+            if EXACT:
+                wz = -et[:, None] * zr
+                xzc = phin[:, None] * wz
+                if HAS_BETA:
+                    xzc += cb[:, None] * zr
+                _store_rows(xz, grow, rc, mt, xzc, K)
+                _store_rows(yz, grow, rc, mt, dn[:, None] * wz, K)
+            elif HAS_BETA:
                 _store_rows(xz, grow, rc, mt, cb[:, None] * zr, K)
             if READ != 2:
                 qo = b[:, None] * _load_rows(q, grow, rc, mt, K) * scale
                 if HAS_BETA:
                     qo += mm(QG, zr, PREC)
+                if EXACT:
+                    qo += mm(QH, wz, PREC)
                 _store_rows(qz, grow, rc, mt, qo, K)
 
     # offsets (columns of V)
@@ -222,8 +249,11 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                     uw = -et[:, None] * (mm(kx, F, PREC) - tg)
                     if READ == 2:
                         oc = mm(_load_rows(q, grow, rk, mt, K) * scale, F, PREC)
-            if HAS_BETA:
+            if HAS_BETA or EXACT:
                 ur = mm(Ai, mm(P, uw, PREC), PREC)
+                if EXACT:
+                    uw -= et[:, None] * ur
+            if HAS_BETA:
                 _store_rows(xu, grow, rc, mt, cb[:, None] * ur + phin[:, None] * uw, V)
             else:
                 _store_rows(xu, grow, rc, mt, phin[:, None] * uw, V)
@@ -241,9 +271,9 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
 # sequential state recurrence
 # ------------------------------------------------------------------------------------------
 @triton.jit
-def _state_step(M, S, k, xw, xz, yw, xu, yu, ts, row0, s, e, i_h, i_v, H,
+def _state_step(M, S, k, xw, xz, yw, yz, xu, yu, ts, row0, s, e, i_h, i_v, H,
                 K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-                HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, HAS_OFF: tl.constexpr,
+                HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
                 PREC: tl.constexpr):
     """(M_n, S_n) of one tile from its start states (column slices K×BV) and its factors."""
     rt = tl.arange(0, BT)
@@ -257,9 +287,11 @@ def _state_step(M, S, k, xw, xz, yw, xu, yu, ts, row0, s, e, i_h, i_v, H,
         X += _load_rows(xu, grow, rv, mt, V)
     M_new = tl.load(ts) * M
     if HAS_MU:
-        if HAS_BETA:
+        if HAS_BETA or EXACT:
             X += mm(_load_rows(xz, grow, rk, mt, K), S, PREC)
         Y = mm(_load_rows(yw, grow, rk, mt, K), M, PREC)
+        if EXACT:
+            Y += mm(_load_rows(yz, grow, rk, mt, K), S, PREC)
         if HAS_OFF:
             Y += _load_rows(yu, grow, rv, mt, V)
         M_new += tl.load(ts + 1) * S
@@ -271,11 +303,11 @@ def _state_step(M, S, k, xw, xz, yw, xu, yu, ts, row0, s, e, i_h, i_v, H,
 
 
 @triton.jit
-def _state_fwd_kernel(k, xw, xz, yw, xu, yu, tsc, m0, s0, mc0, pos, cu, tile_base,
+def _state_fwd_kernel(k, xw, xz, yw, yz, xu, yu, tsc, m0, s0, mc0, pos, cu, tile_base,
                       m_out, s_out, mc_out, saved_m, saved_s,
                       T, H,
                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-                      HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, HAS_OFF: tl.constexpr,
+                      HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
                       HAS_M0: tl.constexpr, HAS_S0: tl.constexpr, HAS_POS: tl.constexpr,
                       IS_VARLEN: tl.constexpr, OUTPUT_FINAL: tl.constexpr,
                       SAVE_STATES: tl.constexpr, PREC: tl.constexpr):
@@ -299,6 +331,8 @@ def _state_fwd_kernel(k, xw, xz, yw, xu, yu, tsc, m0, s0, mc0, pos, cu, tile_bas
         S = tl.zeros([16, 16], dtype=tl.float32)   # placeholder: no momentum state
     nt = ((L + p + BT - 1) // BT) * (L > 0).to(tl.int32)
     pf = (p + L) % BT
+    if EXACT:   # every token ends a chunk: the final M_chunk is M_L
+        pf = pf * 0
     tb = tl.load(tile_base + i_n).to(tl.int64)
     if HAS_POS:
         if OUTPUT_FINAL:
@@ -316,9 +350,9 @@ def _state_fwd_kernel(k, xw, xz, yw, xu, yu, tsc, m0, s0, mc0, pos, cu, tile_bas
             if (i == nt - 1) & (pf != 0) & ((i > 0) | (p == 0)):   # start of the last, partial chunk
                 tl.store(mc_out + st, M)
         s = tl.maximum(i * BT - p, 0)
-        M, S = _state_step(M, S, k, xw, xz, yw, xu, yu, tsc + (g * H + i_h) * 4,
+        M, S = _state_step(M, S, k, xw, xz, yw, yz, xu, yu, tsc + (g * H + i_h) * 4,
                            row0, s, tl.minimum((i + 1) * BT - p, L), i_h, i_v, H,
-                           K, V, BT, BV, HAS_BETA, HAS_MU, HAS_OFF, PREC)
+                           K, V, BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, PREC)
         i += 1
     if OUTPUT_FINAL:
         tl.store(m_out + st, M)
