@@ -567,9 +567,11 @@ def test_cuda_backend_on_cpu_is_a_clear_error():
     assert call("auto", inp, chunk_size=2)[0].shape == (1, 3, D)    # auto falls back to torch
 
 
-def test_cuda_backend_dispatch_with_stand_in_kernel(monkeypatch):
+@pytest.mark.parametrize("weight_dtype", [None, "bfloat16"])
+def test_cuda_backend_dispatch_with_stand_in_kernel(monkeypatch, weight_dtype):
     """The cuda backend's glue (forward through ``outer_update``, backward through the torch
-    backend), with a PyTorch stand-in for the kernel so that it runs on the CPU."""
+    backend), with a PyTorch stand-in for the kernel so that it runs on the CPU; with bf16 fast
+    weights the chunk loop rounds the kernel's float32 result."""
     calls = []
 
     def outer_update(weight, left, right, eta, retention, out=None):
@@ -586,7 +588,7 @@ def test_cuda_backend_dispatch_with_stand_in_kernel(monkeypatch):
         inputs = dict(x=leaves[0], w0=leaves[1], w1=leaves[2], w2=leaves[3], eta=leaves[4],
                       target=leaves[5])
         cfg = dict(chunk_size=3, mlp="swiglu", residual=True, retention=0.9, eta_value=None,
-                   output_final_state=True, backend=backend)
+                   output_final_state=True, weight_dtype=weight_dtype, backend=backend)
         out = api.OP(cfg, **inputs)
         outs = [out[n] for n in ("y", "w0", "w1", "w2", "u0", "u1", "u2")]
         sum((o * (i + 1)).sum() for i, o in enumerate(outs)).backward()
