@@ -61,7 +61,8 @@ def cases(device) -> list[BenchCase]:
                              roofline.static_mlp(B, T, D, Fh, mlp, base.dtype_name)))
         variants = [(c, {}, "") for c in chunks] + [(chunks[0], dict(weight_dtype=torch.bfloat16), " bf16w")]
         for c, extra, label in variants:
-            case = Case(OP, dict(B=B, T=T, D=D, F=Fh), dt, dict(mlp=mlp, chunk_size=c, **extra), dict(signal="target"))
+            case = Case(OP, dict(B=B, T=T, D=D, F=Fh), dt, dict(mlp=mlp, chunk_size=c, **extra),
+                        dict(signal="target"))
             out += ours(OP, case, f"{case.shape_str()} {mlp} C{c}{label}",
                         roofline.fast_mlp(B, T, D, Fh, c, mlp, "target", case.dtype_name))
     return out

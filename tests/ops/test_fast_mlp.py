@@ -370,7 +370,8 @@ def test_bf16_weights_round_at_chunk_ends():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bf16_weights_halve_state_memory(backend):
     inp = make_inputs(B=2, T=5, mlp="swiglu")
-    inp = {k: v.float() if isinstance(v, torch.Tensor) else tuple(w.float() for w in v) for k, v in inp.items()}
+    inp = {k: v.float() if isinstance(v, torch.Tensor) else tuple(w.float() for w in v)
+           for k, v in inp.items()}
     kw = dict(chunk_size=2, mlp="swiglu", output_final_state=True)
     _, st32 = call(backend, inp, **kw)
     _, st16 = call(backend, inp, weight_dtype=bf16, **kw)

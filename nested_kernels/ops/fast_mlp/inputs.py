@@ -124,10 +124,12 @@ def pack_outputs(inputs: Mapping, y: torch.Tensor, cfg: dict, weights=None, pend
     fresh = lambda t: t.clone() if t.numel() and t.untyped_storage().data_ptr() in taken else t  # noqa: E731
     weights = [fresh(t.to(wdt)) for t in weights or ()]
     pending = [fresh(t) for t in pending or ()]
+    no_position = torch.empty(0, dtype=torch.int64, device=x.device)
     if not cfg["output_final_state"]:
-        return (y,) + tuple(x.new_empty(0, dtype=dt) for _ in range(6)) + (torch.empty(0, dtype=torch.int64, device=x.device),)
+        return (y,) + tuple(x.new_empty(0, dtype=dt) for _ in range(6)) + (no_position,)
     pad = lambda ts, d: list(ts) + [x.new_empty(0, dtype=d)] * (3 - len(ts))  # noqa: E731
-    return (y, *pad(weights, wdt), *pad(pending, dt), torch.tensor(position, dtype=torch.int64, device=x.device))
+    position = torch.tensor(position, dtype=torch.int64, device=x.device)
+    return (y, *pad(weights, wdt), *pad(pending, dt), position)
 
 
 def no_sequences(p: Prepared) -> tuple:

@@ -177,7 +177,8 @@ def _update_flags(c: _Consts, pieces: list, k: int) -> tuple[bool, bool]:
 def _fwd_piece(c: _Consts, Wm, Wc, U, X, E, S, Y, *, update: bool, accumulate: bool,
                need_g: bool, mode: int, master: bool = True):
     """One piece of n tokens: X, S [G, n, D] (compute dtype), E [G, n] float32, Y [G, n, D] (or
-    None). Wm: masters (float32 or bfloat16, ``c.wd``), Wc: compute-dtype copies, U: pending update (or None) — pairs
+    None). Wm: masters (float32 or bfloat16, ``c.wd``), Wc: compute-dtype copies, U: pending
+    update (or None) — pairs
     (first layer, second layer). Returns (Wm, Wc, U, (z, a, e, g)) after the piece; with
     ``master=False`` an update writes only the copies (Wm None: no later update reads it)."""
     from .triton_kernels import _act_kernel, _d_kernel, _out_kernel
