@@ -2,7 +2,8 @@
 
 Issue shapes (CUDA): B4 T4096 D2048 bf16, gelu F = 8192 and swiglu F = 5504, chunk 64 / 512 / 1024,
 target signal, per-token η; peer: the static MLP y = x + MLP(x) with the same weights (cuBLAS
-through torch), whose time is the price of a CMS level without any update.
+through torch), whose time is the price of a CMS level without any update. One more row per MLP at
+the smallest chunk keeps the fast weights in bfloat16 (``weight_dtype``, label ``bf16w``).
 """
 from __future__ import annotations
 
@@ -58,9 +59,11 @@ def cases(device) -> list[BenchCase]:
         shape = f"{base.shape_str()} {mlp} static"
         out.append(BenchCase(OP, "torch.static_mlp", shape, dt, _static(base), lambda d: None,
                              roofline.static_mlp(B, T, D, Fh, mlp, base.dtype_name)))
-        for c in chunks:
-            case = Case(OP, dict(B=B, T=T, D=D, F=Fh), dt, dict(mlp=mlp, chunk_size=c), dict(signal="target"))
-            out += ours(OP, case, f"{case.shape_str()} {mlp} C{c}",
+        variants = [(c, {}, "") for c in chunks] + [(chunks[0], dict(weight_dtype=torch.bfloat16), " bf16w")]
+        for c, extra, label in variants:
+            case = Case(OP, dict(B=B, T=T, D=D, F=Fh), dt, dict(mlp=mlp, chunk_size=c, **extra),
+                        dict(signal="target"))
+            out += ours(OP, case, f"{case.shape_str()} {mlp} C{c}{label}",
                         roofline.fast_mlp(B, T, D, Fh, c, mlp, "target", case.dtype_name))
     return out
 

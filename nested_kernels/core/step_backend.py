@@ -25,17 +25,20 @@ def with_state(inputs: Mapping, state: Mapping) -> dict:
     return {**inputs, **{STATE_PREFIX + n: t for n, t in state.items()}}
 
 
-def state_unsupported(inputs: Mapping, names) -> Optional[str]:
+def state_unsupported(inputs: Mapping, names, bf16_names=()) -> Optional[str]:
     """Why a kernel cannot update these state tensors in place (None when it can): each named
-    state must be float32 and contiguous, ``state.position`` int64 and contiguous."""
+    state must be float32 (or bfloat16, for those in ``bf16_names``) and contiguous,
+    ``state.position`` int64 and contiguous."""
     for name in names:
         t = inputs.get(STATE_PREFIX + name)
         if t is None or t.numel() == 0:
             continue
-        want = torch.int64 if name == "position" else torch.float32
-        if t.dtype != want:
+        want = ((torch.int64,) if name == "position" else
+                (torch.float32, torch.bfloat16) if name in bf16_names else (torch.float32,))
+        if t.dtype not in want:
             return (f"state.{name} is {str(t.dtype).replace('torch.', '')}: the Triton step updates "
-                    f"{str(want).replace('torch.', '')} states in place (others run on the torch step)")
+                    f"{' or '.join(str(w).replace('torch.', '') for w in want)} states in place "
+                    "(others run on the torch step)")
         if not t.is_contiguous():
             return f"state.{name} is not contiguous: the Triton step updates contiguous states in place"
     return None

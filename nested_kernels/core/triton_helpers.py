@@ -8,6 +8,8 @@ importing the package never imports Triton).
   γ, γ_prev from log α and D, D_prev, m, m_prev from μ (rt = arange(BT) indexes the tile's rows).
 * ``row_of`` / ``at`` / ``sum2`` — row / element selection by a one-hot mask, full sum.
 * ``mm`` — a @ b in float32 with the operand precision of a PREC constexpr.
+* ``cast`` — float32 x in ``dtype``, bfloat16 rounded to nearest even also under the interpreter
+  (whose own conversion truncates; the GPU rounds to nearest even).
 * ``unit_lower_inverse`` — (I + A)⁻¹ of a strictly lower-triangular tile (DESIGN §2).
 * ``finish_position`` — the end of a fused decode step: the programs of sequence ``i_n`` count
   themselves on ``counters[i_n]`` (acquire/release atomics); the last of ``total`` programs writes
@@ -132,6 +134,16 @@ def at(x, sel):
 def sum2(X):
     """Σ of all entries of a 2-D block."""
     return tl.sum(tl.sum(X, 1), 0)
+
+
+@triton.jit
+def cast(x, dtype: tl.constexpr, INTERP: tl.constexpr):
+    if INTERP:
+        if dtype == tl.bfloat16:
+            b = x.to(tl.uint32, bitcast=True)
+            b = (b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000
+            x = b.to(tl.float32, bitcast=True)
+    return x.to(dtype)
 
 
 @triton.jit

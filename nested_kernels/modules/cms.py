@@ -21,6 +21,8 @@ Decisions (the paper leaves these open):
   that level, inner loss ½‖y_t − x_t‖² — a reconstruction objective (for residual levels,
   y = x + MLP(x), this pulls the level's MLP branch towards contributing only what the outer loss,
   through the meta-learned W_0 and η, makes worthwhile).
+* Fast-weight storage: ``weight_dtype`` (None: float32, or torch.bfloat16 to halve the state's
+  weight memory) is passed to every level's ``fast_mlp`` (see its docstring for the rounding).
 * Level order: ``order="fast_first"`` sorts levels by increasing chunk size (stable), "given"
   keeps the list order. ``CMSState.levels`` follows the execution order (``self.levels``).
 """
@@ -36,6 +38,7 @@ from torch import nn
 
 from ..core import checks
 from ..ops.fast_mlp import FastMLPState, fast_mlp
+from ..ops.fast_mlp.inputs import weight_dtype_name
 from ..ops.fast_mlp.mlp import MLPS, weight_names, weight_shapes
 
 ORDERS = ("fast_first", "given")
@@ -62,8 +65,9 @@ class CMSLevel(nn.Module):
 
     def __init__(self, dim: int, hidden: int, chunk_size: int, eta_init: float, *, mlp: str = "gelu",
                  residual: bool = True, retention: float = 1.0, learn_eta: bool = True,
-                 backend: str = "auto", device=None, dtype=None):
+                 weight_dtype: Optional[torch.dtype] = None, backend: str = "auto", device=None, dtype=None):
         super().__init__()
+        weight_dtype_name(weight_dtype)
         checks.check_positive_int("dim", dim)
         checks.check_positive_int("hidden", hidden)
         checks.check_positive_int("chunk_size", chunk_size)
@@ -72,6 +76,7 @@ class CMSLevel(nn.Module):
         checks.check_scalar("retention", retention)
         self.dim, self.hidden, self.chunk_size, self.eta_init = dim, hidden, chunk_size, float(eta_init)
         self.mlp, self.residual, self.retention, self.backend = mlp, bool(residual), float(retention), backend
+        self.weight_dtype = weight_dtype
         self.weight_names = weight_names(mlp)
         for name, shape in zip(self.weight_names, weight_shapes(mlp, dim, hidden)):
             w = torch.empty(shape, device=device, dtype=dtype)
@@ -100,12 +105,14 @@ class CMSLevel(nn.Module):
         signal = dict(teach=teach) if teach is not None else dict(target=x)
         return fast_mlp(x, self.weights, eta, chunk_size=self.chunk_size, mlp=self.mlp,
                         residual=self.residual, retention=self.retention, initial_state=state,
-                        output_final_state=True, cu_seqlens=cu_seqlens, backend=self.backend, **signal)
+                        output_final_state=True, cu_seqlens=cu_seqlens, weight_dtype=self.weight_dtype,
+                        backend=self.backend, **signal)
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, hidden={self.hidden}, chunk_size={self.chunk_size}, "
                 f"eta_init={self.eta_init}, mlp={self.mlp!r}, residual={self.residual}, "
-                f"retention={self.retention}, learn_eta={self.learn_eta}")
+                f"retention={self.retention}, learn_eta={self.learn_eta}"
+                + (f", weight_dtype={self.weight_dtype}" if self.weight_dtype is not None else ""))
 
 
 def _check_levels(levels) -> list:
@@ -131,13 +138,15 @@ class CMS(nn.Module):
         mlp: "gelu", "silu" or "swiglu". order: "fast_first" (sort by chunk size) or "given".
         residual: y_ℓ = x_ℓ + MLP(x_ℓ) per level. retention: the weights' retention factor.
         learn_eta: learnable per-level learning rate (else the fixed eta_init).
-        backend: passed to fast_mlp.
+        weight_dtype: dtype of the per-sequence fast weights (None: float32; torch.bfloat16),
+            passed to fast_mlp. backend: passed to fast_mlp.
     forward(x [B,T,D], state=None, cu_seqlens=None, teach=None) -> (y [B,T,D], CMSState).
     """
 
     def __init__(self, dim: int, hidden: int, levels: Sequence = ((16, 1e-2),), mlp: str = "gelu",
                  order: str = "fast_first", residual: bool = True, retention: float = 1.0,
-                 learn_eta: bool = True, backend: str = "auto", device=None, dtype=None):
+                 learn_eta: bool = True, weight_dtype: Optional[torch.dtype] = None, backend: str = "auto",
+                 device=None, dtype=None):
         super().__init__()
         checks.check_option("order", order, ORDERS)
         config = _check_levels(levels)
@@ -147,7 +156,8 @@ class CMS(nn.Module):
         self.level_config = config
         self.levels = nn.ModuleList(
             CMSLevel(dim, hidden, c, e, mlp=mlp, residual=residual, retention=retention,
-                     learn_eta=learn_eta, backend=backend, device=device, dtype=dtype)
+                     learn_eta=learn_eta, weight_dtype=weight_dtype, backend=backend, device=device,
+                     dtype=dtype)
             for c, e in config)
 
     def forward(self, x: torch.Tensor, state: Optional[CMSState] = None,
@@ -173,7 +183,8 @@ class CMS(nn.Module):
 
     @classmethod
     def from_mlp(cls, module: nn.Module, chunk_size: int, eta: float, *, residual: bool = False,
-                 retention: float = 1.0, learn_eta: bool = True, backend: str = "auto") -> "CMS":
+                 retention: float = 1.0, learn_eta: bool = True, weight_dtype: Optional[torch.dtype] = None,
+                 backend: str = "auto") -> "CMS":
         """A one-level CMS whose initial weights are copied from an existing MLP module.
 
         Accepted forms: a module whose children are Linear → GELU/SiLU → Linear (e.g.
@@ -213,8 +224,8 @@ class CMS(nn.Module):
         dim, hidden = linears[0].in_features, linears[0].out_features
         w = linears[0].weight
         cms = cls(dim, hidden, [(chunk_size, eta)], mlp=mlp, order="given", residual=residual,
-                  retention=retention, learn_eta=learn_eta, backend=backend, device=w.device,
-                  dtype=w.dtype)
+                  retention=retention, learn_eta=learn_eta, weight_dtype=weight_dtype, backend=backend,
+                  device=w.device, dtype=w.dtype)
         level = cms.levels[0]
         with torch.no_grad():
             for name, lin in zip(level.weight_names, linears):

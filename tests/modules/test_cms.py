@@ -79,6 +79,32 @@ def test_streaming_in_pieces_equals_one_call(varlen):
             assert torch.equal(a, b)
 
 
+def test_bf16_weights_stream_and_halve_state():
+    """CMS(weight_dtype=bf16) in float32: every level's state holds bf16 weights, streaming in
+    pieces equals one call, and each level equals fast_mlp with weight_dtype=bf16."""
+    cms = CMS(D, FH, LEVELS, weight_dtype=torch.bfloat16)
+    x = 0.5 * torch.randn(2, 9, D)
+    y_full, st_full = cms(x)
+    assert all(w.dtype == torch.bfloat16 for st in st_full.levels for w in st.weights)
+    state, ys = None, []
+    for a, b in [(0, 3), (3, 9)]:
+        y, state = cms(x[:, a:b], state)
+        ys.append(y)
+    assert_close_rel(torch.cat(ys, 1), y_full, 1e-6)
+    for a, b in zip(flat(state), flat(st_full)):
+        assert a.dtype == b.dtype
+        if a.is_floating_point():
+            assert_close_rel(a, b, 1e-6)
+        else:
+            assert torch.equal(a, b)
+    lv = cms.levels[0]
+    h, st = fast_mlp(x, lv.weights, lv.eta().expand(2, 9), chunk_size=lv.chunk_size, target=x,
+                     output_final_state=True, weight_dtype=torch.bfloat16)
+    assert torch.equal(st.w0, st_full.levels[0].w0)
+    with pytest.raises(ValueError, match="^weight_dtype"):
+        CMS(D, FH, LEVELS, weight_dtype=torch.float16)
+
+
 def test_gradients_reach_every_parameter():
     cms = make_cms("swiglu")
     x = (0.5 * torch.randn(2, 9, D, dtype=torch.float64)).requires_grad_(True)

@@ -18,6 +18,7 @@ D, FH = 6, 12
 MLPS = ("gelu", "silu", "swiglu")
 BACKENDS = ("reference", "torch")
 f64 = torch.float64
+bf16 = torch.bfloat16
 
 
 def make_weights(mlp, dtype=f64, d=D, f=FH):
@@ -44,9 +45,10 @@ def static_mlp(ws, x, mlp):
     return F.linear((F.gelu if mlp == "gelu" else F.silu)(F.linear(x, ws[0])), ws[1])
 
 
-def run_with_grads(backend, inp, mode, **kw):
+def run_with_grads(backend, inp, mode, bf16_coeffs=False, **kw):
     """Outputs (y and final-state tensors) and gradients of a fixed random functional of them
-    with respect to x, every weight, eta and target/teach."""
+    with respect to x, every weight, eta and target/teach (``bf16_coeffs``: its coefficients
+    rounded to bfloat16, so that the gradient arriving at a bfloat16 output is exact)."""
     leaves = dict(x=inp["x"], eta=inp["eta"], signal=inp["signal"],
                   **{f"w{i}": w for i, w in enumerate(inp["weights"])})
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in leaves.items()}
@@ -55,7 +57,8 @@ def run_with_grads(backend, inp, mode, **kw):
                  mode, output_final_state=True, **kw)
     outs = [y] + [t for t in state_tensors(st) if t.is_floating_point()]
     gen = torch.Generator().manual_seed(1)
-    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=f64).to(o)).sum() for o in outs)
+    coeff = lambda o: torch.randn(o.shape, generator=gen, dtype=f64).to(bf16 if bf16_coeffs else f64)  # noqa: E731
+    loss = sum((o.to(f64) * coeff(o).to(f64)).sum() for o in outs)
     grads = torch.autograd.grad(loss, list(leaves.values()))
     return [y] + state_tensors(st), dict(zip(leaves, grads))
 
@@ -251,10 +254,10 @@ def test_gradcheck_state_mid_chunk():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("splits", [[4], [6], [2, 5], [0, 9]])     # inside a chunk, at a boundary, …
-@pytest.mark.parametrize("mlp", ["gelu", "swiglu"])
-def test_streaming_equals_one_call(backend, splits, mlp):
+@pytest.mark.parametrize("mlp,weight_dtype", [("gelu", None), ("swiglu", None), ("gelu", bf16)])
+def test_streaming_equals_one_call(backend, splits, mlp, weight_dtype):
     inp = make_inputs(B=2, T=9, mlp=mlp)
-    kw = dict(chunk_size=3, mlp=mlp, retention=0.9)
+    kw = dict(chunk_size=3, mlp=mlp, retention=0.9, weight_dtype=weight_dtype)
     y_full, st_full = call(backend, inp, output_final_state=True, **kw)
     ys, st = [], None
     for a, b in zip([0] + splits, splits + [9]):
@@ -322,6 +325,81 @@ def test_decode_step_float32_state_with_bf16_inputs():
     assert y.dtype == torch.bfloat16 and y.shape == (3, D)
     assert st.w0.dtype == torch.float32 and not torch.equal(st.w0, w_before)   # C = 1: updated
     assert st.position.tolist() == [0, 0, 0]
+
+
+# -- bfloat16 fast weights (weight_dtype) ----------------------------------------------------------
+
+def _bf16_valued(t):
+    return torch.equal(t.to(bf16).to(t.dtype), t)
+
+
+@pytest.mark.parametrize("mlp,mode", [("gelu", "target"), ("swiglu", "teach")])
+def test_bf16_weights_torch_matches_reference(mlp, mode):
+    """The torch backend in float32 with bf16 fast weights against the float64 reference with the
+    same rounding points: outputs, final state and gradients agree to float32 accuracy (a rounding
+    that fell differently would show as ~4e-3; the functional's coefficients are bf16 values so
+    that the gradient autograd hands to a bf16 state tensor is not rounded). The float64 torch
+    backend agrees exactly."""
+    inp = make_inputs(B=2, T=8, mlp=mlp)
+    kw = dict(chunk_size=3, mlp=mlp, retention=0.9, weight_dtype=bf16, bf16_coeffs=True)
+    ref = run_with_grads("reference", inp, mode, **kw)
+    compare(run_with_grads("torch", inp, mode, **kw), ref, 1e-12, "float64")
+    f32 = dict(inp, x=inp["x"].float(), eta=inp["eta"].float(), signal=inp["signal"].float(),
+               weights=tuple(w.float() for w in inp["weights"]))
+    got = run_with_grads("torch", f32, mode, **kw)
+    compare(got, ref, 1e-5, "float32")
+    weights, pending = got[0][1:1 + len(inp["weights"])], got[0][1 + len(inp["weights"]):-1]
+    assert all(w.dtype == bf16 for w in weights) and all(u.dtype == torch.float32 for u in pending)
+    assert all(_bf16_valued(w) for w in ref[0][1:1 + len(inp["weights"])])      # float64, rounded
+
+
+def test_bf16_weights_round_at_chunk_ends():
+    """Against the unrounded run the rounding is visible (the option does something), and one
+    chunk by hand: W_1 = bf16(r·bf16(W_0) − Σ)."""
+    inp = make_inputs(B=1, T=3, mlp="gelu")
+    kw = dict(chunk_size=3, retention=0.9, output_final_state=True)
+    _, st = call("reference", inp, weight_dtype=bf16, **kw)
+    _, st_full = call("reference", inp, **kw)
+    assert 0 < (st.w0 - st_full.w0).abs().max() <= 2 ** -8 * st_full.w0.abs().max()
+    w0 = [w.to(bf16).to(f64) for w in inp["weights"]]
+    _, by_hand = call("reference", dict(inp, weights=tuple(w0)), **kw)
+    for w, h in zip(st.weights, by_hand.weights):
+        assert torch.equal(w, h.to(bf16).to(f64))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bf16_weights_halve_state_memory(backend):
+    inp = make_inputs(B=2, T=5, mlp="swiglu")
+    inp = {k: v.float() if isinstance(v, torch.Tensor) else tuple(w.float() for w in v)
+           for k, v in inp.items()}
+    kw = dict(chunk_size=2, mlp="swiglu", output_final_state=True)
+    _, st32 = call(backend, inp, **kw)
+    _, st16 = call(backend, inp, weight_dtype=bf16, **kw)
+    for w32, w16 in zip(st32.weights, st16.weights):
+        assert w16.element_size() * 2 == w32.element_size() and w16.shape == w32.shape
+    assert all(u.dtype == torch.float32 for u in st16.updates)    # the pending update is a float32 sum
+    assert call(backend, inp, weight_dtype=torch.float32, **kw)[1].w0.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [f64, torch.float32])
+def test_bf16_weights_prefix_then_decode_steps_equal_one_call(dtype):
+    """fast_mlp_step with bf16 fast weights (float64: rounded values; float32: a bf16 state)."""
+    inp = make_inputs(B=2, T=7, mlp="swiglu", dtype=dtype)
+    kw = dict(mlp="swiglu", retention=0.9, weight_dtype=bf16)
+    tol = 1e-12 if dtype == f64 else 1e-6
+    y_full, st_full = call("torch", inp, chunk_size=3, output_final_state=True, **kw)
+    prefix = dict(inp, x=inp["x"][:, :2], signal=inp["signal"][:, :2], eta=inp["eta"][:, :2])
+    st = call("torch", prefix, chunk_size=3, output_final_state=True, **kw)[1].detach()
+    for t in range(2, 7):
+        y_t = fast_mlp_step(inp["x"][:, t], inp["eta"][:, t], state=st, target=inp["signal"][:, t], **kw)
+        assert_close_rel(y_t, y_full[:, t], tol, f"y at {t}")
+    assert st.w0.dtype == (f64 if dtype == f64 else bf16)
+    for a, b in zip(state_tensors(st), state_tensors(st_full)):
+        assert a.dtype == b.dtype
+        if a.is_floating_point():
+            assert_close_rel(a, b, tol, "state")
+        else:
+            assert torch.equal(a, b), "position"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -409,6 +487,8 @@ def _error_cases():
     eta, sig = torch.rand(B, T), torch.randn(B, T, D)
     good = dict(x=x, weights=ws, eta=eta, target=sig, teach=None, chunk_size=2, mlp="gelu")
     st_bad_c = FastMLPState.from_weights([w.expand(1, *w.shape) for w in ws], 3)
+    st_f32 = FastMLPState.from_weights([w.expand(1, *w.shape) for w in ws], 2)
+    per_seq = tuple(w.expand(1, *w.shape) for w in ws)
     return {
         "rank": (dict(x=x[0]), "x"),
         "weights_shape": (dict(weights=(ws[0], ws[0])), "weights[1] (w_out)"),
@@ -441,6 +521,11 @@ def _error_cases():
         "state_chunk": (dict(initial_state=st_bad_c), "initial_state"),
         "state_mlp": (dict(initial_state=st_bad_c, chunk_size=3, mlp="swiglu",
                            weights=make_weights("swiglu", torch.float32)), "initial_state"),
+        "weight_dtype_fp16": (dict(weight_dtype=torch.float16), "weight_dtype"),
+        "weight_dtype_str": (dict(weight_dtype="bfloat16"), "weight_dtype"),
+        "state_weight_dtype": (dict(initial_state=st_f32, weight_dtype=bf16), "initial_state.w0 (w_in)"),
+        "state_tuple_weight_dtype": (dict(initial_state=tuple(w.to(bf16) for w in per_seq),
+                                          weight_dtype=torch.float32), "initial_state[0] (w_in)"),
     }, good
 
 
@@ -467,6 +552,13 @@ def test_step_errors():
         fast_mlp_step(x, torch.rand(3), state=st, target=sig)
     with pytest.raises(ValueError, match="^target / teach"):
         fast_mlp_step(x, 0.1, state=st)
+    with pytest.raises(ValueError, match="^weight_dtype"):
+        fast_mlp_step(x, 0.1, state=st, target=sig, weight_dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"^state.w0 \(w_in\) must be bfloat16"):     # a float32 state
+        fast_mlp_step(x, 0.1, state=st, target=sig, weight_dtype=bf16)
+    st16 = FastMLPState(st.w0.to(bf16), st.w1.to(bf16), None, st.u0, st.u1, None, st.position, 2)
+    with pytest.raises(ValueError, match=r"^state.w0 \(w_in\) must be float32"):
+        fast_mlp_step(x, 0.1, state=st16, target=sig)
 
 
 def test_cuda_backend_on_cpu_is_a_clear_error():
@@ -476,9 +568,11 @@ def test_cuda_backend_on_cpu_is_a_clear_error():
     assert call("auto", inp, chunk_size=2)[0].shape == (1, 3, D)    # auto falls back to torch
 
 
-def test_cuda_backend_dispatch_with_stand_in_kernel(monkeypatch):
+@pytest.mark.parametrize("weight_dtype", [None, "bfloat16"])
+def test_cuda_backend_dispatch_with_stand_in_kernel(monkeypatch, weight_dtype):
     """The cuda backend's glue (forward through ``outer_update``, backward through the torch
-    backend), with a PyTorch stand-in for the kernel so that it runs on the CPU."""
+    backend), with a PyTorch stand-in for the kernel so that it runs on the CPU; with bf16 fast
+    weights the chunk loop rounds the kernel's float32 result."""
     calls = []
 
     def outer_update(weight, left, right, eta, retention, out=None):
@@ -495,7 +589,7 @@ def test_cuda_backend_dispatch_with_stand_in_kernel(monkeypatch):
         inputs = dict(x=leaves[0], w0=leaves[1], w1=leaves[2], w2=leaves[3], eta=leaves[4],
                       target=leaves[5])
         cfg = dict(chunk_size=3, mlp="swiglu", residual=True, retention=0.9, eta_value=None,
-                   output_final_state=True, backend=backend)
+                   output_final_state=True, weight_dtype=weight_dtype, backend=backend)
         out = api.OP(cfg, **inputs)
         outs = [out[n] for n in ("y", "w0", "w1", "w2", "u0", "u1", "u2")]
         sum((o * (i + 1)).sum() for i, o in enumerate(outs)).backward()
@@ -527,12 +621,32 @@ def test_opcheck(backend, varlen):
     torch.library.opcheck(api.OP.op, (tensors, config))
 
 
-def test_torch_compile_fullgraph():
-    inp = make_inputs(B=2, T=5, mlp="swiglu")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_opcheck_bf16_weights(backend):
+    """float32 inputs, a bf16 initial state mid-chunk: the fake outputs' dtypes (bf16 weights,
+    float32 pending update) and the gradients go through the registered op."""
+    inp = make_inputs(B=1, T=5, mlp="gelu", dtype=torch.float32)
+    ws = [w.expand(1, *w.shape).to(bf16) for w in inp["weights"]]
+    inputs = dict(x=inp["x"], w0=None, w1=None, w2=None, eta=inp["eta"], target=inp["signal"], teach=None,
+                  s_w0=ws[0], s_w1=ws[1], s_w2=None, s_u0=0.1 * ws[0].float(), s_u1=0.1 * ws[1].float(),
+                  s_u2=None, position0=torch.tensor([1]), cu_seqlens=None)
+    inputs = {n: None if t is None else t.clone().requires_grad_(t.is_floating_point())
+              for n, t in inputs.items()}
+    cfg = dict(chunk_size=2, mlp="gelu", residual=True, retention=0.9, eta_value=None,
+               output_final_state=True, weight_dtype="bfloat16", backend=backend)
+    tensors, config = _pack("fast_mlp", api.INPUTS, inputs, cfg)
+    torch.library.opcheck(api.OP.op, (tensors, config))
+    out = api.OP(cfg, **inputs)
+    assert [out[n].dtype for n in ("w0", "w1", "u0", "u1")] == [bf16, bf16, torch.float32, torch.float32]
+
+
+@pytest.mark.parametrize("dtype,weight_dtype", [(f64, None), (torch.float32, bf16)])
+def test_torch_compile_fullgraph(dtype, weight_dtype):
+    inp = make_inputs(B=2, T=5, mlp="swiglu", dtype=dtype)
 
     def f(x, w0, w1, w2, eta, target):
         y, st = fast_mlp(x, (w0, w1, w2), eta, chunk_size=2, target=target, mlp="swiglu", retention=0.9,
-                         output_final_state=True, backend="torch")
+                         output_final_state=True, weight_dtype=weight_dtype, backend="torch")
         return y, st.w0, st.u2
 
     args = [inp["x"], *inp["weights"], inp["eta"], inp["signal"]]

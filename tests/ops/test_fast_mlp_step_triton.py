@@ -4,6 +4,8 @@ teach, η per token or a number, retention, residual), dtypes, several blocks, i
 semantics, fallbacks and errors."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -77,3 +79,24 @@ def test_unsupported_states_and_inputs_are_refused_with_a_reason():
     with pytest.raises(ValueError, match="x"):
         fast_mlp_step(tok["x"][:, :5], tok["eta"], state=st, target=tok["target"], backend="triton")
     assert fast_mlp_step(tok["x"], tok["eta"], state=st, target=tok["target"]) is not None   # auto: torch on CPU
+
+
+@pytest.mark.parametrize("mlp", ["gelu", "swiglu"])
+def test_bf16_weights_equal_torch_step(mlp):
+    """weight_dtype=bf16: a bf16 state (float32 pending update) stepped across two chunk ends by the
+    Triton and the torch step: the same bf16 weights (one rounding per update, to nearest even) up
+    to an element whose float32 sums differ across a rounding boundary (≤ 1 bf16 ulp each)."""
+    c = case(mlp=mlp, F=36, T=7, retention=0.9)
+    st, _ = step_inputs(c, 2)
+    st = dataclasses.replace(st, **{f"w{i}": w.to(torch.bfloat16) for i, w in enumerate(st.weights)})
+    ref = st.clone()
+    g = torch.Generator().manual_seed(4)
+    for _ in range(5):                                 # C = 3 from position 2: updates at steps 1 and 4
+        x, sig = torch.randn(2, 24, generator=g), torch.randn(2, 24, generator=g)
+        kw = dict(target=sig, mlp=mlp, retention=0.9, weight_dtype=torch.bfloat16)
+        y = fast_mlp_step(x, 0.1, state=st, backend="triton", **kw)
+        assert_close_rel(y, fast_mlp_step(x, 0.1, state=ref, backend="torch", **kw), 1e-5, "y")
+    for name, t in st.tensors().items():
+        if t is not None:
+            assert t.dtype == ref.tensors()[name].dtype
+            assert_close_rel(t, ref.tensors()[name], 1e-5, name)

@@ -11,7 +11,7 @@ from ...core.custom_op import OpSpec, StepSpec, autograd_backward
 from ...core.sequences import num_sequences
 from ...core.step_backend import with_state
 from . import chunk, reference, step as step_impl
-from .inputs import INPUTS, OUTPUTS, compute_dtype
+from .inputs import INPUTS, OUTPUTS, compute_dtype, state_dtype, weight_dtype_name
 from .mlp import MLPS, weight_names, weight_shapes
 from .state import FastMLPState
 
@@ -20,14 +20,15 @@ def _fake(inputs, cfg):
     x = inputs["x"]
     B, T, D = x.shape
     y = x.new_empty(B, T, D)
-    dt = compute_dtype(x)
+    dt, wdt = compute_dtype(x), state_dtype(x, cfg)
     if not cfg["output_final_state"]:
         return (y,) + tuple(x.new_empty(0, dtype=dt) for _ in range(6)) + (x.new_empty(0, dtype=torch.int64),)
     N = num_sequences(B, inputs["cu_seqlens"])
     pick = lambda i: inputs[f"w{i}"] if inputs[f"w{i}"] is not None else inputs[f"s_w{i}"]  # noqa: E731
     shapes = [None if pick(i) is None else pick(i).shape[-2:] for i in range(3)]
-    state = [x.new_empty(0, dtype=dt) if s is None else x.new_empty(N, *s, dtype=dt) for s in shapes]
-    return (y, *state, *[t.clone() for t in state], x.new_empty(N, dtype=torch.int64))
+    state = lambda d: [x.new_empty(0, dtype=d) if s is None else x.new_empty(N, *s, dtype=d)  # noqa: E731
+                       for s in shapes]
+    return (y, *state(wdt), *state(dt), x.new_empty(N, dtype=torch.int64))
 
 
 def _cuda_unsupported(inputs, cfg) -> Optional[str]:
@@ -82,18 +83,31 @@ def _check_signal(target, teach, shape, form: str, device):
     checks.check_tensor(name, target if target is not None else teach, shape, names=form, device=device)
 
 
-def _check_common(mlp, residual, retention):
+def _check_common(mlp, residual, retention, weight_dtype) -> Optional[str]:
+    """Checks the options shared with the step; returns the cfg value of ``weight_dtype``."""
     checks.check_option("mlp", mlp, MLPS)
     if not isinstance(residual, bool):
         raise ValueError(f"residual must be True or False, got {residual!r}")
     checks.check_scalar("retention", retention)
+    return weight_dtype_name(weight_dtype)
 
 
-def _check_args(x, weights, eta, chunk_size, target, teach, mlp, residual, retention, cu_seqlens):
+def _dtype_str(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _check_weight_dtype(name: str, t: torch.Tensor, want: Optional[torch.dtype], arg: str):
+    """A state's fast weights must be stored in the dtype ``weight_dtype`` asks for."""
+    if want is not None and t.dtype != want:
+        raise ValueError(f"{name} must be {_dtype_str(want)} to match {arg}, got {_dtype_str(t.dtype)}")
+
+
+def _check_args(x, weights, eta, chunk_size, target, teach, mlp, residual, retention, weight_dtype,
+                cu_seqlens):
     checks.check_tensor("x", x, (None,) * 3, names="B, T, D")
     B, T, D = x.shape
     device = x.device
-    _check_common(mlp, residual, retention)
+    wname = _check_common(mlp, residual, retention, weight_dtype)
     names = weight_names(mlp)
     if not isinstance(weights, (tuple, list)) or len(weights) != len(names):
         raise ValueError(f"weights must be a tuple ({', '.join(names)}) for mlp={mlp!r}, got "
@@ -107,11 +121,13 @@ def _check_args(x, weights, eta, chunk_size, target, teach, mlp, residual, reten
     _check_signal(target, teach, (B, T, D), "B, T, D", device)
     checks.check_positive_int("chunk_size", chunk_size)
     N = B if cu_seqlens is None else checks.check_cu_seqlens(cu_seqlens, B, T, device)
-    return N, D, F_, device
+    return N, D, F_, device, wname
 
 
-def _check_state(initial_state: StateLike, mlp: str, N: int, D: int, F_: int, chunk_size: int, device):
-    """Returns (per-sequence weights, pending update, position) — lists of tensors or Nones."""
+def _check_state(initial_state: StateLike, mlp: str, N: int, D: int, F_: int, chunk_size: int, device,
+                 wdt: Optional[torch.dtype]):
+    """Returns (per-sequence weights, pending update, position) — lists of tensors or Nones.
+    ``wdt``: the dtype the state's weights must have (None: any floating dtype)."""
     if initial_state is None:
         return None, None, None
     forms = _weight_forms(mlp, D, F_)
@@ -140,6 +156,7 @@ def _check_state(initial_state: StateLike, mlp: str, N: int, D: int, F_: int, ch
     for i, (name, shape, form) in enumerate(forms):
         where = f"{label}{i}" + ("]" if label.endswith("[") else "")
         checks.check_tensor(f"{where} ({name})", ws[i], (N, *shape), names="N, " + form, device=device)
+        _check_weight_dtype(f"{where} ({name})", ws[i], wdt, "weight_dtype")
     return ws, us, position
 
 
@@ -152,7 +169,8 @@ def fast_mlp(x: torch.Tensor, weights: Sequence[torch.Tensor], eta: Union[torch.
              chunk_size: int, target: Optional[torch.Tensor] = None,
              teach: Optional[torch.Tensor] = None, mlp: str = "gelu", residual: bool = True,
              retention: float = 1.0, initial_state: StateLike = None, output_final_state: bool = False,
-             cu_seqlens: Optional[torch.Tensor] = None, backend: str = "auto"):
+             cu_seqlens: Optional[torch.Tensor] = None, weight_dtype: Optional[torch.dtype] = None,
+             backend: str = "auto"):
     """Fast-weight MLP updated once per chunk: one level of a continuum memory system (SPEC §4).
 
     x [B,T,D]; ``weights`` the shared initial (meta-learned) weights in nn.Linear orientation:
@@ -172,20 +190,28 @@ def fast_mlp(x: torch.Tensor, weights: Sequence[torch.Tensor], eta: Union[torch.
     weights [N,out,in] (at a chunk boundary; ``weights`` are then only checked, not used), or a
     :class:`FastMLPState` from an earlier call (resumes mid-chunk). ``cu_seqlens`` ([N+1], B == 1)
     packs N sequences. Gradients flow to x, weights, eta, target/teach and the initial state.
+    ``weight_dtype``: None (fast weights in float32; float64 for float64 inputs), torch.float32 or
+    torch.bfloat16: the fast weights are stored in that dtype between chunks — the per-sequence
+    copy of ``weights`` is rounded to it and every end-of-chunk update is computed in float32
+    (from the stored weights and the float32 sum of the chunk's gradients) and rounded once.
+    Final-state weights have that dtype (pending updates stay float32), an ``initial_state``'s
+    weights must have it; float64 inputs keep float64 tensors rounded at the same points
+    (the reference's witness of a bfloat16 kernel). Gradients pass straight through the rounding.
     Returns (y [B,T,D] in x's dtype, final_state: FastMLPState or None).
     ``backend``: "auto", "reference", "torch", "triton" or "cuda" (see core.backends and
     docs/fast_mlp.md).
     """
-    N, D, F_, device = _check_args(x, weights, eta, chunk_size, target, teach, mlp, residual,
-                                   retention, cu_seqlens)
-    s_w, s_u, pos0 = _check_state(initial_state, mlp, N, D, F_, chunk_size, device)
+    N, D, F_, device, wname = _check_args(x, weights, eta, chunk_size, target, teach, mlp, residual,
+                                          retention, weight_dtype, cu_seqlens)
     eta_tensor = eta if isinstance(eta, torch.Tensor) else None
+    cfg = dict(chunk_size=chunk_size, mlp=mlp, residual=residual, retention=float(retention),
+               eta_value=None if eta_tensor is not None else float(eta),
+               output_final_state=bool(output_final_state), weight_dtype=wname)
+    s_w, s_u, pos0 = _check_state(initial_state, mlp, N, D, F_, chunk_size, device,
+                                  None if wname is None else state_dtype(x, cfg))
     inputs = dict(x=x, **_slots("w", None if s_w is not None else weights), eta=eta_tensor,
                   target=target, teach=teach, **_slots("s_w", s_w), **_slots("s_u", s_u),
                   position0=pos0, cu_seqlens=cu_seqlens)
-    cfg = dict(chunk_size=chunk_size, mlp=mlp, residual=residual, retention=float(retention),
-               eta_value=None if eta_tensor is not None else float(eta),
-               output_final_state=bool(output_final_state))
     cfg["backend"] = select_backend("fast_mlp", backend, BACKENDS, device, inputs, cfg, AUTO_ORDER)
     out = OP(cfg, **inputs)
     if not output_final_state:
@@ -209,29 +235,34 @@ STEP_OP = StepSpec("fast_mlp_step", STEP_INPUTS, STEP_STATE, step_impl.fake, STE
 def fast_mlp_step(x: torch.Tensor, eta: Union[torch.Tensor, float], *, state: FastMLPState,
                   target: Optional[torch.Tensor] = None, teach: Optional[torch.Tensor] = None,
                   mlp: str = "gelu", residual: bool = True, retention: float = 1.0,
-                  backend: str = "auto") -> torch.Tensor:
+                  weight_dtype: Optional[torch.dtype] = None, backend: str = "auto") -> torch.Tensor:
     """One decode token per sequence, updating ``state`` in place (SPEC §6).
 
     x [N,D]; eta [N] or a Python number; exactly one of target / teach [N,D]; ``state`` a
     :class:`FastMLPState` (its chunk_size is used; pass a detached state, e.g.
     ``final_state.detach()``). Equal to ``fast_mlp`` over the same token with
-    ``initial_state=state``. Returns y [N,D] in x's dtype.
+    ``initial_state=state``. ``weight_dtype`` as in ``fast_mlp``: the state's weights must be
+    stored in it (or be float64), its pending updates in float32 (float64).
+    Returns y [N,D] in x's dtype.
     """
     if not isinstance(state, FastMLPState):
         raise ValueError(f"state must be a FastMLPState, got {type(state).__name__}")
-    _check_common(mlp, residual, retention)
+    wname = _check_common(mlp, residual, retention, weight_dtype)
     forms = _weight_forms(mlp, 0, 0)
     if (state.w2 is not None) != (mlp == "swiglu") or (state.u2 is not None) != (mlp == "swiglu"):
         raise ValueError(f"state holds {len(state.weights)} weights ({state.mlp_family}), but "
                          f"mlp={mlp!r} needs {len(forms)}")
-    checks.check_tensor("state.w0", state.w0, (None, None, None), names="N, F, D",
-                        dtypes=(torch.float32, torch.float64))
+    checks.check_tensor("state.w0", state.w0, (None, None, None), names="N, F, D")
     N, F_, D = state.w0.shape
     device = state.w0.device
+    f64 = state.w0.dtype == torch.float64
+    wdt = torch.float64 if f64 else weight_dtype or torch.float32
+    udt = torch.float64 if f64 else torch.float32
     for i, (name, shape, form) in enumerate(_weight_forms(mlp, D, F_)):
-        for field, t in ((f"state.w{i}", state.weights[i]), (f"state.u{i}", state.updates[i])):
-            checks.check_tensor(f"{field} ({name})", t, (N, *shape), names="N, " + form,
-                                dtypes=(state.w0.dtype,), device=device)
+        for field, t, want, arg in ((f"state.w{i}", state.weights[i], wdt, f"weight_dtype={weight_dtype}"),
+                                    (f"state.u{i}", state.updates[i], udt, "the state's weights")):
+            checks.check_tensor(f"{field} ({name})", t, (N, *shape), names="N, " + form, device=device)
+            _check_weight_dtype(f"{field} ({name})", t, want, arg)
     checks.check_tensor("state.position", state.position, (N,), names="N", dtypes=(torch.int64,),
                         device=device)
     checks.check_tensor("x", x, (N, D), names="N, D", device=device)
@@ -240,7 +271,7 @@ def fast_mlp_step(x: torch.Tensor, eta: Union[torch.Tensor, float], *, state: Fa
     eta_tensor = eta if isinstance(eta, torch.Tensor) else None
     inputs = dict(x=x, eta=eta_tensor, target=target, teach=teach)
     cfg = dict(chunk_size=state.chunk_size, mlp=mlp, residual=residual, retention=float(retention),
-               eta_value=None if eta_tensor is not None else float(eta))
+               eta_value=None if eta_tensor is not None else float(eta), weight_dtype=wname)
     tensors = {n: t if t is not None else state.w0.new_empty(0)
                for n, t in state.tensors().items()}
     cfg["backend"] = select_backend("fast_mlp_step", backend, STEP_BACKENDS, device,

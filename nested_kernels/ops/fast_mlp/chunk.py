@@ -15,6 +15,10 @@ batched matmuls (bmm). Without ``cu_seqlens`` and with a common position that is
 once; packed sequences of equal length are gathered into one batch. Shared initial weights stay
 [out, in] (broadcast) until a sequence's first update.
 
+With ``weight_dtype`` set, every update's result (and the per-sequence copy of the shared initial
+weights) is rounded to it (``inputs.round_weight``) and held in the compute dtype during the call;
+the final state stores it in that dtype.
+
 Differentiable by autograd (the ``torch`` backend's gradients come from the generic custom-op
 machinery recomputing this forward; the ``cuda`` backend uses the same, see ``api.py``).
 Autograd keeps one set of weights per chunk, never per token.
@@ -28,7 +32,7 @@ from typing import Callable, Optional
 import torch
 
 from . import mlp as mlp_math
-from .inputs import no_sequences, pack_outputs, prepare
+from .inputs import no_sequences, pack_outputs, prepare, round_weight
 
 Tensor = torch.Tensor
 
@@ -70,7 +74,7 @@ def run_sequences(W: list, U: Optional[list], X: Tensor, E: Tensor, S: Tensor, p
             g = y - S[:, t:t + n] if mode == "target" else S[:, t:t + n]
             factors = mlp_math.grad_factors(W, xs, cache, g, mlp)
             if completes:
-                W = [update(w, None if U is None else u, left, right, es, retention)
+                W = [round_weight(update(w, None if U is None else u, left, right, es, retention), cfg)
                      for w, u, (left, right) in zip(W, U or [None] * len(W), factors)]
                 U = None
             else:
@@ -133,10 +137,11 @@ def groups(p, packed: bool) -> list:
 
 
 def forward(inputs, cfg, update: Callable = torch_update, run: Optional[Callable] = None,
-            token_dtype: Optional[torch.dtype] = None):
+            token_dtype: Optional[torch.dtype] = None, weight_dtype: Optional[torch.dtype] = None):
     """The op's outputs. ``run`` (default: ``run_sequences`` with ``update``) processes one group,
-    with ``run_sequences``' signature; ``token_dtype`` is passed to ``prepare``."""
-    p = prepare(inputs, cfg, token_dtype)
+    with ``run_sequences``' signature; ``token_dtype`` and ``weight_dtype`` are passed to
+    ``prepare``."""
+    p = prepare(inputs, cfg, token_dtype, weight_dtype)
     B, T, D = p.x.shape
     if not p.segments:
         return pack_outputs(inputs, p.x.new_zeros(0, T, D), cfg, *no_sequences(p))

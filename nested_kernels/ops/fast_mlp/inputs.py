@@ -5,6 +5,8 @@ weights are given), eta (absent when it is a Python float, then ``cfg["eta_value
 teach (exactly one), the initial state ``s_w0..s_w2`` (per-sequence weights), ``s_u0..s_u2``
 (pending partial-chunk update), ``position0``, and cu_seqlens. Weight slots are numbered in the
 ``weights`` order; slot 2 is absent for gelu/silu.
+``cfg["weight_dtype"]``: None, "float32" or "bfloat16" — the dtype the fast weights are rounded
+to and stored in (``round_weight``, ``state_dtype``; docs/fast_mlp.md §8).
 Op outputs (``OUTPUTS``): y and, with ``output_final_state``, the final state fields (empty
 placeholders otherwise).
 """
@@ -28,6 +30,42 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+WEIGHT_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
+
+
+def weight_dtype_name(weight_dtype) -> Optional[str]:
+    """The cfg value of the ``weight_dtype`` argument (None, "float32" or "bfloat16")."""
+    if weight_dtype is None:
+        return None
+    if not isinstance(weight_dtype, torch.dtype) or weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype must be None, torch.float32 or torch.bfloat16, got {weight_dtype!r}")
+    return WEIGHT_DTYPES[weight_dtype]
+
+
+def rounding_dtype(cfg: Mapping) -> Optional[torch.dtype]:
+    """The dtype the fast weights are rounded to (None: no rounding)."""
+    name = cfg.get("weight_dtype")
+    return None if name is None else getattr(torch, name)
+
+
+def state_dtype(x: torch.Tensor, cfg: Mapping) -> torch.dtype:
+    """dtype of the fast weights of a state: float64 for float64 inputs (holding rounded values
+    when ``weight_dtype`` is set), else ``weight_dtype`` (default float32)."""
+    if x.dtype == torch.float64:
+        return torch.float64
+    return rounding_dtype(cfg) or torch.float32
+
+
+def round_weight(w: torch.Tensor, cfg: Mapping, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """``w`` rounded to ``weight_dtype`` and held in ``dtype`` (default: w's dtype). Gradients pass
+    straight through the rounding (w + (round(w) − w) with the difference detached)."""
+    rd, dtype = rounding_dtype(cfg), dtype or w.dtype
+    if rd is None or w.dtype == rd:
+        return w.to(dtype)
+    w = w.to(dtype)
+    return w + (w.detach().to(rd).to(dtype) - w.detach())
+
+
 @dataclass
 class Prepared:
     """x [B,T,D], eta [B,T], signal [B,T,D] (target or teach, per ``mode``) in the compute dtype
@@ -48,9 +86,11 @@ class Prepared:
 
 
 def prepare(inputs: Mapping[str, Optional[torch.Tensor]], cfg: dict,
-            token_dtype: Optional[torch.dtype] = None) -> Prepared:
+            token_dtype: Optional[torch.dtype] = None, weight_dtype: Optional[torch.dtype] = None) -> Prepared:
     """The inputs in the compute dtype; ``token_dtype`` (default: the compute dtype) is the dtype
-    of x and of the signal (a kernel backend keeps them in the input dtype for its products)."""
+    of x and of the signal (a kernel backend keeps them in the input dtype for its products);
+    the shared and per-sequence weights are rounded (``round_weight``) and held in
+    ``weight_dtype`` (default: the compute dtype)."""
     x = inputs["x"]
     dt = compute_dtype(x)
     tdt = token_dtype or dt
@@ -61,35 +101,38 @@ def prepare(inputs: Mapping[str, Optional[torch.Tensor]], cfg: dict,
            else inputs["eta"].to(dt))
     mode = "teach" if inputs["target"] is None else "target"
     signal = inputs[mode].to(tdt)
-    as_list = lambda prefix: (None if inputs[prefix + "0"] is None  # noqa: E731
-                              else [inputs[f"{prefix}{i}"].to(dt) for i in range(k)])
+    as_list = lambda prefix, fn: (None if inputs[prefix + "0"] is None  # noqa: E731
+                                  else [fn(inputs[f"{prefix}{i}"]) for i in range(k)])
+    fast = lambda w: round_weight(w, cfg, weight_dtype or dt)  # noqa: E731
     position = ([0] * len(segs) if inputs["position0"] is None
                 else [int(p) for p in inputs["position0"].tolist()])
-    return Prepared(x.to(tdt), eta, signal, mode, as_list("w"), as_list("s_w"), as_list("s_u"),
-                    position, segs, k)
+    return Prepared(x.to(tdt), eta, signal, mode, as_list("w", fast), as_list("s_w", fast),
+                    as_list("s_u", lambda u: u.to(dt)), position, segs, k)
 
 
 def pack_outputs(inputs: Mapping, y: torch.Tensor, cfg: dict, weights=None, pending=None,
                  position=None) -> tuple:
     """The op's output tuple: y in x's dtype, then the final state (or empty placeholders).
 
-    State tensors that still share memory with an input (a sequence that did not update) are
-    copied: a custom op's outputs must not alias its inputs."""
+    Weights are stored in ``state_dtype`` (their values are already rounded to it), pending updates
+    in the compute dtype. State tensors that still share memory with an input (a sequence that did
+    not update) are copied: a custom op's outputs must not alias its inputs."""
     x = inputs["x"]
-    dt = compute_dtype(x)
+    dt, wdt = compute_dtype(x), state_dtype(x, cfg)
     y = y.to(x.dtype)
     taken = {t.untyped_storage().data_ptr() for t in inputs.values() if t is not None and t.numel()}
     fresh = lambda t: t.clone() if t.numel() and t.untyped_storage().data_ptr() in taken else t  # noqa: E731
-    weights = [fresh(t) for t in weights or ()]
+    weights = [fresh(t.to(wdt)) for t in weights or ()]
     pending = [fresh(t) for t in pending or ()]
-    empty = lambda: x.new_empty(0, dtype=dt)  # noqa: E731
+    no_position = torch.empty(0, dtype=torch.int64, device=x.device)
     if not cfg["output_final_state"]:
-        return (y,) + tuple(empty() for _ in range(6)) + (torch.empty(0, dtype=torch.int64, device=x.device),)
-    pad = lambda ts: list(ts) + [empty()] * (3 - len(ts))  # noqa: E731
-    return (y, *pad(weights), *pad(pending), torch.tensor(position, dtype=torch.int64, device=x.device))
+        return (y,) + tuple(x.new_empty(0, dtype=dt) for _ in range(6)) + (no_position,)
+    pad = lambda ts, d: list(ts) + [x.new_empty(0, dtype=d)] * (3 - len(ts))  # noqa: E731
+    position = torch.tensor(position, dtype=torch.int64, device=x.device)
+    return (y, *pad(weights, wdt), *pad(pending, dt), position)
 
 
 def no_sequences(p: Prepared) -> tuple:
     """(weights, pending, position) of an empty final state (N == 0)."""
     ws = [w.new_zeros(0, *w.shape[-2:]) for w in (p.weights or p.shared)]
-    return ws, [w.clone() for w in ws], []
+    return ws, [w.new_zeros(w.shape, dtype=p.eta.dtype) for w in ws], []

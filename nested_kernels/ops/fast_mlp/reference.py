@@ -5,14 +5,17 @@ the current chunk and U the part of its update accumulated so far, for each toke
     y_t = [x_t +] MLP_W(x_t)
     g_t = y_t − target_t   (or teach_t)
     U  += η_t ∇_W⟨g_t, MLP_W(x_t)⟩          (at W, the chunk-start weights)
-    if t completes a chunk:  W ← retention·W − U,  U ← 0
+    if t completes a chunk:  W ← round(retention·W − U),  U ← 0
+where round is the rounding to ``weight_dtype`` (identity when None), also applied to the
+per-sequence copy of the shared initial weights: in float64 the same rounding points as a kernel
+that stores its fast weights in bfloat16, so this is their witness.
 """
 from __future__ import annotations
 
 import torch
 
 from . import mlp as mlp_math
-from .inputs import no_sequences, pack_outputs, prepare
+from .inputs import no_sequences, pack_outputs, prepare, round_weight
 
 
 def token(weights, pending, x_t, eta_t, signal_t, *, mode: str, mlp: str, residual: bool):
@@ -44,7 +47,7 @@ def forward(inputs, cfg):
             rows[b].append(y_t)
             pos += 1
             if pos == C:                             # the chunk is complete: apply its update
-                W = [retention * w - u for w, u in zip(W, U)]
+                W = [round_weight(retention * w - u, cfg) for w, u in zip(W, U)]
                 U = [torch.zeros_like(u) for u in U]
                 pos = 0
         finals.append((W, U, pos))

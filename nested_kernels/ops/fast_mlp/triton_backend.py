@@ -8,8 +8,10 @@ What runs where, per chunk piece of n tokens of G aligned sequences (``chunk.gro
 * the elementwise pieces (φ, φ', φ'', the swiglu gate, y, g, η-scaling, the η gradient's row
   sums) are fused Triton kernels (``triton_kernels._act/_out/_d/_b1/_b2/_b3_kernel``);
 * the end-of-chunk update W ← retention·W − U − Σ_t η_t left_t right_tᵀ is one Triton GEMM per
-  weight matrix (``_outer_kernel``) whose epilogue reads the float32 master W once and writes
-  the new master and its compute-dtype copy (used by the next chunk's products); the backward
+  weight matrix (``_outer_kernel``) whose epilogue reads the master W once and writes the new
+  master and its compute-dtype copy (used by the next chunk's products); with
+  ``weight_dtype=torch.bfloat16`` the master is bfloat16 (rounded once, in the epilogue) and for
+  bfloat16 inputs it is its own copy: one bf16 weight array per sequence instead of fp32 + bf16; the backward
   uses the same kernel to accumulate the weight adjoints (retention·Ŵ + Σ direct terms).
 For swiglu the gate and up weights are stacked into one [2F, D] first layer (one GEMM for both).
 
@@ -23,7 +25,8 @@ checkpoint just before its reverse walk.
 
 Supported: every option of SPEC §4 (gelu/silu/swiglu, residual, retention, target/teach, η
 tensor or number, cu_seqlens, initial weights, pending-update states, final states), any D, F and
-chunk size; float32/bfloat16/float16 inputs. float64 runs on the torch/reference backends.
+chunk size; float32/bfloat16/float16 inputs; ``weight_dtype`` None/float32/bfloat16. float64 runs
+on the torch/reference backends.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ from ...core.alloc import new_empty
 from ...core.backends import Backend
 from ...core.triton_launch import float64_unsupported, interpreting as _interpreting
 from . import chunk
-from .inputs import prepare
+from .inputs import prepare, state_dtype
 
 _ACT = {"gelu": 0, "silu": 1, "swiglu": 2}
 _MODE = {"target": 1, "teach": 2}
@@ -63,13 +66,15 @@ def _st2(t: torch.Tensor) -> tuple:
 
 
 class _Consts:
-    """Per-call constants: options, dtypes (cd: product dtype, float32 masters), widths."""
+    """Per-call constants: options, dtypes (cd: product dtype, wd: master weights — float32, or
+    bfloat16 with ``weight_dtype``), widths."""
 
     def __init__(self, cfg: dict, x: torch.Tensor, F: int):
         self.mlp, self.act = cfg["mlp"], _ACT[cfg["mlp"]]
         self.C, self.residual, self.retention = cfg["chunk_size"], cfg["residual"], cfg["retention"]
         self.final = cfg["output_final_state"]
         self.cd = x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.float32
+        self.wd = state_dtype(x, cfg)
         self.D, self.F = x.shape[-1], F
         self.F1 = 2 * F if self.mlp == "swiglu" else F
         self.prec = "ieee" if self.cd == torch.float32 else "tf32"
@@ -110,7 +115,8 @@ class _Consts:
             L1, R1, L2_, R2_, W_, U_, out_, cp_, n, P, Q, *_st(L1), *_st(R1), *_st(L2_), *_st(R2_),
             *_st(W_), *_st(U_), *_st(out_), *_st(cp_), float(alpha), float(beta),
             HAS_2=L2 is not None, HAS_W=W is not None, HAS_U=U is not None, STORE_OUT=store,
-            STORE_COPY=cp is not None and cp is not out, INTERP=self.interp, PREC=self.prec,
+            STORE_COPY=cp is not None and cp is not out, ROUND=out_dtype == torch.bfloat16,
+            INTERP=self.interp, PREC=self.prec,
             BP=BP, BQ=BQ, BK=BK, num_warps=warps, num_stages=stages)
         return out, cp
 
@@ -171,7 +177,8 @@ def _update_flags(c: _Consts, pieces: list, k: int) -> tuple[bool, bool]:
 def _fwd_piece(c: _Consts, Wm, Wc, U, X, E, S, Y, *, update: bool, accumulate: bool,
                need_g: bool, mode: int, master: bool = True):
     """One piece of n tokens: X, S [G, n, D] (compute dtype), E [G, n] float32, Y [G, n, D] (or
-    None). Wm: float32 masters, Wc: compute-dtype copies, U: pending update (or None) — pairs
+    None). Wm: masters (float32 or bfloat16, ``c.wd``), Wc: compute-dtype copies, U: pending
+    update (or None) — pairs
     (first layer, second layer). Returns (Wm, Wc, U, (z, a, e, g)) after the piece; with
     ``master=False`` an update writes only the copies (Wm None: no later update reads it)."""
     from .triton_kernels import _act_kernel, _d_kernel, _out_kernel
@@ -197,8 +204,9 @@ def _fwd_piece(c: _Consts, Wm, Wc, U, X, E, S, Y, *, update: bool, accumulate: b
         c.ew(_d_kernel, n, c.F, G, e, z, E, ed, n, c.F, *_st(e), *_st(z), *_st2(E), *_st(ed), ACT=c.act)
         if update:
             U1, U2 = U if U is not None else (None, None)
-            W1m, W1c = c.outer(ed, X, W=Wm[0], U=U1, alpha=c.retention, beta=-1.0, copy=True, store=master)
-            W2m, W2c = c.outer(eg, a, W=Wm[1], U=U2, alpha=c.retention, beta=-1.0, copy=True, store=master)
+            upd = dict(alpha=c.retention, beta=-1.0, out_dtype=c.wd, copy=True, store=master)
+            W1m, W1c = c.outer(ed, X, W=Wm[0], U=U1, **upd)
+            W2m, W2c = c.outer(eg, a, W=Wm[1], U=U2, **upd)
             Wm, Wc, U = (W1m, W2m), (W1c, W2c), None
         elif accumulate:
             U1, U2 = U if U is not None else (None, None)
@@ -231,7 +239,8 @@ def _run(W, U, X, E, S, pos, cfg, mode):
 
 
 def forward(inputs, cfg):
-    return chunk.forward(inputs, cfg, run=_run, token_dtype=_Consts(cfg, inputs["x"], 1).cd)
+    c = _Consts(cfg, inputs["x"], 1)
+    return chunk.forward(inputs, cfg, run=_run, token_dtype=c.cd, weight_dtype=c.wd)
 
 
 # -- backward ---------------------------------------------------------------------------------
@@ -368,7 +377,7 @@ def backward(inputs, outputs, grads, cfg):
     nw = 3 if mlp == "swiglu" else 2
     F = (inputs["w1"] if inputs["w1"] is not None else inputs["s_w1"]).shape[-1 if mlp != "swiglu" else -2]
     c = _Consts(cfg, x, F)
-    p = prepare(inputs, cfg, c.cd)
+    p = prepare(inputs, cfg, c.cd, c.wd)
     mode = _MODE[p.mode]
     dev = x.device
     packed = inputs["cu_seqlens"] is not None

@@ -13,7 +13,8 @@ first-layer tensors hold [gate | up] side by side (2F columns, the up half at co
 * ``_b3_kernel``       backward through φ: ẑ from â and the d-path term
 * ``_outer_kernel``    the fused update: out = α·W + β·(Σ_t L1_t R1_tᵀ [+ Σ_t L2_t R2_tᵀ]) − U, a
                        GEMM over the tokens (fp32 accumulation on tensor cores) whose epilogue
-                       writes the new master weights and their compute-dtype copy in one pass.
+                       writes the new master weights (float32 or bfloat16) and their
+                       compute-dtype copy in one pass.
 The interpreter (TRITON_INTERPRET=1) mis-handles bfloat16 arithmetic and runtime loop bounds
 with this numpy: INTERP switches to fp32 upcasts and a while loop.
 """
@@ -22,7 +23,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ...core.triton_helpers import act, act_grad, act_grad2
+from ...core.triton_helpers import act, act_grad, act_grad2, cast
 
 
 @triton.jit
@@ -216,10 +217,12 @@ def _accum(acc, L, R, g, rp, rq, n, P, Q, slg, slt, srg, srt,
 def _outer_kernel(L1, R1, L2, R2, W, U, OUT, COPY, n, P, Q,
                   sl1g, sl1t, sr1g, sr1t, sl2g, sl2t, sr2g, sr2t, swg, swp, sug, sup, sog, sop, scg, scp,
                   alpha, beta, HAS_2: tl.constexpr, HAS_W: tl.constexpr, HAS_U: tl.constexpr,
-                  STORE_OUT: tl.constexpr, STORE_COPY: tl.constexpr, INTERP: tl.constexpr,
+                  STORE_OUT: tl.constexpr, STORE_COPY: tl.constexpr, ROUND: tl.constexpr, INTERP: tl.constexpr,
                   PREC: tl.constexpr, BP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr):
     """OUT = α·W + β·(L1ᵀR1 [+ L2ᵀR2]) − U per sequence g (program axis 1), summing over the n
-    tokens; W may be shared (swg = 0). COPY: the same in the compute dtype."""
+    tokens; W may be shared (swg = 0). COPY: the same in the compute dtype. ROUND (bfloat16
+    masters, ``weight_dtype``): the float32 result is first rounded to bfloat16 (nearest even), so
+    OUT and COPY hold the same value."""
     nq = tl.cdiv(Q, BQ)
     pid = tl.program_id(0)
     g = tl.program_id(1)
@@ -235,7 +238,9 @@ def _outer_kernel(L1, R1, L2, R2, W, U, OUT, COPY, n, P, Q,
         res += alpha * tl.load(W + _offs(g, rp, rq, swg, swp), mask=m, other=0.0).to(tl.float32)
     if HAS_U:
         res -= tl.load(U + _offs(g, rp, rq, sug, sup), mask=m, other=0.0).to(tl.float32)
+    if ROUND:
+        res = cast(res, tl.bfloat16, INTERP).to(tl.float32)
     if STORE_OUT:
-        tl.store(OUT + _offs(g, rp, rq, sog, sop), res.to(OUT.dtype.element_ty), mask=m)
+        tl.store(OUT + _offs(g, rp, rq, sog, sop), cast(res, OUT.dtype.element_ty, INTERP), mask=m)
     if STORE_COPY:
-        tl.store(COPY + _offs(g, rp, rq, scg, scp), res.to(COPY.dtype.element_ty), mask=m)
+        tl.store(COPY + _offs(g, rp, rq, scg, scp), cast(res, COPY.dtype.element_ty, INTERP), mask=m)

@@ -4,7 +4,8 @@ output and its gradient signal; pending-update accumulation, applied at chunk en
 
 Supported: gelu / silu / swiglu, residual on/off, target or teach, η per sequence or a number, any
 retention and chunk size, any D and F, float32 / bfloat16 / float16 x, target, teach and η (x and
-the signal may be row-strided views), float32 contiguous fast weights. float64 and other states
+the signal may be row-strided views), float32 or bfloat16 (``weight_dtype``: the update is rounded
+once, to nearest even) contiguous fast weights, float32 pending updates. float64 and other states
 run on the torch step.
 """
 from __future__ import annotations
@@ -17,13 +18,14 @@ import torch
 from ...core.alloc import new_empty
 from ...core.backends import Backend
 from ...core.step_backend import float64_unsupported, state_unsupported
+from ...core.triton_launch import interpreting
 from .mlp import num_weights
 
 STATE = ("w0", "w1", "w2", "u0", "u1", "u2", "position")
 
 
 def unsupported(inputs, cfg) -> Optional[str]:
-    return float64_unsupported(inputs) or state_unsupported(inputs, STATE)
+    return float64_unsupported(inputs) or state_unsupported(inputs, STATE, bf16_names=STATE[:3])
 
 
 def _rows(t: Optional[torch.Tensor]):
@@ -71,7 +73,7 @@ def forward(inputs, state, cfg):
                                      ACT=act, SWIGLU=swiglu, RESIDUAL=bool(cfg["residual"]), TEACH=teach)
     _fm_update_kernel[(-(-F // BF), N)](
         x, sxn, eta, sen, float(cfg["eta_value"] or 0.0), *W, *U, hid, g, pos, N, float(cfg["retention"]),
-        D=D, F=F, BD=BD, BF=BF, ACT=act, SWIGLU=swiglu, ETA_SCALAR=eta is None)
+        D=D, F=F, BD=BD, BF=BF, ACT=act, SWIGLU=swiglu, ETA_SCALAR=eta is None, INTERP=interpreting())
     return y
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ...core.triton_helpers import act, act_grad
+from ...core.triton_helpers import act, act_grad, cast
 
 
 @triton.jit
@@ -42,9 +42,9 @@ def _fm_hidden_kernel(x_ptr, sxn, w0_ptr, w1_ptr, hid_ptr, pos_ptr, N, C,
         x = tl.load(x_ptr + i_n * sxn + rd, mask=md, other=0.0).to(tl.float32)
         offs = base + rf[:, None] * D + rd[None, :]
         m = mf[:, None] & md[None, :]
-        acc0 += tl.sum(tl.load(w0_ptr + offs, mask=m, other=0.0) * x[None, :], 1)
+        acc0 += tl.sum(tl.load(w0_ptr + offs, mask=m, other=0.0).to(tl.float32) * x[None, :], 1)
         if SWIGLU:
-            acc1 += tl.sum(tl.load(w1_ptr + offs, mask=m, other=0.0) * x[None, :], 1)
+            acc1 += tl.sum(tl.load(w1_ptr + offs, mask=m, other=0.0).to(tl.float32) * x[None, :], 1)
     tl.store(hid_ptr + i_n * F + rf, acc0, mask=mf)
     if SWIGLU:
         tl.store(hid_ptr + (N + i_n) * F + rf, acc1, mask=mf)
@@ -80,7 +80,8 @@ def _fm_out_kernel(x_ptr, sxn, sig_ptr, ssn, wout_ptr, hid_ptr, y_ptr, g_ptr, N,
         rf = f0 + tl.arange(0, BF)
         mf = rf < F
         _, h, _ = _hidden(hid_ptr, i_n, N, rf, mf, F, ACT, SWIGLU)
-        w = tl.load(wout_ptr + base + rd[:, None] * F + rf[None, :], mask=md[:, None] & mf[None, :], other=0.0)
+        w = tl.load(wout_ptr + base + rd[:, None] * F + rf[None, :], mask=md[:, None] & mf[None, :],
+                    other=0.0).to(tl.float32)
         y += tl.sum(w * h[None, :], 1)
     if RESIDUAL:
         y += tl.load(x_ptr + i_n * sxn + rd, mask=md, other=0.0).to(tl.float32)
@@ -94,9 +95,10 @@ def _fm_out_kernel(x_ptr, sxn, sig_ptr, ssn, wout_ptr, hid_ptr, y_ptr, g_ptr, N,
 
 
 @triton.jit
-def _accumulate(w_ptr, u_ptr, offs, m, w, u_new, done, retention):
-    """U ← U' inside a chunk; W ← retention·W − U', U ← 0 when the chunk completes."""
-    tl.store(w_ptr + offs, retention * w - u_new, mask=m & done)
+def _accumulate(w_ptr, u_ptr, offs, m, w, u_new, done, retention, INTERP: tl.constexpr):
+    """U ← U' inside a chunk; W ← retention·W − U', U ← 0 when the chunk completes (W rounded once
+    to its storage dtype: float32 or bfloat16)."""
+    tl.store(w_ptr + offs, cast(retention * w - u_new, w_ptr.dtype.element_ty, INTERP), mask=m & done)
     tl.store(u_ptr + offs, tl.where(done, 0.0, u_new), mask=m)
 
 
@@ -104,7 +106,7 @@ def _accumulate(w_ptr, u_ptr, offs, m, w, u_new, done, retention):
 def _fm_update_kernel(x_ptr, sxn, eta_ptr, sen, eta_value, w0_ptr, w1_ptr, w2_ptr, u0_ptr, u1_ptr, u2_ptr,
                       hid_ptr, g_ptr, pos_ptr, N, retention,
                       D: tl.constexpr, F: tl.constexpr, BD: tl.constexpr, BF: tl.constexpr,
-                      ACT: tl.constexpr, SWIGLU: tl.constexpr, ETA_SCALAR: tl.constexpr):
+                      ACT: tl.constexpr, SWIGLU: tl.constexpr, ETA_SCALAR: tl.constexpr, INTERP: tl.constexpr):
     i_f = tl.program_id(0)
     i_n = tl.program_id(1)
     rf = i_f * BF + tl.arange(0, BF)
@@ -131,10 +133,10 @@ def _fm_update_kernel(x_ptr, sxn, eta_ptr, sen, eta_value, w0_ptr, w1_ptr, w2_pt
         offs = base + rd[:, None] * F + rf[None, :]
         m = md[:, None] & mf[None, :]
         g = tl.load(g_ptr + i_n * D + rd, mask=md, other=0.0)
-        w = tl.load(wout_ptr + offs, mask=m, other=0.0)
+        w = tl.load(wout_ptr + offs, mask=m, other=0.0).to(tl.float32)
         e += tl.sum(w * g[:, None], 0)
         u_new = tl.load(uout_ptr + offs, mask=m, other=0.0) + (eta * g)[:, None] * h[None, :]
-        _accumulate(wout_ptr, uout_ptr, offs, m, w, u_new, done, retention)
+        _accumulate(wout_ptr, uout_ptr, offs, m, w, u_new, done, retention, INTERP)
 
     # rows f of W_in (W_gate, W_up) [F, D]: U += η d xᵀ
     if SWIGLU:
@@ -149,10 +151,10 @@ def _fm_update_kernel(x_ptr, sxn, eta_ptr, sen, eta_value, w0_ptr, w1_ptr, w2_pt
         offs = base + rf[:, None] * D + rd[None, :]
         m = mf[:, None] & md[None, :]
         x = tl.load(x_ptr + i_n * sxn + rd, mask=md, other=0.0).to(tl.float32)
-        w = tl.load(w0_ptr + offs, mask=m & done, other=0.0)
+        w = tl.load(w0_ptr + offs, mask=m & done, other=0.0).to(tl.float32)
         u_new = tl.load(u0_ptr + offs, mask=m, other=0.0) + (eta * d0v)[:, None] * x[None, :]
-        _accumulate(w0_ptr, u0_ptr, offs, m, w, u_new, done, retention)
+        _accumulate(w0_ptr, u0_ptr, offs, m, w, u_new, done, retention, INTERP)
         if SWIGLU:
-            w = tl.load(w1_ptr + offs, mask=m & done, other=0.0)
+            w = tl.load(w1_ptr + offs, mask=m & done, other=0.0).to(tl.float32)
             u_new = tl.load(u1_ptr + offs, mask=m, other=0.0) + (eta * d1v)[:, None] * x[None, :]
-            _accumulate(w1_ptr, u1_ptr, offs, m, w, u_new, done, retention)
+            _accumulate(w1_ptr, u1_ptr, offs, m, w, u_new, done, retention, INTERP)
