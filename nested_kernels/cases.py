@@ -77,6 +77,8 @@ class Case:
             parts.append(f"scale{kw['scale']:g}")
         if "retention" in kw and kw["retention"] != 1.0:
             parts.append(f"ret{kw['retention']:g}")
+        if kw.get("weight_dtype") is not None:
+            parts.append("w" + str(kw["weight_dtype"]).replace("torch.", "").replace("bfloat16", "bf16"))
         if "mu" in kw and kw["mu"] is not None:
             parts.append(f"mu{kw['mu']:g}")
         if kw.get("use_alpha") is False:
@@ -411,6 +413,8 @@ def _fast_cases(device_type: str, quick: bool) -> list[Case]:
                inputs=dict(signal="target", lengths=(16, 0, 21, 33))),
             Fm(dict(B=2, T=37, D=64, F=128), bf16, chunk_size=16, mlp="gelu", label="bf16",
                inputs=dict(signal="target")),
+            Fm(dict(B=2, T=37, D=64, F=128), bf16, chunk_size=16, mlp="swiglu", weight_dtype=bf16,
+               label="bf16 fast weights", inputs=dict(signal="target")),
         ]
         if not quick:
             cases += [
@@ -428,6 +432,8 @@ def _fast_cases(device_type: str, quick: bool) -> list[Case]:
            label="varlen, silu, retention", inputs=dict(signal="target", lengths=(1, 63, 65, 300, 0, 571))),
         Fm(dict(B=2, T=65, D=512, F=1024), f32, chunk_size=16, mlp="gelu", label="fp32, T = 65",
            inputs=dict(signal="target")),
+        Fm(dict(B=2, T=1000, D=512, F=2048), bf16, chunk_size=64, mlp="gelu", weight_dtype=bf16,
+           label="bf16 fast weights", inputs=dict(signal="target")),
     ]
     if not quick:
         cases += [

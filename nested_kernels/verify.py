@@ -26,12 +26,14 @@ import platform
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import torch
 
 from . import cases as cases_mod
+from .core.backends import BackendFallbackWarning
 from .cases import OPS, Case, call_op, flatten_result, load_op, make_inputs, op_status, upcast
 
 PASS, FAIL, ERROR, SKIP, NA = "PASS", "FAIL", "ERROR", "SKIP", "N/A"
@@ -214,25 +216,28 @@ def check_case(fn, op: str, backend: str, case: Case, device, ref_device, seed: 
     try:
         tensors = make_inputs(case, device, seed)
         leaves = _leaves(tensors, device)
-        try:
-            result = call_op(fn, case, leaves, backend)
-        except RuntimeError as exc:
-            if UNSUPPORTED_MARKER in str(exc):
-                row.status, row.note = SKIP, str(exc).split(UNSUPPORTED_MARKER)[-1].strip(" :")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", BackendFallbackWarning)
+            try:
+                result = call_op(fn, case, leaves, backend)
+            except RuntimeError as exc:
+                if UNSUPPORTED_MARKER in str(exc):
+                    row.status, row.note = SKIP, str(exc).split(UNSUPPORTED_MARKER)[-1].strip(" :")
+                    return row
+                raise
+            outputs = flatten_result(case, result)
+            key = id(case)
+            if key not in ref_cache:
+                ref_cache[key] = Reference(fn, case, tensors, ref_device, seed)
+            ref = ref_cache[key]
+            if ref.problem:
+                row.note = ref.problem
                 return row
-            raise
-        outputs = flatten_result(case, result)
-        key = id(case)
-        if key not in ref_cache:
-            ref_cache[key] = Reference(fn, case, tensors, ref_device, seed)
-        ref = ref_cache[key]
-        if ref.problem:
-            row.note = ref.problem
-            return row
-        missing = sorted(set(ref.outputs) - set(outputs))
-        grads = _grads(outputs, leaves, ref.upstream)
+            missing = sorted(set(ref.outputs) - set(outputs))
+            grads = _grads(outputs, leaves, ref.upstream)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        fallbacks = [str(w.message) for w in caught if issubclass(w.category, BackendFallbackWarning)]
         row.seconds = time.perf_counter() - start
         errors = _compare({n: o.detach() for n, o in outputs.items()}, ref.outputs)
         errors.update(_compare(grads, ref.grads, prefix="grad."))
@@ -243,6 +248,8 @@ def check_case(fn, op: str, backend: str, case: Case, device, ref_device, seed: 
         row.status = PASS if row.error <= tol else FAIL
         if missing:
             row.note = f"missing outputs: {', '.join(missing)}"
+        if fallbacks:   # another backend computed (part of) the result: not this backend's pass
+            row.status, row.note = ERROR, f"fell back: {fallbacks[0]}"[:300]
     except Exception as exc:  # noqa: BLE001 - any failure of a backend is reported, not raised
         row.status, row.note = ERROR, f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         row.seconds = time.perf_counter() - start

@@ -65,6 +65,27 @@ def test_broken_backend_fails(monkeypatch, capsys, nan):
     assert "FAIL" in text and "verify: FAILED" in text
 
 
+def test_fallback_is_an_error_not_a_pass(monkeypatch, capsys):
+    """A backend that hands the work to another one (BackendFallbackWarning) gets ERROR, even when
+    the numbers it returns are right."""
+    import warnings
+    from nested_kernels.core.backends import BackendFallbackWarning
+    from nested_kernels.ops.linear_memory import reference
+    api = _linear_api()
+
+    def forward(inputs, cfg):
+        warnings.warn("out of resources; using the reference backend", BackendFallbackWarning)
+        return reference.forward(inputs, cfg)
+    fake = Backend(forward)
+    monkeypatch.setitem(api.BACKENDS, "torch", fake)
+    monkeypatch.setitem(api.OP.backends, "torch", fake)
+    code = verify.main(["--quick", "--device", "cpu", "--ops", "linear_memory", "--backends", "torch",
+                        "--case", "T = 1"])
+    text = capsys.readouterr().out
+    assert code == 1, text
+    assert "ERROR" in text and "fell back" in text
+
+
 def test_unavailable_op_is_reported_not_raised(monkeypatch):
     from nested_kernels import cases
     real = cases.op_status

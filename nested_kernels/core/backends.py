@@ -27,6 +27,12 @@ ENV_VAR = "NESTED_KERNELS_BACKEND"
 Inputs = Mapping[str, Optional[torch.Tensor]]
 
 
+class BackendFallbackWarning(UserWarning):
+    """A kernel backend could not launch on these inputs (e.g. Triton's OutOfResources) and ran
+    another backend's implementation instead; ``python -m nested_kernels.verify`` counts such a
+    case as an error of the backend it asked for, never as its pass."""
+
+
 def _never(inputs: Inputs, cfg: dict) -> Optional[str]:
     return None
 

@@ -14,7 +14,7 @@ Anything else is refused by ``unsupported`` and runs on the next backend (torch)
 Triton is imported only when a kernel first runs. Tuning knobs (environment, read at each call):
 NESTED_KERNELS_MLP_TRITON_BF (F block), NESTED_KERNELS_MLP_TRITON_WARPS,
 NESTED_KERNELS_MLP_TRITON_PRECISION (product operands: "bf16", "fp16", "tf32", "tf32x3" or "ieee";
-default tf32x3), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
+default fp16 for 16-bit inputs, tf32x3 for float32), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
 per (sequence, head), default 1: the cooperative NS > 1 path deadlocked on the H100 in its first GPU
 run, 2026-11-26, and stays opt-in until fixed), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
 NESTED_KERNELS_MLP_TRITON_MMA ("v2": mma.sync, default; "auto": Triton's choice).
@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 
 from ...core.alloc import new_empty
-from ...core.backends import Backend
+from ...core.backends import Backend, BackendFallbackWarning
 from ...core.triton_launch import env_int as _env_int, float64_unsupported, interpreting as _interpreting, \
     mma_sync, ptxas_options
 from .inputs import empty_outputs
@@ -80,22 +80,25 @@ def _mma_mode():
     return mma_sync(mode != "auto")
 
 
-def _precision() -> tuple:
+def _precision(dtype: torch.dtype) -> tuple:
     """(operand precision of the state/token products, precision of the n×n gate products and of
-    (I + A_β)⁻¹): "tf32x3" for all inputs, for both (with plain tf32, bf16 inputs gave 2.2e-2 on
-    the final W2 after T = 1000 on the H100, over the 2e-2 bound; tf32x3 keeps float32 accuracy).
-    NESTED_KERNELS_MLP_TRITON_PRECISION overrides the first (bf16, fp16: operands rounded to that
-    dtype, float32 accumulation; tf32, tf32x3, ieee). fp16 operands meet the SPEC bound for 16-bit
-    inputs in the tests, bf16 operands do not (the frozen errors are differences of products of
-    rounded weights). Under the interpreter everything is ieee unless the variable is set (bf16
-    then rounds the operands and multiplies in float32: the interpreter's bfloat16 dot is wrong)."""
+    (I + A_β)⁻¹). Defaults: fp16 operands (float32 accumulation) for bfloat16 / float16 inputs,
+    tf32x3 for float32 inputs; the gate products always tf32x3. Why: plain tf32 gave 2.2e-2 on the
+    final W2 of bf16 inputs after T = 1000 on the H100 (over the 2e-2 bound); tf32x3 keeps float32
+    accuracy but its operand copies need more shared memory than an H100 block has at the issue
+    shape (K = 64, F = 256: 237568 B), so 16-bit inputs there fell back to the torch backend;
+    fp16 operands fit, meet the bound (H100, docs/verification.md) and run 3.7x faster than that
+    fallback. bf16 operands do not meet it (the frozen errors are differences of products of
+    rounded weights). NESTED_KERNELS_MLP_TRITON_PRECISION overrides the first (bf16, fp16, tf32,
+    tf32x3, ieee). Under the interpreter everything is ieee unless the variable is set (bf16 then
+    rounds the operands and multiplies in float32: the interpreter's bfloat16 dot is wrong)."""
     env = os.environ.get("NESTED_KERNELS_MLP_TRITON_PRECISION")
     if env and env not in ("bf16", "fp16", "tf32", "tf32x3", "ieee"):
         raise ValueError(f"NESTED_KERNELS_MLP_TRITON_PRECISION must be bf16, fp16, tf32, tf32x3 or ieee, "
                          f"got {env!r}")
     if _interpreting():
         return {"bf16": "bf16_emu"}.get(env, env or "ieee"), "ieee"
-    return env or "tf32x3", "tf32x3"
+    return env or ("tf32x3" if dtype == torch.float32 else "fp16"), "tf32x3"
 
 
 def _slices(F: int, BF: int, NH: int, device: torch.device) -> int:
@@ -151,7 +154,7 @@ class _Args:
         self.in_first = ((p > 0) & (p + self.lengths < C)).view(N, 1, 1, 1)
         self.BF = _block_f(self.F)
         self.NS = _slices(self.F, self.BF, N * self.H, dev)
-        self.prec, gprec = _precision()
+        self.prec, gprec = _precision(self.q.dtype)
         self.dummy = torch.empty(1, dtype=torch.float32, device=dev)
         self.flags = dict(ACT=_ACT[cfg["activation"]], RESIDUAL=bool(cfg["residual"]),
                           HAS_ALPHA=self.la is not None, HAS_BETA=self.beta is not None,
@@ -240,7 +243,8 @@ def _fallback_on_resources(kernel_fn, torch_fn):
         try:
             return kernel_fn(*args)
         except OutOfResources as e:
-            warnings.warn(f"mlp_memory triton: {e}; using the torch backend for this call", stacklevel=2)
+            warnings.warn(f"mlp_memory triton: {e}; using the torch backend for this call",
+                          BackendFallbackWarning, stacklevel=2)
             return torch_fn(*args)
     return run
 
