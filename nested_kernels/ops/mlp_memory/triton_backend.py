@@ -14,7 +14,7 @@ Anything else is refused by ``unsupported`` and runs on the next backend (torch)
 Triton is imported only when a kernel first runs. Tuning knobs (environment, read at each call):
 NESTED_KERNELS_MLP_TRITON_BF (F block), NESTED_KERNELS_MLP_TRITON_WARPS,
 NESTED_KERNELS_MLP_TRITON_PRECISION (product operands: "bf16", "fp16", "tf32", "tf32x3" or "ieee";
-default fp16 for 16-bit inputs, tf32x3 for float32), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
+default tf32x3), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
 per (sequence, head), default 1: the cooperative NS > 1 path deadlocked on the H100 in its first GPU
 run, 2026-11-26, and stays opt-in until fixed), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
 NESTED_KERNELS_MLP_TRITON_MMA ("v2": mma.sync, default; "auto": Triton's choice).
@@ -80,16 +80,16 @@ def _mma_mode():
     return mma_sync(mode != "auto")
 
 
-def _precision(dtype: torch.dtype) -> tuple:
+def _precision() -> tuple:
     """(operand precision of the state/token products, precision of the n×n gate products and of
-    (I + A_β)⁻¹). Defaults: fp16 operands (float32 accumulation) for bfloat16 / float16 inputs,
-    tf32x3 for float32 inputs; the gate products always tf32x3. Why: plain tf32 gave 2.2e-2 on the
-    final W2 of bf16 inputs after T = 1000 on the H100 (over the 2e-2 bound); tf32x3 keeps float32
-    accuracy but its operand copies need more shared memory than an H100 block has at the issue
-    shape (K = 64, F = 256: 237568 B), so 16-bit inputs there fell back to the torch backend;
-    fp16 operands fit, meet the bound (H100, docs/verification.md) and run 3.7x faster than that
-    fallback. bf16 operands do not meet it (the frozen errors are differences of products of
-    rounded weights). NESTED_KERNELS_MLP_TRITON_PRECISION overrides the first (bf16, fp16, tf32,
+    (I + A_β)⁻¹): tf32x3 for every input dtype, for both. The 16-bit alternatives all miss the
+    SPEC §7 bound on the H100 (docs/mlp_memory_triton.md, "Precision"): plain tf32 gave 1.5e-2 to
+    2.2e-2 on the final states after T = 1000; fp16 operands flush the decayed states (|W| ~ 1e-8
+    after T = 1000 with α ∈ [0.8, 1]) to zero, error 1.0; bf16 operands lose 3–10 % (the frozen
+    errors are differences of products of rounded weights). tf32x3 keeps float32 accuracy but at
+    K = 64, F = 256 its operand copies need 237568 B of shared memory (H100: 232448), so that
+    shape runs on the torch backend, with a BackendFallbackWarning.
+    NESTED_KERNELS_MLP_TRITON_PRECISION overrides the first (bf16, fp16, tf32,
     tf32x3, ieee). Under the interpreter everything is ieee unless the variable is set (bf16 then
     rounds the operands and multiplies in float32: the interpreter's bfloat16 dot is wrong)."""
     env = os.environ.get("NESTED_KERNELS_MLP_TRITON_PRECISION")
@@ -98,7 +98,7 @@ def _precision(dtype: torch.dtype) -> tuple:
                          f"got {env!r}")
     if _interpreting():
         return {"bf16": "bf16_emu"}.get(env, env or "ieee"), "ieee"
-    return env or ("tf32x3" if dtype == torch.float32 else "fp16"), "tf32x3"
+    return env or "tf32x3", "tf32x3"
 
 
 def _slices(F: int, BF: int, NH: int, device: torch.device) -> int:
@@ -154,7 +154,7 @@ class _Args:
         self.in_first = ((p > 0) & (p + self.lengths < C)).view(N, 1, 1, 1)
         self.BF = _block_f(self.F)
         self.NS = _slices(self.F, self.BF, N * self.H, dev)
-        self.prec, gprec = _precision(self.q.dtype)
+        self.prec, gprec = _precision()
         self.dummy = torch.empty(1, dtype=torch.float32, device=dev)
         self.flags = dict(ACT=_ACT[cfg["activation"]], RESIDUAL=bool(cfg["residual"]),
                           HAS_ALPHA=self.la is not None, HAS_BETA=self.beta is not None,
