@@ -244,8 +244,37 @@ def test_out_of_resources_falls_back_to_torch(monkeypatch):
         return run_forward(self, *args, **kw)
     monkeypatch.setattr(triton_backend._Args, "run_forward", refuse_when_saving)
     x, st = make(T=20, gates="abm", init=True, seed=10)
-    with pytest.warns(UserWarning, match="using the torch backend"):
+    from nested_kernels.core.backends import BackendFallbackWarning
+    with pytest.warns(BackendFallbackWarning, match="using the torch backend"):
         check(x, st, read="after")
+
+
+def test_out_of_resources_retries_larger_f_blocks(monkeypatch):
+    """A launch refused at BF = 16 is retried at BF = 32 (no fallback, no warning), and the block
+    that launched is remembered for the configuration (H100: tf32x3 at K = 64, F = 256 needs more
+    than 227 KB of shared memory with BF = 16, and fits with BF = 64)."""
+    import warnings
+    from triton.runtime.errors import OutOfResources
+    from nested_kernels.core.backends import BackendFallbackWarning
+    run_forward = triton_backend._Args.run_forward
+    blocks = []
+
+    def refuse_small_blocks(self, *args, **kw):
+        blocks.append(self.BF)
+        if self.BF < 32:
+            raise OutOfResources(237568, 232448, "shared memory")
+        return run_forward(self, *args, **kw)
+    monkeypatch.setattr(triton_backend._Args, "run_forward", refuse_small_blocks)
+    monkeypatch.setattr(triton_backend, "_F_BLOCKS", {})
+    x, st = make(T=20, F=64, gates="abm", init=True, seed=12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BackendFallbackWarning)
+        check(x, st, read="after")
+        assert blocks == [16, 32, 16, 32], blocks      # forward, then backward: 16 refused, 32 ran
+        blocks.clear()
+        check(x, st, read="after")
+    assert blocks == [32, 32], blocks                   # the next call starts at the block that ran
+    assert set(triton_backend._F_BLOCKS.values()) == {32}
 
 
 @pytest.mark.parametrize("ns", [1, 2, 4])

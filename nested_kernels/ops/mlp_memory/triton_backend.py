@@ -21,6 +21,7 @@ NESTED_KERNELS_MLP_TRITON_MMA ("v2": mma.sync, default; "auto": Triton's choice)
 """
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from typing import Optional
@@ -53,8 +54,10 @@ def unsupported(inputs, cfg) -> Optional[str]:
     return float64_unsupported(inputs)
 
 
-def _block_f(F: int) -> int:
-    bf = _env_int("NESTED_KERNELS_MLP_TRITON_BF", 16)
+def _block_f(F: int, least: int = 16) -> int:
+    """F block: NESTED_KERNELS_MLP_TRITON_BF if set, else ``least`` (16, or larger when a launch
+    at 16 ran out of shared memory, see :func:`_fallback_on_resources`)."""
+    bf = _env_int("NESTED_KERNELS_MLP_TRITON_BF", least)
     if bf < 16 or bf > F or F % bf or bf & (bf - 1):
         raise ValueError(f"NESTED_KERNELS_MLP_TRITON_BF={bf} must be a power of two in [16, F={F}]")
     return bf
@@ -127,7 +130,7 @@ def _fresh(x: torch.Tensor, shape) -> torch.Tensor:
 class _Args:
     """Contiguous inputs, flags, start states and the tile table shared by both launchers."""
 
-    def __init__(self, inputs, cfg):
+    def __init__(self, inputs, cfg, bf: int = 16):
         c = lambda t: None if t is None else t.contiguous()  # noqa: E731
         self.q, self.k, self.v, self.eta = (c(inputs[n]) for n in ("q", "k", "v", "eta"))
         self.la, self.beta, self.mu = c(inputs["log_alpha"]), c(inputs["beta"]), c(inputs["mu"])
@@ -152,7 +155,7 @@ class _Args:
         self.final_pos = (p + self.lengths) % C
         self.at_boundary = (self.final_pos == 0).view(N, 1, 1, 1)
         self.in_first = ((p > 0) & (p + self.lengths < C)).view(N, 1, 1, 1)
-        self.BF = _block_f(self.F)
+        self.BF = _block_f(self.F, bf)
         self.NS = _slices(self.F, self.BF, N * self.H, dev)
         self.prec, gprec = _precision()
         self.dummy = torch.empty(1, dtype=torch.float32, device=dev)
@@ -234,23 +237,39 @@ class _Args:
             o.copy_(part.sum(0))
 
 
+# (launcher, config, dtype, F) -> the F block that launched after OutOfResources at smaller ones
+_F_BLOCKS: dict = {}
+
+
 def _fallback_on_resources(kernel_fn, torch_fn):
-    """Run ``kernel_fn``; when Triton refuses to launch a kernel for lack of shared memory or
-    registers (OutOfResources: known for the backward at K = 128 and for large F blocks), warn once
-    and run ``torch_fn`` (the torch backend, same mathematics) instead."""
+    """Run ``kernel_fn`` with F blocks of 16; when Triton refuses to launch a kernel for lack of
+    shared memory or registers (OutOfResources; with tf32x3 operands the forward at K = 64, F = 256
+    needs 237568 B at BF = 16, 164 KB at BF = 64 by the sm_90 probe), retry with the block doubled
+    up to F, remembering the block that launched for the configuration. Only when every block
+    fails (or NESTED_KERNELS_MLP_TRITON_BF pins one), warn with a BackendFallbackWarning and run
+    ``torch_fn`` (the torch backend, same mathematics)."""
     def run(*args):
         from triton.runtime.errors import OutOfResources
-        try:
-            return kernel_fn(*args)
-        except OutOfResources as e:
-            warnings.warn(f"mlp_memory triton: {e}; using the torch backend for this call",
-                          BackendFallbackWarning, stacklevel=2)
-            return torch_fn(*args)
+        inputs, cfg = args[0], args[-1]
+        F = inputs["w1"].shape[-1]
+        key = (kernel_fn.__name__, json.dumps(cfg, sort_keys=True), inputs["q"].dtype, F)
+        bf = _F_BLOCKS.get(key, 16)
+        while True:
+            try:
+                out = kernel_fn(*args, bf=bf)
+                _F_BLOCKS[key] = bf
+                return out
+            except OutOfResources as e:
+                if bf * 2 > F or os.environ.get("NESTED_KERNELS_MLP_TRITON_BF"):
+                    warnings.warn(f"mlp_memory triton: {e}; using the torch backend for this call",
+                                  BackendFallbackWarning, stacklevel=2)
+                    return torch_fn(*args)
+                bf *= 2
     return run
 
 
-def _forward(inputs, cfg):
-    a = _Args(inputs, cfg)
+def _forward(inputs, cfg, bf: int = 16):
+    a = _Args(inputs, cfg, bf)
     B, T, H, V, N = a.B, a.T, a.H, a.V, a.N
     o = new_empty(B, T, H, V, dtype=a.q.dtype, device=a.device)
     st = a.start_states()
@@ -274,8 +293,8 @@ def _grad_or_none(grads, name):
     return None if g is None or g.numel() == 0 else g.contiguous()
 
 
-def _backward(inputs, outputs, grads, cfg):
-    a = _Args(inputs, cfg)
+def _backward(inputs, outputs, grads, cfg, bf: int = 16):
+    a = _Args(inputs, cfg, bf)
     B, T, H, K, V, F, N, C = a.B, a.T, a.H, a.K, a.V, a.F, a.N, a.C
     dev, f32, rows = a.device, torch.float32, a.B * a.T
     self_target = a.flags["SELF_TARGET"]
