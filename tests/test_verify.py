@@ -52,15 +52,20 @@ def _broken(scale=1.0 + 1e-3, nan=False):
     return Backend(forward)
 
 
-@pytest.mark.parametrize("nan", [False, True], ids=["perturbed", "unwritten"])
-def test_broken_backend_fails(monkeypatch, capsys, nan):
+def _verify_as_torch_backend(fake: Backend, monkeypatch, capsys):
+    """(exit code, printed text) of the quick `T = 1` linear_memory verify with ``fake`` standing in
+    for the torch backend."""
     api = _linear_api()
-    fake = _broken(nan=nan)
     monkeypatch.setitem(api.BACKENDS, "torch", fake)
     monkeypatch.setitem(api.OP.backends, "torch", fake)
     code = verify.main(["--quick", "--device", "cpu", "--ops", "linear_memory", "--backends", "torch",
                         "--case", "T = 1"])
-    text = capsys.readouterr().out
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("nan", [False, True], ids=["perturbed", "unwritten"])
+def test_broken_backend_fails(monkeypatch, capsys, nan):
+    code, text = _verify_as_torch_backend(_broken(nan=nan), monkeypatch, capsys)
     assert code == 1, text
     assert "FAIL" in text and "verify: FAILED" in text
 
@@ -71,17 +76,11 @@ def test_fallback_is_an_error_not_a_pass(monkeypatch, capsys):
     import warnings
     from nested_kernels.core.backends import BackendFallbackWarning
     from nested_kernels.ops.linear_memory import reference
-    api = _linear_api()
 
     def forward(inputs, cfg):
         warnings.warn("out of resources; using the reference backend", BackendFallbackWarning)
         return reference.forward(inputs, cfg)
-    fake = Backend(forward)
-    monkeypatch.setitem(api.BACKENDS, "torch", fake)
-    monkeypatch.setitem(api.OP.backends, "torch", fake)
-    code = verify.main(["--quick", "--device", "cpu", "--ops", "linear_memory", "--backends", "torch",
-                        "--case", "T = 1"])
-    text = capsys.readouterr().out
+    code, text = _verify_as_torch_backend(Backend(forward), monkeypatch, capsys)
     assert code == 1, text
     assert "ERROR" in text and "fell back" in text
 
