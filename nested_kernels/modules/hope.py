@@ -73,7 +73,8 @@ class HopeBlock(nn.Module):
         cms_levels: [(chunk_size, eta_init), ...] of the CMS (``CMS(levels=...)``); default
             :func:`default_cms_levels` (chunks 16 and 256 with η = 1/(C·dim)).
         cms_hidden: hidden size of every CMS level (default 4·dim). cms_mlp: "gelu", "silu",
-            "swiglu". cms_backend: backend of the CMS levels.
+            "swiglu". cms_backend: backend of the CMS levels. cms_weight_dtype: storage of the CMS
+            fast weights (None: float32; torch.bfloat16 halves them, ``CMS(weight_dtype=...)``).
         **titans_kwargs: passed to :class:`SelfModifyingTitans` (head_dim, memory, chunk sizes,
             eta_scale, use_alpha, mu, read, activation, backend, ...).
     forward(x [B,T,dim], state=None, cu_seqlens=None) -> (y, HopeBlockState).
@@ -81,7 +82,7 @@ class HopeBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, cms_levels: Optional[Sequence] = None, *,
                  cms_hidden: Optional[int] = None, cms_mlp: str = "gelu", cms_backend: str = "auto",
-                 norm_eps: float = 1e-6, device=None, dtype=None, **titans_kwargs):
+                 cms_weight_dtype: Optional[torch.dtype] = None, norm_eps: float = 1e-6, device=None, dtype=None, **titans_kwargs):
         super().__init__()
         from .cms import CMS                            # imported on use: the CMS module is optional here
         self.titans = SelfModifyingTitans(dim, heads, norm_eps=norm_eps, device=device, dtype=dtype,
@@ -89,7 +90,8 @@ class HopeBlock(nn.Module):
         self.norm = nn.RMSNorm(dim, eps=norm_eps, device=device, dtype=dtype)
         levels = default_cms_levels(dim) if cms_levels is None else list(cms_levels)
         self.cms = CMS(dim, 4 * dim if cms_hidden is None else cms_hidden, levels=levels,
-                       mlp=cms_mlp, residual=True, backend=cms_backend, device=device, dtype=dtype)
+                       mlp=cms_mlp, residual=True, weight_dtype=cms_weight_dtype, backend=cms_backend,
+                       device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor, state: Optional[HopeBlockState] = None,
                 cu_seqlens: Optional[torch.Tensor] = None):

@@ -124,6 +124,17 @@ def test_hope_block_streaming_and_backward():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
 
+def test_hope_block_bf16_cms_weights():
+    """cms_weight_dtype reaches every CMS level: the block's CMS state holds bf16 fast weights."""
+    torch.manual_seed(1)
+    b = HopeBlock(16, 2, [(2, 1e-2), (4, 1e-3)], cms_hidden=32, cms_weight_dtype=torch.bfloat16, **SMALL)
+    assert all(level.weight_dtype == torch.bfloat16 for level in b.cms.levels)
+    y, st = b(torch.randn(2, 9, 16))
+    assert torch.isfinite(y).all()
+    weights = [t for lv in st.cms.levels for t in lv.weights]
+    assert weights and all(t.dtype == torch.bfloat16 for t in weights)
+
+
 def test_hope_lm():
     torch.manual_seed(0)
     lm = HopeLM(11, 16, 2, 2, [(2, 1e-2), (4, 1e-3)], cms_hidden=32, **SMALL).double()
