@@ -10,10 +10,14 @@ within ``testing.tolerance(backend, dtype)`` (SPEC §7). Kernel outputs are pois
 (``NESTED_KERNELS_POISON=1``) so an element a kernel never writes fails.
 
 Off CUDA, Triton backends run under the interpreter (``TRITON_INTERPRET=1``, tiny shapes).
-Prints one table and a summary line; the exit code is 1 when any check fails or errors.
+Prints one table and a summary line; the exit code is 1 when any check fails or errors. A
+backend that hands the work to another one (``BackendFallbackWarning``) is an ERROR, not a pass.
+On CUDA the cases are spread over ``--jobs`` worker processes (default min(8, CPUs)): Triton's
+JIT compiles, 15–175 s per configuration on the H100 machine, run on the CPU and overlap.
 
     python -m nested_kernels.verify [--ops linear_memory,mlp_memory] [--backends torch,triton]
-                                    [--quick] [--device cuda] [--case SUBSTRING] [--json OUT]
+                                    [--quick] [--device cuda] [--case SUBSTRING] [--jobs N]
+                                    [--json OUT]
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -271,6 +276,10 @@ def _parse(argv):
     p.add_argument("--case", default="", help="only cases whose description or label contains this text")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, metavar="OUT", help="also write all rows and the environment as JSON")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="worker processes, each checking every N-th case (default: on CUDA min(8, CPUs), "
+                        "since Triton's JIT compiles dominate and run on the CPU; else 1)")
+    p.add_argument("--shard", default=None, metavar="I/N", help=argparse.SUPPRESS)   # one worker's share
     return p.parse_args(argv)
 
 
@@ -296,8 +305,9 @@ def summarize(rows: list[Row]) -> str:
 
 
 def run(ops, backends=None, quick=False, device=None, ref_device=None, case_filter="", seed=0,
-        log=print) -> tuple[list[Row], dict]:
-    """Run the checks; returns (rows, environment). ``log`` receives progress lines."""
+        log=print, shard=(0, 1)) -> tuple[list[Row], dict]:
+    """Run the checks; returns (rows, environment). ``log`` receives progress lines. ``shard``
+    (i, n): only the cases whose running index (over all ops) is i modulo n."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ref_device = torch.device(ref_device) if ref_device else device
     warning = prepare_interpreter(device)
@@ -310,32 +320,39 @@ def run(ops, backends=None, quick=False, device=None, ref_device=None, case_filt
     if device.type == "cpu" and ref_device.type == "cpu":
         torch.set_num_threads(1)    # tiny shapes: avoids OpenMP spin-waits when the cores are shared
     try:
-        return _run(ops, backends, quick, device, ref_device, case_filter, seed, log, warning, available_backends)
+        return _run(ops, backends, quick, device, ref_device, case_filter, seed, log, warning, available_backends,
+                    shard)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(ops, backends, quick, device, ref_device, case_filter, seed, log, warning, available_backends):
+def _run(ops, backends, quick, device, ref_device, case_filter, seed, log, warning, available_backends, shard):
     env = environment(device)
     if warning:
         log(warning)
     rows: list[Row] = []
+    index = -1
     for op in ops:
         why = op_status(op)
         if why:
-            rows.append(Row("-", op, "-", "-", NA, note=why))
+            if shard[0] == 0:
+                rows.append(Row("-", op, "-", "-", NA, note=why))
             continue
         fn, op_backends = load_op(op)
         names = [b for b in available_backends(op_backends, device)
                  if (b in backends if backends else b != "reference")]
         if not names:
             have = ", ".join(op_backends)
-            rows.append(Row("-", op, "-", "-", NA, note=f"no backend to check on {device.type} (has: {have})"))
+            if shard[0] == 0:
+                rows.append(Row("-", op, "-", "-", NA, note=f"no backend to check on {device.type} (has: {have})"))
             continue
         ref_cache: dict = {}
         op_cases = [c for c in cases_mod.verification_cases(op, device.type, quick)
                     if not case_filter or case_filter in str(c) or case_filter in c.label]
         for case in op_cases:
+            index += 1
+            if index % shard[1] != shard[0]:
+                continue
             for backend in names:
                 if backend == "reference" and case.dtype == torch.float64:
                     continue
@@ -358,6 +375,52 @@ def _finite(obj):
     return obj
 
 
+def _worker_argv(args, ops, device) -> list[str]:
+    """The arguments of one worker process: this call's, without --jobs and --json."""
+    argv = ["--ops", ",".join(ops), "--device", str(device), "--seed", str(args.seed)]
+    for flag, value in (("--backends", args.backends), ("--ref-device", args.ref_device), ("--case", args.case)):
+        if value:
+            argv += [flag, value]
+    return argv + (["--quick"] if args.quick else [])
+
+
+def _row(d: dict) -> Row:
+    """A Row from its JSON form (non-finite floats were written as strings)."""
+    num = lambda v: float(v) if isinstance(v, str) else v  # noqa: E731
+    d = dict(d, error=num(d["error"]), tol=num(d["tol"]), errors={k: num(v) for k, v in d["errors"].items()})
+    return Row(**d)
+
+
+def _run_workers(argv: list[str], jobs: int, ops: list[str], log=print) -> list[Row]:
+    """Run ``python -m nested_kernels.verify ARGV --shard i/JOBS`` for every i at once and collect
+    their rows in op order; each worker's progress lines are printed when it ends. A worker that
+    ends without results gives an ERROR row with its last output line."""
+    with tempfile.TemporaryDirectory() as tmp:
+        workers = []
+        for i in range(jobs):
+            out, text = os.path.join(tmp, f"{i}.json"), os.path.join(tmp, f"{i}.log")
+            with open(text, "w") as f:
+                proc = subprocess.Popen([sys.executable, "-m", "nested_kernels.verify", *argv, "--shard",
+                                         f"{i}/{jobs}", "--json", out], stdout=f, stderr=subprocess.STDOUT)
+            workers.append((i, proc, out, text))
+        rows: list[Row] = []
+        for i, proc, out, text in workers:
+            proc.wait()
+            with open(text) as f:
+                lines = f.read().splitlines()
+            for line in lines:
+                if line.startswith("  "):
+                    log(line)
+            if os.path.exists(out):
+                with open(out) as f:
+                    rows += [_row(d) for d in json.load(f)["rows"]]
+            else:
+                last = lines[-1] if lines else ""
+                rows.append(Row("-", "-", f"worker {i}/{jobs}", "-", ERROR,
+                                note=f"exited with {proc.returncode} without results: {last}"[:300]))
+    return sorted(rows, key=lambda r: ops.index(r.op) if r.op in ops else len(ops))
+
+
 def main(argv=None) -> int:
     args = _parse(argv)
     ops = [o.strip() for o in args.ops.split(",") if o.strip()]
@@ -374,7 +437,14 @@ def main(argv=None) -> int:
           f"python {env['python']} | commit {env['commit']} | {env['date']}")
     print(f"cases: {'quick' if args.quick else 'full'} set for {device.type}; reference: float64 on "
           f"{args.ref_device or device.type}; outputs poisoned (NESTED_KERNELS_POISON=1)")
-    rows, env = run(ops, backends, args.quick, device, args.ref_device, args.case, args.seed)
+    jobs = 1 if args.shard else (max(1, args.jobs) if args.jobs is not None else
+                                 (min(8, os.cpu_count() or 1) if device.type == "cuda" else 1))
+    if jobs > 1:
+        print(f"{jobs} worker processes (--jobs), each checking every {jobs}-th case")
+        rows = _run_workers(_worker_argv(args, ops, device), jobs, ops)
+    else:
+        shard = tuple(int(x) for x in args.shard.split("/")) if args.shard else (0, 1)
+        rows, env = run(ops, backends, args.quick, device, args.ref_device, args.case, args.seed, shard=shard)
     print()
     print(format_table(rows))
     print()

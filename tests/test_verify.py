@@ -85,6 +85,23 @@ def test_fallback_is_an_error_not_a_pass(monkeypatch, capsys):
     assert "ERROR" in text and "fell back" in text
 
 
+def test_jobs_split_the_cases_between_workers(tmp_path, capsys):
+    """--jobs 2: two worker processes, each every 2nd case; together the rows of one serial run."""
+    args = ["--quick", "--device", "cpu", "--ops", "fast_mlp", "--backends", "torch", "--case", "gelu"]
+    assert verify.main(args + ["--json", str(tmp_path / "serial.json")]) == 0
+    assert verify.main(args + ["--jobs", "2", "--json", str(tmp_path / "jobs.json")]) == 0
+    text = capsys.readouterr().out
+    assert "2 worker processes" in text
+    key = lambda r: (r["backend"], r["case"], r["dtype"], r["error"])  # noqa: E731
+    serial, jobs = (sorted(map(key, json.loads((tmp_path / f).read_text())["rows"])) for f in ("serial.json", "jobs.json"))
+    assert len(serial) >= 2 and jobs == serial
+
+
+def test_a_worker_without_results_is_an_error():
+    rows = verify._run_workers(["--ops", "no_such_op"], 2, ["no_such_op"], log=lambda line: None)
+    assert [r.status for r in rows] == ["ERROR", "ERROR"] and "without results" in rows[0].note
+
+
 def test_unavailable_op_is_reported_not_raised(monkeypatch):
     from nested_kernels import cases
     real = cases.op_status
