@@ -4,11 +4,14 @@
     python python/profile_kernels.py mlp_memory --gates abm --target self --read chunk
 
 Prints the kernels sorted by total CUDA time over the timed calls (after one warm-up call that
-compiles), so a slow backend shows which of its kernels to work on.
+compiles), so a slow backend shows which of its kernels to work on. ``--json OUT`` also writes
+{kernel name: mean time per op call in µs} (python/sweep_linear_memory_triton.py reads it);
+``--B``/``--T`` shrink the shape (CPU smoke runs).
 """
 from __future__ import annotations
 
 import argparse
+import json
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -30,10 +33,14 @@ def main():
     ap.add_argument("--backend", default="triton")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--B", type=int, default=None)
+    ap.add_argument("--T", type=int, default=None)
+    ap.add_argument("--json", default=None, metavar="OUT")
     args = ap.parse_args()
     gates = tuple(GATES[g] for g in args.gates)
     beta = "eta" if args.target == "self" and "beta" in gates else None
-    case = nk_cases.Case(args.op, SHAPES[args.op], torch.bfloat16,
+    shape = dict(SHAPES[args.op], **{n: getattr(args, n) for n in ("B", "T") if getattr(args, n)})
+    case = nk_cases.Case(args.op, shape, torch.bfloat16,
                          dict(chunk_size=args.chunk, target=args.target, read=args.read),
                          dict(gates=gates, beta=beta) if beta else dict(gates=gates), "profile")
     fn, _ = nk_cases.load_op(args.op)
@@ -55,7 +62,13 @@ def main():
             step()
         sync()
     print(f"{args.op} {case} backend={args.backend}, {args.reps} calls (fwd+bwd):")
-    print(prof.key_averages().table(sort_by="cuda_time_total" if args.device == "cuda" else "cpu_time_total", row_limit=15, max_name_column_width=60))
+    events = prof.key_averages()
+    print(events.table(sort_by="cuda_time_total" if args.device == "cuda" else "cpu_time_total", row_limit=15,
+                       max_name_column_width=60))
+    if args.json:
+        total = "device_time_total" if args.device == "cuda" else "cpu_time_total"
+        with open(args.json, "w") as f:
+            json.dump({e.key: getattr(e, total) / args.reps for e in events}, f, indent=1)
 
 
 if __name__ == "__main__":
