@@ -37,6 +37,7 @@ import triton  # noqa: E402
 from gpu_check_utils import compile_sm90, ptxas_usage  # noqa: E402
 
 from nested_kernels.ops.linear_memory import triton_backend as tbk  # noqa: E402
+from nested_kernels.ops.linear_memory.api import OP  # noqa: E402
 from nested_kernels.ops.linear_memory import triton_bwd as tb, triton_fwd as tf  # noqa: E402
 
 SHARED_LIMIT = 232448          # bytes of shared memory an H100 block may use (227 KB)
@@ -136,7 +137,7 @@ def launches(cfg, env):
             names = ("o", "M", "S", "M_chunk")
             grads = {n: torch.zeros_like(t) if t.is_floating_point() and t.numel() else None
                      for n, t in zip(names, outs)}
-            tbk.backward(inputs, outs, grads, c)
+            tbk.backward(inputs, dict(zip(OP.outputs, outs)), grads, c)
         return sink
     finally:
         for k, v in old.items():

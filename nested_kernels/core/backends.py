@@ -45,10 +45,14 @@ class Backend:
     backward(inputs, outputs, grads, cfg) -> dict input name -> gradient; None means the
       gradients come from autograd through ``forward`` (pure-PyTorch backends).
     unsupported(inputs, cfg) -> None when this backend can run these inputs, else the reason.
+    residuals(inputs, cfg) -> empty tensors shaped like the residual outputs ``forward`` returns
+      after the op's public ones (tensors its ``backward`` reuses instead of recomputing them;
+      see custom_op.OpSpec); None: the backend returns none (they travel as empty tensors).
     """
     forward: Callable
     backward: Optional[Callable] = None
     unsupported: Callable[[Inputs, dict], Optional[str]] = _never
+    residuals: Optional[Callable] = None
 
 
 def triton_unavailable_reason(device: torch.device) -> Optional[str]:

@@ -157,11 +157,16 @@ class OpSpec:
     """A differentiable op: ``spec(cfg, **inputs) -> dict`` of outputs (see module docstring).
 
     fake(inputs: dict, cfg) -> tuple of empty output tensors with the right shapes and dtypes.
+    ``residuals``: names of extra outputs, after ``outputs``, that a backend may return for its own
+    backward (e.g. per-chunk states it would otherwise recompute); autograd keeps them with the
+    outputs, the public function ignores them. A backend without them (``Backend.residuals`` is
+    None) gets empty tensors in their place.
     """
 
     def __init__(self, name: str, inputs: Sequence[str], outputs: Sequence[str],
-                 fake: Callable, backends: Mapping[str, Backend]):
-        self.name, self.inputs, self.outputs = name, tuple(inputs), tuple(outputs)
+                 fake: Callable, backends: Mapping[str, Backend], residuals: Sequence[str] = ()):
+        self.name, self.inputs = name, tuple(inputs)
+        self.outputs = tuple(outputs) + tuple(residuals)
         self.backends = dict(backends)
         self._fake_outputs = fake
         qual = f"{_LIB}::{name}"
@@ -185,7 +190,8 @@ class OpSpec:
 
     # -- kernels --------------------------------------------------------------------------
     def _run(self, named: dict, cfg: dict) -> list:
-        return [o.contiguous() for o in self.backends[cfg["backend"]].forward(named, cfg)]
+        outs = [o.contiguous() for o in self.backends[cfg["backend"]].forward(named, cfg)]
+        return outs + [outs[0].new_empty(0) for _ in range(len(self.outputs) - len(outs))]
 
     def _forward(self, inputs, config):
         cfg, absent = _parse(config)
@@ -193,7 +199,11 @@ class OpSpec:
 
     def _fake(self, inputs, config):
         cfg, absent = _parse(config)
-        return list(self._fake_outputs(_unpack(self.inputs, inputs, absent), cfg))
+        named = _unpack(self.inputs, inputs, absent)
+        outs = list(self._fake_outputs(named, cfg))
+        residuals = self.backends[cfg["backend"]].residuals
+        outs += list(residuals(named, cfg)) if residuals is not None else []
+        return outs + [outs[0].new_empty(0) for _ in range(len(self.outputs) - len(outs))]
 
     def _backward(self, inputs, outputs, grads, config):
         cfg, absent = _parse(config)

@@ -328,6 +328,44 @@ def test_registered_and_forced_fallback_message():
 
 # -- GPU only ----------------------------------------------------------------------------------
 
+def test_backward_reuses_the_forward_tile_states(monkeypatch):
+    """The forward returns its tile-start states as residual outputs; the backward runs the state
+    recurrence again only when they are missing (here: when its ``outputs`` lack them)."""
+    runs = []
+    states = triton_backend._Args.states
+    monkeypatch.setattr(triton_backend._Args, "states", lambda self, *a: runs.append(1) or states(self, *a))
+    x, st = make(T=40, gates="abm", seed=21)
+    check(x, st, read="before")
+    assert len(runs) == 1, runs               # forward only
+    runs.clear()
+    with torch.no_grad():
+        x, st = make(T=20, gates="am", seed=22)
+        t = {n: None if v is None else v.float() for n, v in x.items()}
+        inputs = dict(t, m0=st["M"].float(), s0=st["S"].float(), m_chunk0=None, position0=None, cu_seqlens=None)
+        cfg = dict(chunk_size=16, target="external", read="after", scale=1.0, output_final_state=False)
+        outs = dict(zip(api.OP.outputs, triton_backend.forward(inputs, cfg)))
+        grads = {"o": torch.randn_like(outs["o"])}
+        with_tiles = triton_backend.backward(inputs, outs, grads, cfg)
+        without = triton_backend.backward(inputs, dict(outs, tile_m=outs["o"].new_empty(0)), grads, cfg)
+    assert len(runs) == 2                     # the forward, and the backward without residuals
+    for n, g in with_tiles.items():
+        assert torch.equal(g, without[n]), n
+
+
+def test_opcheck_with_residual_outputs():
+    """The registered op with the Triton backend: fake shapes (residual tile states included),
+    autograd registration and schema (torch.library.opcheck), under the interpreter."""
+    from nested_kernels.core.custom_op import _pack
+    x, st = make(T=20, gates="abm", seed=23)
+    inputs = {n: None if t is None else t.float().requires_grad_(True) for n, t in x.items()}
+    inputs.update(m0=st["M"].float().requires_grad_(True), s0=st["S"].float().requires_grad_(True),
+                  m_chunk0=None, position0=None, cu_seqlens=None)
+    cfg = dict(chunk_size=16, target="external", read="after", scale=1.0, output_final_state=True,
+               backend="triton")
+    tensors, config = _pack("linear_memory", api.INPUTS, inputs, cfg)
+    torch.library.opcheck(api.OP.op, (tensors, config))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("gates,target,read,C,K,V", [("abm", "external", "after", 64, 64, 64),

@@ -35,7 +35,8 @@ def _fake(inputs, cfg):
 
 
 BACKENDS = {"reference": Backend(reference.forward), "torch": Backend(chunk.forward)}
-OP = OpSpec("linear_memory", INPUTS, OUTPUTS, _fake, BACKENDS)
+# residual outputs: the Triton backend's tile-start states, reused by its backward
+OP = OpSpec("linear_memory", INPUTS, OUTPUTS, _fake, BACKENDS, residuals=("tile_m", "tile_s"))
 
 
 def _register_backend(name: str, backend: Backend) -> None:

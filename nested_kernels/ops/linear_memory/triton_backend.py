@@ -35,6 +35,7 @@ import torch
 
 from ...core.alloc import new_empty
 from ...core.backends import Backend
+from ...core.sequences import num_sequences
 from ...core.triton_launch import float64_unsupported, interpreting as _interpreting, mma_sync, ptxas_options
 from .inputs import empty_outputs
 
@@ -92,6 +93,24 @@ def _exact_tile() -> int:
     if bt not in EXACT_TILES:
         raise ValueError(f"NESTED_KERNELS_LM_TRITON_EXACT_TILE={bt} must be one of {EXACT_TILES}")
     return bt
+
+
+def _n_tiles(B: int, T: int, BT: int, N: int) -> int:
+    """Upper bound on the number of tiles, without a device sync: Σ ceil((L + p)/BT) ≤ B·T/BT + 2N."""
+    return (B * T) // BT + 2 * N
+
+
+def residuals(inputs, cfg) -> tuple:
+    """Empty stand-ins of the forward's residual outputs (OpSpec ``residuals``): the tile-start
+    states M and S [tiles, H, K, V] in the storage dtype (S empty without mu), which the backward
+    reuses instead of running the state recurrence again."""
+    q = inputs["q"]
+    B, T, H, K = q.shape
+    V = K if cfg["target"] == "self" else inputs["v"].shape[-1]
+    BT = _exact_tile() if cfg["chunk_size"] == 1 else cfg["chunk_size"]
+    n = _n_tiles(B, T, BT, num_sequences(B, inputs["cu_seqlens"]))
+    state = lambda *shape: new_empty(*shape, dtype=_store_dtype(q.dtype), device=q.device)  # noqa: E731
+    return state(n, H, K, V), state(n, H, K, V) if inputs["mu"] is not None else state(0)
 
 
 def _warps(C: int) -> int:
@@ -183,8 +202,7 @@ class _Args:
         nt = torch.where(self.lengths > 0, (self.lengths + p + BT - 1) // BT, 0)
         ends = torch.cumsum(nt, 0)
         self.tile_base = (ends - nt).contiguous()
-        # upper bound on the number of tiles (no device sync): Σ ceil((L + p)/BT) ≤ B·T/BT + 2N
-        self.n_tiles = (self.B * self.T) // BT + 2 * self.N
+        self.n_tiles = _n_tiles(self.B, self.T, BT, self.N)
         g = torch.arange(self.n_tiles, device=self.device)
         seq = torch.searchsorted(ends, g, right=True)
         valid = seq < self.N
@@ -233,12 +251,12 @@ class _Args:
                 PREC=self.prec, **_launch_options(self.warps), **self.flags)
         return f
 
-    def states(self, f, finals=None):
-        """Run the recurrence; returns the tile-start states (M, S or None) [tiles, H, K, V]."""
+    def states(self, f, finals, tiles):
+        """Run the recurrence, writing the tile-start states into ``tiles`` (M, S: [tiles, H, K, V];
+        S empty without mu) and the final states into ``finals`` (M, S, M_chunk) when given."""
         from .triton_fwd import _state_fwd_kernel
         m_out, s_out, mc_out = finals if finals is not None else (None, None, None)
-        saved_m = new_empty(self.n_tiles, self.H, self.K, self.V, dtype=self.store, device=self.device)
-        saved_s = torch.empty_like(saved_m) if self.mu is not None else None
+        saved_m, saved_s = tiles[0], tiles[1] if self.mu is not None else None
         with _mma_mode("fwd"):
             _state_fwd_kernel[(self.NV, self.N * self.H)](
                 self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["xu"], f["yu"], f["tsc"], self.m0, self.s0,
@@ -246,13 +264,12 @@ class _Args:
                 self.H, K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_OFF=self.has_off,
                 HAS_M0=self.m0 is not None, HAS_S0=self.s0 is not None, OUTPUT_FINAL=finals is not None,
                 SAVE_STATES=True, PREC=self.prec, **_launch_options(self.warps), **self.flags)
-        return saved_m, saved_s
 
-    def outputs(self, f, saved, o):
+    def outputs(self, f, tiles, o):
         from .triton_fwd import _out_kernel
         with _mma_mode("fwd"):
             _out_kernel[(self.n_tiles, self.H, self.V // self.BV_OUT)](
-                f["qw"], f["qz"], f["ou"], saved[0], saved[1], o, self.tile_seq, self.tile_idx, self.cu,
+                f["qw"], f["qz"], f["ou"], tiles[0], tiles[1] if self.mu is not None else None, o, self.tile_seq, self.tile_idx, self.cu,
                 self.pos, self.T, self.H, K=self.K, V=self.V, BT=self.BT, BV=self.BV_OUT,
                 HAS_MU=self.mu is not None, READ=self.read, HAS_OU=self.has_ou,
                 HAS_POS=self.pos is not None, IS_VARLEN=self.cu is not None, PREC=self.prec,
@@ -267,13 +284,17 @@ def forward(inputs, cfg):
     if cfg["output_final_state"]:
         st = lambda: new_empty(N, H, K, V, dtype=torch.float32, device=a.device)  # noqa: E731
         finals = (st(), st() if a.mu is not None else None, st())
+    tiles = residuals(inputs, cfg)       # the tile-start states, kept for the backward
+    for t in tiles:     # slots past the last tile (at most 2N, all after the first B·T // BT) stay 0
+        t[(B * T) // a.BT:].zero_()
     if N * H:
         f = a.prep(store_ainv=False)
-        a.outputs(f, a.states(f, finals), o)
+        a.states(f, finals, tiles)
+        a.outputs(f, tiles, o)
     if finals is None:
-        return (o,) + empty_outputs(inputs["q"], V)
+        return (o,) + empty_outputs(inputs["q"], V) + tiles
     M, S, Mc = finals
-    return o, M, S if S is not None else M.new_empty(0), Mc, a.final_pos.clone()
+    return (o, M, S if S is not None else M.new_empty(0), Mc, a.final_pos.clone()) + tiles
 
 
 def _grad_or_none(grads, name):
@@ -308,7 +329,11 @@ def backward(inputs, outputs, grads, cfg):
 
     if N * H:
         f = a.prep(store_ainv=True)
-        saved_m, saved_s = a.states(f)
+        tiles = (outputs["tile_m"], outputs["tile_s"])
+        if tiles[0].numel() == 0:     # the forward's residuals did not come (e.g. another backend ran it)
+            tiles = residuals(inputs, cfg)
+            a.states(f, None, tiles)
+        saved_m, saved_s = tiles[0], tiles[1] if a.mu is not None else None
         adj_m = torch.empty_like(saved_m)
         adj_s = torch.empty_like(saved_m) if a.mu is not None else None
         from .triton_bwd import _grad_kernel, _state_bwd_kernel
@@ -354,4 +379,4 @@ def backward(inputs, outputs, grads, cfg):
     return out
 
 
-BACKEND = Backend(forward, backward, unsupported)
+BACKEND = Backend(forward, backward, unsupported, residuals)
