@@ -8,8 +8,9 @@
 # Environment: VERIFY_ARGS (extra verify arguments), BENCH_ARGS (extra pytest arguments, e.g.
 # "-k linear_memory"), NO_BUILD=1 (skip the CUDA extension build), NESTED_KERNELS_COMMIT=<hash>
 # (the device copy of the tree has no .git: without it rows say "commit unknown"), SKIP_VERIFY=1,
-# SKIP_BENCH=1 (one 10-minute call rarely holds both at the issue shapes: Triton JIT compiles alone
-# took ~5 min of the first quick verify on the H100).
+# SKIP_BENCH=1 (one 10-minute call rarely holds both at the issue shapes: Triton JIT compiles took
+# ~15 min of a serial quick verify on the H100; verify now spreads its cases over --jobs worker
+# processes, min(8, CPUs) by default on CUDA, which brought the quick set to ~5 min).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
