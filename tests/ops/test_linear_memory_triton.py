@@ -352,6 +352,14 @@ def test_backward_reuses_the_forward_tile_states(monkeypatch):
         assert torch.equal(g, without[n]), n
 
 
+def test_per_kernel_warps(monkeypatch):
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_WARPS", "16")
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_WARPS_GRAD", "4")
+    assert [triton_backend._warps(64, k) for k in ("prep", "state", "out", "grad")] == [16, 16, 16, 4]
+    monkeypatch.delenv("NESTED_KERNELS_LM_TRITON_WARPS")
+    assert (triton_backend._warps(64, "prep"), triton_backend._warps(32, "out")) == (8, 4)
+
+
 def test_opcheck_with_residual_outputs():
     """The registered op with the Triton backend: fake shapes (residual tile states included),
     autograd registration and schema (torch.library.opcheck), under the interpreter."""

@@ -19,7 +19,8 @@ Triton is imported only when a kernel first runs, so importing the package never
 Tuning knobs (environment, read at each call): NESTED_KERNELS_LM_TRITON_BV (V block of the
 sequential kernels), NESTED_KERNELS_LM_TRITON_BV_OUT (output kernel, default 64),
 NESTED_KERNELS_LM_TRITON_BV_GRAD (gradient kernel, default the BV of the sequential kernels),
-NESTED_KERNELS_LM_TRITON_WARPS, NESTED_KERNELS_LM_TRITON_PRECISION (tl.dot input precision:
+NESTED_KERNELS_LM_TRITON_WARPS (and _WARPS_PREP, _STATE, _OUT, _GRAD per kernel),
+NESTED_KERNELS_LM_TRITON_PRECISION (tl.dot input precision:
 "tf32", "tf32x3" or "ieee", or "bf16" / "fp16" operands; default tf32x3 for float32 inputs, bf16
 operands for bfloat16 and tf32 for float16; the (I + A)⁻¹ products stay at least tf32),
 NESTED_KERNELS_LM_TRITON_STORE (dtype of the stored factors and per-tile states: "bf16" or
@@ -113,9 +114,13 @@ def residuals(inputs, cfg) -> tuple:
     return state(n, H, K, V), state(n, H, K, V) if inputs["mu"] is not None else state(0)
 
 
-def _warps(C: int) -> int:
-    env = os.environ.get("NESTED_KERNELS_LM_TRITON_WARPS")
-    return int(env) if env else (4 if C <= 32 else 8)
+def _warps(BT: int, kernel: str) -> int:
+    """num_warps of ``kernel`` ("prep", "state": both sequential kernels, "out" or "grad"):
+    NESTED_KERNELS_LM_TRITON_WARPS_<KERNEL> if set, else NESTED_KERNELS_LM_TRITON_WARPS, else 4
+    for tiles of at most 32 tokens and 8 above (python/sweep_linear_memory_triton.py times them)."""
+    env = os.environ.get(f"NESTED_KERNELS_LM_TRITON_WARPS_{kernel.upper()}") or \
+        os.environ.get("NESTED_KERNELS_LM_TRITON_WARPS")
+    return int(env) if env else (4 if BT <= 32 else 8)
 
 
 def _mma_mode(kernel: str):
@@ -215,7 +220,6 @@ class _Args:
         self.BV_OUT = _block_v(self.K, self.V, "NESTED_KERNELS_LM_TRITON_BV_OUT", 64)
         self.BV_GRAD = _block_v(self.K, self.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD", self.BV)
         self.BC = min(self.K, self.V, 32)
-        self.warps = _warps(BT)
         self.prec = _precision(q.dtype)
         self.store = _store_dtype(q.dtype)
         has_mu, has_beta = self.mu is not None, self.beta is not None
@@ -248,7 +252,7 @@ class _Args:
                 K=K, V=V, BT=self.BT, BC=self.BC, LOG2BT=self.BT.bit_length() - 1,
                 HAS_ALPHA=self.la is not None, SELF_TARGET=self.self_target, READ=self.read,
                 HAS_OFF=self.has_off, HAS_OU=self.has_ou, STORE_AINV=f["ainv"] is not None,
-                PREC=self.prec, **_launch_options(self.warps), **self.flags)
+                PREC=self.prec, **_launch_options(_warps(self.BT, "prep")), **self.flags)
         return f
 
     def states(self, f, finals, tiles):
@@ -263,17 +267,19 @@ class _Args:
                 self.mc0, self.pos, self.cu, self.tile_base, m_out, s_out, mc_out, saved_m, saved_s, self.T,
                 self.H, K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_OFF=self.has_off,
                 HAS_M0=self.m0 is not None, HAS_S0=self.s0 is not None, OUTPUT_FINAL=finals is not None,
-                SAVE_STATES=True, PREC=self.prec, **_launch_options(self.warps), **self.flags)
+                SAVE_STATES=True, PREC=self.prec, **_launch_options(_warps(self.BT, "state")),
+                **self.flags)
 
     def outputs(self, f, tiles, o):
         from .triton_fwd import _out_kernel
         with _mma_mode("fwd"):
             _out_kernel[(self.n_tiles, self.H, self.V // self.BV_OUT)](
-                f["qw"], f["qz"], f["ou"], tiles[0], tiles[1] if self.mu is not None else None, o, self.tile_seq, self.tile_idx, self.cu,
-                self.pos, self.T, self.H, K=self.K, V=self.V, BT=self.BT, BV=self.BV_OUT,
+                f["qw"], f["qz"], f["ou"], tiles[0], tiles[1] if self.mu is not None else None, o,
+                self.tile_seq, self.tile_idx, self.cu, self.pos, self.T, self.H, K=self.K, V=self.V, BT=self.BT,
+                BV=self.BV_OUT,
                 HAS_MU=self.mu is not None, READ=self.read, HAS_OU=self.has_ou,
                 HAS_POS=self.pos is not None, IS_VARLEN=self.cu is not None, PREC=self.prec,
-                **_launch_options(self.warps))
+                **_launch_options(_warps(self.BT, "out")))
 
 
 def forward(inputs, cfg):
@@ -343,14 +349,14 @@ def backward(inputs, outputs, grads, cfg):
                 a.k, f["xw"], f["xz"], f["yw"], f["yz"], f["qw"], f["qz"], f["tsc"], dO, a.pos, a.cu,
                 a.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, T, H,
                 K=K, V=V, BT=a.BT, BV=a.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
-                HAS_DMCF=dMcf is not None, PREC=a.prec, **_launch_options(a.warps), **flags)
+                HAS_DMCF=dMcf is not None, PREC=a.prec, **_launch_options(_warps(a.BT, "state")), **flags)
         with _mma_mode("grad"):
             _grad_kernel[(a.n_tiles, H)](
                 a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.tile_seq, a.tile_idx, a.cu, a.pos,
                 f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
                 T, H, a.scale, K=K, V=V, BT=a.BT, BV=a.BV_GRAD, HAS_ALPHA=a.la is not None,
-                SELF_TARGET=a.self_target, PREC=a.prec, **_launch_options(a.warps), **flags)
+                SELF_TARGET=a.self_target, PREC=a.prec, **_launch_options(_warps(a.BT, "grad")), **flags)
     else:
         dm0.zero_()
         for t in (ds0, dmc0):
