@@ -6,6 +6,8 @@ importing the package never imports Triton).
 * ``seq_bounds`` — (first flat row, length, start position inside its chunk) of one sequence.
 * ``decay`` / ``momentum`` — the gate matrices of one tile (DESIGN_chunk_algebra §1): Γ, Γ_prev,
   γ, γ_prev from log α and D, D_prev, m, m_prev from μ (rt = arange(BT) indexes the tile's rows).
+* ``tile_gates`` — all gate matrices of one tile loaded from its log α / μ rows: decay, momentum
+  and their products Φ = Γ D, Φ_prev = Γ_prev D, ν, ν_prev.
 * ``row_of`` / ``at`` / ``sum2`` — row / element selection by a one-hot mask, full sum.
 * ``mm`` — a @ b in float32 with the operand precision of a PREC constexpr.
 * ``cast`` — float32 x in ``dtype``, bfloat16 rounded to nearest even also under the interpreter
@@ -116,6 +118,36 @@ def momentum(mu, rt):
     m = tl.where(zc == 0, (1.0 - 2.0 * (nc % 2).to(tl.float32)) * tl.exp(cl), 0.0)
     mp = tl.where(zcp == 0, (1.0 - 2.0 * (ncp % 2).to(tl.float32)) * tl.exp(clp), 0.0)
     return D, Dp, m, mp
+
+
+@triton.jit
+def tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT: tl.constexpr, HAS_ALPHA: tl.constexpr,
+               HAS_MU: tl.constexpr, PREC: tl.constexpr):
+    """Γ, Γ_prev, γ, γ_prev, D, D_prev, m, m_prev, Φ, Φ_prev, ν, ν_prev of one tile whose rows
+    ``grow`` (valid where ``mt``) index log α and μ; Φ = Γ D and Φ_prev = Γ_prev D are products of
+    precision PREC. Without momentum D..ν_prev are placeholders: D = Γ, Φ = Γ, m = ν = 0."""
+    if HAS_ALPHA:
+        la = tl.load(la_ptr + grow, mask=mt, other=0.0).to(tl.float32)
+    else:
+        la = tl.zeros([BT], dtype=tl.float32)
+    G, Gp, g, gp = decay(la, rt, HAS_ALPHA)
+    if HAS_MU:
+        mu = tl.load(mu_ptr + grow, mask=mt, other=1.0).to(tl.float32)
+        D, Dp, m, mp = momentum(mu, rt)
+        Phi = mm(G, D, PREC)
+        Phip = mm(Gp, D, PREC)
+        nu = tl.sum(G * m[None, :], 1)
+        nup = tl.sum(Gp * m[None, :], 1)
+    else:
+        D = G
+        Dp = Gp
+        m = g * 0.0
+        mp = m
+        Phi = G
+        Phip = Gp
+        nu = m
+        nup = m
+    return G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup
 
 
 @triton.jit

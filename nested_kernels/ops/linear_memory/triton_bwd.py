@@ -32,7 +32,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ...core.triton_helpers import decay, mm, momentum, row_of, seq_bounds, sum2
+from ...core.triton_helpers import mm, row_of, seq_bounds, sum2, tile_gates
 from .triton_fwd import _load_rows, _tile_rows
 
 
@@ -122,35 +122,6 @@ def _state_bwd_kernel(k, xw, xz, yw, yz, qw, qz, tsc, do, pos, cu, tile_base, dm
 # tile-parallel: token gradients
 # ------------------------------------------------------------------------------------------
 @triton.jit
-def _gates(la_ptr, mu_ptr, grow, mt, rt, BT: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_MU: tl.constexpr,
-           PREC: tl.constexpr):
-    """Gate matrices of a tile: Γ, Γ_prev, γ, γ_prev, Φ, Φ_prev and (μ) D, D_prev, m, m_prev, ν,
-    ν_prev (placeholders without μ)."""
-    if HAS_ALPHA:
-        la = tl.load(la_ptr + grow, mask=mt, other=0.0).to(tl.float32)
-    else:
-        la = tl.zeros([BT], dtype=tl.float32)
-    G, Gp, g, gp = decay(la, rt, HAS_ALPHA)
-    if HAS_MU:
-        mu = tl.load(mu_ptr + grow, mask=mt, other=1.0).to(tl.float32)
-        D, Dp, m, mp = momentum(mu, rt)
-        Phi = mm(G, D, PREC)
-        Phip = mm(Gp, D, PREC)
-        nu = tl.sum(G * m[None, :], 1)
-        nup = tl.sum(Gp * m[None, :], 1)
-    else:
-        D = G
-        Dp = Gp
-        m = g
-        mp = g
-        Phi = G
-        Phip = Gp
-        nu = g
-        nup = g
-    return G, Gp, g, gp, Phi, Phip, D, Dp, m, mp, nu, nup
-
-
-@triton.jit
 def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
                  saved_m, saved_s, adj_m, adj_s, do,
                  dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
@@ -188,7 +159,8 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
 
     # ---------------- per-tile constants ----------------
     et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
-    G, Gp, g, gp, Phi, Phip, D, Dp, m, mp, nu, nup = _gates(la_ptr, mu_ptr, grow, mt, rt, BT, HAS_ALPHA, HAS_MU, PREC)
+    G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT, HAS_ALPHA, HAS_MU,
+                                                                  PREC)
     fL = row_of(Phi, sel)
     kx = _load_rows(k, grow, rk, mt, K)
     if HAS_BETA:
@@ -374,7 +346,8 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
 
     # ---------------- n×n adjoints, once per tile ----------------
     # reloaded and recomputed rather than kept live across the loop (registers)
-    G, Gp, g, gp, Phi, Phip, D, Dp, m, mp, nu, nup = _gates(la_ptr, mu_ptr, grow, mt, rt, BT, HAS_ALPHA, HAS_MU, PREC)
+    G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT, HAS_ALPHA, HAS_MU,
+                                                                  PREC)
     kx = _load_rows(k, grow, rk, mt, K)
     if HAS_BETA:
         bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ...core.triton_helpers import at, decay, mm, momentum, row_of, seq_bounds, unit_lower_inverse
+from ...core.triton_helpers import at, mm, row_of, seq_bounds, tile_gates, unit_lower_inverse
 
 
 # ------------------------------------------------------------------------------------------
@@ -112,22 +112,10 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
     empty = (e - s - 1 < 0).to(tl.float32)
 
     et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
-    if HAS_ALPHA:
-        la = tl.load(la_ptr + grow, mask=mt, other=0.0).to(tl.float32)
-    else:
-        la = tl.zeros([BT], dtype=tl.float32)
-    G, Gp, g, gp = decay(la, rt, HAS_ALPHA)
+    G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT, HAS_ALPHA, HAS_MU,
+                                                                PREC)
     if HAS_MU:
-        mu = tl.load(mu_ptr + grow, mask=mt, other=1.0).to(tl.float32)
-        D, Dp, m, mp = momentum(mu, rt)
-        Phi = mm(G, D, PREC)
-        Phip = mm(Gp, D, PREC)
-        nu = tl.sum(G * m[None, :], 1)
-        nup = tl.sum(Gp * m[None, :], 1)
         dn = row_of(D, sel)
-    else:
-        Phi = G
-        Phip = Gp
     phin = row_of(Phi, sel)
 
     # tile-end scalars γ_n, ν_n, m_n (1, 0, 1 for an empty tile)

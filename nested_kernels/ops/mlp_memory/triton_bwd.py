@@ -23,9 +23,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ...core.triton_helpers import act, act_grad, act_grad2, at, mm, row_of, seq_bounds, sum2
+from ...core.triton_helpers import act, act_grad, act_grad2, at, mm, row_of, seq_bounds, sum2, tile_gates
 from .triton_common import exchange, gate_grads, off_w1, off_w2
-from .triton_fwd import tile_gates
 
 
 @triton.jit

@@ -28,38 +28,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ...core.triton_helpers import act, act_grad, at, decay, mm, momentum, row_of, seq_bounds, \
-    unit_lower_inverse
+from ...core.triton_helpers import act, act_grad, at, mm, row_of, seq_bounds, tile_gates, unit_lower_inverse
 from .triton_common import exchange, off_w1, off_w2
-
-
-@triton.jit
-def tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT: tl.constexpr, HAS_ALPHA: tl.constexpr,
-               HAS_MU: tl.constexpr, PREC: tl.constexpr):
-    """Γ, Γ_prev, γ, γ_prev, D, D_prev, m, m_prev, Φ, Φ_prev, ν, ν_prev of one tile (D..ν_prev are
-    placeholders without momentum: Φ = Γ, ν = 0)."""
-    if HAS_ALPHA:
-        la = tl.load(la_ptr + grow, mask=mt, other=0.0).to(tl.float32)
-    else:
-        la = tl.zeros([BT], dtype=tl.float32)
-    G, Gp, g, gp = decay(la, rt, HAS_ALPHA)
-    if HAS_MU:
-        mu = tl.load(mu_ptr + grow, mask=mt, other=1.0).to(tl.float32)
-        D, Dp, m, mp = momentum(mu, rt)
-        Phi = tl.dot(G, D, input_precision=PREC)
-        Phip = tl.dot(Gp, D, input_precision=PREC)
-        nu = tl.sum(G * m[None, :], 1)
-        nup = tl.sum(Gp * m[None, :], 1)
-    else:
-        D = G
-        Dp = Gp
-        m = g * 0.0
-        mp = m
-        Phi = G
-        Phip = Gp
-        nu = m
-        nup = m
-    return G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup
 
 
 @triton.jit
