@@ -252,12 +252,13 @@ def _fallback_on_resources(kernel_fn, torch_fn):
         from triton.runtime.errors import OutOfResources
         inputs, cfg = args[0], args[-1]
         F = inputs["w1"].shape[-1]
-        key = (kernel_fn.__name__, json.dumps(cfg, sort_keys=True), inputs["q"].dtype, F)
-        bf = _F_BLOCKS.get(key, 16)
+        key = lambda: (kernel_fn.__name__, json.dumps(cfg, sort_keys=True), inputs["q"].dtype, F)  # noqa: E731
+        first = bf = _F_BLOCKS.get(key(), 16) if _F_BLOCKS else 16   # no key work until a retry happened
         while True:
             try:
                 out = kernel_fn(*args, bf=bf)
-                _F_BLOCKS[key] = bf
+                if bf != first:
+                    _F_BLOCKS[key()] = bf
                 return out
             except OutOfResources as e:
                 if bf * 2 > F or os.environ.get("NESTED_KERNELS_MLP_TRITON_BF"):
