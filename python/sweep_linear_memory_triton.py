@@ -4,7 +4,7 @@ GPU call: which V block and warp count each kernel should default to.
     python python/sweep_linear_memory_triton.py --gates ,abm --bv 16,32,64 --warps 4,8 --json $OUT/sweep.json
 
 Every configuration (gate set × the given values of NESTED_KERNELS_LM_TRITON_BV, _WARPS,
-_BV_GRAD, _BV_OUT and the per-kernel _WARPS_PREP / _STATE / _OUT / _GRAD) runs
+_BV_GRAD, _BV_OUT, _STAGES, _MMA and the per-kernel _WARPS_PREP / _STATE / _OUT / _GRAD) runs
 python/profile_kernels.py twice in its own process: first all configurations at once with one
 call each (Triton's JIT compiles dominate and run on the CPU, so they overlap),
 then one after another with ``--reps`` profiled calls each (the GPU measured alone). Prints, per
@@ -25,6 +25,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 KNOBS = {"bv": "NESTED_KERNELS_LM_TRITON_BV", "warps": "NESTED_KERNELS_LM_TRITON_WARPS",
          "bv_grad": "NESTED_KERNELS_LM_TRITON_BV_GRAD", "bv_out": "NESTED_KERNELS_LM_TRITON_BV_OUT",
+         "stages": "NESTED_KERNELS_LM_TRITON_STAGES", "mma": "NESTED_KERNELS_LM_TRITON_MMA",
          **{f"warps_{k}": f"NESTED_KERNELS_LM_TRITON_WARPS_{k.upper()}" for k in ("prep", "state", "out", "grad")}}
 KERNELS = ("_prep_kernel", "_state_fwd_kernel", "_out_kernel", "_state_bwd_kernel", "_grad_kernel")
 

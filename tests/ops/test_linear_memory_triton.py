@@ -360,6 +360,16 @@ def test_per_kernel_warps(monkeypatch):
     assert (triton_backend._warps(64, "prep"), triton_backend._warps(32, "out")) == (8, 4)
 
 
+def test_stages_knob(monkeypatch):
+    """The pipelining depth of the sequential walks: 0..4, always 0 (the while loop) under the
+    interpreter; anything else is a ValueError naming the variable."""
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_STAGES", "3")
+    assert triton_backend._stages() == 0
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_STAGES", "5")
+    with pytest.raises(ValueError, match="NESTED_KERNELS_LM_TRITON_STAGES"):
+        triton_backend._stages()
+
+
 def test_opcheck_with_residual_outputs():
     """The registered op with the Triton backend: fake shapes (residual tile states included),
     autograd registration and schema (torch.library.opcheck), under the interpreter."""

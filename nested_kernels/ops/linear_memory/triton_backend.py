@@ -37,7 +37,7 @@ import torch
 from ...core.alloc import new_empty
 from ...core.backends import Backend
 from ...core.sequences import num_sequences
-from ...core.triton_launch import float64_unsupported, interpreting as _interpreting, mma_sync, ptxas_options
+from ...core.triton_launch import env_int, float64_unsupported, interpreting as _interpreting, mma_sync, ptxas_options
 from .inputs import empty_outputs
 
 SUPPORTED_CHUNK = (1, 16, 32, 64, 128)
@@ -121,6 +121,18 @@ def _warps(BT: int, kernel: str) -> int:
     env = os.environ.get(f"NESTED_KERNELS_LM_TRITON_WARPS_{kernel.upper()}") or \
         os.environ.get("NESTED_KERNELS_LM_TRITON_WARPS")
     return int(env) if env else (4 if BT <= 32 else 8)
+
+
+def _stages() -> int:
+    """Software-pipelining depth of the two sequential tile walks (``STAGES`` of _state_fwd_kernel
+    and _state_bwd_kernel): NESTED_KERNELS_LM_TRITON_STAGES, 0 (a while loop, which Triton does not
+    pipeline) by default; 1..4 a ``tl.range`` for loop of that depth (the next tiles' rows load
+    while the current one computes). The interpreter always takes the while loop: it cannot run
+    ``range`` over a bound loaded from memory."""
+    stages = env_int("NESTED_KERNELS_LM_TRITON_STAGES", 0)
+    if not 0 <= stages <= 4:
+        raise ValueError(f"NESTED_KERNELS_LM_TRITON_STAGES={stages} must be in 0..4")
+    return 0 if _interpreting() else stages
 
 
 def _mma_mode(kernel: str):
@@ -267,7 +279,8 @@ class _Args:
                 self.mc0, self.pos, self.cu, self.tile_base, m_out, s_out, mc_out, saved_m, saved_s, self.T,
                 self.H, K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_OFF=self.has_off,
                 HAS_M0=self.m0 is not None, HAS_S0=self.s0 is not None, OUTPUT_FINAL=finals is not None,
-                SAVE_STATES=True, PREC=self.prec, **_launch_options(_warps(self.BT, "state")),
+                SAVE_STATES=True, PREC=self.prec, STAGES=_stages(),
+                **_launch_options(_warps(self.BT, "state")),
                 **self.flags)
 
     def outputs(self, f, tiles, o):
@@ -349,7 +362,8 @@ def backward(inputs, outputs, grads, cfg):
                 a.k, f["xw"], f["xz"], f["yw"], f["yz"], f["qw"], f["qz"], f["tsc"], dO, a.pos, a.cu,
                 a.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, T, H,
                 K=K, V=V, BT=a.BT, BV=a.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
-                HAS_DMCF=dMcf is not None, PREC=a.prec, **_launch_options(_warps(a.BT, "state")), **flags)
+                HAS_DMCF=dMcf is not None, PREC=a.prec, STAGES=_stages(),
+                **_launch_options(_warps(a.BT, "state")), **flags)
         with _mma_mode("grad"):
             _grad_kernel[(a.n_tiles, H)](
                 a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.tile_seq, a.tile_idx, a.cu, a.pos,

@@ -40,13 +40,53 @@ from .triton_fwd import _load_rows, _tile_rows
 # sequential: adjoints of the states
 # ------------------------------------------------------------------------------------------
 @triton.jit
+def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz, qw, qz, tsc, do,
+                   adj_m, adj_s, row0, i_h, H,
+                   K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, HAS_BETA: tl.constexpr,
+                   HAS_MU: tl.constexpr, EXACT: tl.constexpr, READ: tl.constexpr, PREC: tl.constexpr):
+    """Tile i of the backward walk: stores the adjoints of its end states, returns those of its
+    start states (dM, dS) and the pending gradient of the final M_chunk (dFc)."""
+    g = tb + i
+    sv = (g * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
+    tl.store(adj_m + sv, dM.to(adj_m.dtype.element_ty))
+    if HAS_MU:
+        tl.store(adj_s + sv, dS.to(adj_s.dtype.element_ty))
+    s = tl.maximum(i * BT - p, 0)
+    mt = s + rt < tl.minimum((i + 1) * BT - p, L)
+    grow = (row0 + s + rt).to(tl.int64) * H + i_h
+    ts = tsc + (g * H + i_h) * 4
+    kx = _load_rows(k, grow, rk, mt, K)
+    dO = _load_rows(do, grow, rv, mt, V)
+    dX = mm(kx, dM, PREC)
+    dM0 = tl.load(ts) * dM + mm(tl.trans(_load_rows(xw, grow, rk, mt, K)), dX, PREC)
+    dM0 += mm(tl.trans(_load_rows(qw, grow, rk, mt, K)), dO, PREC)
+    if HAS_MU:
+        dY = mm(kx, dS, PREC)
+        dM0 += mm(tl.trans(_load_rows(yw, grow, rk, mt, K)), dY, PREC)
+        dS0 = tl.load(ts + 1) * dM + tl.load(ts + 2) * dS
+        if HAS_BETA or EXACT:
+            dS0 += mm(tl.trans(_load_rows(xz, grow, rk, mt, K)), dX, PREC)
+        if EXACT:
+            dS0 += mm(tl.trans(_load_rows(yz, grow, rk, mt, K)), dY, PREC)
+        if READ != 2:
+            dS0 += mm(tl.trans(_load_rows(qz, grow, rk, mt, K)), dO, PREC)
+        dS = dS0
+    # the start of the last tile is the final M_chunk unless that tile resumed a chunk
+    take = ((i > 0) | (p == 0)).to(tl.float32)
+    dM = dM0 + take * dFc
+    dFc = (1.0 - take) * dFc
+    return dM, dS, dFc
+
+
+@triton.jit
 def _state_bwd_kernel(k, xw, xz, yw, yz, qw, qz, tsc, do, pos, cu, tile_base, dm_fin, ds_fin, dmc_fin,
                       adj_m, adj_s, dm0, ds0, dmc0,
                       T, H,
                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                       HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, READ: tl.constexpr,
                       HAS_POS: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_DMF: tl.constexpr,
-                      HAS_DSF: tl.constexpr, HAS_DMCF: tl.constexpr, PREC: tl.constexpr):
+                      HAS_DSF: tl.constexpr, HAS_DMCF: tl.constexpr, PREC: tl.constexpr,
+                      STAGES: tl.constexpr):
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -75,42 +115,24 @@ def _state_bwd_kernel(k, xw, xz, yw, yz, qw, qz, tsc, do, pos, cu, tile_base, dm
             dS = tl.load(ds_fin + st).to(tl.float32)
         else:
             dS = tl.zeros([K, BV], dtype=tl.float32)
+    else:
+        dS = tl.zeros([16, 16], dtype=tl.float32)   # placeholder: no momentum state
     at_boundary = (pf == 0).to(tl.float32)
     dM += at_boundary * dMc            # final M_chunk is M_L at a chunk boundary ...
     dFc = (1.0 - at_boundary) * dMc    # ... else the start memory of the last (partial) chunk
 
-    i = nt - 1
-    while i >= 0:
-        g = tb + i
-        sv = (g * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
-        tl.store(adj_m + sv, dM.to(adj_m.dtype.element_ty))
-        if HAS_MU:
-            tl.store(adj_s + sv, dS.to(adj_s.dtype.element_ty))
-        s = tl.maximum(i * BT - p, 0)
-        mt = s + rt < tl.minimum((i + 1) * BT - p, L)
-        grow = (row0 + s + rt).to(tl.int64) * H + i_h
-        ts = tsc + (g * H + i_h) * 4
-        kx = _load_rows(k, grow, rk, mt, K)
-        dO = _load_rows(do, grow, rv, mt, V)
-        dX = mm(kx, dM, PREC)
-        dM0 = tl.load(ts) * dM + mm(tl.trans(_load_rows(xw, grow, rk, mt, K)), dX, PREC)
-        dM0 += mm(tl.trans(_load_rows(qw, grow, rk, mt, K)), dO, PREC)
-        if HAS_MU:
-            dY = mm(kx, dS, PREC)
-            dM0 += mm(tl.trans(_load_rows(yw, grow, rk, mt, K)), dY, PREC)
-            dS0 = tl.load(ts + 1) * dM + tl.load(ts + 2) * dS
-            if HAS_BETA or EXACT:
-                dS0 += mm(tl.trans(_load_rows(xz, grow, rk, mt, K)), dX, PREC)
-            if EXACT:
-                dS0 += mm(tl.trans(_load_rows(yz, grow, rk, mt, K)), dY, PREC)
-            if READ != 2:
-                dS0 += mm(tl.trans(_load_rows(qz, grow, rk, mt, K)), dO, PREC)
-            dS = dS0
-        # the start of the last tile is the final M_chunk unless that tile resumed a chunk
-        take = ((i > 0) | (p == 0)).to(tl.float32)
-        dM = dM0 + take * dFc
-        dFc = (1.0 - take) * dFc
-        i -= 1
+    if STAGES == 0:     # the interpreter's loop (it cannot take range over a loaded bound)
+        i = nt - 1
+        while i >= 0:
+            dM, dS, dFc = _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz, qw, qz,
+                                         tsc, do, adj_m, adj_s, row0, i_h, H, K, V, BT, HAS_BETA, HAS_MU,
+                                         EXACT, READ, PREC)
+            i -= 1
+    else:               # a for loop, software-pipelined: the previous tiles' rows load during this one
+        for j in tl.range(0, nt, num_stages=STAGES):
+            dM, dS, dFc = _adjoint_visit(dM, dS, dFc, nt - 1 - j, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz,
+                                         qw, qz, tsc, do, adj_m, adj_s, row0, i_h, H, K, V, BT, HAS_BETA,
+                                         HAS_MU, EXACT, READ, PREC)
     tl.store(dm0 + st, dM)
     if HAS_MU:
         tl.store(ds0 + st, dS)

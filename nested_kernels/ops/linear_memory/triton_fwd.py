@@ -291,6 +291,29 @@ def _state_step(M, S, k, xw, xz, yw, yz, xu, yu, ts, row0, s, e, i_h, i_v, H,
 
 
 @triton.jit
+def _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, tsc,
+                 mc_out, saved_m, saved_s, row0, i_h, i_v, H,
+                 K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                 HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
+                 OUTPUT_FINAL: tl.constexpr, SAVE_STATES: tl.constexpr, PREC: tl.constexpr):
+    """Tile i of the sequence walk: stores its start states (and the final M_chunk when it starts
+    the last, partial chunk), returns its end states."""
+    g = tb + i
+    if SAVE_STATES:
+        sv = (g * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
+        tl.store(saved_m + sv, M.to(saved_m.dtype.element_ty))
+        if HAS_MU:
+            tl.store(saved_s + sv, S.to(saved_s.dtype.element_ty))
+    if OUTPUT_FINAL:
+        if (i == nt - 1) & (pf != 0) & ((i > 0) | (p == 0)):   # start of the last, partial chunk
+            tl.store(mc_out + st, M)
+    s = tl.maximum(i * BT - p, 0)
+    return _state_step(M, S, k, xw, xz, yw, yz, xu, yu, tsc + (g * H + i_h) * 4,
+                       row0, s, tl.minimum((i + 1) * BT - p, L), i_h, i_v, H,
+                       K, V, BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, PREC)
+
+
+@triton.jit
 def _state_fwd_kernel(k, xw, xz, yw, yz, xu, yu, tsc, m0, s0, mc0, pos, cu, tile_base,
                       m_out, s_out, mc_out, saved_m, saved_s,
                       T, H,
@@ -298,7 +321,7 @@ def _state_fwd_kernel(k, xw, xz, yw, yz, xu, yu, tsc, m0, s0, mc0, pos, cu, tile
                       HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
                       HAS_M0: tl.constexpr, HAS_S0: tl.constexpr, HAS_POS: tl.constexpr,
                       IS_VARLEN: tl.constexpr, OUTPUT_FINAL: tl.constexpr,
-                      SAVE_STATES: tl.constexpr, PREC: tl.constexpr):
+                      SAVE_STATES: tl.constexpr, PREC: tl.constexpr, STAGES: tl.constexpr):
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -326,22 +349,18 @@ def _state_fwd_kernel(k, xw, xz, yw, yz, xu, yu, tsc, m0, s0, mc0, pos, cu, tile
         if OUTPUT_FINAL:
             if (p > 0) & (p + L < BT):    # the call ends inside the chunk it resumed
                 tl.store(mc_out + st, tl.load(mc0 + st))
-    i = i_n * 0
-    while i < nt:
-        g = tb + i
-        if SAVE_STATES:
-            sv = (g * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
-            tl.store(saved_m + sv, M.to(saved_m.dtype.element_ty))
-            if HAS_MU:
-                tl.store(saved_s + sv, S.to(saved_s.dtype.element_ty))
-        if OUTPUT_FINAL:
-            if (i == nt - 1) & (pf != 0) & ((i > 0) | (p == 0)):   # start of the last, partial chunk
-                tl.store(mc_out + st, M)
-        s = tl.maximum(i * BT - p, 0)
-        M, S = _state_step(M, S, k, xw, xz, yw, yz, xu, yu, tsc + (g * H + i_h) * 4,
-                           row0, s, tl.minimum((i + 1) * BT - p, L), i_h, i_v, H,
-                           K, V, BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, PREC)
-        i += 1
+    if STAGES == 0:     # the interpreter's loop (it cannot take range over a loaded bound)
+        i = i_n * 0
+        while i < nt:
+            M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, tsc,
+                                mc_out, saved_m, saved_s, row0, i_h, i_v, H, K, V, BT, BV, HAS_BETA,
+                                HAS_MU, EXACT, HAS_OFF, OUTPUT_FINAL, SAVE_STATES, PREC)
+            i += 1
+    else:               # a for loop, software-pipelined: the next tiles' rows load during this one
+        for i in tl.range(0, nt, num_stages=STAGES):
+            M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, tsc,
+                                mc_out, saved_m, saved_s, row0, i_h, i_v, H, K, V, BT, BV, HAS_BETA,
+                                HAS_MU, EXACT, HAS_OFF, OUTPUT_FINAL, SAVE_STATES, PREC)
     if OUTPUT_FINAL:
         tl.store(m_out + st, M)
         if HAS_MU:
