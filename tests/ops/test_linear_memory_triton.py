@@ -357,17 +357,25 @@ def test_per_kernel_warps(monkeypatch):
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_WARPS_GRAD", "4")
     assert [triton_backend._warps(64, k) for k in ("prep", "state", "out", "grad")] == [16, 16, 16, 4]
     monkeypatch.delenv("NESTED_KERNELS_LM_TRITON_WARPS")
-    assert (triton_backend._warps(64, "prep"), triton_backend._warps(32, "out")) == (8, 4)
+    assert (triton_backend._warps(64, "prep"), triton_backend._warps(32, "out"), triton_backend._warps(64, "state")) \
+        == (8, 4, 4)
 
 
 def test_stages_knob(monkeypatch):
-    """The pipelining depth of the sequential walks: 0..4, always 0 (the while loop) under the
-    interpreter; anything else is a ValueError naming the variable."""
+    """The pipelining depth of the sequential walks: 0..4 per walk, always 0 (the while loop)
+    under the interpreter; anything else is a ValueError naming the variable."""
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_STAGES", "3")
-    assert triton_backend._stages() == 0
-    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_STAGES", "5")
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_STAGES_ADJOINT", "1")
+    assert triton_backend._stages("state", torch.bfloat16) == 0
+    monkeypatch.setattr(triton_backend, "_interpreting", lambda: False)
+    assert [triton_backend._stages(k, torch.float32) for k in ("state", "adjoint")] == [3, 1]
+    monkeypatch.delenv("NESTED_KERNELS_LM_TRITON_STAGES")
+    monkeypatch.delenv("NESTED_KERNELS_LM_TRITON_STAGES_ADJOINT")
+    assert [triton_backend._stages("state", d) for d in (torch.bfloat16, torch.float32)] == [2, 0]
+    assert triton_backend._stages("adjoint", torch.bfloat16) == 0
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_STAGES_STATE", "5")
     with pytest.raises(ValueError, match="NESTED_KERNELS_LM_TRITON_STAGES"):
-        triton_backend._stages()
+        triton_backend._stages("state", torch.bfloat16)
 
 
 def test_opcheck_with_residual_outputs():

@@ -37,7 +37,7 @@ import torch
 from ...core.alloc import new_empty
 from ...core.backends import Backend
 from ...core.sequences import num_sequences
-from ...core.triton_launch import env_int, float64_unsupported, interpreting as _interpreting, mma_sync, ptxas_options
+from ...core.triton_launch import float64_unsupported, interpreting as _interpreting, mma_sync, ptxas_options
 from .inputs import empty_outputs
 
 SUPPORTED_CHUNK = (1, 16, 32, 64, 128)
@@ -117,21 +117,28 @@ def residuals(inputs, cfg) -> tuple:
 def _warps(BT: int, kernel: str) -> int:
     """num_warps of ``kernel`` ("prep", "state": both sequential kernels, "out" or "grad"):
     NESTED_KERNELS_LM_TRITON_WARPS_<KERNEL> if set, else NESTED_KERNELS_LM_TRITON_WARPS, else 4
-    for tiles of at most 32 tokens and 8 above (python/sweep_linear_memory_triton.py times them)."""
+    for the sequential kernels (H100 sweep 2026-11-26c: both walks faster with 4 than with 8 at
+    C64) and for tiles of at most 32 tokens, 8 above (python/sweep_linear_memory_triton.py times them)."""
     env = os.environ.get(f"NESTED_KERNELS_LM_TRITON_WARPS_{kernel.upper()}") or \
         os.environ.get("NESTED_KERNELS_LM_TRITON_WARPS")
-    return int(env) if env else (4 if BT <= 32 else 8)
+    return int(env) if env else (4 if BT <= 32 or kernel == "state" else 8)
 
 
-def _stages() -> int:
-    """Software-pipelining depth of the two sequential tile walks (``STAGES`` of _state_fwd_kernel
-    and _state_bwd_kernel): NESTED_KERNELS_LM_TRITON_STAGES, 0 (a while loop, which Triton does not
-    pipeline) by default; 1..4 a ``tl.range`` for loop of that depth (the next tiles' rows load
-    while the current one computes). The interpreter always takes the while loop: it cannot run
-    ``range`` over a bound loaded from memory."""
-    stages = env_int("NESTED_KERNELS_LM_TRITON_STAGES", 0)
+def _stages(kernel: str, store: torch.dtype) -> int:
+    """Software-pipelining depth of a sequential tile walk (``STAGES`` of _state_fwd_kernel,
+    ``kernel == "state"``, or _state_bwd_kernel, ``"adjoint"``): NESTED_KERNELS_LM_TRITON_STAGES_<KERNEL>
+    if set, else NESTED_KERNELS_LM_TRITON_STAGES, else 2 for the forward walk over bfloat16 factors
+    and 0 otherwise (H100 sweep 2026-11-26c, B4 T4096 H16 K=V=128 C64 bf16, 4 warps: forward walk
+    363 → 172 µs η only, 700 → 338 µs α+β+μ; the backward walk is slower pipelined, and float32
+    factors need more shared memory than an H100 block has). 0 is a while loop, which Triton does
+    not pipeline; 1..4 a ``tl.range`` loop of that depth (the next tiles' rows load while the
+    current one computes). The interpreter always takes the while loop: it cannot run ``range``
+    over a bound loaded from memory."""
+    env = os.environ.get(f"NESTED_KERNELS_LM_TRITON_STAGES_{kernel.upper()}") or \
+        os.environ.get("NESTED_KERNELS_LM_TRITON_STAGES")
+    stages = int(env) if env else (2 if kernel == "state" and store == torch.bfloat16 else 0)
     if not 0 <= stages <= 4:
-        raise ValueError(f"NESTED_KERNELS_LM_TRITON_STAGES={stages} must be in 0..4")
+        raise ValueError(f"NESTED_KERNELS_LM_TRITON_STAGES[_{kernel.upper()}]={stages} must be in 0..4")
     return 0 if _interpreting() else stages
 
 
@@ -279,7 +286,7 @@ class _Args:
                 self.mc0, self.pos, self.cu, self.tile_base, m_out, s_out, mc_out, saved_m, saved_s, self.T,
                 self.H, K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_OFF=self.has_off,
                 HAS_M0=self.m0 is not None, HAS_S0=self.s0 is not None, OUTPUT_FINAL=finals is not None,
-                SAVE_STATES=True, PREC=self.prec, STAGES=_stages(),
+                SAVE_STATES=True, PREC=self.prec, STAGES=_stages("state", self.store),
                 **_launch_options(_warps(self.BT, "state")),
                 **self.flags)
 
@@ -362,7 +369,7 @@ def backward(inputs, outputs, grads, cfg):
                 a.k, f["xw"], f["xz"], f["yw"], f["yz"], f["qw"], f["qz"], f["tsc"], dO, a.pos, a.cu,
                 a.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, T, H,
                 K=K, V=V, BT=a.BT, BV=a.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
-                HAS_DMCF=dMcf is not None, PREC=a.prec, STAGES=_stages(),
+                HAS_DMCF=dMcf is not None, PREC=a.prec, STAGES=_stages("adjoint", a.store),
                 **_launch_options(_warps(a.BT, "state")), **flags)
         with _mma_mode("grad"):
             _grad_kernel[(a.n_tiles, H)](
