@@ -357,8 +357,9 @@ def test_per_kernel_warps(monkeypatch):
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_WARPS_GRAD", "4")
     assert [triton_backend._warps(64, k) for k in ("prep", "state", "out", "grad")] == [16, 16, 16, 4]
     monkeypatch.delenv("NESTED_KERNELS_LM_TRITON_WARPS")
-    assert (triton_backend._warps(64, "prep"), triton_backend._warps(32, "out"), triton_backend._warps(64, "state")) \
-        == (8, 4, 4)
+    monkeypatch.delenv("NESTED_KERNELS_LM_TRITON_WARPS_GRAD")
+    assert [triton_backend._warps(64, k) for k in ("prep", "state", "out", "grad")] == [4, 4, 8, 8]
+    assert (triton_backend._warps(64, "grad", heavy=True), triton_backend._warps(32, "out")) == (4, 4)
 
 
 def test_stages_knob(monkeypatch):

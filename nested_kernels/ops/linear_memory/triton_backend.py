@@ -114,14 +114,19 @@ def residuals(inputs, cfg) -> tuple:
     return state(n, H, K, V), state(n, H, K, V) if inputs["mu"] is not None else state(0)
 
 
-def _warps(BT: int, kernel: str) -> int:
+def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
     """num_warps of ``kernel`` ("prep", "state": both sequential kernels, "out" or "grad"):
-    NESTED_KERNELS_LM_TRITON_WARPS_<KERNEL> if set, else NESTED_KERNELS_LM_TRITON_WARPS, else 4
-    for the sequential kernels (H100 sweep 2026-11-26c: both walks faster with 4 than with 8 at
-    C64) and for tiles of at most 32 tokens, 8 above (python/sweep_linear_memory_triton.py times them)."""
+    NESTED_KERNELS_LM_TRITON_WARPS_<KERNEL> if set, else NESTED_KERNELS_LM_TRITON_WARPS, else 4 for
+    tiles of at most 32 tokens; above, 4 for the prep and sequential kernels and for the gradient
+    kernel of ``heavy`` tiles (β or μ), 8 for the rest. H100 sweeps 2026-11-26c (B4 T4096 H16
+    K=V=128 C64 bf16, µs per fwd+bwd call, 8 → 4 warps): prep 858 → 522 (η only), 8430 → 5420
+    (α+β+μ); both walks faster; grad 1317 → 1879 (η only) but 19228 → 16054 (α+β+μ)
+    (python/sweep_linear_memory_triton.py, docs/gpu_runs/2026-11-26c_call*)."""
     env = os.environ.get(f"NESTED_KERNELS_LM_TRITON_WARPS_{kernel.upper()}") or \
         os.environ.get("NESTED_KERNELS_LM_TRITON_WARPS")
-    return int(env) if env else (4 if BT <= 32 or kernel == "state" else 8)
+    if env:
+        return int(env)
+    return 8 if BT > 32 and kernel in ("out", "grad") and not (kernel == "grad" and heavy) else 4
 
 
 def _stages(kernel: str, store: torch.dtype) -> int:
@@ -377,7 +382,8 @@ def backward(inputs, outputs, grads, cfg):
                 f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
                 T, H, a.scale, K=K, V=V, BT=a.BT, BV=a.BV_GRAD, HAS_ALPHA=a.la is not None,
-                SELF_TARGET=a.self_target, PREC=a.prec, **_launch_options(_warps(a.BT, "grad")), **flags)
+                SELF_TARGET=a.self_target, PREC=a.prec,
+                **_launch_options(_warps(a.BT, "grad", a.beta is not None or a.mu is not None)), **flags)
     else:
         dm0.zero_()
         for t in (ds0, dmc0):
