@@ -160,13 +160,15 @@ class OpSpec:
     ``residuals``: names of extra outputs, after ``outputs``, that a backend may return for its own
     backward (e.g. per-chunk states it would otherwise recompute); autograd keeps them with the
     outputs, the public function ignores them. A backend without them (``Backend.residuals`` is
-    None) gets empty tensors in their place.
+    None) gets empty tensors in their place. Residuals are non-differentiable, and autograd hands
+    the backward None (not zeros) for outputs without a gradient: no residual-sized zero tensor.
     """
 
     def __init__(self, name: str, inputs: Sequence[str], outputs: Sequence[str],
                  fake: Callable, backends: Mapping[str, Backend], residuals: Sequence[str] = ()):
         self.name, self.inputs = name, tuple(inputs)
         self.outputs = tuple(outputs) + tuple(residuals)
+        self.n_residuals = len(residuals)
         self.backends = dict(backends)
         self._fake_outputs = fake
         qual = f"{_LIB}::{name}"
@@ -228,6 +230,8 @@ class OpSpec:
         ctx.n_in = len(tensors)
         ctx.config = config
         ctx.save_for_backward(*tensors, *output)
+        ctx.mark_non_differentiable(*output[len(output) - self.n_residuals:])
+        ctx.set_materialize_grads(False)
 
     def _autograd_backward(self, ctx, grads):
         saved = ctx.saved_tensors

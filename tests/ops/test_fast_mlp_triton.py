@@ -9,6 +9,8 @@ bounds: 2e-3 in float32, 2e-2 in bf16/fp16. The reference sees the same (rounded
 """
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -188,6 +190,141 @@ def test_streaming_matches_one_call(weight_dtype):
     for a, b in zip(s2.tensors().values(), st.tensors().values()):
         if a is not None:
             assert rel_error(a, b) <= 1e-5 if a.is_floating_point() else torch.equal(a, b)
+
+
+@pytest.fixture
+def fwd_pieces(monkeypatch):
+    """Logs every ``_fwd_piece`` call as (phase, writes residuals): phase "backward" is a re-run
+    of the forward by the backward."""
+    log, phase = [], ["forward"]
+    fwd_piece, backend = triton_backend._fwd_piece, api.OP.backends["triton"]
+
+    def logged(*args, **kw):
+        log.append((phase[0], kw.get("keep") is not None))
+        return fwd_piece(*args, **kw)
+
+    def backward(*args):
+        phase[0] = "backward"
+        try:
+            return backend.backward(*args)
+        finally:
+            phase[0] = "forward"
+
+    monkeypatch.setattr(triton_backend, "_fwd_piece", logged)
+    monkeypatch.setitem(api.OP.backends, "triton", dataclasses.replace(backend, backward=backward))
+    return log
+
+
+@pytest.mark.parametrize("dtype,mlp,opts", [
+    (torch.float32, "gelu", dict(mode="target", retention=0.9)),
+    (torch.float32, "swiglu", dict(mode="teach", residual=False, final=False)),
+    (torch.bfloat16, "silu", dict(retention=0.95, weight_dtype=torch.bfloat16)),
+    (torch.float32, "gelu", dict(state=[1, 3], weight_dtype=torch.bfloat16, tol=1e-5)),
+    (torch.float32, "silu", dict(cu=[0, 5, 5, 13, 22], state="weights", eta_float=0.15)),
+    (torch.float32, "gelu", dict(cu=[0, 5, 5, 13, 22], state=[1, 0, 3, 2], retention=0.9)),
+], ids=["f32-gelu", "f32-swiglu-teach-nofinal", "bf16-silu-bf16w", "f32-gelu-bf16w-resume", "f32-silu-varlen",
+        "f32-gelu-varlen-resume"])
+def test_backward_reads_the_forward_residuals(fwd_pieces, dtype, mlp, opts):
+    """The forward writes its per-piece weight copies and activations into the op's residual
+    output and the backward runs no forward piece again; outputs and every gradient match the
+    float64 reference (SPEC §7 bounds; bf16 weights with float32 inputs: 1e-5)."""
+    opts = dict(opts)
+    cu = opts.pop("cu", None)
+    B, T = (1, cu[-1]) if cu else (2, 11)
+    x, st = make(B=B, T=T, mlp=mlp, F=48 if mlp == "swiglu" else 32, N=len(cu) - 1 if cu else None,
+                 state=opts.pop("state", None), seed=8)
+    if cu:
+        opts["cu_seqlens"] = torch.tensor(cu, dtype=torch.int32).to(DEVICE)
+    check(x, st, dtype, C=4, mlp=mlp, **opts)
+    assert fwd_pieces and all(entry == ("forward", True) for entry in fwd_pieces), fwd_pieces
+
+
+def test_backward_reruns_the_forward_when_residuals_exceed_the_budget(fwd_pieces, monkeypatch):
+    """Residuals one byte over the budget: the forward keeps none and the backward re-runs the
+    forward (here with checkpoints: the re-run counts every piece's weights and a whole chunk of
+    tokens, more than the residuals' exact count); exactly at the budget they are kept. Both
+    paths match the reference."""
+    x, st = make(T=11, mlp="gelu", seed=9)
+    inputs = dict(x=torch.zeros(2, 11, D), w0=torch.zeros(32, D), s_w0=None, position0=None, cu_seqlens=None)
+    cfg = dict(chunk_size=4, mlp="gelu", output_final_state=True, residual=True, retention=0.9,
+               weight_dtype=None)
+    size = triton_backend._residual_numel(inputs, cfg) * 4
+    assert size == 4 * (2 * 2 * D * (32 + 32) + 2 * 11 * (32 + 2 * 32 + D))     # 2 weight sets per sequence
+    monkeypatch.setenv(triton_backend.BUDGET_ENV, str(size - 1))
+    check(x, st, C=4, retention=0.9)
+    # 3 pieces of 2·(D·2F + 4·(F1+2F+D)) elements each exceed the budget: checkpoints every 2
+    # pieces, so the backward runs pieces 0, 1 (first pass), 2 (last segment), then 0, 1
+    assert fwd_pieces == [("forward", False)] * 3 + [("backward", False)] * 5, fwd_pieces
+    fwd_pieces.clear()
+    monkeypatch.setenv(triton_backend.BUDGET_ENV, str(size))
+    check(x, st, C=4, retention=0.9)
+    assert fwd_pieces == [("forward", True)] * 3, fwd_pieces
+
+
+def test_no_residuals_without_gradients():
+    """Under no_grad (or with no input requiring a gradient) the forward keeps no residuals."""
+    x, _ = make(T=9, seed=10)
+    ws = tuple(w.float().to(DEVICE) for w in x["weights"])
+    xs = x["x"].float().to(DEVICE)
+    inputs = dict(x=xs, w0=ws[0], w1=ws[1], eta=None, s_w0=None, position0=None, cu_seqlens=None)
+    cfg = dict(chunk_size=4, mlp="gelu", output_final_state=False, residual=True, retention=1.0,
+               weight_dtype=None, eta_value=0.1)
+    assert not triton_backend.keeps_residuals(inputs, cfg)
+    assert triton_backend.keeps_residuals(dict(inputs, x=xs.requires_grad_(True)), cfg)
+    with torch.no_grad():
+        assert not triton_backend.keeps_residuals(inputs, cfg)
+
+
+@pytest.mark.parametrize("mlp,varlen", [("gelu", False), ("swiglu", True)])
+def test_opcheck_with_residual_outputs(mlp, varlen):
+    """The registered op with the Triton backend keeping its residuals: fake shapes (the residual
+    buffer included), autograd registration and schema (torch.library.opcheck), under the
+    interpreter; dense with a state mid-chunk, or packed sequences (one single-piece)."""
+    from nested_kernels.core.custom_op import _pack
+    x, st = make(B=1 if varlen else 2, T=9, mlp=mlp, F=24 if mlp == "swiglu" else 32, seed=11,
+                 state=None if varlen else [1, 3])
+    f = lambda t: t.float().requires_grad_(True)  # noqa: E731
+    slots = lambda prefix, ts: {f"{prefix}{i}": f(ts[i]) if ts and i < len(ts) else None for i in range(3)}  # noqa: E731
+    inputs = dict(x=f(x["x"]), **slots("w", None if st else x["weights"]), eta=f(x["eta"]),
+                  target=f(x["signal"]), teach=None, **slots("s_w", st.get("w")), **slots("s_u", st.get("u")),
+                  position0=st.get("position"),
+                  cu_seqlens=torch.tensor([0, 2, 9], dtype=torch.int32) if varlen else None)
+    cfg = dict(chunk_size=4, mlp=mlp, residual=True, retention=0.9, eta_value=None, output_final_state=True,
+               weight_dtype=None, backend="triton")
+    cfg["keep_residuals"] = triton_backend.keeps_residuals(inputs, cfg)
+    assert cfg["keep_residuals"]
+    tensors, config = _pack("fast_mlp", api.INPUTS, inputs, cfg)
+    torch.library.opcheck(api.OP.op, (tensors, config))
+
+
+def test_torch_compile_fullgraph_keeps_residuals(fwd_pieces, monkeypatch):
+    """torch.compile(fullgraph=True) over the Triton op (swiglu, final state): the residual
+    buffer's fake shape agrees with the real forward's, the compiled backward re-runs no forward
+    piece, and outputs and gradients equal eager mode's. Inductor's and AOTAutograd's disk caches
+    are off: their keys do not cover the fake's Python code, so an entry from before a change of
+    the residual size would hold the old shape."""
+    import torch._functorch.config
+    import torch._inductor.config
+    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)
+    monkeypatch.setattr(torch._functorch.config, "enable_autograd_cache", False)
+    x, _ = make(T=11, mlp="swiglu", F=24, seed=12)
+
+    def f(xs, w0, w1, w2, eta, target):
+        y, st = fast_mlp(xs, (w0, w1, w2), eta, chunk_size=4, target=target, mlp="swiglu", retention=0.9,
+                         output_final_state=True, backend="triton")
+        return y, st.w0, st.u2
+
+    args = [x["x"], *x["weights"], x["eta"], x["signal"]]
+    results = []
+    for fn in (f, torch.compile(f, fullgraph=True)):
+        leaves = [a.float().to(DEVICE).requires_grad_(True) for a in args]
+        outs = fn(*leaves)
+        sum((o * (i + 1)).sum() for i, o in enumerate(outs)).backward()
+        results.append((outs, [a.grad for a in leaves]))
+    assert fwd_pieces == [("forward", True)] * 6, fwd_pieces
+    (o_e, g_e), (o_c, g_c) = results
+    for a, b in zip(o_c + tuple(g_c), o_e + tuple(g_e)):
+        assert rel_error(a, b) <= 1e-6
 
 
 def test_float64_unsupported_and_not_auto_on_cpu():

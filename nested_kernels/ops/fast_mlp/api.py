@@ -51,11 +51,12 @@ BACKENDS = {
     "cuda": Backend(chunk.cuda_forward, backward=_cuda_backward, unsupported=_cuda_unsupported),
 }
 try:  # the Triton backend; triton itself is imported only when a kernel first runs
-    from .triton_backend import BACKEND as _TRITON
+    from .triton_backend import BACKEND as _TRITON, keeps_residuals
     BACKENDS["triton"] = _TRITON
 except ImportError:  # pragma: no cover
     pass
-OP = OpSpec("fast_mlp", INPUTS, OUTPUTS, _fake, BACKENDS)
+# residual output: the Triton backend's per-piece weight copies and activations, reused by its backward
+OP = OpSpec("fast_mlp", INPUTS, OUTPUTS, _fake, BACKENDS, residuals=("saved",))
 # backend="auto": the triton backend (bf16 products, fused update, hand-written backward) is ~10x
 # faster than ``cuda`` (the torch chunk loop with the outer_update kernel, autograd backward).
 AUTO_ORDER = ("triton", "cuda", "torch", "reference")
@@ -213,6 +214,8 @@ def fast_mlp(x: torch.Tensor, weights: Sequence[torch.Tensor], eta: Union[torch.
                   target=target, teach=teach, **_slots("s_w", s_w), **_slots("s_u", s_u),
                   position0=pos0, cu_seqlens=cu_seqlens)
     cfg["backend"] = select_backend("fast_mlp", backend, BACKENDS, device, inputs, cfg, AUTO_ORDER)
+    if cfg["backend"] == "triton":      # decided here, so that the fake forward's shapes agree
+        cfg["keep_residuals"] = keeps_residuals(inputs, cfg)
     out = OP(cfg, **inputs)
     if not output_final_state:
         return out["y"], None

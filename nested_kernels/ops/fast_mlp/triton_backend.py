@@ -15,13 +15,15 @@ What runs where, per chunk piece of n tokens of G aligned sequences (``chunk.gro
   uses the same kernel to accumulate the weight adjoints (retention·Ŵ + Σ direct terms).
 For swiglu the gate and up weights are stacked into one [2F, D] first layer (one GEMM for both).
 
-Backward (``backward``): the op machinery saves only inputs and outputs, so the forward saves
-nothing. The backward re-runs the chunk loop, keeping per piece the compute-dtype weight copies
-and the activations (z, a, e, g), then walks the pieces in reverse carrying the float32 weight
-adjoints across chunks. When the per-piece weight copies of a group exceed the budget
-(NESTED_KERNELS_FAST_MLP_BWD_BYTES, default a third of the free GPU memory), the first pass
-keeps only float32 checkpoints every k pieces and each segment of k pieces is re-run from its
-checkpoint just before its reverse walk.
+Backward (``backward``): it needs, per piece, the compute-dtype weight copies and the
+activations (z, a, e, g), and walks the pieces in reverse carrying the float32 weight adjoints
+across chunks. When gradients will be taken and all of them fit the budget
+(NESTED_KERNELS_FAST_MLP_BWD_BYTES, default a third of the free GPU memory), the forward writes
+them into one flat residual output of the op (``residuals``, ``keeps_residuals``) and the backward
+reads them back without running the forward again. Otherwise the backward re-runs the chunk
+loop; when a group's copies and activations exceed the budget, its first pass keeps only
+checkpoints every k pieces and each segment of k pieces is re-run from its checkpoint just
+before its reverse walk.
 
 Supported: every option of SPEC §4 (gelu/silu/swiglu, residual, retention, target/teach, η
 tensor or number, cu_seqlens, initial weights, pending-update states, final states), any D, F and
@@ -30,6 +32,8 @@ on the torch/reference backends.
 """
 from __future__ import annotations
 
+import functools
+import math
 import os
 from typing import Optional
 
@@ -37,6 +41,8 @@ import torch
 
 from ...core.alloc import new_empty
 from ...core.backends import Backend
+from ...core.custom_op import _unaliased
+from ...core.sequences import num_sequences
 from ...core.triton_launch import float64_unsupported, interpreting as _interpreting
 from . import chunk
 from .inputs import prepare, state_dtype
@@ -90,19 +96,20 @@ class _Consts:
         kernel[grid](*args, BR=self.BR, BC=self.BC, **meta)
 
     def outer(self, L1, R1, *, L2=None, R2=None, W=None, U=None, alpha=0.0, beta=1.0,
-              out_dtype=torch.float32, copy: bool = False, store: bool = True):
+              out_dtype=torch.float32, copy: bool = False, store: bool = True, into=None):
         """(out, copy): out = α·W + β·(Σ_t L1_tᵀ R1_t [+ Σ_t L2_tᵀ R2_t]) − U per sequence
         ([G, P, Q], W may be a shared [P, Q]); ``copy`` in the compute dtype (None unless asked;
-        ``out`` itself when the dtypes agree). ``store=False`` (with ``copy``): out is not
-        written (None) unless it is the copy."""
+        ``out`` itself when the dtypes agree), written into ``into`` [G, P, Q] when given.
+        ``store=False`` (with ``copy``): out is not written (None) unless it is the copy."""
         from .triton_kernels import _outer_kernel
         G, n, P = L1.shape
         Q = R1.shape[-1]
         store = store or not copy or self.cd == out_dtype
-        out = new_empty(G, P, Q, dtype=out_dtype, device=L1.device) if store else None
         cp = None
         if copy:
-            cp = out if self.cd == out_dtype else new_empty(G, P, Q, dtype=self.cd, device=L1.device)
+            cp = into if into is not None else new_empty(G, P, Q, dtype=self.cd, device=L1.device)
+        out = cp if copy and self.cd == out_dtype else \
+            new_empty(G, P, Q, dtype=out_dtype, device=L1.device) if store else None
         out_ = out if store else cp
         if G == 0 or P == 0 or Q == 0:
             return out, cp
@@ -172,26 +179,97 @@ def _update_flags(c: _Consts, pieces: list, k: int) -> tuple[bool, bool]:
     return (completes and (k < len(pieces) - 1 or c.final)), (not completes and c.final)
 
 
+# -- residuals --------------------------------------------------------------------------------
+
+def _hidden(inputs) -> int:
+    """F: the first weight is w_in / w_gate [F, D] (shared or per sequence)."""
+    return (inputs["w0"] if inputs["w0"] is not None else inputs["s_w0"]).shape[-2]
+
+
+def _numel(c: _Consts, weight_sets: int, tokens: int) -> int:
+    """Elements of ``weight_sets`` weight copies (one sequence's [F1, D] and [D, F] each) and of
+    the activations z, a, e, g of ``tokens`` tokens: what the backward needs per piece."""
+    return weight_sets * c.D * (c.F1 + c.F) + tokens * (c.F1 + 2 * c.F + c.D)
+
+
+def _residual_numel(inputs, cfg) -> int:
+    """Size of the flat residual buffer, from shapes only (the fake path has no data): the
+    activations of all B·T tokens and the copies of the weights every piece after a sequence's
+    first one starts from. A sequence of L ≥ 1 tokens from position p has ⌊(p + L − 1)/C⌋ of
+    them: B·⌊(T − 1)/C⌋ for an unpacked batch from position 0, at most ⌊T/C⌋ for packed
+    sequences; a resumed state (p < C) adds at most one per sequence."""
+    x = inputs["x"]
+    B, T, _ = x.shape
+    c = _Consts(cfg, x, _hidden(inputs))
+    resumed = inputs["position0"] is not None
+    if inputs["cu_seqlens"] is None:
+        sets = B * max(0, (T - 1 + (c.C - 1 if resumed else 0)) // c.C)
+    else:
+        sets = T // c.C + (num_sequences(B, inputs["cu_seqlens"]) if resumed else 0)
+    return _numel(c, sets, B * T)
+
+
+def keeps_residuals(inputs, cfg) -> bool:
+    """Whether the forward should keep its residuals (cfg["keep_residuals"], set by the API so
+    that the fake and the real forward agree): only when a gradient will be taken and their
+    bytes fit ``_budget``."""
+    x = inputs["x"]
+    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs.values())):
+        return False
+    return _residual_numel(inputs, cfg) * _Consts(cfg, x, 1).cd.itemsize <= _budget(x.device)
+
+
+def residuals(inputs, cfg) -> tuple:
+    """The forward's residual output, empty in size (OpSpec ``residuals``; the fake path): one
+    flat compute-dtype buffer of per-piece weight copies and activations (``_Saved``), with no
+    elements unless cfg["keep_residuals"]."""
+    x = inputs["x"]
+    n = _residual_numel(inputs, cfg) if cfg.get("keep_residuals") else 0
+    return (new_empty(n, dtype=_Consts(cfg, x, 1).cd, device=x.device),)
+
+
+class _Saved:
+    """A cursor over the flat residual buffer. Forward and backward walk the groups and their
+    pieces in the same order and take, per piece, the views ``piece`` returns."""
+
+    def __init__(self, flat: torch.Tensor):
+        self.flat, self.at = flat, 0
+
+    def _take(self, *shape):
+        n = math.prod(shape)
+        self.at += n
+        return self.flat[self.at - n:self.at].view(shape)
+
+    def piece(self, c: _Consts, G: int, n: int, has_g: bool, updates: bool):
+        """((z [G,n,F1], a [G,n,F], e [G,n,F], g [G,n,D]; e, g None unless ``has_g``), new copies
+        ([G,F1,D], [G,D,F]) when the piece's update starts a later piece of this call, else None)."""
+        acts = tuple(self._take(G, n, w) if has_g or i < 2 else None
+                     for i, w in enumerate((c.F1, c.F, c.F, c.D)))
+        return acts, ((self._take(G, c.F1, c.D), self._take(G, c.D, c.F)) if updates else None)
+
+
 # -- forward ----------------------------------------------------------------------------------
 
 def _fwd_piece(c: _Consts, Wm, Wc, U, X, E, S, Y, *, update: bool, accumulate: bool,
-               need_g: bool, mode: int, master: bool = True):
+               need_g: bool, mode: int, master: bool = True, keep=None):
     """One piece of n tokens: X, S [G, n, D] (compute dtype), E [G, n] float32, Y [G, n, D] (or
     None). Wm: masters (float32 or bfloat16, ``c.wd``), Wc: compute-dtype copies, U: pending
     update (or None) — pairs
     (first layer, second layer). Returns (Wm, Wc, U, (z, a, e, g)) after the piece; with
-    ``master=False`` an update writes only the copies (Wm None: no later update reads it)."""
+    ``master=False`` an update writes only the copies (Wm None: no later update reads it).
+    ``keep``: ``_Saved.piece``'s views, which z, a, e, g and the update's copies are written into."""
     from .triton_kernels import _act_kernel, _d_kernel, _out_kernel
     G, n, D = X.shape
     dev = X.device
     W1c, W2c = Wc
-    z = torch.matmul(X, W1c.mT)                                       # [G, n, F1]
-    a = new_empty(G, n, c.F, dtype=c.cd, device=dev)
+    (kz, ka, ke, kg), knew = keep if keep is not None else ((None,) * 4, None)
+    z = torch.matmul(X, W1c.mT, out=kz)                               # [G, n, F1]
+    a = ka if ka is not None else new_empty(G, n, c.F, dtype=c.cd, device=dev)
     c.ew(_act_kernel, n, c.F, G, z, a, n, c.F, *_st(z), *_st(a), ACT=c.act)
     o = torch.matmul(a, W2c.mT)                                       # [G, n, D]
     g = eg = e = None
     if need_g:
-        g = new_empty(G, n, D, dtype=c.cd, device=dev)
+        g = kg if kg is not None else new_empty(G, n, D, dtype=c.cd, device=dev)
         eg = new_empty(G, n, D, dtype=c.cd, device=dev)
     Yp = Y if Y is not None else o
     gp = g if g is not None else o
@@ -199,14 +277,15 @@ def _fwd_piece(c: _Consts, Wm, Wc, U, X, E, S, Y, *, update: bool, accumulate: b
          *_st(S), *_st2(E), *_st(Yp), *_st(gp), RESIDUAL=c.residual, MODE=mode if need_g else 0,
          STORE_Y=Y is not None)
     if need_g:
-        e = torch.matmul(g, W2c)                                      # [G, n, F]
+        e = torch.matmul(g, W2c, out=ke)                              # [G, n, F]
         ed = new_empty(G, n, c.F1, dtype=c.cd, device=dev)
         c.ew(_d_kernel, n, c.F, G, e, z, E, ed, n, c.F, *_st(e), *_st(z), *_st2(E), *_st(ed), ACT=c.act)
         if update:
             U1, U2 = U if U is not None else (None, None)
+            into = knew if knew is not None else (None, None)
             upd = dict(alpha=c.retention, beta=-1.0, out_dtype=c.wd, copy=True, store=master)
-            W1m, W1c = c.outer(ed, X, W=Wm[0], U=U1, **upd)
-            W2m, W2c = c.outer(eg, a, W=Wm[1], U=U2, **upd)
+            W1m, W1c = c.outer(ed, X, W=Wm[0], U=U1, into=into[0], **upd)
+            W2m, W2c = c.outer(eg, a, W=Wm[1], U=U2, into=into[1], **upd)
             Wm, Wc, U = (W1m, W2m), (W1c, W2c), None
         elif accumulate:
             U1, U2 = U if U is not None else (None, None)
@@ -218,8 +297,9 @@ def _copies(c: _Consts, W):
     return tuple(w if w.dtype == c.cd else w.to(c.cd) for w in W)
 
 
-def _run(W, U, X, E, S, pos, cfg, mode):
-    """``chunk.run_sequences``' contract for one group (see chunk.forward)."""
+def _run(W, U, X, E, S, pos, cfg, mode, saved: Optional[_Saved] = None):
+    """``chunk.run_sequences``' contract for one group (see chunk.forward); with ``saved`` the
+    pieces' activations and weight copies go into the residual buffer."""
     G, L, D = X.shape
     c = _Consts(cfg, X, W[-1].shape[-1])
     X, S = _unit(X), _unit(S)
@@ -227,25 +307,38 @@ def _run(W, U, X, E, S, pos, cfg, mode):
     Wc = _copies(c, Wm)
     Y = new_empty(G, L, D, dtype=X.dtype, device=X.device)
     pieces = _pieces(L, pos, c.C)
-    flags = [_update_flags(c, pieces, k) for k in range(len(pieces))]
+    K = len(pieces)
+    flags = [_update_flags(c, pieces, k) for k in range(K)]
     for k, (t, n, completes) in enumerate(pieces):
         update, accumulate = flags[k]
         later = c.final or any(u or a for u, a in flags[k + 1:])   # a later update reads the master
+        keep = saved.piece(c, G, n, update or accumulate, update and k < K - 1) if saved is not None else None
         Wm, Wc, U, _ = _fwd_piece(c, Wm, Wc, U, X[:, t:t + n], E[:, t:t + n], S[:, t:t + n],
                                   Y[:, t:t + n], update=update, accumulate=accumulate,
-                                  need_g=update or accumulate, mode=_MODE[mode], master=later)
+                                  need_g=update or accumulate, mode=_MODE[mode], master=later, keep=keep)
         pos = 0 if completes else pos + n
     return Y, _unstack(Wm if c.final else None, c.mlp, c.F), _unstack(U, c.mlp, c.F), pos
 
 
 def forward(inputs, cfg):
+    """The op's outputs and the residual buffer (filled when cfg["keep_residuals"])."""
     c = _Consts(cfg, inputs["x"], 1)
-    return chunk.forward(inputs, cfg, run=_run, token_dtype=c.cd, weight_dtype=c.wd)
+    flat = residuals(inputs, cfg)[0]
+    saved = _Saved(flat) if flat.numel() else None
+    outs = chunk.forward(inputs, cfg, run=functools.partial(_run, saved=saved), token_dtype=c.cd,
+                         weight_dtype=c.wd)
+    if saved is not None:
+        flat[saved.at:].zero_()                  # the bound's unused tail: defined contents
+    # a final master that no later piece updated is the residual slot it was written into
+    return (*_unaliased([flat, *outs], ())[1:], flat)
 
 
 # -- backward ---------------------------------------------------------------------------------
 
 def _budget(device: torch.device) -> int:
+    """Bytes the backward's per-piece weight copies and activations may take (the forward's
+    residuals, or the re-run's stash): NESTED_KERNELS_FAST_MLP_BWD_BYTES, else a third of the
+    free GPU memory (1 GiB on the CPU)."""
     env = os.environ.get(BUDGET_ENV)
     if env:
         return int(env)
@@ -255,13 +348,18 @@ def _budget(device: torch.device) -> int:
     return 1 << 30
 
 
-def _bwd_piece(c: _Consts, Wc, saved, X, E, gY, dW, dWc, dU, dX, dE, dS, *, completes: bool,
+# torch.compiler.assume_constant_result(_budget) without importing torch._dynamo (6 s) with the
+# package: torch.compile calls it once while tracing and keeps the result (fixed residual shapes)
+_budget._dynamo_marked_constant = True
+
+
+def _bwd_piece(c: _Consts, Wc, acts, X, E, gY, dW, dWc, dU, dX, dE, dS, *, completes: bool,
                mode: int, want_copy: bool):
     """Reverse one piece: gradients of its tokens into dX, dE (accumulated), dS; returns the
     adjoints (dW, dWc) of the piece-start weights (float32, compute-dtype copy if ``want_copy``).
     dW/dWc: adjoint of the weights after the piece; dU: of the pending update after it."""
     from .triton_kernels import _b1_kernel, _b2_kernel, _b3_kernel
-    z, a, e, g = saved
+    z, a, e, g = acts
     G, n, D = X.shape
     dev = X.device
     W1c, W2c = Wc
@@ -309,36 +407,33 @@ def _bwd_piece(c: _Consts, Wc, saved, X, E, gY, dW, dWc, dU, dX, dE, dS, *, comp
     return (d1, d2), ((c1, c2) if want_copy else None)
 
 
-def _backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, dE, dS):
-    """Gradients of one group (see ``_bwd_piece``); fills dX, dE, dS [G, L, ...] and returns the
-    adjoints (float32 pairs, or None) of the initial weights and of the initial pending update."""
-    G, L, D = X.shape
-    pieces = _pieces(L, pos, c.C)
+def _stored(c: _Consts, saved: _Saved, W0, pieces: list, flags: list, G: int):
+    """The forward's residuals of one group as one segment: yields (0, stash), stash the list of
+    (compute-dtype weight copies, (z, a, e, g)) per piece (e, g None where the piece has no g)."""
+    Wc, stash = _copies(c, W0), []
+    for k, (_, n, _) in enumerate(pieces):
+        upd, acc = flags[k]
+        acts, new = saved.piece(c, G, n, upd or acc, upd and k < len(pieces) - 1)
+        stash.append((Wc, acts))
+        Wc = new
+    yield 0, stash
+
+
+def _recomputed(c: _Consts, mode: int, W0, U0, args, pieces: list, flags: list, seg: int):
+    """The same stashes by re-running the forward (``args(k)``: piece k's X, E, S), ``seg``
+    pieces at a time: a first pass keeps (W, U) checkpoints every ``seg`` pieces, then each
+    segment, last first, is re-run from its checkpoint. Yields (s, stash)."""
     K = len(pieces)
-    dW, dU = gW, gU
-    if K == 0:
-        return dW, dU
-    isz = torch.tensor([], dtype=c.cd).element_size()
-    weights = G * c.D * (c.F1 + c.F)
-    per_piece = isz * (weights + G * min(L, c.C) * (c.F1 + 2 * c.F + c.D))
-    seg = K if K * per_piece <= _budget(X.device) else max(1, _budget(X.device) // per_piece)
     starts = list(range(0, K, seg))
-    flags = [_update_flags(c, pieces, k) for k in range(K)]
-
-    def piece_args(k):
-        t, n, _ = pieces[k]
-        return X[:, t:t + n], E[:, t:t + n], S[:, t:t + n]
-
     Wm, Wc, U = W0, _copies(c, W0), U0
     ckpt = {}
     for k in range(starts[-1]):                  # first pass: checkpoints at segment starts
         if k in starts:
             ckpt[k] = (Wm, U)
         upd, _ = flags[k]
-        Wm, Wc, U, _ = _fwd_piece(c, Wm, Wc, U, *piece_args(k), None, update=upd, accumulate=False,
+        Wm, Wc, U, _ = _fwd_piece(c, Wm, Wc, U, *args(k), None, update=upd, accumulate=False,
                                   need_g=upd, mode=mode)
     ckpt[starts[-1]] = (Wm, U)
-    dWc = _copies(c, dW) if dW is not None else None
     for s in reversed(starts):
         Wm, U = ckpt.pop(s)
         Wc = _copies(c, Wm)
@@ -346,22 +441,49 @@ def _backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX,
         stash = []
         for k in range(s, end):                  # re-run the segment, keeping copies and activations
             upd, acc = flags[k]
-            stash.append(Wc)
-            Wm, Wc, U, saved = _fwd_piece(c, Wm, Wc, U, *piece_args(k), None,
-                                          update=upd and k < end - 1, accumulate=False,
-                                          need_g=upd or acc, mode=mode)
-            stash.append(saved)
+            Wc_k = Wc
+            Wm, Wc, U, acts = _fwd_piece(c, Wm, Wc, U, *args(k), None, update=upd and k < end - 1,
+                                         accumulate=False, need_g=upd or acc, mode=mode)
+            stash.append((Wc_k, acts))
         del Wm, Wc, U
-        for k in reversed(range(s, end)):
-            saved, Wc_k = stash.pop(), stash.pop()
+        yield s, stash
+
+
+def _backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, dE, dS,
+                    saved: Optional[_Saved]):
+    """Gradients of one group (see ``_bwd_piece``); fills dX, dE, dS [G, L, ...] and returns the
+    adjoints (float32 pairs, or None) of the initial weights and of the initial pending update.
+    ``saved``: the forward's residuals (None: re-run the forward)."""
+    G, L, D = X.shape
+    pieces = _pieces(L, pos, c.C)
+    K = len(pieces)
+    dW, dU = gW, gU
+    if K == 0:
+        return dW, dU
+    flags = [_update_flags(c, pieces, k) for k in range(K)]
+
+    def piece_args(k):
+        t, n, _ = pieces[k]
+        return X[:, t:t + n], E[:, t:t + n], S[:, t:t + n]
+
+    if saved is not None:
+        stashes = _stored(c, saved, W0, pieces, flags, G)
+    else:
+        per_piece, budget = c.cd.itemsize * _numel(c, G, G * min(L, c.C)), _budget(X.device)
+        seg = K if K * per_piece <= budget else max(1, budget // per_piece)
+        stashes = _recomputed(c, mode, W0, U0, piece_args, pieces, flags, seg)
+    dWc = _copies(c, dW) if dW is not None else None
+    for s, stash in stashes:
+        for k in reversed(range(s, s + len(stash))):
+            Wc_k, acts = stash.pop()
             t, n, completes = pieces[k]
             if k == 0 and completes:             # W_1 = r·W_0 − U_0 − Σ: Û_0 = −Ŵ_1
                 dU = None if dW is None else tuple(-w for w in dW)
             Xk, Ek, _ = piece_args(k)
-            dW, dWc = _bwd_piece(c, Wc_k, saved, Xk, Ek, None if gY is None else gY[:, t:t + n],
+            dW, dWc = _bwd_piece(c, Wc_k, acts, Xk, Ek, None if gY is None else gY[:, t:t + n],
                                  dW, dWc, dU, dX[:, t:t + n], dE[:, t:t + n], dS[:, t:t + n],
                                  completes=completes, mode=mode, want_copy=k > 0)
-            del saved, Wc_k
+            del acts, Wc_k
     return dW, dU
 
 
@@ -375,7 +497,7 @@ def backward(inputs, outputs, grads, cfg):
     B, T, D = x.shape
     mlp = cfg["mlp"]
     nw = 3 if mlp == "swiglu" else 2
-    F = (inputs["w1"] if inputs["w1"] is not None else inputs["s_w1"]).shape[-1 if mlp != "swiglu" else -2]
+    F = _hidden(inputs)
     c = _Consts(cfg, x, F)
     p = prepare(inputs, cfg, c.cd, c.wd)
     mode = _MODE[p.mode]
@@ -401,6 +523,8 @@ def backward(inputs, outputs, grads, cfg):
             return [torch.zeros(G, *s, dtype=f32, device=dev) for s in shapes]
         return [w.expand(G, *w.shape[-2:]) for w in _unstack(pair, mlp, F)]
 
+    flat = outputs["saved"]
+    saved = _Saved(flat) if flat.numel() else None     # None: the forward kept no residuals
     for grp in chunk.groups(p, packed):
         G = len(grp.segs)
         whole = grp.sel is None and not packed
@@ -419,7 +543,8 @@ def backward(inputs, outputs, grads, cfg):
             gdX = new_empty(G, L, D, dtype=c.cd, device=dev)
             gdE = torch.zeros(G, L, dtype=f32, device=dev)
             gdS = new_empty(G, L, D, dtype=f32, device=dev)
-        dW0, dU0 = _backward_group(c, mode, W0, U0, X, E, S, grp.pos, gY, gW, gU, gdX, gdE, gdS)
+        dW0, dU0 = _backward_group(c, mode, W0, U0, X, E, S, grp.pos, gY, gW, gU, gdX, gdE, gdS,
+                                    saved)
         if not whole:
             for j, seg in enumerate(grp.segs):
                 r = slice(seg.start, seg.end)
@@ -451,4 +576,4 @@ def backward(inputs, outputs, grads, cfg):
     return out
 
 
-BACKEND = Backend(forward, backward, unsupported)
+BACKEND = Backend(forward, backward, unsupported, residuals)
