@@ -17,6 +17,7 @@
     python python/check_linear_memory_triton.py --quick         # fewer checks, no timing
     python python/check_linear_memory_triton.py --no-check      # timing only
     python python/check_linear_memory_triton.py --json $OUT/lm_triton.json
+    NESTED_KERNELS_LM_TRITON_GRAD_SPLIT=1 python python/check_linear_memory_triton.py --quick  # split grad
 
 Every case runs in its own try/except: a failure prints its traceback and the script goes on.
 Exit status 1 when any check fails or raises.
@@ -224,9 +225,11 @@ def timing(args):
 
 
 def kernels():
-    """Registers, spills and shared memory of every compiled variant of the five kernels."""
+    """Registers, spills and shared memory of every compiled variant of the kernels (the split
+    gradient kernels too, when NESTED_KERNELS_LM_TRITON_GRAD_SPLIT=1 ran them)."""
     from nested_kernels.ops.linear_memory import triton_bwd as tb, triton_fwd as tf
-    return kernel_info((tf._prep_kernel, tf._state_fwd_kernel, tf._out_kernel, tb._state_bwd_kernel, tb._grad_kernel),
+    return kernel_info((tf._prep_kernel, tf._state_fwd_kernel, tf._out_kernel, tb._state_bwd_kernel, tb._grad_kernel,
+                        tb._grad_nn_kernel, tb._grad_dk_kernel),
                        "name, regs, spills, shared bytes, constexprs", 17, 160, with_consts=True)
 
 
@@ -257,7 +260,8 @@ def main():
     import triton
     print(f"torch {torch.__version__}, triton {triton.__version__}, {torch.cuda.get_device_name()}; "
           f"precision env {os.environ.get('NESTED_KERNELS_LM_TRITON_PRECISION', 'default')}, "
-          f"BV env {os.environ.get('NESTED_KERNELS_LM_TRITON_BV', 'default')}")
+          f"BV env {os.environ.get('NESTED_KERNELS_LM_TRITON_BV', 'default')}, "
+          f"grad split env {os.environ.get('NESTED_KERNELS_LM_TRITON_GRAD_SPLIT', 'default')}")
     result = dict(device=torch.cuda.get_device_name())
     failures = 0
     if not args.no_check:

@@ -285,6 +285,98 @@ def test_exact_rule_resumed_state(monkeypatch):
     assert_run_close(got, dgot, ref, dref, tolerance("triton", torch.float32))
 
 
+# -- NESTED_KERNELS_LM_TRITON_GRAD_SPLIT: token gradients in two kernels -------------------------
+
+def record_grad_launches(monkeypatch) -> list:
+    """Names of the gradient kernels the backward launches, in order (they still run)."""
+    from nested_kernels.ops.linear_memory import triton_bwd
+    names = []
+
+    class Recorded:
+        def __init__(self, name, fn):
+            self.name, self.fn = name, fn
+
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                names.append(self.name)
+                return self.fn[grid](*args, **kw)
+            return launch
+
+    for n in ("_grad_kernel", "_grad_nn_kernel", "_grad_dk_kernel"):
+        monkeypatch.setattr(triton_bwd, n, Recorded(n, getattr(triton_bwd, n)))
+    return names
+
+
+SPLIT = ["_grad_nn_kernel", "_grad_dk_kernel"]
+SPLIT_CASES = {
+    # name: (make kwargs, linear_memory kwargs, other knobs)
+    "eta_only_resumed_chunk_read": (dict(T=37, gates="", resume=[5], seed=30),
+                                    dict(chunk_size=16, target="external", read="chunk", scale=0.8), {}),
+    "abm_external_fp16_operands": (dict(T=35, K=16, V=32, gates="abm", seed=31),
+                                   dict(chunk_size=16, target="external", read="after"),
+                                   dict(PRECISION="fp16", BV_GRAD="16")),
+    "ab_self_before": (dict(T=37, K=32, V=32, gates="ab", seed=32),
+                       dict(chunk_size=16, target="self", read="before"), dict(BV_GRAD="16")),
+    "exact_mu": (dict(T=37, gates="abm", seed=33), dict(chunk_size=1, target="external", read="before"),
+                 dict(EXACT_TILE="16", PRECISION="fp16")),
+    "varlen_resumed_abm_self_before": (dict(B=1, T=30, N=3, K=32, V=32, gates="abm", resume=[0, 4, 11], seed=34),
+                                       dict(chunk_size=16, target="self", read="before",
+                                            cu_seqlens=torch.tensor([0, 9, 9, 30], dtype=torch.int32)),
+                                       dict(BV_GRAD="16")),
+}
+
+
+@pytest.mark.parametrize("name", SPLIT_CASES)
+def test_grad_split(monkeypatch, name):
+    """NESTED_KERNELS_LM_TRITON_GRAD_SPLIT=1: _grad_nn_kernel then _grad_dk_kernel instead of
+    _grad_kernel, float16 inputs (the split never runs for float32; "fp16" operands stand for the
+    GPU's bf16 path): outputs and every gradient against the float64 reference at the float16
+    bound, and against the fused kernel (the same arithmetic but for the order of the dq, dk sums)."""
+    make_kw, kw, knobs = SPLIT_CASES[name]
+    for knob, value in knobs.items():
+        monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
+    x, st = make(**make_kw)
+    launched = record_grad_launches(monkeypatch)
+    got = {}
+    for split, kernels in (("1", SPLIT), ("0", ["_grad_kernel"])):
+        monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", split)
+        launched.clear()
+        got[split] = run("triton", x, st, torch.float16, **dict(kw))
+        assert launched == kernels
+    ref, dref = run("reference", x, st, torch.float16, **dict(kw))
+    assert got["1"][0]["o"].dtype == torch.float16
+    (o1, d1), (o0, d0) = got["1"], got["0"]
+    assert_run_close(dict(o1), d1, ref, dref, tolerance("triton", torch.float16))
+    assert_run_close(o1, d1, o0, d0, 1e-5)
+
+
+def test_grad_split_never_for_float32(monkeypatch):
+    """float32 inputs run the fused kernel whatever the knob says (the split's _grad_dk_kernel does
+    not fit an H100 block with float32 operands)."""
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", "1")
+    launched = record_grad_launches(monkeypatch)
+    x, st = make(T=37, gates="ab", seed=35)
+    check(x, st, target="self", read="before")
+    assert launched == ["_grad_kernel"]
+    assert triton_backend._grad_split(torch.float16) and not triton_backend._grad_split(torch.float32)
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", "0")
+    assert not triton_backend._grad_split(torch.float16)
+    monkeypatch.delenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT")
+    assert not triton_backend._grad_split(torch.bfloat16)      # default: fused
+
+
+@pytest.mark.parametrize("value", ["2", "yes", "true"])
+def test_grad_split_bad_value(monkeypatch, value):
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", value)
+    for dtype in (torch.float16, torch.float32):
+        with pytest.raises(ValueError, match="NESTED_KERNELS_LM_TRITON_GRAD_SPLIT"):
+            triton_backend._grad_split(dtype)
+    x, _ = make(T=4, gates="")
+    args = [x[n].float().to(DEVICE) for n in ("q", "k", "v", "eta")]
+    with pytest.raises(ValueError, match="NESTED_KERNELS_LM_TRITON_GRAD_SPLIT"):
+        linear_memory(*args, chunk_size=16, backend="triton")
+
+
 # -- fallbacks ---------------------------------------------------------------------------------
 
 def _inputs(K=16, V=16, dtype=torch.float32):

@@ -6,7 +6,8 @@ products; stores the tile-start states), ``_out_kernel`` (outputs of every tile,
 Backward: the same three-step recomputation of the tile-start states (the op machinery saves
 only the op's inputs and outputs), ``_state_bwd_kernel`` (sequential, carries the state adjoints
 backwards and stores them per tile), ``_grad_kernel`` (token gradients of every tile, in
-parallel). See docs/linear_memory_triton.md.
+parallel; or, opt-in, ``_grad_nn_kernel`` then ``_grad_dk_kernel``: see ``_grad_split``). See
+docs/linear_memory_triton.md.
 
 Supported: chunk_size ∈ {16, 32, 64, 128}, and chunk_size 1 (the exact online rule, DESIGN §4:
 tiles of NESTED_KERNELS_LM_TRITON_EXACT_TILE tokens, errors solved for) with external targets;
@@ -25,7 +26,9 @@ NESTED_KERNELS_LM_TRITON_PRECISION (tl.dot input precision:
 operands for bfloat16 and tf32 for float16; the (I + A)⁻¹ products stay at least tf32),
 NESTED_KERNELS_LM_TRITON_STORE (dtype of the stored factors and per-tile states: "bf16" or
 "fp32"; default bf16 for bfloat16 inputs, else fp32), NESTED_KERNELS_LM_TRITON_MMA,
-NESTED_KERNELS_LM_TRITON_PTXAS, NESTED_KERNELS_LM_TRITON_EXACT_TILE (tokens per tile for chunk_size 1).
+NESTED_KERNELS_LM_TRITON_PTXAS, NESTED_KERNELS_LM_TRITON_EXACT_TILE (tokens per tile for chunk_size 1),
+NESTED_KERNELS_LM_TRITON_GRAD_SPLIT (token gradients in one kernel or two; "0" or "1", default "0";
+never split for float32 inputs).
 """
 from __future__ import annotations
 
@@ -163,6 +166,22 @@ def _mma_mode(kernel: str):
     return mma_sync(kernel == "grad" or not (mode == "auto" or (mode == "mixed" and kernel == "fwd")))
 
 
+def _grad_split(dtype: torch.dtype) -> bool:
+    """Whether the backward's token gradients run as two kernels, ``_grad_nn_kernel`` (n×n
+    adjoints, gate gradients) then ``_grad_dk_kernel`` (dk, dq, dv), each with about half the live
+    set of the fused ``_grad_kernel`` but both recomputing the per-block chain:
+    NESTED_KERNELS_LM_TRITON_GRAD_SPLIT "1", or "0" (fused; the default until a GPU timing decides).
+
+    Never for float32 inputs, whatever the knob says: with their float32 dot operands (tf32x3 /
+    ieee) ``_grad_dk_kernel`` needs more shared memory than an H100 block has (319488 B > 232448 B
+    for a self target, read "before", C64, K = V = 128, varlen), so float32 always runs the fused
+    kernel."""
+    env = os.environ.get("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT") or "0"
+    if env not in ("0", "1"):
+        raise ValueError(f"NESTED_KERNELS_LM_TRITON_GRAD_SPLIT must be 0 or 1, got {env!r}")
+    return env == "1" and dtype != torch.float32
+
+
 def _launch_options(warps: int) -> dict:
     """num_warps, and ptxas options off the interpreter: ptxas -O3 (its default) gives the big
     kernels 32 registers and tens of KB of spills per thread, -O1 gives 255 registers and a
@@ -245,6 +264,7 @@ class _Args:
         self.BV_GRAD = _block_v(self.K, self.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD", self.BV)
         self.BC = min(self.K, self.V, 32)
         self.prec = _precision(q.dtype)
+        self.grad_split = _grad_split(q.dtype)
         self.store = _store_dtype(q.dtype)
         has_mu, has_beta = self.mu is not None, self.beta is not None
         self.has_off = not self.self_target or self.pos is not None
@@ -367,7 +387,7 @@ def backward(inputs, outputs, grads, cfg):
         saved_m, saved_s = tiles[0], tiles[1] if a.mu is not None else None
         adj_m = torch.empty_like(saved_m)
         adj_s = torch.empty_like(saved_m) if a.mu is not None else None
-        from .triton_bwd import _grad_kernel, _state_bwd_kernel
+        from .triton_bwd import _grad_dk_kernel, _grad_kernel, _grad_nn_kernel, _state_bwd_kernel
         flags = dict(a.flags, READ=a.read)
         with _mma_mode("bwd"):
             _state_bwd_kernel[(a.NV, N * H)](
@@ -376,14 +396,16 @@ def backward(inputs, outputs, grads, cfg):
                 K=K, V=V, BT=a.BT, BV=a.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
                 HAS_DMCF=dMcf is not None, PREC=a.prec, STAGES=_stages("adjoint", a.store),
                 **_launch_options(_warps(a.BT, "state")), **flags)
+        grad_kernels = (_grad_nn_kernel, _grad_dk_kernel) if a.grad_split else (_grad_kernel,)
+        grad_warps = _warps(a.BT, "grad", a.beta is not None or a.mu is not None)
         with _mma_mode("grad"):
-            _grad_kernel[(a.n_tiles, H)](
-                a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.tile_seq, a.tile_idx, a.cu, a.pos,
-                f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
-                dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
-                T, H, a.scale, K=K, V=V, BT=a.BT, BV=a.BV_GRAD, HAS_ALPHA=a.la is not None,
-                SELF_TARGET=a.self_target, PREC=a.prec,
-                **_launch_options(_warps(a.BT, "grad", a.beta is not None or a.mu is not None)), **flags)
+            for kernel in grad_kernels:     # _grad_dk_kernel adds to the dq, dk of _grad_nn_kernel
+                kernel[(a.n_tiles, H)](
+                    a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.tile_seq, a.tile_idx, a.cu, a.pos,
+                    f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
+                    dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
+                    T, H, a.scale, K=K, V=V, BT=a.BT, BV=a.BV_GRAD, HAS_ALPHA=a.la is not None,
+                    SELF_TARGET=a.self_target, PREC=a.prec, **_launch_options(grad_warps), **flags)
     else:
         dm0.zero_()
         for t in (ds0, dmc0):

@@ -26,6 +26,12 @@ tile-parallel kernel for the token gradients.
   dRHS Wᵀ) and applied once per tile; dq, dk, dv and the gate gradients are written directly
   (no per-V-block partial sums). A resumed first tile also sends the gradient of its chunk-start
   memory F = M_chunk0 there, block by block.
+* ``_grad_nn_kernel`` then ``_grad_dk_kernel`` — the same work split in two (opt-in,
+  NESTED_KERNELS_LM_TRITON_GRAD_SPLIT=1, never for float32 inputs): both walk the V blocks; the
+  first keeps only the n×n accumulators and writes the gate gradients, dη and the QKᵀ/KKᵀ shares
+  of dq, dk, the second only dK, dQ (added to those shares), dv and dM_chunk0. Each has about half
+  the live set, at the price of the per-block chain computed twice. One body (``_grad_tile``)
+  serves all three kernels.
 """
 from __future__ import annotations
 
@@ -144,23 +150,97 @@ def _state_bwd_kernel(k, xw, xz, yw, yz, qw, qz, tsc, do, pos, cu, tile_base, dm
 # tile-parallel: token gradients
 # ------------------------------------------------------------------------------------------
 @triton.jit
-def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
-                 saved_m, saved_s, adj_m, adj_s, do,
-                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
-                 T, H, scale,
-                 K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-                 HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
-                 EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
-                 IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
+def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, c, grow, rk, mt, sbase, fbase, resumed, scale,
+                et, gp, nup, fL, gLr, bt, P, Ai,
+                K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
+                EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
+                PREC: tl.constexpr):
+    """Loads and recomputed forward chain of V block ``c`` of a tile (the per-block part that every
+    gradient kernel shares). Returns kx, vx, qx [BT, K]; rv [BV] (columns), sv [K, BV] (state
+    offsets); M0, dMe, S0, dSe, F [K, BV]; dO, KM = K M0, KS = K S0, E, W, Wp (what P multiplies),
+    vb (EXACT: the V block), R, U, X [BT, BV] — placeholders where absent (unused)."""
+    # keys, queries, values reloaded per block (L2 hits) instead of held in registers
+    kx = _load_rows(k, grow, rk, mt, K)
+    vx = kx
+    qx = kx
+    if SELF_TARGET:
+        vx = _load_rows(v, grow, rk, mt, K)
+    if READ != 2 or HAS_POS:
+        qx = _load_rows(q, grow, rk, mt, K) * scale
+    rv = c * BV + tl.arange(0, BV)
+    sv = rk[:, None] * V + rv[None, :]
+    M0 = tl.load(saved_m + sbase + sv).to(tl.float32)
+    dMe = tl.load(adj_m + sbase + sv).to(tl.float32)
+    dO = _load_rows(do, grow, rv, mt, V)
+    KM = mm(kx, M0, PREC)
+    F = M0
+    E = KM
+    vb = KM
+    if EXACT:
+        vb = _load_rows(v, grow, rv, mt, V)
+        Wp = et[:, None] * vb       # what P multiplies in the RHS
+    else:
+        if HAS_POS:
+            F = tl.where(resumed, tl.load(mc0 + fbase + sv, mask=resumed, other=0.0).to(tl.float32), M0)
+            KF = mm(kx, F, PREC)
+        else:
+            KF = KM
+        if SELF_TARGET:
+            E = KF - mm(vx, F, PREC)
+        else:
+            E = KF - _load_rows(v, grow, rv, mt, V)
+        W = -et[:, None] * E
+        Wp = W
+    S0 = M0
+    dSe = dMe
+    KS = KM
+    if HAS_MU:
+        S0 = tl.load(saved_s + sbase + sv).to(tl.float32)
+        dSe = tl.load(adj_s + sbase + sv).to(tl.float32)
+    R = KM
+    if HAS_BETA or EXACT:
+        RHS = gp[:, None] * KM + mm(P, Wp, PREC)
+        if HAS_MU:
+            KS = mm(kx, S0, PREC)
+            RHS += nup[:, None] * KS
+        R = mm(Ai, RHS, PREC)
+        if EXACT:
+            W = -et[:, None] * (R - vb)
+    X = fL[:, None] * W
+    U = KM
+    if HAS_BETA:
+        U = -bt[:, None] * R
+        X += gLr[:, None] * U
+    return kx, vx, qx, rv, sv, M0, dMe, S0, dSe, F, dO, KM, KS, E, W, Wp, vb, R, U, X
+
+
+@triton.jit
+def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
+               saved_m, saved_s, adj_m, adj_s, do,
+               dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
+               T, H, scale,
+               K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+               HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
+               EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
+               IS_VARLEN: tl.constexpr, PREC: tl.constexpr, NN: tl.constexpr, DK: tl.constexpr):
     """Gradients of the tokens of one tile given its start states (M0, S0), the adjoints of its end
     states (dMe, dSe) and dO. F is the chunk-start memory of the errors, self targets and "chunk"
     reads: M0, or M_chunk0 in a resumed tile (then dF → dM_chunk0).
 
     One program per (tile, head) walks the V blocks: every quantity of width V (errors E, steps W,
-    RHS, R, U and their adjoints) lives one BV block at a time, while the n×n adjoints are
-    accumulated across the blocks as four products only — Z2 = dO Wᵀ, Z1 = dO Uᵀ (outputs),
-    ZA = dRHS Rᵀ (the solve: dA = −ZA), ZP = dRHS Wᵀ (P) — and turned into the gradients of
-    QKᵀ, KKᵀ and the gate matrices once, after the loop.
+    RHS, R, U and their adjoints) lives one BV block at a time (``_grad_block``). Two sets of
+    accumulators ride on that walk:
+
+    * NN: the n×n adjoints, accumulated across the blocks as four products only — Z2 = dO Wᵀ,
+      Z1 = dO Uᵀ (outputs), ZA = dRHS Rᵀ (the solve: dA = −ZA), ZP = dRHS Wᵀ (P) — and the row
+      sums; turned once, after the loop, into the gradients of QKᵀ, KKᵀ and the gate matrices: dη,
+      d log α, dβ, dμ and the QKᵀ/KKᵀ shares of dq, dk.
+    * DK: dK, dQ from the per-block products with the states and their adjoints, dv, and a
+      resumed tile's dM_chunk0.
+
+    ``_grad_kernel`` runs both (NN and DK); ``_grad_nn_kernel`` then ``_grad_dk_kernel`` run one
+    each, so each keeps only its own accumulators live and both redo the per-block chain; the DK
+    kernel adds its dq, dk to the n×n shares stored by the NN kernel.
 
     EXACT (chunk_size 1, external targets): RHS = γ_prev K M0 + ν_prev K S0 + P (ηV), R = (I + A)⁻¹
     RHS, W = −η(R − V) with A = strict(KKᵀ) ⊙ (Γ_prev β + Φ_prev η): dR gains −η dW, ZP = dRHS (ηV)ᵀ,
@@ -179,12 +259,16 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
     sbase = (i_g.to(tl.int64) * H + i_h) * K * V
     fbase = (i_n.to(tl.int64) * H + i_h) * K * V
 
-    # ---------------- per-tile constants ----------------
+    # ---------------- per-tile constants (placeholders where absent) ----------------
     et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
     G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT, HAS_ALPHA, HAS_MU,
                                                                   PREC)
     fL = row_of(Phi, sel)
     kx = _load_rows(k, grow, rk, mt, K)
+    bt = et
+    gLr = fL
+    P = G
+    Ai = G
     if HAS_BETA:
         bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
         gLr = row_of(G, sel)
@@ -213,251 +297,296 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
             QGm = QKm * Gp
 
     # ---------------- accumulators over the V blocks ----------------
-    dK = tl.zeros([BT, K], dtype=tl.float32)
-    dQ = tl.zeros([BT, K], dtype=tl.float32)
-    if SELF_TARGET:
-        dEF = tl.zeros([BT, K], dtype=tl.float32)
-    z = tl.zeros([BT], dtype=tl.float32)
-    deta_v = z
-    r_phi = z            # Σ_v W ⊙ dX: row n of dΦ
-    r_g = z              # Σ_v U ⊙ dX: row n of dΓ
-    r_d = z              # Σ_v W ⊙ dY: row n of dD
-    da = z
-    db = z
-    dbt = z
-    dgp_s = z
-    dnup_s = z
-    dg_n = tl.sum(z, 0)  # Σ M0 ⊙ dMe, Σ S0 ⊙ dMe, Σ S0 ⊙ dSe
-    dnu_n = dg_n
-    dm_n = dg_n
-    if READ != 2:
-        Z2 = tl.zeros([BT, BT], dtype=tl.float32)
-        if HAS_BETA:
-            Z1 = tl.zeros([BT, BT], dtype=tl.float32)
-    if HAS_BETA or EXACT:
-        ZA = tl.zeros([BT, BT], dtype=tl.float32)
-        ZP = tl.zeros([BT, BT], dtype=tl.float32)
+    if DK:
+        dK = tl.zeros([BT, K], dtype=tl.float32)
+        dQ = tl.zeros([BT, K], dtype=tl.float32)
+        if SELF_TARGET:
+            dEF = tl.zeros([BT, K], dtype=tl.float32)
+    if NN:
+        z = tl.zeros([BT], dtype=tl.float32)
+        deta_v = z
+        r_phi = z            # Σ_v W ⊙ dX: row n of dΦ
+        r_g = z              # Σ_v U ⊙ dX: row n of dΓ
+        r_d = z              # Σ_v W ⊙ dY: row n of dD
+        da = z
+        db = z
+        dbt = z
+        dgp_s = z
+        dnup_s = z
+        dg_n = tl.sum(z, 0)  # Σ M0 ⊙ dMe, Σ S0 ⊙ dMe, Σ S0 ⊙ dSe
+        dnu_n = dg_n
+        dm_n = dg_n
+        if READ != 2:
+            Z2 = tl.zeros([BT, BT], dtype=tl.float32)
+            if HAS_BETA:
+                Z1 = tl.zeros([BT, BT], dtype=tl.float32)
+        if HAS_BETA or EXACT:
+            ZA = tl.zeros([BT, BT], dtype=tl.float32)
+            ZP = tl.zeros([BT, BT], dtype=tl.float32)
 
     for c in tl.range(V // BV, num_stages=1):   # no multi-buffered loads: shared memory is the limit
-        # keys, queries, values reloaded per block (L2 hits) instead of held in registers
-        kx = _load_rows(k, grow, rk, mt, K)
-        if SELF_TARGET:
-            vx = _load_rows(v, grow, rk, mt, K)
-        if READ != 2 or HAS_POS:
-            qx = _load_rows(q, grow, rk, mt, K) * scale
-        rv = c * BV + tl.arange(0, BV)
-        sv = rk[:, None] * V + rv[None, :]
-        M0 = tl.load(saved_m + sbase + sv).to(tl.float32)
-        dMe = tl.load(adj_m + sbase + sv).to(tl.float32)
-        dO = _load_rows(do, grow, rv, mt, V)
-        KM = mm(kx, M0, PREC)
-        if EXACT:
-            vb = _load_rows(v, grow, rv, mt, V)
-            Wp = et[:, None] * vb       # what P multiplies in the RHS
-        else:
-            if HAS_POS:
-                F = tl.where(resumed, tl.load(mc0 + fbase + sv, mask=resumed, other=0.0).to(tl.float32), M0)
-                KF = mm(kx, F, PREC)
-            else:
-                F = M0
-                KF = KM
-            if SELF_TARGET:
-                E = KF - mm(vx, F, PREC)
-            else:
-                E = KF - _load_rows(v, grow, rv, mt, V)
-            W = -et[:, None] * E
-            Wp = W
-        if HAS_MU:
-            S0 = tl.load(saved_s + sbase + sv).to(tl.float32)
-            dSe = tl.load(adj_s + sbase + sv).to(tl.float32)
-        if HAS_BETA or EXACT:
-            RHS = gp[:, None] * KM + mm(P, Wp, PREC)
-            if HAS_MU:
-                KS = mm(kx, S0, PREC)
-                RHS += nup[:, None] * KS
-            R = mm(Ai, RHS, PREC)
-            if EXACT:
-                W = -et[:, None] * (R - vb)
-        X = fL[:, None] * W
-        if HAS_BETA:
-            U = -bt[:, None] * R
-            X += gLr[:, None] * U
+        kx, vx, qx, rv, sv, M0, dMe, S0, dSe, F, dO, KM, KS, E, W, Wp, vb, R, U, X = _grad_block(
+            q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, c, grow, rk, mt, sbase, fbase, resumed, scale,
+            et, gp, nup, fL, gLr, bt, P, Ai, K, V, BV, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS, PREC)
 
         # tile-end states: M_n = γ_n M0 + ν_n S0 + Kᵀ X,  S_n = m_n S0 + Kᵀ(D[n,·]⊙W)
-        dK += mm(X, tl.trans(dMe), PREC)
+        if DK:
+            dK += mm(X, tl.trans(dMe), PREC)
         dX = mm(kx, dMe, PREC)
         dW = fL[:, None] * dX
-        r_phi += tl.sum(W * dX, 1)
-        dg_n += sum2(M0 * dMe)
+        if NN:
+            r_phi += tl.sum(W * dX, 1)
+            dg_n += sum2(M0 * dMe)
         if HAS_BETA:
             dU = gLr[:, None] * dX
-            r_g += tl.sum(U * dX, 1)
+            if NN:
+                r_g += tl.sum(U * dX, 1)
         if HAS_MU:
-            dnu_n += sum2(S0 * dMe)
-            dm_n += sum2(S0 * dSe)
-            dK += mm(dLr[:, None] * W, tl.trans(dSe), PREC)
+            if NN:
+                dnu_n += sum2(S0 * dMe)
+                dm_n += sum2(S0 * dSe)
+            if DK:
+                dK += mm(dLr[:, None] * W, tl.trans(dSe), PREC)
             dY = mm(kx, dSe, PREC)
             dW += dLr[:, None] * dY
-            r_d += tl.sum(W * dY, 1)
+            if NN:
+                r_d += tl.sum(W * dY, 1)
 
         # outputs
         if READ == 2:
-            dQ += mm(dO, tl.trans(F), PREC)
-            if HAS_POS:
-                dF = mm(tl.trans(qx), dO, PREC)
+            if DK:
+                dQ += mm(dO, tl.trans(F), PREC)
+                if HAS_POS:
+                    dF = mm(tl.trans(qx), dO, PREC)
         else:
-            dQ += mm(a[:, None] * dO, tl.trans(M0), PREC)
-            da += tl.sum(dO * mm(qx, M0, PREC), 1)
+            if DK:
+                dQ += mm(a[:, None] * dO, tl.trans(M0), PREC)
+            if NN:
+                da += tl.sum(dO * mm(qx, M0, PREC), 1)
             if HAS_MU:
-                dQ += mm(b[:, None] * dO, tl.trans(S0), PREC)
-                db += tl.sum(dO * mm(qx, S0, PREC), 1)
+                if DK:
+                    dQ += mm(b[:, None] * dO, tl.trans(S0), PREC)
+                if NN:
+                    db += tl.sum(dO * mm(qx, S0, PREC), 1)
             dW += mm(tl.trans(QHm), dO, PREC)
-            Z2 += mm(dO, tl.trans(W), PREC)
+            if NN:
+                Z2 += mm(dO, tl.trans(W), PREC)
             if HAS_BETA:
                 dU += mm(tl.trans(QGm), dO, PREC)
-                Z1 += mm(dO, tl.trans(U), PREC)
-            if HAS_POS:
+                if NN:
+                    Z1 += mm(dO, tl.trans(U), PREC)
+            if HAS_POS and DK:
                 dF = tl.zeros([K, BV], dtype=tl.float32)
 
         # U = −βR, (EXACT: W = −η(R − V)), R = (I + A)⁻¹ RHS, RHS = γ_prev K M0 + ν_prev K S0 + P Wp
         if HAS_BETA or EXACT:
             if HAS_BETA:
                 dR = -bt[:, None] * dU
-                dbt -= tl.sum(R * dU, 1)
+                if NN:
+                    dbt -= tl.sum(R * dU, 1)
                 if EXACT:
                     dR -= et[:, None] * dW
             else:
                 dR = -et[:, None] * dW
-            if EXACT:
+            if EXACT and NN:
                 deta_v -= tl.sum((R - vb) * dW, 1)
             dRHS = mm(tl.trans(Ai), dR, PREC)
-            ZA += mm(dRHS, tl.trans(R), PREC)
-            ZP += mm(dRHS, tl.trans(Wp), PREC)
-            dgp_s += tl.sum(dRHS * KM, 1)
-            dK += mm(gp[:, None] * dRHS, tl.trans(M0), PREC)
+            if NN:
+                ZA += mm(dRHS, tl.trans(R), PREC)
+                ZP += mm(dRHS, tl.trans(Wp), PREC)
+                dgp_s += tl.sum(dRHS * KM, 1)
+            if DK:
+                dK += mm(gp[:, None] * dRHS, tl.trans(M0), PREC)
             if HAS_MU:
-                dnup_s += tl.sum(dRHS * KS, 1)
-                dK += mm(nup[:, None] * dRHS, tl.trans(S0), PREC)
+                if NN:
+                    dnup_s += tl.sum(dRHS * KS, 1)
+                if DK:
+                    dK += mm(nup[:, None] * dRHS, tl.trans(S0), PREC)
             dWp = mm(tl.trans(P), dRHS, PREC)
             if EXACT:   # Wp = ηV; V also enters W = −η(R − V)
-                deta_v += tl.sum(vb * dWp, 1)
-                tl.store(dv + grow[:, None] * V + rv[None, :], et[:, None] * (dW + dWp), mask=mt[:, None])
+                if NN:
+                    deta_v += tl.sum(vb * dWp, 1)
+                if DK:
+                    tl.store(dv + grow[:, None] * V + rv[None, :], et[:, None] * (dW + dWp), mask=mt[:, None])
             else:
                 dW += dWp
 
         # W = −η E, E = K F − target
         if not EXACT:
             dE = -et[:, None] * dW
-            deta_v -= tl.sum(E * dW, 1)
-            if SELF_TARGET:
-                dEF += mm(dE, tl.trans(F), PREC)
-            else:
-                dK += mm(dE, tl.trans(F), PREC)
-                tl.store(dv + grow[:, None] * V + rv[None, :], -dE, mask=mt[:, None])
-            if HAS_POS:
+            if NN:
+                deta_v -= tl.sum(E * dW, 1)
+            if DK:
                 if SELF_TARGET:
-                    dF += mm(tl.trans(kx - vx), dE, PREC)
+                    dEF += mm(dE, tl.trans(F), PREC)
                 else:
-                    dF += mm(tl.trans(kx), dE, PREC)
-                if resumed:
-                    tl.store(dmc0 + fbase + sv, tl.load(dmc0 + fbase + sv) + dF)
+                    dK += mm(dE, tl.trans(F), PREC)
+                    tl.store(dv + grow[:, None] * V + rv[None, :], -dE, mask=mt[:, None])
+                if HAS_POS:
+                    if SELF_TARGET:
+                        dF += mm(tl.trans(kx - vx), dE, PREC)
+                    else:
+                        dF += mm(tl.trans(kx), dE, PREC)
+                    if resumed:
+                        tl.store(dmc0 + fbase + sv, tl.load(dmc0 + fbase + sv) + dF)
 
-    if SELF_TARGET:
-        dK += dEF
-        tl.store(dv + grow[:, None] * K + rk[None, :], -dEF, mask=mt[:, None])
-
-    # ---------------- n×n adjoints, once per tile ----------------
-    # reloaded and recomputed rather than kept live across the loop (registers)
-    G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT, HAS_ALPHA, HAS_MU,
-                                                                  PREC)
-    kx = _load_rows(k, grow, rk, mt, K)
-    if HAS_BETA:
-        bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
-    if READ != 2:
-        qx = _load_rows(q, grow, rk, mt, K) * scale
-        if READ == 0:
-            QKm = tl.where(lower, mm(qx, tl.trans(kx), PREC), 0.0)
-        else:
-            QKm = tl.where(strict, mm(qx, tl.trans(kx), PREC), 0.0)
-    dG = tl.where(sel[:, None], r_g[None, :], 0.0)
-    dGp = tl.zeros([BT, BT], dtype=tl.float32)
-    dPhi = tl.where(sel[:, None], r_phi[None, :], 0.0)
-    dPhip = tl.zeros([BT, BT], dtype=tl.float32)
-    dg = tl.where(sel, dg_n, 0.0)
-    dgp = dgp_s
-    if HAS_MU:
-        dnu = tl.where(sel, dnu_n, 0.0)
-        dnup = dnup_s
-        dm = tl.where(sel, dm_n, 0.0)
-        dD = tl.where(sel[:, None], r_d[None, :], 0.0)
-    if READ != 2:
-        if READ == 0:
-            Hm = Phi
-            Gm = G
-        else:
-            Hm = Phip
-            Gm = Gp
-        dQK = Z2 * Hm
-        dHm = Z2 * QKm
-        if HAS_BETA:
-            dQK += Z1 * Gm
-            dGm = Z1 * QKm
-        if READ == 0:
-            dQK = tl.where(lower, dQK, 0.0)
-            dg += da
-            dPhi += dHm
-            if HAS_BETA:
-                dG += dGm
-            if HAS_MU:
-                dnu += db
-        else:
-            dQK = tl.where(strict, dQK, 0.0)
-            dgp += da
-            dPhip += dHm
-            if HAS_BETA:
-                dGp += dGm
-            if HAS_MU:
-                dnup += db
-        dQ += mm(dQK, kx, PREC)
-        dK += mm(tl.trans(dQK), qx, PREC)
-    if HAS_BETA or EXACT:
-        KK = mm(kx, tl.trans(kx), PREC)
-        dA = tl.where(strict, -ZA, 0.0)
-        dKK = tl.where(strict, ZP * Phip, 0.0)
-        if HAS_BETA:
-            dKK += dA * Gp * bt[None, :]
-            dGp += dA * KK * bt[None, :]
-            dbt += tl.sum(dA * KK * Gp, 0)
-            tl.store(dbeta + grow, dbt, mask=mt)
-        if EXACT:   # A's term strict(KKᵀ) ⊙ Φ_prev diag(η)
-            dKK += dA * Phip * et[None, :]
-            dPhip += dA * KK * et[None, :]
-            deta_v += tl.sum(dA * KK * Phip, 0)
-        dPhip += tl.where(strict, ZP * KK, 0.0)
-        dK += mm(dKK + tl.trans(dKK), kx, PREC)
-    tl.store(deta + grow, deta_v, mask=mt)
-
-    # gate matrices -> log α, μ
-    if HAS_MU:
-        dPhi = tl.where(lower, dPhi, 0.0)
-        dPhip = tl.where(strict, dPhip, 0.0)
-        dG += mm(dPhi, tl.trans(D), PREC) + dnu[:, None] * m[None, :]
-        dGp += mm(dPhip, tl.trans(D), PREC) + dnup[:, None] * m[None, :]
-        dD += mm(tl.trans(G), dPhi, PREC) + mm(tl.trans(Gp), dPhip, PREC)
-        dm += tl.sum(G * dnu[:, None], 0) + tl.sum(Gp * dnup[:, None], 0)
-        dD = tl.where(lower, dD, 0.0)
-        dmu_v = tl.sum(mm(tl.trans(D), dD, PREC) * Dp, 1) + mp * tl.sum(D * dm[:, None], 0)
-        tl.store(dmu + grow, dmu_v, mask=mt)
+    if DK:
+        if SELF_TARGET:
+            dK += dEF
+            tl.store(dv + grow[:, None] * K + rk[None, :], -dEF, mask=mt[:, None])
     else:
-        dG += dPhi
-        dGp += dPhip
-    if HAS_ALPHA:
-        gG = tl.where(lower, dG * G, 0.0)
-        gGp = tl.where(strict, dGp * Gp, 0.0)
-        rGp = tl.sum(gGp, 1)
-        dc = tl.sum(gG, 1) - tl.sum(gG, 0) + rGp - tl.sum(gGp, 0) + dg * g + dgp * gp
-        dla_v = tl.sum(dc, 0) - tl.cumsum(dc, 0) + dc - rGp - dgp * gp
-        tl.store(dla + grow, dla_v, mask=mt)
+        dK = tl.zeros([BT, K], dtype=tl.float32)
+        dQ = tl.zeros([BT, K], dtype=tl.float32)
 
-    tl.store(dq + grow[:, None] * K + rk[None, :], dQ * scale, mask=mt[:, None])
-    tl.store(dk + grow[:, None] * K + rk[None, :], dK, mask=mt[:, None])
+    if NN:
+        # ---------------- n×n adjoints, once per tile ----------------
+        # reloaded and recomputed rather than kept live across the loop (registers)
+        G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT, HAS_ALPHA,
+                                                                      HAS_MU, PREC)
+        kx = _load_rows(k, grow, rk, mt, K)
+        if HAS_BETA:
+            bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
+        if READ != 2:
+            qx = _load_rows(q, grow, rk, mt, K) * scale
+            if READ == 0:
+                QKm = tl.where(lower, mm(qx, tl.trans(kx), PREC), 0.0)
+            else:
+                QKm = tl.where(strict, mm(qx, tl.trans(kx), PREC), 0.0)
+        dG = tl.where(sel[:, None], r_g[None, :], 0.0)
+        dGp = tl.zeros([BT, BT], dtype=tl.float32)
+        dPhi = tl.where(sel[:, None], r_phi[None, :], 0.0)
+        dPhip = tl.zeros([BT, BT], dtype=tl.float32)
+        dg = tl.where(sel, dg_n, 0.0)
+        dgp = dgp_s
+        if HAS_MU:
+            dnu = tl.where(sel, dnu_n, 0.0)
+            dnup = dnup_s
+            dm = tl.where(sel, dm_n, 0.0)
+            dD = tl.where(sel[:, None], r_d[None, :], 0.0)
+        if READ != 2:
+            if READ == 0:
+                Hm = Phi
+                Gm = G
+            else:
+                Hm = Phip
+                Gm = Gp
+            dQK = Z2 * Hm
+            dHm = Z2 * QKm
+            if HAS_BETA:
+                dQK += Z1 * Gm
+                dGm = Z1 * QKm
+            if READ == 0:
+                dQK = tl.where(lower, dQK, 0.0)
+                dg += da
+                dPhi += dHm
+                if HAS_BETA:
+                    dG += dGm
+                if HAS_MU:
+                    dnu += db
+            else:
+                dQK = tl.where(strict, dQK, 0.0)
+                dgp += da
+                dPhip += dHm
+                if HAS_BETA:
+                    dGp += dGm
+                if HAS_MU:
+                    dnup += db
+            dQ += mm(dQK, kx, PREC)
+            dK += mm(tl.trans(dQK), qx, PREC)
+        if HAS_BETA or EXACT:
+            KK = mm(kx, tl.trans(kx), PREC)
+            dA = tl.where(strict, -ZA, 0.0)
+            dKK = tl.where(strict, ZP * Phip, 0.0)
+            if HAS_BETA:
+                dKK += dA * Gp * bt[None, :]
+                dGp += dA * KK * bt[None, :]
+                dbt += tl.sum(dA * KK * Gp, 0)
+                tl.store(dbeta + grow, dbt, mask=mt)
+            if EXACT:   # A's term strict(KKᵀ) ⊙ Φ_prev diag(η)
+                dKK += dA * Phip * et[None, :]
+                dPhip += dA * KK * et[None, :]
+                deta_v += tl.sum(dA * KK * Phip, 0)
+            dPhip += tl.where(strict, ZP * KK, 0.0)
+            dK += mm(dKK + tl.trans(dKK), kx, PREC)
+        tl.store(deta + grow, deta_v, mask=mt)
+
+        # gate matrices -> log α, μ
+        if HAS_MU:
+            dPhi = tl.where(lower, dPhi, 0.0)
+            dPhip = tl.where(strict, dPhip, 0.0)
+            dG += mm(dPhi, tl.trans(D), PREC) + dnu[:, None] * m[None, :]
+            dGp += mm(dPhip, tl.trans(D), PREC) + dnup[:, None] * m[None, :]
+            dD += mm(tl.trans(G), dPhi, PREC) + mm(tl.trans(Gp), dPhip, PREC)
+            dm += tl.sum(G * dnu[:, None], 0) + tl.sum(Gp * dnup[:, None], 0)
+            dD = tl.where(lower, dD, 0.0)
+            dmu_v = tl.sum(mm(tl.trans(D), dD, PREC) * Dp, 1) + mp * tl.sum(D * dm[:, None], 0)
+            tl.store(dmu + grow, dmu_v, mask=mt)
+        else:
+            dG += dPhi
+            dGp += dPhip
+        if HAS_ALPHA:
+            gG = tl.where(lower, dG * G, 0.0)
+            gGp = tl.where(strict, dGp * Gp, 0.0)
+            rGp = tl.sum(gGp, 1)
+            dc = tl.sum(gG, 1) - tl.sum(gG, 0) + rGp - tl.sum(gGp, 0) + dg * g + dgp * gp
+            dla_v = tl.sum(dc, 0) - tl.cumsum(dc, 0) + dc - rGp - dgp * gp
+            tl.store(dla + grow, dla_v, mask=mt)
+
+    if NN:      # the only or the first kernel: stores
+        tl.store(dq + grow[:, None] * K + rk[None, :], dQ * scale, mask=mt[:, None])
+        tl.store(dk + grow[:, None] * K + rk[None, :], dK, mask=mt[:, None])
+    else:       # _grad_dk_kernel: adds to the n×n shares stored by _grad_nn_kernel
+        oq = dq + grow[:, None] * K + rk[None, :]
+        ok = dk + grow[:, None] * K + rk[None, :]
+        tl.store(oq, tl.load(oq, mask=mt[:, None], other=0.0) + dQ * scale, mask=mt[:, None])
+        tl.store(ok, tl.load(ok, mask=mt[:, None], other=0.0) + dK, mask=mt[:, None])
+
+
+@triton.jit
+def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
+                 saved_m, saved_s, adj_m, adj_s, do,
+                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
+                 T, H, scale,
+                 K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                 HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
+                 EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
+                 IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
+    """Grid (tiles, H): every token gradient of a tile in one kernel (``_grad_tile``, NN and DK)."""
+    _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
+               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, T, H, scale,
+               K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS, IS_VARLEN, PREC,
+               True, True)
+
+
+@triton.jit
+def _grad_nn_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
+                    saved_m, saved_s, adj_m, adj_s, do,
+                    dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
+                    T, H, scale,
+                    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                    HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
+                    EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
+                    IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
+    """Grid (tiles, H), first of the split: the n×n adjoints → dη, d log α, dβ, dμ and the QKᵀ/KKᵀ
+    shares of dq, dk (stored) (``_grad_tile``, NN only)."""
+    _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
+               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, T, H, scale,
+               K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS, IS_VARLEN, PREC,
+               True, False)
+
+
+@triton.jit
+def _grad_dk_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
+                    saved_m, saved_s, adj_m, adj_s, do,
+                    dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
+                    T, H, scale,
+                    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                    HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
+                    EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
+                    IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
+    """Grid (tiles, H), after ``_grad_nn_kernel``: dK, dQ from the states and their adjoints (added
+    to dq, dk), dv, a resumed tile's dM_chunk0 (``_grad_tile``, DK only)."""
+    _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
+               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, T, H, scale,
+               K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS, IS_VARLEN, PREC,
+               False, True)
