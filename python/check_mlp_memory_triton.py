@@ -9,7 +9,8 @@
    NaN-poisoned (NESTED_KERNELS_POISON=1).
 2. Timing (CUDA events, median after warm-up), issue shape B4 T4096 H8 K=V=64 F=256 bf16 chunk 64,
    read "chunk", target "self", β = η, α and μ on: forward and forward+backward of the triton and
-   torch backends and titans-pytorch ``NeuralMemory`` (depth 2, expansion 4, 8 heads × 64, chunk
+   torch backends (triton also with NESTED_KERNELS_MLP_TRITON_PREP=1, fp16 operands and one program
+   per head) and titans-pytorch ``NeuralMemory`` (depth 2, expansion 4, 8 heads × 64, chunk
    64, fp32, its own semantics) when importable, with the roofline floor of bench/roofline.py;
    then K=V=128, F=512 (throughput in tokens/s).
 
@@ -187,7 +188,8 @@ def timing(args):
                                               read="chunk", backend=b)[0])
         impls = [(b, run_b(b), leaves, {}) for b in backends]
         # variants of the triton backend (environment knobs, read at each call)
-        impls[1:1] = [("triton fp16 operands", run_b("triton"), leaves, {"NESTED_KERNELS_MLP_TRITON_PRECISION": "fp16"}),
+        impls[1:1] = [("triton prep kernel", run_b("triton"), leaves, {"NESTED_KERNELS_MLP_TRITON_PREP": "1"}),
+                      ("triton fp16 operands", run_b("triton"), leaves, {"NESTED_KERNELS_MLP_TRITON_PRECISION": "fp16"}),
                       ("triton 1 program/head", run_b("triton"), leaves, {"NESTED_KERNELS_MLP_TRITON_SPLIT": "1"})]
         if K == 64 and not args.no_titans:
             tt = _titans(B, T, H, K, F, C)
@@ -222,9 +224,10 @@ def timing(args):
 
 
 def kernels():
-    """Registers, spills and shared memory of every compiled variant of the two kernels."""
-    from nested_kernels.ops.mlp_memory import triton_bwd as tb, triton_fwd as tf
-    return kernel_info((tf._fwd_kernel, tb._bwd_kernel), "name, regs, spills, shared bytes, warps", 12, 140)
+    """Registers, spills and shared memory of every compiled variant of the three kernels."""
+    from nested_kernels.ops.mlp_memory import triton_bwd as tb, triton_fwd as tf, triton_prep as tp
+    return kernel_info((tp._prep_kernel, tf._fwd_kernel, tb._bwd_kernel), "name, regs, spills, shared bytes, warps",
+                       12, 140)
 
 
 def main():

@@ -2,12 +2,13 @@
 registers, spills and shared memory per kernel (Triton ships ptxas; no device is used). Catches
 compile errors, shared-memory overflows (an H100 block may use 227 KB) and register-pressure
 regressions before GPU time is spent. Options mirror the launcher's defaults: mma.sync
-(DISABLE_MMA_V3), ptxas -O1, tf32 products (``--prec``), bf16 inputs, BF = 16, num_stages = 1,
-8 warps for C ≥ 64; ``--ns`` F slices per (sequence, head) (the launcher picks 4 at the issue
-shape on 132 SMs).
+(DISABLE_MMA_V3), ptxas -O1, tf32x3 gate products and (I + A)⁻¹, bf16 inputs, BF = 16,
+num_stages = 1, 8 warps for C ≥ 64; ``--prec`` the operands of the other products (the launcher's
+default is tf32x3); ``--ns`` F slices per (sequence, head); ``--prep 1`` the kernels of
+NESTED_KERNELS_MLP_TRITON_PREP=1 (and ``_prep_kernel``).
 
     python python/compile_mlp_memory_triton.py [--gates abm --target self --read chunk --C 64
-        --K 64 --F 256 --ns 4 --bf 16 --prec tf32|fp16|bf16 --resume --act gelu]
+        --K 64 --F 256 --ns 4 --bf 16 --prec tf32|tf32x3|fp16|bf16 --prep 0|1 --resume --act gelu]
 """
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ import sys
 os.environ.pop("TRITON_INTERPRET", None)
 
 from gpu_check_utils import compile_sm90, ptxas_usage  # noqa: E402
-from nested_kernels.ops.mlp_memory import triton_bwd as tb, triton_fwd as tf  # noqa: E402
+from nested_kernels.ops.mlp_memory import triton_bwd as tb, triton_fwd as tf, triton_prep as tp  # noqa: E402
 
 SHARED_LIMIT = 232448
 INT_ARGS = {"T", "R", "H"}
 I64_PTRS = {"pos", "cu", "tile_base"}
+I32_PTRS = {"ctr", "tile_seq", "tile_idx"}
 BF16_PTRS = {"q", "k", "v", "eta", "la_ptr", "beta_ptr", "mu_ptr", "do"}
 
 
@@ -37,7 +39,7 @@ def signature(fn, const, o_bf16):
             sig[name] = "fp32"
         elif name in I64_PTRS:
             sig[name] = "*i64"
-        elif name == "ctr":
+        elif name in I32_PTRS:
             sig[name] = "*i32"
         elif name in BF16_PTRS or (name == "o" and o_bf16):
             sig[name] = "*bf16"
@@ -47,6 +49,7 @@ def signature(fn, const, o_bf16):
 
 
 def compile_one(fn, const, warps, opt, o_bf16=True):
+    const = {n: v for n, v in const.items() if n in fn.arg_names}
     ker = compile_sm90(fn, signature(fn, const, o_bf16), const, dict(num_warps=warps, num_stages=1))
     regs, st, ld = ptxas_usage(ker.asm["ptx"], opt)
     regs, spill = ("?" if regs is None else regs), ("?" if st is None else f"{st}/{ld}")
@@ -69,6 +72,7 @@ def main():
     ap.add_argument("--warps", type=int, default=0, help="0: the launcher's default")
     ap.add_argument("--prec", default="tf32")
     ap.add_argument("--ptxas", default="-O1")
+    ap.add_argument("--prep", type=int, default=0, choices=[0, 1], help="NESTED_KERNELS_MLP_TRITON_PREP")
     ap.add_argument("--resume", action="store_true", help="resumed state and cu_seqlens")
     args = ap.parse_args()
     os.environ["DISABLE_MMA_V3"] = "1"
@@ -78,8 +82,9 @@ def main():
                   ACT={"gelu": 0, "silu": 1}[args.act], RESIDUAL=True, HAS_ALPHA="a" in args.gates,
                   HAS_BETA="b" in args.gates, HAS_MU="m" in args.gates, SELF_TARGET=args.target == "self",
                   READ={"after": 0, "before": 1, "chunk": 2}[args.read], HAS_POS=args.resume,
-                  IS_VARLEN=args.resume, PREC=args.prec, GPREC="tf32")
-    variants = [
+                  IS_VARLEN=args.resume, PREC=args.prec, GPREC="tf32x3", PREP=bool(args.prep))
+    variants = [("_prep_kernel", tp._prep_kernel, common, True)] if args.prep else []
+    variants += [
         ("_fwd_kernel (forward)", tf._fwd_kernel, dict(common, OUTPUT_FINAL=True, SAVE=False, STORE_O=True),
          args.ns == 1),
         ("_fwd_kernel (SAVE)", tf._fwd_kernel, dict(common, OUTPUT_FINAL=False, SAVE=True, STORE_O=False), True),
@@ -87,7 +92,7 @@ def main():
     ]
     print(f"sm_90, {warps} warps, ptxas {args.ptxas}, mma.sync, prec {args.prec}: gates '{args.gates}' "
           f"{args.target} {args.read} {args.act} C{args.C} K=V={K} F={args.F} BF={args.bf} NS={args.ns}"
-          f"{' resumed+varlen' if args.resume else ''}")
+          f"{' resumed+varlen' if args.resume else ''} PREP={args.prep}")
     bad = 0
     for label, fn, const, o_bf16 in variants:
         try:

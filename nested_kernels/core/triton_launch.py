@@ -8,6 +8,9 @@ imports Triton).
 * ``ptxas_options(env_name, opts)`` — ``opts`` plus ptxas options off the interpreter: ``env_name``
   if set ("" for ptxas' default), else "-O1" (ptxas -O3 squeezes the large kernels into few
   registers with heavy spills, see docs/linear_memory_triton.md).
+* ``tile_table(ends, n_tiles)`` — (sequence, index in its sequence) of every global tile of a
+  tile-parallel grid of ``n_tiles`` (an upper bound, no device sync) from the cumulative tile
+  counts ``ends`` [N] of the sequences; -1 / 0 for the unused tail.
 * ``mma_sync(on)`` — context manager: the launches inside compile with Ampere-style MMA
   (mma.sync, Triton's DISABLE_MMA_V3) when ``on`` and not interpreting. Triton reads the variable
   when it compiles and keys its disk cache on it, so it is set only around these launches.
@@ -43,6 +46,15 @@ def ptxas_options(env_name: str, opts: dict) -> dict:
         if ptx:
             opts["ptx_options"] = ptx
     return opts
+
+
+def tile_table(ends: torch.Tensor, n_tiles: int) -> tuple:
+    g = torch.arange(n_tiles, device=ends.device)
+    seq = torch.searchsorted(ends, g, right=True)
+    valid = seq < ends.numel()
+    start = torch.cat([ends.new_zeros(1), ends])[seq.clamp(max=ends.numel())]
+    return (torch.where(valid, seq, -1).to(torch.int32).contiguous(),
+            torch.where(valid, g - start, 0).to(torch.int32).contiguous())
 
 
 @contextlib.contextmanager

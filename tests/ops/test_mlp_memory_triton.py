@@ -6,7 +6,8 @@ NaN-poisoned (NESTED_KERNELS_POISON=1). Every case compares the outputs, the fin
 S1, S2, W1_chunk, W2_chunk, position) and the gradients of a random functional of all of them with
 respect to every floating-point input (q, k, v, eta, gates, w1, w2 or the per-sequence initial
 states, the resumed chunk-start copies) — SPEC §7 bounds: 2e-3 in float32, 2e-2 in bf16/fp16.
-The reference sees the same (rounded) inputs as the kernel.
+The reference sees the same (rounded) inputs as the kernel. Every test runs twice: without and
+with the tile-parallel prep kernel (NESTED_KERNELS_MLP_TRITON_PREP = 0 / 1).
 """
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ F64 = torch.float64
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ARGS = ("q", "k", "v", "eta", "w1", "w2", "log_alpha", "beta", "mu")
 FIELDS = ("W1", "W2", "S1", "S2", "W1_chunk", "W2_chunk")
+
+
+@pytest.fixture(autouse=True, params=["0", "1"], ids=["prep0", "prep1"])
+def prep_knob(request, monkeypatch):
+    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PREP", request.param)
+    return request.param
 
 
 def make(B=1, T=37, H=1, K=16, V=16, F=32, *, gates="abm", N=None, init=False, resume=None, seed=0):
@@ -172,6 +179,15 @@ def test_without_initial_or_final_state():
         assert rel_error(a, b) <= 2e-3
 
 
+@pytest.mark.parametrize("value", ["2", "on"])
+def test_prep_knob_rejects_other_values(value, monkeypatch):
+    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PREP", value)
+    x, _ = make(T=4, gates="ab")
+    args = [None if x[n] is None else x[n].float().to(DEVICE) for n in ARGS]
+    with pytest.raises(ValueError, match="NESTED_KERNELS_MLP_TRITON_PREP"):
+        mlp_memory(*args, chunk_size=16, backend="triton")
+
+
 def test_empty_sequence_returns_state():
     x, st = make(T=0, gates="abm", init=True)
     args = [None if x[n] is None else x[n].float() for n in ARGS]
@@ -249,7 +265,7 @@ def test_out_of_resources_falls_back_to_torch(monkeypatch):
         check(x, st, read="after")
 
 
-def test_out_of_resources_retries_larger_f_blocks(monkeypatch):
+def test_out_of_resources_retries_larger_f_blocks(prep_knob, monkeypatch):
     """A launch refused at BF = 16 is retried at BF = 32 (no fallback, no warning), and the block
     that launched is remembered for the configuration (H100: tf32x3 at K = 64, F = 256 needs more
     than 227 KB of shared memory with BF = 16, and fits with BF = 64)."""
@@ -275,16 +291,21 @@ def test_out_of_resources_retries_larger_f_blocks(monkeypatch):
         check(x, st, read="after")
     assert blocks == [32, 32], blocks                   # the next call starts at the block that ran
     assert set(triton_backend._F_BLOCKS.values()) == {32}
+    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PREP", "1" if prep_knob == "0" else "0")
+    blocks.clear()
+    check(x, st, read="after")
+    assert blocks == [16, 32, 16, 32], blocks           # other kernels (knobs): nothing remembered
 
 
 @pytest.mark.parametrize("ns", [1, 2, 4])
-def test_every_launch_runs_all_f_slices(ns, monkeypatch):
+def test_every_launch_runs_all_f_slices(ns, prep_knob, monkeypatch):
     """Both kernels run on the grid (N·H, NS) with NS as compiled, cooperatively when NS > 1 (the
     slices of a (sequence, head) wait for each other once per tile). The backward once ran on
     (N·H,) with NS = 8: slice 0 waited forever for the other seven (H100 hang, 2026-11-26). The
     interpreter cannot run NS > 1 (its programs run one after another), so the kernels are
-    replaced by recorders here; the slice arithmetic is checked by python/check_mlp_memory_triton.py."""
-    from nested_kernels.ops.mlp_memory import triton_bwd, triton_fwd
+    replaced by recorders here; the slice arithmetic is checked by python/check_mlp_memory_triton.py.
+    With the prep kernel: one launch on (tiles, H) before each forward and the backward's SAVE forward."""
+    from nested_kernels.ops.mlp_memory import triton_bwd, triton_fwd, triton_prep
     seen = []
 
     class Recorder:
@@ -292,14 +313,16 @@ def test_every_launch_runs_all_f_slices(ns, monkeypatch):
             self.name = name
 
         def __getitem__(self, grid):
-            return lambda *args, **kw: seen.append((self.name, tuple(grid), kw["NS"],
+            return lambda *args, **kw: seen.append((self.name, tuple(grid), kw.get("NS"),
                                                     kw.get("launch_cooperative_grid", False)))
     monkeypatch.setattr(triton_fwd, "_fwd_kernel", Recorder("fwd"))
     monkeypatch.setattr(triton_bwd, "_bwd_kernel", Recorder("bwd"))
+    monkeypatch.setattr(triton_prep, "_prep_kernel", Recorder("prep"))
     monkeypatch.setattr(triton_backend, "_slices", lambda F, BF, NH, device: ns)
     x, st = make(B=2, T=20, H=3, gates="abm", init=True)
     run("triton", x, st, torch.float32, chunk_size=16)
-    assert seen == [(name, (6, ns), ns, ns > 1) for name in ("fwd", "fwd", "bwd")]
+    prep = [("prep", (2 * 20 // 16 + 2 * 2, 3), None, False)] if prep_knob == "1" else []
+    assert seen == prep + [("fwd", (6, ns), ns, ns > 1)] + prep + [(n, (6, ns), ns, ns > 1) for n in ("fwd", "bwd")]
 
 
 # -- GPU only --------------------------------------------------------------------------------------

@@ -40,7 +40,8 @@ import torch
 from ...core.alloc import new_empty
 from ...core.backends import Backend
 from ...core.sequences import num_sequences
-from ...core.triton_launch import float64_unsupported, interpreting as _interpreting, mma_sync, ptxas_options
+from ...core.triton_launch import float64_unsupported, interpreting as _interpreting, mma_sync, ptxas_options, \
+    tile_table
 from .inputs import empty_outputs
 
 SUPPORTED_CHUNK = (1, 16, 32, 64, 128)
@@ -251,12 +252,7 @@ class _Args:
         ends = torch.cumsum(nt, 0)
         self.tile_base = (ends - nt).contiguous()
         self.n_tiles = _n_tiles(self.B, self.T, BT, self.N)
-        g = torch.arange(self.n_tiles, device=self.device)
-        seq = torch.searchsorted(ends, g, right=True)
-        valid = seq < self.N
-        seqc = seq.clamp(max=max(self.N - 1, 0))
-        self.tile_seq = torch.where(valid, seq, -1).to(torch.int32).contiguous()
-        self.tile_idx = (g - self.tile_base[seqc]).to(torch.int32).contiguous() if self.N else g.int()
+        self.tile_seq, self.tile_idx = tile_table(ends, self.n_tiles)
         self.final_pos = (p + self.lengths) % self.C
         self.BV = _block_v(self.K, self.V)
         self.NV = self.V // self.BV

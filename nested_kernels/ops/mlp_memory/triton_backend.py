@@ -17,7 +17,11 @@ NESTED_KERNELS_MLP_TRITON_PRECISION (product operands: "bf16", "fp16", "tf32", "
 default tf32x3), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
 per (sequence, head), default 1: the cooperative NS > 1 path deadlocked on the H100 in its first GPU
 run, 2026-11-26, and stays opt-in until fixed), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
-NESTED_KERNELS_MLP_TRITON_MMA ("v2": mma.sync, default; "auto": Triton's choice).
+NESTED_KERNELS_MLP_TRITON_MMA ("v2": mma.sync, default; "auto": Triton's choice),
+NESTED_KERNELS_MLP_TRITON_PREP ("1": the state-independent per-tile work — gates, (I + A_β)⁻¹, masked
+KKᵀ / QKᵀ — by the tile-parallel ``_prep_kernel`` (triton_prep.py) for all tiles at once, one
+launch per forward and one per backward; default "0": formed inside the sequential kernels. CPU-tested
+only: "1" waits for a GPU timing).
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ import torch
 from ...core.alloc import new_empty
 from ...core.backends import Backend, BackendFallbackWarning
 from ...core.triton_launch import env_int as _env_int, float64_unsupported, interpreting as _interpreting, \
-    mma_sync, ptxas_options
+    mma_sync, ptxas_options, tile_table
 from .inputs import empty_outputs
 
 SUPPORTED_CHUNK = (16, 32, 64, 128)
@@ -40,6 +44,7 @@ SUPPORTED_HIDDEN = (16, 32, 64, 128, 256, 512)
 _READ = {"after": 0, "before": 1, "chunk": 2}
 _ACT = {"gelu": 0, "silu": 1}
 _STATES = ("W1", "W2", "S1", "S2")
+PREP_ROWS = ("pv", "pk", "qp", "qg", "pm")     # the prep rows the kernels take after their scalars
 
 
 def unsupported(inputs, cfg) -> Optional[str]:
@@ -104,6 +109,14 @@ def _precision() -> tuple:
     return env or "tf32x3", "tf32x3"
 
 
+def _prep_on() -> bool:
+    """NESTED_KERNELS_MLP_TRITON_PREP: "1" runs ``_prep_kernel``, "0" (default) does not."""
+    mode = os.environ.get("NESTED_KERNELS_MLP_TRITON_PREP") or "0"
+    if mode not in ("0", "1"):
+        raise ValueError(f"NESTED_KERNELS_MLP_TRITON_PREP must be 0 or 1, got {mode!r}")
+    return mode == "1"
+
+
 def _slices(F: int, BF: int, NH: int, device: torch.device) -> int:
     """Number NS of programs per (sequence, head), each owning F / NS hidden units: the largest
     power of two with F / NS ≥ BF and N·H·NS ≤ the number of SMs (one resident program per SM,
@@ -150,22 +163,26 @@ class _Args:
                         else self.cu[1:] - self.cu[:-1])
         p = torch.zeros_like(self.lengths) if self.pos is None else self.pos
         nt = torch.where(self.lengths > 0, (self.lengths + p + C - 1) // C, 0)
-        self.tile_base = (torch.cumsum(nt, 0) - nt).contiguous()
+        ends = torch.cumsum(nt, 0)
+        self.tile_base = (ends - nt).contiguous()
         self.n_tiles = (self.B * self.T) // C + 2 * N     # Σ ceil((L + p)/C) ≤ B·T/C + 2N, no sync
+        self.prep = _prep_on()
+        if self.prep:
+            self.tile_seq, self.tile_idx = tile_table(ends, self.n_tiles)
         self.final_pos = (p + self.lengths) % C
         self.at_boundary = (self.final_pos == 0).view(N, 1, 1, 1)
         self.in_first = ((p > 0) & (p + self.lengths < C)).view(N, 1, 1, 1)
         self.BF = _block_f(self.F, bf)
         self.NS = _slices(self.F, self.BF, N * self.H, dev)
-        self.prec, gprec = _precision()
+        self.prec, self.gprec = _precision()
         self.dummy = torch.empty(1, dtype=torch.float32, device=dev)
         self.flags = dict(ACT=_ACT[cfg["activation"]], RESIDUAL=bool(cfg["residual"]),
                           HAS_ALPHA=self.la is not None, HAS_BETA=self.beta is not None,
                           HAS_MU=self.mom, SELF_TARGET=cfg["target"] == "self",
                           READ=_READ[cfg["read"]], HAS_POS=self.resumed, IS_VARLEN=self.cu is not None)
         self.consts = dict(K=self.K, V=self.V, F=self.F, BF=self.BF, NS=self.NS, BT=C,
-                           LOG2BT=C.bit_length() - 1, PREC=self.prec, GPREC=gprec, **_launch_options(C),
-                           **self.flags)
+                           LOG2BT=C.bit_length() - 1, PREC=self.prec, GPREC=self.gprec, PREP=self.prep,
+                           **_launch_options(C), **self.flags)
         H, K, V, F = self.H, self.K, self.V, self.F
         self.shapes = dict(W1=(N, H, V, F), W2=(N, H, F, K), S1=(N, H, V, F), S2=(N, H, F, K))
         # start states (float32 copies: the kernels update them in place)
@@ -187,6 +204,27 @@ class _Args:
         coop = dict(launch_cooperative_grid=True) if self.NS > 1 else {}
         with _mma_mode():
             kernel[(self.N * self.H, self.NS)](*args, **kw, **self.consts, **coop)
+
+    def prep_rows(self) -> dict:
+        """With PREP the rows of ``triton_prep._prep_kernel`` (pv, Ai, pk, qp, qg, pm; None where
+        the configuration has none), from one launch on the grid (tiles, H); else {}."""
+        if not self.prep:
+            return {}
+        from .triton_prep import NPV, _prep_kernel
+        rows, H, C, f = self.B * self.T, self.H, self.C, self.flags
+        mat = lambda on: new_empty(rows, H, C, dtype=torch.float32, device=self.device) if on else None  # noqa: E731
+        beta, read = f["HAS_BETA"], f["READ"] != 2
+        pr = dict(pv=new_empty(rows, H, NPV.value, dtype=torch.float32, device=self.device), Ai=mat(beta),
+                  pk=mat(beta), qp=mat(read), qg=mat(read and beta and self.mom), pm=mat(read))
+        d = self.d
+        with _mma_mode():
+            _prep_kernel[(self.n_tiles, H)](
+                self.q, self.k, d(self.la), d(self.beta), d(self.mu), self.tile_seq, self.tile_idx,
+                d(self.cu), d(self.pos), *(d(pr[n]) for n in ("pv", "Ai", "pk", "qp", "qg", "pm")),
+                self.T, H, self.scale, K=self.K, BT=C, LOG2BT=C.bit_length() - 1, PREC=self.prec,
+                GPREC=self.gprec, **{n: f[n] for n in ("HAS_ALPHA", "HAS_BETA", "HAS_MU", "READ", "HAS_POS",
+                                                      "IS_VARLEN")}, **_launch_options(C))
+        return pr
 
     def exchange_buffers(self):
         """(xch, ctr) of ``triton_common.exchange`` for one launch (placeholders when NS = 1)."""
@@ -219,11 +257,14 @@ class _Args:
         first = self.chunk0[i] if self.resumed else written    # (in_first is all False then)
         return torch.where(self.at_boundary, st[name], torch.where(self.in_first, first, written))
 
-    def run_forward(self, st: dict, *, o=None, chunk_out=None, saved=None):
+    def run_forward(self, st: dict, pr: dict, *, o=None, chunk_out=None, saved=None):
+        """``_fwd_kernel`` on the states ``st`` (updated in place) with the prep rows ``pr``
+        (``prep_rows``): outputs into ``o``, final chunk-start weights into ``chunk_out``,
+        checkpoints into ``saved``."""
         from .triton_fwd import _fwd_kernel
         d = self.d
         c1, c2 = chunk_out if chunk_out is not None else (None, None)
-        sv = saved or {}
+        sv = dict(pr, **(saved or {}))
         wc1, wc2 = self.chunk0 if self.resumed else (None, None)
         part = self.partial(*o.shape) if o is not None and self.NS > 1 else o
         self.launch(_fwd_kernel,
@@ -231,14 +272,20 @@ class _Args:
                     st["W1"], st["W2"], d(st["S1"]), d(st["S2"]), d(wc1), d(wc2), d(self.pos), d(self.cu),
                     self.tile_base, d(part), d(c1), d(c2),
                     *(d(sv.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")), *self.exchange_buffers(),
-                    self.T, self.B * self.T, self.H, self.scale, OUTPUT_FINAL=chunk_out is not None,
+                    self.T, self.B * self.T, self.H, self.scale, *(d(sv.get(n)) for n in PREP_ROWS),
+                    OUTPUT_FINAL=chunk_out is not None,
                     SAVE=saved is not None, STORE_O=o is not None)
         if part is not o:
             o.copy_(part.sum(0))
 
 
-# (launcher, config, dtype, F) -> the F block that launched after OutOfResources at smaller ones
+# (launcher, config, dtype, F, the NESTED_KERNELS_MLP_TRITON_* knobs) -> the F block that launched after
+# OutOfResources at smaller ones (the knobs change the kernels: one process may time several)
 _F_BLOCKS: dict = {}
+
+
+def _knobs() -> tuple:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("NESTED_KERNELS_MLP_TRITON_")))
 
 
 def _fallback_on_resources(kernel_fn, torch_fn):
@@ -252,7 +299,8 @@ def _fallback_on_resources(kernel_fn, torch_fn):
         from triton.runtime.errors import OutOfResources
         inputs, cfg = args[0], args[-1]
         F = inputs["w1"].shape[-1]
-        key = lambda: (kernel_fn.__name__, json.dumps(cfg, sort_keys=True), inputs["q"].dtype, F)  # noqa: E731
+        key = lambda: (kernel_fn.__name__, json.dumps(cfg, sort_keys=True), inputs["q"].dtype, F,  # noqa: E731
+                       _knobs())
         first = bf = _F_BLOCKS.get(key(), 16) if _F_BLOCKS else 16   # no key work until a retry happened
         while True:
             try:
@@ -278,7 +326,7 @@ def _forward(inputs, cfg, bf: int = 16):
     chunk_out = (new_empty(*a.shapes["W1"], dtype=torch.float32, device=a.device),
                  new_empty(*a.shapes["W2"], dtype=torch.float32, device=a.device)) if final else None
     if N * H and B * T:
-        a.run_forward(st, o=o, chunk_out=chunk_out)
+        a.run_forward(st, a.prep_rows(), o=o, chunk_out=chunk_out)
     if not final:
         return (o,) + empty_outputs(inputs["q"])
     W1c = a.chunk_start("W1", st, chunk_out[0])
@@ -333,9 +381,11 @@ def _backward(inputs, outputs, grads, cfg, bf: int = 16):
             saved.update(S1=ck("S1"), S2=ck("S2"))
         if cfg["read"] != "chunk":
             saved["BA"] = torch.empty(a.NS, rows, H, C, dtype=f32, device=dev)
-        if a.beta is not None:
+        if a.beta is not None and not a.prep:
             saved["Ai"] = torch.empty(rows, H, C, dtype=f32, device=dev)
-        a.run_forward(st, saved=saved)
+        pr = a.prep_rows()
+        a.run_forward(st, pr, saved=saved)
+        saved.update(pr)
         from .triton_bwd import _bwd_kernel
         d = a.d
         stash = torch.empty(N * H, 2, C, F, dtype=f32, device=dev)
@@ -345,7 +395,8 @@ def _backward(inputs, outputs, grads, cfg, bf: int = 16):
                  a.tile_base, *(d(saved.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")),
                  dO.contiguous(), d(dc["W1"]), d(dc["W2"]), dst["W1"], dst["W2"], d(dst["S1"]), d(dst["S2"]),
                  d(dwc.get("W1")), d(dwc.get("W2")), stash, *a.exchange_buffers(),
-                 dq, dk, dv, deta, d(dla), d(dbeta), d(dmu), T, rows, H, a.scale, HAS_DC=has_dc)
+                 dq, dk, dv, deta, d(dla), d(dbeta), d(dmu), T, rows, H, a.scale,
+                 *(d(saved.get(n)) for n in PREP_ROWS), HAS_DC=has_dc)
 
     out = {}
 

@@ -17,6 +17,10 @@ checkpoints written by the forward with ``SAVE`` (tile-start weights, frozen err
   to the adjoint of the state's chunk-start copy).
 
 Then the n×n adjoints give dk, dq, dβ and, through the gate matrices, d log α and dμ.
+
+With ``PREP`` pass B reads the gate vectors, (I + A_β)⁻¹ and the masked KKᵀ / QKᵀ products from
+the rows of ``_prep_kernel`` (triton_prep.py), and the tail re-forms the gate matrices, KKᵀ and
+QKᵀ it needs, so that none of them is live across the F loops.
 """
 from __future__ import annotations
 
@@ -25,25 +29,29 @@ import triton.language as tl
 
 from ...core.triton_helpers import act, act_grad, act_grad2, at, mm, row_of, seq_bounds, sum2, tile_gates
 from .triton_common import exchange, gate_grads, off_w1, off_w2
+from .triton_prep import prep_end, prep_tile
 
 
 @triton.jit
 def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
               c1, c2, cs1, cs2, g1, g2, gd1, gd2, dw1, dw2, ds1, ds2, dc1, dc2, stash,
-              sv_e, sv_ba, sv_ai, dq, dk, dv, deta, dla, dbeta, dmu,
+              sv_e, sv_ba, sv_ai, pv, pk, qp, qg, pm, dq, dk, dv, deta, dla, dbeta, dmu,
               xch, ctr, n_done, j, row0, s, e, i_h, H, scale, add_c,
               K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr,
               FS: tl.constexpr, NS: tl.constexpr, BT: tl.constexpr, ACT: tl.constexpr,
               RESIDUAL: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr,
               HAS_MU: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr,
-              USE_G: tl.constexpr, HAS_DC: tl.constexpr, PREC: tl.constexpr, GPREC: tl.constexpr):
+              USE_G: tl.constexpr, HAS_DC: tl.constexpr, PREC: tl.constexpr, GPREC: tl.constexpr,
+              PREP: tl.constexpr):
     """Adjoint of one tile [s, e). c1, c2, cs1, cs2: tile-start checkpoints; g1, g2: chunk-start
     weights; gd1, gd2: where their adjoints go; dw1 … ds2: carried adjoints (tile-end in,
     tile-start out); dc1, dc2: adjoint of the final chunk-start weights, added to the tile-start
     adjoints when ``add_c``; stash: [2, BT, F] scratch of this (sequence, head). F slice j
     = [j·FS, (j+1)·FS): the token and gate gradients (dq … dmu, this slice's partial buffers) are
     this slice's share; terms that do not sum over F are added by slice 0; the adjoint of the
-    frozen errors is exchanged between the slices (xch, ctr, n_done: ``exchange``)."""
+    frozen errors is exchanged between the slices (xch, ctr, n_done: ``exchange``). sv_ai: the
+    rows of (I + A_β)⁻¹ (the forward's SAVE, or with PREP the prep kernel's); pv … pm: the other
+    prep rows (PREP)."""
     rt = tl.arange(0, BT)
     rk = tl.arange(0, K)
     rv = tl.arange(0, V)
@@ -63,34 +71,44 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
     dO = tl.load(do + grow[:, None] * V + rv[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
     E = tl.load(sv_e + grow[:, None] * V + rv[None, :], mask=mt[:, None], other=0.0)
     w1v = -et[:, None] * E
-    G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT,
-                                                                HAS_ALPHA, HAS_MU, GPREC)
-    zv = g * 0.0
-    zm = G * 0.0
+    if PREP:
+        gp, nup, Ai, Pk, QP, QG, Pm, gm, nm = prep_tile(pv, sv_ai, pk, qp, qg, pm, grow, mt, rt, BT,
+                                                        HAS_BETA, HAS_MU, READ)
+        zv = tl.zeros([BT], dtype=tl.float32)
+        zm = tl.zeros([BT, BT], dtype=tl.float32)
+    else:
+        G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT,
+                                                                    HAS_ALPHA, HAS_MU, GPREC)
+        zv = g * 0.0
+        zm = G * 0.0
     if HAS_BETA:
         bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
-        KK = mm(kx, tl.trans(kx), PREC)
-        Ai = tl.load(sv_ai + grow[:, None] * BT + rt[None, :], mask=mt[:, None], other=0.0)
-        Pk = tl.where(strict, KK * Phip, 0.0)
+        if not PREP:
+            KK = mm(kx, tl.trans(kx), PREC)
+            Ai = tl.load(sv_ai + grow[:, None] * BT + rt[None, :], mask=mt[:, None], other=0.0)
+            Pk = tl.where(strict, KK * Phip, 0.0)
         Mr = zm
         Mrhs = zm
     if READ != 2:
-        QK = mm(qx, tl.trans(kx), PREC)
-        if READ == 0:
-            Gm = G
-            Pm = Phi
-            gm = g
-            nm = nu
-        else:
-            Gm = Gp
-            Pm = Phip
-            gm = gp
-            nm = nup
-        QG = QK * Gm
-        QP = QK * Pm
+        if not PREP:
+            QK = mm(qx, tl.trans(kx), PREC)
+            if READ == 0:
+                Gm = G
+                Pm = Phi
+                gm = g
+                nm = nu
+            else:
+                Gm = Gp
+                Pm = Phip
+                gm = gp
+                nm = nup
+            QG = QK * Gm
+            QP = QK * Pm
         BA = tl.load(sv_ba + grow[:, None] * BT + rt[None, :], mask=mt[:, None], other=0.0)
         dOw = mm(dO, tl.trans(w1v), PREC)
         dBA = dOw * Pm
+        if PREP:
+            dPmBA = dOw * BA     # so that neither dOw nor BA is live across the F loops
         dw1_acc = mm(tl.trans(BA * Pm), dO, PREC)
         Mw = zm
         Mu = zm
@@ -117,13 +135,16 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
     dnuL = dgL
     dmL = dgL
 
-    gL = at(g, sel) + empty
-    PhiL = row_of(Phi, sel)
-    GL = row_of(G, sel)
-    if HAS_MU:
-        nuL = at(nu, sel)
-        mL = at(m, sel) + empty
-        DL = row_of(D, sel)
+    if PREP:
+        gL, PhiL, GL, nuL, mL, DL = prep_end(pv, grow, mt, sel, empty, HAS_MU)
+    else:
+        gL = at(g, sel) + empty
+        PhiL = row_of(Phi, sel)
+        GL = row_of(G, sel)
+        if HAS_MU:
+            nuL = at(nu, sel)
+            mL = at(m, sel) + empty
+            DL = row_of(D, sel)
     st_a = stash + rt[:, None] * F
     st_z = stash + BT * F + rt[:, None] * F
 
@@ -321,6 +342,17 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
     tl.debug_barrier()
 
     # ---------------- n×n adjoints: solve, masked products, gates ----------------
+    if PREP:
+        G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT,
+                                                                    HAS_ALPHA, HAS_MU, GPREC)
+        if HAS_BETA:
+            KK = mm(kx, tl.trans(kx), PREC)
+        if READ != 2:
+            QK = mm(qx, tl.trans(kx), PREC)
+            if READ == 0:
+                Gm = G
+            else:
+                Gm = Gp
     dG = zm
     dGp = zm
     dPhi = zm
@@ -341,7 +373,10 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
         tl.store(dbeta + grow, dbt_v, mask=mt)
     if READ != 2:
         dQK = Mw * Pm
-        dPm = Mw * QK + dOw * BA
+        if PREP:
+            dPm = Mw * QK + dPmBA
+        else:
+            dPm = Mw * QK + dOw * BA
         if HAS_BETA:
             dQK += Mu * Gm
             dGm = Mu * QK
@@ -383,20 +418,21 @@ def _bwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, wc1, wc2, pos, cu, tile_
                 sv1, sv2, svs1, svs2, sv_e, sv_ba, sv_ai, do, dc1, dc2,
                 dw1, dw2, ds1, ds2, dwc1, dwc2, stash, xch, ctr,
                 dq, dk, dv, deta, dla, dbeta, dmu,
-                T, R, H, scale,
+                T, R, H, scale, pv, pk, qp, qg, pm,
                 K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, NS: tl.constexpr,
                 BT: tl.constexpr, LOG2BT: tl.constexpr, ACT: tl.constexpr, RESIDUAL: tl.constexpr,
                 HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                 SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
                 IS_VARLEN: tl.constexpr, HAS_DC: tl.constexpr, PREC: tl.constexpr,
-                GPREC: tl.constexpr):
+                GPREC: tl.constexpr, PREP: tl.constexpr):
     """Grid (N·H, NS), F slices as in the forward. dw1, dw2, ds1, ds2 [N,H,·,·]: the adjoints of
     the final states on entry (plus the final chunk-start adjoint where the call ends on a chunk
     boundary), of the start states on exit. dwc1, dwc2: adjoints of the resumed chunk-start
     weights (accumulated). dc1, dc2: the final chunk-start adjoint, added here to the start
     adjoint of the last tile when the call ends inside a chunk that it began (HAS_DC). sv*: the
-    forward's checkpoints (sv_ba per slice). dq … dmu: [NS, R = B·T, H, ·] partial sums over the
-    slices (the launcher adds them). xch, ctr: as in the forward (fresh counters)."""
+    forward's checkpoints (sv_ba per slice). sv_ai, pv … pm: as in the forward. dq … dmu: [NS,
+    R = B·T, H, ·] partial sums over the slices (the launcher adds them). xch, ctr: as in the
+    forward (fresh counters)."""
     i_nh = tl.program_id(0)
     j = tl.program_id(1)
     FS: tl.constexpr = F // NS
@@ -435,11 +471,11 @@ def _bwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, wc1, wc2, pos, cu, tile_
         _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
                   sv1 + t1, sv2 + t2, svs1 + t1, svs2 + t2, sv1 + t1, sv2 + t2, dw1 + b1, dw2 + b2,
                   dw1 + b1, dw2 + b2, ds1 + b1, ds2 + b2, dc1 + b1, dc2 + b2, st,
-                  sv_e, sv_ba, sv_ai, dq, dk, dv, deta, dla, dbeta, dmu,
+                  sv_e, sv_ba, sv_ai, pv, pk, qp, qg, pm, dq, dk, dv, deta, dla, dbeta, dmu,
                   xch, ctr, nt - 1 - i, j, row0, s, tl.minimum(L, s + BT), i_h, H, scale,
                   (i == nt - 1) & (pf != 0),
                   K, V, F, BF, FS, NS, BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET,
-                  READ, False, HAS_DC, PREC, GPREC)
+                  READ, False, HAS_DC, PREC, GPREC, PREP)
         i -= 1
     if HAS_POS:
         if (p > 0) & (L > 0):
@@ -448,7 +484,7 @@ def _bwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, wc1, wc2, pos, cu, tile_
             _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
                       sv1 + t1, sv2 + t2, svs1 + t1, svs2 + t2, wc1 + b1, wc2 + b2, dwc1 + b1, dwc2 + b2,
                       dw1 + b1, dw2 + b2, ds1 + b1, ds2 + b2, dc1 + b1, dc2 + b2, st,
-                      sv_e, sv_ba, sv_ai, dq, dk, dv, deta, dla, dbeta, dmu,
+                      sv_e, sv_ba, sv_ai, pv, pk, qp, qg, pm, dq, dk, dv, deta, dla, dbeta, dmu,
                       xch, ctr, nt - 1, j, row0, 0, tl.minimum(L, BT - p), i_h, H, scale, i_n < 0,
                       K, V, F, BF, FS, NS, BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET,
-                      READ, True, HAS_DC, PREC, GPREC)
+                      READ, True, HAS_DC, PREC, GPREC, PREP)

@@ -19,6 +19,11 @@ With ``SAVE`` the kernel also stores what the backward needs and cannot cheaply 
 tile-start states (one per tile, never per token), E [B·T, H, V], and the rows of the tile's
 (I + A_β)⁻¹ and of B Aᵀ [B·T, H, BT].
 
+With ``PREP`` (NESTED_KERNELS_MLP_TRITON_PREP=1) the state-independent quantities of every tile
+(gate vectors, (I + A_β)⁻¹, strict(KKᵀ) ⊙ Φ_prev, the masked QKᵀ products) are read from the rows
+written by the tile-parallel ``_prep_kernel`` (triton_prep.py) instead of being formed here, and
+``SAVE`` does not store (I + A_β)⁻¹ (the prep rows hold it).
+
 Tiles, padding, resumed chunks: as in the linear_memory kernels — tile i of a sequence starting at
 chunk position p spans tokens [max(0, iC − p), min(L, (i+1)C − p)); tile 0 with p > 0 finishes a
 chunk begun earlier, with the state's chunk-start weights (``USE_G``).
@@ -30,6 +35,7 @@ import triton.language as tl
 
 from ...core.triton_helpers import act, act_grad, at, mm, row_of, seq_bounds, tile_gates, unit_lower_inverse
 from .triton_common import exchange, off_w1, off_w2
+from .triton_prep import prep_end, prep_tile
 
 
 @triton.jit
@@ -64,19 +70,20 @@ def frozen_errors(kx, vx, g1, g2, fs, rv, rk, rf, xch, ctr, n_done, j,
 @triton.jit
 def _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o,
               w1, w2, s1, s2, g1, g2, c1, c2, sv1, sv2, svs1, svs2, sv_e, sv_ba, sv_ai,
-              xch, ctr, n_done, j, row0, s, e, i_h, H, scale, store_chunk,
+              pv, pk, qp, qg, pm, xch, ctr, n_done, j, row0, s, e, i_h, H, scale, store_chunk,
               K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr,
               FS: tl.constexpr, NS: tl.constexpr,
               BT: tl.constexpr, LOG2BT: tl.constexpr, ACT: tl.constexpr, RESIDUAL: tl.constexpr,
               HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
               SELF_TARGET: tl.constexpr, READ: tl.constexpr, USE_G: tl.constexpr,
               OUTPUT_FINAL: tl.constexpr, SAVE: tl.constexpr, STORE_O: tl.constexpr,
-              PREC: tl.constexpr, GPREC: tl.constexpr):
+              PREC: tl.constexpr, GPREC: tl.constexpr, PREP: tl.constexpr):
     """One tile [s, e), F slice j = [j·FS, (j+1)·FS) of the hidden units: updates the slice of the
     state buffers (w1, w2, s1, s2) in place, writes the slice's share of o (o, sv_ba: this
     slice's partial buffers). g1, g2: chunk-start weights (the state buffers unless USE_G);
     c1, c2: final chunk-start outputs (written when ``store_chunk``); sv*: this tile's checkpoint
-    slots (with SAVE); xch, ctr, n_done: the exchange of the frozen errors (``exchange``)."""
+    slots (with SAVE); sv_ai, pv … pm: the prep rows (PREP, ``triton_prep``); xch, ctr, n_done: the
+    exchange of the frozen errors (``exchange``)."""
     rt = tl.arange(0, BT)
     rk = tl.arange(0, K)
     rv = tl.arange(0, V)
@@ -94,31 +101,37 @@ def _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o,
     else:
         vx = tl.load(v + grow[:, None] * V + rv[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
     et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
-    G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT,
-                                                                HAS_ALPHA, HAS_MU, GPREC)
+    if PREP:
+        gp, nup, Ai, Pk, QP, QG, Pm, gm, nm = prep_tile(pv, sv_ai, pk, qp, qg, pm, grow, mt, rt, BT,
+                                                        HAS_BETA, HAS_MU, READ)
+    else:
+        G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT,
+                                                                    HAS_ALPHA, HAS_MU, GPREC)
     if HAS_BETA:
         bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
-        KK = mm(kx, tl.trans(kx), PREC)
-        Ai = unit_lower_inverse(tl.where(strict, KK * Gp * bt[None, :], 0.0), rt, LOG2BT, GPREC)
-        Pk = tl.where(strict, KK * Phip, 0.0)
+        if not PREP:
+            KK = mm(kx, tl.trans(kx), PREC)
+            Ai = unit_lower_inverse(tl.where(strict, KK * Gp * bt[None, :], 0.0), rt, LOG2BT, GPREC)
+            Pk = tl.where(strict, KK * Phip, 0.0)
     if READ == 2:
         if STORE_O:
             qx = tl.load(q + grow[:, None] * K + rk[None, :], mask=mt[:, None], other=0.0).to(tl.float32) * scale
     else:
         qx = tl.load(q + grow[:, None] * K + rk[None, :], mask=mt[:, None], other=0.0).to(tl.float32) * scale
-        QK = mm(qx, tl.trans(kx), PREC)
-        if READ == 0:
-            QG = QK * G
-            QP = QK * Phi
-            gm = g
-            nm = nu
-            Pm = Phi
-        else:
-            QG = QK * Gp
-            QP = QK * Phip
-            gm = gp
-            nm = nup
-            Pm = Phip
+        if not PREP:
+            QK = mm(qx, tl.trans(kx), PREC)
+            if READ == 0:
+                QG = QK * G
+                QP = QK * Phi
+                gm = g
+                nm = nu
+                Pm = Phi
+            else:
+                QG = QK * Gp
+                QP = QK * Phip
+                gm = gp
+                nm = nup
+                Pm = Phip
         BA = tl.zeros([BT, BT], dtype=tl.float32)
     if STORE_O:
         if RESIDUAL:
@@ -133,13 +146,16 @@ def _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o,
     w1v = -et[:, None] * E
     tl.debug_barrier()
 
-    gL = at(g, sel) + empty
-    PhiL = row_of(Phi, sel)
-    GL = row_of(G, sel)
-    if HAS_MU:
-        nuL = at(nu, sel)
-        mL = at(m, sel) + empty
-        DL = row_of(D, sel)
+    if PREP:
+        gL, PhiL, GL, nuL, mL, DL = prep_end(pv, grow, mt, sel, empty, HAS_MU)
+    else:
+        gL = at(g, sel) + empty
+        PhiL = row_of(Phi, sel)
+        GL = row_of(G, sel)
+        if HAS_MU:
+            nuL = at(nu, sel)
+            mL = at(m, sel) + empty
+            DL = row_of(D, sel)
     # pass 2: per F block of the slice
     for fb in range(0, FS, BF):
         f0 = fs + fb
@@ -215,7 +231,8 @@ def _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o,
         mine = mt & (j == 0)
         tl.store(sv_e + grow[:, None] * V + rv[None, :], E, mask=mine[:, None])
         if HAS_BETA:
-            tl.store(sv_ai + grow[:, None] * BT + rt[None, :], Ai, mask=mine[:, None])
+            if not PREP:
+                tl.store(sv_ai + grow[:, None] * BT + rt[None, :], Ai, mask=mine[:, None])
         if READ != 2:
             tl.store(sv_ba + grow[:, None] * BT + rt[None, :], BA, mask=mt[:, None])
     tl.debug_barrier()
@@ -224,18 +241,20 @@ def _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o,
 @triton.jit
 def _fwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, w1, w2, s1, s2, wc1, wc2, pos, cu, tile_base,
                 o, c1, c2, sv1, sv2, svs1, svs2, sv_e, sv_ba, sv_ai, xch, ctr,
-                T, R, H, scale,
+                T, R, H, scale, pv, pk, qp, qg, pm,
                 K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, NS: tl.constexpr,
                 BT: tl.constexpr, LOG2BT: tl.constexpr, ACT: tl.constexpr, RESIDUAL: tl.constexpr,
                 HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                 SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
                 IS_VARLEN: tl.constexpr, OUTPUT_FINAL: tl.constexpr, SAVE: tl.constexpr,
-                STORE_O: tl.constexpr, PREC: tl.constexpr, GPREC: tl.constexpr):
+                STORE_O: tl.constexpr, PREC: tl.constexpr, GPREC: tl.constexpr, PREP: tl.constexpr):
     """Grid (N·H, NS): program (i_nh, j) owns hidden units [j·F/NS, (j+1)·F/NS) of (sequence,
     head) i_nh. w1 [N,H,V,F], w2 [N,H,F,K], s1, s2: state buffers holding the start states,
     updated in place to the final states. wc1, wc2: the resumed chunk-start weights (HAS_POS).
     c1, c2: receive the start weights of the last tile when the call ends inside a chunk that it
-    began (the launcher resolves the other cases). sv*: per-tile checkpoints (SAVE). o, sv_ba:
+    began (the launcher resolves the other cases). sv*: per-tile checkpoints (SAVE). sv_ai (read
+    with PREP), pv, pk, qp, qg, pm: the rows of ``_prep_kernel`` (PREP; after the scalars so that
+    the parameters of the kernel without PREP stay those of the kernel before it). o, sv_ba:
     [NS, R = B·T, H, ·] partial sums over the slices when NS > 1 (the launcher adds them). xch
     [N·H, 2, NS, BT, V] float32, ctr [N·H] int32 zeros: the exchange of the frozen errors."""
     i_nh = tl.program_id(0)
@@ -263,9 +282,9 @@ def _fwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, w1, w2, s1, s2, wc1, wc2
             t2 = (tb * H + i_h) * F * K
             _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o, w1 + b1, w2 + b2, s1 + b1, s2 + b2,
                       wc1 + b1, wc2 + b2, c1 + b1, c2 + b2, sv1 + t1, sv2 + t2, svs1 + t1, svs2 + t2,
-                      sv_e, sv_ba, sv_ai, xch, ctr, i, j, row0, 0, tl.minimum(L, BT - p), i_h, H, scale,
-                      i_n < 0, K, V, F, BF, FS, NS, BT, LOG2BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA,
-                      HAS_MU, SELF_TARGET, READ, True, OUTPUT_FINAL, SAVE, STORE_O, PREC, GPREC)
+                      sv_e, sv_ba, sv_ai, pv, pk, qp, qg, pm, xch, ctr, i, j, row0, 0, tl.minimum(L, BT - p),
+                      i_h, H, scale, i_n < 0, K, V, F, BF, FS, NS, BT, LOG2BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA,
+                      HAS_MU, SELF_TARGET, READ, True, OUTPUT_FINAL, SAVE, STORE_O, PREC, GPREC, PREP)
             i += 1
     while i < nt:
         s = i * BT - p
@@ -273,8 +292,8 @@ def _fwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, w1, w2, s1, s2, wc1, wc2
         t2 = ((tb + i) * H + i_h) * F * K
         _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o, w1 + b1, w2 + b2, s1 + b1, s2 + b2,
                   w1 + b1, w2 + b2, c1 + b1, c2 + b2, sv1 + t1, sv2 + t2, svs1 + t1, svs2 + t2,
-                  sv_e, sv_ba, sv_ai, xch, ctr, i, j, row0, s, tl.minimum(L, s + BT), i_h, H, scale,
-                  (i == nt - 1) & (pf != 0),
+                  sv_e, sv_ba, sv_ai, pv, pk, qp, qg, pm, xch, ctr, i, j, row0, s, tl.minimum(L, s + BT),
+                  i_h, H, scale, (i == nt - 1) & (pf != 0),
                   K, V, F, BF, FS, NS, BT, LOG2BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA, HAS_MU,
-                  SELF_TARGET, READ, False, OUTPUT_FINAL, SAVE, STORE_O, PREC, GPREC)
+                  SELF_TARGET, READ, False, OUTPUT_FINAL, SAVE, STORE_O, PREC, GPREC, PREP)
         i += 1
