@@ -15,8 +15,8 @@ Triton is imported only when a kernel first runs. Tuning knobs (environment, rea
 NESTED_KERNELS_MLP_TRITON_BF (F block), NESTED_KERNELS_MLP_TRITON_WARPS,
 NESTED_KERNELS_MLP_TRITON_PRECISION (product operands: "bf16", "fp16", "tf32", "tf32x3" or "ieee";
 default tf32x3), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
-per (sequence, head), default 1: the cooperative NS > 1 path deadlocked on the H100 in its first GPU
-run, 2026-11-26, and stays opt-in until fixed), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
+per (sequence, head), default 1: NS = 8 is 1.65x faster at the issue shape on the H100 but, in
+tf32x3, one varlen check case fails to compile (2026-11-26c), so it stays opt-in), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
 NESTED_KERNELS_MLP_TRITON_MMA ("v2": mma.sync, default; "auto": Triton's choice),
 NESTED_KERNELS_MLP_TRITON_PREP ("1": the state-independent per-tile work — gates, (I + A_β)⁻¹, masked
 KKᵀ / QKᵀ — by the tile-parallel ``_prep_kernel`` (triton_prep.py) for all tiles at once, one
@@ -95,8 +95,8 @@ def _precision() -> tuple:
     2.2e-2 on the final states after T = 1000; fp16 operands flush the decayed states (|W| ~ 1e-8
     after T = 1000 with α ∈ [0.8, 1]) to zero, error 1.0; bf16 operands lose 3–10 % (the frozen
     errors are differences of products of rounded weights). tf32x3 keeps float32 accuracy but at
-    K = 64, F = 256 its operand copies need 237568 B of shared memory (H100: 232448), so that
-    shape runs on the torch backend, with a BackendFallbackWarning.
+    K = 64, F = 256 its operand copies need 237568 B of shared memory at F block 16 (H100: 232448),
+    so that shape launches with the F block the OutOfResources retry finds (64).
     NESTED_KERNELS_MLP_TRITON_PRECISION overrides the first (bf16, fp16, tf32,
     tf32x3, ieee). Under the interpreter everything is ieee unless the variable is set (bf16 then
     rounds the operands and multiplies in float32: the interpreter's bfloat16 dot is wrong)."""
