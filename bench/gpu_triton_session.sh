@@ -28,7 +28,7 @@ bg warm_lm1 python3 python/check_linear_memory_triton.py $W --C 1 --timed 0,3,5 
 bg warm_mlp python3 python/check_mlp_memory_triton.py $W --no-large --no-torch --no-titans
 wait
 for f in "$OUT"/*.log; do log "$(basename "$f" .log)"; cat "$f"; done > "$OUT/all.txt"; rm -f "$OUT"/*.log
-fg() { local n=$1; shift; { log "$n"; timeout -s ABRT 150 "$@" 2>&1 | grep -v "^  \|Warning\|warn("; } >> "$OUT/all.txt"; }
+fg() { local n=$1; shift; { log "$n"; timeout -s ABRT 150 "$@" 2>&1 | grep -v "Warning\|warn("; } >> "$OUT/all.txt"; }
 for p in ${PHASE2:-lm64 lm1 mlp}; do
   case $p in
     lm64) fg time_lm64 python3 python/check_linear_memory_triton.py --no-check ;;
