@@ -16,7 +16,8 @@ NESTED_KERNELS_MLP_TRITON_BF (F block), NESTED_KERNELS_MLP_TRITON_WARPS,
 NESTED_KERNELS_MLP_TRITON_PRECISION (product operands: "bf16", "fp16", "tf32", "tf32x3" or "ieee";
 default tf32x3), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
 per (sequence, head), default 1: NS = 8 is 1.65x faster at the issue shape on the H100 but, in
-tf32x3, one varlen check case fails to compile (2026-11-26c), so it stays opt-in), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
+tf32x3, one varlen check case fails to compile (2026-11-26c), so it stays opt-in),
+NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
 NESTED_KERNELS_MLP_TRITON_MMA ("v2": mma.sync, default; "auto": Triton's choice),
 NESTED_KERNELS_MLP_TRITON_PREP ("1": the state-independent per-tile work — gates, (I + A_β)⁻¹, masked
 KKᵀ / QKᵀ — by the tile-parallel ``_prep_kernel`` (triton_prep.py) for all tiles at once, one
