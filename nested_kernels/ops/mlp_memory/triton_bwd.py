@@ -27,9 +27,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ...core.triton_helpers import act, act_grad, act_grad2, at, mm, row_of, seq_bounds, sum2, tile_gates
+from ...core.triton_helpers import act, act_grad, act_grad2, mm, seq_bounds, sum2, tile_gates
 from .triton_common import exchange, gate_grads, off_w1, off_w2
-from .triton_prep import prep_end, prep_tile
+from .triton_prep import gate_end, prep_end, prep_tile
 
 
 @triton.jit
@@ -138,13 +138,7 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
     if PREP:
         gL, PhiL, GL, nuL, mL, DL = prep_end(pv, grow, mt, sel, empty, HAS_MU)
     else:
-        gL = at(g, sel) + empty
-        PhiL = row_of(Phi, sel)
-        GL = row_of(G, sel)
-        if HAS_MU:
-            nuL = at(nu, sel)
-            mL = at(m, sel) + empty
-            DL = row_of(D, sel)
+        gL, PhiL, GL, nuL, mL, DL = gate_end(g, Phi, G, nu, m, D, sel, empty)
     st_a = stash + rt[:, None] * F
     st_z = stash + BT * F + rt[:, None] * F
 

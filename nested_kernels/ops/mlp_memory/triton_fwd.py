@@ -33,9 +33,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ...core.triton_helpers import act, act_grad, at, mm, row_of, seq_bounds, tile_gates, unit_lower_inverse
+from ...core.triton_helpers import act, act_grad, mm, seq_bounds, tile_gates, unit_lower_inverse
 from .triton_common import exchange, off_w1, off_w2
-from .triton_prep import prep_end, prep_tile
+from .triton_prep import gate_end, prep_end, prep_tile
 
 
 @triton.jit
@@ -149,13 +149,7 @@ def _fwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, o,
     if PREP:
         gL, PhiL, GL, nuL, mL, DL = prep_end(pv, grow, mt, sel, empty, HAS_MU)
     else:
-        gL = at(g, sel) + empty
-        PhiL = row_of(Phi, sel)
-        GL = row_of(G, sel)
-        if HAS_MU:
-            nuL = at(nu, sel)
-            mL = at(m, sel) + empty
-            DL = row_of(D, sel)
+        gL, PhiL, GL, nuL, mL, DL = gate_end(g, Phi, G, nu, m, D, sel, empty)
     # pass 2: per F block of the slice
     for fb in range(0, FS, BF):
         f0 = fs + fb

@@ -94,6 +94,13 @@ def prep_end(pv, grow, mt, sel, empty, HAS_MU: tl.constexpr):
 
 
 @triton.jit
+def gate_end(g, Phi, G, nu, m, D, sel, empty):
+    """``prep_end``'s coefficients from the tile's gate matrices (``tile_gates``; without μ its
+    placeholders give ν_n = 0, m_n = 1 for an empty tile and D[n] = Γ[n], all unused then)."""
+    return at(g, sel) + empty, row_of(Phi, sel), row_of(G, sel), at(nu, sel), at(m, sel) + empty, row_of(D, sel)
+
+
+@triton.jit
 def _prep_kernel(q, k, la_ptr, beta_ptr, mu_ptr, tile_seq, tile_idx, cu, pos,
                  pv, ai, pk, qp, qg, pm, T, H, scale,
                  K: tl.constexpr, BT: tl.constexpr, LOG2BT: tl.constexpr,
