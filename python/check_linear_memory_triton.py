@@ -37,7 +37,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from nested_kernels.ops.linear_memory import LinearMemoryState, linear_memory  # noqa: E402
 from nested_kernels.testing import rel_error  # noqa: E402
-from gpu_check_utils import TOL, import_peer, kernel_info, run_checks, time_fwd_bwd, write_json  # noqa: E402
+from gpu_check_utils import TOL, import_peer, kernel_info, queued_fwd_bwd, run_checks, time_fwd_bwd, write_json  # noqa: E402
 
 F64 = torch.float64
 
@@ -163,8 +163,15 @@ def _fla_momentum_delta_rule():
 
 
 def _time_pair(f, leaves, do, args):
-    """(forward ms, forward+backward ms, peak GiB) of ``f()`` with output gradient ``do``."""
-    return time_fwd_bwd(f, leaves, args.warmup, args.reps, do)
+    """(forward ms, forward+backward ms, peak GiB, queued line) of ``f()`` with output gradient
+    ``do``, each call synced; with ``--queued`` the line gives the same calls launched back to back
+    (device ms per call) and the host's ms per call ("" without)."""
+    t = time_fwd_bwd(f, leaves, args.warmup, args.reps, do)
+    if not args.queued:
+        return t + ("",)
+    q = queued_fwd_bwd(f, leaves, args.reps, do)
+    return t + (f"{'  back to back':34s} {'':8s} {q[0]:9.3f} {q[1]:11.3f}   host ms per call: fwd {q[2]:.3f}, "
+                f"fwd+bwd {q[3]:.3f}",)
 
 
 def timing(args):
@@ -181,10 +188,12 @@ def timing(args):
         x, _ = make(B, T, H, K, V, "", seed=1)
         x = {n: None if t is None else t.to(dtype).requires_grad_(True) for n, t in x.items()}
         try:
-            t_f, t_fb, peak = _time_pair(lambda: fla_fn(x["q"], x["k"], x["v"], x["eta"]),
-                                         [x[n] for n in ("q", "k", "v", "eta")], do, args)
+            t_f, t_fb, peak, qline = _time_pair(lambda: fla_fn(x["q"], x["k"], x["v"], x["eta"]),
+                                                [x[n] for n in ("q", "k", "v", "eta")], do, args)
             fla = (t_f, t_fb)
             print(f"{'fla chunk_delta_rule (beta = eta)':34s} {'fla':8s} {t_f:9.3f} {t_fb:11.3f} {peak:9.2f}")
+            if qline:
+                print(qline)
             rows.append(dict(case="fla chunk_delta_rule", backend="fla", fwd_ms=t_f, fwd_bwd_ms=t_fb, peak_gib=peak))
         except Exception as e:  # noqa: BLE001
             print(f"fla chunk_delta_rule ERROR {type(e).__name__}: {e}")
@@ -194,9 +203,11 @@ def timing(args):
         x, _ = make(B, T, H, K, V, "m", seed=1)
         x = {n: None if t is None else t.to(dtype).requires_grad_(True) for n, t in x.items()}
         try:
-            t_f, t_fb, peak = _time_pair(lambda: fla_mom(x["q"], x["k"], x["v"], x["eta"], x["mu"]),
-                                         [x[n] for n in ("q", "k", "v", "eta", "mu")], do, args)
+            t_f, t_fb, peak, qline = _time_pair(lambda: fla_mom(x["q"], x["k"], x["v"], x["eta"], x["mu"]),
+                                                [x[n] for n in ("q", "k", "v", "eta", "mu")], do, args)
             print(f"{'fla chunk_momentum_delta_rule':34s} {'fla':8s} {t_f:9.3f} {t_fb:11.3f} {peak:9.2f}")
+            if qline:
+                print(qline)
             rows.append(dict(case="fla chunk_momentum_delta_rule", backend="fla", fwd_ms=t_f, fwd_bwd_ms=t_fb,
                              peak_gib=peak))
         except Exception as e:  # noqa: BLE001
@@ -212,9 +223,11 @@ def timing(args):
         for backend in backends:
             try:
                 f = lambda: linear_memory(*args_, chunk_size=C, target=target, backend=backend)[0]  # noqa: E731
-                t_f, t_fb, peak = _time_pair(f, [a for a in args_ if a is not None], do, args)
+                t_f, t_fb, peak, qline = _time_pair(f, [a for a in args_ if a is not None], do, args)
                 ratio = f"{t_f / fla[0]:8.2f} {t_fb / fla[1]:8.2f}" if fla else ""
                 print(f"{label:34s} {backend:8s} {t_f:9.3f} {t_fb:11.3f} {peak:9.2f} {ratio}")
+                if qline:
+                    print(qline)
                 rows.append(dict(case=label, backend=backend, fwd_ms=t_f, fwd_bwd_ms=t_fb, peak_gib=peak,
                                  fwd_over_fla=fla and t_f / fla[0], fwd_bwd_over_fla=fla and t_fb / fla[1]))
             except Exception as e:  # noqa: BLE001
@@ -251,6 +264,8 @@ def main():
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--cases", default=None, help="comma-separated indices into CASES")
     ap.add_argument("--timed", default=None, help="comma-separated indices into TIMED (default all)")
+    ap.add_argument("--queued", action="store_true",
+                    help="also time every case with its calls back to back, and the host's time per call")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()

@@ -6,12 +6,15 @@
 Prints the kernels sorted by total CUDA time over the timed calls (after one warm-up call that
 compiles), so a slow backend shows which of its kernels to work on. ``--json OUT`` also writes
 {kernel name: mean time per op call in µs} (python/sweep_linear_memory_triton.py reads it);
-``--B``/``--T`` shrink the shape (CPU smoke runs).
+``--B``/``--T`` shrink the shape (CPU smoke runs). ``--host`` also prints the cProfile of ``--reps``
+forward calls (no grad): where the host's time per call goes (Python, torch dispatch, launches).
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import pstats
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -36,6 +39,7 @@ def main():
     ap.add_argument("--B", type=int, default=None)
     ap.add_argument("--T", type=int, default=None)
     ap.add_argument("--json", default=None, metavar="OUT")
+    ap.add_argument("--host", action="store_true", help="also the cProfile of the forward's host work")
     args = ap.parse_args()
     gates = tuple(GATES[g] for g in args.gates)
     beta = "eta" if args.target == "self" and "beta" in gates else None
@@ -65,6 +69,13 @@ def main():
     events = prof.key_averages()
     print(events.table(sort_by="cuda_time_total" if args.device == "cuda" else "cpu_time_total", row_limit=15,
                        max_name_column_width=60))
+    if args.host:
+        prof_host = cProfile.Profile()
+        with torch.no_grad():
+            prof_host.runcall(lambda: [nk_cases.call_op(fn, case, t, args.backend) for _ in range(args.reps)])
+        sync()
+        print(f"host cProfile of {args.reps} forward calls (own time, largest first):")
+        pstats.Stats(prof_host).sort_stats("tottime").print_stats(25)
     if args.json:
         total = "device_time_total" if args.device == "cuda" else "cpu_time_total"
         with open(args.json, "w") as f:
