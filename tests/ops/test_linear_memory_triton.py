@@ -358,11 +358,11 @@ def test_grad_split_never_for_float32(monkeypatch):
     x, st = make(T=37, gates="ab", seed=35)
     check(x, st, target="self", read="before")
     assert launched == ["_grad_kernel"]
-    assert triton_backend._grad_split(torch.float16) and not triton_backend._grad_split(torch.float32)
+    assert triton_backend._grad_split(torch.float16, False) and not triton_backend._grad_split(torch.float32, True)
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", "0")
-    assert not triton_backend._grad_split(torch.float16)
-    monkeypatch.delenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT")
-    assert not triton_backend._grad_split(torch.bfloat16)      # default: fused
+    assert not triton_backend._grad_split(torch.float16, True)
+    monkeypatch.delenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT")     # default: split with β or μ
+    assert triton_backend._grad_split(torch.bfloat16, True) and not triton_backend._grad_split(torch.bfloat16, False)
 
 
 @pytest.mark.parametrize("value", ["2", "yes", "true"])
@@ -370,7 +370,7 @@ def test_grad_split_bad_value(monkeypatch, value):
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", value)
     for dtype in (torch.float16, torch.float32):
         with pytest.raises(ValueError, match="NESTED_KERNELS_LM_TRITON_GRAD_SPLIT"):
-            triton_backend._grad_split(dtype)
+            triton_backend._grad_split(dtype, True)
     x, _ = make(T=4, gates="")
     args = [x[n].float().to(DEVICE) for n in ("q", "k", "v", "eta")]
     with pytest.raises(ValueError, match="NESTED_KERNELS_LM_TRITON_GRAD_SPLIT"):

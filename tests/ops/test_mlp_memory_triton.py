@@ -321,7 +321,7 @@ def test_every_launch_runs_all_f_slices(ns, prep_knob, monkeypatch):
     monkeypatch.setattr(triton_backend, "_slices", lambda F, BF, NH, device: ns)
     x, st = make(B=2, T=20, H=3, gates="abm", init=True)
     run("triton", x, st, torch.float32, chunk_size=16)
-    prep = [("prep", (2 * 20 // 16 + 2 * 2, 3), None, False)] if prep_knob == "1" else []
+    prep = [("prep", (2 * 2, 3), None, False)] if prep_knob == "1" else []    # 2 sequences of 2 tiles
     assert seen == prep + [("fwd", (6, ns), ns, ns > 1)] + prep + [(n, (6, ns), ns, ns > 1) for n in ("fwd", "bwd")]
 
 

@@ -6,7 +6,8 @@ products; stores the tile-start states), ``_out_kernel`` (outputs of every tile,
 Backward: the same three-step recomputation of the tile-start states (the op machinery saves
 only the op's inputs and outputs), ``_state_bwd_kernel`` (sequential, carries the state adjoints
 backwards and stores them per tile), ``_grad_kernel`` (token gradients of every tile, in
-parallel; or, opt-in, ``_grad_nn_kernel`` then ``_grad_dk_kernel``: see ``_grad_split``). See
+parallel; or ``_grad_nn_kernel`` then ``_grad_dk_kernel``, the default for 16-bit inputs with β or μ:
+see ``_grad_split``). See
 docs/linear_memory_triton.md.
 
 Supported: chunk_size ∈ {16, 32, 64, 128}, and chunk_size 1 (the exact online rule, DESIGN §4:
@@ -27,8 +28,8 @@ operands for bfloat16 and tf32 for float16; the (I + A)⁻¹ products stay at le
 NESTED_KERNELS_LM_TRITON_STORE (dtype of the stored factors and per-tile states: "bf16" or
 "fp32"; default bf16 for bfloat16 inputs, else fp32), NESTED_KERNELS_LM_TRITON_MMA,
 NESTED_KERNELS_LM_TRITON_PTXAS, NESTED_KERNELS_LM_TRITON_EXACT_TILE (tokens per tile for chunk_size 1),
-NESTED_KERNELS_LM_TRITON_GRAD_SPLIT (token gradients in one kernel or two; "0" or "1", default "0";
-never split for float32 inputs).
+NESTED_KERNELS_LM_TRITON_GRAD_SPLIT (token gradients in one kernel or two; "0" or "1", default "1"
+with β or μ; never split for float32 inputs).
 """
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ import torch
 from ...core.alloc import new_empty
 from ...core.backends import Backend
 from ...core.sequences import num_sequences
-from ...core.triton_launch import float64_unsupported, interpreting as _interpreting, mma_sync, ptxas_options, \
-    tile_table
+from ...core.triton_launch import fixed_length, float64_unsupported, interpreting as _interpreting, mma_sync, \
+    n_tiles, ptxas_options, tile_plan
 from .inputs import empty_outputs
 
 SUPPORTED_CHUNK = (1, 16, 32, 64, 128)
@@ -100,9 +101,11 @@ def _exact_tile() -> int:
     return bt
 
 
-def _n_tiles(B: int, T: int, BT: int, N: int) -> int:
-    """Upper bound on the number of tiles, without a device sync: Σ ceil((L + p)/BT) ≤ B·T/BT + 2N."""
-    return (B * T) // BT + 2 * N
+def _resume_pos(inputs, cfg):
+    """position0 when the call resumes mid-chunk (with an M_chunk; never for chunk_size 1, whose
+    every token is a chunk boundary), else None."""
+    pos = inputs["position0"]
+    return None if pos is None or inputs["m_chunk0"] is None or cfg["chunk_size"] == 1 else pos
 
 
 def residuals(inputs, cfg) -> tuple:
@@ -113,7 +116,8 @@ def residuals(inputs, cfg) -> tuple:
     B, T, H, K = q.shape
     V = K if cfg["target"] == "self" else inputs["v"].shape[-1]
     BT = _exact_tile() if cfg["chunk_size"] == 1 else cfg["chunk_size"]
-    n = _n_tiles(B, T, BT, num_sequences(B, inputs["cu_seqlens"]))
+    cu = inputs["cu_seqlens"]
+    n = n_tiles(B, T, BT, num_sequences(B, cu), fixed_length(cu, _resume_pos(inputs, cfg), T))
     state = lambda *shape: new_empty(*shape, dtype=_store_dtype(q.dtype), device=q.device)  # noqa: E731
     return state(n, H, K, V), state(n, H, K, V) if inputs["mu"] is not None else state(0)
 
@@ -167,17 +171,19 @@ def _mma_mode(kernel: str):
     return mma_sync(kernel == "grad" or not (mode == "auto" or (mode == "mixed" and kernel == "fwd")))
 
 
-def _grad_split(dtype: torch.dtype) -> bool:
+def _grad_split(dtype: torch.dtype, heavy: bool) -> bool:
     """Whether the backward's token gradients run as two kernels, ``_grad_nn_kernel`` (n×n
     adjoints, gate gradients) then ``_grad_dk_kernel`` (dk, dq, dv), each with about half the live
     set of the fused ``_grad_kernel`` but both recomputing the per-block chain:
-    NESTED_KERNELS_LM_TRITON_GRAD_SPLIT "1", or "0" (fused; the default until a GPU timing decides).
+    NESTED_KERNELS_LM_TRITON_GRAD_SPLIT "1" or "0" (fused); by default split for ``heavy`` tiles (β
+    or μ), fused otherwise. H100 2026-11-26c, B4 T4096 H16 K=V=128 C64 bf16, fwd+bwd: α+β+μ 25.36 →
+    19.79 ms split, η only 4.28 → 5.21 ms (docs/gpu_runs/2026-11-26c_call4_all.txt, _call5_all.txt).
 
     Never for float32 inputs, whatever the knob says: with their float32 dot operands (tf32x3 /
     ieee) ``_grad_dk_kernel`` needs more shared memory than an H100 block has (319488 B > 232448 B
     for a self target, read "before", C64, K = V = 128, varlen), so float32 always runs the fused
     kernel."""
-    env = os.environ.get("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT") or "0"
+    env = os.environ.get("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT") or ("1" if heavy else "0")
     if env not in ("0", "1"):
         raise ValueError(f"NESTED_KERNELS_LM_TRITON_GRAD_SPLIT must be 0 or 1, got {env!r}")
     return env == "1" and dtype != torch.float32
@@ -238,29 +244,21 @@ class _Args:
         cu = inputs["cu_seqlens"]
         self.cu = None if cu is None else cu.to(torch.int64).contiguous()
         self.N = self.B if cu is None else cu.numel() - 1
-        pos = inputs["position0"]
-        self.pos = None if pos is None or self.mc0 is None or self.exact else pos.to(torch.int64).contiguous()
+        pos = _resume_pos(inputs, cfg)
+        self.pos = None if pos is None else pos.to(torch.int64).contiguous()
         if self.pos is None:
             self.mc0 = None
-        if self.cu is None:
-            self.lengths = torch.full((self.N,), self.T, dtype=torch.int64, device=self.device)
-        else:
-            self.lengths = self.cu[1:] - self.cu[:-1]
-        p = torch.zeros_like(self.lengths) if self.pos is None else self.pos
-        BT = self.BT
-        nt = torch.where(self.lengths > 0, (self.lengths + p + BT - 1) // BT, 0)
-        ends = torch.cumsum(nt, 0)
-        self.tile_base = (ends - nt).contiguous()
-        self.n_tiles = _n_tiles(self.B, self.T, BT, self.N)
-        self.tile_seq, self.tile_idx = tile_table(ends, self.n_tiles)
-        self.final_pos = (p + self.lengths) % self.C
+        plan = tile_plan(self.B, self.T, self.BT, self.C, self.cu, self.pos, self.device)
+        self.tile_base, self.tile_seq, self.tile_idx = plan.tile_base, plan.tile_seq, plan.tile_idx
+        self.n_tiles, self.final_pos = plan.n_tiles, plan.final_pos
+        self.fixed = fixed_length(self.cu, self.pos, self.T)
         self.BV = _block_v(self.K, self.V)
         self.NV = self.V // self.BV
         self.BV_OUT = _block_v(self.K, self.V, "NESTED_KERNELS_LM_TRITON_BV_OUT", 64)
         self.BV_GRAD = _block_v(self.K, self.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD", self.BV)
         self.BC = min(self.K, self.V, 32)
         self.prec = _precision(q.dtype)
-        self.grad_split = _grad_split(q.dtype)
+        self.grad_split = _grad_split(q.dtype, self.beta is not None or self.mu is not None)
         self.store = _store_dtype(q.dtype)
         has_mu, has_beta = self.mu is not None, self.beta is not None
         self.has_off = not self.self_target or self.pos is not None
@@ -332,8 +330,9 @@ def forward(inputs, cfg):
         st = lambda: new_empty(N, H, K, V, dtype=torch.float32, device=a.device)  # noqa: E731
         finals = (st(), st() if a.mu is not None else None, st())
     tiles = residuals(inputs, cfg)       # the tile-start states, kept for the backward
-    for t in tiles:     # slots past the last tile (at most 2N, all after the first B·T // BT) stay 0
-        t[(B * T) // a.BT:].zero_()
+    if not a.fixed:     # slots past the last tile (at most 2N, all after the first B·T // BT) stay 0
+        for t in tiles:
+            t[(B * T) // a.BT:].zero_()
     if N * H:
         f = a.prep(store_ainv=False)
         a.states(f, finals, tiles)
@@ -362,9 +361,11 @@ def backward(inputs, outputs, grads, cfg):
     if a.mu is None:
         dSf = None
 
-    row = lambda *shape: new_empty(rows, H, *shape, dtype=f32, device=dev)  # noqa: E731
-    dq, dk = row(K), row(K)
-    dv = row(K if a.self_target else V)
+    row = lambda *shape, dtype=f32: new_empty(rows, H, *shape, dtype=dtype, device=dev)  # noqa: E731
+    # the kernels store dv once, and dq, dk once unless split (the second kernel adds to the first's
+    # float32 shares), so these come out in the inputs' dtype with no conversion pass
+    dq, dk = (row(K, dtype=f32 if a.grad_split else inputs[n].dtype) for n in "qk")
+    dv = row(K if a.self_target else V, dtype=(inputs["v"] if inputs["v"] is not None else a.q).dtype)
     deta = row()
     dla = row() if a.la is not None else None
     dbeta = row() if a.beta is not None else None

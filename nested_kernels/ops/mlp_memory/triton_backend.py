@@ -36,7 +36,7 @@ import torch
 from ...core.alloc import new_empty
 from ...core.backends import Backend, BackendFallbackWarning
 from ...core.triton_launch import env_int as _env_int, float64_unsupported, interpreting as _interpreting, \
-    mma_sync, ptxas_options, tile_table
+    mma_sync, ptxas_options, tile_plan
 from .inputs import empty_outputs
 
 SUPPORTED_CHUNK = (16, 32, 64, 128)
@@ -160,19 +160,13 @@ class _Args:
         self.N = N = self.B if cu is None else cu.numel() - 1
         self.resumed = inputs["position0"] is not None and inputs["w1_chunk0"] is not None
         self.pos = inputs["position0"].to(torch.int64).contiguous() if self.resumed else None
-        self.lengths = (torch.full((N,), self.T, dtype=torch.int64, device=dev) if self.cu is None
-                        else self.cu[1:] - self.cu[:-1])
-        p = torch.zeros_like(self.lengths) if self.pos is None else self.pos
-        nt = torch.where(self.lengths > 0, (self.lengths + p + C - 1) // C, 0)
-        ends = torch.cumsum(nt, 0)
-        self.tile_base = (ends - nt).contiguous()
-        self.n_tiles = (self.B * self.T) // C + 2 * N     # Σ ceil((L + p)/C) ≤ B·T/C + 2N, no sync
+        plan = tile_plan(self.B, self.T, C, C, self.cu, self.pos, dev)
+        self.tile_base, self.n_tiles, self.final_pos = plan.tile_base, plan.n_tiles, plan.final_pos
         self.prep = _prep_on()
         if self.prep:
-            self.tile_seq, self.tile_idx = tile_table(ends, self.n_tiles)
-        self.final_pos = (p + self.lengths) % C
+            self.tile_seq, self.tile_idx = plan.tile_seq, plan.tile_idx
         self.at_boundary = (self.final_pos == 0).view(N, 1, 1, 1)
-        self.in_first = ((p > 0) & (p + self.lengths < C)).view(N, 1, 1, 1)
+        self.in_first = ((plan.pos > 0) & (plan.pos + plan.lengths < C)).view(N, 1, 1, 1)
         self.BF = _block_f(self.F, bf)
         self.NS = _slices(self.F, self.BF, N * self.H, dev)
         self.prec, self.gprec = _precision()

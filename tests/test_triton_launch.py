@@ -1,0 +1,34 @@
+"""core.triton_launch.tile_plan: the cached plan of a fixed-length batch is the general plan cut to
+its exact tile count; batches with cu_seqlens or resumed positions get the sync-free bound."""
+import torch
+
+from nested_kernels.core import triton_launch as tl_
+
+
+def test_fixed_plan_is_the_general_plan_cut_to_its_tiles():
+    B, T, BT, C = 3, 37, 16, 16
+    plan = tl_.tile_plan(B, T, BT, C, None, None, "cpu")
+    assert plan is tl_.tile_plan(B, T, BT, C, None, None, torch.device("cpu"))     # cached
+    assert plan.n_tiles == B * 3
+    general = tl_._plan(B, T, BT, C, torch.tensor([0, T, 2 * T, 3 * T]), torch.zeros(B, dtype=torch.int64), "cpu")
+    assert general.n_tiles == B * T // BT + 2 * B
+    for name in ("lengths", "pos", "tile_base", "final_pos"):
+        assert torch.equal(getattr(plan, name), getattr(general, name)), name
+    assert torch.equal(plan.tile_seq, general.tile_seq[:plan.n_tiles])
+    assert torch.equal(plan.tile_idx, general.tile_idx[:plan.n_tiles])
+    assert plan.tile_seq.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and plan.tile_idx.tolist() == [0, 1, 2] * 3
+    assert (general.tile_seq[plan.n_tiles:] == -1).all()
+    assert plan.final_pos.tolist() == [T % C] * B
+
+
+def test_varlen_and_resumed_plans():
+    cu = torch.tensor([0, 5, 5, 40])
+    plan = tl_.tile_plan(1, 40, 16, 16, cu, None, "cpu")
+    assert plan.n_tiles == 40 // 16 + 2 * 3
+    assert plan.lengths.tolist() == [5, 0, 35] and plan.tile_base.tolist() == [0, 1, 1]
+    assert plan.tile_seq.tolist()[:4] == [0, 2, 2, 2] and plan.tile_idx.tolist()[:4] == [0, 0, 1, 2]
+    pos = torch.tensor([10, 3])
+    plan = tl_.tile_plan(2, 20, 16, 16, None, pos, "cpu")
+    assert plan.n_tiles == 2 * 20 // 16 + 4
+    assert plan.tile_base.tolist() == [0, 2] and plan.final_pos.tolist() == [30 % 16, 23 % 16]
+    assert tl_.tile_plan(2, 0, 16, 16, None, None, "cpu").n_tiles == 4    # empty sequences: the bound
