@@ -285,12 +285,43 @@ def test_exact_rule_resumed_state(monkeypatch):
     assert_run_close(got, dgot, ref, dref, tolerance("triton", torch.float32))
 
 
+# -- NESTED_KERNELS_LM_TRITON_DIRECT: the η-only forward without factors ----------------------------
+
+@pytest.mark.parametrize("read", ["after", "before", "chunk"])
+def test_direct_forward(monkeypatch, read):
+    """η only, external targets: the forward runs no prep kernel (the state walk and the output
+    kernel take q, k, v, η), the backward one (its coefficients); outputs, final states and every
+    gradient match the float64 reference and the factor path (NESTED_KERNELS_LM_TRITON_DIRECT=0),
+    on a packed batch with initial states and a final partial chunk."""
+    x, st = make(B=1, T=45, N=3, H=2, gates="", seed=41)
+    kw = dict(chunk_size=16, read=read, scale=0.7, cu_seqlens=torch.tensor([0, 20, 21, 45], dtype=torch.int32))
+    launched = record_launches(monkeypatch, ("_prep_kernel", "_state_fwd_kernel", "_out_kernel"))
+    got = {}
+    for direct in ("1", "0"):
+        monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_DIRECT", direct)
+        launched.clear()
+        got[direct] = run("triton", x, st, torch.float32, **dict(kw))
+        prep = ["_prep_kernel"] if direct == "0" else []
+        assert launched == prep + ["_state_fwd_kernel", "_out_kernel", "_prep_kernel"]
+    ref, dref = run("reference", x, st, torch.float32, **dict(kw))
+    (o1, d1), (o0, d0) = got["1"], got["0"]
+    assert_run_close(dict(o1), d1, ref, dref, tolerance("triton", torch.float32))
+    assert_run_close(o1, d1, o0, d0, 1e-5)
+
+
+def test_direct_bad_value(monkeypatch):
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_DIRECT", "yes")
+    with pytest.raises(ValueError, match="NESTED_KERNELS_LM_TRITON_DIRECT"):
+        triton_backend._direct()
+
+
 # -- NESTED_KERNELS_LM_TRITON_GRAD_SPLIT: token gradients in two kernels -------------------------
 
-def record_grad_launches(monkeypatch) -> list:
-    """Names of the gradient kernels the backward launches, in order (they still run)."""
-    from nested_kernels.ops.linear_memory import triton_bwd
-    names = []
+def record_launches(monkeypatch, names=("_grad_kernel", "_grad_nn_kernel", "_grad_dk_kernel")) -> list:
+    """Names of the kernels among ``names`` (of triton_fwd / triton_bwd) launched, in order (they
+    still run); by default the gradient kernels."""
+    from nested_kernels.ops.linear_memory import triton_bwd, triton_fwd
+    launched = []
 
     class Recorded:
         def __init__(self, name, fn):
@@ -298,13 +329,14 @@ def record_grad_launches(monkeypatch) -> list:
 
         def __getitem__(self, grid):
             def launch(*args, **kw):
-                names.append(self.name)
+                launched.append(self.name)
                 return self.fn[grid](*args, **kw)
             return launch
 
-    for n in ("_grad_kernel", "_grad_nn_kernel", "_grad_dk_kernel"):
-        monkeypatch.setattr(triton_bwd, n, Recorded(n, getattr(triton_bwd, n)))
-    return names
+    for n in names:
+        module = triton_fwd if hasattr(triton_fwd, n) else triton_bwd
+        monkeypatch.setattr(module, n, Recorded(n, getattr(module, n)))
+    return launched
 
 
 SPLIT = ["_grad_nn_kernel", "_grad_dk_kernel"]
@@ -336,7 +368,7 @@ def test_grad_split(monkeypatch, name):
     for knob, value in knobs.items():
         monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
     x, st = make(**make_kw)
-    launched = record_grad_launches(monkeypatch)
+    launched = record_launches(monkeypatch)
     got = {}
     for split, kernels in (("1", SPLIT), ("0", ["_grad_kernel"])):
         monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", split)
@@ -354,7 +386,7 @@ def test_grad_split_never_for_float32(monkeypatch):
     """float32 inputs run the fused kernel whatever the knob says (the split's _grad_dk_kernel does
     not fit an H100 block with float32 operands)."""
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", "1")
-    launched = record_grad_launches(monkeypatch)
+    launched = record_launches(monkeypatch)
     x, st = make(T=37, gates="ab", seed=35)
     check(x, st, target="self", read="before")
     assert launched == ["_grad_kernel"]
