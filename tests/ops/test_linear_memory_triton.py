@@ -285,36 +285,6 @@ def test_exact_rule_resumed_state(monkeypatch):
     assert_run_close(got, dgot, ref, dref, tolerance("triton", torch.float32))
 
 
-# -- NESTED_KERNELS_LM_TRITON_DIRECT: the η-only forward without factors ----------------------------
-
-@pytest.mark.parametrize("read", ["after", "before", "chunk"])
-def test_direct_forward(monkeypatch, read):
-    """η only, external targets: the forward runs no prep kernel (the state walk and the output
-    kernel take q, k, v, η), the backward one (its coefficients); outputs, final states and every
-    gradient match the float64 reference and the factor path (NESTED_KERNELS_LM_TRITON_DIRECT=0),
-    on a packed batch with initial states and a final partial chunk."""
-    x, st = make(B=1, T=45, N=3, H=2, gates="", seed=41)
-    kw = dict(chunk_size=16, read=read, scale=0.7, cu_seqlens=torch.tensor([0, 20, 21, 45], dtype=torch.int32))
-    launched = record_launches(monkeypatch, ("_prep_kernel", "_state_fwd_kernel", "_out_kernel"))
-    got = {}
-    for direct in ("1", "0"):
-        monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_DIRECT", direct)
-        launched.clear()
-        got[direct] = run("triton", x, st, torch.float32, **dict(kw))
-        prep = ["_prep_kernel"] if direct == "0" else []
-        assert launched == prep + ["_state_fwd_kernel", "_out_kernel", "_prep_kernel"]
-    ref, dref = run("reference", x, st, torch.float32, **dict(kw))
-    (o1, d1), (o0, d0) = got["1"], got["0"]
-    assert_run_close(dict(o1), d1, ref, dref, tolerance("triton", torch.float32))
-    assert_run_close(o1, d1, o0, d0, 1e-5)
-
-
-def test_direct_bad_value(monkeypatch):
-    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_DIRECT", "yes")
-    with pytest.raises(ValueError, match="NESTED_KERNELS_LM_TRITON_DIRECT"):
-        triton_backend._direct()
-
-
 # -- NESTED_KERNELS_LM_TRITON_GRAD_SPLIT: token gradients in two kernels -------------------------
 
 def record_launches(monkeypatch, names=("_grad_kernel", "_grad_nn_kernel", "_grad_dk_kernel")) -> list:
@@ -454,10 +424,18 @@ def test_registered_and_forced_fallback_message():
 
 def test_backward_reuses_the_forward_tile_states(monkeypatch):
     """The forward returns its tile-start states as residual outputs; the backward runs the state
-    recurrence again only when they are missing (here: when its ``outputs`` lack them)."""
-    runs = []
-    states = triton_backend._Args.states
+    recurrence again only when they are missing (here: when its ``outputs`` lack them), and only
+    then has the prep kernel write the offsets (xu, yu, ou), which the backward's own walk never
+    reads."""
+    runs, offsets = [], []
+    states, prep = triton_backend._Args.states, triton_backend._Args.prep
     monkeypatch.setattr(triton_backend._Args, "states", lambda self, *a: runs.append(1) or states(self, *a))
+
+    def recorded_prep(self, *a, **kw):
+        f = prep(self, *a, **kw)
+        offsets.append(tuple(f[n] is not None for n in ("xu", "yu", "ou")))
+        return f
+    monkeypatch.setattr(triton_backend._Args, "prep", recorded_prep)
     x, st = make(T=40, gates="abm", seed=21)
     check(x, st, read="before")
     assert len(runs) == 1, runs               # forward only
@@ -472,6 +450,7 @@ def test_backward_reuses_the_forward_tile_states(monkeypatch):
         with_tiles = triton_backend.backward(inputs, outs, grads, cfg)
         without = triton_backend.backward(inputs, dict(outs, tile_m=outs["o"].new_empty(0)), grads, cfg)
     assert len(runs) == 2                     # the forward, and the backward without residuals
+    assert offsets[-3:] == [(True, True, True), (False, False, False), (True, True, True)]
     for n, g in with_tiles.items():
         assert torch.equal(g, without[n]), n
 

@@ -2,8 +2,8 @@
 
 Forward: ``_prep_kernel`` ((I + A)⁻¹ and the state-independent factors of every tile, in
 parallel), ``_state_fwd_kernel`` (sequential over the tiles of each sequence, only n×K·K×V
-products; stores the tile-start states), ``_out_kernel`` (outputs of every tile, in parallel);
-with η only and external targets no prep kernel (``_direct``). Backward: the tile-start states
+products; stores the tile-start states), ``_out_kernel`` (outputs of every tile, in parallel).
+Backward: the tile-start states
 the forward kept (its residual outputs; recomputed when they did not come), the prep kernel's
 coefficients (no offsets), ``_state_bwd_kernel`` (sequential, carries the state adjoints
 backwards and stores them per tile), ``_grad_kernel`` (token gradients of every tile, in
@@ -30,8 +30,7 @@ NESTED_KERNELS_LM_TRITON_STORE (dtype of the stored factors and per-tile states:
 "fp32"; default bf16 for bfloat16 inputs, else fp32), NESTED_KERNELS_LM_TRITON_MMA,
 NESTED_KERNELS_LM_TRITON_PTXAS, NESTED_KERNELS_LM_TRITON_EXACT_TILE (tokens per tile for chunk_size 1),
 NESTED_KERNELS_LM_TRITON_GRAD_SPLIT (token gradients in one kernel or two; "0" or "1", default "1"
-with β or μ; never split for float32 inputs), NESTED_KERNELS_LM_TRITON_DIRECT (η-only forward
-without the prep kernel; "1" default, "0" off).
+with β or μ; never split for float32 inputs).
 """
 from __future__ import annotations
 
@@ -191,17 +190,6 @@ def _grad_split(dtype: torch.dtype, heavy: bool) -> bool:
     return env == "1" and dtype != torch.float32
 
 
-def _direct() -> bool:
-    """Whether calls with η only and external targets (no α, β, μ, chunk_size > 1, no resumed
-    chunk) skip the prep kernel in the forward: the state walk takes X = −diag(η)(K M − V) and the
-    output kernel O = Q M0 + (QKᵀ ⊙ mask) X from q, k, v, η directly (the factors are those plus
-    an n×n product). NESTED_KERNELS_LM_TRITON_DIRECT "1" (default) or "0" (the factor kernels)."""
-    env = os.environ.get("NESTED_KERNELS_LM_TRITON_DIRECT") or "1"
-    if env not in ("0", "1"):
-        raise ValueError(f"NESTED_KERNELS_LM_TRITON_DIRECT must be 0 or 1, got {env!r}")
-    return env == "1"
-
-
 def _launch_options(warps: int) -> dict:
     """num_warps, and ptxas options off the interpreter: ptxas -O3 (its default) gives the big
     kernels 32 registers and tens of KB of spills per thread, -O1 gives 255 registers and a
@@ -277,9 +265,6 @@ class _Args:
         self.has_off = not self.self_target or self.pos is not None
         self.has_ou = self.has_off and (self.read != 2 or self.pos is not None)
         self.solve = has_beta or self.exact      # a tile has an (I + A)⁻¹
-        # η only, external targets, no resumed chunk: the forward needs no factors (``_direct``)
-        self.direct = _direct() and not (has_beta or has_mu or self.la is not None or self.exact
-                                         or self.self_target or self.pos is not None)
         self.flags = dict(HAS_BETA=has_beta, HAS_MU=has_mu, EXACT=self.exact, HAS_POS=self.pos is not None,
                           IS_VARLEN=self.cu is not None)
 
@@ -312,41 +297,31 @@ class _Args:
         return f
 
     def states(self, f, finals, tiles):
-        """Run the recurrence from the factors ``f`` (None when ``direct``), writing the tile-start
-        states into ``tiles`` (M, S: [tiles, H, K, V]; S empty without mu) and the final states into
-        ``finals`` (M, S, M_chunk) when given."""
+        """Run the recurrence from the factors ``f``, writing the tile-start states into ``tiles``
+        (M, S: [tiles, H, K, V]; S empty without mu) and the final states into ``finals`` (M, S,
+        M_chunk) when given."""
         from .triton_fwd import _state_fwd_kernel
         m_out, s_out, mc_out = finals if finals is not None else (None, None, None)
         saved_m, saved_s = tiles[0], tiles[1] if self.mu is not None else None
-        d = self.direct
-        if f is None:
-            f = dict.fromkeys(("xw", "xz", "yw", "yz", "xu", "yu", "tsc"))
         with _mma_mode("fwd"):
             _state_fwd_kernel[(self.NV, self.N * self.H)](
-                self.k, self.v if d else None, self.eta if d else None,
-                f["xw"], f["xz"], f["yw"], f["yz"], f["xu"], f["yu"], f["tsc"], self.m0, self.s0,
+                self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["xu"], f["yu"], f["tsc"], self.m0, self.s0,
                 self.mc0, self.pos, self.cu, self.tile_base, m_out, s_out, mc_out, saved_m, saved_s, self.T,
                 self.H, K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_OFF=self.has_off,
-                DIRECT=d, HAS_M0=self.m0 is not None, HAS_S0=self.s0 is not None, OUTPUT_FINAL=finals is not None,
+                HAS_M0=self.m0 is not None, HAS_S0=self.s0 is not None, OUTPUT_FINAL=finals is not None,
                 SAVE_STATES=True, PREC=self.prec, STAGES=_stages("state", self.store),
                 **_launch_options(_warps(self.BT, "state")),
                 **self.flags)
 
     def outputs(self, f, tiles, o):
-        """The outputs ``o`` from the tile-start states ``tiles`` and the factors ``f`` (None when
-        ``direct``: from q, k, v, η)."""
         from .triton_fwd import _out_kernel
-        d = self.direct
-        if f is None:
-            f = dict.fromkeys(("qw", "qz", "ou"))
         with _mma_mode("fwd"):
             _out_kernel[(self.n_tiles, self.H, self.V // self.BV_OUT)](
                 f["qw"], f["qz"], f["ou"], tiles[0], tiles[1] if self.mu is not None else None, o,
-                *((self.q, self.k, self.v, self.eta) if d else (None,) * 4),
-                self.tile_seq, self.tile_idx, self.cu, self.pos, self.T, self.H, self.scale, K=self.K, V=self.V,
-                BT=self.BT, BV=self.BV_OUT,
-                HAS_MU=self.mu is not None, READ=self.read, HAS_OU=self.has_ou and not d,
-                HAS_POS=self.pos is not None, IS_VARLEN=self.cu is not None, DIRECT=d, PREC=self.prec,
+                self.tile_seq, self.tile_idx, self.cu, self.pos, self.T, self.H, K=self.K, V=self.V, BT=self.BT,
+                BV=self.BV_OUT,
+                HAS_MU=self.mu is not None, READ=self.read, HAS_OU=self.has_ou,
+                HAS_POS=self.pos is not None, IS_VARLEN=self.cu is not None, PREC=self.prec,
                 **_launch_options(_warps(self.BT, "out")))
 
 
@@ -363,7 +338,7 @@ def forward(inputs, cfg):
         for t in tiles:
             t[(B * T) // a.BT:].zero_()
     if N * H:
-        f = None if a.direct else a.prep(store_ainv=False)
+        f = a.prep(store_ainv=False)
         a.states(f, finals, tiles)
         a.outputs(f, tiles, o)
     if finals is None:
@@ -407,10 +382,10 @@ def backward(inputs, outputs, grads, cfg):
     if N * H:
         tiles = (outputs["tile_m"], outputs["tile_s"])
         recompute = tiles[0].numel() == 0   # the forward's residuals did not come (e.g. another backend ran it)
-        f = a.prep(store_ainv=True, offsets=recompute and not a.direct)
+        f = a.prep(store_ainv=True, offsets=recompute)
         if recompute:
             tiles = residuals(inputs, cfg)
-            a.states(None if a.direct else f, None, tiles)
+            a.states(f, None, tiles)
         saved_m, saved_s = tiles[0], tiles[1] if a.mu is not None else None
         adj_m = torch.empty_like(saved_m)
         adj_s = torch.empty_like(saved_m) if a.mu is not None else None

@@ -259,50 +259,43 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
 # sequential state recurrence
 # ------------------------------------------------------------------------------------------
 @triton.jit
-def _state_step(M, S, k, v, eta, xw, xz, yw, yz, xu, yu, ts, row0, s, e, i_h, i_v, H,
+def _state_step(M, S, k, xw, xz, yw, yz, xu, yu, ts, row0, s, e, i_h, i_v, H,
                 K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                 HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
-                DIRECT: tl.constexpr, PREC: tl.constexpr):
-    """(M_n, S_n) of one tile from its start states (column slices K×BV) and its factors; DIRECT
-    (η only, external targets, no factors): X = −diag(η)(K M − V) from k, v, η."""
+                PREC: tl.constexpr):
+    """(M_n, S_n) of one tile from its start states (column slices K×BV) and its factors."""
     rt = tl.arange(0, BT)
     rk = tl.arange(0, K)
     rv = i_v * BV + tl.arange(0, BV)
     mt = s + rt < e
     grow = (row0 + s + rt).to(tl.int64) * H + i_h
     kx = _load_rows(k, grow, rk, mt, K)
-    if DIRECT:
-        et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
-        X = -et[:, None] * (mm(kx, M, PREC) - _load_rows(v, grow, rv, mt, V))
-        M_new = M
-        S_new = S
-    else:
-        X = mm(_load_rows(xw, grow, rk, mt, K), M, PREC)
+    X = mm(_load_rows(xw, grow, rk, mt, K), M, PREC)
+    if HAS_OFF:
+        X += _load_rows(xu, grow, rv, mt, V)
+    M_new = tl.load(ts) * M
+    if HAS_MU:
+        if HAS_BETA or EXACT:
+            X += mm(_load_rows(xz, grow, rk, mt, K), S, PREC)
+        Y = mm(_load_rows(yw, grow, rk, mt, K), M, PREC)
+        if EXACT:
+            Y += mm(_load_rows(yz, grow, rk, mt, K), S, PREC)
         if HAS_OFF:
-            X += _load_rows(xu, grow, rv, mt, V)
-        M_new = tl.load(ts) * M
-        if HAS_MU:
-            if HAS_BETA or EXACT:
-                X += mm(_load_rows(xz, grow, rk, mt, K), S, PREC)
-            Y = mm(_load_rows(yw, grow, rk, mt, K), M, PREC)
-            if EXACT:
-                Y += mm(_load_rows(yz, grow, rk, mt, K), S, PREC)
-            if HAS_OFF:
-                Y += _load_rows(yu, grow, rv, mt, V)
-            M_new += tl.load(ts + 1) * S
-            S_new = tl.load(ts + 2) * S + mm(tl.trans(kx), Y, PREC)
-        else:
-            S_new = S
+            Y += _load_rows(yu, grow, rv, mt, V)
+        M_new += tl.load(ts + 1) * S
+        S_new = tl.load(ts + 2) * S + mm(tl.trans(kx), Y, PREC)
+    else:
+        S_new = S
     M_new += mm(tl.trans(kx), X, PREC)
     return M_new, S_new
 
 
 @triton.jit
-def _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, v, eta, xw, xz, yw, yz, xu, yu, tsc,
+def _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, tsc,
                  mc_out, saved_m, saved_s, row0, i_h, i_v, H,
                  K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                  HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
-                 DIRECT: tl.constexpr, OUTPUT_FINAL: tl.constexpr, SAVE_STATES: tl.constexpr, PREC: tl.constexpr):
+                 OUTPUT_FINAL: tl.constexpr, SAVE_STATES: tl.constexpr, PREC: tl.constexpr):
     """Tile i of the sequence walk: stores its start states (and the final M_chunk when it starts
     the last, partial chunk), returns its end states."""
     g = tb + i
@@ -315,22 +308,17 @@ def _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, v, eta, xw, xz, yw, y
         if (i == nt - 1) & (pf != 0) & ((i > 0) | (p == 0)):   # start of the last, partial chunk
             tl.store(mc_out + st, M)
     s = tl.maximum(i * BT - p, 0)
-    if DIRECT:      # no tile-end scalars (γ = 1)
-        ts = tsc
-    else:
-        ts = tsc + (g * H + i_h) * 4
-    return _state_step(M, S, k, v, eta, xw, xz, yw, yz, xu, yu, ts,
+    return _state_step(M, S, k, xw, xz, yw, yz, xu, yu, tsc + (g * H + i_h) * 4,
                        row0, s, tl.minimum((i + 1) * BT - p, L), i_h, i_v, H,
-                       K, V, BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, DIRECT, PREC)
+                       K, V, BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, PREC)
 
 
 @triton.jit
-def _state_fwd_kernel(k, v, eta, xw, xz, yw, yz, xu, yu, tsc, m0, s0, mc0, pos, cu, tile_base,
+def _state_fwd_kernel(k, xw, xz, yw, yz, xu, yu, tsc, m0, s0, mc0, pos, cu, tile_base,
                       m_out, s_out, mc_out, saved_m, saved_s,
                       T, H,
                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                       HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
-                      DIRECT: tl.constexpr,
                       HAS_M0: tl.constexpr, HAS_S0: tl.constexpr, HAS_POS: tl.constexpr,
                       IS_VARLEN: tl.constexpr, OUTPUT_FINAL: tl.constexpr,
                       SAVE_STATES: tl.constexpr, PREC: tl.constexpr, STAGES: tl.constexpr):
@@ -364,15 +352,15 @@ def _state_fwd_kernel(k, v, eta, xw, xz, yw, yz, xu, yu, tsc, m0, s0, mc0, pos, 
     if STAGES == 0:     # the interpreter's loop (it cannot take range over a loaded bound)
         i = i_n * 0
         while i < nt:
-            M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, v, eta, xw, xz, yw, yz, xu, yu, tsc,
+            M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, tsc,
                                 mc_out, saved_m, saved_s, row0, i_h, i_v, H, K, V, BT, BV, HAS_BETA,
-                                HAS_MU, EXACT, HAS_OFF, DIRECT, OUTPUT_FINAL, SAVE_STATES, PREC)
+                                HAS_MU, EXACT, HAS_OFF, OUTPUT_FINAL, SAVE_STATES, PREC)
             i += 1
     else:               # a for loop, software-pipelined: the next tiles' rows load during this one
         for i in tl.range(0, nt, num_stages=STAGES):
-            M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, v, eta, xw, xz, yw, yz, xu, yu, tsc,
+            M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, tsc,
                                 mc_out, saved_m, saved_s, row0, i_h, i_v, H, K, V, BT, BV, HAS_BETA,
-                                HAS_MU, EXACT, HAS_OFF, DIRECT, OUTPUT_FINAL, SAVE_STATES, PREC)
+                                HAS_MU, EXACT, HAS_OFF, OUTPUT_FINAL, SAVE_STATES, PREC)
     if OUTPUT_FINAL:
         tl.store(m_out + st, M)
         if HAS_MU:
@@ -385,12 +373,10 @@ def _state_fwd_kernel(k, v, eta, xw, xz, yw, yz, xu, yu, tsc, m0, s0, mc0, pos, 
 # tile-parallel outputs
 # ------------------------------------------------------------------------------------------
 @triton.jit
-def _out_kernel(qw, qz, ou, saved_m, saved_s, o, q, k, v, eta, tile_seq, tile_idx, cu, pos, T, H, scale,
+def _out_kernel(qw, qz, ou, saved_m, saved_s, o, tile_seq, tile_idx, cu, pos, T, H,
                 K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                 HAS_MU: tl.constexpr, READ: tl.constexpr, HAS_OU: tl.constexpr,
-                HAS_POS: tl.constexpr, IS_VARLEN: tl.constexpr, DIRECT: tl.constexpr, PREC: tl.constexpr):
-    """O = Qw M0 + Qz S0 + ou of one tile and V block; DIRECT (η only, external targets, no
-    factors): O = Q M0 + (QKᵀ ⊙ mask) W with W = −diag(η)(K M0 − V), the mask of the read mode."""
+                HAS_POS: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
     i_g = tl.program_id(0)
     i_h = tl.program_id(1)
     i_v = tl.program_id(2)
@@ -401,24 +387,10 @@ def _out_kernel(qw, qz, ou, saved_m, saved_s, o, q, k, v, eta, tile_seq, tile_id
     mt = s + rt < e
     grow = (row0 + s + rt).to(tl.int64) * H + i_h
     sv = (i_g.to(tl.int64) * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
-    if DIRECT:
-        M0 = tl.load(saved_m + sv).to(tl.float32)
-        qx = _load_rows(q, grow, rk, mt, K) * scale
-        out = mm(qx, M0, PREC)
+    out = mm(_load_rows(qw, grow, rk, mt, K), tl.load(saved_m + sv).to(tl.float32), PREC)
+    if HAS_MU:
         if READ != 2:
-            kx = _load_rows(k, grow, rk, mt, K)
-            et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
-            W = -et[:, None] * (mm(kx, M0, PREC) - _load_rows(v, grow, rv, mt, V))
-            if READ == 0:
-                QK = tl.where(rt[:, None] >= rt[None, :], mm(qx, tl.trans(kx), PREC), 0.0)
-            else:
-                QK = tl.where(rt[:, None] > rt[None, :], mm(qx, tl.trans(kx), PREC), 0.0)
-            out += mm(QK, W, PREC)
-    else:
-        out = mm(_load_rows(qw, grow, rk, mt, K), tl.load(saved_m + sv).to(tl.float32), PREC)
-        if HAS_MU:
-            if READ != 2:
-                out += mm(_load_rows(qz, grow, rk, mt, K), tl.load(saved_s + sv).to(tl.float32), PREC)
-        if HAS_OU:
-            out += _load_rows(ou, grow, rv, mt, V)
+            out += mm(_load_rows(qz, grow, rk, mt, K), tl.load(saved_s + sv).to(tl.float32), PREC)
+    if HAS_OU:
+        out += _load_rows(ou, grow, rv, mt, V)
     _store_rows(o, grow, rv, mt, out, V)
