@@ -391,30 +391,48 @@ def _row(d: dict) -> Row:
     return Row(**d)
 
 
-def _run_workers(argv: list[str], jobs: int, ops: list[str], log=print) -> list[Row]:
+def _run_workers(argv: list[str], jobs: int, ops: list[str], log=print, poll_s: float = 0.5) -> list[Row]:
     """Run ``python -m nested_kernels.verify ARGV --shard i/JOBS`` for every i at once and collect
-    their rows in op order; each worker's progress lines are printed when it ends. A worker that
-    ends without results gives an ERROR row with its last output line."""
+    their rows in op order; each worker's progress lines are printed as they come (so a run cut
+    short still shows every case that finished), and workers still running when this one is
+    interrupted are killed. A worker that ends without results gives an ERROR row with its last
+    output line."""
     with tempfile.TemporaryDirectory() as tmp:
         workers = []
-        for i in range(jobs):
-            out, text = os.path.join(tmp, f"{i}.json"), os.path.join(tmp, f"{i}.log")
-            with open(text, "w") as f:
-                proc = subprocess.Popen([sys.executable, "-m", "nested_kernels.verify", *argv, "--shard",
-                                         f"{i}/{jobs}", "--json", out], stdout=f, stderr=subprocess.STDOUT)
-            workers.append((i, proc, out, text))
+        try:
+            for i in range(jobs):
+                out, text = os.path.join(tmp, f"{i}.json"), os.path.join(tmp, f"{i}.log")
+                with open(text, "w") as f:
+                    proc = subprocess.Popen([sys.executable, "-m", "nested_kernels.verify", *argv, "--shard",
+                                             f"{i}/{jobs}", "--json", out], stdout=f, stderr=subprocess.STDOUT)
+                workers.append((i, proc, out, text))
+            printed = [0] * jobs
+            while True:
+                running = [w for w in workers if w[1].poll() is None]
+                for i, _, _, text in workers:
+                    with open(text) as f:
+                        lines = f.read().splitlines()
+                    done = len(lines) if not any(w[0] == i for w in running) else max(0, len(lines) - 1)
+                    for line in lines[printed[i]:done]:     # the last line may still be written
+                        if line.startswith("  "):
+                            log(line)
+                    printed[i] = max(printed[i], done)
+                if not running:
+                    break
+                time.sleep(poll_s)
+        finally:
+            for _, proc, _, _ in workers:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
         rows: list[Row] = []
         for i, proc, out, text in workers:
-            proc.wait()
-            with open(text) as f:
-                lines = f.read().splitlines()
-            for line in lines:
-                if line.startswith("  "):
-                    log(line)
             if os.path.exists(out):
                 with open(out) as f:
                     rows += [_row(d) for d in json.load(f)["rows"]]
             else:
+                with open(text) as f:
+                    lines = f.read().splitlines()
                 last = lines[-1] if lines else ""
                 rows.append(Row("-", "-", f"worker {i}/{jobs}", "-", ERROR,
                                 note=f"exited with {proc.returncode} without results: {last}"[:300]))
