@@ -325,6 +325,55 @@ def test_every_launch_runs_all_f_slices(ns, prep_knob, monkeypatch):
     assert seen == prep + [("fwd", (6, ns), ns, ns > 1)] + prep + [(n, (6, ns), ns, ns > 1) for n in ("fwd", "bwd")]
 
 
+
+def test_split_compile_failure_retries_with_fewer_slices(prep_knob, monkeypatch):
+    """A kernel variant Triton fails to compile with NS > 1 F slices ("PassManager::run failed":
+    TritonGPURemoveLayoutConversions, H100 2026-11-26c, varlen forward at NS = 8) is retried with NS
+    halved down to 1, with a RuntimeWarning and correct results; the NS that compiled is remembered
+    for the variant, so later calls start there. The failing compile is simulated (the interpreter
+    runs no NS > 1: its programs cannot wait for each other), then the real kernels run at NS = 1."""
+    from nested_kernels.ops.mlp_memory import triton_bwd, triton_fwd
+    tried = []
+
+    class FailsWithSlices:
+        def __init__(self, kernel):
+            self.kernel, self.__name__ = kernel, kernel.__name__
+
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                tried.append((self.__name__, kw["NS"]))
+                if kw["NS"] > 1:
+                    raise RuntimeError("PassManager::run failed")
+                return self.kernel[grid](*args, **kw)
+            return launch
+    monkeypatch.setattr(triton_fwd, "_fwd_kernel", FailsWithSlices(triton_fwd._fwd_kernel))
+    monkeypatch.setattr(triton_bwd, "_bwd_kernel", FailsWithSlices(triton_bwd._bwd_kernel))
+    monkeypatch.setattr(triton_backend, "_slices", lambda F, BF, NH, device: 4)
+    monkeypatch.setattr(triton_backend, "_NS_CAPS", {})
+    x, st = make(T=20, gates="abm", init=True, seed=14)
+    with pytest.warns(RuntimeWarning, match="retrying with fewer F slices"):
+        check(x, st, read="before")
+    # forward 4, 2 (refused), 1; the backward's saving forward starts at the remembered 1
+    assert tried == [("_fwd_kernel", 4), ("_fwd_kernel", 2), ("_fwd_kernel", 1), ("_fwd_kernel", 1),
+                     ("_bwd_kernel", 1)], tried
+    assert list(triton_backend._NS_CAPS.values()) == [1]
+    tried.clear()
+    check(x, st, read="before")
+    assert tried == [("_fwd_kernel", 1)] * 2 + [("_bwd_kernel", 1)], tried
+    # other failures are not swallowed
+    monkeypatch.setattr(triton_backend, "_NS_CAPS", {})
+    monkeypatch.setattr(triton_backend, "_slices", lambda F, BF, NH, device: 1)
+
+    class Broken(FailsWithSlices):
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                raise RuntimeError("PassManager::run failed")
+            return launch
+    monkeypatch.setattr(triton_fwd, "_fwd_kernel", Broken(triton_fwd._fwd_kernel))
+    with pytest.raises(RuntimeError, match="PassManager"):
+        check(x, st, read="before")
+
+
 # -- GPU only --------------------------------------------------------------------------------------
 
 @pytest.mark.gpu

@@ -16,7 +16,9 @@ NESTED_KERNELS_MLP_TRITON_BF (F block), NESTED_KERNELS_MLP_TRITON_WARPS,
 NESTED_KERNELS_MLP_TRITON_PRECISION (product operands: "bf16", "fp16", "tf32", "tf32x3" or "ieee";
 default tf32x3), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
 per (sequence, head), default 1: NS = 8 is 1.65x faster at the issue shape on the H100 but, in
-tf32x3, one varlen check case fails to compile (2026-11-26c), so it stays opt-in),
+tf32x3, one varlen check case failed to compile there (2026-11-26c; the same TTIR compiles on the
+CPU, see docs/mlp_memory_triton.md), so it stays opt-in; a variant whose compile fails with NS > 1
+is retried with NS halved, see :func:`_fallback_on_resources`),
 NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
 NESTED_KERNELS_MLP_TRITON_MMA ("v2": mma.sync, default; "auto": Triton's choice),
 NESTED_KERNELS_MLP_TRITON_PREP ("1": the state-independent per-tile work — gates, (I + A_β)⁻¹, masked
@@ -134,6 +136,17 @@ def _slices(F: int, BF: int, NH: int, device: torch.device) -> int:
     return ns
 
 
+class _SplitCompileError(RuntimeError):
+    """Triton failed to compile a kernel variant with NS > 1 F slices (``_Args.launch``); the
+    launcher has recorded a smaller NS for the variant in ``_NS_CAPS`` and retries the call."""
+
+
+# (constexprs but NS, input dtypes, knobs) -> the largest NS to use: recorded when Triton 3.6 failed
+# to compile a variant with more slices (TritonGPURemoveLayoutConversions, "PassManager::run
+# failed", on the H100 for the varlen forward of the check at NS = 8, 2026-11-26c)
+_NS_CAPS: dict = {}
+
+
 def _fresh(x: torch.Tensor, shape) -> torch.Tensor:
     """A new contiguous float32 tensor of ``shape`` holding x (broadcast)."""
     out = torch.empty(shape, dtype=torch.float32, device=x.device)
@@ -168,16 +181,21 @@ class _Args:
         self.at_boundary = (self.final_pos == 0).view(N, 1, 1, 1)
         self.in_first = ((plan.pos > 0) & (plan.pos + plan.lengths < C)).view(N, 1, 1, 1)
         self.BF = _block_f(self.F, bf)
-        self.NS = _slices(self.F, self.BF, N * self.H, dev)
         self.prec, self.gprec = _precision()
         self.dummy = torch.empty(1, dtype=torch.float32, device=dev)
         self.flags = dict(ACT=_ACT[cfg["activation"]], RESIDUAL=bool(cfg["residual"]),
                           HAS_ALPHA=self.la is not None, HAS_BETA=self.beta is not None,
                           HAS_MU=self.mom, SELF_TARGET=cfg["target"] == "self",
                           READ=_READ[cfg["read"]], HAS_POS=self.resumed, IS_VARLEN=self.cu is not None)
-        self.consts = dict(K=self.K, V=self.V, F=self.F, BF=self.BF, NS=self.NS, BT=C,
-                           LOG2BT=C.bit_length() - 1, PREC=self.prec, GPREC=self.gprec, PREP=self.prep,
-                           **_launch_options(C), **self.flags)
+        consts = dict(K=self.K, V=self.V, F=self.F, BF=self.BF, BT=C, LOG2BT=C.bit_length() - 1,
+                      PREC=self.prec, GPREC=self.gprec, PREP=self.prep, **_launch_options(C), **self.flags)
+        self.ns_key = None
+        self.NS = _slices(self.F, self.BF, N * self.H, dev)
+        if self.NS > 1:      # no key work on the default path (NS = 1)
+            dts = tuple(None if t is None else t.dtype for t in (q, self.k, self.v, self.eta, self.la, self.beta, self.mu))
+            self.ns_key = (tuple(sorted(consts.items())), dts, _knobs())
+            self.NS = min(self.NS, _NS_CAPS.get(self.ns_key, self.NS))
+        self.consts = dict(consts, NS=self.NS)
         H, K, V, F = self.H, self.K, self.V, self.F
         self.shapes = dict(W1=(N, H, V, F), W2=(N, H, F, K), S1=(N, H, V, F), S2=(N, H, F, K))
         # start states (float32 copies: the kernels update them in place)
@@ -198,7 +216,14 @@ class _Args:
         2026-11-26, docs/mlp_memory_triton.md)."""
         coop = dict(launch_cooperative_grid=True) if self.NS > 1 else {}
         with _mma_mode():
-            kernel[(self.N * self.H, self.NS)](*args, **kw, **self.consts, **coop)
+            try:
+                kernel[(self.N * self.H, self.NS)](*args, **kw, **self.consts, **coop)
+            except RuntimeError as e:
+                if self.NS == 1 or "PassManager::run failed" not in str(e):
+                    raise
+                _NS_CAPS[self.ns_key] = self.NS // 2
+                raise _SplitCompileError(f"{getattr(kernel, '__name__', kernel)} with NS={self.NS} F slices: "
+                                         f"{e}") from e
 
     def prep_rows(self) -> dict:
         """With PREP the rows of ``triton_prep._prep_kernel`` (pv, Ai, pk, qp, qg, pm; None where
@@ -289,7 +314,14 @@ def _fallback_on_resources(kernel_fn, torch_fn):
     needs 237568 B at BF = 16, 164 KB at BF = 64 by the sm_90 probe), retry with the block doubled
     up to F, remembering the block that launched for the configuration. Only when every block
     fails (or NESTED_KERNELS_MLP_TRITON_BF pins one), warn with a BackendFallbackWarning and run
-    ``torch_fn`` (the torch backend, same mathematics)."""
+    ``torch_fn`` (the torch backend, same mathematics).
+
+    When Triton fails to compile a kernel with NS > 1 F slices (``_SplitCompileError``: Triton
+    3.6's TritonGPURemoveLayoutConversions failed on the H100 for one varlen forward at NS = 8,
+    2026-11-26c), the variant's NS is halved (remembered in ``_NS_CAPS``) and the call runs again,
+    down to NS = 1 (the default, which compiled there); a RuntimeWarning says so. Nothing has been
+    written to the call's outputs or inputs before a compile fails (each call builds its buffers
+    afresh), so the retry starts clean."""
     def run(*args):
         from triton.runtime.errors import OutOfResources
         inputs, cfg = args[0], args[-1]
@@ -303,6 +335,9 @@ def _fallback_on_resources(kernel_fn, torch_fn):
                 if bf != first:
                     _F_BLOCKS[key()] = bf
                 return out
+            except _SplitCompileError as e:
+                warnings.warn(f"mlp_memory triton: compile failed for {e}; retrying with fewer F slices",
+                              RuntimeWarning, stacklevel=2)
             except OutOfResources as e:
                 if bf * 2 > F or os.environ.get("NESTED_KERNELS_MLP_TRITON_BF"):
                     warnings.warn(f"mlp_memory triton: {e}; using the torch backend for this call",
