@@ -20,13 +20,13 @@ bg verify 300 python3 -m nested_kernels.verify --quick --ops linear_memory,mlp_m
 bg split8 300 env NESTED_KERNELS_MLP_TRITON_SPLIT=8 $MLP --quick
 bg ttgir 120 python3 python/ttgir_repeat_mlp_memory.py --repeat 3
 bg w_c1m 200 $LM --T 256 --warmup 1 --reps 1 --C 1 --timed 5 --no-fla
-bg w_hope 200 $LM --T 256 --warmup 1 --reps 1 --timed 4 --no-fla
+bg w_hope 200 $LM --T 256 --warmup 1 --reps 1 --timed 4
 wait
 fg() { local n=$1 t=$2; shift 2; echo "=== $n ($(now))"; $TO "$t" "$@" 2>&1 | grep -v "Warning\|warn(\|_kernel "; }
 {
 fg mlp8 70 env NESTED_KERNELS_MLP_TRITON_SPLIT=8 $MLP --no-check --no-large --no-torch
 fg lm1m 90 $LM --C 1 --timed 5
-fg hope 60 $LM --timed 4 --queued
+fg hope 80 $LM --timed 4 --queued
 echo "=== done ($(now))"
 } > "$OUT/time.log"
 cat "$OUT"/verify.log "$OUT"/split8.log "$OUT"/ttgir.log "$OUT"/time.log > "$OUT/all.txt"
