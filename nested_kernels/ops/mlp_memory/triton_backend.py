@@ -15,16 +15,15 @@ Triton is imported only when a kernel first runs. Tuning knobs (environment, rea
 NESTED_KERNELS_MLP_TRITON_BF (F block), NESTED_KERNELS_MLP_TRITON_WARPS,
 NESTED_KERNELS_MLP_TRITON_PRECISION (product operands: "bf16", "fp16", "tf32", "tf32x3" or "ieee";
 default tf32x3), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
-per (sequence, head), default 1: NS = 8 is 1.65x faster at the issue shape on the H100 but, in
-tf32x3, one varlen check case failed to compile there (2026-11-26c; the same TTIR compiles on the
-CPU, see docs/mlp_memory_triton.md), so it stays opt-in; a variant whose compile fails with NS > 1
-is retried with NS halved, see :func:`_fallback_on_resources`),
-NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
+per (sequence, head), default 8; a variant whose compile fails with NS > 1 is retried with NS
+halved, see :func:`_fallback_on_resources`), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
 NESTED_KERNELS_MLP_TRITON_MMA ("v2": mma.sync, default; "auto": Triton's choice),
-NESTED_KERNELS_MLP_TRITON_PREP ("1": the state-independent per-tile work — gates, (I + A_β)⁻¹, masked
-KKᵀ / QKᵀ — by the tile-parallel ``_prep_kernel`` (triton_prep.py) for all tiles at once, one
-launch per forward and one per backward; default "0": formed inside the sequential kernels. CPU-tested
-only: "1" waits for a GPU timing).
+NESTED_KERNELS_MLP_TRITON_PREP ("1", default: the state-independent per-tile work — gates,
+(I + A_β)⁻¹, masked KKᵀ / QKᵀ — by the tile-parallel ``_prep_kernel`` (triton_prep.py) for all
+tiles at once, one launch per forward and one per backward; "0": formed inside the sequential
+kernels). H100 2026-11-26d (issue shape B4 T4096 H8 K=V=64 F256 C64 self / chunk / β = η / α + μ,
+bf16, docs/gpu_runs/2026-11-26d_call5): SPLIT 1 + PREP 0 70.6 / 419 ms fwd / fwd+bwd, SPLIT 8
+56.9 / 289, SPLIT 8 + PREP 1 34.7 / 252; verify --quick passes with both (call 6).
 """
 from __future__ import annotations
 
@@ -113,8 +112,8 @@ def _precision() -> tuple:
 
 
 def _prep_on() -> bool:
-    """NESTED_KERNELS_MLP_TRITON_PREP: "1" runs ``_prep_kernel``, "0" (default) does not."""
-    mode = os.environ.get("NESTED_KERNELS_MLP_TRITON_PREP") or "0"
+    """NESTED_KERNELS_MLP_TRITON_PREP: "1" (default) runs ``_prep_kernel``, "0" does not."""
+    mode = os.environ.get("NESTED_KERNELS_MLP_TRITON_PREP") or "1"
     if mode not in ("0", "1"):
         raise ValueError(f"NESTED_KERNELS_MLP_TRITON_PREP must be 0 or 1, got {mode!r}")
     return mode == "1"
@@ -126,7 +125,7 @@ def _slices(F: int, BF: int, NH: int, device: torch.device) -> int:
     so the cooperative launch that NS > 1 requires always fits), capped by
     NESTED_KERNELS_MLP_TRITON_SPLIT. 1 under the interpreter (it runs programs one after another,
     so programs cannot wait for each other)."""
-    cap = _env_int("NESTED_KERNELS_MLP_TRITON_SPLIT", 1)   # NS > 1 hung on the H100 (2026-11-26)
+    cap = _env_int("NESTED_KERNELS_MLP_TRITON_SPLIT", 8)
     if _interpreting() or device.type != "cuda":
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
