@@ -4,16 +4,7 @@
 # split by default with β or μ); time C64 beside fla, synced and back to back, split vs fused;
 # the host cProfile of the η-only forward; fast_mlp (forward residuals); C1 beside both fla rules.
 # Every timeout sends KILL 10 s after its signal (call 1 hung past its timeout in a C1 warm-up).
-set -u
-cd "$(dirname "$0")/../../.."
-OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=$PWD/.tcache
-python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD:$PWD/python
-T0=$(date +%s)
-now() { echo "$(( $(date +%s) - T0 )) s"; }
-TO="timeout -k 10 -s INT"
-bg() { local n=$1 t=$2; shift 2; ( $TO "$t" "$@" > "$OUT/$n.log" 2>&1; echo "rc=$? ($(now))" >> "$OUT/$n.log" ) & }
+. "$(dirname "$0")/lib.sh"
 LM="python3 python/check_linear_memory_triton.py --no-check"
 W="--T 256 --warmup 1 --reps 1"
 bg verify 185 python3 -m nested_kernels.verify --quick --ops linear_memory,mlp_memory --backends triton --jobs 5
@@ -22,7 +13,6 @@ bg w_fused 170 env NESTED_KERNELS_LM_TRITON_GRAD_SPLIT=0 $LM $W --no-fla --timed
 bg w_c1 170 $LM $W --C 1 --timed 0,3
 bg w_c1m 120 $LM $W --C 1 --timed 5 --no-fla
 wait
-fg() { local n=$1 t=$2; shift 2; echo "=== $n ($(now))"; $TO "$t" "$@" 2>&1 | grep -v "Warning\|warn(\|_kernel "; }
 {
 fg lm64 90 $LM --timed 0,1,3,5 --queued
 fg lm64_fused 45 env NESTED_KERNELS_LM_TRITON_GRAD_SPLIT=0 $LM --timed 1,3,5 --no-fla --queued

@@ -4,16 +4,7 @@
 # workers' lines, so a cut run still shows what passed); the mlp_memory F split (SPLIT=8) check
 # with the NS-halving compile retry, and its TTGIR determinism probe; then timings: mlp_memory
 # SPLIT=8 beside titans, linear_memory C1 η+μ beside both fla rules, HOPE's self-target α+β at C64.
-set -u
-cd "$(dirname "$0")/../../.."
-OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=$PWD/.tcache
-python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD:$PWD/python
-T0=$(date +%s)
-now() { echo "$(( $(date +%s) - T0 )) s"; }
-TO="timeout -k 10 -s INT"
-bg() { local n=$1 t=$2; shift 2; ( $TO "$t" "$@" > "$OUT/$n.log" 2>&1; echo "rc=$? ($(now))" >> "$OUT/$n.log" ) & }
+. "$(dirname "$0")/lib.sh"
 LM="python3 python/check_linear_memory_triton.py --no-check"
 MLP="python3 python/check_mlp_memory_triton.py"
 bg verify 300 python3 -m nested_kernels.verify --quick --ops linear_memory,mlp_memory --backends triton --jobs 9
@@ -22,7 +13,6 @@ bg ttgir 120 python3 python/ttgir_repeat_mlp_memory.py --repeat 3
 bg w_c1m 200 $LM --T 256 --warmup 1 --reps 1 --C 1 --timed 5 --no-fla
 bg w_hope 200 $LM --T 256 --warmup 1 --reps 1 --timed 4
 wait
-fg() { local n=$1 t=$2; shift 2; echo "=== $n ($(now))"; $TO "$t" "$@" 2>&1 | grep -v "Warning\|warn(\|_kernel "; }
 {
 fg mlp8 70 env NESTED_KERNELS_MLP_TRITON_SPLIT=8 $MLP --no-check --no-large --no-torch
 fg lm1m 90 $LM --C 1 --timed 5
