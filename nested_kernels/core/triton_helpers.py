@@ -8,6 +8,7 @@ importing the package never imports Triton).
   γ, γ_prev from log α and D, D_prev, m, m_prev from μ (rt = arange(BT) indexes the tile's rows).
 * ``tile_gates`` — all gate matrices of one tile loaded from its log α / μ rows: decay, momentum
   and their products Φ = Γ D, Φ_prev = Γ_prev D, ν, ν_prev.
+* ``gate_grads`` — (d log α, dμ) per row from the adjoints of those gate quantities.
 * ``row_of`` / ``at`` / ``sum2`` — row / element selection by a one-hot mask, full sum.
 * ``mm`` — a @ b in float32 with the operand precision of a PREC constexpr.
 * ``cast`` — float32 x in ``dtype``, bfloat16 rounded to nearest even also under the interpreter
@@ -148,6 +149,38 @@ def tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT: tl.constexpr, HAS_ALPHA: tl.con
         nu = m
         nup = m
     return G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup
+
+
+@triton.jit
+def gate_grads(G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup, dm, dD, lower, strict,
+               HAS_ALPHA: tl.constexpr, HAS_MU: tl.constexpr, PREC: tl.constexpr):
+    """(d log α, dμ) per row from the adjoints of the tile's gate quantities.
+
+    Φ = Γ D, Φ_prev = Γ_prev D, ν = Γ m, ν_prev = Γ_prev m (with momentum; else Φ = Γ and the
+    D-side inputs are ignored: pass any block for dnu, dnup, dm, dD). dμ is zero-safe: ∂D[i,t]/∂μ_l = D[i,l] D[l−1,t]. Γ depends on the
+    cumulative sum c of log α: ∂Γ[τ,t]/∂c = Γ (δ_τ − δ_t), so d log α is a reverse cumsum.
+    ``lower`` / ``strict``: the tile's (strictly) lower-triangular masks."""
+    dmu_v = g * 0.0
+    if HAS_MU:
+        dPhi = tl.where(lower, dPhi, 0.0)
+        dPhip = tl.where(strict, dPhip, 0.0)
+        dG += mm(dPhi, tl.trans(D), PREC) + dnu[:, None] * m[None, :]
+        dGp += mm(dPhip, tl.trans(D), PREC) + dnup[:, None] * m[None, :]
+        dD += mm(tl.trans(G), dPhi, PREC) + mm(tl.trans(Gp), dPhip, PREC)
+        dm += tl.sum(G * dnu[:, None], 0) + tl.sum(Gp * dnup[:, None], 0)
+        dD = tl.where(lower, dD, 0.0)
+        dmu_v = tl.sum(mm(tl.trans(D), dD, PREC) * Dp, 1) + mp * tl.sum(D * dm[:, None], 0)
+    else:
+        dG += dPhi
+        dGp += dPhip
+    dla_v = g * 0.0
+    if HAS_ALPHA:
+        gG = tl.where(lower, dG * G, 0.0)
+        gGp = tl.where(strict, dGp * Gp, 0.0)
+        rGp = tl.sum(gGp, 1)
+        dc = tl.sum(gG, 1) - tl.sum(gG, 0) + rGp - tl.sum(gGp, 0) + dg * g + dgp * gp
+        dla_v = tl.sum(dc, 0) - tl.cumsum(dc, 0) + dc - rGp - dgp * gp
+    return dla_v, dmu_v
 
 
 @triton.jit

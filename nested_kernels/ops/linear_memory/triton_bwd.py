@@ -38,7 +38,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ...core.triton_helpers import mm, row_of, seq_bounds, sum2, tile_gates
+from ...core.triton_helpers import gate_grads, mm, row_of, seq_bounds, sum2, tile_gates
 from .triton_fwd import _load_rows, _tile_rows
 
 
@@ -511,25 +511,16 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
         tl.store(deta + grow, deta_v, mask=mt)
 
         # gate matrices -> log α, μ
+        if not HAS_MU:      # gate_grads reads these only with momentum
+            dnu = dg
+            dnup = dg
+            dm = dg
+            dD = dG
+        dla_v, dmu_v = gate_grads(G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup, dm, dD,
+                                  lower, strict, HAS_ALPHA, HAS_MU, PREC)
         if HAS_MU:
-            dPhi = tl.where(lower, dPhi, 0.0)
-            dPhip = tl.where(strict, dPhip, 0.0)
-            dG += mm(dPhi, tl.trans(D), PREC) + dnu[:, None] * m[None, :]
-            dGp += mm(dPhip, tl.trans(D), PREC) + dnup[:, None] * m[None, :]
-            dD += mm(tl.trans(G), dPhi, PREC) + mm(tl.trans(Gp), dPhip, PREC)
-            dm += tl.sum(G * dnu[:, None], 0) + tl.sum(Gp * dnup[:, None], 0)
-            dD = tl.where(lower, dD, 0.0)
-            dmu_v = tl.sum(mm(tl.trans(D), dD, PREC) * Dp, 1) + mp * tl.sum(D * dm[:, None], 0)
             tl.store(dmu + grow, dmu_v, mask=mt)
-        else:
-            dG += dPhi
-            dGp += dPhip
         if HAS_ALPHA:
-            gG = tl.where(lower, dG * G, 0.0)
-            gGp = tl.where(strict, dGp * Gp, 0.0)
-            rGp = tl.sum(gGp, 1)
-            dc = tl.sum(gG, 1) - tl.sum(gG, 0) + rGp - tl.sum(gGp, 0) + dg * g + dgp * gp
-            dla_v = tl.sum(dc, 0) - tl.cumsum(dc, 0) + dc - rGp - dgp * gp
             tl.store(dla + grow, dla_v, mask=mt)
 
     if NN:      # the only or the first kernel: stores

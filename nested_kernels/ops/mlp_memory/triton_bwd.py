@@ -27,8 +27,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ...core.triton_helpers import act, act_grad, act_grad2, mm, seq_bounds, sum2, tile_gates
-from .triton_common import exchange, gate_grads, off_w1, off_w2
+from ...core.triton_helpers import act, act_grad, act_grad2, gate_grads, mm, seq_bounds, sum2, tile_gates
+from .triton_common import exchange, off_w1, off_w2
 from .triton_prep import gate_end, prep_end, prep_tile
 
 
@@ -395,7 +395,8 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
     dnu += tl.where(sel, dnuL, 0.0)
     dm += tl.where(sel, dmL, 0.0)
     dla_v, dmu_v = gate_grads(G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup,
-                              dm, dD, rt, HAS_ALPHA, HAS_MU, GPREC)
+                              dm, dD, rt[:, None] >= rt[None, :], rt[:, None] > rt[None, :], HAS_ALPHA,
+                              HAS_MU, GPREC)
     if HAS_ALPHA:
         tl.store(dla + grow, dla_v, mask=mt)
     if HAS_MU:

@@ -1,9 +1,9 @@
 """Triton device functions shared by the forward and backward kernels of ``mlp_memory``.
 
-The adjoints of the gate matrices of one tile (DESIGN_chunk_algebra §1), the offsets of one F
-block of the weights and the exchange of partial sums between the F-slice programs. The gate
-matrices, (I + A)⁻¹, φ, φ', φ'' and the precision-aware product ``mm`` are in
-``nested_kernels/core/triton_helpers.py`` (shared with ``linear_memory`` and ``fast_mlp``).
+The offsets of one F block of the weights and the exchange of partial sums between the F-slice
+programs. The gate matrices and their adjoints, (I + A)⁻¹, φ, φ', φ'' and the precision-aware
+product ``mm`` are in ``nested_kernels/core/triton_helpers.py`` (shared with ``linear_memory`` and
+``fast_mlp``).
 
 Conventions: a tile holds BT token rows (rt = arange(BT)); padded rows have log α = 0, β = η = 0,
 μ = 1 and zero inputs, which leaves every valid row unchanged. Everything is float32.
@@ -12,39 +12,6 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-
-
-@triton.jit
-def gate_grads(G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup, dm, dD, rt,
-               HAS_ALPHA: tl.constexpr, HAS_MU: tl.constexpr, PREC: tl.constexpr):
-    """(d log α, dμ) per row from the adjoints of the tile's gate quantities.
-
-    Φ = Γ D, Φ_prev = Γ_prev D, ν = Γ m, ν_prev = Γ_prev m (with momentum; else Φ = Γ and the
-    D-side inputs are ignored). dμ is zero-safe: ∂D[i,t]/∂μ_l = D[i,l] D[l−1,t]. Γ depends on the
-    cumulative sum c of log α: ∂Γ[τ,t]/∂c = Γ (δ_τ − δ_t), so d log α is a reverse cumsum."""
-    lower = rt[:, None] >= rt[None, :]
-    strict = rt[:, None] > rt[None, :]
-    dmu_v = g * 0.0
-    if HAS_MU:
-        dPhi = tl.where(lower, dPhi, 0.0)
-        dPhip = tl.where(strict, dPhip, 0.0)
-        dG += tl.dot(dPhi, tl.trans(D), input_precision=PREC) + dnu[:, None] * m[None, :]
-        dGp += tl.dot(dPhip, tl.trans(D), input_precision=PREC) + dnup[:, None] * m[None, :]
-        dD += tl.dot(tl.trans(G), dPhi, input_precision=PREC) + tl.dot(tl.trans(Gp), dPhip, input_precision=PREC)
-        dm += tl.sum(G * dnu[:, None], 0) + tl.sum(Gp * dnup[:, None], 0)
-        dD = tl.where(lower, dD, 0.0)
-        dmu_v = tl.sum(tl.dot(tl.trans(D), dD, input_precision=PREC) * Dp, 1) + mp * tl.sum(D * dm[:, None], 0)
-    else:
-        dG += dPhi
-        dGp += dPhip
-    dla_v = g * 0.0
-    if HAS_ALPHA:
-        gG = tl.where(lower, dG * G, 0.0)
-        gGp = tl.where(strict, dGp * Gp, 0.0)
-        rGp = tl.sum(gGp, 1)
-        dc = tl.sum(gG, 1) - tl.sum(gG, 0) + rGp - tl.sum(gGp, 0) + dg * g + dgp * gp
-        dla_v = tl.sum(dc, 0) - tl.cumsum(dc, 0) + dc - rGp - dgp * gp
-    return dla_v, dmu_v
 
 
 @triton.jit
