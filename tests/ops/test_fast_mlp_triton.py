@@ -239,6 +239,19 @@ def test_backward_reads_the_forward_residuals(fwd_pieces, dtype, mlp, opts):
     assert fwd_pieces and all(entry == ("forward", True) for entry in fwd_pieces), fwd_pieces
 
 
+def test_budget_counts_the_allocators_unused_memory(monkeypatch):
+    """The default budget is a third of what the process can still use on the GPU: the driver's
+    free memory plus the caching allocator's reserved-but-unallocated bytes (a repeated call's
+    freed residuals stay reserved there, invisible to the driver's count)."""
+    monkeypatch.delenv(triton_backend.BUDGET_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (30 << 30, 80 << 30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 40 << 30)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 10 << 30)
+    assert triton_backend._budget(torch.device("cuda", 0)) == (60 << 30) // 3
+    monkeypatch.setenv(triton_backend.BUDGET_ENV, "123")
+    assert triton_backend._budget(torch.device("cuda", 0)) == 123
+
+
 def test_backward_reruns_the_forward_when_residuals_exceed_the_budget(fwd_pieces, monkeypatch):
     """Residuals one byte over the budget: the forward keeps none and the backward re-runs the
     forward (here with checkpoints: the re-run counts every piece's weights and a whole chunk of

@@ -337,14 +337,17 @@ def forward(inputs, cfg):
 
 def _budget(device: torch.device) -> int:
     """Bytes the backward's per-piece weight copies and activations may take (the forward's
-    residuals, or the re-run's stash): NESTED_KERNELS_FAST_MLP_BWD_BYTES, else a third of the
-    free GPU memory (1 GiB on the CPU)."""
+    residuals, or the re-run's stash): NESTED_KERNELS_FAST_MLP_BWD_BYTES, else a third of the GPU
+    memory this process can still use — free on the device plus what PyTorch's caching allocator
+    holds unused (the previous call's residuals, freed, stay reserved there and are not free to
+    the driver) — or 1 GiB on the CPU."""
     env = os.environ.get(BUDGET_ENV)
     if env:
         return int(env)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return free // 3
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return (free + cached) // 3
     return 1 << 30
 
 
