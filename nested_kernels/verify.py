@@ -408,16 +408,16 @@ def _run_workers(argv: list[str], jobs: int, ops: list[str], log=print, poll_s: 
                 workers.append((i, proc, out, text))
             printed = [0] * jobs
             while True:
-                running = [w for w in workers if w[1].poll() is None]
-                for i, _, _, text in workers:
+                alive = [proc.poll() is None for _, proc, _, _ in workers]
+                for (i, _, _, text), on in zip(workers, alive):
                     with open(text) as f:
                         lines = f.read().splitlines()
-                    done = len(lines) if not any(w[0] == i for w in running) else max(0, len(lines) - 1)
-                    for line in lines[printed[i]:done]:     # the last line may still be written
+                    done = len(lines) - 1 if on else len(lines)     # a live worker's last line may be partial
+                    for line in lines[printed[i]:done]:
                         if line.startswith("  "):
                             log(line)
                     printed[i] = max(printed[i], done)
-                if not running:
+                if not any(alive):
                     break
                 time.sleep(poll_s)
         finally:

@@ -9,8 +9,8 @@
    NaN-poisoned (NESTED_KERNELS_POISON=1).
 2. Timing (CUDA events, median after warm-up), issue shape B4 T4096 H8 K=V=64 F=256 bf16 chunk 64,
    read "chunk", target "self", β = η, α and μ on: forward and forward+backward of the triton and
-   torch backends (triton also with NESTED_KERNELS_MLP_TRITON_PREP=1, fp16 operands and one program
-   per head) and titans-pytorch ``NeuralMemory`` (depth 2, expansion 4, 8 heads × 64, chunk
+   torch backends (triton also without the prep kernel, NESTED_KERNELS_MLP_TRITON_PREP=0, with fp16
+   operands and with one program per head) and titans-pytorch ``NeuralMemory`` (depth 2, expansion 4, 8 heads × 64, chunk
    64, fp32, its own semantics) when importable, with the roofline floor of bench/roofline.py;
    then K=V=128, F=512 (throughput in tokens/s).
 
@@ -188,7 +188,7 @@ def timing(args):
                                               read="chunk", backend=b)[0])
         impls = [(b, run_b(b), leaves, {}) for b in backends]
         # variants of the triton backend (environment knobs, read at each call)
-        impls[1:1] = [("triton prep kernel", run_b("triton"), leaves, {"NESTED_KERNELS_MLP_TRITON_PREP": "1"}),
+        impls[1:1] = [("triton no prep kernel", run_b("triton"), leaves, {"NESTED_KERNELS_MLP_TRITON_PREP": "0"}),
                       ("triton fp16 operands", run_b("triton"), leaves, {"NESTED_KERNELS_MLP_TRITON_PRECISION": "fp16"}),
                       ("triton 1 program/head", run_b("triton"), leaves, {"NESTED_KERNELS_MLP_TRITON_SPLIT": "1"})]
         if K == 64 and not args.no_titans:

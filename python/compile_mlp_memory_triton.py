@@ -4,8 +4,8 @@ compile errors, shared-memory overflows (an H100 block may use 227 KB) and regis
 regressions before GPU time is spent. Options mirror the launcher's defaults: mma.sync
 (DISABLE_MMA_V3), ptxas -O1, tf32x3 gate products and (I + A)⁻¹, bf16 inputs, BF = 16,
 num_stages = 1, 8 warps for C ≥ 64; ``--prec`` the operands of the other products (the launcher's
-default is tf32x3); ``--ns`` F slices per (sequence, head); ``--prep 1`` the kernels of
-NESTED_KERNELS_MLP_TRITON_PREP=1 (and ``_prep_kernel``).
+default is tf32x3); ``--ns`` F slices per (sequence, head); ``--prep 0`` the kernels of
+NESTED_KERNELS_MLP_TRITON_PREP=0 (default 1, as the launcher: with ``_prep_kernel``).
 
     python python/compile_mlp_memory_triton.py [--gates abm --target self --read chunk --C 64
         --K 64 --F 256 --ns 4 --bf 16 --prec tf32|tf32x3|fp16|bf16 --prep 0|1 --resume --act gelu]
@@ -72,7 +72,7 @@ def main():
     ap.add_argument("--warps", type=int, default=0, help="0: the launcher's default")
     ap.add_argument("--prec", default="tf32")
     ap.add_argument("--ptxas", default="-O1")
-    ap.add_argument("--prep", type=int, default=0, choices=[0, 1], help="NESTED_KERNELS_MLP_TRITON_PREP")
+    ap.add_argument("--prep", type=int, default=1, choices=[0, 1], help="NESTED_KERNELS_MLP_TRITON_PREP")
     ap.add_argument("--resume", action="store_true", help="resumed state and cu_seqlens")
     args = ap.parse_args()
     os.environ["DISABLE_MMA_V3"] = "1"

@@ -157,8 +157,9 @@ def gate_grads(G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, d
     """(d log α, dμ) per row from the adjoints of the tile's gate quantities.
 
     Φ = Γ D, Φ_prev = Γ_prev D, ν = Γ m, ν_prev = Γ_prev m (with momentum; else Φ = Γ and the
-    D-side inputs are ignored: pass any block for dnu, dnup, dm, dD). dμ is zero-safe: ∂D[i,t]/∂μ_l = D[i,l] D[l−1,t]. Γ depends on the
-    cumulative sum c of log α: ∂Γ[τ,t]/∂c = Γ (δ_τ − δ_t), so d log α is a reverse cumsum.
+    D-side inputs are ignored: pass any block for dnu, dnup, dm, dD). dμ is zero-safe:
+    ∂D[i,t]/∂μ_l = D[i,l] D[l−1,t]. Γ depends on the cumulative sum c of log α:
+    ∂Γ[τ,t]/∂c = Γ (δ_τ − δ_t), so d log α is a reverse cumsum.
     ``lower`` / ``strict``: the tile's (strictly) lower-triangular masks."""
     dmu_v = g * 0.0
     if HAS_MU:

@@ -188,12 +188,9 @@ class _Args:
                           READ=_READ[cfg["read"]], HAS_POS=self.resumed, IS_VARLEN=self.cu is not None)
         consts = dict(K=self.K, V=self.V, F=self.F, BF=self.BF, BT=C, LOG2BT=C.bit_length() - 1,
                       PREC=self.prec, GPREC=self.gprec, PREP=self.prep, **_launch_options(C), **self.flags)
-        self.ns_key = None
         self.NS = _slices(self.F, self.BF, N * self.H, dev)
-        if self.NS > 1:      # no key work on the default path (NS = 1)
-            dts = tuple(None if t is None else t.dtype for t in (q, self.k, self.v, self.eta, self.la, self.beta, self.mu))
-            self.ns_key = (tuple(sorted(consts.items())), dts, _knobs())
-            self.NS = min(self.NS, _NS_CAPS.get(self.ns_key, self.NS))
+        if self.NS > 1 and _NS_CAPS:      # no key work until a compile failure was recorded
+            self.NS = min(self.NS, _NS_CAPS.get(self._ns_key(consts), self.NS))
         self.consts = dict(consts, NS=self.NS)
         H, K, V, F = self.H, self.K, self.V, self.F
         self.shapes = dict(W1=(N, H, V, F), W2=(N, H, F, K), S1=(N, H, V, F), S2=(N, H, F, K))
@@ -220,9 +217,15 @@ class _Args:
             except RuntimeError as e:
                 if self.NS == 1 or "PassManager::run failed" not in str(e):
                     raise
-                _NS_CAPS[self.ns_key] = self.NS // 2
+                _NS_CAPS[self._ns_key({n: v for n, v in self.consts.items() if n != "NS"})] = self.NS // 2
                 raise _SplitCompileError(f"{getattr(kernel, '__name__', kernel)} with NS={self.NS} F slices: "
                                          f"{e}") from e
+
+    def _ns_key(self, consts: dict) -> tuple:
+        """Key of ``_NS_CAPS``: the constexprs but NS, the input dtypes and the knobs."""
+        dts = tuple(None if t is None else t.dtype for t in (self.q, self.k, self.v, self.eta, self.la, self.beta,
+                                                             self.mu))
+        return tuple(sorted(consts.items())), dts, _knobs()
 
     def prep_rows(self) -> dict:
         """With PREP the rows of ``triton_prep._prep_kernel`` (pv, Ai, pk, qp, qg, pm; None where
