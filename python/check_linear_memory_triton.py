@@ -140,6 +140,7 @@ TIMED = [
     ("alpha+beta+momentum", "abm", "external"),
     ("HOPE: alpha+beta, self target", "ab", "self"),
     ("eta+momentum (momentum delta rule)", "m", "external"),
+    ("eta+alpha (decay, no beta)", "a", "external"),
 ]
 
 

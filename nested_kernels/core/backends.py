@@ -111,3 +111,10 @@ def select_backend(op_name: str, backend: Optional[str], backends: Mapping[str, 
 def available_backends(backends: Mapping[str, Backend], device: torch.device) -> list[str]:
     """Names of the backends whose platform is present for ``device`` (shape support aside)."""
     return [n for n in BACKEND_NAMES if n in backends and _platform_reason(n, device) is None]
+
+
+def will_differentiate(inputs: Inputs) -> bool:
+    """Whether autograd will record a call on ``inputs``: grad mode on and some input requires a
+    gradient (the API decides this before dispatch, so that a backend's fake and real forwards
+    agree on which residuals they return)."""
+    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in inputs.values())

@@ -287,10 +287,11 @@ def test_exact_rule_resumed_state(monkeypatch):
 
 # -- NESTED_KERNELS_LM_TRITON_GRAD_SPLIT: token gradients in two kernels -------------------------
 
-def record_launches(monkeypatch, names=("_grad_kernel", "_grad_nn_kernel", "_grad_dk_kernel")) -> list:
-    """Names of the kernels among ``names`` (of triton_fwd / triton_bwd) launched, in order (they
-    still run); by default the gradient kernels."""
-    from nested_kernels.ops.linear_memory import triton_bwd, triton_fwd
+def record_launches(monkeypatch, names=("_grad_kernel", "_grad_nn_kernel", "_grad_dk_kernel", "_plain_dv_kernel",
+                                        "_plain_dqk_kernel")) -> list:
+    """Names of the kernels among ``names`` (of triton_fwd / triton_bwd / triton_bwd_plain)
+    launched, in order (they still run); by default the gradient kernels."""
+    from nested_kernels.ops.linear_memory import triton_bwd, triton_bwd_plain, triton_fwd
     launched = []
 
     class Recorded:
@@ -304,7 +305,7 @@ def record_launches(monkeypatch, names=("_grad_kernel", "_grad_nn_kernel", "_gra
             return launch
 
     for n in names:
-        module = triton_fwd if hasattr(triton_fwd, n) else triton_bwd
+        module = next(m for m in (triton_fwd, triton_bwd, triton_bwd_plain) if hasattr(m, n))
         monkeypatch.setattr(module, n, Recorded(n, getattr(module, n)))
     return launched
 
@@ -350,6 +351,49 @@ def test_grad_split(monkeypatch, name):
     (o1, d1), (o0, d0) = got["1"], got["0"]
     assert_run_close(dict(o1), d1, ref, dref, tolerance("triton", torch.float16))
     assert_run_close(o1, d1, o0, d0, 1e-5)
+
+
+PLAIN = ["_plain_dv_kernel", "_plain_dqk_kernel"]
+
+
+@pytest.mark.parametrize("read", ["after", "before", "chunk"])
+@pytest.mark.parametrize("target", ["external", "self"])
+@pytest.mark.parametrize("gates", ["", "a"])
+def test_plain_gradients(monkeypatch, gates, target, read):
+    """Plain tiles (no β, no μ, chunk_size > 1, no resumed chunk) take _plain_dv_kernel then
+    _plain_dqk_kernel: two V and two K blocks (NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN=16, K = V = 32),
+    a varlen batch with an empty sequence and partial tiles; outputs and every gradient against the
+    float64 reference and against _grad_kernel (NESTED_KERNELS_LM_TRITON_GRAD_PLAIN=0)."""
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", "16")
+    x, st = make(B=1, T=40, N=3, K=32, V=32, gates=gates, seed=40 + len(gates))
+    kw = dict(chunk_size=16, target=target, read=read, scale=0.7,
+              cu_seqlens=torch.tensor([0, 17, 17, 40], dtype=torch.int32))
+    launched = record_launches(monkeypatch)
+    got = {}
+    for plain, kernels in (("1", PLAIN), ("0", ["_grad_kernel"])):
+        monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_PLAIN", plain)
+        launched.clear()
+        got[plain] = run("triton", x, st, torch.float32, **dict(kw))
+        assert launched == kernels
+    ref, dref = run("reference", x, st, torch.float32, **dict(kw))
+    (o1, d1), (o0, d0) = got["1"], got["0"]
+    assert_run_close(dict(o1), d1, ref, dref, tolerance("triton", torch.float32))
+    assert_run_close(o1, d1, o0, d0, 1e-5)
+
+
+def test_plain_not_for_beta_mu_or_resumed(monkeypatch):
+    """β, μ, chunk_size 1 or a resumed chunk keep _grad_kernel (the plain kernels have no solve,
+    no momentum and no chunk-start memory); a bad knob value is a ValueError."""
+    launched = record_launches(monkeypatch)
+    for gates, kw, resume in (("b", dict(chunk_size=16), None), ("m", dict(chunk_size=16), None),
+                              ("", dict(chunk_size=1), None), ("", dict(chunk_size=16), [5])):
+        x, st = make(T=20, gates=gates, resume=resume, seed=50)
+        launched.clear()
+        run("triton", x, st, torch.float32, **kw)
+        assert launched == ["_grad_kernel"], (gates, kw, resume)
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_PLAIN", "yes")
+    with pytest.raises(ValueError, match="GRAD_PLAIN"):
+        run("triton", *make(T=20, gates=""), torch.float32, chunk_size=16)
 
 
 def test_grad_split_never_for_float32(monkeypatch):
@@ -453,6 +497,36 @@ def test_backward_reuses_the_forward_tile_states(monkeypatch):
     assert offsets[-3:] == [(True, True, True), (False, False, False), (True, True, True)]
     for n, g in with_tiles.items():
         assert torch.equal(g, without[n]), n
+
+
+@pytest.mark.parametrize("gates,kw", [("abm", dict(read="before")), ("", dict(read="after")),
+                                      ("am", dict(chunk_size=1, read="chunk"))])
+def test_backward_reuses_the_forward_factors(monkeypatch, gates, kw):
+    """With a gradient to take, the forward keeps its tile factors, (I + A)⁻¹ and tile-end scalars
+    as residuals and the backward runs no prep kernel; NESTED_KERNELS_LM_TRITON_KEEP_FACTORS=0 (or
+    no_grad) keeps none and the backward recomputes them. Both give the same gradients."""
+    launched = record_launches(monkeypatch, ("_prep_kernel",))
+    kept = []
+    prep = triton_backend._Args.prep
+    monkeypatch.setattr(triton_backend._Args, "prep",
+                        lambda self, *a, **k: kept.append(k.get("keep") is not None) or prep(self, *a, **k))
+    x, st = make(T=37, gates=gates, seed=23)
+    kw = dict(dict(chunk_size=16, target="external"), **kw)
+    if kw["chunk_size"] == 1:
+        monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_EXACT_TILE", "16")
+    got = {}
+    for keep, preps in (("1", [True]), ("0", [False, False])):
+        monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_KEEP_FACTORS", keep)
+        launched.clear()
+        kept.clear()
+        got[keep] = run("triton", x, st, torch.float32, **dict(kw))
+        assert kept == preps and len(launched) == len(preps), (keep, kept, launched)
+    assert_run_close(*got["1"], *got["0"], 1e-6)
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_KEEP_FACTORS", "1")
+    kept.clear()
+    with torch.no_grad():
+        linear_memory(*(None if v is None else v.float() for v in x.values()), backend="triton", **kw)
+    assert kept == [False]
 
 
 def test_per_kernel_warps(monkeypatch):

@@ -40,7 +40,7 @@ from typing import Optional
 import torch
 
 from ...core.alloc import new_empty
-from ...core.backends import Backend
+from ...core.backends import Backend, will_differentiate
 from ...core.custom_op import _unaliased
 from ...core.sequences import num_sequences
 from ...core.triton_launch import float64_unsupported, interpreting as _interpreting
@@ -214,7 +214,7 @@ def keeps_residuals(inputs, cfg) -> bool:
     that the fake and the real forward agree): only when a gradient will be taken and their
     bytes fit ``_budget``."""
     x = inputs["x"]
-    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs.values())):
+    if not will_differentiate(inputs):
         return False
     return _residual_numel(inputs, cfg) * _Consts(cfg, x, 1).cd.itemsize <= _budget(x.device)
 

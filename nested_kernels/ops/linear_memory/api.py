@@ -6,7 +6,7 @@ from typing import Optional, Union
 import torch
 
 from ...core import checks
-from ...core.backends import Backend, select_backend
+from ...core.backends import Backend, select_backend, will_differentiate
 from ...core.custom_op import OpSpec, StepSpec
 from ...core.sequences import num_sequences
 from ...core.step_backend import with_state
@@ -35,8 +35,9 @@ def _fake(inputs, cfg):
 
 
 BACKENDS = {"reference": Backend(reference.forward), "torch": Backend(chunk.forward)}
-# residual outputs: the Triton backend's tile-start states, reused by its backward
-OP = OpSpec("linear_memory", INPUTS, OUTPUTS, _fake, BACKENDS, residuals=("tile_m", "tile_s"))
+# residual outputs: the Triton backend's tile-start states and tile factors, reused by its backward
+OP = OpSpec("linear_memory", INPUTS, OUTPUTS, _fake, BACKENDS,
+            residuals=("tile_m", "tile_s", "tile_factors", "tile_ainv", "tile_scalars"))
 
 
 def _register_backend(name: str, backend: Backend) -> None:
@@ -133,6 +134,8 @@ def linear_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.
     cfg = dict(chunk_size=chunk_size, target=target, read=read, scale=float(scale),
                output_final_state=bool(output_final_state))
     cfg["backend"] = select_backend("linear_memory", backend, BACKENDS, device, inputs, cfg)
+    if cfg["backend"] == "triton":      # decided here, so that the fake and the real forward agree
+        cfg["keep_factors"] = will_differentiate(inputs)
     out = OP(cfg, **inputs)
     if not output_final_state:
         return out["o"], None

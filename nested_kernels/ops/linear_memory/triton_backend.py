@@ -109,18 +109,50 @@ def _resume_pos(inputs, cfg):
     return None if pos is None or inputs["m_chunk0"] is None or cfg["chunk_size"] == 1 else pos
 
 
+def _factor_names(mu: bool, solve: bool, exact: bool, read: int) -> tuple:
+    """The K-wide factors that ``_prep_kernel`` writes for these options (triton_fwd.py)."""
+    names = ("xw", "qw")
+    if mu:
+        names += ("yw",) + (("xz",) if solve else ()) + (("yz",) if exact else ()) + (("qz",) if read != 2 else ())
+    return names
+
+
+def _keep_factors() -> bool:
+    """Whether the forward keeps its tile factors (and (I + A)⁻¹) for the backward, which then
+    skips ``_prep_kernel``: NESTED_KERNELS_LM_TRITON_KEEP_FACTORS "1" (default) or "0" (the backward
+    recomputes them; the memory held between forward and backward is then only the tile states)."""
+    env = os.environ.get("NESTED_KERNELS_LM_TRITON_KEEP_FACTORS", "1")
+    if env not in ("0", "1"):
+        raise ValueError(f"NESTED_KERNELS_LM_TRITON_KEEP_FACTORS must be 0 or 1, got {env!r}")
+    return env == "1"
+
+
 def residuals(inputs, cfg) -> tuple:
-    """Empty stand-ins of the forward's residual outputs (OpSpec ``residuals``): the tile-start
-    states M and S [tiles, H, K, V] in the storage dtype (S empty without mu), which the backward
-    reuses instead of running the state recurrence again."""
+    """Empty stand-ins of the forward's residual outputs (OpSpec ``residuals``), which the backward
+    reuses instead of running the recurrence and the prep kernel again: the tile-start states M and
+    S [tiles, H, K, V] in the storage dtype (S empty without mu) and, when a gradient will be taken
+    (cfg["keep_factors"], set by the API) and NESTED_KERNELS_LM_TRITON_KEEP_FACTORS is not "0", the
+    tile factors [n_factors, B·T, H, K] (storage
+    dtype), (I + A)⁻¹ rows [B·T, H, BT] float32 (empty without a solve) and the tile-end scalars
+    [tiles, H, 4] float32 — all O(T·K) or per tile, no per-token state (SPEC §7)."""
     q = inputs["q"]
     B, T, H, K = q.shape
     V = K if cfg["target"] == "self" else inputs["v"].shape[-1]
-    BT = _exact_tile() if cfg["chunk_size"] == 1 else cfg["chunk_size"]
+    exact = cfg["chunk_size"] == 1
+    BT = _exact_tile() if exact else cfg["chunk_size"]
     cu = inputs["cu_seqlens"]
     n = n_tiles(B, T, BT, num_sequences(B, cu), fixed_length(cu, _resume_pos(inputs, cfg), T))
-    state = lambda *shape: new_empty(*shape, dtype=_store_dtype(q.dtype), device=q.device)  # noqa: E731
-    return state(n, H, K, V), state(n, H, K, V) if inputs["mu"] is not None else state(0)
+    store = _store_dtype(q.dtype)
+    empty = lambda *shape, dtype=store: new_empty(*shape, dtype=dtype, device=q.device)  # noqa: E731
+    mu = inputs["mu"] is not None
+    tiles = (empty(n, H, K, V), empty(n, H, K, V) if mu else empty(0))
+    if not (cfg.get("keep_factors") and _keep_factors()):
+        return tiles + (empty(0), empty(0), empty(0))
+    solve = inputs["beta"] is not None or exact
+    read = _READ[cfg["read"]]
+    names = _factor_names(mu, solve, exact, 1 if exact and read == 2 else read)
+    return tiles + (empty(len(names), B * T, H, K), empty(B * T, H, BT, dtype=torch.float32) if solve else empty(0),
+                    empty(n, H, 4, dtype=torch.float32))
 
 
 def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
@@ -188,6 +220,16 @@ def _grad_split(dtype: torch.dtype, heavy: bool) -> bool:
     if env not in ("0", "1"):
         raise ValueError(f"NESTED_KERNELS_LM_TRITON_GRAD_SPLIT must be 0 or 1, got {env!r}")
     return env == "1" and dtype != torch.float32
+
+
+def _grad_plain(plain: bool) -> bool:
+    """Whether the token gradients of ``plain`` tiles (no β, no μ, chunk_size > 1, no resumed
+    chunk) run as ``_plain_dv_kernel`` then ``_plain_dqk_kernel`` (triton_bwd_plain.py) instead of
+    ``_grad_kernel``: NESTED_KERNELS_LM_TRITON_GRAD_PLAIN "1" (default) or "0"."""
+    env = os.environ.get("NESTED_KERNELS_LM_TRITON_GRAD_PLAIN", "1")
+    if env not in ("0", "1"):
+        raise ValueError(f"NESTED_KERNELS_LM_TRITON_GRAD_PLAIN must be 0 or 1, got {env!r}")
+    return plain and env == "1"
 
 
 def _launch_options(warps: int) -> dict:
@@ -260,6 +302,7 @@ class _Args:
         self.BC = min(self.K, self.V, 32)
         self.prec = _precision(q.dtype)
         self.grad_split = _grad_split(q.dtype, self.beta is not None or self.mu is not None)
+        self.grad_plain = _grad_plain(self.beta is None and self.mu is None and not self.exact and self.pos is None)
         self.store = _store_dtype(q.dtype)
         has_mu, has_beta = self.mu is not None, self.beta is not None
         self.has_off = not self.self_target or self.pos is not None
@@ -271,20 +314,17 @@ class _Args:
     def _rows(self, width, cond=True):
         return new_empty(self.B * self.T, self.H, width, dtype=self.store, device=self.device) if cond else None
 
-    def prep(self, store_ainv: bool, offsets: bool = True):
+    def prep(self, store_ainv: bool, offsets: bool = True, keep=None):
         """Factors of every tile (dict of per-token [B·T, H, ·] tensors, tile-end scalars) and,
         with ``store_ainv`` and a solve (β or chunk_size 1), (I + A)⁻¹ rows [B·T, H, BT] float32.
-        Without ``offsets`` no xu, yu, ou (the backward's walk needs only the coefficients)."""
+        Without ``offsets`` no xu, yu, ou (the backward's walk needs only the coefficients). With
+        ``keep`` (the residuals (factors, ainv, scalars)) the factors, (I + A)⁻¹ and scalars are
+        written there."""
         from .triton_fwd import _prep_kernel
         K, V, mu, solve = self.K, self.V, self.mu is not None, self.solve
         has_off, has_ou = self.has_off and offsets, self.has_ou and offsets
-        f = dict(xw=self._rows(K), qw=self._rows(K), xz=self._rows(K, mu and solve), yw=self._rows(K, mu),
-                 yz=self._rows(K, mu and self.exact),
-                 qz=self._rows(K, mu and self.read != 2), xu=self._rows(V, has_off),
-                 yu=self._rows(V, mu and has_off), ou=self._rows(V, has_ou),
-                 tsc=new_empty(self.n_tiles, self.H, 4, dtype=torch.float32, device=self.device))
-        f["ainv"] = new_empty(self.B * self.T, self.H, self.BT, dtype=torch.float32, device=self.device) \
-            if store_ainv and solve else None
+        f = dict(xu=self._rows(V, has_off), yu=self._rows(V, mu and has_off), ou=self._rows(V, has_ou))
+        f.update(self.kept(*keep) if keep is not None else self._new_factors(store_ainv))
         with _mma_mode("fwd"):
             _prep_kernel[(self.n_tiles, self.H)](
                 self.q, self.k, self.v, self.eta, self.la, self.beta, self.mu, self.mc0, self.tile_seq,
@@ -295,6 +335,20 @@ class _Args:
                 HAS_OFF=has_off, HAS_OU=has_ou, STORE_AINV=f["ainv"] is not None,
                 PREC=self.prec, **_launch_options(_warps(self.BT, "prep")), **self.flags)
         return f
+
+    def _new_factors(self, store_ainv: bool) -> dict:
+        names = _factor_names(self.mu is not None, self.solve, self.exact, self.read)
+        f = {n: (self._rows(self.K) if n in names else None) for n in ("xw", "qw", "xz", "yw", "yz", "qz")}
+        f["tsc"] = new_empty(self.n_tiles, self.H, 4, dtype=torch.float32, device=self.device)
+        f["ainv"] = new_empty(self.B * self.T, self.H, self.BT, dtype=torch.float32, device=self.device) \
+            if store_ainv and self.solve else None
+        return f
+
+    def kept(self, factors, ainv, scalars) -> dict:
+        """The factor dict over the residuals (factors [n_factors, B·T, H, K], ainv, scalars)."""
+        names = _factor_names(self.mu is not None, self.solve, self.exact, self.read)
+        f = {n: (factors[names.index(n)] if n in names else None) for n in ("xw", "qw", "xz", "yw", "yz", "qz")}
+        return dict(f, tsc=scalars, ainv=ainv if self.solve else None)
 
     def states(self, f, finals, tiles):
         """Run the recurrence from the factors ``f``, writing the tile-start states into ``tiles``
@@ -333,23 +387,64 @@ def forward(inputs, cfg):
     if cfg["output_final_state"]:
         st = lambda: new_empty(N, H, K, V, dtype=torch.float32, device=a.device)  # noqa: E731
         finals = (st(), st() if a.mu is not None else None, st())
-    tiles = residuals(inputs, cfg)       # the tile-start states, kept for the backward
+    res = residuals(inputs, cfg)     # the tile-start states (and tile factors), kept for the backward
+    tiles, keep = res[:2], res[2:]
     if not a.fixed:     # slots past the last tile (at most 2N, all after the first B·T // BT) stay 0
         for t in tiles:
             t[(B * T) // a.BT:].zero_()
     if N * H:
-        f = a.prep(store_ainv=False)
+        f = a.prep(store_ainv=False, keep=keep if keep[0].numel() else None)
         a.states(f, finals, tiles)
         a.outputs(f, tiles, o)
     if finals is None:
-        return (o,) + empty_outputs(inputs["q"], V) + tiles
+        return (o,) + empty_outputs(inputs["q"], V) + res
     M, S, Mc = finals
-    return (o, M, S if S is not None else M.new_empty(0), Mc, a.final_pos.clone()) + tiles
+    return (o, M, S if S is not None else M.new_empty(0), Mc, a.final_pos.clone()) + res
 
 
 def _grad_or_none(grads, name):
     g = grads.get(name)
     return None if g is None or g.numel() == 0 else g.contiguous()
+
+
+def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbeta, dmu, dmc0):
+    """Token gradients by ``_grad_kernel`` (or its split pair)."""
+    from .triton_bwd import _grad_dk_kernel, _grad_kernel, _grad_nn_kernel
+    grad_kernels = (_grad_nn_kernel, _grad_dk_kernel) if a.grad_split else (_grad_kernel,)
+    grad_warps = _warps(a.BT, "grad", a.beta is not None or a.mu is not None)
+    with _mma_mode("grad"):
+        for kernel in grad_kernels:     # _grad_dk_kernel adds to the dq, dk of _grad_nn_kernel
+            kernel[(a.n_tiles, a.H)](
+                a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.tile_seq, a.tile_idx, a.cu, a.pos,
+                f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
+                dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
+                a.T, a.H, a.scale, K=a.K, V=a.V, BT=a.BT, BV=a.BV_GRAD, HAS_ALPHA=a.la is not None,
+                SELF_TARGET=a.self_target, PREC=a.prec, READ=a.read, **_launch_options(grad_warps), **a.flags)
+
+
+def _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
+    """Token gradients of plain tiles by ``_plain_dv_kernel`` then ``_plain_dqk_kernel``: W and dE
+    pass between them in a [B·T, H, 2, V] scratch (bfloat16 when the products round their operands
+    to bfloat16 anyway), the row partials in [V/BV, B·T·H, NP] float32. Blocks BV of V and BK of K:
+    NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN (default 64, at most V and K)."""
+    from .triton_bwd_plain import _plain_dqk_kernel, _plain_dv_kernel
+    K, V, H = a.K, a.V, a.H
+    BV = _block_v(K, V, "NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", 64)
+    BK = _block_v(V, K, "NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", 64)
+    n_rows = a.B * a.T * H
+    NP = 4 if a.la is not None else 1
+    wde = new_empty(a.B * a.T, H, 2, V, dtype=torch.bfloat16 if a.prec == "bf16" else torch.float32,
+                    device=a.device)
+    part = new_empty(V // BV, n_rows, NP, dtype=torch.float32, device=a.device)
+    common = dict(K=K, V=V, BT=a.BT, HAS_ALPHA=a.la is not None, SELF_TARGET=a.self_target, READ=a.read, NP=NP,
+                  IS_VARLEN=a.cu is not None, PREC=a.prec, **_launch_options(_warps(a.BT, "plain")))
+    with _mma_mode("bwd"):
+        _plain_dv_kernel[(V // BV, a.n_tiles, H)](
+            a.q, a.k, a.v, a.eta, a.la, a.tile_seq, a.tile_idx, a.cu, saved_m, adj_m, dO,
+            dv, wde, part, a.T, H, n_rows, a.scale, BV=BV, **common)
+        _plain_dqk_kernel[(K // BK, a.n_tiles, H)](
+            a.q, a.k, a.v, a.eta, a.la, a.tile_seq, a.tile_idx, a.cu, saved_m, adj_m, dO,
+            dq, dk, dv, deta, dla, wde, part, a.T, H, n_rows, a.scale, BK=BK, NV=V // BV, **common)
 
 
 def backward(inputs, outputs, grads, cfg):
@@ -382,14 +477,17 @@ def backward(inputs, outputs, grads, cfg):
     if N * H:
         tiles = (outputs["tile_m"], outputs["tile_s"])
         recompute = tiles[0].numel() == 0   # the forward's residuals did not come (e.g. another backend ran it)
-        f = a.prep(store_ainv=True, offsets=recompute)
+        if outputs["tile_factors"].numel() and not recompute:
+            f = a.kept(outputs["tile_factors"], outputs["tile_ainv"], outputs["tile_scalars"])
+        else:
+            f = a.prep(store_ainv=True, offsets=recompute)
         if recompute:
-            tiles = residuals(inputs, cfg)
+            tiles = residuals(inputs, cfg)[:2]
             a.states(f, None, tiles)
         saved_m, saved_s = tiles[0], tiles[1] if a.mu is not None else None
         adj_m = torch.empty_like(saved_m)
         adj_s = torch.empty_like(saved_m) if a.mu is not None else None
-        from .triton_bwd import _grad_dk_kernel, _grad_kernel, _grad_nn_kernel, _state_bwd_kernel
+        from .triton_bwd import _state_bwd_kernel
         flags = dict(a.flags, READ=a.read)
         with _mma_mode("bwd"):
             _state_bwd_kernel[(a.NV, N * H)](
@@ -398,16 +496,10 @@ def backward(inputs, outputs, grads, cfg):
                 K=K, V=V, BT=a.BT, BV=a.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
                 HAS_DMCF=dMcf is not None, PREC=a.prec, STAGES=_stages("adjoint", a.store),
                 **_launch_options(_warps(a.BT, "state")), **flags)
-        grad_kernels = (_grad_nn_kernel, _grad_dk_kernel) if a.grad_split else (_grad_kernel,)
-        grad_warps = _warps(a.BT, "grad", a.beta is not None or a.mu is not None)
-        with _mma_mode("grad"):
-            for kernel in grad_kernels:     # _grad_dk_kernel adds to the dq, dk of _grad_nn_kernel
-                kernel[(a.n_tiles, H)](
-                    a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.tile_seq, a.tile_idx, a.cu, a.pos,
-                    f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
-                    dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
-                    T, H, a.scale, K=K, V=V, BT=a.BT, BV=a.BV_GRAD, HAS_ALPHA=a.la is not None,
-                    SELF_TARGET=a.self_target, PREC=a.prec, **_launch_options(grad_warps), **flags)
+        if a.grad_plain:
+            _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla)
+        else:
+            _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbeta, dmu, dmc0)
     else:
         dm0.zero_()
         for t in (ds0, dmc0):
