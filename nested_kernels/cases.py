@@ -256,6 +256,10 @@ def _linear_cases(device_type: str, quick: bool) -> list[Case]:
           inputs=dict(gates=allg, lengths=lengths, initial_state=True)),
         L(dict(B=2, T=65, H=H, K=128, V=128), f32, chunk_size=64, read="before", label="T = C + 1",
           inputs=dict(gates=allg)),
+        L(dict(B=2, T=1000, H=H, K=128, V=128), bf16, chunk_size=64, label="eta only (plain tiles)",
+          inputs=dict(initial_state=True)),
+        L(dict(B=1, T=1000, H=H, K=64, V=64), f16, chunk_size=32, target="self", read="before",
+          label="decay, self target, varlen (plain tiles)", inputs=dict(gates=("log_alpha",), lengths=lengths)),
     ]
     if not quick:
         cases += [
@@ -271,6 +275,8 @@ def _linear_cases(device_type: str, quick: bool) -> list[Case]:
               inputs=dict(gates=allg, lengths=lengths, gate_dtype=torch.float32)),
             L(dict(B=2, T=500, H=H, K=64, V=64), f32, chunk_size=16, scale=0.125,
               label="titans (no beta), scale", inputs=dict(gates=("log_alpha", "mu"), initial_state=True)),
+            L(dict(B=2, T=1000, H=H, K=64, V=128), f32, chunk_size=64, read="chunk",
+              label="decay, K != V, chunk read (plain tiles)", inputs=dict(gates=("log_alpha",), initial_state=True)),
         ]
     return cases
 
