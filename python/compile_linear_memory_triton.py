@@ -38,11 +38,11 @@ from gpu_check_utils import compile_sm90, ptxas_usage  # noqa: E402
 
 from nested_kernels.ops.linear_memory import triton_backend as tbk  # noqa: E402
 from nested_kernels.ops.linear_memory.api import OP  # noqa: E402
-from nested_kernels.ops.linear_memory import triton_bwd as tb, triton_fwd as tf  # noqa: E402
+from nested_kernels.ops.linear_memory import triton_bwd as tb, triton_bwd_plain as tp, triton_fwd as tf  # noqa: E402
 
 SHARED_LIMIT = 232448          # bytes of shared memory an H100 block may use (227 KB)
 SPILL_LIMIT = 1024             # bytes of spill stores per thread we accept
-KERNELS = {n: getattr(m, n) for m in (tf, tb) for n in dir(m)
+KERNELS = {n: getattr(m, n) for m in (tf, tb, tp) for n in dir(m)
            if n.endswith("_kernel") and isinstance(getattr(m, n), triton.runtime.JITFunction)}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 PTR = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32", torch.int32: "*i32",
@@ -99,7 +99,7 @@ def describe(name, fn, args, kw):
 def capture():
     sink = []
     saved = {}
-    for mod in (tf, tb):
+    for mod in (tf, tb, tp):
         for n in dir(mod):
             obj = getattr(mod, n)
             if n.endswith("_kernel") and isinstance(obj, triton.runtime.JITFunction):
