@@ -259,7 +259,8 @@ def _linear_cases(device_type: str, quick: bool) -> list[Case]:
         L(dict(B=2, T=1000, H=H, K=128, V=128), bf16, chunk_size=64, label="eta only (plain tiles)",
           inputs=dict(initial_state=True)),
         L(dict(B=1, T=1000, H=H, K=64, V=64), f16, chunk_size=32, target="self", read="before",
-          label="decay, self target, varlen (plain tiles)", inputs=dict(gates=("log_alpha",), lengths=lengths)),
+          label="decay, self target, varlen (plain tiles)",
+          inputs=dict(gates=("log_alpha",), lengths=lengths, initial_state=True)),
     ]
     if not quick:
         cases += [
