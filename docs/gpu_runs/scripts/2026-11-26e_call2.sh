@@ -4,7 +4,7 @@
 # ptxas -O3 against them, and verify the plain varlen case again (it had no initial state, so its
 # self-target reference was identically zero).
 . "$(dirname "$0")/lib.sh"
-SW="python3 python/sweep_linear_memory_triton.py --block-plain 32,64 --mma v2,auto --ptxas -O1,-O3"
+SW="python3 python/sweep_linear_memory_triton.py --block-plain 32,64 --mma v2,auto --ptxas=-O1,-O3"
 SWA="python3 python/sweep_linear_memory_triton.py --gates a --block-plain 32 --mma v2,auto"
 bg verify 200 python3 -m nested_kernels.verify --quick --ops linear_memory --backends triton --jobs 2 --case "plain tiles"
 bg w_sweep 200 $SW --gates "" --reps 1
