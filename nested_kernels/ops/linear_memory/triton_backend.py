@@ -197,7 +197,14 @@ def _mma_mode(kernel: str):
     shared memory for its whole live range and its n×n operands need more than the 227 KB an H100
     block may have (the CPU probe python/compile_linear_memory_triton.py reports both). Triton
     reads DISABLE_MMA_V3 when it compiles (and keys its disk cache on it), so it is set only around
-    these launches."""
+    these launches. The plain-tile gradient kernels (``kernel == "plain"``) have their own knob,
+    NESTED_KERNELS_LM_TRITON_MMA_PLAIN: "auto" (default; wgmma: H100 2026-11-26e η only C64 K=V=128
+    bf16, µs per call, dv + dqk 807 + 614 with mma.sync, 340 + 337 with wgmma) or "v2"."""
+    if kernel == "plain":
+        mode = os.environ.get("NESTED_KERNELS_LM_TRITON_MMA_PLAIN", "auto")
+        if mode not in ("v2", "auto"):
+            raise ValueError(f"NESTED_KERNELS_LM_TRITON_MMA_PLAIN must be v2 or auto, got {mode!r}")
+        return mma_sync(mode == "v2")
     mode = os.environ.get("NESTED_KERNELS_LM_TRITON_MMA", "v2")
     if mode not in ("v2", "mixed", "auto"):
         raise ValueError(f"NESTED_KERNELS_LM_TRITON_MMA must be v2, mixed or auto, got {mode!r}")
@@ -438,7 +445,7 @@ def _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
     part = new_empty(V // BV, n_rows, NP, dtype=torch.float32, device=a.device)
     common = dict(K=K, V=V, BT=a.BT, HAS_ALPHA=a.la is not None, SELF_TARGET=a.self_target, READ=a.read, NP=NP,
                   IS_VARLEN=a.cu is not None, PREC=a.prec, **_launch_options(_warps(a.BT, "plain")))
-    with _mma_mode("bwd"):
+    with _mma_mode("plain"):
         _plain_dv_kernel[(V // BV, a.n_tiles, H)](
             a.q, a.k, a.v, a.eta, a.la, a.tile_seq, a.tile_idx, a.cu, saved_m, adj_m, dO,
             dv, wde, part, a.T, H, n_rows, a.scale, BV=BV, **common)
