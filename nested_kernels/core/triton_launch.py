@@ -5,9 +5,9 @@ imports Triton).
 * ``env_int(name, default)`` — an integer tuning knob from the environment.
 * ``float64_unsupported(inputs)`` — the ``unsupported`` reason of the Triton backends for float64
   tensors (they run on the reference and torch backends).
-* ``ptxas_options(env_name, opts)`` — ``opts`` plus ptxas options off the interpreter: ``env_name``
-  if set ("" for ptxas' default), else "-O1" (ptxas -O3 squeezes the large kernels into few
-  registers with heavy spills, see docs/linear_memory_triton.md).
+* ``ptxas_options(env_name, opts, default="-O1")`` — ``opts`` plus ptxas options off the
+  interpreter: ``env_name`` if set ("" for ptxas' default, -O3), else ``default`` (-O1: ptxas -O3
+  squeezes the large kernels into few registers with heavy spills, see docs/linear_memory_triton.md).
 * ``tile_table(ends, n_tiles)`` — (sequence, index in its sequence) of every global tile of a
   tile-parallel grid of ``n_tiles`` (an upper bound, no device sync) from the cumulative tile
   counts ``ends`` [N] of the sequences; -1 / 0 for the unused tail.
@@ -45,9 +45,9 @@ def float64_unsupported(inputs: dict) -> Optional[str]:
     return None
 
 
-def ptxas_options(env_name: str, opts: dict) -> dict:
+def ptxas_options(env_name: str, opts: dict, default: str = "-O1") -> dict:
     if not interpreting():
-        ptx = os.environ.get(env_name, "-O1")
+        ptx = os.environ.get(env_name, default)
         if ptx:
             opts["ptx_options"] = ptx
     return opts

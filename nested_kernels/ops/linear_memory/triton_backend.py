@@ -199,7 +199,10 @@ def _mma_mode(kernel: str):
     reads DISABLE_MMA_V3 when it compiles (and keys its disk cache on it), so it is set only around
     these launches. The plain-tile gradient kernels (``kernel == "plain"``) have their own knob,
     NESTED_KERNELS_LM_TRITON_MMA_PLAIN: "auto" (default; wgmma: H100 2026-11-26e η only C64 K=V=128
-    bf16, µs per call, dv + dqk 807 + 614 with mma.sync, 340 + 337 with wgmma) or "v2"."""
+    bf16, µs per call, dv + dqk 807 + 614 with mma.sync, 340 + 337 with wgmma) or "v2". wgmma is
+    used only with blocks of 64 (K, V ≥ 64): with NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN=32 the
+    wgmma kernels hit illegal memory accesses on the H100 in 5 of 6 runs (Triton 3.6.0), never
+    with 64 or with mma.sync."""
     if kernel == "plain":
         mode = os.environ.get("NESTED_KERNELS_LM_TRITON_MMA_PLAIN", "auto")
         if mode not in ("v2", "auto"):
@@ -239,12 +242,14 @@ def _grad_plain(plain: bool) -> bool:
     return plain and env == "1"
 
 
-def _launch_options(warps: int) -> dict:
+def _launch_options(warps: int, light: bool = False) -> dict:
     """num_warps, and ptxas options off the interpreter: ptxas -O3 (its default) gives the big
     kernels 32 registers and tens of KB of spills per thread, -O1 gives 255 registers and a
-    quarter of the spills (measured with ptxas 12.8 and 13.0). NESTED_KERNELS_LM_TRITON_PTXAS
+    quarter of the spills (measured with ptxas 12.8 and 13.0); ``light`` kernels (the plain-tile
+    gradients and their backward walk) keep -O3 (H100 2026-11-26e, η only C64 K=V=128 bf16, µs per
+    call: backward walk 315 → 276, dv 343 → 307, dqk 337 → 327). NESTED_KERNELS_LM_TRITON_PTXAS
     overrides ("" for ptxas' default)."""
-    return ptxas_options("NESTED_KERNELS_LM_TRITON_PTXAS", dict(num_warps=warps))
+    return ptxas_options("NESTED_KERNELS_LM_TRITON_PTXAS", dict(num_warps=warps), "" if light else "-O1")
 
 
 # tl.dot input precisions of float32 operands, or "bf16" / "fp16": both operands rounded to that type
@@ -444,8 +449,8 @@ def _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
                     device=a.device)
     part = new_empty(V // BV, n_rows, NP, dtype=torch.float32, device=a.device)
     common = dict(K=K, V=V, BT=a.BT, HAS_ALPHA=a.la is not None, SELF_TARGET=a.self_target, READ=a.read, NP=NP,
-                  IS_VARLEN=a.cu is not None, PREC=a.prec, **_launch_options(_warps(a.BT, "plain")))
-    with _mma_mode("plain"):
+                  IS_VARLEN=a.cu is not None, PREC=a.prec, **_launch_options(_warps(a.BT, "plain"), True))
+    with _mma_mode("plain" if BV == BK == 64 else "bwd"):
         _plain_dv_kernel[(V // BV, a.n_tiles, H)](
             a.q, a.k, a.v, a.eta, a.la, a.tile_seq, a.tile_idx, a.cu, saved_m, adj_m, dO,
             dv, wde, part, a.T, H, n_rows, a.scale, BV=BV, **common)
@@ -502,7 +507,7 @@ def backward(inputs, outputs, grads, cfg):
                 a.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, T, H,
                 K=K, V=V, BT=a.BT, BV=a.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
                 HAS_DMCF=dMcf is not None, PREC=a.prec, STAGES=_stages("adjoint", a.store),
-                **_launch_options(_warps(a.BT, "state")), **flags)
+                **_launch_options(_warps(a.BT, "state"), a.grad_plain), **flags)
         if a.grad_plain:
             _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla)
         else:
