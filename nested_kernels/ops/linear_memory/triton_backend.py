@@ -202,11 +202,13 @@ def _mma_mode(kernel: str):
     bf16, µs per call, dv + dqk 807 + 614 with mma.sync, 340 + 337 with wgmma) or "v2". wgmma is
     used only with blocks of 64 (K, V ≥ 64): with NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN=32 the
     wgmma kernels hit illegal memory accesses on the H100 in 5 of 6 runs (Triton 3.6.0), never
-    with 64 or with mma.sync."""
-    if kernel == "plain":
-        mode = os.environ.get("NESTED_KERNELS_LM_TRITON_MMA_PLAIN", "auto")
+    with 64 or with mma.sync. NESTED_KERNELS_LM_TRITON_MMA_GRAD ("v2" default, or "auto") does the
+    same for the split gradient kernels (the fused one does not fit with wgmma)."""
+    if kernel in ("plain", "grad"):
+        name = f"NESTED_KERNELS_LM_TRITON_MMA_{kernel.upper()}"
+        mode = os.environ.get(name, "auto" if kernel == "plain" else "v2")
         if mode not in ("v2", "auto"):
-            raise ValueError(f"NESTED_KERNELS_LM_TRITON_MMA_PLAIN must be v2 or auto, got {mode!r}")
+            raise ValueError(f"{name} must be v2 or auto, got {mode!r}")
         return mma_sync(mode == "v2")
     mode = os.environ.get("NESTED_KERNELS_LM_TRITON_MMA", "v2")
     if mode not in ("v2", "mixed", "auto"):
