@@ -5,7 +5,7 @@ GPU call: which V block and warp count each kernel should default to.
     python python/sweep_linear_memory_triton.py --gates ,ab,abm --grad-split 0,1 --warps-grad 4,8
 
 Every configuration (gate set × the given values of NESTED_KERNELS_LM_TRITON_BV, _WARPS,
-_BV_GRAD, _BV_OUT, _STAGES, _MMA, _GRAD_SPLIT, _GRAD_PLAIN, _BLOCK_PLAIN, _MMA_PLAIN, _MMA_GRAD, _PTXAS and the per-kernel
+_BV_GRAD, _BV_OUT, _STAGES, _MMA, _GRAD_SPLIT, _GRAD_PLAIN, _BLOCK_PLAIN, _MMA_PLAIN, _MMA_GRAD_DK, _BV_GRAD_DK, _PTXAS and the per-kernel
 _WARPS_PREP / _STATE / _OUT / _GRAD / _PLAIN) runs python/profile_kernels.py twice in its own process: first all configurations at once
 with one call each (Triton's JIT compiles dominate and run on the CPU, so they overlap), then one after another with ``--reps`` profiled calls each (the GPU measured alone). Prints, per
 gate set, a table of the mean time per op call (fwd+bwd, µs) of every kernel under every
@@ -26,7 +26,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 KNOBS = {"bv": "NESTED_KERNELS_LM_TRITON_BV", "warps": "NESTED_KERNELS_LM_TRITON_WARPS",
          "bv_grad": "NESTED_KERNELS_LM_TRITON_BV_GRAD", "bv_out": "NESTED_KERNELS_LM_TRITON_BV_OUT",
          "stages": "NESTED_KERNELS_LM_TRITON_STAGES", "mma": "NESTED_KERNELS_LM_TRITON_MMA",
-         "mma_plain": "NESTED_KERNELS_LM_TRITON_MMA_PLAIN", "mma_grad": "NESTED_KERNELS_LM_TRITON_MMA_GRAD",
+         "mma_plain": "NESTED_KERNELS_LM_TRITON_MMA_PLAIN", "mma_grad_dk": "NESTED_KERNELS_LM_TRITON_MMA_GRAD_DK",
+         "bv_grad_dk": "NESTED_KERNELS_LM_TRITON_BV_GRAD_DK",
          "grad_split": "NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", "grad_plain": "NESTED_KERNELS_LM_TRITON_GRAD_PLAIN",
          "block_plain": "NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", "ptxas": "NESTED_KERNELS_LM_TRITON_PTXAS",
          **{f"warps_{k}": f"NESTED_KERNELS_LM_TRITON_WARPS_{k.upper()}"

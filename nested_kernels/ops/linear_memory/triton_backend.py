@@ -22,6 +22,7 @@ Triton is imported only when a kernel first runs, so importing the package never
 Tuning knobs (environment, read at each call): NESTED_KERNELS_LM_TRITON_BV (V block of the
 sequential kernels), NESTED_KERNELS_LM_TRITON_BV_OUT (output kernel, default 64),
 NESTED_KERNELS_LM_TRITON_BV_GRAD (gradient kernel, default the BV of the sequential kernels),
+NESTED_KERNELS_LM_TRITON_BV_GRAD_DK (the split's dK kernel, default 64 with bf16 operands),
 NESTED_KERNELS_LM_TRITON_WARPS (and _WARPS_PREP, _STATE, _OUT, _GRAD per kernel),
 NESTED_KERNELS_LM_TRITON_PRECISION (tl.dot input precision:
 "tf32", "tf32x3" or "ieee", or "bf16" / "fp16" operands; default tf32x3 for float32 inputs, bf16
@@ -202,11 +203,13 @@ def _mma_mode(kernel: str):
     bf16, µs per call, dv + dqk 807 + 614 with mma.sync, 340 + 337 with wgmma) or "v2". wgmma is
     used only with blocks of 64 (K, V ≥ 64): with NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN=32 the
     wgmma kernels hit illegal memory accesses on the H100 in 5 of 6 runs (Triton 3.6.0), never
-    with 64 or with mma.sync. NESTED_KERNELS_LM_TRITON_MMA_GRAD ("v2" default, or "auto") does the
-    same for the split gradient kernels (the fused one does not fit with wgmma)."""
-    if kernel in ("plain", "grad"):
+    with 64 or with mma.sync. NESTED_KERNELS_LM_TRITON_MMA_GRAD_DK does the same for the split's
+    ``_grad_dk_kernel`` ("auto" default, used with 64-wide V blocks; wgmma with 32 faulted for α+β+μ).
+    The other gradient kernels always get mma.sync (the fused one does not fit with wgmma, the n×n
+    one is slower)."""
+    if kernel in ("plain", "grad_dk"):
         name = f"NESTED_KERNELS_LM_TRITON_MMA_{kernel.upper()}"
-        mode = os.environ.get(name, "auto" if kernel == "plain" else "v2")
+        mode = os.environ.get(name, "auto")
         if mode not in ("v2", "auto"):
             raise ValueError(f"{name} must be v2 or auto, got {mode!r}")
         return mma_sync(mode == "v2")
@@ -422,17 +425,28 @@ def _grad_or_none(grads, name):
 
 
 def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbeta, dmu, dmc0):
-    """Token gradients by ``_grad_kernel`` (or its split pair)."""
+    """Token gradients by ``_grad_kernel``, or by ``_grad_nn_kernel`` (mma.sync, V blocks of
+    BV_GRAD) then ``_grad_dk_kernel``: with bf16 operands and tiles of at most 64 tokens its V
+    blocks are NESTED_KERNELS_LM_TRITON_BV_GRAD_DK (default 64) and, at 64, it runs on wgmma (H100
+    2026-11-26e, C64 K=V=128 bf16, µs per call: α+β 1956 → 1154, α+β+μ 4135 → 3457; the n×n kernel
+    is slower on wgmma; float32 operands need more than an H100 block's shared memory); otherwise
+    both use BV_GRAD and mma.sync."""
     from .triton_bwd import _grad_dk_kernel, _grad_kernel, _grad_nn_kernel
-    grad_kernels = (_grad_nn_kernel, _grad_dk_kernel) if a.grad_split else (_grad_kernel,)
+    if a.grad_split:
+        wide = a.prec == "bf16" and a.BT <= 64     # wgmma dK fits: bf16 operands, tiles ≤ 64
+        bv_dk = _block_v(a.K, a.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD_DK", 64 if wide else a.BV_GRAD)
+        launches = ((_grad_nn_kernel, a.BV_GRAD, "grad"),
+                    (_grad_dk_kernel, bv_dk, "grad_dk" if wide and bv_dk == 64 else "grad"))
+    else:
+        launches = ((_grad_kernel, a.BV_GRAD, "grad"),)
     grad_warps = _warps(a.BT, "grad", a.beta is not None or a.mu is not None)
-    with _mma_mode("grad"):
-        for kernel in grad_kernels:     # _grad_dk_kernel adds to the dq, dk of _grad_nn_kernel
+    for kernel, bv, mma in launches:     # _grad_dk_kernel adds to the dq, dk of _grad_nn_kernel
+        with _mma_mode(mma):
             kernel[(a.n_tiles, a.H)](
                 a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.tile_seq, a.tile_idx, a.cu, a.pos,
                 f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
-                a.T, a.H, a.scale, K=a.K, V=a.V, BT=a.BT, BV=a.BV_GRAD, HAS_ALPHA=a.la is not None,
+                a.T, a.H, a.scale, K=a.K, V=a.V, BT=a.BT, BV=bv, HAS_ALPHA=a.la is not None,
                 SELF_TARGET=a.self_target, PREC=a.prec, READ=a.read, **_launch_options(grad_warps), **a.flags)
 
 
