@@ -564,10 +564,11 @@ def test_opcheck_with_residual_outputs():
     inputs = {n: None if t is None else t.float().requires_grad_(True) for n, t in x.items()}
     inputs.update(m0=st["M"].float().requires_grad_(True), s0=st["S"].float().requires_grad_(True),
                   m_chunk0=None, position0=None, cu_seqlens=None)
-    cfg = dict(chunk_size=16, target="external", read="after", scale=1.0, output_final_state=True,
-               backend="triton")
-    tensors, config = _pack("linear_memory", api.INPUTS, inputs, cfg)
-    torch.library.opcheck(api.OP.op, (tensors, config))
+    for keep in (False, True):      # keep_factors: the API's choice when a gradient will be taken
+        cfg = dict(chunk_size=16, target="external", read="after", scale=1.0, output_final_state=True,
+                   backend="triton", keep_factors=keep)
+        tensors, config = _pack("linear_memory", api.INPUTS, inputs, cfg)
+        torch.library.opcheck(api.OP.op, (tensors, config))
 
 
 @pytest.mark.gpu
@@ -580,3 +581,17 @@ def test_opcheck_with_residual_outputs():
 def test_gpu_realistic(dtype, gates, target, read, C, K, V):
     x, st = make(B=2, T=203, H=2, K=K, V=V, gates=gates, seed=11)
     check(x, st, dtype=dtype, chunk_size=C, target=target, read=read)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("gates,target,read,C,K,V", [("", "external", "after", 64, 128, 128),
+                                                     ("a", "self", "before", 32, 64, 64),
+                                                     ("a", "external", "chunk", 64, 64, 128),
+                                                     ("", "external", "before", 16, 32, 32)])
+def test_gpu_plain(dtype, gates, target, read, C, K, V):
+    """Plain tiles on the GPU: the plain-tile gradient kernels on wgmma (64-wide blocks) and on
+    mma.sync (K = V = 32), with a varlen batch."""
+    x, st = make(B=1, T=300, N=3, H=2, K=K, V=V, gates=gates, seed=12)
+    check(x, st, dtype=dtype, chunk_size=C, target=target, read=read,
+          cu_seqlens=torch.tensor([0, 67, 67, 300], dtype=torch.int32))

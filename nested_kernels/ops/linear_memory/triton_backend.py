@@ -152,8 +152,9 @@ def residuals(inputs, cfg) -> tuple:
     solve = inputs["beta"] is not None or exact
     read = _READ[cfg["read"]]
     names = _factor_names(mu, solve, exact, 1 if exact and read == 2 else read)
+    # the scalars are zeroed: the prep kernel writes 1–3 of each tile's 4 slots and no unused tile
     return tiles + (empty(len(names), B * T, H, K), empty(B * T, H, BT, dtype=torch.float32) if solve else empty(0),
-                    empty(n, H, 4, dtype=torch.float32))
+                    torch.zeros(n, H, 4, dtype=torch.float32, device=q.device))
 
 
 def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
