@@ -272,6 +272,8 @@ def _linear_cases(device_type: str, quick: bool) -> list[Case]:
               label="delta rule with decay, K != V", inputs=dict(gates=("log_alpha",))),
             L(dict(B=2, T=1000, H=H, K=128, V=128), f16, chunk_size=16, target="self",
               label="self target, all gates, fp16", inputs=dict(gates=allg, initial_state=True)),
+            L(dict(B=2, T=1000, H=H, K=128, V=128), bf16, chunk_size=16, target="self",
+              label="self target, all gates, bf16", inputs=dict(gates=allg, initial_state=True)),
             L(dict(B=1, T=1000, H=H, K=64, V=64), bf16, chunk_size=1, label="varlen, C = 1",
               inputs=dict(gates=allg, lengths=lengths, gate_dtype=torch.float32)),
             L(dict(B=2, T=500, H=H, K=64, V=64), f32, chunk_size=16, scale=0.125,

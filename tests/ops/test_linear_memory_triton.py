@@ -404,11 +404,13 @@ def test_grad_split_never_for_float32(monkeypatch):
     x, st = make(T=37, gates="ab", seed=35)
     check(x, st, target="self", read="before")
     assert launched == ["_grad_kernel"]
-    assert triton_backend._grad_split(torch.float16, False) and not triton_backend._grad_split(torch.float32, True)
+    split = triton_backend._grad_split
+    assert split(torch.float16, "tf32", False) and not split(torch.float32, "tf32", True)
+    assert not split(torch.float16, "tf32x3", True)     # float16's default precision: fused
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", "0")
-    assert not triton_backend._grad_split(torch.float16, True)
+    assert not split(torch.float16, "fp16", True)
     monkeypatch.delenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT")     # default: split with β or μ
-    assert triton_backend._grad_split(torch.bfloat16, True) and not triton_backend._grad_split(torch.bfloat16, False)
+    assert split(torch.bfloat16, "bf16", True) and not split(torch.bfloat16, "bf16", False)
 
 
 @pytest.mark.parametrize("value", ["2", "yes", "true"])
@@ -416,7 +418,7 @@ def test_grad_split_bad_value(monkeypatch, value):
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", value)
     for dtype in (torch.float16, torch.float32):
         with pytest.raises(ValueError, match="NESTED_KERNELS_LM_TRITON_GRAD_SPLIT"):
-            triton_backend._grad_split(dtype, True)
+            triton_backend._grad_split(dtype, "tf32", True)
     x, _ = make(T=4, gates="")
     args = [x[n].float().to(DEVICE) for n in ("q", "k", "v", "eta")]
     with pytest.raises(ValueError, match="NESTED_KERNELS_LM_TRITON_GRAD_SPLIT"):

@@ -26,7 +26,7 @@ NESTED_KERNELS_LM_TRITON_BV_GRAD_DK (the split's dK kernel, default 64 with bf16
 NESTED_KERNELS_LM_TRITON_WARPS (and _WARPS_PREP, _STATE, _OUT, _GRAD per kernel),
 NESTED_KERNELS_LM_TRITON_PRECISION (tl.dot input precision:
 "tf32", "tf32x3" or "ieee", or "bf16" / "fp16" operands; default tf32x3 for float32 inputs, bf16
-operands for bfloat16 and tf32 for float16; the (I + A)⁻¹ products stay at least tf32),
+operands for bfloat16 and tf32x3 for float16; the (I + A)⁻¹ products stay at least tf32),
 NESTED_KERNELS_LM_TRITON_STORE (dtype of the stored factors and per-tile states: "bf16" or
 "fp32"; default bf16 for bfloat16 inputs, else fp32), NESTED_KERNELS_LM_TRITON_MMA,
 NESTED_KERNELS_LM_TRITON_PTXAS, NESTED_KERNELS_LM_TRITON_EXACT_TILE (tokens per tile for chunk_size 1),
@@ -220,7 +220,7 @@ def _mma_mode(kernel: str):
     return mma_sync(kernel == "grad" or not (mode == "auto" or (mode == "mixed" and kernel == "fwd")))
 
 
-def _grad_split(dtype: torch.dtype, heavy: bool) -> bool:
+def _grad_split(dtype: torch.dtype, prec: str, heavy: bool) -> bool:
     """Whether the backward's token gradients run as two kernels, ``_grad_nn_kernel`` (n×n
     adjoints, gate gradients) then ``_grad_dk_kernel`` (dk, dq, dv), each with about half the live
     set of the fused ``_grad_kernel`` but both recomputing the per-block chain:
@@ -231,11 +231,11 @@ def _grad_split(dtype: torch.dtype, heavy: bool) -> bool:
     Never for float32 inputs, whatever the knob says: with their float32 dot operands (tf32x3 /
     ieee) ``_grad_dk_kernel`` needs more shared memory than an H100 block has (319488 B > 232448 B
     for a self target, read "before", C64, K = V = 128, varlen), so float32 always runs the fused
-    kernel."""
+    kernel, and so do 16-bit inputs with tf32x3 products (``prec``, float16's default)."""
     env = os.environ.get("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT") or ("1" if heavy else "0")
     if env not in ("0", "1"):
         raise ValueError(f"NESTED_KERNELS_LM_TRITON_GRAD_SPLIT must be 0 or 1, got {env!r}")
-    return env == "1" and dtype != torch.float32
+    return env == "1" and dtype != torch.float32 and prec != "tf32x3"
 
 
 def _grad_plain(plain: bool) -> bool:
@@ -265,8 +265,12 @@ _PRECISIONS = ("tf32", "tf32x3", "ieee", "bf16", "fp16")
 def _precision(dtype: torch.dtype) -> str:
     """Operand precision of the products (the (I + A)⁻¹ products stay at least tf32): bf16 operands
     for bfloat16 inputs (H100, B4 T4096 H16 K=V=128 C64: 1.6x faster forward+backward than tf32,
-    spills halved, worst error 1.0e-2 against the 2e-2 bound; docs/performance.md), tf32 for
-    float16, tf32x3 for float32."""
+    spills halved, worst error 1.0e-2 against the 2e-2 bound; docs/performance.md), tf32x3 for
+    float16 and float32. Not tf32 for float16: its products drift — likely because float32 operands
+    reach the tensor cores truncated to tf32, not rounded, a bias that self targets feed back chunk
+    after chunk — "self target, all gates"
+    C16 T1000 K=V=128 (H100 2026-11-26e call 8): final M_chunk error 3.0e-2 in float16 and 2.6e-2 in
+    bfloat16 with tf32, 3.4e-4 / 7.7e-3 with tf32x3, 1.5e-2 with bf16 operands (rounded)."""
     env = os.environ.get("NESTED_KERNELS_LM_TRITON_PRECISION")
     if env:
         if env not in _PRECISIONS:
@@ -274,7 +278,7 @@ def _precision(dtype: torch.dtype) -> str:
         return env
     if _interpreting():
         return "ieee"
-    return {torch.float32: "tf32x3", torch.bfloat16: "bf16"}.get(dtype, "tf32")
+    return "bf16" if dtype == torch.bfloat16 else "tf32x3"
 
 
 class _Args:
@@ -319,7 +323,7 @@ class _Args:
         self.BV_GRAD = _block_v(self.K, self.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD", self.BV)
         self.BC = min(self.K, self.V, 32)
         self.prec = _precision(q.dtype)
-        self.grad_split = _grad_split(q.dtype, self.beta is not None or self.mu is not None)
+        self.grad_split = _grad_split(q.dtype, self.prec, self.beta is not None or self.mu is not None)
         self.grad_plain = _grad_plain(self.beta is None and self.mu is None and not self.exact and self.pos is None)
         self.store = _store_dtype(q.dtype)
         has_mu, has_beta = self.mu is not None, self.beta is not None
