@@ -4,12 +4,13 @@ Forward: ``_prep_kernel`` ((I + A)⁻¹ and the state-independent factors of eve
 parallel), ``_state_fwd_kernel`` (sequential over the tiles of each sequence, only n×K·K×V
 products; stores the tile-start states), ``_out_kernel`` (outputs of every tile, in parallel).
 Backward: the tile-start states
-the forward kept (its residual outputs; recomputed when they did not come), the prep kernel's
-coefficients (no offsets), ``_state_bwd_kernel`` (sequential, carries the state adjoints
-backwards and stores them per tile), ``_grad_kernel`` (token gradients of every tile, in
-parallel; or ``_grad_nn_kernel`` then ``_grad_dk_kernel``, the default for 16-bit inputs with β or μ:
-see ``_grad_split``). See
-docs/linear_memory_triton.md.
+the forward kept (its residual outputs; recomputed when they did not come), the tile factors the
+forward kept (or the prep kernel's coefficients, no offsets, when it did not: ``_keep_factors``),
+``_state_bwd_kernel`` (sequential, carries the state adjoints backwards and stores them per tile),
+then the token gradients of every tile, in parallel: ``_plain_dv_kernel`` then
+``_plain_dqk_kernel`` for tiles without β and μ (``_grad_plain``), else ``_grad_kernel`` or
+``_grad_nn_kernel`` then ``_grad_dk_kernel`` (the default for bf16 inputs with β or μ:
+``_grad_split``). See docs/linear_memory_triton.md.
 
 Supported: chunk_size ∈ {16, 32, 64, 128}, and chunk_size 1 (the exact online rule, DESIGN §4:
 tiles of NESTED_KERNELS_LM_TRITON_EXACT_TILE tokens, errors solved for) with external targets;
@@ -31,7 +32,9 @@ NESTED_KERNELS_LM_TRITON_STORE (dtype of the stored factors and per-tile states:
 "fp32"; default bf16 for bfloat16 inputs, else fp32), NESTED_KERNELS_LM_TRITON_MMA,
 NESTED_KERNELS_LM_TRITON_PTXAS, NESTED_KERNELS_LM_TRITON_EXACT_TILE (tokens per tile for chunk_size 1),
 NESTED_KERNELS_LM_TRITON_GRAD_SPLIT (token gradients in one kernel or two; "0" or "1", default "1"
-with β or μ; never split for float32 inputs).
+with β or μ; never split for float32 inputs or tf32x3 products), NESTED_KERNELS_LM_TRITON_GRAD_PLAIN,
+_BLOCK_PLAIN, _WARPS_PLAIN, _MMA_PLAIN (the plain-tile gradient kernels), _MMA_GRAD_DK,
+NESTED_KERNELS_LM_TRITON_KEEP_FACTORS (the forward keeps its factors for the backward).
 """
 from __future__ import annotations
 

@@ -26,8 +26,8 @@ tile-parallel kernel for the token gradients.
   dRHS Wᵀ) and applied once per tile; dq, dk, dv and the gate gradients are written directly
   (no per-V-block partial sums). A resumed first tile also sends the gradient of its chunk-start
   memory F = M_chunk0 there, block by block.
-* ``_grad_nn_kernel`` then ``_grad_dk_kernel`` — the same work split in two (opt-in,
-  NESTED_KERNELS_LM_TRITON_GRAD_SPLIT=1, never for float32 inputs): both walk the V blocks; the
+* ``_grad_nn_kernel`` then ``_grad_dk_kernel`` — the same work split in two (the default for bf16
+  inputs with β or μ, NESTED_KERNELS_LM_TRITON_GRAD_SPLIT; never with float32 operands): both walk the V blocks; the
   first keeps only the n×n accumulators and writes the gate gradients, dη and the QKᵀ/KKᵀ shares
   of dq, dk, the second only dK, dQ (added to those shares), dv and dM_chunk0. Each has about half
   the live set, at the price of the per-block chain computed twice. One body (``_grad_tile``)
