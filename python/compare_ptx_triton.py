@@ -29,7 +29,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 LM_CONFIGS = [dict(gates="abm", target="external", read="after", C=64, K=128, V=128, dtype="bf16", resume=False),
-              dict(gates="ab", target="self", read="before", C=64, K=128, V=128, dtype="fp32", resume=True)]
+              dict(gates="ab", target="self", read="before", C=64, K=128, V=128, dtype="fp32", resume=True),
+              dict(gates="", target="external", read="after", C=64, K=128, V=128, dtype="bf16", resume=False),
+              dict(gates="a", target="self", read="before", C=32, K=64, V=64, dtype="bf16", resume=False)]
 LM_MORE = [dict(gates="", target="external", read="chunk", C=64, K=128, V=128, dtype="fp16", resume=False),
            dict(gates="am", target="self", read="chunk", C=32, K=128, V=128, dtype="bf16", resume=True),
            dict(gates="m", target="external", read="before", C=64, K=128, V=128, dtype="fp32", resume=False),

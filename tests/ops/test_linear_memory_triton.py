@@ -338,19 +338,27 @@ def test_grad_split(monkeypatch, name):
     make_kw, kw, knobs = SPLIT_CASES[name]
     for knob, value in knobs.items():
         monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
-    x, st = make(**make_kw)
+    o1 = check_kernel_knob(monkeypatch, "GRAD_SPLIT", SPLIT, make(**make_kw), torch.float16, kw)
+    assert o1["o"].dtype == torch.float16
+
+
+def check_kernel_knob(monkeypatch, knob, kernels, inputs, dtype, kw) -> dict:
+    """NESTED_KERNELS_LM_TRITON_<knob>=1 launches ``kernels`` instead of _grad_kernel (=0): its
+    outputs and every gradient against the float64 reference at ``dtype``'s bound and against
+    _grad_kernel's (the same arithmetic up to summation order). Returns the outputs with the knob on."""
+    x, st = inputs
     launched = record_launches(monkeypatch)
     got = {}
-    for split, kernels in (("1", SPLIT), ("0", ["_grad_kernel"])):
-        monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", split)
+    for value, expected in (("1", kernels), ("0", ["_grad_kernel"])):
+        monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
         launched.clear()
-        got[split] = run("triton", x, st, torch.float16, **dict(kw))
-        assert launched == kernels
-    ref, dref = run("reference", x, st, torch.float16, **dict(kw))
-    assert got["1"][0]["o"].dtype == torch.float16
+        got[value] = run("triton", x, st, dtype, **dict(kw))
+        assert launched == expected
+    ref, dref = run("reference", x, st, dtype, **dict(kw))
     (o1, d1), (o0, d0) = got["1"], got["0"]
-    assert_run_close(dict(o1), d1, ref, dref, tolerance("triton", torch.float16))
+    assert_run_close(dict(o1), d1, ref, dref, tolerance("triton", dtype))
     assert_run_close(o1, d1, o0, d0, 1e-5)
+    return o1
 
 
 PLAIN = ["_plain_dv_kernel", "_plain_dqk_kernel"]
@@ -365,20 +373,10 @@ def test_plain_gradients(monkeypatch, gates, target, read):
     a varlen batch with an empty sequence and partial tiles; outputs and every gradient against the
     float64 reference and against _grad_kernel (NESTED_KERNELS_LM_TRITON_GRAD_PLAIN=0)."""
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", "16")
-    x, st = make(B=1, T=40, N=3, K=32, V=32, gates=gates, seed=40 + len(gates))
     kw = dict(chunk_size=16, target=target, read=read, scale=0.7,
               cu_seqlens=torch.tensor([0, 17, 17, 40], dtype=torch.int32))
-    launched = record_launches(monkeypatch)
-    got = {}
-    for plain, kernels in (("1", PLAIN), ("0", ["_grad_kernel"])):
-        monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_PLAIN", plain)
-        launched.clear()
-        got[plain] = run("triton", x, st, torch.float32, **dict(kw))
-        assert launched == kernels
-    ref, dref = run("reference", x, st, torch.float32, **dict(kw))
-    (o1, d1), (o0, d0) = got["1"], got["0"]
-    assert_run_close(dict(o1), d1, ref, dref, tolerance("triton", torch.float32))
-    assert_run_close(o1, d1, o0, d0, 1e-5)
+    check_kernel_knob(monkeypatch, "GRAD_PLAIN", PLAIN,
+                      make(B=1, T=40, N=3, K=32, V=32, gates=gates, seed=40 + len(gates)), torch.float32, kw)
 
 
 def test_plain_not_for_beta_mu_or_resumed(monkeypatch):

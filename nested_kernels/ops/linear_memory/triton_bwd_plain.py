@@ -32,9 +32,11 @@ from .triton_fwd import _load_rows, _store_rows, _tile_rows
 
 
 @triton.jit
-def _plain_rows(tile_seq, tile_idx, cu, i_g, i_h, T, H, BT: tl.constexpr, IS_VARLEN: tl.constexpr):
-    """Rows of tile i_g, head i_h: (flat row·H + head per token, valid mask, last-token one-hot,
-    offset of the tile's [K, V] state)."""
+def _plain_rows(tile_seq, tile_idx, cu, T, H, BT: tl.constexpr, IS_VARLEN: tl.constexpr):
+    """Rows of this program's tile (program_id 1) and head (program_id 2): (arange(BT), valid mask,
+    flat row·H + head per token, last-token one-hot, index of the tile's [K, V] state)."""
+    i_g = tl.program_id(1)
+    i_h = tl.program_id(2)
     i_n, row0, s, e, resumed = _tile_rows(tile_seq, tile_idx, cu, cu, i_g, T, BT, IS_VARLEN, False)
     rt = tl.arange(0, BT)
     mt = s + rt < e
@@ -66,9 +68,7 @@ def _plain_dv_kernel(q, k, v, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, adj_
     ([V/BV, B·T·H = n_rows, NP] ``part``: dη, and with log α Σ W⊙dX, Σ dO⊙QM0, Σ M0⊙dMe) of one
     V block."""
     i_v = tl.program_id(0)
-    i_g = tl.program_id(1)
-    i_h = tl.program_id(2)
-    rt, mt, grow, sel, tile = _plain_rows(tile_seq, tile_idx, cu, i_g, i_h, T, H, BT, IS_VARLEN)
+    rt, mt, grow, sel, tile = _plain_rows(tile_seq, tile_idx, cu, T, H, BT, IS_VARLEN)
     rk = tl.arange(0, K)
     rv = i_v * BV + tl.arange(0, BV)
     sv = tile * K * V + rk[:, None] * V + rv[None, :]
@@ -113,9 +113,7 @@ def _plain_dqk_kernel(q, k, v, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, adj
                       NP: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
     """dq, dk (and dv of self targets) of one K block; the first K block also dη and d log α."""
     i_k = tl.program_id(0)
-    i_g = tl.program_id(1)
-    i_h = tl.program_id(2)
-    rt, mt, grow, sel, tile = _plain_rows(tile_seq, tile_idx, cu, i_g, i_h, T, H, BT, IS_VARLEN)
+    rt, mt, grow, sel, tile = _plain_rows(tile_seq, tile_idx, cu, T, H, BT, IS_VARLEN)
     rk = tl.arange(0, K)
     rkb = i_k * BK + tl.arange(0, BK)
     rv = tl.arange(0, V)
