@@ -177,8 +177,8 @@ def _time_pair(f, leaves, do, args):
 
 def timing(args):
     B, T, H, K, V, C = args.B, args.T, args.H, 128, 128, args.C
-    dtype = torch.bfloat16
-    print(f"\n== timing: B{B} T{T} H{H} K=V={K} bf16 chunk {C}, median of {args.reps} after {args.warmup} "
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.timing_dtype]
+    print(f"\n== timing: B{B} T{T} H{H} K=V={K} {args.timing_dtype} chunk {C}, median of {args.reps} after {args.warmup} "
           f"warm-up, {torch.cuda.get_device_name()}")
     print(f"{'case':34s} {'backend':8s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} {'peak GiB':>9s} {'fwd/fla':>8s} {'f+b/fla':>8s}")
     rows = []
@@ -241,9 +241,9 @@ def timing(args):
 def kernels():
     """Registers, spills and shared memory of every compiled variant of the kernels (the split
     gradient kernels too, when NESTED_KERNELS_LM_TRITON_GRAD_SPLIT=1 ran them)."""
-    from nested_kernels.ops.linear_memory import triton_bwd as tb, triton_fwd as tf
+    from nested_kernels.ops.linear_memory import triton_bwd as tb, triton_bwd_plain as tp, triton_fwd as tf
     return kernel_info((tf._prep_kernel, tf._state_fwd_kernel, tf._out_kernel, tb._state_bwd_kernel, tb._grad_kernel,
-                        tb._grad_nn_kernel, tb._grad_dk_kernel),
+                        tb._grad_nn_kernel, tb._grad_dk_kernel, tp._plain_dv_kernel, tp._plain_dqk_kernel),
                        "name, regs, spills, shared bytes, constexprs", 17, 160, with_consts=True)
 
 
@@ -253,6 +253,7 @@ def main():
     ap.add_argument("--no-check", action="store_true")
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--dtypes", default="bf16,fp16,fp32")
+    ap.add_argument("--timing-dtype", default="bf16", choices=["bf16", "fp16"], help="input dtype of the timing")
     ap.add_argument("--ref", default="reference", choices=["reference", "torch"],
                     help="float64 witness: the token loop (default) or the chunked torch backend")
     ap.add_argument("--torch-baseline", action="store_true", help="also time the torch backend")
