@@ -206,7 +206,7 @@ def _mma_mode(kernel: str):
     NESTED_KERNELS_LM_TRITON_MMA_PLAIN: "auto" (default; wgmma: H100 2026-11-26e η only C64 K=V=128
     bf16, µs per call, dv + dqk 807 + 614 with mma.sync, 340 + 337 with wgmma) or "v2". wgmma is
     used only with blocks of 64 (K, V ≥ 64): with NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN=32 the
-    wgmma kernels hit illegal memory accesses on the H100 in 5 of 6 runs (Triton 3.6.0), never
+    wgmma kernels hit illegal memory accesses on the H100 in 5 of 7 runs (Triton 3.6.0), never
     with 64 or with mma.sync. NESTED_KERNELS_LM_TRITON_MMA_GRAD_DK does the same for the split's
     ``_grad_dk_kernel`` ("auto" default, used with 64-wide V blocks; wgmma with 32 faulted for α+β+μ).
     The other gradient kernels always get mma.sync (the fused one does not fit with wgmma, the n×n
