@@ -10,7 +10,8 @@ importing the package never imports Triton).
   and their products Φ = Γ D, Φ_prev = Γ_prev D, ν, ν_prev.
 * ``gate_grads`` — (d log α, dμ) per row from the adjoints of those gate quantities.
 * ``row_of`` / ``at`` / ``sum2`` — row / element selection by a one-hot mask, full sum.
-* ``mm`` — a @ b in float32 with the operand precision of a PREC constexpr.
+* ``mm`` — a @ b in float32 with the operand precision of a PREC constexpr; ``round_tf32`` —
+  float32 rounded to tf32 (to nearest).
 * ``cast`` — float32 x in ``dtype``, bfloat16 rounded to nearest even also under the interpreter
   (whose own conversion truncates; the GPU rounds to nearest even).
 * ``unit_lower_inverse`` — (I + A)⁻¹ of a strictly lower-triangular tile (DESIGN §2).
@@ -213,12 +214,24 @@ def cast(x, dtype: tl.constexpr, INTERP: tl.constexpr):
 
 
 @triton.jit
+def round_tf32(x):
+    """float32 x rounded to tf32 (10 mantissa bits) to nearest, ties away from zero (PTX
+    cvt.rna.tf32.f32), by integer arithmetic on the bits (so also under the interpreter)."""
+    b = x.to(tl.uint32, bitcast=True)
+    return ((b + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def mm(a, b, PREC: tl.constexpr):
     """a @ b with float32 accumulation: operands rounded to bfloat16 / float16 for PREC "bf16" /
-    "fp16" (16-bit inputs), else tl.dot's input precision ("tf32", "tf32x3", "ieee"). "bf16_emu":
-    the same rounding with a float32 product (the interpreter's bfloat16 dot is wrong)."""
+    "fp16" (16-bit inputs), else tl.dot's input precision ("tf32", "tf32x3", "ieee"). "tf32r":
+    operands rounded to tf32 first (``round_tf32``; plain "tf32" hands the tensor cores float32
+    operands, which — our reading of linear_memory's float16 drift, not verified — they truncate).
+    "bf16_emu": bf16 rounding with a float32 product (the interpreter's bfloat16 dot is wrong)."""
     if PREC == "bf16":
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    elif PREC == "tf32r":
+        return tl.dot(round_tf32(a), round_tf32(b), input_precision="tf32")
     elif PREC == "bf16_emu":
         return tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), input_precision="ieee")
     elif PREC == "fp16":
@@ -241,6 +254,8 @@ def unit_lower_inverse(A, rt, LOG2BT: tl.constexpr, PREC: tl.constexpr):
         Lo = tl.where(sel, A, 0.0)
         if PREC == "bf16" or PREC == "fp16":
             B = B - tl.dot(tl.dot(B, Lo, input_precision="tf32"), B, input_precision="tf32")
+        elif PREC == "tf32r":
+            B = B - mm(mm(B, Lo, PREC), B, PREC)
         else:
             B = B - tl.dot(tl.dot(B, Lo, input_precision=PREC), B, input_precision=PREC)
     return B

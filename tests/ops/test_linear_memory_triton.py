@@ -19,6 +19,10 @@ from nested_kernels.ops.linear_memory import api, triton_backend
 from nested_kernels.testing import assert_run_close, projection_loss, rel_error, tolerance
 
 pytest.importorskip("triton")
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from nested_kernels.core.triton_helpers import round_tf32  # noqa: E402
 
 F64 = torch.float64
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -195,6 +199,39 @@ def test_16bit_dot_operands(monkeypatch, gates, target, read):
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BV_GRAD", "16")
     x, st = make(T=35, K=16, V=32 if target == "external" else 16, gates=gates, seed=10)
     check(x, st, dtype=torch.float16, target=target, read=read)
+
+
+@pytest.mark.parametrize("gates,target,read", [("abm", "self", "after"), ("a", "external", "before")])
+def test_rounded_tf32_operands(monkeypatch, gates, target, read):
+    """NESTED_KERNELS_LM_TRITON_PRECISION=tf32r: every product (the (I + A)⁻¹ levels too) rounds its
+    operands to tf32 to nearest before the dot, checked with float16 inputs at their tolerance
+    (plain-tile kernels included for "a")."""
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PRECISION", "tf32r")
+    x, st = make(T=35, K=16, V=16 if target == "self" else 32, gates=gates, seed=13)
+    check(x, st, dtype=torch.float16, target=target, read=read)
+
+
+@triton.jit
+def _round_tf32_kernel(x, y, n: tl.constexpr):
+    r = tl.arange(0, n)
+    tl.store(y + r, round_tf32(tl.load(x + r)))
+
+
+def test_round_tf32():
+    """round_tf32 keeps 10 mantissa bits, rounds to nearest (ties away from zero), keeps the sign,
+    and maps values already on the tf32 grid to themselves."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(256, generator=g) * 10.0 ** torch.randint(-20, 20, (256,), generator=g)
+    ties = torch.tensor([1.0 + 2.0 ** -11, -(1.0 + 2.0 ** -11), 1.0 + 3 * 2.0 ** -11, 1.0 + 2.0 ** -10], dtype=torch.float32)
+    x = torch.cat([x, ties, torch.zeros(252)]).to(DEVICE)
+    y = torch.empty_like(x)
+    _round_tf32_kernel[(1,)](x, y, x.numel())
+    bits = y.cpu().view(torch.int32)
+    assert ((bits & 0x1FFF) == 0).all()
+    err = (y - x).abs().cpu()
+    assert (err <= x.abs().cpu() * 2.0 ** -11).all()
+    assert torch.equal(torch.sign(y), torch.sign(x))
+    assert y[256:260].cpu().tolist() == [1.0 + 2.0 ** -10, -(1.0 + 2.0 ** -10), 1.0 + 2.0 ** -9, 1.0 + 2.0 ** -10]
 
 
 def test_without_initial_state_and_final_state():

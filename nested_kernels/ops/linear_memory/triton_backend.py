@@ -262,7 +262,7 @@ def _launch_options(warps: int, light: bool = False) -> dict:
 
 
 # tl.dot input precisions of float32 operands, or "bf16" / "fp16": both operands rounded to that type
-_PRECISIONS = ("tf32", "tf32x3", "ieee", "bf16", "fp16")
+_PRECISIONS = ("tf32", "tf32r", "tf32x3", "ieee", "bf16", "fp16")
 
 
 def _precision(dtype: torch.dtype) -> str:
