@@ -26,7 +26,7 @@ NESTED_KERNELS_LM_TRITON_BV_GRAD (gradient kernel, default the BV of the sequent
 NESTED_KERNELS_LM_TRITON_BV_GRAD_DK (the split's dK kernel, default 64 with bf16 operands),
 NESTED_KERNELS_LM_TRITON_WARPS (and _WARPS_PREP, _STATE, _OUT, _GRAD per kernel),
 NESTED_KERNELS_LM_TRITON_PRECISION (tl.dot input precision:
-"tf32", "tf32x3" or "ieee", or "bf16" / "fp16" operands; default tf32x3 for float32 inputs, bf16
+"tf32", "tf32r" (operands rounded to tf32), "tf32x3" or "ieee", or "bf16" / "fp16" operands; default tf32x3 for float32 inputs, bf16
 operands for bfloat16 and tf32x3 for float16; the (I + A)⁻¹ products stay at least tf32),
 NESTED_KERNELS_LM_TRITON_STORE (dtype of the stored factors and per-tile states: "bf16" or
 "fp32"; default bf16 for bfloat16 inputs, else fp32), NESTED_KERNELS_LM_TRITON_MMA,
