@@ -2,7 +2,8 @@
 imports Triton).
 
 * ``interpreting()`` — TRITON_INTERPRET=1 (kernels run on the CPU interpreter).
-* ``env_int(name, default)`` — an integer tuning knob from the environment.
+* ``env_int(name, default)`` / ``env_flag(name, default)`` — an integer / on-off ("1" / "0")
+  tuning knob from the environment.
 * ``float64_unsupported(inputs)`` — the ``unsupported`` reason of the Triton backends for float64
   tensors (they run on the reference and torch backends).
 * ``ptxas_options(env_name, opts, default="-O1")`` — ``opts`` plus ptxas options off the
@@ -36,6 +37,15 @@ def interpreting() -> bool:
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value else default
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """An on/off tuning knob: "1" or "0" (unset or empty: ``default``); anything else is a
+    ValueError naming the variable."""
+    value = os.environ.get(name) or ("1" if default else "0")
+    if value not in ("0", "1"):
+        raise ValueError(f"{name} must be 0 or 1, got {value!r}")
+    return value == "1"
 
 
 def float64_unsupported(inputs: dict) -> Optional[str]:

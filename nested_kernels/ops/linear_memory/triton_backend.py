@@ -46,8 +46,8 @@ import torch
 from ...core.alloc import new_empty
 from ...core.backends import Backend
 from ...core.sequences import num_sequences
-from ...core.triton_launch import fixed_length, float64_unsupported, interpreting as _interpreting, mma_sync, \
-    n_tiles, ptxas_options, tile_plan
+from ...core.triton_launch import env_flag, fixed_length, float64_unsupported, interpreting as _interpreting, \
+    mma_sync, n_tiles, ptxas_options, tile_plan
 from .inputs import empty_outputs
 
 SUPPORTED_CHUNK = (1, 16, 32, 64, 128)
@@ -113,6 +113,17 @@ def _resume_pos(inputs, cfg):
     return None if pos is None or inputs["m_chunk0"] is None or cfg["chunk_size"] == 1 else pos
 
 
+def _read_mode(cfg) -> int:
+    """The kernels' READ constexpr: 0 "after", 1 "before", 2 "chunk" — "before" for chunk_size 1,
+    where every token is a chunk boundary and the "chunk" read is the "before" read."""
+    read = _READ[cfg["read"]]
+    return 1 if cfg["chunk_size"] == 1 and read == 2 else read
+
+
+# the K-wide factor slots of _prep_kernel, in its argument order
+_FACTOR_SLOTS = ("xw", "xz", "yw", "yz", "qw", "qz")
+
+
 def _factor_names(mu: bool, solve: bool, exact: bool, read: int) -> tuple:
     """The K-wide factors that ``_prep_kernel`` writes for these options (triton_fwd.py)."""
     names = ("xw", "qw")
@@ -125,10 +136,7 @@ def _keep_factors() -> bool:
     """Whether the forward keeps its tile factors (and (I + A)⁻¹) for the backward, which then
     skips ``_prep_kernel``: NESTED_KERNELS_LM_TRITON_KEEP_FACTORS "1" (default) or "0" (the backward
     recomputes them; the memory held between forward and backward is then only the tile states)."""
-    env = os.environ.get("NESTED_KERNELS_LM_TRITON_KEEP_FACTORS", "1")
-    if env not in ("0", "1"):
-        raise ValueError(f"NESTED_KERNELS_LM_TRITON_KEEP_FACTORS must be 0 or 1, got {env!r}")
-    return env == "1"
+    return env_flag("NESTED_KERNELS_LM_TRITON_KEEP_FACTORS", True)
 
 
 def residuals(inputs, cfg) -> tuple:
@@ -153,8 +161,7 @@ def residuals(inputs, cfg) -> tuple:
     if not (cfg.get("keep_factors") and _keep_factors()):
         return tiles + (empty(0), empty(0), empty(0))
     solve = inputs["beta"] is not None or exact
-    read = _READ[cfg["read"]]
-    names = _factor_names(mu, solve, exact, 1 if exact and read == 2 else read)
+    names = _factor_names(mu, solve, exact, _read_mode(cfg))
     # the scalars are zeroed: the prep kernel writes 1–3 of each tile's 4 slots and no unused tile
     return tiles + (empty(len(names), B * T, H, K), empty(B * T, H, BT, dtype=torch.float32) if solve else empty(0),
                     torch.zeros(n, H, 4, dtype=torch.float32, device=q.device))
@@ -235,20 +242,14 @@ def _grad_split(dtype: torch.dtype, prec: str, heavy: bool) -> bool:
     ieee) ``_grad_dk_kernel`` needs more shared memory than an H100 block has (319488 B > 232448 B
     for a self target, read "before", C64, K = V = 128, varlen), so float32 always runs the fused
     kernel, and so do 16-bit inputs with tf32x3 products (``prec``, float16's default)."""
-    env = os.environ.get("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT") or ("1" if heavy else "0")
-    if env not in ("0", "1"):
-        raise ValueError(f"NESTED_KERNELS_LM_TRITON_GRAD_SPLIT must be 0 or 1, got {env!r}")
-    return env == "1" and dtype != torch.float32 and prec != "tf32x3"
+    return env_flag("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", heavy) and dtype != torch.float32 and prec != "tf32x3"
 
 
 def _grad_plain(plain: bool) -> bool:
     """Whether the token gradients of ``plain`` tiles (no β, no μ, chunk_size > 1, no resumed
     chunk) run as ``_plain_dv_kernel`` then ``_plain_dqk_kernel`` (triton_bwd_plain.py) instead of
     ``_grad_kernel``: NESTED_KERNELS_LM_TRITON_GRAD_PLAIN "1" (default) or "0"."""
-    env = os.environ.get("NESTED_KERNELS_LM_TRITON_GRAD_PLAIN", "1")
-    if env not in ("0", "1"):
-        raise ValueError(f"NESTED_KERNELS_LM_TRITON_GRAD_PLAIN must be 0 or 1, got {env!r}")
-    return plain and env == "1"
+    return env_flag("NESTED_KERNELS_LM_TRITON_GRAD_PLAIN", True) and plain
 
 
 def _launch_options(warps: int, light: bool = False) -> dict:
@@ -306,9 +307,7 @@ class _Args:
         self.exact = self.C == 1
         self.BT = _exact_tile() if self.exact else self.C
         self.scale = float(cfg["scale"])
-        self.read = _READ[cfg["read"]]
-        if self.exact and self.read == 2:
-            self.read = 1
+        self.read = _read_mode(cfg)
         cu = inputs["cu_seqlens"]
         self.cu = None if cu is None else cu.to(torch.int64).contiguous()
         self.N = self.B if cu is None else cu.numel() - 1
@@ -333,6 +332,7 @@ class _Args:
         self.has_off = not self.self_target or self.pos is not None
         self.has_ou = self.has_off and (self.read != 2 or self.pos is not None)
         self.solve = has_beta or self.exact      # a tile has an (I + A)⁻¹
+        self.factor_names = _factor_names(has_mu, self.solve, self.exact, self.read)
         self.flags = dict(HAS_BETA=has_beta, HAS_MU=has_mu, EXACT=self.exact, HAS_POS=self.pos is not None,
                           IS_VARLEN=self.cu is not None)
 
@@ -362,8 +362,7 @@ class _Args:
         return f
 
     def _new_factors(self, store_ainv: bool) -> dict:
-        names = _factor_names(self.mu is not None, self.solve, self.exact, self.read)
-        f = {n: (self._rows(self.K) if n in names else None) for n in ("xw", "qw", "xz", "yw", "yz", "qz")}
+        f = {n: self._rows(self.K, n in self.factor_names) for n in _FACTOR_SLOTS}
         f["tsc"] = new_empty(self.n_tiles, self.H, 4, dtype=torch.float32, device=self.device)
         f["ainv"] = new_empty(self.B * self.T, self.H, self.BT, dtype=torch.float32, device=self.device) \
             if store_ainv and self.solve else None
@@ -371,8 +370,8 @@ class _Args:
 
     def kept(self, factors, ainv, scalars) -> dict:
         """The factor dict over the residuals (factors [n_factors, B·T, H, K], ainv, scalars)."""
-        names = _factor_names(self.mu is not None, self.solve, self.exact, self.read)
-        f = {n: (factors[names.index(n)] if n in names else None) for n in ("xw", "qw", "xz", "yw", "yz", "qz")}
+        names = self.factor_names
+        f = {n: (factors[names.index(n)] if n in names else None) for n in _FACTOR_SLOTS}
         return dict(f, tsc=scalars, ainv=ainv if self.solve else None)
 
     def states(self, f, finals, tiles):

@@ -36,7 +36,7 @@ import torch
 
 from ...core.alloc import new_empty
 from ...core.backends import Backend, BackendFallbackWarning
-from ...core.triton_launch import env_int as _env_int, float64_unsupported, interpreting as _interpreting, \
+from ...core.triton_launch import env_flag, env_int as _env_int, float64_unsupported, interpreting as _interpreting, \
     mma_sync, ptxas_options, tile_plan
 from .inputs import empty_outputs
 
@@ -113,10 +113,7 @@ def _precision() -> tuple:
 
 def _prep_on() -> bool:
     """NESTED_KERNELS_MLP_TRITON_PREP: "1" (default) runs ``_prep_kernel``, "0" does not."""
-    mode = os.environ.get("NESTED_KERNELS_MLP_TRITON_PREP") or "1"
-    if mode not in ("0", "1"):
-        raise ValueError(f"NESTED_KERNELS_MLP_TRITON_PREP must be 0 or 1, got {mode!r}")
-    return mode == "1"
+    return env_flag("NESTED_KERNELS_MLP_TRITON_PREP", True)
 
 
 def _slices(F: int, BF: int, NH: int, device: torch.device) -> int:
