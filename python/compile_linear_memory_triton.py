@@ -42,7 +42,8 @@ from nested_kernels.ops.linear_memory import triton_bwd as tb, triton_bwd_plain 
 
 SHARED_LIMIT = 232448          # bytes of shared memory an H100 block may use (227 KB)
 SPILL_LIMIT = 1024             # bytes of spill stores per thread we accept
-KERNELS = {n: getattr(m, n) for m in (tf, tb, tp) for n in dir(m)
+MODULES = (tf, tb, tp)         # the kernel modules of linear_memory
+KERNELS = {n: getattr(m, n) for m in MODULES for n in dir(m)
            if n.endswith("_kernel") and isinstance(getattr(m, n), triton.runtime.JITFunction)}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 PTR = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32", torch.int32: "*i32",
@@ -99,7 +100,7 @@ def describe(name, fn, args, kw):
 def capture():
     sink = []
     saved = {}
-    for mod in (tf, tb, tp):
+    for mod in MODULES:
         for n in dir(mod):
             obj = getattr(mod, n)
             if n.endswith("_kernel") and isinstance(obj, triton.runtime.JITFunction):
