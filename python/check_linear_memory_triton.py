@@ -37,7 +37,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from nested_kernels.ops.linear_memory import LinearMemoryState, linear_memory  # noqa: E402
 from nested_kernels.testing import rel_error  # noqa: E402
-from gpu_check_utils import TOL, import_peer, kernel_info, queued_fwd_bwd, run_checks, time_fwd_bwd, write_json  # noqa: E402
+from gpu_check_utils import TOL, host_profile, import_peer, kernel_info, queued_fwd_bwd, run_checks, time_fwd_bwd, write_json  # noqa: E402
 
 F64 = torch.float64
 
@@ -163,11 +163,14 @@ def _fla_momentum_delta_rule():
         use_qk_l2norm_in_kernel=False, chunk_size=64)[0]
 
 
-def _time_pair(f, leaves, do, args):
+def _time_pair(f, leaves, do, args, label):
     """(forward ms, forward+backward ms, peak GiB, queued line) of ``f()`` with output gradient
-    ``do``, each call synced; with ``--queued`` the line gives the same calls launched back to back
+    ``do``, each call synced; with ``--profile-host`` the host profile of the forward+backward
+    calls follows, headed ``label``; with ``--queued`` the line gives the same calls launched back to back
     (device ms per call) and the host's ms per call ("" without)."""
     t = time_fwd_bwd(f, leaves, args.warmup, args.reps, do)
+    if args.profile_host:
+        host_profile(f"{label} fwd+bwd", lambda: torch.autograd.grad(f(), leaves, do), args.reps)
     if not args.queued:
         return t + ("",)
     q = queued_fwd_bwd(f, leaves, args.reps, do)
@@ -190,7 +193,8 @@ def timing(args):
         x = {n: None if t is None else t.to(dtype).requires_grad_(True) for n, t in x.items()}
         try:
             t_f, t_fb, peak, qline = _time_pair(lambda: fla_fn(x["q"], x["k"], x["v"], x["eta"]),
-                                                [x[n] for n in ("q", "k", "v", "eta")], do, args)
+                                                [x[n] for n in ("q", "k", "v", "eta")], do, args,
+                                                "fla chunk_delta_rule")
             fla = (t_f, t_fb)
             print(f"{'fla chunk_delta_rule (beta = eta)':34s} {'fla':8s} {t_f:9.3f} {t_fb:11.3f} {peak:9.2f}")
             if qline:
@@ -205,7 +209,8 @@ def timing(args):
         x = {n: None if t is None else t.to(dtype).requires_grad_(True) for n, t in x.items()}
         try:
             t_f, t_fb, peak, qline = _time_pair(lambda: fla_mom(x["q"], x["k"], x["v"], x["eta"], x["mu"]),
-                                                [x[n] for n in ("q", "k", "v", "eta", "mu")], do, args)
+                                                [x[n] for n in ("q", "k", "v", "eta", "mu")], do, args,
+                                                "fla chunk_momentum_delta_rule")
             print(f"{'fla chunk_momentum_delta_rule':34s} {'fla':8s} {t_f:9.3f} {t_fb:11.3f} {peak:9.2f}")
             if qline:
                 print(qline)
@@ -224,7 +229,8 @@ def timing(args):
         for backend in backends:
             try:
                 f = lambda: linear_memory(*args_, chunk_size=C, target=target, backend=backend)[0]  # noqa: E731
-                t_f, t_fb, peak, qline = _time_pair(f, [a for a in args_ if a is not None], do, args)
+                t_f, t_fb, peak, qline = _time_pair(f, [a for a in args_ if a is not None], do, args,
+                                                    f"{label} ({backend})")
                 ratio = f"{t_f / fla[0]:8.2f} {t_fb / fla[1]:8.2f}" if fla else ""
                 print(f"{label:34s} {backend:8s} {t_f:9.3f} {t_fb:11.3f} {peak:9.2f} {ratio}")
                 if qline:
@@ -268,6 +274,8 @@ def main():
     ap.add_argument("--timed", default=None, help="comma-separated indices into TIMED (default all)")
     ap.add_argument("--queued", action="store_true",
                     help="also time every case with its calls back to back, and the host's time per call")
+    ap.add_argument("--profile-host", action="store_true",
+                    help="also print the cProfile of every timed case's forward+backward calls (host work)")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()

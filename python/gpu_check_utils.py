@@ -90,6 +90,34 @@ def queued_fwd_bwd(f, leaves, reps, do):
     return q_f, q_fb, h_f, h_fb
 
 
+def host_profile(label, fn, reps, top=18):
+    """Print the cProfile of ``reps`` calls of ``fn()`` launched back to back (after one call and a
+    sync): the functions with the largest own time, in µs per call, and the host's wall clock per
+    call without the profiler. cProfile inflates every Python call, so its times are shares."""
+    import cProfile
+    import pstats
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    wall = (time.perf_counter() - t0) / reps * 1e6
+    torch.cuda.synchronize()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(reps):
+        fn()
+    prof.disable()
+    torch.cuda.synchronize()
+    stats = pstats.Stats(prof).stats
+    total = sum(tt for _, _, tt, _, _ in stats.values()) / reps * 1e6
+    print(f"\n-- host profile: {label}: {wall:.0f} µs per call unprofiled, {total:.0f} µs profiled; top {top} own times")
+    rows = sorted(((tt, ct, nc, f) for f, (_, nc, tt, ct, _) in stats.items()), reverse=True)[:top]
+    for tt, ct, nc, (file, line, func) in rows:
+        where = f"{os.path.basename(file)}:{line}" if line else file
+        print(f"   {tt / reps * 1e6:8.1f} own {ct / reps * 1e6:8.1f} cum {nc / reps:6.1f}x  {func} ({where})")
+
+
 def import_peer(module, name, label):
     """``module.name`` of an optional peer package, or None after printing why it is missing."""
     try:
