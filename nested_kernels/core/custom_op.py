@@ -268,7 +268,7 @@ class _EagerAutograd(torch.autograd.Function):
     through ``torch.library``'s Python layers. Absent inputs travel as None."""
 
     @staticmethod
-    def forward(ctx, spec: "OpSpec", cfg: dict, *tensors):
+    def forward(ctx, spec: OpSpec, cfg: dict, *tensors):
         outs = spec._run(dict(zip(spec.inputs, tensors)), cfg)
         ctx.spec, ctx.cfg = spec, cfg
         ctx.save_for_backward(*tensors, *outs)
