@@ -32,3 +32,20 @@ def test_varlen_and_resumed_plans():
     assert plan.n_tiles == 2 * 20 // 16 + 4
     assert plan.tile_base.tolist() == [0, 2] and plan.final_pos.tolist() == [30 % 16, 23 % 16]
     assert tl_.tile_plan(2, 0, 16, 16, None, None, "cpu").n_tiles == 4    # empty sequences: the bound
+
+
+def test_getenv_follows_os_environ(monkeypatch):
+    """core.env.getenv reads os.environ's own dictionary: it must see every change made through
+    os.environ (set, change, delete, monkeypatch) exactly as os.environ.get does."""
+    import os
+
+    from nested_kernels.core.env import getenv
+    name = "NESTED_KERNELS_TEST_GETENV"
+    monkeypatch.delenv(name, raising=False)
+    assert getenv(name) is None and getenv(name, "d") == "d"
+    monkeypatch.setenv(name, "é1")
+    assert getenv(name) == os.environ.get(name) == "é1"
+    os.environ[name] = ""
+    assert getenv(name, "d") == ""
+    del os.environ[name]
+    assert getenv(name, "d") == "d"

@@ -6,13 +6,13 @@ fails the comparison with the reference instead of passing by luck.
 """
 from __future__ import annotations
 
-import os
-
 import torch
+
+from .env import getenv
 
 
 def poison_enabled() -> bool:
-    return os.environ.get("NESTED_KERNELS_POISON") == "1"
+    return getenv("NESTED_KERNELS_POISON") == "1"
 
 
 def new_empty(*shape, dtype: torch.dtype, device) -> torch.Tensor:

@@ -11,13 +11,13 @@ variables ``NESTED_KERNELS_BACKEND_<OP>`` (e.g. ``NESTED_KERNELS_BACKEND_LINEAR_
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 
 import torch
 
 from .checks import check_option
+from .env import getenv
 from .extension import cuda_extension_unavailable_reason
 
 BACKEND_NAMES = ("reference", "torch", "triton", "cuda")
@@ -56,7 +56,7 @@ class Backend:
 
 
 def triton_unavailable_reason(device: torch.device) -> Optional[str]:
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    interpret = getenv("TRITON_INTERPRET") == "1"
     if device.type != "cuda" and not interpret:
         return f"Triton kernels need CUDA tensors (got {device}); set TRITON_INTERPRET=1 to run them on the CPU"
     try:
@@ -81,7 +81,7 @@ def _requested(op_name: str, backend: Optional[str]) -> tuple[str, str]:
     if backend not in (None, "auto"):
         return backend, "backend"
     for var in (f"{ENV_VAR}_{op_name.upper()}", ENV_VAR):
-        value = os.environ.get(var, "").strip()
+        value = getenv(var, "").strip()
         if value and value != "auto":
             return value, var
     return "auto", "backend"

@@ -29,20 +29,22 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from .env import getenv
+
 
 def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    return getenv("TRITON_INTERPRET") == "1"
 
 
 def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
+    value = getenv(name)
     return int(value) if value else default
 
 
 def env_flag(name: str, default: bool) -> bool:
     """An on/off tuning knob: "1" or "0" (unset or empty: ``default``); anything else is a
     ValueError naming the variable."""
-    value = os.environ.get(name) or ("1" if default else "0")
+    value = getenv(name) or ("1" if default else "0")
     if value not in ("0", "1"):
         raise ValueError(f"{name} must be 0 or 1, got {value!r}")
     return value == "1"
@@ -57,7 +59,7 @@ def float64_unsupported(inputs: dict) -> Optional[str]:
 
 def ptxas_options(env_name: str, opts: dict, default: str = "-O1") -> dict:
     if not interpreting():
-        ptx = os.environ.get(env_name, default)
+        ptx = getenv(env_name, default)
         if ptx:
             opts["ptx_options"] = ptx
     return opts
@@ -129,7 +131,7 @@ def mma_sync(on: bool = True):
     if not on or interpreting():
         yield
         return
-    old = os.environ.get("DISABLE_MMA_V3")
+    old = getenv("DISABLE_MMA_V3")
     os.environ["DISABLE_MMA_V3"] = "1"
     try:
         yield

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from typing import Optional
 
 import torch
@@ -42,6 +41,7 @@ import torch
 from ...core.alloc import new_empty
 from ...core.backends import Backend, will_differentiate
 from ...core.custom_op import _unaliased
+from ...core.env import getenv
 from ...core.sequences import num_sequences
 from ...core.triton_launch import float64_unsupported, interpreting as _interpreting
 from . import chunk
@@ -135,7 +135,7 @@ def triton_cdiv(a: int, b: int) -> int:
 def _outer_config(n: int) -> tuple:
     """(BP, BQ, BK, warps, stages) of the update GEMM; NESTED_KERNELS_FAST_MLP_OUTER overrides
     with five comma-separated integers."""
-    env = os.environ.get("NESTED_KERNELS_FAST_MLP_OUTER")
+    env = getenv("NESTED_KERNELS_FAST_MLP_OUTER")
     if env:
         return tuple(int(v) for v in env.split(","))
     return (128, 128, 64 if n >= 64 else 32, 8, 3 if n > 64 else 2)
@@ -341,7 +341,7 @@ def _budget(device: torch.device) -> int:
     memory this process can still use — free on the device plus what PyTorch's caching allocator
     holds unused (the previous call's residuals, freed, stay reserved there and are not free to
     the driver) — or 1 GiB on the CPU."""
-    env = os.environ.get(BUDGET_ENV)
+    env = getenv(BUDGET_ENV)
     if env:
         return int(env)
     if device.type == "cuda":

@@ -10,13 +10,13 @@ run on the torch step.
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
 
 from ...core.alloc import new_empty
 from ...core.backends import Backend
+from ...core.env import getenv
 from ...core.step_backend import float64_unsupported, state_unsupported
 from ...core.triton_launch import interpreting
 from .mlp import num_weights
@@ -40,7 +40,7 @@ def _rows(t: Optional[torch.Tensor]):
 def _blocks() -> tuple[int, int]:
     """(BD, BF): the tile of W_in / W_out in kernels 1 and 3 (4096 elements by default); kernel 2
     takes BF/2 rows of W_out by 2·BD columns (more programs over D)."""
-    env = os.environ.get("NESTED_KERNELS_FM_STEP_BLOCKS")
+    env = getenv("NESTED_KERNELS_FM_STEP_BLOCKS")
     if env:
         bd, bf = (int(s) for s in env.split(","))
         return bd, bf

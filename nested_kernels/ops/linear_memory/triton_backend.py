@@ -38,13 +38,13 @@ NESTED_KERNELS_LM_TRITON_KEEP_FACTORS (the forward keeps its factors for the bac
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
 
 from ...core.alloc import new_empty
 from ...core.backends import Backend
+from ...core.env import getenv
 from ...core.sequences import num_sequences
 from ...core.triton_launch import env_flag, fixed_length, float64_unsupported, interpreting as _interpreting, \
     mma_sync, n_tiles, ptxas_options, tile_plan
@@ -77,7 +77,7 @@ def unsupported(inputs, cfg) -> Optional[str]:
 
 def _block_v(K: int, V: int, env_name: str = "NESTED_KERNELS_LM_TRITON_BV", default: int = 0) -> int:
     """V block: ``env_name`` if set, else ``default`` (0: 64 for K ≤ 64, else 32), at most V."""
-    env = os.environ.get(env_name)
+    env = getenv(env_name)
     if env:
         bv = int(env)
         if bv < 16 or bv > V or V % bv or bv & (bv - 1):
@@ -90,7 +90,7 @@ def _store_dtype(dtype: torch.dtype) -> torch.dtype:
     """dtype of the stored factors and per-tile states: NESTED_KERNELS_LM_TRITON_STORE ("bf16" or
     "fp32"), by default bfloat16 for bfloat16 inputs (their rounding error is that of the inputs)
     and float32 otherwise (float16's range is too small for unnormalised states)."""
-    env = os.environ.get("NESTED_KERNELS_LM_TRITON_STORE")
+    env = getenv("NESTED_KERNELS_LM_TRITON_STORE")
     if env:
         if env not in ("bf16", "fp32"):
             raise ValueError(f"NESTED_KERNELS_LM_TRITON_STORE must be bf16 or fp32, got {env!r}")
@@ -100,7 +100,7 @@ def _store_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _exact_tile() -> int:
     """Tokens per tile for chunk_size 1: NESTED_KERNELS_LM_TRITON_EXACT_TILE (16, 32 or 64; default 64)."""
-    bt = int(os.environ.get("NESTED_KERNELS_LM_TRITON_EXACT_TILE", "64"))
+    bt = int(getenv("NESTED_KERNELS_LM_TRITON_EXACT_TILE", "64"))
     if bt not in EXACT_TILES:
         raise ValueError(f"NESTED_KERNELS_LM_TRITON_EXACT_TILE={bt} must be one of {EXACT_TILES}")
     return bt
@@ -175,8 +175,8 @@ def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
     K=V=128 C64 bf16, µs per fwd+bwd call, 8 → 4 warps): prep 858 → 522 (η only), 8430 → 5420
     (α+β+μ); both walks faster; grad 1317 → 1879 (η only) but 19228 → 16054 (α+β+μ)
     (python/sweep_linear_memory_triton.py, docs/gpu_runs/2026-11-26c_call*)."""
-    env = os.environ.get(f"NESTED_KERNELS_LM_TRITON_WARPS_{kernel.upper()}") or \
-        os.environ.get("NESTED_KERNELS_LM_TRITON_WARPS")
+    env = getenv(f"NESTED_KERNELS_LM_TRITON_WARPS_{kernel.upper()}") or \
+        getenv("NESTED_KERNELS_LM_TRITON_WARPS")
     if env:
         return int(env)
     return 8 if BT > 32 and kernel in ("out", "grad") and not (kernel == "grad" and heavy) else 4
@@ -192,8 +192,8 @@ def _stages(kernel: str, store: torch.dtype) -> int:
     not pipeline; 1..4 a ``tl.range`` loop of that depth (the next tiles' rows load while the
     current one computes). The interpreter always takes the while loop: it cannot run ``range``
     over a bound loaded from memory."""
-    env = os.environ.get(f"NESTED_KERNELS_LM_TRITON_STAGES_{kernel.upper()}") or \
-        os.environ.get("NESTED_KERNELS_LM_TRITON_STAGES")
+    env = getenv(f"NESTED_KERNELS_LM_TRITON_STAGES_{kernel.upper()}") or \
+        getenv("NESTED_KERNELS_LM_TRITON_STAGES")
     stages = int(env) if env else (2 if kernel == "state" and store == torch.bfloat16 else 0)
     if not 0 <= stages <= 4:
         raise ValueError(f"NESTED_KERNELS_LM_TRITON_STAGES[_{kernel.upper()}]={stages} must be in 0..4")
@@ -220,11 +220,11 @@ def _mma_mode(kernel: str):
     one is slower)."""
     if kernel in ("plain", "grad_dk"):
         name = f"NESTED_KERNELS_LM_TRITON_MMA_{kernel.upper()}"
-        mode = os.environ.get(name, "auto")
+        mode = getenv(name, "auto")
         if mode not in ("v2", "auto"):
             raise ValueError(f"{name} must be v2 or auto, got {mode!r}")
         return mma_sync(mode == "v2")
-    mode = os.environ.get("NESTED_KERNELS_LM_TRITON_MMA", "v2")
+    mode = getenv("NESTED_KERNELS_LM_TRITON_MMA", "v2")
     if mode not in ("v2", "mixed", "auto"):
         raise ValueError(f"NESTED_KERNELS_LM_TRITON_MMA must be v2, mixed or auto, got {mode!r}")
     return mma_sync(kernel == "grad" or not (mode == "auto" or (mode == "mixed" and kernel == "fwd")))
@@ -275,7 +275,7 @@ def _precision(dtype: torch.dtype) -> str:
     after chunk — "self target, all gates"
     C16 T1000 K=V=128 (H100 2026-11-26e call 8): final M_chunk error 3.0e-2 in float16 and 2.6e-2 in
     bfloat16 with tf32, 3.4e-4 / 7.7e-3 with tf32x3, 1.5e-2 with bf16 operands (rounded)."""
-    env = os.environ.get("NESTED_KERNELS_LM_TRITON_PRECISION")
+    env = getenv("NESTED_KERNELS_LM_TRITON_PRECISION")
     if env:
         if env not in _PRECISIONS:
             raise ValueError(f"NESTED_KERNELS_LM_TRITON_PRECISION must be one of {_PRECISIONS}, got {env!r}")

@@ -8,11 +8,11 @@ run on the torch step. Triton is imported when the kernel first runs.
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 from ...core.alloc import new_empty
 from ...core.backends import Backend
+from ...core.env import getenv
 from ...core.step_backend import (float64_unsupported, next_pow2, position_counters, token_rows,
                                   state_unsupported)
 
@@ -29,7 +29,7 @@ def unsupported(inputs, cfg) -> Optional[str]:
 
 def block_v(K: int, V: int) -> int:
     """Columns per program: about 4096 state elements per program (32 registers per array)."""
-    env = os.environ.get("NESTED_KERNELS_LM_STEP_BV")
+    env = getenv("NESTED_KERNELS_LM_STEP_BV")
     bv = int(env) if env else max(16, 4096 // next_pow2(K))
     return min(bv, next_pow2(V))
 

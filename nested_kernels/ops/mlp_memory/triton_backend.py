@@ -36,6 +36,7 @@ import torch
 
 from ...core.alloc import new_empty
 from ...core.backends import Backend, BackendFallbackWarning
+from ...core.env import getenv
 from ...core.triton_launch import env_flag, env_int as _env_int, float64_unsupported, interpreting as _interpreting, \
     mma_sync, ptxas_options, tile_plan
 from .inputs import empty_outputs
@@ -84,7 +85,7 @@ def _mma_mode():
     its cache on it) unless NESTED_KERNELS_MLP_TRITON_MMA=auto: with wgmma every dot operand stays
     in shared memory over its live range, which the long-lived tiles of these kernels exceed (as
     measured for the linear_memory backward)."""
-    mode = os.environ.get("NESTED_KERNELS_MLP_TRITON_MMA", "v2")
+    mode = getenv("NESTED_KERNELS_MLP_TRITON_MMA", "v2")
     if mode not in ("v2", "auto"):
         raise ValueError(f"NESTED_KERNELS_MLP_TRITON_MMA must be v2 or auto, got {mode!r}")
     return mma_sync(mode != "auto")
@@ -102,7 +103,7 @@ def _precision() -> tuple:
     NESTED_KERNELS_MLP_TRITON_PRECISION overrides the first (bf16, fp16, tf32,
     tf32x3, ieee). Under the interpreter everything is ieee unless the variable is set (bf16 then
     rounds the operands and multiplies in float32: the interpreter's bfloat16 dot is wrong)."""
-    env = os.environ.get("NESTED_KERNELS_MLP_TRITON_PRECISION")
+    env = getenv("NESTED_KERNELS_MLP_TRITON_PRECISION")
     if env and env not in ("bf16", "fp16", "tf32", "tf32x3", "ieee"):
         raise ValueError(f"NESTED_KERNELS_MLP_TRITON_PRECISION must be bf16, fp16, tf32, tf32x3 or ieee, "
                          f"got {env!r}")
@@ -338,7 +339,7 @@ def _fallback_on_resources(kernel_fn, torch_fn):
                 warnings.warn(f"mlp_memory triton: compile failed for {e}; retrying with fewer F slices",
                               RuntimeWarning, stacklevel=2)
             except OutOfResources as e:
-                if bf * 2 > F or os.environ.get("NESTED_KERNELS_MLP_TRITON_BF"):
+                if bf * 2 > F or getenv("NESTED_KERNELS_MLP_TRITON_BF"):
                     warnings.warn(f"mlp_memory triton: {e}; using the torch backend for this call",
                                   BackendFallbackWarning, stacklevel=2)
                     return torch_fn(*args)

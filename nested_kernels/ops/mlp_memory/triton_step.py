@@ -8,11 +8,11 @@ float32 contiguous states. float64, other states and larger heads run on the tor
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 from ...core.alloc import new_empty
 from ...core.backends import Backend
+from ...core.env import getenv
 from ...core.step_backend import (float64_unsupported, next_pow2, position_counters, token_rows,
                                   state_unsupported)
 
@@ -31,7 +31,7 @@ def unsupported(inputs, cfg) -> Optional[str]:
 
 def block_f(K: int, V: int) -> int:
     """Hidden units per block: about 2048 elements per weight block."""
-    env = os.environ.get("NESTED_KERNELS_MM_STEP_BF")
+    env = getenv("NESTED_KERNELS_MM_STEP_BF")
     return int(env) if env else max(16, 2048 // next_pow2(max(K, V)))
 
 
@@ -56,7 +56,7 @@ def forward(inputs, state, cfg):
         ACT=0 if cfg["activation"] == "gelu" else 1, RESIDUAL=bool(cfg["residual"]),
         HAS_ALPHA=inputs["log_alpha"] is not None, HAS_BETA=inputs["beta"] is not None, HAS_MU=mom,
         SELF_TARGET=cfg["target"] == "self", READ=_READ[cfg["read"]],
-        num_warps=int(os.environ.get("NESTED_KERNELS_MM_STEP_WARPS", "4")))
+        num_warps=int(getenv("NESTED_KERNELS_MM_STEP_WARPS", "4")))
     return o
 
 
