@@ -2,6 +2,7 @@
 
     python python/profile_kernels.py linear_memory --gates ab      # B4 T4096 H16 K=V=128 bf16 C64
     python python/profile_kernels.py mlp_memory --gates abm --target self --read chunk
+    python python/profile_kernels.py fast_mlp --chunk 1024 --mlp gelu    # B4 T4096 D2048 F8192
 
 Prints the kernels sorted by total CUDA time over the timed calls (after one warm-up call that
 compiles), so a slow backend shows which of its kernels to work on. ``--json OUT`` also writes
@@ -22,7 +23,9 @@ from torch.profiler import ProfilerActivity, profile
 from nested_kernels import cases as nk_cases
 
 SHAPES = {"linear_memory": dict(B=4, T=4096, H=16, K=128, V=128),
-          "mlp_memory": dict(B=4, T=4096, H=8, K=64, V=64, F=256)}
+          "mlp_memory": dict(B=4, T=4096, H=8, K=64, V=64, F=256),
+          "fast_mlp": dict(B=4, T=4096, D=2048, F=8192)}
+FAST_MLP_F = {"gelu": 8192, "silu": 8192, "swiglu": 5504}      # issue 5's shapes
 GATES = {"a": "log_alpha", "b": "beta", "m": "mu"}
 
 
@@ -39,18 +42,27 @@ def main():
     ap.add_argument("--B", type=int, default=None)
     ap.add_argument("--T", type=int, default=None)
     ap.add_argument("--json", default=None, metavar="OUT")
+    ap.add_argument("--mlp", default="gelu", choices=sorted(FAST_MLP_F), help="fast_mlp: the MLP (and its F)")
     ap.add_argument("--host", action="store_true", help="also the cProfile of the forward's host work")
     args = ap.parse_args()
-    gates = tuple(GATES[g] for g in args.gates)
-    beta = "eta" if args.target == "self" and "beta" in gates else None
     shape = dict(SHAPES[args.op], **{n: getattr(args, n) for n in ("B", "T") if getattr(args, n)})
-    case = nk_cases.Case(args.op, shape, torch.bfloat16,
-                         dict(chunk_size=args.chunk, target=args.target, read=args.read),
-                         dict(gates=gates, beta=beta) if beta else dict(gates=gates), "profile")
+    if args.op == "fast_mlp":       # gradients of x and the weights, as python/check_fast_mlp_triton.py times
+        shape["F"] = FAST_MLP_F[args.mlp]
+        case = nk_cases.Case(args.op, shape, torch.bfloat16,
+                             dict(chunk_size=args.chunk, mlp=args.mlp, output_final_state=False),
+                             dict(signal="target"), "profile")
+        wanted = lambda n: n == "x" or n.startswith("w_")  # noqa: E731
+    else:
+        gates = tuple(GATES[g] for g in args.gates)
+        beta = "eta" if args.target == "self" and "beta" in gates else None
+        case = nk_cases.Case(args.op, shape, torch.bfloat16,
+                             dict(chunk_size=args.chunk, target=args.target, read=args.read),
+                             dict(gates=gates, beta=beta) if beta else dict(gates=gates), "profile")
+        wanted = lambda n: True  # noqa: E731
     fn, _ = nk_cases.load_op(args.op)
     t = nk_cases.make_inputs(case, args.device, 0)
     leaves = {n: x.requires_grad_() for n, x in t.items()
-              if isinstance(x, torch.Tensor) and x.is_floating_point()}
+              if isinstance(x, torch.Tensor) and x.is_floating_point() and wanted(n)}
 
     def step():
         out = nk_cases.flatten_result(case, nk_cases.call_op(fn, case, t, args.backend))
@@ -67,7 +79,7 @@ def main():
         sync()
     print(f"{args.op} {case} backend={args.backend}, {args.reps} calls (fwd+bwd):")
     events = prof.key_averages()
-    print(events.table(sort_by="cuda_time_total" if args.device == "cuda" else "cpu_time_total", row_limit=15,
+    print(events.table(sort_by="cuda_time_total" if args.device == "cuda" else "cpu_time_total", row_limit=25,
                        max_name_column_width=60))
     if args.host:
         prof_host = cProfile.Profile()
