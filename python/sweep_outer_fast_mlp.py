@@ -1,0 +1,64 @@
+"""GPU sweep of fast_mlp's update GEMM ``_outer_kernel`` (triton_kernels.py) at issue 5's shape.
+
+    python python/sweep_outer_fast_mlp.py [--n 1024,512] [--configs "128,128,64,8,3;128,256,64,8,3"]
+
+Per chunk of n tokens and G = 4 sequences the forward updates W1 [F, D] and W2 [D, F] with
+OUT = r·W − Σ_t L_tᵀ R_t (float32 masters read and written, a bfloat16 copy written), and the
+backward accumulates the adjoints the same way (for W2 with two products). This times those three
+launches (``_Consts.outer`` as the backend calls it, D 2048, F 8192, bf16 operands) for every
+(BP, BQ, BK, warps, stages) of ``--configs`` (NESTED_KERNELS_FAST_MLP_OUTER), beside cuBLAS
+``torch.bmm`` of the same products without the epilogue, and prints TFLOP/s (2·G·n·P·Q per product).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+from gpu_check_utils import cuda_time
+from nested_kernels.ops.fast_mlp.triton_backend import _Consts
+
+DEFAULT_CONFIGS = ("128,128,64,8,3;128,256,64,8,3;256,128,64,8,3;128,256,64,8,4;128,128,64,4,4;"
+                   "128,256,32,8,4;256,128,32,8,4;128,128,32,4,4;64,256,64,4,4")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", default="1024,512", help="tokens per chunk")
+    ap.add_argument("--configs", default=DEFAULT_CONFIGS, help="';'-separated BP,BQ,BK,warps,stages")
+    ap.add_argument("--reps", type=int, default=10)
+    args = ap.parse_args()
+    G, D, F, bf = 4, 2048, 8192, torch.bfloat16
+    torch.manual_seed(0)
+    x = torch.empty(1, 8, D, dtype=bf, device="cuda")
+    c = _Consts(dict(mlp="gelu", chunk_size=1024, residual=True, retention=0.9, output_final_state=False), x, F)
+    print(f"{torch.cuda.get_device_name()}; G{G} D{D} F{F} bf16 operands, float32 masters; ms per launch")
+    for n in (int(v) for v in args.n.split(",")):
+        ed, X = torch.randn(G, n, F, dtype=bf, device="cuda"), torch.randn(G, n, D, dtype=bf, device="cuda")
+        eg, a = torch.randn(G, n, D, dtype=bf, device="cuda"), torch.randn(G, n, F, dtype=bf, device="cuda")
+        W1, W2 = torch.randn(G, F, D, device="cuda"), torch.randn(G, D, F, device="cuda")
+        flop = 2 * G * n * F * D
+        launches = {
+            "fwd W1 update": (lambda: c.outer(ed, X, W=W1, alpha=0.9, beta=-1.0, copy=True), flop),
+            "fwd W2 update": (lambda: c.outer(eg, a, W=W2, alpha=0.9, beta=-1.0, copy=True), flop),
+            "bwd W2 adjoint (2 products)": (lambda: c.outer(eg, ed, L2=eg, R2=a, W=W2, alpha=0.9, copy=True),
+                                            2 * flop),
+        }
+        ms = cuda_time(lambda: torch.bmm(ed.transpose(1, 2), X), 2, args.reps)
+        print(f"\nn = {n}: cuBLAS bmm LᵀR [F×n]·[n×D], bf16 out: {ms:.3f} ms = {flop / ms / 1e9:.0f} TFLOP/s")
+        for cfg in args.configs.split(";"):
+            os.environ["NESTED_KERNELS_FAST_MLP_OUTER"] = cfg
+            row = []
+            for name, (fn, fl) in launches.items():
+                try:
+                    t = cuda_time(fn, 2, args.reps)
+                    row.append(f"{name} {t:.3f} ({fl / t / 1e9:.0f} TF/s)")
+                except Exception as e:  # noqa: BLE001
+                    row.append(f"{name} ERROR {type(e).__name__}: {str(e)[:80]}")
+            print(f"  {cfg:18s} " + " | ".join(row), flush=True)
+        os.environ.pop("NESTED_KERNELS_FAST_MLP_OUTER", None)
+
+
+if __name__ == "__main__":
+    main()
