@@ -441,11 +441,26 @@ def test_grad_split_never_for_float32(monkeypatch):
     assert launched == ["_grad_kernel"]
     split = triton_backend._grad_split
     assert split(torch.float16, "tf32", False) and not split(torch.float32, "tf32", True)
-    assert not split(torch.float16, "tf32x3", True)     # float16's default precision: fused
+    assert not split(torch.float16, "tf32x3", True)     # tf32x3 products: fused
+    assert split(torch.float16, "tf32r", True)          # float16's default precision: split with β or μ
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", "0")
     assert not split(torch.float16, "fp16", True)
     monkeypatch.delenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT")     # default: split with β or μ
     assert split(torch.bfloat16, "bf16", True) and not split(torch.bfloat16, "bf16", False)
+
+
+def test_default_precisions(monkeypatch):
+    """Off the interpreter: bf16 operands for bfloat16 inputs, tf32r (rounded tf32) for float16,
+    tf32x3 for float32; the knob overrides, and a bad value is a ValueError naming it."""
+    monkeypatch.setattr(triton_backend, "_interpreting", lambda: False)
+    monkeypatch.delenv("NESTED_KERNELS_LM_TRITON_PRECISION", raising=False)
+    prec = triton_backend._precision
+    assert (prec(torch.bfloat16), prec(torch.float16), prec(torch.float32)) == ("bf16", "tf32r", "tf32x3")
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PRECISION", "tf32")
+    assert prec(torch.float16) == "tf32"
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PRECISION", "fp8")
+    with pytest.raises(ValueError, match="NESTED_KERNELS_LM_TRITON_PRECISION"):
+        prec(torch.float16)
 
 
 @pytest.mark.parametrize("value", ["2", "yes", "true"])

@@ -26,8 +26,9 @@ NESTED_KERNELS_LM_TRITON_BV_GRAD (gradient kernel, default the BV of the sequent
 NESTED_KERNELS_LM_TRITON_BV_GRAD_DK (the split's dK kernel, default 64 with bf16 operands),
 NESTED_KERNELS_LM_TRITON_WARPS (and _WARPS_PREP, _STATE, _OUT, _GRAD per kernel),
 NESTED_KERNELS_LM_TRITON_PRECISION (tl.dot input precision:
-"tf32", "tf32r" (operands rounded to tf32), "tf32x3" or "ieee", or "bf16" / "fp16" operands; default tf32x3 for float32 inputs, bf16
-operands for bfloat16 and tf32x3 for float16; the (I + A)⁻¹ products stay at least tf32),
+"tf32", "tf32r" (operands rounded to tf32), "tf32x3" or "ieee", or "bf16" / "fp16" operands; default
+tf32x3 for float32 inputs, bf16 operands for bfloat16 and tf32r for float16; the (I + A)⁻¹
+products stay at least tf32),
 NESTED_KERNELS_LM_TRITON_STORE (dtype of the stored factors and per-tile states: "bf16" or
 "fp32"; default bf16 for bfloat16 inputs, else fp32), NESTED_KERNELS_LM_TRITON_MMA,
 NESTED_KERNELS_LM_TRITON_PTXAS, NESTED_KERNELS_LM_TRITON_EXACT_TILE (tokens per tile for chunk_size 1),
@@ -241,7 +242,8 @@ def _grad_split(dtype: torch.dtype, prec: str, heavy: bool) -> bool:
     Never for float32 inputs, whatever the knob says: with their float32 dot operands (tf32x3 /
     ieee) ``_grad_dk_kernel`` needs more shared memory than an H100 block has (319488 B > 232448 B
     for a self target, read "before", C64, K = V = 128, varlen), so float32 always runs the fused
-    kernel, and so do 16-bit inputs with tf32x3 products (``prec``, float16's default)."""
+    kernel, and so do 16-bit inputs with tf32x3 products (``prec``; float16's default until
+    2026-11-26f)."""
     return env_flag("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", heavy) and dtype != torch.float32 and prec != "tf32x3"
 
 
@@ -269,12 +271,13 @@ _PRECISIONS = ("tf32", "tf32r", "tf32x3", "ieee", "bf16", "fp16")
 def _precision(dtype: torch.dtype) -> str:
     """Operand precision of the products (the (I + A)⁻¹ products stay at least tf32): bf16 operands
     for bfloat16 inputs (H100, B4 T4096 H16 K=V=128 C64: 1.6x faster forward+backward than tf32,
-    spills halved, worst error 1.0e-2 against the 2e-2 bound; docs/performance.md), tf32x3 for
-    float16 and float32. Not tf32 for float16: its products drift — likely because float32 operands
+    spills halved, worst error 1.0e-2 against the 2e-2 bound; docs/performance.md), tf32r for
+    float16 and tf32x3 for float32. float16 was on tf32 until 2026-11-26e, when its products
+    drifted: "self target, all gates" C16 T1000 K=V=128 (H100 2026-11-26e call 8) ended with a
+    final M_chunk error of 3.0e-2 in float16 (2.6e-2 in bfloat16) with tf32 — float32 operands
     reach the tensor cores truncated to tf32, not rounded, a bias that self targets feed back chunk
-    after chunk — "self target, all gates"
-    C16 T1000 K=V=128 (H100 2026-11-26e call 8): final M_chunk error 3.0e-2 in float16 and 2.6e-2 in
-    bfloat16 with tf32, 3.4e-4 / 7.7e-3 with tf32x3, 1.5e-2 with bf16 operands (rounded)."""
+    after chunk — 3.4e-4 with tf32x3 (3.1× slower), 1.8e-3 with tf32r (operands rounded to nearest
+    first; 2026-11-26f call 1, at tf32's speed: η only C64 fwd+bwd 3.55 vs 10.32 ms with tf32x3)."""
     env = getenv("NESTED_KERNELS_LM_TRITON_PRECISION")
     if env:
         if env not in _PRECISIONS:
@@ -282,7 +285,7 @@ def _precision(dtype: torch.dtype) -> str:
         return env
     if _interpreting():
         return "ieee"
-    return "bf16" if dtype == torch.bfloat16 else "tf32x3"
+    return {torch.bfloat16: "bf16", torch.float16: "tf32r"}.get(dtype, "tf32x3")
 
 
 class _Args:
