@@ -16,8 +16,6 @@ imports Triton).
   per-sequence lengths, start positions, first global tile and final chunk position, the
   tile table, and the grid size; cached for fixed-length batches that start at chunk position 0
   (the usual training call), so such a call runs no torch op for it.
-* ``launch(kernel, grid, *args, **kwargs)`` — ``kernel[grid](*args, **kwargs)`` with less host
-  work per launch: the compiled kernel of each specialization is looked up by a key of its own.
 * ``mma_sync(on)`` — context manager: the launches inside compile with Ampere-style MMA
   (mma.sync, Triton's DISABLE_MMA_V3) when ``on`` and not interpreting. Triton reads the variable
   when it compiles and keys its disk cache on it, so it is set only around these launches.
@@ -142,72 +140,3 @@ def mma_sync(on: bool = True):
             del os.environ["DISABLE_MMA_V3"]
         else:
             os.environ["DISABLE_MMA_V3"] = old
-
-
-# -- launches ---------------------------------------------------------------------------------
-# ``JITFunction.run`` (Triton 3.6) spends tens of µs of host time per launch of our kernels (~45
-# arguments: the generated binder, a cache key of every argument's specialization and the options,
-# launch metadata); a linear_memory forward + backward launches six. ``launch`` keeps the
-# ``CompiledKernel`` that Triton's own ``run`` returned under a key that holds at least everything
-# Triton specializes on (each tensor's dtype and 16-byte alignment; each integer's 32/64-bit range,
-# == 1 and divisibility by 16; None; constexprs by value; every keyword: constexprs and options)
-# plus the device, and on a hit launches it the way ``run`` does. A miss (the first launch of a
-# specialization) goes through ``run`` itself, which compiles or finds the kernel.
-# NESTED_KERNELS_LAUNCH_CACHE=0 sends every launch through ``run``.
-_LAUNCHES: dict = {}
-_KERNELS: dict = {}     # kernel -> (indices of its constexpr parameters, parameter names)
-
-
-def _tensor_spec(a):
-    return a.dtype, a.data_ptr() % 16 == 0
-
-
-def _int_spec(a):
-    return int, a == 1, a % 16 == 0, -2 ** 31 <= a < 2 ** 31, a >= 2 ** 63
-
-
-def _other_spec(a):
-    if isinstance(a, torch.Tensor):
-        return _tensor_spec(a)
-    if isinstance(a, int) and not isinstance(a, bool):
-        return _int_spec(a)
-    return float if isinstance(a, float) else a
-
-
-_SPECS = {torch.Tensor: _tensor_spec, int: _int_spec, float: lambda a: float}
-
-
-def _spec(a):
-    return _SPECS.get(type(a), _other_spec)(a)
-
-
-def launch(kernel, grid: tuple, *args, **kwargs) -> None:
-    """``kernel[grid](*args, **kwargs)`` (``grid``: a tuple of 1–3 ints; ``args``: the kernel's
-    leading parameters, ``kwargs``: the rest and the launch options), by the cached compiled
-    kernel when this specialization ran before (see above)."""
-    from triton import knobs
-    from triton.runtime.driver import driver
-    from triton.runtime.jit import JITFunction
-    if interpreting() or type(kernel) is not JITFunction or getenv("NESTED_KERNELS_LAUNCH_CACHE") == "0":
-        kernel[grid](*args, **kwargs)       # the interpreter, a stand-in (the compile probes), or asked
-        return
-    info = _KERNELS.get(kernel)
-    if info is None:
-        info = _KERNELS[kernel] = frozenset(kernel.constexprs), tuple(kernel.arg_names)
-    constexprs, names = info
-    device = driver.active.get_current_device()
-    key = (kernel, device, tuple(kwargs.items()), tuple(map(_spec, args)),
-           tuple(a for i, a in enumerate(args) if i in constexprs))     # positional constexprs by value
-    hit = _LAUNCHES.get(key)
-    if hit is None:
-        compiled = kernel[grid](*args, **kwargs)
-        if compiled is not None and not hasattr(compiled, "result"):     # not an async compile
-            _LAUNCHES[key] = compiled, names[len(args):]
-        return
-    compiled, rest = hit
-    params = args + tuple(kwargs[n] for n in rest)
-    stream = driver.active.get_current_stream(device)
-    g = tuple(grid) + (1, 1)
-    compiled.run(g[0], g[1], g[2], stream, compiled.function, compiled.packed_metadata,
-                 compiled.launch_metadata(grid, stream, *params), knobs.runtime.launch_enter_hook,
-                 knobs.runtime.launch_exit_hook, *params)

@@ -43,7 +43,7 @@ from ...core.backends import Backend, will_differentiate
 from ...core.custom_op import _unaliased
 from ...core.env import getenv
 from ...core.sequences import num_sequences
-from ...core.triton_launch import float64_unsupported, interpreting as _interpreting, launch
+from ...core.triton_launch import float64_unsupported, interpreting as _interpreting
 from . import chunk
 from .inputs import prepare, state_dtype
 
@@ -93,7 +93,7 @@ class _Consts:
         if n == 0 or G == 0:
             return
         grid = (triton_cdiv(n, self.BR), triton_cdiv(width, self.BC), G)
-        launch(kernel, grid, *args, BR=self.BR, BC=self.BC, **meta)
+        kernel[grid](*args, BR=self.BR, BC=self.BC, **meta)
 
     def outer(self, L1, R1, *, L2=None, R2=None, W=None, U=None, alpha=0.0, beta=1.0,
               out_dtype=torch.float32, copy: bool = False, store: bool = True, into=None):
@@ -118,7 +118,7 @@ class _Consts:
         cp_ = cp if cp is not None and cp is not out else out_
         BP, BQ, BK, warps, stages = (32, 32, 16, 4, 1) if self.interp else _outer_config(n)
         grid = (triton_cdiv(P, BP) * triton_cdiv(Q, BQ), G)
-        launch(_outer_kernel, grid,
+        _outer_kernel[grid](
             L1, R1, L2_, R2_, W_, U_, out_, cp_, n, P, Q, *_st(L1), *_st(R1), *_st(L2_), *_st(R2_),
             *_st(W_), *_st(U_), *_st(out_), *_st(cp_), float(alpha), float(beta),
             HAS_2=L2 is not None, HAS_W=W is not None, HAS_U=U is not None, STORE_OUT=store,

@@ -48,7 +48,7 @@ from ...core.backends import Backend
 from ...core.env import getenv
 from ...core.sequences import num_sequences
 from ...core.triton_launch import env_flag, fixed_length, float64_unsupported, interpreting as _interpreting, \
-    launch, mma_sync, n_tiles, ptxas_options, tile_plan
+    mma_sync, n_tiles, ptxas_options, tile_plan
 from .inputs import empty_outputs
 
 SUPPORTED_CHUNK = (1, 16, 32, 64, 128)
@@ -354,7 +354,7 @@ class _Args:
         f = dict(xu=self._rows(V, has_off), yu=self._rows(V, mu and has_off), ou=self._rows(V, has_ou))
         f.update(self.kept(*keep) if keep is not None else self._new_factors(store_ainv))
         with _mma_mode("fwd"):
-            launch(_prep_kernel, (self.n_tiles, self.H),
+            _prep_kernel[(self.n_tiles, self.H)](
                 self.q, self.k, self.v, self.eta, self.la, self.beta, self.mu, self.mc0, self.tile_seq,
                 self.tile_idx, self.cu, self.pos, f["ainv"], f["xw"], f["xz"], f["yw"], f["yz"], f["qw"],
                 f["qz"], f["xu"], f["yu"], f["ou"], f["tsc"], self.T, self.H, self.scale,
@@ -385,7 +385,7 @@ class _Args:
         m_out, s_out, mc_out = finals if finals is not None else (None, None, None)
         saved_m, saved_s = tiles[0], tiles[1] if self.mu is not None else None
         with _mma_mode("fwd"):
-            launch(_state_fwd_kernel, (self.NV, self.N * self.H),
+            _state_fwd_kernel[(self.NV, self.N * self.H)](
                 self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["xu"], f["yu"], f["tsc"], self.m0, self.s0,
                 self.mc0, self.pos, self.cu, self.tile_base, m_out, s_out, mc_out, saved_m, saved_s, self.T,
                 self.H, K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_OFF=self.has_off,
@@ -397,7 +397,7 @@ class _Args:
     def outputs(self, f, tiles, o):
         from .triton_fwd import _out_kernel
         with _mma_mode("fwd"):
-            launch(_out_kernel, (self.n_tiles, self.H, self.V // self.BV_OUT),
+            _out_kernel[(self.n_tiles, self.H, self.V // self.BV_OUT)](
                 f["qw"], f["qz"], f["ou"], tiles[0], tiles[1] if self.mu is not None else None, o,
                 self.tile_seq, self.tile_idx, self.cu, self.pos, self.T, self.H, K=self.K, V=self.V, BT=self.BT,
                 BV=self.BV_OUT,
@@ -452,7 +452,7 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
     grad_warps = _warps(a.BT, "grad", a.beta is not None or a.mu is not None)
     for kernel, bv, mma in launches:     # _grad_dk_kernel adds to the dq, dk of _grad_nn_kernel
         with _mma_mode(mma):
-            launch(kernel, (a.n_tiles, a.H),
+            kernel[(a.n_tiles, a.H)](
                 a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.tile_seq, a.tile_idx, a.cu, a.pos,
                 f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
@@ -477,10 +477,10 @@ def _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
     common = dict(K=K, V=V, BT=a.BT, HAS_ALPHA=a.la is not None, SELF_TARGET=a.self_target, READ=a.read, NP=NP,
                   IS_VARLEN=a.cu is not None, PREC=a.prec, **_launch_options(_warps(a.BT, "plain"), True))
     with _mma_mode("plain" if BV == BK == 64 else "bwd"):
-        launch(_plain_dv_kernel, (V // BV, a.n_tiles, H),
+        _plain_dv_kernel[(V // BV, a.n_tiles, H)](
             a.q, a.k, a.v, a.eta, a.la, a.tile_seq, a.tile_idx, a.cu, saved_m, adj_m, dO,
             dv, wde, part, a.T, H, n_rows, a.scale, BV=BV, **common)
-        launch(_plain_dqk_kernel, (K // BK, a.n_tiles, H),
+        _plain_dqk_kernel[(K // BK, a.n_tiles, H)](
             a.q, a.k, a.v, a.eta, a.la, a.tile_seq, a.tile_idx, a.cu, saved_m, adj_m, dO,
             dq, dk, dv, deta, dla, wde, part, a.T, H, n_rows, a.scale, BK=BK, NV=V // BV, **common)
 
@@ -528,7 +528,7 @@ def backward(inputs, outputs, grads, cfg):
         from .triton_bwd import _state_bwd_kernel
         flags = dict(a.flags, READ=a.read)
         with _mma_mode("bwd"):
-            launch(_state_bwd_kernel, (a.NV, N * H),
+            _state_bwd_kernel[(a.NV, N * H)](
                 a.k, f["xw"], f["xz"], f["yw"], f["yz"], f["qw"], f["qz"], f["tsc"], dO, a.pos, a.cu,
                 a.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, T, H,
                 K=K, V=V, BT=a.BT, BV=a.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,

@@ -15,7 +15,6 @@ from ...core.backends import Backend
 from ...core.env import getenv
 from ...core.step_backend import (float64_unsupported, next_pow2, position_counters, token_rows,
                                   state_unsupported)
-from ...core.triton_launch import launch
 
 MAX_DIM = 512
 _READ = {"after": 0, "before": 1, "chunk": 2}
@@ -46,7 +45,7 @@ def forward(inputs, state, cfg):
         return o
     BV = block_v(K, V)
     grid = (-(-V // BV), N * H)
-    launch(_lm_step_kernel, grid,
+    _lm_step_kernel[grid](
         *tokens, M, state["S"] if inputs["mu"] is not None else None,
         state["M_chunk"], state["position"], position_counters(M.device, N), o, *strides,
         H, cfg["chunk_size"], float(cfg["scale"]),

@@ -38,7 +38,7 @@ from ...core.alloc import new_empty
 from ...core.backends import Backend, BackendFallbackWarning
 from ...core.env import getenv
 from ...core.triton_launch import env_flag, env_int as _env_int, float64_unsupported, interpreting as _interpreting, \
-    launch, mma_sync, ptxas_options, tile_plan
+    mma_sync, ptxas_options, tile_plan
 from .inputs import empty_outputs
 
 SUPPORTED_CHUNK = (16, 32, 64, 128)
@@ -211,7 +211,7 @@ class _Args:
         coop = dict(launch_cooperative_grid=True) if self.NS > 1 else {}
         with _mma_mode():
             try:
-                launch(kernel, (self.N * self.H, self.NS), *args, **kw, **self.consts, **coop)
+                kernel[(self.N * self.H, self.NS)](*args, **kw, **self.consts, **coop)
             except RuntimeError as e:
                 if self.NS == 1 or "PassManager::run failed" not in str(e):
                     raise
@@ -238,7 +238,7 @@ class _Args:
                   pk=mat(beta), qp=mat(read), qg=mat(read and beta and self.mom), pm=mat(read))
         d = self.d
         with _mma_mode():
-            launch(_prep_kernel, (self.n_tiles, H),
+            _prep_kernel[(self.n_tiles, H)](
                 self.q, self.k, d(self.la), d(self.beta), d(self.mu), self.tile_seq, self.tile_idx,
                 d(self.cu), d(self.pos), *(d(pr[n]) for n in ("pv", "Ai", "pk", "qp", "qg", "pm")),
                 self.T, H, self.scale, K=self.K, BT=C, LOG2BT=C.bit_length() - 1, PREC=self.prec,
