@@ -124,7 +124,7 @@ class _Consts:
             HAS_2=L2 is not None, HAS_W=W is not None, HAS_U=U is not None, STORE_OUT=store,
             STORE_COPY=cp is not None and cp is not out, ROUND=out_dtype == torch.bfloat16,
             INTERP=self.interp, PREC=self.prec,
-            BP=BP, BQ=BQ, BK=BK, num_warps=warps, num_stages=stages)
+            BP=BP, BQ=BQ, BK=BK, GROUP=_outer_group(), num_warps=warps, num_stages=stages)
         return out, cp
 
 
@@ -139,6 +139,15 @@ def _outer_config(n: int) -> tuple:
     if env:
         return tuple(int(v) for v in env.split(","))
     return (128, 128, 64 if n >= 64 else 32, 8, 3 if n > 64 else 2)
+
+
+def _outer_group() -> int:
+    """Row blocks per group of the update GEMM's tile order (``_outer_kernel``'s GROUP):
+    NESTED_KERNELS_FAST_MLP_OUTER_GROUP, default 8; 1 is plain row-major order."""
+    group = int(getenv("NESTED_KERNELS_FAST_MLP_OUTER_GROUP") or 8)
+    if group < 1:
+        raise ValueError(f"NESTED_KERNELS_FAST_MLP_OUTER_GROUP must be a positive integer, got {group}")
+    return group
 
 
 # -- weights ----------------------------------------------------------------------------------
