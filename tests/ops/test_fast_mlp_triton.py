@@ -353,12 +353,12 @@ def test_float64_unsupported_and_not_auto_on_cpu():
 @pytest.mark.parametrize("group", ["1", "2", "3"])
 def test_update_gemm_tile_groups(group, monkeypatch):
     """_outer_kernel's grouped tile order (NESTED_KERNELS_FAST_MLP_OUTER_GROUP) visits every tile
-    once, a short last group included: 5 row blocks × 3 column blocks (the interpreter's 32×32
-    tiles; with GROUP 3 the last group has 2 rows and starts at a program index its size does not
-    divide), two products, shared W, U, and the compute-dtype copy, against PyTorch in float64."""
+    once, a short last group included: 3 row blocks × 5 column blocks (the interpreter's 32×32
+    tiles; with GROUP 2 the last group has 1 row), two products, shared W, U, and the compute-dtype
+    copy, against PyTorch in float64."""
     monkeypatch.setenv("NESTED_KERNELS_FAST_MLP_OUTER_GROUP", group)
     g = torch.Generator().manual_seed(5)
-    G, n, P, Q = 2, 11, 5 * 32 - 5, 3 * 32 - 7
+    G, n, Q, P = 2, 11, 5 * 32 - 5, 3 * 32 - 7      # Q > P: the launches that take the groups
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
     L1, R1, L2, R2 = r(G, n, P), r(G, n, Q), r(G, n, P), r(G, n, Q)
     W, U = r(P, Q), r(G, P, Q)
