@@ -1,19 +1,17 @@
 """GPU sweep of fast_mlp's update GEMM ``_outer_kernel`` (triton_kernels.py) at issue 5's shape.
 
-    python python/sweep_outer_fast_mlp.py [--n 1024,512] [--configs "128,128,64,8,3;128,256,64,8,3"] [--groups 1,8]
+    python python/sweep_outer_fast_mlp.py [--n 1024,512] [--configs "128,128,64,8,3;128,256,64,8,3"]
 
 Per chunk of n tokens and G = 4 sequences the forward updates W1 [F, D] and W2 [D, F] with
 OUT = r·W − Σ_t L_tᵀ R_t (float32 masters read and written, a bfloat16 copy written), and the
 backward accumulates the adjoints the same way (for W2 with two products). This times those three
 launches (``_Consts.outer`` as the backend calls it, D 2048, F 8192, bf16 operands) for every
-(BP, BQ, BK, warps, stages) of ``--configs`` (NESTED_KERNELS_FAST_MLP_OUTER) and tile-group size of
-``--groups`` (NESTED_KERNELS_FAST_MLP_OUTER_GROUP; 1 = row-major tile order), beside cuBLAS
+(BP, BQ, BK, warps, stages) of ``--configs`` (NESTED_KERNELS_FAST_MLP_OUTER), beside cuBLAS
 ``torch.bmm`` of the same products without the epilogue, and prints TFLOP/s (2·G·n·P·Q per product).
 """
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 
 import torch
@@ -29,7 +27,6 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", default="1024,512", help="tokens per chunk")
     ap.add_argument("--configs", default=DEFAULT_CONFIGS, help="';'-separated BP,BQ,BK,warps,stages")
-    ap.add_argument("--groups", default="8", help="comma-separated tile-group sizes (1: row-major)")
     ap.add_argument("--reps", type=int, default=10)
     args = ap.parse_args()
     G, D, F, bf = 4, 2048, 8192, torch.bfloat16
@@ -50,9 +47,8 @@ def main():
         }
         ms = cuda_time(lambda: torch.bmm(ed.transpose(1, 2), X), 2, args.reps)
         print(f"\nn = {n}: cuBLAS bmm LᵀR [F×n]·[n×D], bf16 out: {ms:.3f} ms = {flop / ms / 1e9:.0f} TFLOP/s")
-        for cfg, group in itertools.product(args.configs.split(";"), args.groups.split(",")):
+        for cfg in args.configs.split(";"):
             os.environ["NESTED_KERNELS_FAST_MLP_OUTER"] = cfg
-            os.environ["NESTED_KERNELS_FAST_MLP_OUTER_GROUP"] = group
             row = []
             for name, (fn, fl) in launches.items():
                 try:
@@ -60,9 +56,8 @@ def main():
                     row.append(f"{name} {t:.3f} ({fl / t / 1e9:.0f} TF/s)")
                 except Exception as e:  # noqa: BLE001
                     row.append(f"{name} ERROR {type(e).__name__}: {str(e)[:80]}")
-            print(f"  {cfg:16s} group {group:2s} " + " | ".join(row), flush=True)
+            print(f"  {cfg:18s} " + " | ".join(row), flush=True)
         os.environ.pop("NESTED_KERNELS_FAST_MLP_OUTER", None)
-        os.environ.pop("NESTED_KERNELS_FAST_MLP_OUTER_GROUP", None)
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ class _Consts:
             HAS_2=L2 is not None, HAS_W=W is not None, HAS_U=U is not None, STORE_OUT=store,
             STORE_COPY=cp is not None and cp is not out, ROUND=out_dtype == torch.bfloat16,
             INTERP=self.interp, PREC=self.prec,
-            BP=BP, BQ=BQ, BK=BK, GROUP=_outer_group() if Q > P else 1, num_warps=warps, num_stages=stages)
+            BP=BP, BQ=BQ, BK=BK, num_warps=warps, num_stages=stages)
         return out, cp
 
 
@@ -139,19 +139,6 @@ def _outer_config(n: int) -> tuple:
     if env:
         return tuple(int(v) for v in env.split(","))
     return (128, 128, 64 if n >= 64 else 32, 8, 3 if n > 64 else 2)
-
-
-def _outer_group() -> int:
-    """Row blocks per group of the update GEMM's tile order (``_outer_kernel``'s GROUP) where the
-    right operand is the wider one (Q > P: W2's update and adjoint, whose R = a or ê is F wide):
-    NESTED_KERNELS_FAST_MLP_OUTER_GROUP, default 8; 1 is plain row-major order, which the other
-    launches (W1: P = F ≥ Q = D) always take. H100 2026-11-26f (G4 D2048 F8192, n 1024, ms per
-    launch, row-major → groups of 8): W2 update 0.634 → 0.584, W2 adjoint 1.000 → 0.852, but W1
-    update 0.542 → 0.565; at n 64 all within 5 % (docs/gpu_runs/2026-11-26f_call7)."""
-    group = int(getenv("NESTED_KERNELS_FAST_MLP_OUTER_GROUP") or 8)
-    if group < 1:
-        raise ValueError(f"NESTED_KERNELS_FAST_MLP_OUTER_GROUP must be a positive integer, got {group}")
-    return group
 
 
 # -- weights ----------------------------------------------------------------------------------

@@ -218,22 +218,16 @@ def _outer_kernel(L1, R1, L2, R2, W, U, OUT, COPY, n, P, Q,
                   sl1g, sl1t, sr1g, sr1t, sl2g, sl2t, sr2g, sr2t, swg, swp, sug, sup, sog, sop, scg, scp,
                   alpha, beta, HAS_2: tl.constexpr, HAS_W: tl.constexpr, HAS_U: tl.constexpr,
                   STORE_OUT: tl.constexpr, STORE_COPY: tl.constexpr, ROUND: tl.constexpr, INTERP: tl.constexpr,
-                  PREC: tl.constexpr, BP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr,
-                  GROUP: tl.constexpr):
+                  PREC: tl.constexpr, BP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr):
     """OUT = α·W + β·(L1ᵀR1 [+ L2ᵀR2]) − U per sequence g (program axis 1), summing over the n
     tokens; W may be shared (swg = 0). COPY: the same in the compute dtype. ROUND (bfloat16
     masters, ``weight_dtype``): the float32 result is first rounded to bfloat16 (nearest even), so
-    OUT and COPY hold the same value. Tiles in groups of GROUP row blocks, column-major within a
-    group (consecutive programs share R's column blocks while they sit in L2; GROUP 1: row-major)."""
-    n_p = tl.cdiv(P, BP)
+    OUT and COPY hold the same value."""
     nq = tl.cdiv(Q, BQ)
     pid = tl.program_id(0)
     g = tl.program_id(1)
-    first = (pid // (GROUP * nq)) * GROUP       # the group's first row block
-    size = tl.minimum(n_p - first, GROUP)       # row blocks in this group (the last may be short)
-    r = pid % (GROUP * nq)
-    rp = (first + r % size) * BP + tl.arange(0, BP)
-    rq = (r // size) * BQ + tl.arange(0, BQ)
+    rp = (pid // nq) * BP + tl.arange(0, BP)
+    rq = (pid % nq) * BQ + tl.arange(0, BQ)
     acc = tl.zeros((BP, BQ), dtype=tl.float32)
     acc = _accum(acc, L1, R1, g, rp, rq, n, P, Q, sl1g, sl1t, sr1g, sr1t, INTERP, PREC, BK)
     if HAS_2:
