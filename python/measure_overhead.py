@@ -1,6 +1,7 @@
 """Host overhead of every public op and step call, on the CPU with tiny tensors.
 
     python python/measure_overhead.py [--profile] [--repeat 7] [--calls 300]
+    python python/measure_overhead.py --triton-stub [--profile]
 
 For each call (backend "torch", tensors that do not require grad) it prints, in µs per call:
 
@@ -15,6 +16,13 @@ For each call (backend "torch", tensors that do not require grad) it prints, in 
 ``--profile`` adds the cProfile of the stubbed call: the functions with the largest own time,
 per call (cProfile inflates every Python call, so these are shares, not absolute times).
 The overhead is Python work independent of the device; see docs/decode_step.md ("Host overhead").
+
+``--triton-stub`` instead times linear_memory's ``triton`` backend at the issue's head shape (B4
+H16 K=V=128 C64, T 256 to spare the CPU's allocator) with every Triton kernel replaced by a no-op
+(under TRITON_INTERPRET=1, on the CPU): the host µs of a forward without gradients and of a
+forward + backward whose inputs require them — the whole Python path (checks, dispatch, the eager
+autograd function, the launchers' argument work) except Triton's own launch, which costs ~25 µs
+per launch on this machine (``JITFunction.run``'s hit path; six launches per η-only fwd+bwd).
 """
 from __future__ import annotations
 
@@ -142,14 +150,58 @@ def _print_profile(name: str, prof: cProfile.Profile, calls: int, top: int = 14)
         print(f"    {tt / calls * 1e6:7.1f} own {ct / calls * 1e6:7.1f} cum {nc / calls:5.1f}x  {func} ({where})")
 
 
+class _NoLaunch:
+    """Stands in for a Triton kernel: ``kernel[grid](...)`` does nothing."""
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
+def triton_stub(calls: int, repeat: int, profile: bool) -> None:
+    from nested_kernels.ops.linear_memory import triton_bwd, triton_bwd_plain, triton_fwd
+    for module in (triton_fwd, triton_bwd, triton_bwd_plain):
+        for name in dir(module):
+            if name.endswith("_kernel"):
+                setattr(module, name, _NoLaunch())
+    B, T, H, K = 4, 256, 16, 128
+    g = torch.Generator().manual_seed(0)
+    leaf = lambda *shape: torch.randn(*shape, generator=g).requires_grad_()  # noqa: E731
+    q, k, v, eta = leaf(B, T, H, K), leaf(B, T, H, K), leaf(B, T, H, K), leaf(B, T, H)
+    do = torch.randn(B, T, H, K, generator=g)
+
+    def forward():
+        with torch.no_grad():
+            lm_api.linear_memory(q, k, v, eta, chunk_size=64, backend="triton")
+
+    def forward_backward():
+        torch.autograd.grad(lm_api.linear_memory(q, k, v, eta, chunk_size=64, backend="triton")[0],
+                            (q, k, v, eta), do)
+    print(f"linear_memory triton backend, kernels stubbed, B{B} T{T} H{H} K=V={K} C64 η only, CPU host µs per call:")
+    for name, fn in (("forward (no grad)", forward), ("forward + backward", forward_backward)):
+        print(f"  {name:20s} {_per_call_us(fn, calls, repeat):8.1f}")
+        if profile:
+            prof = cProfile.Profile()
+            prof.enable()
+            for _ in range(calls):
+                fn()
+            prof.disable()
+            _print_profile(name, prof, calls)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--only", default="", help="comma-separated substrings of the call names")
+    parser.add_argument("--triton-stub", action="store_true",
+                        help="linear_memory's triton backend with its kernels stubbed (see the module docstring)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.triton_stub:
+        os.environ["TRITON_INTERPRET"] = "1"        # Triton backends on CPU tensors (kernels stubbed)
+        triton_stub(min(args.calls, 100), args.repeat, args.profile)
+        return
     rows = []
     for op in CASES:
         for name, make in ((f"{op}_step", _step_call), (op, _full_call)):
