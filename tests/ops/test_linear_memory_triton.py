@@ -608,14 +608,20 @@ def test_stages_knob(monkeypatch):
         triton_backend._stages("state", torch.bfloat16)
 
 
-def test_opcheck_with_residual_outputs():
-    """The registered op with the Triton backend: fake shapes (residual tile states included),
-    autograd registration and schema (torch.library.opcheck), under the interpreter."""
+@pytest.mark.parametrize("gates", ["abm", "a"])
+def test_opcheck_with_residual_outputs(gates):
+    """The registered op with the Triton backend: fake shapes (residual tile states included; with
+    η and α only the tiles keep one factor, Qw: the walks form Xw and xu themselves), autograd
+    registration and schema (torch.library.opcheck), under the interpreter."""
     from nested_kernels.core.custom_op import _pack
-    x, st = make(T=20, gates="abm", seed=23)
+    x, st = make(T=20, gates=gates, seed=23)
     inputs = {n: None if t is None else t.float().requires_grad_(True) for n, t in x.items()}
-    inputs.update(m0=st["M"].float().requires_grad_(True), s0=st["S"].float().requires_grad_(True),
-                  m_chunk0=None, position0=None, cu_seqlens=None)
+    s0 = None if st["S"] is None else st["S"].float().requires_grad_(True)
+    inputs.update(m0=st["M"].float().requires_grad_(True), s0=s0, m_chunk0=None, position0=None, cu_seqlens=None)
+    plain = triton_backend._plain_x(inputs, dict(chunk_size=16, target="external"))
+    assert plain == (gates == "a")
+    res = triton_backend.residuals(inputs, dict(chunk_size=16, target="external", read="after", keep_factors=True))
+    assert res[2].shape[0] == (1 if plain else len(triton_backend._factor_names(True, True, False, 0)))
     for keep in (False, True):      # keep_factors: the API's choice when a gradient will be taken
         cfg = dict(chunk_size=16, target="external", read="after", scale=1.0, output_final_state=True,
                    backend="triton", keep_factors=keep)

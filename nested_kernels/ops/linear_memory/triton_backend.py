@@ -125,8 +125,17 @@ def _read_mode(cfg) -> int:
 _FACTOR_SLOTS = ("xw", "xz", "yw", "yz", "qw", "qz")
 
 
-def _factor_names(mu: bool, solve: bool, exact: bool, read: int) -> tuple:
+def _plain_x(inputs, cfg) -> bool:
+    """Whether the tiles' Xw and xu are formed in the walks from k, v, η and log α instead of stored
+    (``_prep_kernel``'s PLAIN_X): external targets without β, μ, a resumed chunk or chunk_size 1."""
+    return (cfg["target"] == "external" and inputs["beta"] is None and inputs["mu"] is None
+            and cfg["chunk_size"] != 1 and _resume_pos(inputs, cfg) is None)
+
+
+def _factor_names(mu: bool, solve: bool, exact: bool, read: int, plain_x: bool = False) -> tuple:
     """The K-wide factors that ``_prep_kernel`` writes for these options (triton_fwd.py)."""
+    if plain_x:
+        return ("qw",)
     names = ("xw", "qw")
     if mu:
         names += ("yw",) + (("xz",) if solve else ()) + (("yz",) if exact else ()) + (("qz",) if read != 2 else ())
@@ -162,7 +171,7 @@ def residuals(inputs, cfg) -> tuple:
     if not (cfg.get("keep_factors") and _keep_factors()):
         return tiles + (empty(0), empty(0), empty(0))
     solve = inputs["beta"] is not None or exact
-    names = _factor_names(mu, solve, exact, _read_mode(cfg))
+    names = _factor_names(mu, solve, exact, _read_mode(cfg), _plain_x(inputs, cfg))
     # the scalars are zeroed: the prep kernel writes 1–3 of each tile's 4 slots and no unused tile
     return tiles + (empty(len(names), B * T, H, K), empty(B * T, H, BT, dtype=torch.float32) if solve else empty(0),
                     torch.zeros(n, H, 4, dtype=torch.float32, device=q.device))
@@ -335,7 +344,8 @@ class _Args:
         self.has_off = not self.self_target or self.pos is not None
         self.has_ou = self.has_off and (self.read != 2 or self.pos is not None)
         self.solve = has_beta or self.exact      # a tile has an (I + A)⁻¹
-        self.factor_names = _factor_names(has_mu, self.solve, self.exact, self.read)
+        self.plain_x = _plain_x(inputs, cfg)
+        self.factor_names = _factor_names(has_mu, self.solve, self.exact, self.read, self.plain_x)
         self.flags = dict(HAS_BETA=has_beta, HAS_MU=has_mu, EXACT=self.exact, HAS_POS=self.pos is not None,
                           IS_VARLEN=self.cu is not None)
 
@@ -349,9 +359,10 @@ class _Args:
         ``keep`` (the residuals (factors, ainv, scalars)) the factors, (I + A)⁻¹ and scalars are
         written there."""
         from .triton_fwd import _prep_kernel
-        K, V, mu, solve = self.K, self.V, self.mu is not None, self.solve
+        K, V, mu = self.K, self.V, self.mu is not None
         has_off, has_ou = self.has_off and offsets, self.has_ou and offsets
-        f = dict(xu=self._rows(V, has_off), yu=self._rows(V, mu and has_off), ou=self._rows(V, has_ou))
+        f = dict(xu=self._rows(V, has_off and not self.plain_x), yu=self._rows(V, mu and has_off),
+                 ou=self._rows(V, has_ou))
         f.update(self.kept(*keep) if keep is not None else self._new_factors(store_ainv))
         with _mma_mode("fwd"):
             _prep_kernel[(self.n_tiles, self.H)](
@@ -360,7 +371,7 @@ class _Args:
                 f["qz"], f["xu"], f["yu"], f["ou"], f["tsc"], self.T, self.H, self.scale,
                 K=K, V=V, BT=self.BT, BC=self.BC, LOG2BT=self.BT.bit_length() - 1,
                 HAS_ALPHA=self.la is not None, SELF_TARGET=self.self_target, READ=self.read,
-                HAS_OFF=has_off, HAS_OU=has_ou, STORE_AINV=f["ainv"] is not None,
+                HAS_OFF=has_off, HAS_OU=has_ou, STORE_AINV=f["ainv"] is not None, PLAIN_X=self.plain_x,
                 PREC=self.prec, **_launch_options(_warps(self.BT, "prep")), **self.flags)
         return f
 
@@ -386,9 +397,10 @@ class _Args:
         saved_m, saved_s = tiles[0], tiles[1] if self.mu is not None else None
         with _mma_mode("fwd"):
             _state_fwd_kernel[(self.NV, self.N * self.H)](
-                self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["xu"], f["yu"], f["tsc"], self.m0, self.s0,
-                self.mc0, self.pos, self.cu, self.tile_base, m_out, s_out, mc_out, saved_m, saved_s, self.T,
-                self.H, K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_OFF=self.has_off,
+                self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["xu"], f["yu"], self.v, self.eta, self.la, f["tsc"],
+                self.m0, self.s0, self.mc0, self.pos, self.cu, self.tile_base, m_out, s_out, mc_out, saved_m,
+                saved_s, self.T, self.H, K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_OFF=self.has_off,
+                HAS_ALPHA=self.la is not None, PLAIN_X=self.plain_x,
                 HAS_M0=self.m0 is not None, HAS_S0=self.s0 is not None, OUTPUT_FINAL=finals is not None,
                 SAVE_STATES=True, PREC=self.prec, STAGES=_stages("state", self.store),
                 **_launch_options(_warps(self.BT, "state")),
@@ -529,8 +541,9 @@ def backward(inputs, outputs, grads, cfg):
         flags = dict(a.flags, READ=a.read)
         with _mma_mode("bwd"):
             _state_bwd_kernel[(a.NV, N * H)](
-                a.k, f["xw"], f["xz"], f["yw"], f["yz"], f["qw"], f["qz"], f["tsc"], dO, a.pos, a.cu,
-                a.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, T, H,
+                a.k, f["xw"], f["xz"], f["yw"], f["yz"], f["qw"], f["qz"], a.eta, a.la, f["tsc"], dO, a.pos,
+                a.cu, a.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, T, H,
+                HAS_ALPHA=a.la is not None, PLAIN_X=a.plain_x,
                 K=K, V=V, BT=a.BT, BV=a.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
                 HAS_DMCF=dMcf is not None, PREC=a.prec, STAGES=_stages("adjoint", a.store),
                 **_launch_options(_warps(a.BT, "state"), a.grad_plain), **flags)

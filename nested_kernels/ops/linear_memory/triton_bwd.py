@@ -39,17 +39,18 @@ import triton
 import triton.language as tl
 
 from ...core.triton_helpers import gate_grads, mm, row_of, seq_bounds, sum2, tile_gates
-from .triton_fwd import _load_rows, _tile_rows
+from .triton_fwd import _load_rows, _tile_rows, plain_x_rows
 
 
 # ------------------------------------------------------------------------------------------
 # sequential: adjoints of the states
 # ------------------------------------------------------------------------------------------
 @triton.jit
-def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz, qw, qz, tsc, do,
+def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz, qw, qz, eta, la_ptr, tsc, do,
                    adj_m, adj_s, row0, i_h, H,
                    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, HAS_BETA: tl.constexpr,
-                   HAS_MU: tl.constexpr, EXACT: tl.constexpr, READ: tl.constexpr, PREC: tl.constexpr):
+                   HAS_MU: tl.constexpr, EXACT: tl.constexpr, READ: tl.constexpr, HAS_ALPHA: tl.constexpr,
+                   PLAIN_X: tl.constexpr, PREC: tl.constexpr):
     """Tile i of the backward walk: stores the adjoints of its end states, returns those of its
     start states (dM, dS) and the pending gradient of the final M_chunk (dFc)."""
     g = tb + i
@@ -64,7 +65,10 @@ def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz, 
     kx = _load_rows(k, grow, rk, mt, K)
     dO = _load_rows(do, grow, rv, mt, V)
     dX = mm(kx, dM, PREC)
-    dM0 = tl.load(ts) * dM + mm(tl.trans(_load_rows(xw, grow, rk, mt, K)), dX, PREC)
+    if PLAIN_X:     # Xw = −diag(c) K (triton_fwd.plain_x_rows)
+        dM0 = tl.load(ts) * dM - mm(tl.trans(kx), plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA)[:, None] * dX, PREC)
+    else:
+        dM0 = tl.load(ts) * dM + mm(tl.trans(_load_rows(xw, grow, rk, mt, K)), dX, PREC)
     dM0 += mm(tl.trans(_load_rows(qw, grow, rk, mt, K)), dO, PREC)
     if HAS_MU:
         dY = mm(kx, dS, PREC)
@@ -85,11 +89,12 @@ def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz, 
 
 
 @triton.jit
-def _state_bwd_kernel(k, xw, xz, yw, yz, qw, qz, tsc, do, pos, cu, tile_base, dm_fin, ds_fin, dmc_fin,
+def _state_bwd_kernel(k, xw, xz, yw, yz, qw, qz, eta, la_ptr, tsc, do, pos, cu, tile_base, dm_fin, ds_fin, dmc_fin,
                       adj_m, adj_s, dm0, ds0, dmc0,
                       T, H,
                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                       HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, READ: tl.constexpr,
+                      HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr,
                       HAS_POS: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_DMF: tl.constexpr,
                       HAS_DSF: tl.constexpr, HAS_DMCF: tl.constexpr, PREC: tl.constexpr,
                       STAGES: tl.constexpr):
@@ -131,14 +136,14 @@ def _state_bwd_kernel(k, xw, xz, yw, yz, qw, qz, tsc, do, pos, cu, tile_base, dm
         i = nt - 1
         while i >= 0:
             dM, dS, dFc = _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz, qw, qz,
-                                         tsc, do, adj_m, adj_s, row0, i_h, H, K, V, BT, HAS_BETA, HAS_MU,
-                                         EXACT, READ, PREC)
+                                         eta, la_ptr, tsc, do, adj_m, adj_s, row0, i_h, H, K, V, BT, HAS_BETA,
+                                         HAS_MU, EXACT, READ, HAS_ALPHA, PLAIN_X, PREC)
             i -= 1
     else:               # a for loop, software-pipelined: the previous tiles' rows load during this one
         for j in tl.range(0, nt, num_stages=STAGES):
             dM, dS, dFc = _adjoint_visit(dM, dS, dFc, nt - 1 - j, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz,
-                                         qw, qz, tsc, do, adj_m, adj_s, row0, i_h, H, K, V, BT, HAS_BETA,
-                                         HAS_MU, EXACT, READ, PREC)
+                                         qw, qz, eta, la_ptr, tsc, do, adj_m, adj_s, row0, i_h, H, K, V, BT,
+                                         HAS_BETA, HAS_MU, EXACT, READ, HAS_ALPHA, PLAIN_X, PREC)
     tl.store(dm0 + st, dM)
     if HAS_MU:
         tl.store(ds0 + st, dS)

@@ -83,8 +83,10 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                  LOG2BT: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr,
                  HAS_MU: tl.constexpr, EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr,
                  HAS_POS: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_OFF: tl.constexpr,
-                 HAS_OU: tl.constexpr, STORE_AINV: tl.constexpr, PREC: tl.constexpr):
-    """Factors of one tile (see the module docstring). With Ww = −diag(η)(K − [self] V) the step
+                 HAS_OU: tl.constexpr, STORE_AINV: tl.constexpr, PLAIN_X: tl.constexpr, PREC: tl.constexpr):
+    """Factors of one tile (see the module docstring). PLAIN_X (``plain_x_rows``: external
+    targets, no β, μ, resumed chunk or chunk_size 1): Xw = −diag(c) K and xu = diag(c) V with
+    c = Φ[n]·η, which the walks form from k, v, η and log α, so xw and xu are not stored. With Ww = −diag(η)(K − [self] V) the step
     coefficient of M0 (0 in a resumed tile) and uw its offset (η v external; in a resumed tile the
     whole W at F):  R-coefficient Wr = (I + A)⁻¹(diag(γ_prev) K + P Ww), Zr = (I + A)⁻¹ diag(ν_prev) K,
     ur = (I + A)⁻¹ P uw with P = strict(KKᵀ) ⊙ Φ_prev;  Xw = diag(−β Γ[n]) Wr + diag(Φ[n]) Ww,
@@ -179,7 +181,7 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                 wr = mm(Ai, gp[:, None] * kc + mm(P, ww, PREC), PREC)
         if HAS_BETA:
             _store_rows(xw, grow, rc, mt, cb[:, None] * wr + phin[:, None] * ww, K)
-        else:
+        elif not PLAIN_X:
             _store_rows(xw, grow, rc, mt, phin[:, None] * ww, K)
         if HAS_MU:
             _store_rows(yw, grow, rc, mt, dn[:, None] * ww, K)
@@ -243,7 +245,7 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                     uw -= et[:, None] * ur
             if HAS_BETA:
                 _store_rows(xu, grow, rc, mt, cb[:, None] * ur + phin[:, None] * uw, V)
-            else:
+            elif not PLAIN_X:
                 _store_rows(xu, grow, rc, mt, phin[:, None] * uw, V)
             if HAS_MU:
                 _store_rows(yu, grow, rc, mt, dn[:, None] * uw, V)
@@ -255,14 +257,27 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                 _store_rows(ou, grow, rc, mt, oc, V)
 
 
+@triton.jit
+def plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA: tl.constexpr):
+    """c = Φ[n]·η of a PLAIN_X tile's rows (0 past its end), so that X = diag(c)(V − K M0) is the
+    tile's frozen-step matrix; Φ[n]_t = Π_{l=t+1..n} α_l, the decay from token t to the tile's last
+    valid token n, as _prep_kernel forms it (exp of a difference of the same cumulative sums)."""
+    c = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
+    if HAS_ALPHA:
+        cs = tl.cumsum(tl.load(la_ptr + grow, mask=mt, other=0.0).to(tl.float32), 0)
+        n = tl.sum(mt.to(tl.int32), 0) - 1
+        c *= tl.exp(tl.sum(tl.where(tl.arange(0, cs.shape[0]) == n, cs, 0.0), 0) - cs)
+    return c
+
+
 # ------------------------------------------------------------------------------------------
 # sequential state recurrence
 # ------------------------------------------------------------------------------------------
 @triton.jit
-def _state_step(M, S, k, xw, xz, yw, yz, xu, yu, ts, row0, s, e, i_h, i_v, H,
+def _state_step(M, S, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, ts, row0, s, e, i_h, i_v, H,
                 K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                 HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
-                PREC: tl.constexpr):
+                HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr, PREC: tl.constexpr):
     """(M_n, S_n) of one tile from its start states (column slices K×BV) and its factors."""
     rt = tl.arange(0, BT)
     rk = tl.arange(0, K)
@@ -270,9 +285,12 @@ def _state_step(M, S, k, xw, xz, yw, yz, xu, yu, ts, row0, s, e, i_h, i_v, H,
     mt = s + rt < e
     grow = (row0 + s + rt).to(tl.int64) * H + i_h
     kx = _load_rows(k, grow, rk, mt, K)
-    X = mm(_load_rows(xw, grow, rk, mt, K), M, PREC)
-    if HAS_OFF:
-        X += _load_rows(xu, grow, rv, mt, V)
+    if PLAIN_X:
+        X = plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA)[:, None] * (_load_rows(v, grow, rv, mt, V) - mm(kx, M, PREC))
+    else:
+        X = mm(_load_rows(xw, grow, rk, mt, K), M, PREC)
+        if HAS_OFF:
+            X += _load_rows(xu, grow, rv, mt, V)
     M_new = tl.load(ts) * M
     if HAS_MU:
         if HAS_BETA or EXACT:
@@ -291,10 +309,11 @@ def _state_step(M, S, k, xw, xz, yw, yz, xu, yu, ts, row0, s, e, i_h, i_v, H,
 
 
 @triton.jit
-def _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, tsc,
+def _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc,
                  mc_out, saved_m, saved_s, row0, i_h, i_v, H,
                  K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                  HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
+                 HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr,
                  OUTPUT_FINAL: tl.constexpr, SAVE_STATES: tl.constexpr, PREC: tl.constexpr):
     """Tile i of the sequence walk: stores its start states (and the final M_chunk when it starts
     the last, partial chunk), returns its end states."""
@@ -308,17 +327,18 @@ def _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, y
         if (i == nt - 1) & (pf != 0) & ((i > 0) | (p == 0)):   # start of the last, partial chunk
             tl.store(mc_out + st, M)
     s = tl.maximum(i * BT - p, 0)
-    return _state_step(M, S, k, xw, xz, yw, yz, xu, yu, tsc + (g * H + i_h) * 4,
+    return _state_step(M, S, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc + (g * H + i_h) * 4,
                        row0, s, tl.minimum((i + 1) * BT - p, L), i_h, i_v, H,
-                       K, V, BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, PREC)
+                       K, V, BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, PREC)
 
 
 @triton.jit
-def _state_fwd_kernel(k, xw, xz, yw, yz, xu, yu, tsc, m0, s0, mc0, pos, cu, tile_base,
+def _state_fwd_kernel(k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc, m0, s0, mc0, pos, cu, tile_base,
                       m_out, s_out, mc_out, saved_m, saved_s,
                       T, H,
                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                       HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
+                      HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr,
                       HAS_M0: tl.constexpr, HAS_S0: tl.constexpr, HAS_POS: tl.constexpr,
                       IS_VARLEN: tl.constexpr, OUTPUT_FINAL: tl.constexpr,
                       SAVE_STATES: tl.constexpr, PREC: tl.constexpr, STAGES: tl.constexpr):
@@ -352,15 +372,17 @@ def _state_fwd_kernel(k, xw, xz, yw, yz, xu, yu, tsc, m0, s0, mc0, pos, cu, tile
     if STAGES == 0:     # the interpreter's loop (it cannot take range over a loaded bound)
         i = i_n * 0
         while i < nt:
-            M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, tsc,
-                                mc_out, saved_m, saved_s, row0, i_h, i_v, H, K, V, BT, BV, HAS_BETA,
-                                HAS_MU, EXACT, HAS_OFF, OUTPUT_FINAL, SAVE_STATES, PREC)
+            M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, v, eta,
+                                la_ptr, tsc, mc_out, saved_m, saved_s, row0, i_h, i_v, H, K, V, BT, BV,
+                                HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, OUTPUT_FINAL,
+                                SAVE_STATES, PREC)
             i += 1
     else:               # a for loop, software-pipelined: the next tiles' rows load during this one
         for i in tl.range(0, nt, num_stages=STAGES):
-            M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, tsc,
-                                mc_out, saved_m, saved_s, row0, i_h, i_v, H, K, V, BT, BV, HAS_BETA,
-                                HAS_MU, EXACT, HAS_OFF, OUTPUT_FINAL, SAVE_STATES, PREC)
+            M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, v, eta,
+                                la_ptr, tsc, mc_out, saved_m, saved_s, row0, i_h, i_v, H, K, V, BT, BV,
+                                HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, OUTPUT_FINAL,
+                                SAVE_STATES, PREC)
     if OUTPUT_FINAL:
         tl.store(m_out + st, M)
         if HAS_MU:
