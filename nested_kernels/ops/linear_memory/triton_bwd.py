@@ -65,9 +65,8 @@ def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz, 
     kx = _load_rows(k, grow, rk, mt, K)
     dO = _load_rows(do, grow, rv, mt, V)
     dX = mm(kx, dM, PREC)
-    if PLAIN_X:     # Xw = −diag(c) K (triton_fwd.plain_x_rows); k's rows loaded again for this product
-        cdX = plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA)[:, None] * dX
-        dM0 = tl.load(ts) * dM - mm(tl.trans(_load_rows(k, grow, rk, mt, K)), cdX, PREC)
+    if PLAIN_X:     # Xw = −diag(c) K (triton_fwd.plain_x_rows)
+        dM0 = tl.load(ts) * dM - mm(tl.trans(kx), plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA)[:, None] * dX, PREC)
     else:
         dM0 = tl.load(ts) * dM + mm(tl.trans(_load_rows(xw, grow, rk, mt, K)), dX, PREC)
     dM0 += mm(tl.trans(_load_rows(qw, grow, rk, mt, K)), dO, PREC)

@@ -284,12 +284,10 @@ def _state_step(M, S, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, ts, row0, s, e,
     rv = i_v * BV + tl.arange(0, BV)
     mt = s + rt < e
     grow = (row0 + s + rt).to(tl.int64) * H + i_h
-    if PLAIN_X:     # k's rows loaded once per product (one load shared by both was slower)
-        KM = mm(_load_rows(k, grow, rk, mt, K), M, PREC)
-        X = plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA)[:, None] * (_load_rows(v, grow, rv, mt, V) - KM)
-        kx = _load_rows(k, grow, rk, mt, K)
+    kx = _load_rows(k, grow, rk, mt, K)
+    if PLAIN_X:
+        X = plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA)[:, None] * (_load_rows(v, grow, rv, mt, V) - mm(kx, M, PREC))
     else:
-        kx = _load_rows(k, grow, rk, mt, K)
         X = mm(_load_rows(xw, grow, rk, mt, K), M, PREC)
         if HAS_OFF:
             X += _load_rows(xu, grow, rv, mt, V)
