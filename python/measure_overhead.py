@@ -132,13 +132,18 @@ def measure(name: str, call, spec, calls: int, repeat: int, profile: bool) -> di
     with _Swap(spec, lambda *a: result):
         stubbed = _per_call_us(call, calls, repeat)
         if profile:
-            prof = cProfile.Profile()
-            prof.enable()
-            for _ in range(calls):
-                call()
-            prof.disable()
-            _print_profile(name, prof, calls)
+            _profile(name, call, calls)
     return dict(name=name, public=public, forward=forward, diff=public - forward, stubbed=stubbed)
+
+
+def _profile(name: str, call, calls: int) -> None:
+    """Print the cProfile of ``calls`` calls of ``call()``."""
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(calls):
+        call()
+    prof.disable()
+    _print_profile(name, prof, calls)
 
 
 def _print_profile(name: str, prof: cProfile.Profile, calls: int, top: int = 14) -> None:
@@ -180,12 +185,7 @@ def triton_stub(calls: int, repeat: int, profile: bool) -> None:
     for name, fn in (("forward (no grad)", forward), ("forward + backward", forward_backward)):
         print(f"  {name:20s} {_per_call_us(fn, calls, repeat):8.1f}")
         if profile:
-            prof = cProfile.Profile()
-            prof.enable()
-            for _ in range(calls):
-                fn()
-            prof.disable()
-            _print_profile(name, prof, calls)
+            _profile(name, fn, calls)
 
 
 def main() -> None:
