@@ -35,7 +35,8 @@ LM_CONFIGS = [dict(gates="abm", target="external", read="after", C=64, K=128, V=
 LM_MORE = [dict(gates="", target="external", read="chunk", C=64, K=128, V=128, dtype="fp16", resume=False),
            dict(gates="am", target="self", read="chunk", C=32, K=128, V=128, dtype="bf16", resume=True),
            dict(gates="m", target="external", read="before", C=64, K=128, V=128, dtype="fp32", resume=False),
-           dict(gates="abm", target="external", read="before", C=1, K=128, V=128, dtype="bf16", resume=False)]
+           dict(gates="abm", target="external", read="before", C=1, K=128, V=128, dtype="bf16", resume=False),
+           dict(gates="a", target="external", read="after", C=64, K=128, V=128, dtype="bf16", resume=False)]
 # mlp_memory: (gates, self target, read, C, K, F, BF, NS, resumed + varlen, prep kernel)
 MLP_CONFIGS = [("abm", True, 2, 64, 64, 256, 16, 4, False, True)]
 MLP_MORE = [("ab", False, 0, 32, 128, 128, 32, 1, True, False)]

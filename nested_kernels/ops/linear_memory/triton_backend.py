@@ -125,11 +125,17 @@ def _read_mode(cfg) -> int:
 _FACTOR_SLOTS = ("xw", "xz", "yw", "yz", "qw", "qz")
 
 
+def _plain(inputs, cfg) -> bool:
+    """Whether the tiles are plain: no β, no μ, chunk_size > 1, no resumed chunk (their token
+    gradients may take the plain kernels, ``_grad_plain``)."""
+    return (inputs["beta"] is None and inputs["mu"] is None and cfg["chunk_size"] != 1
+            and _resume_pos(inputs, cfg) is None)
+
+
 def _plain_x(inputs, cfg) -> bool:
     """Whether the tiles' Xw and xu are formed in the walks from k, v, η and log α instead of stored
-    (``_prep_kernel``'s PLAIN_X): external targets without β, μ, a resumed chunk or chunk_size 1."""
-    return (cfg["target"] == "external" and inputs["beta"] is None and inputs["mu"] is None
-            and cfg["chunk_size"] != 1 and _resume_pos(inputs, cfg) is None)
+    (``_prep_kernel``'s PLAIN_X): plain tiles with external targets."""
+    return cfg["target"] == "external" and _plain(inputs, cfg)
 
 
 def _factor_names(mu: bool, solve: bool, exact: bool, read: int, plain_x: bool = False) -> tuple:
@@ -338,13 +344,14 @@ class _Args:
         self.BC = min(self.K, self.V, 32)
         self.prec = _precision(q.dtype)
         self.grad_split = _grad_split(q.dtype, self.prec, self.beta is not None or self.mu is not None)
-        self.grad_plain = _grad_plain(self.beta is None and self.mu is None and not self.exact and self.pos is None)
+        plain = _plain(inputs, cfg)
+        self.grad_plain = _grad_plain(plain)
         self.store = _store_dtype(q.dtype)
         has_mu, has_beta = self.mu is not None, self.beta is not None
         self.has_off = not self.self_target or self.pos is not None
         self.has_ou = self.has_off and (self.read != 2 or self.pos is not None)
         self.solve = has_beta or self.exact      # a tile has an (I + A)⁻¹
-        self.plain_x = _plain_x(inputs, cfg)
+        self.plain_x = plain and not self.self_target      # _plain_x
         self.factor_names = _factor_names(has_mu, self.solve, self.exact, self.read, self.plain_x)
         self.flags = dict(HAS_BETA=has_beta, HAS_MU=has_mu, EXACT=self.exact, HAS_POS=self.pos is not None,
                           IS_VARLEN=self.cu is not None)

@@ -66,7 +66,8 @@ def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz, 
     dO = _load_rows(do, grow, rv, mt, V)
     dX = mm(kx, dM, PREC)
     if PLAIN_X:     # Xw = −diag(c) K (triton_fwd.plain_x_rows)
-        dM0 = tl.load(ts) * dM - mm(tl.trans(kx), plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA)[:, None] * dX, PREC)
+        dM0 = tl.load(ts) * dM - mm(tl.trans(kx), plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA)[:, None] * dX,
+                                    PREC)
     else:
         dM0 = tl.load(ts) * dM + mm(tl.trans(_load_rows(xw, grow, rk, mt, K)), dX, PREC)
     dM0 += mm(tl.trans(_load_rows(qw, grow, rk, mt, K)), dO, PREC)
@@ -89,8 +90,8 @@ def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz, 
 
 
 @triton.jit
-def _state_bwd_kernel(k, xw, xz, yw, yz, qw, qz, eta, la_ptr, tsc, do, pos, cu, tile_base, dm_fin, ds_fin, dmc_fin,
-                      adj_m, adj_s, dm0, ds0, dmc0,
+def _state_bwd_kernel(k, xw, xz, yw, yz, qw, qz, eta, la_ptr, tsc, do, pos, cu, tile_base, dm_fin, ds_fin,
+                      dmc_fin, adj_m, adj_s, dm0, ds0, dmc0,
                       T, H,
                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                       HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, READ: tl.constexpr,

@@ -86,7 +86,8 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                  HAS_OU: tl.constexpr, STORE_AINV: tl.constexpr, PLAIN_X: tl.constexpr, PREC: tl.constexpr):
     """Factors of one tile (see the module docstring). PLAIN_X (``plain_x_rows``: external
     targets, no β, μ, resumed chunk or chunk_size 1): Xw = −diag(c) K and xu = diag(c) V with
-    c = Φ[n]·η, which the walks form from k, v, η and log α, so xw and xu are not stored. With Ww = −diag(η)(K − [self] V) the step
+    c = Φ[n]·η, which the walks form from k, v, η and log α, so xw and xu are not stored.
+    With Ww = −diag(η)(K − [self] V) the step
     coefficient of M0 (0 in a resumed tile) and uw its offset (η v external; in a resumed tile the
     whole W at F):  R-coefficient Wr = (I + A)⁻¹(diag(γ_prev) K + P Ww), Zr = (I + A)⁻¹ diag(ν_prev) K,
     ur = (I + A)⁻¹ P uw with P = strict(KKᵀ) ⊙ Φ_prev;  Xw = diag(−β Γ[n]) Wr + diag(Φ[n]) Ww,
@@ -266,7 +267,7 @@ def plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA: tl.constexpr):
     if HAS_ALPHA:
         cs = tl.cumsum(tl.load(la_ptr + grow, mask=mt, other=0.0).to(tl.float32), 0)
         n = tl.sum(mt.to(tl.int32), 0) - 1
-        c *= tl.exp(tl.sum(tl.where(tl.arange(0, cs.shape[0]) == n, cs, 0.0), 0) - cs)
+        c *= tl.exp(at(cs, tl.arange(0, cs.shape[0]) == n) - cs)
     return c
 
 
@@ -286,7 +287,8 @@ def _state_step(M, S, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, ts, row0, s, e,
     grow = (row0 + s + rt).to(tl.int64) * H + i_h
     kx = _load_rows(k, grow, rk, mt, K)
     if PLAIN_X:
-        X = plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA)[:, None] * (_load_rows(v, grow, rv, mt, V) - mm(kx, M, PREC))
+        c = plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA)
+        X = c[:, None] * (_load_rows(v, grow, rv, mt, V) - mm(kx, M, PREC))
     else:
         X = mm(_load_rows(xw, grow, rk, mt, K), M, PREC)
         if HAS_OFF:
