@@ -1,12 +1,13 @@
 """GPU sweep of fast_mlp's update GEMM ``_outer_kernel`` (triton_kernels.py) at issue 5's shape.
 
-    python python/sweep_outer_fast_mlp.py [--n 1024,512] [--configs "128,128,64,8,3;128,256,64,8,3"]
+    python python/sweep_outer_fast_mlp.py [--n 1024,512] [--configs "128,128,64,8,3;128,128,64,8,3,0,1,1"]
 
 Per chunk of n tokens and G = 4 sequences the forward updates W1 [F, D] and W2 [D, F] with
 OUT = r·W − Σ_t L_tᵀ R_t (float32 masters read and written, a bfloat16 copy written), and the
 backward accumulates the adjoints the same way (for W2 with two products). This times those three
 launches (``_Consts.outer`` as the backend calls it, D 2048, F 8192, bf16 operands) for every
-(BP, BQ, BK, warps, stages) of ``--configs`` (NESTED_KERNELS_FAST_MLP_OUTER), beside cuBLAS
+(BP, BQ, BK, warps, stages[, prefetch, persist, tma]) of ``--configs``
+(NESTED_KERNELS_FAST_MLP_OUTER, ``triton_backend._outer_config``), beside cuBLAS
 ``torch.bmm`` of the same products without the epilogue, and prints TFLOP/s (2·G·n·P·Q per product).
 """
 from __future__ import annotations
@@ -19,8 +20,9 @@ import torch
 from gpu_check_utils import cuda_time
 from nested_kernels.ops.fast_mlp.triton_backend import _Consts
 
-DEFAULT_CONFIGS = ("128,128,64,8,3;128,256,64,8,3;256,128,64,8,3;128,256,64,8,4;128,128,64,4,4;"
-                   "128,256,32,8,4;256,128,32,8,4;128,128,32,4,4;64,256,64,4,4")
+DEFAULT_CONFIGS = ("128,128,64,8,3;128,128,64,8,3,1;128,128,64,8,3,1,1;128,128,64,8,3,0,0,1;"
+                   "128,128,64,8,3,0,1,1;128,128,64,8,3,0,2,1;128,128,64,8,4,0,0,1;128,128,64,4,3,0,0,1;"
+                   "128,256,64,8,3,0,0,1;128,256,64,8,3,0,1,1;128,128,32,4,4,0,0,1")
 
 
 def main():
@@ -56,7 +58,7 @@ def main():
                     row.append(f"{name} {t:.3f} ({fl / t / 1e9:.0f} TF/s)")
                 except Exception as e:  # noqa: BLE001
                     row.append(f"{name} ERROR {type(e).__name__}: {str(e)[:80]}")
-            print(f"  {cfg:18s} " + " | ".join(row), flush=True)
+            print(f"  {cfg:22s} " + " | ".join(row), flush=True)
         os.environ.pop("NESTED_KERNELS_FAST_MLP_OUTER", None)
 
 

@@ -350,9 +350,14 @@ def test_float64_unsupported_and_not_auto_on_cpu():
                               api.AUTO_ORDER) != "triton"
 
 
-def test_update_gemm_tiles_products_and_epilogue():
-    """_outer_kernel over 3 × 5 tiles with partial edge tiles (the interpreter's 32×32 tiles): two
-    products, a shared W, a per-sequence U and the compute-dtype copy, against PyTorch in float64."""
+@pytest.mark.parametrize("structure", ["0,0,0", "1,0,0", "1,1,0", "0,2,0"],
+                         ids=["plain", "prefetch", "prefetch-persist", "persist"])
+def test_update_gemm_tiles_products_and_epilogue(structure, monkeypatch):
+    """_outer_kernel over 3 × 5 tiles with partial edge tiles (32×32 tiles): two products, a shared
+    W, a per-sequence U and the compute-dtype copy, against PyTorch in float64 — with W's tile
+    loaded after or before the products, one program per tile or a few persistent programs (4 or
+    8 on the CPU) walking the 30 tiles."""
+    monkeypatch.setenv("NESTED_KERNELS_FAST_MLP_OUTER", "32,32,16,4,1," + structure)
     g = torch.Generator().manual_seed(5)
     G, n, P, Q = 2, 11, 3 * 32 - 7, 5 * 32 - 5
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
@@ -364,3 +369,33 @@ def test_update_gemm_tiles_products_and_epilogue():
     d = lambda t: t.double()  # noqa: E731
     want = 0.9 * d(W) - (d(L1).transpose(1, 2) @ d(R1) + d(L2).transpose(1, 2) @ d(R2)) - d(U)
     assert rel_error(out, want) < 1e-5 and rel_error(cp, want) < 1e-5
+
+
+@pytest.mark.parametrize("shared_w", [True, False], ids=["shared-W", "own-W"])
+@pytest.mark.parametrize("structure", ["0,0,1", "0,1,1"], ids=["tma", "tma-persist"])
+def test_update_gemm_on_tensor_descriptors(structure, shared_w, monkeypatch):
+    """The descriptor (TMA) form of the update GEMM, bfloat16 operands over 3 × 5 partial edge
+    tiles and a token count that is not a multiple of the 16-token step: one or two products,
+    float32 out and a bf16 copy or only the bf16 copy, against PyTorch in float64."""
+    from nested_kernels.ops.fast_mlp import triton_kernels
+    monkeypatch.setenv("NESTED_KERNELS_FAST_MLP_OUTER", "32,32,16,4,1," + structure)
+    launched = []
+    real = triton_kernels._outer_tma_kernel
+    monkeypatch.setattr(triton_kernels, "_outer_tma_kernel",
+                        type("Spy", (), {"__getitem__": lambda self, grid: launched.append(grid) or real[grid]})())
+    g = torch.Generator().manual_seed(6)
+    G, n, P, Q = 2, 21, 3 * 32 - 8, 5 * 32 - 8
+    bf = torch.bfloat16
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    L1, R1, L2, R2 = (r(G, n, w).to(bf) for w in (P, Q, P, Q))
+    W = r(P, Q) if shared_w else r(G, P, Q)
+    c = triton_backend._Consts(dict(mlp="gelu", chunk_size=32, residual=True, retention=1.0,
+                                    output_final_state=True), torch.empty(1, 1, 8, dtype=bf), 16)
+    d = lambda t: t.double()  # noqa: E731
+    prod = d(L1).transpose(1, 2) @ d(R1)
+    out, cp = c.outer(L1, R1, W=W, alpha=0.9, beta=-1.0, copy=True)
+    assert rel_error(out, 0.9 * d(W) - prod) < 1e-6 and cp.dtype == bf
+    assert rel_error(cp, out.to(bf)) == 0
+    out, cp = c.outer(L1, R1, L2=L2, R2=R2, W=W, alpha=0.5, beta=1.0, copy=True, store=False)
+    assert out is None and rel_error(cp, 0.5 * d(W) + prod + d(L2).transpose(1, 2) @ d(R2)) < 4e-3
+    assert len(launched) == 2
