@@ -372,7 +372,7 @@ def test_update_gemm_tiles_products_and_epilogue(structure, monkeypatch):
 
 
 @pytest.mark.parametrize("shared_w", [True, False], ids=["shared-W", "own-W"])
-@pytest.mark.parametrize("structure", ["0,0,1", "0,1,1"], ids=["tma", "tma-persist"])
+@pytest.mark.parametrize("structure", ["0,0,1", "1,1,1"], ids=["tma", "tma-prefetch-persist"])
 def test_update_gemm_on_tensor_descriptors(structure, shared_w, monkeypatch):
     """The descriptor (TMA) form of the update GEMM, bfloat16 operands over 3 × 5 partial edge
     tiles and a token count that is not a multiple of the 16-token step: one or two products,

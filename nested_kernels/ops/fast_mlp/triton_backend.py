@@ -126,7 +126,8 @@ class _Consts:
             _outer_tma_kernel[grid](
                 *desc, n, P, Q, G, float(alpha), float(beta), HAS_2=L2 is not None, HAS_W=W is not None,
                 W_SHARED=W_.dim() == 2, STORE_OUT=store, STORE_COPY=cp is not None and cp is not out,
-                ROUND=out_dtype == torch.bfloat16, INTERP=self.interp, PERSIST=bool(persist),
+                ROUND=out_dtype == torch.bfloat16, INTERP=self.interp, PREFETCH=bool(prefetch),
+                PERSIST=bool(persist),
                 BP=BP, BQ=BQ, BK=BK, num_warps=warps, num_stages=stages)
             return out, cp
         _outer_kernel[grid](

@@ -295,15 +295,23 @@ def _accum_tma(acc, L, R, g, p0, q0, n, INTERP: tl.constexpr, BP: tl.constexpr, 
 
 
 @triton.jit
+def _load_w(W, g, p0, q0, W_SHARED: tl.constexpr, BP: tl.constexpr, BQ: tl.constexpr):
+    if W_SHARED:
+        return W.load([p0, q0]).to(tl.float32)
+    return W.load([g, p0, q0]).reshape(BP, BQ).to(tl.float32)
+
+
+@triton.jit
 def _outer_tma_kernel(L1, R1, L2, R2, W, OUT, COPY, n, P, Q, G, alpha, beta,
                       HAS_2: tl.constexpr, HAS_W: tl.constexpr, W_SHARED: tl.constexpr,
                       STORE_OUT: tl.constexpr, STORE_COPY: tl.constexpr, ROUND: tl.constexpr,
-                      INTERP: tl.constexpr, PERSIST: tl.constexpr,
+                      INTERP: tl.constexpr, PREFETCH: tl.constexpr, PERSIST: tl.constexpr,
                       BP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr):
     """``_outer_kernel`` (without U) on tensor descriptors (TMA on sm_90): L1, R1, L2, R2
     [G, n, P|Q] with blocks [1, BK, BP|BQ]; W [P, Q] (W_SHARED) or [G, P, Q], OUT and COPY
     [G, P, Q] with blocks [(1,) BP, BQ]. Edges (tokens past n, rows past P, columns past Q) are
-    the descriptors' zero padding on loads and clipping on stores. Grid as ``_outer_kernel``."""
+    the descriptors' zero padding on loads and clipping on stores. PREFETCH: W's tile is read
+    before the products. Grid as ``_outer_kernel``."""
     per_g = tl.cdiv(P, BP) * tl.cdiv(Q, BQ)
     nq = tl.cdiv(Q, BQ)
     if PERSIST:
@@ -319,15 +327,16 @@ def _outer_tma_kernel(L1, R1, L2, R2, W, OUT, COPY, n, P, Q, G, alpha, beta,
         g = t // per_g
         p0 = (tile // nq) * BP
         q0 = (tile % nq) * BQ
+        if HAS_W and PREFETCH:
+            w = _load_w(W, g, p0, q0, W_SHARED, BP, BQ)
         acc = _accum_tma(tl.zeros((BP, BQ), dtype=tl.float32), L1, R1, g, p0, q0, n, INTERP, BP, BQ, BK)
         if HAS_2:
             acc = _accum_tma(acc, L2, R2, g, p0, q0, n, INTERP, BP, BQ, BK)
         res = beta * acc
         if HAS_W:
-            if W_SHARED:
-                res += alpha * W.load([p0, q0]).to(tl.float32)
-            else:
-                res += alpha * W.load([g, p0, q0]).reshape(BP, BQ).to(tl.float32)
+            if not PREFETCH:
+                w = _load_w(W, g, p0, q0, W_SHARED, BP, BQ)
+            res += alpha * w
         if ROUND:
             res = cast(res, tl.bfloat16, INTERP).to(tl.float32)
         if STORE_OUT:
