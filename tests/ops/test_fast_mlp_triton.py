@@ -350,14 +350,9 @@ def test_float64_unsupported_and_not_auto_on_cpu():
                               api.AUTO_ORDER) != "triton"
 
 
-@pytest.mark.parametrize("structure", ["0,0,0", "1,0,0", "1,1,0", "0,2,0"],
-                         ids=["plain", "prefetch", "prefetch-persist", "persist"])
-def test_update_gemm_tiles_products_and_epilogue(structure, monkeypatch):
-    """_outer_kernel over 3 × 5 tiles with partial edge tiles (32×32 tiles): two products, a shared
-    W, a per-sequence U and the compute-dtype copy, against PyTorch in float64 — with W's tile
-    loaded after or before the products, one program per tile or a few persistent programs (4 or
-    8 on the CPU) walking the 30 tiles."""
-    monkeypatch.setenv("NESTED_KERNELS_FAST_MLP_OUTER", "32,32,16,4,1," + structure)
+def test_update_gemm_tiles_products_and_epilogue():
+    """_outer_kernel over 3 × 5 tiles with partial edge tiles (the interpreter's 32×32 tiles): two
+    products, a shared W, a per-sequence U and the compute-dtype copy, against PyTorch in float64."""
     g = torch.Generator().manual_seed(5)
     G, n, P, Q = 2, 11, 3 * 32 - 7, 5 * 32 - 5
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
@@ -372,13 +367,12 @@ def test_update_gemm_tiles_products_and_epilogue(structure, monkeypatch):
 
 
 @pytest.mark.parametrize("shared_w", [True, False], ids=["shared-W", "own-W"])
-@pytest.mark.parametrize("structure", ["0,0,1", "1,1,1"], ids=["tma", "tma-prefetch-persist"])
-def test_update_gemm_on_tensor_descriptors(structure, shared_w, monkeypatch):
-    """The descriptor (TMA) form of the update GEMM, bfloat16 operands over 3 × 5 partial edge
-    tiles and a token count that is not a multiple of the 16-token step: one or two products,
-    float32 out and a bf16 copy or only the bf16 copy, against PyTorch in float64."""
+def test_update_gemm_on_tensor_descriptors(shared_w, monkeypatch):
+    """The descriptor (TMA) form of the update GEMM, bfloat16 operands over 3 × 5 tiles with
+    partial edges and a token count that is not a multiple of the 16-token step: one or two
+    products, float32 out and a bf16 copy or only the bf16 copy, against PyTorch in float64."""
     from nested_kernels.ops.fast_mlp import triton_kernels
-    monkeypatch.setenv("NESTED_KERNELS_FAST_MLP_OUTER", "32,32,16,4,1," + structure)
+    monkeypatch.setenv("NESTED_KERNELS_FAST_MLP_OUTER", "32,32,16,4,1,1")
     launched = []
     real = triton_kernels._outer_tma_kernel
     monkeypatch.setattr(triton_kernels, "_outer_tma_kernel",
@@ -399,3 +393,39 @@ def test_update_gemm_on_tensor_descriptors(structure, shared_w, monkeypatch):
     out, cp = c.outer(L1, R1, L2=L2, R2=R2, W=W, alpha=0.5, beta=1.0, copy=True, store=False)
     assert out is None and rel_error(cp, 0.5 * d(W) + prod + d(L2).transpose(1, 2) @ d(R2)) < 4e-3
     assert len(launched) == 2
+
+
+_COMPILE_SM90 = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from nested_kernels.ops.fast_mlp.triton_kernels import _outer_tma_kernel as k
+BP, BQ, BK = 128, 128, 64
+tok = lambda w: f"tensordesc<bf16[1,{BK},{w}]>"
+for shared_w, has_2, store_out in [(True, False, True), (False, True, True), (False, False, False)]:
+    sig = dict(L1=tok(BP), R1=tok(BQ), L2=tok(BP), R2=tok(BQ),
+               W=f"tensordesc<fp32[{BP},{BQ}]>" if shared_w else f"tensordesc<fp32[1,{BP},{BQ}]>",
+               OUT=f"tensordesc<fp32[1,{BP},{BQ}]>", COPY=f"tensordesc<bf16[1,{BP},{BQ}]>",
+               n="i32", alpha="fp32", beta="fp32")
+    const = dict(HAS_2=has_2, HAS_W=True, W_SHARED=shared_w, STORE_OUT=store_out, STORE_COPY=True,
+                 ROUND=False, INTERP=False, BP=BP, BQ=BQ, BK=BK)
+    sig.update(dict.fromkeys(const, "constexpr"))
+    src = ASTSource(k, sig, constexprs={(k.arg_names.index(c),): v for c, v in const.items()})
+    ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=8, num_stages=3)).asm["ptx"]
+    assert "cp.async.bulk.tensor" in ptx and "wgmma.mma_async" in ptx, (shared_w, has_2, store_out)
+print("compiled")
+"""
+
+
+def test_update_gemm_descriptor_kernel_compiles_for_sm90():
+    """The descriptor kernel's variants (shared or per-sequence W, one or two products, with and
+    without the float32 store) compile for sm_90 with TMA and wgmma — no GPU needed, but outside
+    the interpreter (a subprocess), which runs the Python semantics and would not see a branch the
+    compiler cannot build (a 3-offset load of a 2-D descriptor was such a bug)."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", _COMPILE_SM90], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0 and "compiled" in r.stdout, r.stderr[-3000:]

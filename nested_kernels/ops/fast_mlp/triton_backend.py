@@ -116,26 +116,24 @@ class _Consts:
         L2_, R2_ = (L2, R2) if L2 is not None else (L1, R1)
         W_, U_ = (W if W is not None else out_), (U if U is not None else out_)
         cp_ = cp if cp is not None and cp is not out else out_
-        BP, BQ, BK, warps, stages, prefetch, persist, tma = _outer_config(n, self.interp)
-        tiles = triton_cdiv(P, BP) * triton_cdiv(Q, BQ)
-        grid = (min(tiles * G, persist * _sm_count(L1.device)), 1) if persist else (tiles, G)
+        BP, BQ, BK, warps, stages, tma = _outer_config(n, self.interp)
+        grid = (triton_cdiv(P, BP) * triton_cdiv(Q, BQ), G)
         desc = _descriptors((L1, R1, L2_, R2_, W_, out_, cp_), (BK, BP), (BK, BQ), (BP, BQ)) \
-            if tma and U is None and n > 0 and L1.element_size() == 2 else None
+            if tma and U is None and L1.element_size() == 2 else None
         if desc is not None:
             from .triton_kernels import _outer_tma_kernel
             _outer_tma_kernel[grid](
-                *desc, n, P, Q, G, float(alpha), float(beta), HAS_2=L2 is not None, HAS_W=W is not None,
+                *desc, n, float(alpha), float(beta), HAS_2=L2 is not None, HAS_W=W is not None,
                 W_SHARED=W_.dim() == 2, STORE_OUT=store, STORE_COPY=cp is not None and cp is not out,
-                ROUND=out_dtype == torch.bfloat16, INTERP=self.interp, PREFETCH=bool(prefetch),
-                PERSIST=bool(persist),
-                BP=BP, BQ=BQ, BK=BK, num_warps=warps, num_stages=stages)
+                ROUND=out_dtype == torch.bfloat16, INTERP=self.interp, BP=BP, BQ=BQ, BK=BK,
+                num_warps=warps, num_stages=stages)
             return out, cp
         _outer_kernel[grid](
-            L1, R1, L2_, R2_, W_, U_, out_, cp_, n, P, Q, G, *_st(L1), *_st(R1), *_st(L2_), *_st(R2_),
+            L1, R1, L2_, R2_, W_, U_, out_, cp_, n, P, Q, *_st(L1), *_st(R1), *_st(L2_), *_st(R2_),
             *_st(W_), *_st(U_), *_st(out_), *_st(cp_), float(alpha), float(beta),
             HAS_2=L2 is not None, HAS_W=W is not None, HAS_U=U is not None, STORE_OUT=store,
             STORE_COPY=cp is not None and cp is not out, ROUND=out_dtype == torch.bfloat16,
-            INTERP=self.interp, PREC=self.prec, PREFETCH=bool(prefetch), PERSIST=bool(persist),
+            INTERP=self.interp, PREC=self.prec,
             BP=BP, BQ=BQ, BK=BK, num_warps=warps, num_stages=stages)
         return out, cp
 
@@ -144,39 +142,36 @@ def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+TMA_MIN_TOKENS = 256    # pieces this long use the descriptor kernel (GPU call 2026-11-26g 1–3)
+
+
 def _outer_config(n: int, interp: bool = False) -> tuple:
-    """(BP, BQ, BK, warps, stages, prefetch, persist, tma) of the update GEMM: prefetch 1 loads
-    W's tile before the products; persist k > 0 launches k programs per SM that walk the tiles;
-    tma 1 reads and writes through tensor descriptors (``_outer_tma_kernel``) where the tensors
-    allow it. NESTED_KERNELS_FAST_MLP_OUTER overrides with five to eight comma-separated
-    integers (the missing ones 0)."""
+    """(BP, BQ, BK, warps, stages, tma) of the update GEMM over n tokens; tma 1: the descriptor
+    kernel ``_outer_tma_kernel`` where the tensors allow it (n ≥ TMA_MIN_TOKENS by default).
+    NESTED_KERNELS_FAST_MLP_OUTER overrides with five or six comma-separated integers (tma
+    missing: 0)."""
     env = getenv("NESTED_KERNELS_FAST_MLP_OUTER")
     if env:
         v = tuple(int(x) for x in env.split(","))
-        return v + (0, 0, 0)[:8 - len(v)]
+        return v + (0,) * (6 - len(v))
     if interp:
-        return (32, 32, 16, 4, 1, 0, 0, 0)
-    return (128, 128, 64 if n >= 64 else 32, 8, 3 if n > 64 else 2, 0, 0, 0)
+        return (32, 32, 16, 4, 1, 0)
+    return (128, 128, 64 if n >= 64 else 32, 8, 3 if n > 64 else 2, int(n >= TMA_MIN_TOKENS))
 
 
 def _descriptors(ts, l_block, r_block, w_block) -> Optional[list]:
-    """Tensor descriptors of ``_outer_tma_kernel``'s (L1, R1, L2, R2, W, OUT, COPY), or None when
-    one of them breaks TMA's rules (unit last stride, 16-byte aligned base and strides)."""
+    """Tensor descriptors of ``_outer_tma_kernel``'s (L1, R1, L2, R2, W, OUT, COPY) with the
+    tokens' blocks [1, BK, BP|BQ] and the weights' [(1,) BP, BQ], or None when a tensor breaks
+    TMA's rules (unit last stride, 16-byte aligned base and strides, no empty dimension)."""
     from triton.tools.tensor_descriptor import TensorDescriptor
     out = []
     for i, t in enumerate(ts):
-        if t.stride(-1) != 1 or t.data_ptr() % 16 or any(s * t.element_size() % 16 for s in t.stride()[:-1]):
+        if (t.stride(-1) != 1 or t.data_ptr() % 16 or 0 in t.shape
+                or any(s * t.element_size() % 16 for s in t.stride()[:-1])):
             return None
-        block = (l_block, r_block)[i % 2] if i < 4 else w_block
-        out.append(TensorDescriptor(t, list(t.shape), list(t.stride()), ([1] if t.dim() == 3 else []) + list(block)))
+        block = list((l_block, r_block)[i % 2] if i < 4 else w_block)
+        out.append(TensorDescriptor(t, list(t.shape), list(t.stride()), [1] * (t.dim() - 2) + block))
     return out
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 4
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 # -- weights ----------------------------------------------------------------------------------

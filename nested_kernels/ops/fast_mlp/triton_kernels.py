@@ -15,6 +15,8 @@ first-layer tensors hold [gate | up] side by side (2F columns, the up half at co
                        GEMM over the tokens (fp32 accumulation on tensor cores) whose epilogue
                        writes the new master weights (float32 or bfloat16) and their
                        compute-dtype copy in one pass.
+* ``_outer_tma_kernel`` the same without U on tensor descriptors (TMA loads and stores on sm_90),
+                       for 16-bit operands.
 The interpreter (TRITON_INTERPRET=1) mis-handles bfloat16 arithmetic and runtime loop bounds
 with this numpy: INTERP switches to fp32 upcasts and a while loop.
 """
@@ -214,28 +216,28 @@ def _accum(acc, L, R, g, rp, rq, n, P, Q, slg, slt, srg, srt,
 
 
 @triton.jit
-def _outer_tile(L1, R1, L2, R2, W, U, OUT, COPY, tile, g, n, P, Q,
-                sl1g, sl1t, sr1g, sr1t, sl2g, sl2t, sr2g, sr2t, swg, swp, sug, sup, sog, sop, scg, scp,
-                alpha, beta, HAS_2: tl.constexpr, HAS_W: tl.constexpr, HAS_U: tl.constexpr,
-                STORE_OUT: tl.constexpr, STORE_COPY: tl.constexpr, ROUND: tl.constexpr, INTERP: tl.constexpr,
-                PREC: tl.constexpr, PREFETCH: tl.constexpr, BP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr):
-    """One [BP, BQ] tile of sequence g (see ``_outer_kernel``). PREFETCH: W's tile is loaded
-    before the products, so its read overlaps them instead of following them."""
+def _outer_kernel(L1, R1, L2, R2, W, U, OUT, COPY, n, P, Q,
+                  sl1g, sl1t, sr1g, sr1t, sl2g, sl2t, sr2g, sr2t, swg, swp, sug, sup, sog, sop, scg, scp,
+                  alpha, beta, HAS_2: tl.constexpr, HAS_W: tl.constexpr, HAS_U: tl.constexpr,
+                  STORE_OUT: tl.constexpr, STORE_COPY: tl.constexpr, ROUND: tl.constexpr, INTERP: tl.constexpr,
+                  PREC: tl.constexpr, BP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr):
+    """OUT = α·W + β·(L1ᵀR1 [+ L2ᵀR2]) − U per sequence g (program axis 1), summing over the n
+    tokens; W may be shared (swg = 0). COPY: the same in the compute dtype. ROUND (bfloat16
+    masters, ``weight_dtype``): the float32 result is first rounded to bfloat16 (nearest even), so
+    OUT and COPY hold the same value."""
     nq = tl.cdiv(Q, BQ)
-    rp = (tile // nq) * BP + tl.arange(0, BP)
-    rq = (tile % nq) * BQ + tl.arange(0, BQ)
-    m = (rp < P)[:, None] & (rq < Q)[None, :]
-    if HAS_W and PREFETCH:
-        w = tl.load(W + _offs(g, rp, rq, swg, swp), mask=m, other=0.0).to(tl.float32)
+    pid = tl.program_id(0)
+    g = tl.program_id(1)
+    rp = (pid // nq) * BP + tl.arange(0, BP)
+    rq = (pid % nq) * BQ + tl.arange(0, BQ)
     acc = tl.zeros((BP, BQ), dtype=tl.float32)
     acc = _accum(acc, L1, R1, g, rp, rq, n, P, Q, sl1g, sl1t, sr1g, sr1t, INTERP, PREC, BK)
     if HAS_2:
         acc = _accum(acc, L2, R2, g, rp, rq, n, P, Q, sl2g, sl2t, sr2g, sr2t, INTERP, PREC, BK)
     res = beta * acc
+    m = (rp < P)[:, None] & (rq < Q)[None, :]
     if HAS_W:
-        if not PREFETCH:
-            w = tl.load(W + _offs(g, rp, rq, swg, swp), mask=m, other=0.0).to(tl.float32)
-        res += alpha * w
+        res += alpha * tl.load(W + _offs(g, rp, rq, swg, swp), mask=m, other=0.0).to(tl.float32)
     if HAS_U:
         res -= tl.load(U + _offs(g, rp, rq, sug, sup), mask=m, other=0.0).to(tl.float32)
     if ROUND:
@@ -247,38 +249,9 @@ def _outer_tile(L1, R1, L2, R2, W, U, OUT, COPY, tile, g, n, P, Q,
 
 
 @triton.jit
-def _outer_kernel(L1, R1, L2, R2, W, U, OUT, COPY, n, P, Q, G,
-                  sl1g, sl1t, sr1g, sr1t, sl2g, sl2t, sr2g, sr2t, swg, swp, sug, sup, sog, sop, scg, scp,
-                  alpha, beta, HAS_2: tl.constexpr, HAS_W: tl.constexpr, HAS_U: tl.constexpr,
-                  STORE_OUT: tl.constexpr, STORE_COPY: tl.constexpr, ROUND: tl.constexpr, INTERP: tl.constexpr,
-                  PREC: tl.constexpr, PREFETCH: tl.constexpr, PERSIST: tl.constexpr,
-                  BP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr):
-    """OUT = α·W + β·(L1ᵀR1 [+ L2ᵀR2]) − U per sequence g, summing over the n tokens; W may be
-    shared (swg = 0). COPY: the same in the compute dtype. ROUND (bfloat16 masters,
-    ``weight_dtype``): the float32 result is first rounded to bfloat16 (nearest even), so OUT and
-    COPY hold the same value. Grid: (tiles of one sequence, G), or with PERSIST a fixed number of
-    programs that walk all G·tiles tiles in turn (one tile's stores drain while the next one's
-    products run)."""
-    if PERSIST:
-        per_g = tl.cdiv(P, BP) * tl.cdiv(Q, BQ)
-        t = tl.program_id(0)
-        while t < per_g * G:
-            _outer_tile(L1, R1, L2, R2, W, U, OUT, COPY, t % per_g, t // per_g, n, P, Q,
-                        sl1g, sl1t, sr1g, sr1t, sl2g, sl2t, sr2g, sr2t, swg, swp, sug, sup, sog, sop, scg, scp,
-                        alpha, beta, HAS_2, HAS_W, HAS_U, STORE_OUT, STORE_COPY, ROUND, INTERP, PREC, PREFETCH,
-                        BP, BQ, BK)
-            t += tl.num_programs(0)
-    else:
-        _outer_tile(L1, R1, L2, R2, W, U, OUT, COPY, tl.program_id(0), tl.program_id(1), n, P, Q,
-                    sl1g, sl1t, sr1g, sr1t, sl2g, sl2t, sr2g, sr2t, swg, swp, sug, sup, sog, sop, scg, scp,
-                    alpha, beta, HAS_2, HAS_W, HAS_U, STORE_OUT, STORE_COPY, ROUND, INTERP, PREC, PREFETCH,
-                    BP, BQ, BK)
-
-
-@triton.jit
 def _accum_tma(acc, L, R, g, p0, q0, n, INTERP: tl.constexpr, BP: tl.constexpr, BQ: tl.constexpr,
                BK: tl.constexpr):
-    """acc += Σ_{t<n} L[g,t,p0:p0+BP]ᵀ R[g,t,q0:q0+BQ] (tensor descriptors) in BK-token steps."""
+    """acc += Σ_{t<n} L[g, t, p0:p0+BP]ᵀ R[g, t, q0:q0+BQ] (tensor descriptors) in BK-token steps."""
     if INTERP:
         k0 = 0
         while k0 < n:
@@ -295,52 +268,30 @@ def _accum_tma(acc, L, R, g, p0, q0, n, INTERP: tl.constexpr, BP: tl.constexpr, 
 
 
 @triton.jit
-def _load_w(W, g, p0, q0, W_SHARED: tl.constexpr, BP: tl.constexpr, BQ: tl.constexpr):
-    if W_SHARED:
-        return W.load([p0, q0]).to(tl.float32)
-    return W.load([g, p0, q0]).reshape(BP, BQ).to(tl.float32)
-
-
-@triton.jit
-def _outer_tma_kernel(L1, R1, L2, R2, W, OUT, COPY, n, P, Q, G, alpha, beta,
+def _outer_tma_kernel(L1, R1, L2, R2, W, OUT, COPY, n, alpha, beta,
                       HAS_2: tl.constexpr, HAS_W: tl.constexpr, W_SHARED: tl.constexpr,
                       STORE_OUT: tl.constexpr, STORE_COPY: tl.constexpr, ROUND: tl.constexpr,
-                      INTERP: tl.constexpr, PREFETCH: tl.constexpr, PERSIST: tl.constexpr,
-                      BP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr):
-    """``_outer_kernel`` (without U) on tensor descriptors (TMA on sm_90): L1, R1, L2, R2
-    [G, n, P|Q] with blocks [1, BK, BP|BQ]; W [P, Q] (W_SHARED) or [G, P, Q], OUT and COPY
-    [G, P, Q] with blocks [(1,) BP, BQ]. Edges (tokens past n, rows past P, columns past Q) are
-    the descriptors' zero padding on loads and clipping on stores. PREFETCH: W's tile is read
-    before the products. Grid as ``_outer_kernel``."""
-    per_g = tl.cdiv(P, BP) * tl.cdiv(Q, BQ)
-    nq = tl.cdiv(Q, BQ)
-    if PERSIST:
-        t = tl.program_id(0)
-        end = per_g * G
-        step = tl.num_programs(0)
-    else:
-        t = tl.program_id(1) * per_g + tl.program_id(0)
-        end = t + 1
-        step = 1
-    while t < end:
-        tile = t % per_g
-        g = t // per_g
-        p0 = (tile // nq) * BP
-        q0 = (tile % nq) * BQ
-        if HAS_W and PREFETCH:
-            w = _load_w(W, g, p0, q0, W_SHARED, BP, BQ)
-        acc = _accum_tma(tl.zeros((BP, BQ), dtype=tl.float32), L1, R1, g, p0, q0, n, INTERP, BP, BQ, BK)
-        if HAS_2:
-            acc = _accum_tma(acc, L2, R2, g, p0, q0, n, INTERP, BP, BQ, BK)
-        res = beta * acc
-        if HAS_W:
-            if not PREFETCH:
-                w = _load_w(W, g, p0, q0, W_SHARED, BP, BQ)
-            res += alpha * w
-        if ROUND:
-            res = cast(res, tl.bfloat16, INTERP).to(tl.float32)
-        if STORE_OUT:
-            OUT.store([g, p0, q0], cast(res, OUT.dtype, INTERP).reshape(1, BP, BQ))
-        if STORE_COPY:
-            COPY.store([g, p0, q0], cast(res, COPY.dtype, INTERP).reshape(1, BP, BQ))
-        t += step
+                      INTERP: tl.constexpr, BP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr):
+    """``_outer_kernel`` without U, on tensor descriptors: L1, R1, L2, R2 [G, n, P|Q] with blocks
+    [1, BK, BP|BQ]; W [P, Q] (W_SHARED) or [G, P, Q], OUT and COPY [G, P, Q], blocks [(1,) BP, BQ].
+    Tokens past n, rows past P and columns past Q are the descriptors' zero padding on loads and
+    clipping on stores. Grid: (tiles of one sequence, G), as ``_outer_kernel``."""
+    nq = tl.cdiv(OUT.shape[2], BQ)
+    g = tl.program_id(1)
+    p0 = (tl.program_id(0) // nq) * BP
+    q0 = (tl.program_id(0) % nq) * BQ
+    acc = _accum_tma(tl.zeros((BP, BQ), dtype=tl.float32), L1, R1, g, p0, q0, n, INTERP, BP, BQ, BK)
+    if HAS_2:
+        acc = _accum_tma(acc, L2, R2, g, p0, q0, n, INTERP, BP, BQ, BK)
+    res = beta * acc
+    if HAS_W:
+        if W_SHARED:
+            res += alpha * W.load([p0, q0]).to(tl.float32)
+        else:
+            res += alpha * W.load([g, p0, q0]).reshape(BP, BQ).to(tl.float32)
+    if ROUND:
+        res = cast(res, tl.bfloat16, INTERP).to(tl.float32)
+    if STORE_OUT:
+        OUT.store([g, p0, q0], cast(res, OUT.dtype, INTERP).reshape(1, BP, BQ))
+    if STORE_COPY:
+        COPY.store([g, p0, q0], cast(res, COPY.dtype, INTERP).reshape(1, BP, BQ))
