@@ -366,13 +366,15 @@ def test_update_gemm_tiles_products_and_epilogue():
     assert rel_error(out, want) < 1e-5 and rel_error(cp, want) < 1e-5
 
 
+@pytest.mark.parametrize("persist", ["0", "1"], ids=["tile-grid", "persistent"])
 @pytest.mark.parametrize("shared_w", [True, False], ids=["shared-W", "own-W"])
-def test_update_gemm_on_tensor_descriptors(shared_w, monkeypatch):
+def test_update_gemm_on_tensor_descriptors(shared_w, persist, monkeypatch):
     """The descriptor (TMA) form of the update GEMM, bfloat16 operands over 3 × 5 tiles with
     partial edges and a token count that is not a multiple of the 16-token step: one or two
-    products, float32 out and a bf16 copy or only the bf16 copy, against PyTorch in float64."""
+    products, float32 out and a bf16 copy or only the bf16 copy, against PyTorch in float64; one
+    program per tile or 4 persistent programs (the interpreter's SM count) walking the 30 tiles."""
     from nested_kernels.ops.fast_mlp import triton_kernels
-    monkeypatch.setenv("NESTED_KERNELS_FAST_MLP_OUTER", "32,32,16,4,1,1")
+    monkeypatch.setenv("NESTED_KERNELS_FAST_MLP_OUTER", "32,32,16,4,1,1," + persist)
     launched = []
     real = triton_kernels._outer_tma_kernel
     monkeypatch.setattr(triton_kernels, "_outer_tma_kernel",
@@ -402,17 +404,19 @@ from triton.compiler import ASTSource
 from nested_kernels.ops.fast_mlp.triton_kernels import _outer_tma_kernel as k
 BP, BQ, BK = 128, 128, 64
 tok = lambda w: f"tensordesc<bf16[1,{BK},{w}]>"
-for shared_w, has_2, store_out in [(True, False, True), (False, True, True), (False, False, False)]:
+for shared_w, has_2, store_out, persist in [(True, False, True, False), (False, True, True, True),
+                                           (False, False, False, False)]:
     sig = dict(L1=tok(BP), R1=tok(BQ), L2=tok(BP), R2=tok(BQ),
                W=f"tensordesc<fp32[{BP},{BQ}]>" if shared_w else f"tensordesc<fp32[1,{BP},{BQ}]>",
                OUT=f"tensordesc<fp32[1,{BP},{BQ}]>", COPY=f"tensordesc<bf16[1,{BP},{BQ}]>",
-               n="i32", alpha="fp32", beta="fp32")
+               n="i32", alpha="fp32", beta="fp32", stagger_ns="i32")
     const = dict(HAS_2=has_2, HAS_W=True, W_SHARED=shared_w, STORE_OUT=store_out, STORE_COPY=True,
-                 ROUND=False, INTERP=False, BP=BP, BQ=BQ, BK=BK)
+                 ROUND=False, INTERP=False, PERSIST=persist, BP=BP, BQ=BQ, BK=BK)
     sig.update(dict.fromkeys(const, "constexpr"))
     src = ASTSource(k, sig, constexprs={(k.arg_names.index(c),): v for c, v in const.items()})
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=8, num_stages=3)).asm["ptx"]
     assert "cp.async.bulk.tensor" in ptx and "wgmma.mma_async" in ptx, (shared_w, has_2, store_out)
+    assert ("nanosleep" in ptx) == persist
 print("compiled")
 """
 

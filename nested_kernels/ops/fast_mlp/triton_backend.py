@@ -116,18 +116,20 @@ class _Consts:
         L2_, R2_ = (L2, R2) if L2 is not None else (L1, R1)
         W_, U_ = (W if W is not None else out_), (U if U is not None else out_)
         cp_ = cp if cp is not None and cp is not out else out_
-        BP, BQ, BK, warps, stages, tma = _outer_config(n, self.interp)
-        grid = (triton_cdiv(P, BP) * triton_cdiv(Q, BQ), G)
+        BP, BQ, BK, warps, stages, tma, persist, stagger = _outer_config(n, self.interp)
+        tiles = triton_cdiv(P, BP) * triton_cdiv(Q, BQ)
+        grid = (min(tiles * G, persist * _sm_count(L1.device)), 1) if persist and tma else (tiles, G)
         desc = _descriptors((L1, R1, L2_, R2_, W_, out_, cp_), (BK, BP), (BK, BQ), (BP, BQ)) \
             if tma and U is None and L1.element_size() == 2 else None
         if desc is not None:
             from .triton_kernels import _outer_tma_kernel
             _outer_tma_kernel[grid](
-                *desc, n, float(alpha), float(beta), HAS_2=L2 is not None, HAS_W=W is not None,
+                *desc, n, float(alpha), float(beta), stagger, HAS_2=L2 is not None, HAS_W=W is not None,
                 W_SHARED=W_.dim() == 2, STORE_OUT=store, STORE_COPY=cp is not None and cp is not out,
-                ROUND=out_dtype == torch.bfloat16, INTERP=self.interp, BP=BP, BQ=BQ, BK=BK,
-                num_warps=warps, num_stages=stages)
+                ROUND=out_dtype == torch.bfloat16, INTERP=self.interp, PERSIST=persist > 0, BP=BP, BQ=BQ,
+                BK=BK, num_warps=warps, num_stages=stages)
             return out, cp
+        grid = (tiles, G)
         _outer_kernel[grid](
             L1, R1, L2_, R2_, W_, U_, out_, cp_, n, P, Q, *_st(L1), *_st(R1), *_st(L2_), *_st(R2_),
             *_st(W_), *_st(U_), *_st(out_), *_st(cp_), float(alpha), float(beta),
@@ -146,17 +148,26 @@ TMA_MIN_TOKENS = 256    # pieces this long use the descriptor kernel (GPU call 2
 
 
 def _outer_config(n: int, interp: bool = False) -> tuple:
-    """(BP, BQ, BK, warps, stages, tma) of the update GEMM over n tokens; tma 1: the descriptor
-    kernel ``_outer_tma_kernel`` where the tensors allow it (n ≥ TMA_MIN_TOKENS by default).
-    NESTED_KERNELS_FAST_MLP_OUTER overrides with five or six comma-separated integers (tma
-    missing: 0)."""
+    """(BP, BQ, BK, warps, stages, tma, persist, stagger_ns) of the update GEMM over n tokens;
+    tma 1: the descriptor kernel ``_outer_tma_kernel`` where the tensors allow it (n ≥
+    TMA_MIN_TOKENS by default); persist k > 0 (descriptor kernel only): k programs per SM walk the
+    tiles, half of them starting stagger_ns later. NESTED_KERNELS_FAST_MLP_OUTER overrides with
+    five to eight comma-separated integers (the missing ones 0)."""
     env = getenv("NESTED_KERNELS_FAST_MLP_OUTER")
     if env:
         v = tuple(int(x) for x in env.split(","))
-        return v + (0,) * (6 - len(v))
+        return v + (0,) * (8 - len(v))
     if interp:
-        return (32, 32, 16, 4, 1, 0)
-    return (128, 128, 64 if n >= 64 else 32, 8, 3 if n > 64 else 2, int(n >= TMA_MIN_TOKENS))
+        return (32, 32, 16, 4, 1, 0, 0, 0)
+    return (128, 128, 64 if n >= 64 else 32, 8, 3 if n > 64 else 2, int(n >= TMA_MIN_TOKENS), 0, 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of ``device`` (4 on the CPU: the interpreter's stand-in)."""
+    if device.type != "cuda":
+        return 4
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _descriptors(ts, l_block, r_block, w_block) -> Optional[list]:
@@ -423,15 +434,19 @@ def _bwd_piece(c: _Consts, Wc, acts, X, E, gY, dW, dWc, dU, dX, dE, dS, *, compl
         dS.zero_()
     ah = torch.matmul(yt, W2c)                                        # [G, n, F]
     if has_m:
-        ah = torch.baddbmm(ah, egs, M[1])
+        ah.baddbmm_(egs, M[1])
     zh = new_empty(G, n, c.F1, dtype=c.cd, device=dev)
     c.ew(_b3_kernel, n, c.F, G, z, e if has_m else z, P1 if has_m else z, E, ah, zh, sgn, n, c.F,
          *_st(z), *_st(e if has_m else z), *_st(P1 if has_m else z), *_st2(E), *_st(ah),
          ACT=c.act, HAS_M=has_m)
-    xh = torch.matmul(zh, W1c)                                        # [G, n, D]
+    # x̂ = [ŷ_tot +] ẑ W₁ [+ (η d) M₁], written into dX by the products themselves
+    W1b = W1c.expand(G, *W1c.shape[-2:])
+    if c.residual:
+        torch.baddbmm(yt, zh, W1b, out=dX)
+    else:
+        torch.bmm(zh, W1b, out=dX)
     if has_m:
-        xh = torch.baddbmm(xh, ed, M[0])
-    dX.copy_(xh + yt if c.residual else xh)
+        dX.baddbmm_(ed, M[0])
     r = c.retention if completes else 1.0
     dW1 = dW[0] if dW is not None else None
     dW2 = dW[1] if dW is not None else None
@@ -513,7 +528,7 @@ def _backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX,
         for k in reversed(range(s, s + len(stash))):
             Wc_k, acts = stash.pop()
             t, n, completes = pieces[k]
-            if k == 0 and completes:             # W_1 = r·W_0 − U_0 − Σ: Û_0 = −Ŵ_1
+            if k == 0 and completes and U0 is not None:   # W_1 = r·W_0 − U_0 − Σ: Û_0 = −Ŵ_1
                 dU = None if dW is None else tuple(-w for w in dW)
             Xk, Ek, _ = piece_args(k)
             dW, dWc = _bwd_piece(c, Wc_k, acts, Xk, Ek, None if gY is None else gY[:, t:t + n],
