@@ -1,14 +1,13 @@
 """GPU sweep of fast_mlp's update GEMM ``_outer_kernel`` (triton_kernels.py) at issue 5's shape.
 
-    python python/sweep_outer_fast_mlp.py [--n 1024,512] [--configs "128,128,64,8,3;128,128,64,8,3,0,1,1"]
+    python python/sweep_outer_fast_mlp.py [--n 1024,512] [--configs "128,128,64,8,3,0;128,128,64,8,3,1"]
 
 Per chunk of n tokens and G = 4 sequences the forward updates W1 [F, D] and W2 [D, F] with
 OUT = r·W − Σ_t L_tᵀ R_t (float32 masters read and written, a bfloat16 copy written), and the
 backward accumulates the adjoints the same way (for W2 with two products). This times those three
 launches (``_Consts.outer`` as the backend calls it, D 2048, F 8192, bf16 operands) for every
-(BP, BQ, BK, warps, stages, tma, persist, stagger_ns) of ``--configs``
-(NESTED_KERNELS_FAST_MLP_OUTER, ``triton_backend._outer_config``; tma 1: the tensor-descriptor
-kernel; persist, stagger_ns: persistent programs per SM, half of them delayed) beside cuBLAS ``torch.bmm``
+(BP, BQ, BK, warps, stages, tma) of ``--configs`` (NESTED_KERNELS_FAST_MLP_OUTER,
+``triton_backend._outer_config``; tma 1: the tensor-descriptor kernel) beside cuBLAS ``torch.bmm``
 of the same products without the epilogue, and prints TFLOP/s (2·G·n·P·Q per product) and the
 host's time to launch (µs, median, the GPU idle before each launch).
 """
@@ -23,15 +22,13 @@ import torch
 from gpu_check_utils import cuda_time
 from nested_kernels.ops.fast_mlp.triton_backend import _Consts
 
-DEFAULT_CONFIGS = ("128,128,64,8,3,0;128,128,64,8,3,1;128,128,64,4,3,1;128,128,64,8,3,1,2,0;"
-                   "128,128,64,8,3,1,2,5000;128,128,64,8,3,1,2,10000;128,128,64,8,3,1,2,20000;"
-                   "128,128,64,4,3,1,2,10000")
+DEFAULT_CONFIGS = "128,128,64,8,3,0;128,128,64,8,3,1;128,128,64,4,3,1"
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", default="1024,512", help="tokens per chunk")
-    ap.add_argument("--configs", default=DEFAULT_CONFIGS, help="';'-separated BP,BQ,BK,warps,stages,tma,persist,stagger_ns")
+    ap.add_argument("--configs", default=DEFAULT_CONFIGS, help="';'-separated BP,BQ,BK,warps,stages,tma")
     ap.add_argument("--reps", type=int, default=10)
     args = ap.parse_args()
     G, D, F, bf = 4, 2048, 8192, torch.bfloat16

@@ -113,6 +113,22 @@ def test_half_precision(dtype):
     check(x, st, dtype, C=4, retention=0.95, mlp=mlp)
 
 
+@pytest.mark.parametrize("mlp", ["gelu", "swiglu"])
+def test_descriptor_update_kernel_in_the_op(mlp, monkeypatch):
+    """bf16 inputs with every update on the descriptor kernel (on the GPU: pieces of ≥ 256
+    tokens), including the backward's last piece summed over the sequences into the shared
+    weights' gradient (``sum_g``)."""
+    from nested_kernels.ops.fast_mlp import triton_kernels
+    monkeypatch.setenv("NESTED_KERNELS_FAST_MLP_OUTER", "32,32,16,4,1,1")
+    calls = []
+    real = triton_kernels._outer_tma_kernel
+    monkeypatch.setattr(triton_kernels, "_outer_tma_kernel", type("Spy", (), {
+        "__getitem__": lambda self, grid: lambda *a, **kw: calls.append(kw["SUM_G"]) or real[grid](*a, **kw)})())
+    x, st = make(T=13, mlp=mlp, F=48 if mlp == "swiglu" else 32, seed=4, eta=0.25)   # stable η (§5)
+    check(x, st, torch.bfloat16, C=4, retention=0.9, mlp=mlp)
+    assert calls.count(True) == 2 and calls.count(False) > 2
+
+
 def test_varlen_per_sequence_weights_eta_float():
     """cu_seqlens with an empty and a partial sequence, per-sequence initial weights, η a number."""
     cu = torch.tensor([0, 5, 5, 13, 22], dtype=torch.int32)
@@ -366,15 +382,14 @@ def test_update_gemm_tiles_products_and_epilogue():
     assert rel_error(out, want) < 1e-5 and rel_error(cp, want) < 1e-5
 
 
-@pytest.mark.parametrize("persist", ["0", "1"], ids=["tile-grid", "persistent"])
 @pytest.mark.parametrize("shared_w", [True, False], ids=["shared-W", "own-W"])
-def test_update_gemm_on_tensor_descriptors(shared_w, persist, monkeypatch):
+def test_update_gemm_on_tensor_descriptors(shared_w, monkeypatch):
     """The descriptor (TMA) form of the update GEMM, bfloat16 operands over 3 × 5 tiles with
     partial edges and a token count that is not a multiple of the 16-token step: one or two
-    products, float32 out and a bf16 copy or only the bf16 copy, against PyTorch in float64; one
-    program per tile or 4 persistent programs (the interpreter's SM count) walking the 30 tiles."""
+    products, float32 out and a bf16 copy or only the bf16 copy, and the sum over the sequences
+    (``sum_g``), against PyTorch in float64."""
     from nested_kernels.ops.fast_mlp import triton_kernels
-    monkeypatch.setenv("NESTED_KERNELS_FAST_MLP_OUTER", "32,32,16,4,1,1," + persist)
+    monkeypatch.setenv("NESTED_KERNELS_FAST_MLP_OUTER", "32,32,16,4,1,1")
     launched = []
     real = triton_kernels._outer_tma_kernel
     monkeypatch.setattr(triton_kernels, "_outer_tma_kernel",
@@ -394,7 +409,11 @@ def test_update_gemm_on_tensor_descriptors(shared_w, persist, monkeypatch):
     assert rel_error(cp, out.to(bf)) == 0
     out, cp = c.outer(L1, R1, L2=L2, R2=R2, W=W, alpha=0.5, beta=1.0, copy=True, store=False)
     assert out is None and rel_error(cp, 0.5 * d(W) + prod + d(L2).transpose(1, 2) @ d(R2)) < 4e-3
-    assert len(launched) == 2
+    Wg = W.expand(G, P, Q)
+    out, cp = c.outer(L1, R1, L2=L2, R2=R2, W=W if shared_w else Wg, alpha=0.9, sum_g=True)
+    want = (0.9 * d(Wg) + prod + d(L2).transpose(1, 2) @ d(R2)).sum(0)
+    assert cp is None and out.shape == (P, Q) and rel_error(out, want) < 1e-6
+    assert len(launched) == 3
 
 
 _COMPILE_SM90 = """
@@ -404,26 +423,25 @@ from triton.compiler import ASTSource
 from nested_kernels.ops.fast_mlp.triton_kernels import _outer_tma_kernel as k
 BP, BQ, BK = 128, 128, 64
 tok = lambda w: f"tensordesc<bf16[1,{BK},{w}]>"
-for shared_w, has_2, store_out, persist in [(True, False, True, False), (False, True, True, True),
-                                           (False, False, False, False)]:
+for shared_w, has_2, store_out, sum_g in [(True, False, True, False), (False, True, True, True),
+                                         (False, False, False, False)]:
     sig = dict(L1=tok(BP), R1=tok(BQ), L2=tok(BP), R2=tok(BQ),
                W=f"tensordesc<fp32[{BP},{BQ}]>" if shared_w else f"tensordesc<fp32[1,{BP},{BQ}]>",
                OUT=f"tensordesc<fp32[1,{BP},{BQ}]>", COPY=f"tensordesc<bf16[1,{BP},{BQ}]>",
-               n="i32", alpha="fp32", beta="fp32", stagger_ns="i32")
-    const = dict(HAS_2=has_2, HAS_W=True, W_SHARED=shared_w, STORE_OUT=store_out, STORE_COPY=True,
-                 ROUND=False, INTERP=False, PERSIST=persist, BP=BP, BQ=BQ, BK=BK)
+               n="i32", alpha="fp32", beta="fp32")
+    const = dict(HAS_2=has_2, HAS_W=True, W_SHARED=shared_w, STORE_OUT=store_out, STORE_COPY=not sum_g,
+                 ROUND=False, SUM_G=sum_g, INTERP=False, BP=BP, BQ=BQ, BK=BK)
     sig.update(dict.fromkeys(const, "constexpr"))
     src = ASTSource(k, sig, constexprs={(k.arg_names.index(c),): v for c, v in const.items()})
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=8, num_stages=3)).asm["ptx"]
     assert "cp.async.bulk.tensor" in ptx and "wgmma.mma_async" in ptx, (shared_w, has_2, store_out)
-    assert ("nanosleep" in ptx) == persist
 print("compiled")
 """
 
 
 def test_update_gemm_descriptor_kernel_compiles_for_sm90():
     """The descriptor kernel's variants (shared or per-sequence W, one or two products, with and
-    without the float32 store) compile for sm_90 with TMA and wgmma — no GPU needed, but outside
+    without the float32 store, summed over the sequences) compile for sm_90 with TMA and wgmma — no GPU needed, but outside
     the interpreter (a subprocess), which runs the Python semantics and would not see a branch the
     compiler cannot build (a 3-offset load of a 2-D descriptor was such a bug)."""
     import os

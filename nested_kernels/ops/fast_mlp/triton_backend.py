@@ -96,40 +96,44 @@ class _Consts:
         kernel[grid](*args, BR=self.BR, BC=self.BC, **meta)
 
     def outer(self, L1, R1, *, L2=None, R2=None, W=None, U=None, alpha=0.0, beta=1.0,
-              out_dtype=torch.float32, copy: bool = False, store: bool = True, into=None):
+              out_dtype=torch.float32, copy: bool = False, store: bool = True, into=None,
+              sum_g: bool = False):
         """(out, copy): out = α·W + β·(Σ_t L1_tᵀ R1_t [+ Σ_t L2_tᵀ R2_t]) − U per sequence
         ([G, P, Q], W may be a shared [P, Q]); ``copy`` in the compute dtype (None unless asked;
         ``out`` itself when the dtypes agree), written into ``into`` [G, P, Q] when given.
-        ``store=False`` (with ``copy``): out is not written (None) unless it is the copy."""
+        ``store=False`` (with ``copy``): out is not written (None) unless it is the copy.
+        ``sum_g`` (float32 out, no U, no copy): out [P, Q] is the sum of the G sequences' results."""
         from .triton_kernels import _outer_kernel
         G, n, P = L1.shape
         Q = R1.shape[-1]
+        BP, BQ, BK, warps, stages, tma = _outer_config(n, self.interp)
+        tma = tma and U is None and L1.element_size() == 2
         store = store or not copy or self.cd == out_dtype
         cp = None
         if copy:
             cp = into if into is not None else new_empty(G, P, Q, dtype=self.cd, device=L1.device)
         out = cp if copy and self.cd == out_dtype else \
-            new_empty(G, P, Q, dtype=out_dtype, device=L1.device) if store else None
+            new_empty(1 if sum_g else G, P, Q, dtype=out_dtype, device=L1.device) if store else None
         out_ = out if store else cp
         if G == 0 or P == 0 or Q == 0:
-            return out, cp
+            return (out.zero_()[0] if sum_g else out), cp
         L2_, R2_ = (L2, R2) if L2 is not None else (L1, R1)
         W_, U_ = (W if W is not None else out_), (U if U is not None else out_)
         cp_ = cp if cp is not None and cp is not out else out_
-        BP, BQ, BK, warps, stages, tma, persist, stagger = _outer_config(n, self.interp)
         tiles = triton_cdiv(P, BP) * triton_cdiv(Q, BQ)
-        grid = (min(tiles * G, persist * _sm_count(L1.device)), 1) if persist and tma else (tiles, G)
-        desc = _descriptors((L1, R1, L2_, R2_, W_, out_, cp_), (BK, BP), (BK, BQ), (BP, BQ)) \
-            if tma and U is None and L1.element_size() == 2 else None
+        grid = (tiles, 1 if sum_g else G)
+        desc = _descriptors((L1, R1, L2_, R2_, W_, out_, cp_), (BK, BP), (BK, BQ), (BP, BQ)) if tma else None
         if desc is not None:
             from .triton_kernels import _outer_tma_kernel
             _outer_tma_kernel[grid](
-                *desc, n, float(alpha), float(beta), stagger, HAS_2=L2 is not None, HAS_W=W is not None,
+                *desc, n, float(alpha), float(beta), HAS_2=L2 is not None, HAS_W=W is not None,
                 W_SHARED=W_.dim() == 2, STORE_OUT=store, STORE_COPY=cp is not None and cp is not out,
-                ROUND=out_dtype == torch.bfloat16, INTERP=self.interp, PERSIST=persist > 0, BP=BP, BQ=BQ,
-                BK=BK, num_warps=warps, num_stages=stages)
-            return out, cp
-        grid = (tiles, G)
+                ROUND=out_dtype == torch.bfloat16, SUM_G=sum_g, INTERP=self.interp, BP=BP, BQ=BQ, BK=BK,
+                num_warps=warps, num_stages=stages)
+            return (out[0] if sum_g else out), cp
+        if sum_g:                   # no descriptor kernel here: per sequence, then summed
+            out = self.outer(L1, R1, L2=L2, R2=R2, W=W, alpha=alpha, beta=beta)[0]
+            return out.sum(0), None
         _outer_kernel[grid](
             L1, R1, L2_, R2_, W_, U_, out_, cp_, n, P, Q, *_st(L1), *_st(R1), *_st(L2_), *_st(R2_),
             *_st(W_), *_st(U_), *_st(out_), *_st(cp_), float(alpha), float(beta),
@@ -148,26 +152,17 @@ TMA_MIN_TOKENS = 256    # pieces this long use the descriptor kernel (GPU call 2
 
 
 def _outer_config(n: int, interp: bool = False) -> tuple:
-    """(BP, BQ, BK, warps, stages, tma, persist, stagger_ns) of the update GEMM over n tokens;
-    tma 1: the descriptor kernel ``_outer_tma_kernel`` where the tensors allow it (n ≥
-    TMA_MIN_TOKENS by default); persist k > 0 (descriptor kernel only): k programs per SM walk the
-    tiles, half of them starting stagger_ns later. NESTED_KERNELS_FAST_MLP_OUTER overrides with
-    five to eight comma-separated integers (the missing ones 0)."""
+    """(BP, BQ, BK, warps, stages, tma) of the update GEMM over n tokens; tma 1: the descriptor
+    kernel ``_outer_tma_kernel`` where the tensors allow it (n ≥ TMA_MIN_TOKENS by default).
+    NESTED_KERNELS_FAST_MLP_OUTER overrides with five or six comma-separated integers (tma
+    missing: 0)."""
     env = getenv("NESTED_KERNELS_FAST_MLP_OUTER")
     if env:
         v = tuple(int(x) for x in env.split(","))
-        return v + (0,) * (8 - len(v))
+        return v + (0,) * (6 - len(v))
     if interp:
-        return (32, 32, 16, 4, 1, 0, 0, 0)
-    return (128, 128, 64 if n >= 64 else 32, 8, 3 if n > 64 else 2, int(n >= TMA_MIN_TOKENS), 0, 0)
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(device: torch.device) -> int:
-    """Streaming multiprocessors of ``device`` (4 on the CPU: the interpreter's stand-in)."""
-    if device.type != "cuda":
-        return 4
-    return torch.cuda.get_device_properties(device).multi_processor_count
+        return (32, 32, 16, 4, 1, 0)
+    return (128, 128, 64 if n >= 64 else 32, 8, 3 if n > 64 else 2, int(n >= TMA_MIN_TOKENS))
 
 
 def _descriptors(ts, l_block, r_block, w_block) -> Optional[list]:
@@ -401,9 +396,10 @@ _budget._dynamo_marked_constant = True
 
 
 def _bwd_piece(c: _Consts, Wc, acts, X, E, gY, dW, dWc, dU, dX, dE, dS, *, completes: bool,
-               mode: int, want_copy: bool):
+               mode: int, want_copy: bool, sum_g: bool = False):
     """Reverse one piece: gradients of its tokens into dX, dE (accumulated), dS; returns the
-    adjoints (dW, dWc) of the piece-start weights (float32, compute-dtype copy if ``want_copy``).
+    adjoints (dW, dWc) of the piece-start weights (float32, compute-dtype copy if ``want_copy``;
+    ``sum_g``: dW summed over the G sequences, [P, Q], no copy).
     dW/dWc: adjoint of the weights after the piece; dU: of the pending update after it."""
     from .triton_kernels import _b1_kernel, _b2_kernel, _b3_kernel
     z, a, e, g = acts
@@ -450,11 +446,11 @@ def _bwd_piece(c: _Consts, Wc, acts, X, E, gY, dW, dWc, dU, dX, dE, dS, *, compl
     r = c.retention if completes else 1.0
     dW1 = dW[0] if dW is not None else None
     dW2 = dW[1] if dW is not None else None
-    d1, c1 = c.outer(zh, X, W=dW1, alpha=r, copy=want_copy)
+    d1, c1 = c.outer(zh, X, W=dW1, alpha=r, copy=want_copy, sum_g=sum_g)
     if has_m:
-        d2, c2 = c.outer(g, eh, L2=yt, R2=a, W=dW2, alpha=r, copy=want_copy)
+        d2, c2 = c.outer(g, eh, L2=yt, R2=a, W=dW2, alpha=r, copy=want_copy, sum_g=sum_g)
     else:
-        d2, c2 = c.outer(yt, a, W=dW2, alpha=r, copy=want_copy)
+        d2, c2 = c.outer(yt, a, W=dW2, alpha=r, copy=want_copy, sum_g=sum_g)
     return (d1, d2), ((c1, c2) if want_copy else None)
 
 
@@ -501,16 +497,17 @@ def _recomputed(c: _Consts, mode: int, W0, U0, args, pieces: list, flags: list, 
 
 
 def _backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, dE, dS,
-                    saved: Optional[_Saved]):
+                    saved: Optional[_Saved], sum_g: bool):
     """Gradients of one group (see ``_bwd_piece``); fills dX, dE, dS [G, L, ...] and returns the
-    adjoints (float32 pairs, or None) of the initial weights and of the initial pending update.
+    adjoints (float32 pairs, or None) of the initial weights — summed over the G sequences with
+    ``sum_g`` (shared initial weights) — and of the initial pending update.
     ``saved``: the forward's residuals (None: re-run the forward)."""
     G, L, D = X.shape
     pieces = _pieces(L, pos, c.C)
     K = len(pieces)
     dW, dU = gW, gU
     if K == 0:
-        return dW, dU
+        return (tuple(w.sum(0) for w in dW) if sum_g and dW is not None else dW), dU
     flags = [_update_flags(c, pieces, k) for k in range(K)]
 
     def piece_args(k):
@@ -533,7 +530,7 @@ def _backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX,
             Xk, Ek, _ = piece_args(k)
             dW, dWc = _bwd_piece(c, Wc_k, acts, Xk, Ek, None if gY is None else gY[:, t:t + n],
                                  dW, dWc, dU, dX[:, t:t + n], dE[:, t:t + n], dS[:, t:t + n],
-                                 completes=completes, mode=mode, want_copy=k > 0)
+                                 completes=completes, mode=mode, want_copy=k > 0, sum_g=sum_g and k == 0)
             del acts, Wc_k
     return dW, dU
 
@@ -595,17 +592,17 @@ def backward(inputs, outputs, grads, cfg):
             gdE = torch.zeros(G, L, dtype=f32, device=dev)
             gdS = new_empty(G, L, D, dtype=f32, device=dev)
         dW0, dU0 = _backward_group(c, mode, W0, U0, X, E, S, grp.pos, gY, gW, gU, gdX, gdE, gdS,
-                                    saved)
+                                    saved, sum_g=shared)
         if not whole:
             for j, seg in enumerate(grp.segs):
                 r = slice(seg.start, seg.end)
                 dx[seg.row, r], dE[seg.row, r], dS[seg.row, r] = gdX[j], gdE[j], gdS[j]
-        dws = fill(dW0, G)
-        if shared:
-            sums = [w.sum(0) for w in dws]
+        if shared:      # dW0: already summed over the group's sequences
+            sums = [torch.zeros(*s, dtype=f32, device=dev) for s in shapes] if dW0 is None \
+                else _unstack(dW0, mlp, F)
             d_shared = sums if d_shared is None else [a + b for a, b in zip(d_shared, sums)]
         else:
-            for i, w in enumerate(dws):
+            for i, w in enumerate(fill(dW0, G)):
                 d_sw[i][grp.index] = w
         if p.pending is not None:
             for i, u in enumerate(fill(dU0, G)):

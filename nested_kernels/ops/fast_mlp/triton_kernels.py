@@ -268,59 +268,54 @@ def _accum_tma(acc, L, R, g, p0, q0, n, INTERP: tl.constexpr, BP: tl.constexpr, 
 
 
 @triton.jit
-def _nanosleep(ns):
-    """Suspend the calling threads for about ``ns`` nanoseconds (PTX nanosleep: 0 to 2·ns)."""
-    tl.inline_asm_elementwise("nanosleep.u32 $1;\n mov.u32 $0, 0;", "=r,r", [ns], dtype=tl.int32,
-                              is_pure=False, pack=1)
+def _w_tile(W, g, p0, q0, W_SHARED: tl.constexpr, BP: tl.constexpr, BQ: tl.constexpr):
+    """W's [BP, BQ] tile at (p0, q0) of sequence g (W_SHARED: the one [P, Q]) in float32."""
+    if W_SHARED:
+        w = W.load([p0, q0]).to(tl.float32)
+    else:
+        w = W.load([g, p0, q0]).reshape(BP, BQ).to(tl.float32)
+    return w
 
 
 @triton.jit
-def _outer_tma_tile(L1, R1, L2, R2, W, OUT, COPY, tile, g, n, alpha, beta,
-                    HAS_2: tl.constexpr, HAS_W: tl.constexpr, W_SHARED: tl.constexpr,
-                    STORE_OUT: tl.constexpr, STORE_COPY: tl.constexpr, ROUND: tl.constexpr,
-                    INTERP: tl.constexpr, BP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr):
+def _outer_tma_kernel(L1, R1, L2, R2, W, OUT, COPY, n, alpha, beta,
+                      HAS_2: tl.constexpr, HAS_W: tl.constexpr, W_SHARED: tl.constexpr,
+                      STORE_OUT: tl.constexpr, STORE_COPY: tl.constexpr, ROUND: tl.constexpr,
+                      SUM_G: tl.constexpr, INTERP: tl.constexpr,
+                      BP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr):
+    """``_outer_kernel`` without U, on tensor descriptors: L1, R1, L2, R2 [G, n, P|Q] with blocks
+    [1, BK, BP|BQ]; W [P, Q] (W_SHARED) or [G, P, Q], OUT and COPY [G, P, Q], blocks [(1,) BP, BQ].
+    Tokens past n, rows past P and columns past Q are the descriptors' zero padding on loads and
+    clipping on stores. Grid: (tiles of one sequence, G), as ``_outer_kernel``; SUM_G: grid
+    (tiles, 1), OUT [1, P, Q] = the sum over the G sequences (the products of all G·n tokens)."""
     nq = tl.cdiv(OUT.shape[2], BQ)
-    p0 = (tile // nq) * BP
-    q0 = (tile % nq) * BQ
-    acc = _accum_tma(tl.zeros((BP, BQ), dtype=tl.float32), L1, R1, g, p0, q0, n, INTERP, BP, BQ, BK)
-    if HAS_2:
-        acc = _accum_tma(acc, L2, R2, g, p0, q0, n, INTERP, BP, BQ, BK)
+    p0 = (tl.program_id(0) // nq) * BP
+    q0 = (tl.program_id(0) % nq) * BQ
+    acc = tl.zeros((BP, BQ), dtype=tl.float32)
+    if SUM_G:
+        w = tl.zeros((BP, BQ), dtype=tl.float32)
+        g = 0
+        while g < L1.shape[0]:
+            acc = _accum_tma(acc, L1, R1, g, p0, q0, n, INTERP, BP, BQ, BK)
+            if HAS_2:
+                acc = _accum_tma(acc, L2, R2, g, p0, q0, n, INTERP, BP, BQ, BK)
+            if HAS_W:
+                w += _w_tile(W, g, p0, q0, W_SHARED, BP, BQ)
+            g += 1
+        g = 0
+    else:
+        g = tl.program_id(1)
+        acc = _accum_tma(acc, L1, R1, g, p0, q0, n, INTERP, BP, BQ, BK)
+        if HAS_2:
+            acc = _accum_tma(acc, L2, R2, g, p0, q0, n, INTERP, BP, BQ, BK)
+        if HAS_W:
+            w = _w_tile(W, g, p0, q0, W_SHARED, BP, BQ)
     res = beta * acc
     if HAS_W:
-        if W_SHARED:
-            res += alpha * W.load([p0, q0]).to(tl.float32)
-        else:
-            res += alpha * W.load([g, p0, q0]).reshape(BP, BQ).to(tl.float32)
+        res += alpha * w
     if ROUND:
         res = cast(res, tl.bfloat16, INTERP).to(tl.float32)
     if STORE_OUT:
         OUT.store([g, p0, q0], cast(res, OUT.dtype, INTERP).reshape(1, BP, BQ))
     if STORE_COPY:
         COPY.store([g, p0, q0], cast(res, COPY.dtype, INTERP).reshape(1, BP, BQ))
-
-
-@triton.jit
-def _outer_tma_kernel(L1, R1, L2, R2, W, OUT, COPY, n, alpha, beta, stagger_ns,
-                      HAS_2: tl.constexpr, HAS_W: tl.constexpr, W_SHARED: tl.constexpr,
-                      STORE_OUT: tl.constexpr, STORE_COPY: tl.constexpr, ROUND: tl.constexpr,
-                      INTERP: tl.constexpr, PERSIST: tl.constexpr,
-                      BP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr):
-    """``_outer_kernel`` without U, on tensor descriptors: L1, R1, L2, R2 [G, n, P|Q] with blocks
-    [1, BK, BP|BQ]; W [P, Q] (W_SHARED) or [G, P, Q], OUT and COPY [G, P, Q], blocks [(1,) BP, BQ].
-    Tokens past n, rows past P and columns past Q are the descriptors' zero padding on loads and
-    clipping on stores. Grid: (tiles of one sequence, G), as ``_outer_kernel``; with PERSIST a
-    fixed number of programs walk all G·tiles tiles, the second half of them starting
-    ``stagger_ns`` later (so that the epilogues of one half overlap the products of the other)."""
-    if PERSIST:
-        per_g = tl.cdiv(OUT.shape[1], BP) * tl.cdiv(OUT.shape[2], BQ)
-        t = tl.program_id(0)
-        if not INTERP:
-            if t >= tl.num_programs(0) // 2:
-                _nanosleep(stagger_ns)
-        while t < per_g * OUT.shape[0]:
-            _outer_tma_tile(L1, R1, L2, R2, W, OUT, COPY, t % per_g, t // per_g, n, alpha, beta, HAS_2, HAS_W,
-                            W_SHARED, STORE_OUT, STORE_COPY, ROUND, INTERP, BP, BQ, BK)
-            t += tl.num_programs(0)
-    else:
-        _outer_tma_tile(L1, R1, L2, R2, W, OUT, COPY, tl.program_id(0), tl.program_id(1), n, alpha, beta,
-                        HAS_2, HAS_W, W_SHARED, STORE_OUT, STORE_COPY, ROUND, INTERP, BP, BQ, BK)
