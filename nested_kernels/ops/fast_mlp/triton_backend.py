@@ -122,12 +122,14 @@ class _Consts:
         cp_ = cp if cp is not None and cp is not out else out_
         tiles = triton_cdiv(P, BP) * triton_cdiv(Q, BQ)
         grid = (tiles, 1 if sum_g else G)
-        desc = _descriptors((L1, R1, L2_, R2_, W_, out_, cp_), (BK, BP), (BK, BQ), (BP, BQ)) if tma else None
+        has_copy = cp is not None and cp is not out
+        desc = _descriptors((L1, R1, L2, R2, W, out_, cp if has_copy else None), (BK, BP), (BK, BQ), (BP, BQ)) \
+            if tma else None
         if desc is not None:
             from .triton_kernels import _outer_tma_kernel
             _outer_tma_kernel[grid](
                 *desc, n, float(alpha), float(beta), HAS_2=L2 is not None, HAS_W=W is not None,
-                W_SHARED=W_.dim() == 2, STORE_OUT=store, STORE_COPY=cp is not None and cp is not out,
+                W_SHARED=W_.dim() == 2, STORE_OUT=store, STORE_COPY=has_copy,
                 ROUND=out_dtype == torch.bfloat16, SUM_G=sum_g, INTERP=self.interp, BP=BP, BQ=BQ, BK=BK,
                 num_warps=warps, num_stages=stages)
             return (out[0] if sum_g else out), cp
@@ -167,16 +169,21 @@ def _outer_config(n: int, interp: bool = False) -> tuple:
 
 def _descriptors(ts, l_block, r_block, w_block) -> Optional[list]:
     """Tensor descriptors of ``_outer_tma_kernel``'s (L1, R1, L2, R2, W, OUT, COPY) with the
-    tokens' blocks [1, BK, BP|BQ] and the weights' [(1,) BP, BQ], or None when a tensor breaks
-    TMA's rules (unit last stride, 16-byte aligned base and strides, no empty dimension)."""
+    tokens' blocks [1, BK, BP|BQ] and the weights' [(1,) BP, BQ] (None stays None: an argument
+    the kernel does not read, one descriptor less to encode at the launch), or None when a
+    tensor breaks TMA's rules (unit last stride, 16-byte aligned base and strides, no empty
+    dimension)."""
     from triton.tools.tensor_descriptor import TensorDescriptor
     out = []
     for i, t in enumerate(ts):
-        if (t.stride(-1) != 1 or t.data_ptr() % 16 or 0 in t.shape
+        if t is None:
+            out.append(None)
+        elif (t.stride(-1) != 1 or t.data_ptr() % 16 or 0 in t.shape
                 or any(s * t.element_size() % 16 for s in t.stride()[:-1])):
             return None
-        block = list((l_block, r_block)[i % 2] if i < 4 else w_block)
-        out.append(TensorDescriptor(t, list(t.shape), list(t.stride()), [1] * (t.dim() - 2) + block))
+        else:
+            block = list((l_block, r_block)[i % 2] if i < 4 else w_block)
+            out.append(TensorDescriptor(t, list(t.shape), list(t.stride()), [1] * (t.dim() - 2) + block))
     return out
 
 
