@@ -44,6 +44,8 @@ def main():
     ap.add_argument("--json", default=None, metavar="OUT")
     ap.add_argument("--mlp", default="gelu", choices=sorted(FAST_MLP_F), help="fast_mlp: the MLP (and its F)")
     ap.add_argument("--host", action="store_true", help="also the cProfile of the forward's host work")
+    ap.add_argument("--gaps", type=int, default=0, metavar="N",
+                    help="also the GPU's idle time between kernels and its N longest gaps")
     args = ap.parse_args()
     shape = dict(SHAPES[args.op], **{n: getattr(args, n) for n in ("B", "T") if getattr(args, n)})
     if args.op == "fast_mlp":       # gradients of x and the weights, as python/check_fast_mlp_triton.py times
@@ -81,6 +83,8 @@ def main():
     events = prof.key_averages()
     print(events.table(sort_by="cuda_time_total" if args.device == "cuda" else "cpu_time_total", row_limit=25,
                        max_name_column_width=60))
+    if args.gaps:
+        print_gaps(prof, args.gaps, args.reps)
     if args.host:
         prof_host = cProfile.Profile()
         with torch.no_grad():
@@ -92,6 +96,29 @@ def main():
         total = "device_time_total" if args.device == "cuda" else "cpu_time_total"
         with open(args.json, "w") as f:
             json.dump({e.key: getattr(e, total) / args.reps for e in events}, f, indent=1)
+
+
+def print_gaps(prof, n, reps):
+    """The GPU's busy and idle time over the profiled calls and the ``n`` longest idle gaps
+    between consecutive device activities (kernels, copies, memsets), with their neighbours:
+    where the host, not the device, sets the pace."""
+    acts = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                  if e.device_type == torch.autograd.DeviceType.CUDA)
+    if not acts:
+        return
+    gaps, busy, end, prev = [], 0.0, acts[0][0], acts[0][2]
+    for a, b, name in acts:
+        if a > end:
+            gaps.append((a - end, prev, name))
+        busy += max(0.0, b - max(a, end))
+        if b > end:
+            end, prev = b, name
+    span = end - acts[0][0]
+    idle = sum(g for g, _, _ in gaps)
+    print(f"device: {span / reps / 1e3:.3f} ms per call from first to last activity, busy "
+          f"{busy / reps / 1e3:.3f} ms, idle {idle / reps / 1e3:.3f} ms in {len(gaps)} gaps; longest:")
+    for g, a, b in sorted(gaps, reverse=True)[:n]:
+        print(f"  {g:9.1f} µs  after {a[:50]:50s}  before {b[:50]}")
 
 
 if __name__ == "__main__":
