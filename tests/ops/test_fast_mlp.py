@@ -353,6 +353,19 @@ def test_bf16_weights_torch_matches_reference(mlp, mode):
     assert all(_bf16_valued(w) for w in ref[0][1:1 + len(inp["weights"])])      # float64, rounded
 
 
+def test_round_weight_keeps_exact_dtypes():
+    """``keep_exact`` hands back a weight that float32 holds exactly (bf16, fp16) without a
+    conversion pass, and still rounds or converts where the values would change."""
+    from nested_kernels.ops.fast_mlp.inputs import round_weight
+    w = torch.randn(4, 3).to(torch.bfloat16)
+    assert round_weight(w, {}, torch.float32, keep_exact=True) is w
+    assert round_weight(w, {}, torch.float32).dtype == torch.float32
+    w32 = torch.randn(4, 3)
+    assert round_weight(w32, {}, torch.float16, keep_exact=True).dtype == torch.float16    # not exact
+    r = round_weight(w32, dict(weight_dtype="bfloat16"), torch.float32, keep_exact=True)
+    assert r.dtype == torch.float32 and torch.equal(r, w32.to(torch.bfloat16).float())
+
+
 def test_bf16_weights_round_at_chunk_ends():
     """Against the unrounded run the rounding is visible (the option does something), and one
     chunk by hand: W_1 = bf16(r·bf16(W_0) − Σ)."""

@@ -426,7 +426,7 @@ tok = lambda w: f"tensordesc<bf16[1,{BK},{w}]>"
 for shared_w, has_2, store_out, sum_g in [(True, False, True, False), (False, True, True, True),
                                          (False, False, False, False)]:
     sig = dict(L1=tok(BP), R1=tok(BQ), L2=tok(BP), R2=tok(BQ),
-               W=f"tensordesc<fp32[{BP},{BQ}]>" if shared_w else f"tensordesc<fp32[1,{BP},{BQ}]>",
+               W=f"tensordesc<bf16[{BP},{BQ}]>" if shared_w else f"tensordesc<fp32[1,{BP},{BQ}]>",
                OUT=f"tensordesc<fp32[1,{BP},{BQ}]>", COPY=f"tensordesc<bf16[1,{BP},{BQ}]>",
                n="i32", alpha="fp32", beta="fp32")
     const = dict(HAS_2=has_2, HAS_W=True, W_SHARED=shared_w, STORE_OUT=store_out, STORE_COPY=not sum_g,
@@ -440,8 +440,8 @@ print("compiled")
 
 
 def test_update_gemm_descriptor_kernel_compiles_for_sm90():
-    """The descriptor kernel's variants (shared or per-sequence W, one or two products, with and
-    without the float32 store, summed over the sequences) compile for sm_90 with TMA and wgmma — no GPU needed, but outside
+    """The descriptor kernel's variants (a shared bf16 W or per-sequence float32 W, one or two
+    products, with and without the float32 store, summed over the sequences) compile for sm_90 with TMA and wgmma — no GPU needed, but outside
     the interpreter (a subprocess), which runs the Python semantics and would not see a branch the
     compiler cannot build (a 3-offset load of a 2-D descriptor was such a bug)."""
     import os

@@ -137,11 +137,12 @@ def groups(p, packed: bool) -> list:
 
 
 def forward(inputs, cfg, update: Callable = torch_update, run: Optional[Callable] = None,
-            token_dtype: Optional[torch.dtype] = None, weight_dtype: Optional[torch.dtype] = None):
+            token_dtype: Optional[torch.dtype] = None, weight_dtype: Optional[torch.dtype] = None,
+            keep_exact: bool = False):
     """The op's outputs. ``run`` (default: ``run_sequences`` with ``update``) processes one group,
-    with ``run_sequences``' signature; ``token_dtype`` and ``weight_dtype`` are passed to
-    ``prepare``."""
-    p = prepare(inputs, cfg, token_dtype, weight_dtype)
+    with ``run_sequences``' signature; ``token_dtype``, ``weight_dtype`` and ``keep_exact`` are
+    passed to ``prepare``."""
+    p = prepare(inputs, cfg, token_dtype, weight_dtype, keep_exact)
     B, T, D = p.x.shape
     if not p.segments:
         return pack_outputs(inputs, p.x.new_zeros(0, T, D), cfg, *no_sequences(p))

@@ -56,12 +56,20 @@ def state_dtype(x: torch.Tensor, cfg: Mapping) -> torch.dtype:
     return rounding_dtype(cfg) or torch.float32
 
 
-def round_weight(w: torch.Tensor, cfg: Mapping, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+_EXACT_IN = {torch.float32: (torch.bfloat16, torch.float16), torch.float64: (torch.float32, torch.bfloat16,
+                                                                            torch.float16)}
+
+
+def round_weight(w: torch.Tensor, cfg: Mapping, dtype: Optional[torch.dtype] = None,
+                 keep_exact: bool = False) -> torch.Tensor:
     """``w`` rounded to ``weight_dtype`` and held in ``dtype`` (default: w's dtype). Gradients pass
-    straight through the rounding (w + (round(w) − w) with the difference detached)."""
+    straight through the rounding (w + (round(w) − w) with the difference detached).
+    ``keep_exact``: a ``w`` that needs no rounding and whose dtype converts exactly into ``dtype``
+    (bf16 or fp16 into float32) is returned as it is — the same values, no conversion pass (for
+    kernels that read it in either dtype)."""
     rd, dtype = rounding_dtype(cfg), dtype or w.dtype
     if rd is None or w.dtype == rd:
-        return w.to(dtype)
+        return w if keep_exact and w.dtype in _EXACT_IN.get(dtype, ()) else w.to(dtype)
     w = w.to(dtype)
     return w + (w.detach().to(rd).to(dtype) - w.detach())
 
@@ -86,11 +94,13 @@ class Prepared:
 
 
 def prepare(inputs: Mapping[str, Optional[torch.Tensor]], cfg: dict,
-            token_dtype: Optional[torch.dtype] = None, weight_dtype: Optional[torch.dtype] = None) -> Prepared:
+            token_dtype: Optional[torch.dtype] = None, weight_dtype: Optional[torch.dtype] = None,
+            keep_exact: bool = False) -> Prepared:
     """The inputs in the compute dtype; ``token_dtype`` (default: the compute dtype) is the dtype
     of x and of the signal (a kernel backend keeps them in the input dtype for its products);
     the shared and per-sequence weights are rounded (``round_weight``) and held in
-    ``weight_dtype`` (default: the compute dtype)."""
+    ``weight_dtype`` (default: the compute dtype) — or, with ``keep_exact``, in their own dtype
+    where that holds the same values."""
     x = inputs["x"]
     dt = compute_dtype(x)
     tdt = token_dtype or dt
@@ -103,7 +113,7 @@ def prepare(inputs: Mapping[str, Optional[torch.Tensor]], cfg: dict,
     signal = inputs[mode].to(tdt)
     as_list = lambda prefix, fn: (None if inputs[prefix + "0"] is None  # noqa: E731
                                   else [fn(inputs[f"{prefix}{i}"]) for i in range(k)])
-    fast = lambda w: round_weight(w, cfg, weight_dtype or dt)  # noqa: E731
+    fast = lambda w: round_weight(w, cfg, weight_dtype or dt, keep_exact)  # noqa: E731
     position = ([0] * len(segs) if inputs["position0"] is None
                 else [int(p) for p in inputs["position0"].tolist()])
     return Prepared(x.to(tdt), eta, signal, mode, as_list("w", fast), as_list("s_w", fast),

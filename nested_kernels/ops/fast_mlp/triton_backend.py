@@ -372,7 +372,7 @@ def forward(inputs, cfg):
     flat = residuals(inputs, cfg)[0]
     saved = _Saved(flat) if flat.numel() else None
     outs = chunk.forward(inputs, cfg, run=functools.partial(_run, saved=saved), token_dtype=c.cd,
-                         weight_dtype=c.wd)
+                         weight_dtype=c.wd, keep_exact=True)
     if saved is not None:
         flat[saved.at:].zero_()                  # the bound's unused tail: defined contents
     # a final master that no later piece updated is the residual slot it was written into
@@ -554,7 +554,7 @@ def backward(inputs, outputs, grads, cfg):
     nw = 3 if mlp == "swiglu" else 2
     F = _hidden(inputs)
     c = _Consts(cfg, x, F)
-    p = prepare(inputs, cfg, c.cd, c.wd)
+    p = prepare(inputs, cfg, c.cd, c.wd, keep_exact=True)
     mode = _MODE[p.mode]
     dev = x.device
     packed = inputs["cu_seqlens"] is not None
