@@ -150,7 +150,7 @@ def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-TMA_MIN_TOKENS = 256    # pieces this long use the descriptor kernel (GPU call 2026-11-26g 1–3)
+TMA_MIN_TOKENS = 256    # pieces this long use the descriptor kernel (GPU calls 2026-11-26g 1–3, 10)
 
 
 def _outer_config(n: int, interp: bool = False) -> tuple:
@@ -164,7 +164,9 @@ def _outer_config(n: int, interp: bool = False) -> tuple:
         return v + (0,) * (6 - len(v))
     if interp:
         return (32, 32, 16, 4, 1, 0)
-    return (128, 128, 64 if n >= 64 else 32, 8, 3 if n > 64 else 2, int(n >= TMA_MIN_TOKENS))
+    if n >= TMA_MIN_TOKENS:
+        return (128, 128, 64, 8, 3, 1)
+    return (64, 128, 64 if n >= 64 else 32, 4, 2, 0)      # weight-traffic bound: more programs per SM
 
 
 def _descriptors(ts, l_block, r_block, w_block) -> Optional[list]:
