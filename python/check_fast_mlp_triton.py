@@ -162,7 +162,18 @@ def fwd_and_train(call, leaves, gy, reps):
     def train():
         y = call()
         torch.autograd.backward(y, gy, inputs=leaves)
-    return cuda_time(fwd, 2, reps), cuda_time(train, 2, reps)
+    t_fwd = cuda_time(fwd, 2, reps)
+    before = _allocator_counts()
+    t_train = cuda_time(train, 2, reps)
+    churn = {k: v - before[k] for k, v in _allocator_counts().items() if v != before[k]}
+    if churn:       # device mallocs/frees inside the timed loop: the caching allocator is thrashing
+        print(f"    (allocator during fwd+bwd warm-up and timing: {churn})", flush=True)
+    return t_fwd, t_train
+
+
+def _allocator_counts() -> dict:
+    st = torch.cuda.memory_stats()
+    return {k: st.get(k, 0) for k in ("num_device_alloc", "num_device_free", "num_alloc_retries")}
 
 
 def record(label, fwd, train, base=None, target=None):
