@@ -104,6 +104,7 @@ class _Consts:
         ``store=False`` (with ``copy``): out is not written (None) unless it is the copy.
         ``sum_g`` (float32 out, no U, no copy): out [P, Q] is the sum of the G sequences' results."""
         from .triton_kernels import _outer_kernel
+        assert not (sum_g and (copy or U is not None)), "sum_g takes no copy and no U"
         G, n, P = L1.shape
         Q = R1.shape[-1]
         BP, BQ, BK, warps, stages, tma = _outer_config(n, self.interp)
