@@ -43,6 +43,8 @@ def main():
     ap.add_argument("--T", type=int, default=None)
     ap.add_argument("--json", default=None, metavar="OUT")
     ap.add_argument("--mlp", default="gelu", choices=sorted(FAST_MLP_F), help="fast_mlp: the MLP (and its F)")
+    ap.add_argument("--weight-dtype", default=None, choices=("bfloat16",),
+                    help="fast_mlp: keep the fast weights in this dtype (weight_dtype)")
     ap.add_argument("--host", action="store_true", help="also the cProfile of the forward's host work")
     ap.add_argument("--gaps", type=int, default=0, metavar="N",
                     help="also the GPU's idle time between kernels and its N longest gaps")
@@ -51,7 +53,8 @@ def main():
     if args.op == "fast_mlp":       # gradients of x and the weights, as python/check_fast_mlp_triton.py times
         shape["F"] = FAST_MLP_F[args.mlp]
         case = nk_cases.Case(args.op, shape, torch.bfloat16,
-                             dict(chunk_size=args.chunk, mlp=args.mlp, output_final_state=False),
+                             dict(chunk_size=args.chunk, mlp=args.mlp, output_final_state=False,
+                                  **({"weight_dtype": getattr(torch, args.weight_dtype)} if args.weight_dtype else {})),
                              dict(signal="target"), "profile")
         wanted = lambda n: n == "x" or n.startswith("w_")  # noqa: E731
     else:
