@@ -19,6 +19,10 @@
     python python/check_fast_mlp_triton.py --no-check       # timing only
     python python/check_fast_mlp_triton.py --no-time        # checks only
     python python/check_fast_mlp_triton.py --json $OUT/fast_mlp_triton.json
+    python python/check_fast_mlp_triton.py --no-check --chunks 128,256 --no-cms --no-big
+
+Chunks of ≤ 64 tokens run in the dual form on the GPU (docs/fast_mlp.md §1); set
+NESTED_KERNELS_FAST_MLP_FORM=materialized (or dual) to time and check one form everywhere.
 
 Every case runs in its own try/except; exit status 1 when any check fails or raises.
 """
@@ -188,9 +192,10 @@ def record(label, fwd, train, base=None, target=None):
                      ratio_fwd_bwd=None if base is None else train / base[1], target=target))
 
 
-def timing():
+def timing(chunks=(1024, 512, 64), cms=True, big=True):
     os.environ.pop("NESTED_KERNELS_POISON", None)      # the checks poison outputs; timings must not pay for it
-    print(f"== timing on {torch.cuda.get_device_name()} (bf16, B4 T4096 D2048) ==", flush=True)
+    form = os.environ.get("NESTED_KERNELS_FAST_MLP_FORM", "auto")
+    print(f"== timing on {torch.cuda.get_device_name()} (bf16, B4 T4096 D2048, form {form}) ==", flush=True)
     B, T, D = 4, 4096, 2048
     dt = torch.bfloat16
     targets = {1024: 3.0, 512: 3.5, 64: 6.0}
@@ -204,16 +209,18 @@ def timing():
         gy = torch.randn(B, T, D, device="cuda", dtype=dt)
         base = fwd_and_train(lambda: static_mlp(x, ws, mlp), [x, *ws], gy, reps=10)
         record(f"static MLP {mlp} F{F}", *base)
-        for C in (1024, 512, 64):
+        for C in chunks:
             try:
                 res = fwd_and_train(lambda: fast_mlp(x, ws, eta, chunk_size=C, target=target, mlp=mlp,
                                                      backend="triton")[0], [x, *ws], gy, reps=3)
-                record(f"triton {mlp} F{F} C{C}", *res, base, targets[C])
+                record(f"triton {mlp} F{F} C{C}", *res, base, targets.get(C))
             except Exception:
                 traceback.print_exc()
         torch.cuda.empty_cache()
-    cms_timing(B, T, D, 8192)
-    big_case()
+    if cms:
+        cms_timing(B, T, D, 8192)
+    if big:
+        big_case()
 
 
 def cms_timing(B, T, D, F):
@@ -270,12 +277,15 @@ def main():
     ap.add_argument("--no-check", action="store_true")
     ap.add_argument("--no-time", action="store_true")
     ap.add_argument("--json")
+    ap.add_argument("--chunks", default="1024,512,64", help="chunk sizes timed at B4 T4096 D2048")
+    ap.add_argument("--no-cms", action="store_true")
+    ap.add_argument("--no-big", action="store_true")
     args = ap.parse_args()
     ok = True
     if not args.no_check:
         ok = checks()
     if not args.no_time:
-        timing()
+        timing(tuple(int(c) for c in args.chunks.split(",")), not args.no_cms, not args.no_big)
     if args.json:
         write_json(args.json, dict(device=torch.cuda.get_device_name(), torch=torch.__version__, rows=ROWS), None)
     print("checks:", "OK" if ok else "FAILED")

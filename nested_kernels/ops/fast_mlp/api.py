@@ -52,6 +52,7 @@ BACKENDS = {
 }
 try:  # the Triton backend; triton itself is imported only when a kernel first runs
     from .triton_backend import BACKEND as _TRITON, keeps_residuals
+    from .dual import chosen as dual_form
     BACKENDS["triton"] = _TRITON
 except ImportError:  # pragma: no cover
     pass
@@ -215,6 +216,7 @@ def fast_mlp(x: torch.Tensor, weights: Sequence[torch.Tensor], eta: Union[torch.
                   position0=pos0, cu_seqlens=cu_seqlens)
     cfg["backend"] = select_backend("fast_mlp", backend, BACKENDS, device, inputs, cfg, AUTO_ORDER)
     if cfg["backend"] == "triton":      # decided here, so that the fake forward's shapes agree
+        cfg["dual"] = dual_form(inputs, cfg)
         cfg["keep_residuals"] = keeps_residuals(inputs, cfg)
     out = OP(cfg, **inputs)
     if not output_final_state:

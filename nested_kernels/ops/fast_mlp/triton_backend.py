@@ -250,6 +250,9 @@ def _residual_numel(inputs, cfg) -> int:
     x = inputs["x"]
     B, T, _ = x.shape
     c = _Consts(cfg, x, _hidden(inputs))
+    if cfg.get("dual"):         # Σ L² over the sequences: B·T², at most T² when packed
+        from . import dual
+        return dual.residual_numel(c, B * T, (B if inputs["cu_seqlens"] is None else 1) * T * T)
     resumed = inputs["position0"] is not None
     if inputs["cu_seqlens"] is None:
         sets = B * max(0, (T - 1 + (c.C - 1 if resumed else 0)) // c.C)
@@ -374,7 +377,11 @@ def forward(inputs, cfg):
     c = _Consts(cfg, inputs["x"], 1)
     flat = residuals(inputs, cfg)[0]
     saved = _Saved(flat) if flat.numel() else None
-    outs = chunk.forward(inputs, cfg, run=functools.partial(_run, saved=saved), token_dtype=c.cd,
+    if cfg.get("dual"):
+        from .dual import run
+    else:
+        run = _run
+    outs = chunk.forward(inputs, cfg, run=functools.partial(run, saved=saved), token_dtype=c.cd,
                          weight_dtype=c.wd, keep_exact=True)
     if saved is not None:
         flat[saved.at:].zero_()                  # the bound's unused tail: defined contents
@@ -583,6 +590,10 @@ def backward(inputs, outputs, grads, cfg):
 
     flat = outputs["saved"]
     saved = _Saved(flat) if flat.numel() else None     # None: the forward kept no residuals
+    if cfg.get("dual"):
+        from .dual import backward_group as group_backward
+    else:
+        group_backward = _backward_group
     for grp in chunk.groups(p, packed):
         G = len(grp.segs)
         whole = grp.sel is None and not packed
@@ -601,8 +612,8 @@ def backward(inputs, outputs, grads, cfg):
             gdX = new_empty(G, L, D, dtype=c.cd, device=dev)
             gdE = torch.zeros(G, L, dtype=f32, device=dev)
             gdS = new_empty(G, L, D, dtype=f32, device=dev)
-        dW0, dU0 = _backward_group(c, mode, W0, U0, X, E, S, grp.pos, gY, gW, gU, gdX, gdE, gdS,
-                                    saved, sum_g=shared)
+        dW0, dU0 = group_backward(c, mode, W0, U0, X, E, S, grp.pos, gY, gW, gU, gdX, gdE, gdS,
+                                  saved, sum_g=shared)
         if not whole:
             for j, seg in enumerate(grp.segs):
                 r = slice(seg.start, seg.end)

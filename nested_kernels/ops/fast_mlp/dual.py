@@ -1,0 +1,301 @@
+"""The dual (attention-like) form of ``fast_mlp`` for small chunks: no per-chunk weights.
+
+Materialised weights cost a read and a write of every fast weight per chunk; at C = 64 that
+traffic, not the matrix units, sets the time (docs/fast_mlp.md §1, §4). Since every update is a
+sum of rank-one terms, the chunk-c weights of a sequence are (r = retention, j < c the earlier
+chunks of the same sequence, W₀ its initial weights, first layer stacked as in the triton backend)
+
+    W1_c = r^c W1₀ − Σ_j r^(c−1−j) Dhⱼᵀ Xⱼ,      Dh = η ⊙ d   (d = ∂⟨g, MLP⟩/∂z)
+    W2_c = r^c W2₀ − Σ_j r^(c−1−j) Ghⱼᵀ Aⱼ,      Gh = η ⊙ g
+
+so the products every token needs are W₀'s products plus products against earlier tokens:
+
+    Z_c = r^c X_c W1₀ᵀ − Σ_j Γ_cj (X_c Xⱼᵀ) Dhⱼ,   A_c = act(Z_c)
+    O_c = r^c A_c W2₀ᵀ − Σ_j Γ_cj (A_c Aⱼᵀ) Ghⱼ,   Y_c = [X_c +] O_c,  G_c = Y_c − target | teach
+    E_c = r^c G_c W2₀  − Σ_j Γ_cj (G_c Ghⱼᵀ) Aⱼ,   Dh_c = η ⊙ d(Z_c, E_c)
+
+with Γ_cj = r^(c−1−j). The [T, T] Gram matrices SX = X Xᵀ, SA = A Aᵀ, SG = G Ghᵀ (their blocks
+below the chunk diagonal, scaled by Γ) are kept for the backward, which walks the chunks in
+reverse: the adjoints of chunk c's Dh, Gh, A and X (as earlier tokens of later chunks) are products
+of the same Grams with the later chunks' adjoints Ẑ, Ô, Ê, G, and the later chunks' own terms use
+three more Grams (Ê Aᵀ, Ô Ghᵀ, Ẑ Dhᵀ) built as the walk goes. The products are cuBLAS GEMMs in the
+input dtype (bmm with strided views, float32 accumulation); the elementwise parts are the triton
+backend's kernels (``_act``, ``_out``, ``_d``, ``_b1``–``_b3``), so the local algebra is shared
+with the materialised form. Arithmetic grows as T² per sequence (docs/fast_mlp.md §1 says when
+this form is chosen).
+
+Supported: gelu/silu/swiglu, residual, retention, target/teach, η tensor or number, cu_seqlens,
+per-sequence initial weights, final states; not a state that resumes mid-chunk (position > 0 or
+a pending update) nor ``weight_dtype=torch.bfloat16`` (each chunk's weights rounded to bf16 has
+no dual form): those run materialised.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ...core.alloc import new_empty
+from ...core.env import getenv
+from .triton_backend import _Consts, _Saved, _copies, _stack, _st, _st2, _unit, _unstack
+
+FORM_ENV = "NESTED_KERNELS_FAST_MLP_FORM"
+AUTO_MAX_CHUNK = 64          # backend="auto" takes the dual form for chunk sizes up to this
+AUTO_MAX_TOKENS = 16384      # ... and sequences up to this long (T² Grams and work)
+
+
+def supported(inputs, cfg) -> Optional[str]:
+    """Why the dual form cannot run these inputs (None: it can)."""
+    if inputs["position0"] is not None or inputs["s_u0"] is not None:
+        return "a state that resumes mid-chunk (pending update) runs materialised"
+    if cfg.get("weight_dtype") == "bfloat16":
+        return "weight_dtype=torch.bfloat16 rounds each chunk's weights: materialised only"
+    return None
+
+
+def chosen(inputs, cfg) -> bool:
+    """Whether the triton backend runs the dual form (cfg["dual"], decided by the API so that the
+    fake and real forwards agree): NESTED_KERNELS_FAST_MLP_FORM = "dual" | "materialized" |
+    "auto" (default: CUDA inputs with chunk_size ≤ AUTO_MAX_CHUNK and T ≤ AUTO_MAX_TOKENS)."""
+    form = getenv(FORM_ENV) or "auto"
+    if form not in ("auto", "dual", "materialized"):
+        raise ValueError(f"{FORM_ENV} must be auto, dual or materialized, got {form!r}")
+    if form == "materialized" or supported(inputs, cfg) is not None:
+        return False
+    if form == "dual":
+        return True
+    x = inputs["x"]
+    return x.is_cuda and cfg["chunk_size"] <= AUTO_MAX_CHUNK and x.shape[1] <= AUTO_MAX_TOKENS
+
+
+def residual_numel(c: _Consts, tokens: int, square: int) -> int:
+    """Elements of the residuals: Z, A, E, G of ``tokens`` tokens and three Grams of ``square``
+    elements (Σ over sequences of L²)."""
+    return tokens * (c.F1 + 2 * c.F + c.D) + 3 * square
+
+
+def _residuals(c: _Consts, saved: Optional[_Saved], G: int, L: int, dev) -> tuple:
+    """(Z, A, E, G, SX, SA, SG) of one group: views of the residual buffer, or new tensors."""
+    shapes = ((G, L, c.F1), (G, L, c.F), (G, L, c.F), (G, L, c.D), (G, L, L), (G, L, L), (G, L, L))
+    if saved is not None:
+        return tuple(saved._take(*s) for s in shapes)
+    return tuple(new_empty(*s, dtype=c.cd, device=dev) for s in shapes)
+
+
+def _chunks(L: int, C: int) -> list:
+    """(index, start, length) of the chunks of a sequence of L tokens starting at a boundary."""
+    return [(k, t, min(C, L - t)) for k, t in enumerate(range(0, L, C))]
+
+
+class _Decay:
+    """Powers of the retention r per chunk: Γ over the earlier columns of a chunk's Gram rows,
+    r^k per token. Nothing to scale when r == 1."""
+
+    def __init__(self, c: _Consts, L: int, dev):
+        self.r, self.C = c.retention, c.C
+        self.on = self.r != 1.0
+        if self.on:
+            self.block = torch.arange(L, device=dev) // c.C
+
+    def gram(self, S: torch.Tensor, k: int, t: int):
+        """S [G, n, t] (chunk k's rows against the t earlier tokens) *= r^(k−1−j)."""
+        if self.on and t:
+            S.mul_(torch.pow(self.r, (k - 1 - self.block[:t]).to(torch.float32)).to(S.dtype))
+
+    def square(self, S: torch.Tensor):
+        """S [G, L, L] *= Γ below the chunk diagonal (what lies above is never read)."""
+        if self.on:
+            e = (self.block[:, None] - 1 - self.block[None, :]).clamp_min(0).to(torch.float32)
+            S.mul_(torch.pow(self.r, e).to(S.dtype))
+
+    def to_end(self, T: torch.Tensor, rows: int, nc: int):
+        """T [G, L, W] rows < ``rows`` *= r^(nc−1−chunk): their weight in the final state."""
+        if self.on:
+            p = (nc - 1 - self.block[:rows]).to(torch.float32)
+            T[:, :rows].mul_(torch.pow(self.r, p).to(T.dtype)[:, None])
+
+    def from_start(self, T: torch.Tensor):
+        """T [G, L, W] *= r^chunk per row: the initial weights' factor in each chunk's products."""
+        if self.on:
+            T.mul_(torch.pow(self.r, self.block.to(torch.float32)).to(T.dtype)[:, None])
+
+
+def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.Tensor]):
+    """Fill the residuals ``res`` (and Y when given) of one group; returns (Dh, Gh)."""
+    from .triton_kernels import _act_kernel, _d_kernel, _out_kernel
+    G, L, D = X.shape
+    dev = X.device
+    Z, A, Ee, Gs, SX, SA, SG = res
+    W1, W2 = (w.expand(G, *w.shape[-2:]) for w in Wc)
+    dec = _Decay(c, L, dev)
+    torch.matmul(X, Wc[0].mT, out=Z)                         # r^0 X W1₀ᵀ; later chunks scale it
+    torch.bmm(X, X.mT, out=SX)
+    dec.square(SX)
+    Dh = new_empty(G, L, c.F1, dtype=c.cd, device=dev)
+    Gh = new_empty(G, L, D, dtype=c.cd, device=dev)
+    O = new_empty(G, min(c.C, L), D, dtype=c.cd, device=dev)
+    for k, t, n in _chunks(L, c.C):
+        R, H, rk = slice(t, t + n), slice(0, t), c.retention ** k
+        Zk, Ak, Ek, Gk, Xk, Sk, Etk = Z[:, R], A[:, R], Ee[:, R], Gs[:, R], X[:, R], S[:, R], E[:, R]
+        if t:
+            Zk.baddbmm_(SX[:, R, H], Dh[:, H], beta=rk, alpha=-1.0)
+        c.ew(_act_kernel, n, c.F, G, Zk, Ak, n, c.F, *_st(Zk), *_st(Ak), ACT=c.act)
+        o = torch.bmm(Ak, W2.mT, out=O[:, :n])
+        if t:
+            sa = torch.bmm(Ak, A[:, H].mT, out=SA[:, R, H])
+            dec.gram(sa, k, t)
+            o.baddbmm_(sa, Gh[:, H], beta=rk, alpha=-1.0)
+        Yk = Y[:, R] if Y is not None else o
+        c.ew(_out_kernel, n, D, G, Xk, o, Sk, Etk, Yk, Gk, Gh[:, R], n, D, *_st(Xk), *_st(o), *_st(Sk),
+             *_st2(Etk), *_st(Yk), *_st(Gk), RESIDUAL=c.residual, MODE=mode, STORE_Y=Y is not None)
+        torch.bmm(Gk, W2, out=Ek)
+        if t:
+            sg = torch.bmm(Gk, Gh[:, H].mT, out=SG[:, R, H])
+            dec.gram(sg, k, t)
+            Ek.baddbmm_(sg, A[:, H], beta=rk, alpha=-1.0)
+        c.ew(_d_kernel, n, c.F, G, Ek, Zk, Etk, Dh[:, R], n, c.F, *_st(Ek), *_st(Zk), *_st2(Etk),
+             *_st(Dh[:, R]), ACT=c.act)
+    return Dh, Gh
+
+
+def run(W, U, X, E, S, pos, cfg, mode, saved: Optional[_Saved] = None):
+    """``chunk.run_sequences``' contract for one group starting at a chunk boundary (``U`` None,
+    ``pos`` 0); with ``saved`` the residuals go into the forward's residual buffer."""
+    from .triton_backend import _MODE
+    assert pos == 0 and U is None, "the dual form starts at a chunk boundary"
+    G, L, D = X.shape
+    c = _Consts(cfg, X, W[-1].shape[-1])
+    if L == 0:
+        return X.new_empty(G, 0, D), (W if c.final else None), None, 0
+    X, S = _unit(X), _unit(S)
+    Wm = _stack(W, c.mlp)
+    res = _residuals(c, saved, G, L, X.device)
+    Y = new_empty(G, L, D, dtype=X.dtype, device=X.device)
+    Dh, Gh = _forward(c, _copies(c, Wm), X, E, S, _MODE[mode], res, Y)
+    full = L // c.C * c.C                          # tokens of complete chunks
+    pos_end = L - full
+    if not c.final:
+        return Y, None, None, pos_end
+    A = res[1]
+    nc = L // c.C
+    U_ = None
+    if pos_end:      # the trailing partial chunk's sums: the state's pending update
+        U_ = (c.outer(Dh[:, full:], X[:, full:])[0], c.outer(Gh[:, full:], A[:, full:])[0])
+    dec = _Decay(c, L, X.device)
+    dec.to_end(Dh, full, nc)
+    dec.to_end(Gh, full, nc)
+    r = c.retention ** nc
+    Wf = (c.outer(Dh[:, :full], X[:, :full], W=Wm[0], alpha=r, beta=-1.0)[0],
+          c.outer(Gh[:, :full], A[:, :full], W=Wm[1], alpha=r, beta=-1.0)[0])
+    return Y, _unstack(Wf, c.mlp, c.F), _unstack(U_, c.mlp, c.F), pos_end
+
+
+def backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, dE, dS,
+                   saved: Optional[_Saved], sum_g: bool):
+    """``triton_backend._backward_group``'s contract in the dual form: fills dX, dE, dS [G, L, ...]
+    and returns the float32 adjoints of the initial weights (summed over the G sequences with
+    ``sum_g``) and None (no pending update to resume from)."""
+    from .triton_kernels import _b1_kernel, _b2_kernel, _b3_kernel
+    assert pos == 0 and U0 is None, "the dual form starts at a chunk boundary"
+    G, L, D = X.shape
+    if L == 0:
+        return (tuple(w.sum(0) for w in gW) if sum_g and gW is not None else gW), None
+    dev = X.device
+    Wc = _copies(c, W0)
+    W1, W2 = (w.expand(G, *w.shape[-2:]) for w in Wc)
+    res = _residuals(c, saved, G, L, dev)
+    if saved is None:                    # no residuals kept: run the forward again
+        Dh, Gh = _forward(c, Wc, X, E, S, mode, res, None)
+    Z, A, Ee, Gs, SX, SA, SG = res
+    if saved is not None:                # Dh = η ⊙ d and Gh = η ⊙ g from the residuals
+        from .triton_kernels import _d_kernel
+        Dh = new_empty(G, L, c.F1, dtype=c.cd, device=dev)
+        c.ew(_d_kernel, L, c.F, G, Ee, Z, E, Dh, L, c.F, *_st(Ee), *_st(Z), *_st2(E), *_st(Dh), ACT=c.act)
+        Gh = (Gs * E[..., None]).to(c.cd)
+    dec = _Decay(c, L, dev)
+    nc, full = L // c.C, L // c.C * c.C
+    # final-state adjoints in the compute dtype: Ŵ_final (complete chunks), Û (the partial chunk)
+    gWc = _copies(c, gW) if gW is not None else None
+    gUc = _copies(c, gU) if gU is not None and full < L else None
+    Zh, Oh, Eh = (new_empty(G, L, w, dtype=c.cd, device=dev) for w in (c.F1, D, c.F))
+    BEA, BOG, BZD = (new_empty(G, L, L, dtype=c.cd, device=dev) for _ in range(3))
+    n0 = min(c.C, L)
+    P1, ED, P2, Q, EGS, AH = (new_empty(G, n0, w, dtype=c.cd, device=dev)
+                              for w in (c.F1, c.F1, D, D, D, c.F))
+    for k, t, n in reversed(_chunks(L, c.C)):
+        R, H, Fu, rk = slice(t, t + n), slice(0, t), slice(t + n, L), c.retention ** k
+        fut = t + n < L
+        Zk, Ek, Gk, Xk, Etk, Ak = Z[:, R], Ee[:, R], Gs[:, R], X[:, R], E[:, R], A[:, R]
+        # the state's terms: Ŵ_final for complete chunks (scale −r^(nc−1−k)), Û for the partial one
+        fin = None
+        if k < nc and gWc is not None:
+            fin = (gWc, -(c.retention ** (nc - 1 - k)))
+        elif k == nc and gUc is not None:
+            fin = (gUc, 1.0)
+        # P1 = −D̂h, P2 = −Ĝh: what later chunks and the final state ask of this chunk's Dh, Gh
+        p1, p2 = P1[:, :n], P2[:, :n]
+        if fut:
+            torch.bmm(SX[:, Fu, R].mT, Zh[:, Fu], out=p1)
+            torch.bmm(SA[:, Fu, R].mT, Oh[:, Fu], out=p2)
+            p2.baddbmm_(BEA[:, Fu, R].mT, Gs[:, Fu])
+        else:
+            p1.zero_()
+            p2.zero_()
+        if fin is not None:
+            p1.baddbmm_(Xk, fin[0][0].mT, alpha=-fin[1])
+            p2.baddbmm_(Ak, fin[0][1].mT, alpha=-fin[1])
+        # through d = d(Z, E): Ê, and η̂ += Σ D̂h ⊙ d
+        Ehk = Eh[:, R]
+        c.ew(_b1_kernel, n, c.F, G, Ek, Zk, p1, Etk, Ehk, ED[:, :n], dE[:, R], -1.0, n, c.F, *_st(Ek),
+             *_st(Zk), *_st(p1), *_st2(Etk), *_st(ED[:, :n]), *_st2(dE[:, R]), ACT=c.act)
+        # Q: Ê's part of Ĝ = r^k Ê W2₀ᵀ − (Ê Aᵀ ∘ Γ) Gh over earlier tokens
+        q = torch.bmm(Ehk, W2.mT, out=Q[:, :n])
+        if t:
+            bea = torch.bmm(Ehk, A[:, H].mT, out=BEA[:, R, H])
+            dec.gram(bea, k, t)
+            q.baddbmm_(bea, Gh[:, H], beta=rk, alpha=-1.0)
+        # Ĝ = η Ĝh + Q; Ô = ŷ [+ Ĝ], the signal's gradient, η̂ += Σ Ĝh ⊙ g
+        Ohk = Oh[:, R]
+        gy = gY[:, R] if gY is not None else q
+        c.ew(_b2_kernel, n, D, G, gy, q, p2, Gk, Etk, Ohk, dS[:, R], EGS[:, :n], dE[:, R], -1.0, n, D,
+             *_st(gy), *_st(q), *_st(Gk), *_st2(Etk), *_st(Ohk), *_st(dS[:, R]), *_st2(dE[:, R]),
+             MODE=mode, HAS_GY=gY is not None)
+        # Â = r^k Ô W2₀ − (Ô Ghᵀ ∘ Γ) A (earlier) − Σ_later (SGᵀ Ê + BOGᵀ A) [− r.. Gh Ŵ2 | + Gh Û2]
+        ah = torch.bmm(Ohk, W2, out=AH[:, :n])
+        if t:
+            bog = torch.bmm(Ohk, Gh[:, H].mT, out=BOG[:, R, H])
+            dec.gram(bog, k, t)
+            ah.baddbmm_(bog, A[:, H], beta=rk, alpha=-1.0)
+        if fut:
+            ah.baddbmm_(SG[:, Fu, R].mT, Eh[:, Fu], alpha=-1.0)
+            ah.baddbmm_(BOG[:, Fu, R].mT, A[:, Fu], alpha=-1.0)
+        if fin is not None:
+            ah.baddbmm_(Gh[:, R], fin[0][1], alpha=fin[1])
+        Zhk = Zh[:, R]
+        c.ew(_b3_kernel, n, c.F, G, Zk, Ek, p1, Etk, ah, Zhk, -1.0, n, c.F, *_st(Zk), *_st(Ek), *_st(p1),
+             *_st2(Etk), *_st(ah), ACT=c.act, HAS_M=True)
+        # X̂ = [Ô +] r^k Ẑ W1₀ − (Ẑ Dhᵀ ∘ Γ) X (earlier) − Σ_later BZDᵀ X [− r.. Dh Ŵ1 | + Dh Û1]
+        dXk = dX[:, R]
+        if c.residual:
+            torch.baddbmm(Ohk, Zhk, W1, alpha=rk, out=dXk)
+        else:
+            torch.bmm(Zhk, W1, out=dXk)
+            if rk != 1.0:
+                dXk.mul_(rk)
+        if t:
+            bzd = torch.bmm(Zhk, Dh[:, H].mT, out=BZD[:, R, H])
+            dec.gram(bzd, k, t)
+            dXk.baddbmm_(bzd, X[:, H], alpha=-1.0)
+        if fut:
+            dXk.baddbmm_(BZD[:, Fu, R].mT, X[:, Fu], alpha=-1.0)
+        if fin is not None:
+            dXk.baddbmm_(Dh[:, R], fin[0][0], alpha=fin[1])
+    # Ŵ1₀ = Σ_t r^chunk Ẑᵀ X [+ r^nc Ŵ1_final], Ŵ2₀ = Σ_t r^chunk (Ôᵀ A + Gᵀ Ê) [+ r^nc Ŵ2_final]
+    for T_ in (Zh, Oh, Eh):
+        dec.from_start(T_)
+    rn = c.retention ** nc
+    dW1 = None if gW is None else gW[0]
+    dW2 = None if gW is None else gW[1]
+    d1 = c.outer(Zh, X, W=dW1, alpha=rn, sum_g=sum_g)[0]
+    d2 = c.outer(Oh, A, L2=Gs, R2=Eh, W=dW2, alpha=rn, sum_g=sum_g)[0]
+    return (d1, d2), None
