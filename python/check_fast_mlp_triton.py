@@ -21,8 +21,8 @@
     python python/check_fast_mlp_triton.py --json $OUT/fast_mlp_triton.json
     python python/check_fast_mlp_triton.py --no-check --chunks 128,256 --no-cms --no-big
 
-Chunks of ≤ 64 tokens run in the dual form on the GPU (docs/fast_mlp.md §1); set
-NESTED_KERNELS_FAST_MLP_FORM=materialized (or dual) to time and check one form everywhere.
+NESTED_KERNELS_FAST_MLP_FORM=dual (or materialized) checks and times one form of the backend
+everywhere it applies (docs/fast_mlp.md §1).
 
 Every case runs in its own try/except; exit status 1 when any check fails or raises.
 """

@@ -40,8 +40,11 @@ from ...core.env import getenv
 from .triton_backend import _Consts, _Saved, _copies, _stack, _st, _st2, _unit, _unstack
 
 FORM_ENV = "NESTED_KERNELS_FAST_MLP_FORM"
-AUTO_MAX_CHUNK = 64          # backend="auto" takes the dual form for chunk sizes up to this
-AUTO_MAX_TOKENS = 16384      # ... and sequences up to this long (T² Grams and work)
+# "auto" takes the dual form for CUDA inputs with chunk sizes up to AUTO_MAX_CHUNK and sequences
+# up to AUTO_MAX_TOKENS long (T² Grams and work). 0: never, until a GPU run has timed both forms
+# (docs/fast_mlp.md §1); NESTED_KERNELS_FAST_MLP_FORM=dual forces it.
+AUTO_MAX_CHUNK = 0
+AUTO_MAX_TOKENS = 16384
 
 
 def supported(inputs, cfg) -> Optional[str]:
