@@ -95,7 +95,7 @@ class _Decay:
     r^k per token. Nothing to scale when r == 1."""
 
     def __init__(self, c: _Consts, L: int, dev):
-        self.r, self.C = c.retention, c.C
+        self.r = c.retention
         self.on = self.r != 1.0
         if self.on:
             self.block = torch.arange(L, device=dev) // c.C
@@ -207,10 +207,10 @@ def backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, 
     Wc = _copies(c, W0)
     W1, W2 = (w.expand(G, *w.shape[-2:]) for w in Wc)
     res = _residuals(c, saved, G, L, dev)
+    Z, A, Ee, Gs, SX, SA, SG = res
     if saved is None:                    # no residuals kept: run the forward again
         Dh, Gh = _forward(c, Wc, X, E, S, mode, res, None)
-    Z, A, Ee, Gs, SX, SA, SG = res
-    if saved is not None:                # Dh = η ⊙ d and Gh = η ⊙ g from the residuals
+    else:                                # Dh = η ⊙ d and Gh = η ⊙ g from the residuals
         from .triton_kernels import _d_kernel
         Dh = new_empty(G, L, c.F1, dtype=c.cd, device=dev)
         c.ew(_d_kernel, L, c.F, G, Ee, Z, E, Dh, L, c.F, *_st(Ee), *_st(Z), *_st2(E), *_st(Dh), ACT=c.act)

@@ -25,9 +25,9 @@ loop; when a group's copies and activations exceed the budget, its first pass ke
 checkpoints every k pieces and each segment of k pieces is re-run from its checkpoint just
 before its reverse walk.
 
-Small chunks (≤ 64 tokens on CUDA by default) run the dual form instead (``dual.py``: no
-per-chunk weights, products against the earlier tokens; docs/fast_mlp.md §1), with this module's
-elementwise kernels, update GEMM and group loop.
+The dual form (``dual.py``: no per-chunk weights, products against the earlier tokens;
+docs/fast_mlp.md §1) runs instead where ``dual.chosen`` says so, with this module's elementwise
+kernels, update GEMM and group loop.
 
 Supported: every option of SPEC §4 (gelu/silu/swiglu, residual, retention, target/teach, η
 tensor or number, cu_seqlens, initial weights, pending-update states, final states), any D, F and
