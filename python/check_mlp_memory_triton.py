@@ -167,6 +167,20 @@ def _titans(B, T, H, K, F, C):
     return (lambda: mem(x)[0]), [x, *mem.parameters()]
 
 
+DEFAULT_VARIANTS = "no prep kernel:PREP=0;fp16 operands:PRECISION=fp16;1 program/head:SPLIT=1"
+
+
+def variants(spec):
+    """[(name, environment)] from "name:KNOB=v,KNOB=v;name:…" (KNOB = the part of a
+    NESTED_KERNELS_MLP_TRITON_* variable after that prefix)."""
+    out = []
+    for item in filter(None, spec.split(";")):
+        name, _, knobs = item.partition(":")
+        env = dict(kv.split("=", 1) for kv in filter(None, knobs.split(",")))
+        out.append((name, {"NESTED_KERNELS_MLP_TRITON_" + k: v for k, v in env.items()}))
+    return out
+
+
 def timing(args):
     rows = []
     shapes = [(args.B, args.T, args.H, 64, 256, 64)] + ([] if args.no_large else [(args.B, args.T, 4, 128, 512, 64)])
@@ -188,9 +202,7 @@ def timing(args):
                                               read="chunk", backend=b)[0])
         impls = [(b, run_b(b), leaves, {}) for b in backends]
         # variants of the triton backend (environment knobs, read at each call)
-        impls[1:1] = [("triton no prep kernel", run_b("triton"), leaves, {"NESTED_KERNELS_MLP_TRITON_PREP": "0"}),
-                      ("triton fp16 operands", run_b("triton"), leaves, {"NESTED_KERNELS_MLP_TRITON_PRECISION": "fp16"}),
-                      ("triton 1 program/head", run_b("triton"), leaves, {"NESTED_KERNELS_MLP_TRITON_SPLIT": "1"})]
+        impls[1:1] = [("triton " + name, run_b("triton"), leaves, env) for name, env in variants(args.variants)]
         if K == 64 and not args.no_titans:
             tt = _titans(B, T, H, K, F, C)
             if tt is not None:
@@ -246,6 +258,9 @@ def main():
     ap.add_argument("--H", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--variants", default=DEFAULT_VARIANTS,
+                    help='triton variants timed beside the default: "name:KNOB=v,KNOB=v;…" '
+                         '(KNOB = NESTED_KERNELS_MLP_TRITON_<KNOB>; "" for none)')
     ap.add_argument("--cases", default=None, help="comma-separated indices into CASES")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--json", default=None)

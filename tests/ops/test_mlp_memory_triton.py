@@ -155,10 +155,11 @@ def test_mu_zero_and_negative():
     check(x, st, read="after", scale=-0.5)
 
 
-@pytest.mark.parametrize("dtype,prec", [(torch.bfloat16, None), (torch.float16, "fp16"), (torch.bfloat16, "fp16")])
+@pytest.mark.parametrize("dtype,prec", [(torch.bfloat16, None), (torch.float16, "fp16"), (torch.bfloat16, "fp16"),
+                                        (torch.bfloat16, "tf32r")])
 def test_half_precision_within_spec(dtype, prec, monkeypatch):
-    """float32 products (the default) and float16 dot operands (NESTED_KERNELS_MLP_TRITON_PRECISION
-    = fp16; bf16 operands exceed the bound: the frozen errors are differences of rounded products)."""
+    """float32 products (the default), float16 dot operands (NESTED_KERNELS_MLP_TRITON_PRECISION
+    = fp16) and operands rounded to tf32 (tf32r)."""
     if prec:
         monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PRECISION", prec)
     x, st = make(T=24, gates="abm", init=True, seed=8)

@@ -13,7 +13,7 @@ Anything else is refused by ``unsupported`` and runs on the next backend (torch)
 
 Triton is imported only when a kernel first runs. Tuning knobs (environment, read at each call):
 NESTED_KERNELS_MLP_TRITON_BF (F block), NESTED_KERNELS_MLP_TRITON_WARPS,
-NESTED_KERNELS_MLP_TRITON_PRECISION (product operands: "bf16", "fp16", "tf32", "tf32x3" or "ieee";
+NESTED_KERNELS_MLP_TRITON_PRECISION (product operands: "bf16", "fp16", "tf32", "tf32r", "tf32x3" or "ieee";
 default tf32x3), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
 per (sequence, head), default 8; a variant whose compile fails with NS > 1 is retried with NS
 halved, see :func:`_fallback_on_resources`), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
@@ -100,12 +100,12 @@ def _precision() -> tuple:
     errors are differences of products of rounded weights). tf32x3 keeps float32 accuracy but at
     K = 64, F = 256 its operand copies need 237568 B of shared memory at F block 16 (H100: 232448),
     so that shape launches with the F block the OutOfResources retry finds (64).
-    NESTED_KERNELS_MLP_TRITON_PRECISION overrides the first (bf16, fp16, tf32,
-    tf32x3, ieee). Under the interpreter everything is ieee unless the variable is set (bf16 then
+    NESTED_KERNELS_MLP_TRITON_PRECISION overrides the first (bf16, fp16, tf32, tf32r — operands
+    rounded to tf32 first —, tf32x3, ieee). Under the interpreter everything is ieee unless the variable is set (bf16 then
     rounds the operands and multiplies in float32: the interpreter's bfloat16 dot is wrong)."""
     env = getenv("NESTED_KERNELS_MLP_TRITON_PRECISION")
-    if env and env not in ("bf16", "fp16", "tf32", "tf32x3", "ieee"):
-        raise ValueError(f"NESTED_KERNELS_MLP_TRITON_PRECISION must be bf16, fp16, tf32, tf32x3 or ieee, "
+    if env and env not in ("bf16", "fp16", "tf32", "tf32r", "tf32x3", "ieee"):
+        raise ValueError(f"NESTED_KERNELS_MLP_TRITON_PRECISION must be bf16, fp16, tf32, tf32r, tf32x3 or ieee, "
                          f"got {env!r}")
     if _interpreting():
         return {"bf16": "bf16_emu"}.get(env, env or "ieee"), "ieee"
