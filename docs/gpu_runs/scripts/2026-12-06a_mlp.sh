@@ -5,7 +5,8 @@
 # tf32r (operands rounded to tf32, one dot instead of tf32x3's three) may be accurate enough for
 # 16-bit inputs. (1) warm-up compiles of each variant in parallel; (2) the quick check (issue
 # case + varlen/resume case, bf16, float64 torch witness) with tf32r and with bf16 operands;
-# (3) issue-shape timing of the default and the variants with titans-pytorch in the same process.
+# (3) issue-shape timing of the default and the variants with titans-pytorch in the same process;
+# (4) per-kernel profile with tf32r.
 . "$(dirname "$0")/lib.sh"
 MLP="python3 python/check_mlp_memory_triton.py"
 VAR="tf32r:PRECISION=tf32r;tf32r BF32:PRECISION=tf32r,BF=32;tf32r BF64:PRECISION=tf32r,BF=64;bf16:PRECISION=bf16;bf16 BF64:PRECISION=bf16,BF=64"
@@ -21,6 +22,7 @@ wait
 bg chk_bf 150 env NESTED_KERNELS_MLP_TRITON_PRECISION=bf16 $MLP --quick --ref torch --no-timing
 {
 fg time 200 $MLP --no-check --no-large --no-torch --variants "$VAR" --json "$OUT/time_mlp.json"
+fg prof_tf32r 90 env NESTED_KERNELS_MLP_TRITON_PRECISION=tf32r python3 python/profile_kernels.py mlp_memory --gates abm --target self --read chunk --reps 2
 echo "=== done ($(now))"
 } > "$OUT/time.log" 2>&1
 wait
