@@ -88,7 +88,9 @@ def main():
         ("_fwd_kernel (forward)", tf._fwd_kernel, dict(common, OUTPUT_FINAL=True, SAVE=False, STORE_O=True),
          args.ns == 1),
         ("_fwd_kernel (SAVE)", tf._fwd_kernel, dict(common, OUTPUT_FINAL=False, SAVE=True, STORE_O=False), True),
-        ("_bwd_kernel", tb._bwd_kernel, dict(common, HAS_DC=True), True),
+        ("_bwd_kernel", tb._bwd_kernel, dict(common, HAS_DC=True, PART=0), True),
+        ("_bwd_kernel (chain)", tb._bwd_kernel, dict(common, HAS_DC=True, PART=1), True),
+        ("_bwd_kernel (tokens)", tb._bwd_kernel, dict(common, HAS_DC=True, PART=2), True),
     ]
     print(f"sm_90, {warps} warps, ptxas {args.ptxas}, mma.sync, prec {args.prec}: gates '{args.gates}' "
           f"{args.target} {args.read} {args.act} C{args.C} K=V={K} F={args.F} BF={args.bf} NS={args.ns}"

@@ -6,8 +6,10 @@ NaN-poisoned (NESTED_KERNELS_POISON=1). Every case compares the outputs, the fin
 S1, S2, W1_chunk, W2_chunk, position) and the gradients of a random functional of all of them with
 respect to every floating-point input (q, k, v, eta, gates, w1, w2 or the per-sequence initial
 states, the resumed chunk-start copies) — SPEC §7 bounds: 2e-3 in float32, 2e-2 in bf16/fp16.
-The reference sees the same (rounded) inputs as the kernel. Every test runs twice: without and
-with the tile-parallel prep kernel (NESTED_KERNELS_MLP_TRITON_PREP = 0 / 1).
+The reference sees the same (rounded) inputs as the kernel. Every test runs three times: without
+and with the tile-parallel prep kernel (NESTED_KERNELS_MLP_TRITON_PREP = 0 / 1), and with the
+prep kernel and the backward split into the adjoint chain and the token gradients
+(NESTED_KERNELS_MLP_TRITON_BWD_SPLIT = 1).
 """
 from __future__ import annotations
 
@@ -26,10 +28,12 @@ ARGS = ("q", "k", "v", "eta", "w1", "w2", "log_alpha", "beta", "mu")
 FIELDS = ("W1", "W2", "S1", "S2", "W1_chunk", "W2_chunk")
 
 
-@pytest.fixture(autouse=True, params=["0", "1"], ids=["prep0", "prep1"])
+@pytest.fixture(autouse=True, params=[("0", "0"), ("1", "0"), ("1", "1")], ids=["prep0", "prep1", "prep1-split"])
 def prep_knob(request, monkeypatch):
-    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PREP", request.param)
-    return request.param
+    prep, split = request.param
+    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PREP", prep)
+    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_BWD_SPLIT", split)
+    return prep
 
 
 def make(B=1, T=37, H=1, K=16, V=16, F=32, *, gates="abm", N=None, init=False, resume=None, seed=0):
@@ -305,7 +309,8 @@ def test_every_launch_runs_all_f_slices(ns, prep_knob, monkeypatch):
     (N·H,) with NS = 8: slice 0 waited forever for the other seven (H100 hang, 2026-11-26). The
     interpreter cannot run NS > 1 (its programs run one after another), so the kernels are
     replaced by recorders here; the slice arithmetic is checked by python/check_mlp_memory_triton.py.
-    With the prep kernel: one launch on (tiles, H) before each forward and the backward's SAVE forward."""
+    With the prep kernel: one launch on (tiles, H) before each forward and the backward's SAVE forward;
+    with the backward split, two backward launches."""
     from nested_kernels.ops.mlp_memory import triton_bwd, triton_fwd, triton_prep
     seen = []
 
@@ -323,7 +328,8 @@ def test_every_launch_runs_all_f_slices(ns, prep_knob, monkeypatch):
     x, st = make(B=2, T=20, H=3, gates="abm", init=True)
     run("triton", x, st, torch.float32, chunk_size=16)
     prep = [("prep", (2 * 2, 3), None, False)] if prep_knob == "1" else []    # 2 sequences of 2 tiles
-    assert seen == prep + [("fwd", (6, ns), ns, ns > 1)] + prep + [(n, (6, ns), ns, ns > 1) for n in ("fwd", "bwd")]
+    bwd = ("fwd", "bwd", "bwd") if triton_backend._bwd_split() else ("fwd", "bwd")   # split: chain, then tokens
+    assert seen == prep + [("fwd", (6, ns), ns, ns > 1)] + prep + [(n, (6, ns), ns, ns > 1) for n in bwd]
 
 
 
@@ -355,12 +361,12 @@ def test_split_compile_failure_retries_with_fewer_slices(prep_knob, monkeypatch)
     with pytest.warns(RuntimeWarning, match="retrying with fewer F slices"):
         check(x, st, read="before")
     # forward 4, 2 (refused), 1; the backward's saving forward starts at the remembered 1
-    assert tried == [("_fwd_kernel", 4), ("_fwd_kernel", 2), ("_fwd_kernel", 1), ("_fwd_kernel", 1),
-                     ("_bwd_kernel", 1)], tried
+    bwd = [("_bwd_kernel", 1)] * (2 if triton_backend._bwd_split() else 1)
+    assert tried == [("_fwd_kernel", 4), ("_fwd_kernel", 2), ("_fwd_kernel", 1), ("_fwd_kernel", 1)] + bwd, tried
     assert list(triton_backend._NS_CAPS.values()) == [1]
     tried.clear()
     check(x, st, read="before")
-    assert tried == [("_fwd_kernel", 1)] * 2 + [("_bwd_kernel", 1)], tried
+    assert tried == [("_fwd_kernel", 1)] * 2 + bwd, tried
     # other failures are not swallowed
     monkeypatch.setattr(triton_backend, "_NS_CAPS", {})
     monkeypatch.setattr(triton_backend, "_slices", lambda F, BF, NH, device: 1)

@@ -117,6 +117,15 @@ def _prep_on() -> bool:
     return env_flag("NESTED_KERNELS_MLP_TRITON_PREP", True)
 
 
+def _bwd_split() -> bool:
+    """NESTED_KERNELS_MLP_TRITON_BWD_SPLIT: "1" runs the backward as two walks of ``_bwd_kernel``
+    (PART 1: the chain of weight adjoints only, storing each tile's tile-end adjoints; PART 2: the
+    token and gate gradients from them), each with a smaller live set than the one walk that does
+    both ("0", the default until a GPU run has timed both: by the sm_90 probe at the issue shape
+    with tf32r operands, 2.6 KB and 15 KB of spill stores per thread against 28 KB)."""
+    return env_flag("NESTED_KERNELS_MLP_TRITON_BWD_SPLIT", False)
+
+
 def _slices(F: int, BF: int, NH: int, device: torch.device) -> int:
     """Number NS of programs per (sequence, head), each owning F / NS hidden units: the largest
     power of two with F / NS ≥ BF and N·H·NS ≤ the number of SMs (one resident program per SM,
@@ -420,13 +429,17 @@ def _backward(inputs, outputs, grads, cfg, bf: int = 16):
         d = a.d
         stash = torch.empty(N * H, 2, C, F, dtype=f32, device=dev)
         wc1, wc2 = a.chunk0 if a.resumed else (None, None)
-        a.launch(_bwd_kernel,
-                 a.q, a.k, a.v, a.eta, d(a.la), d(a.beta), d(a.mu), d(wc1), d(wc2), d(a.pos), d(a.cu),
-                 a.tile_base, *(d(saved.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")),
-                 dO.contiguous(), d(dc["W1"]), d(dc["W2"]), dst["W1"], dst["W2"], d(dst["S1"]), d(dst["S2"]),
-                 d(dwc.get("W1")), d(dwc.get("W2")), stash, *a.exchange_buffers(),
-                 dq, dk, dv, deta, d(dla), d(dbeta), d(dmu), T, rows, H, a.scale,
-                 *(d(saved.get(n)) for n in PREP_ROWS), HAS_DC=has_dc)
+        # split: PART 1 walks the adjoint chain only and stores every tile's tile-end adjoints
+        # (one per tile, like the checkpoints), PART 2 the token and gate gradients from them
+        adj = {n: ck(n) for n in (_STATES if a.mom else ("W1", "W2"))} if _bwd_split() else {}
+        for part in (1, 2) if adj else (0,):
+            a.launch(_bwd_kernel,
+                     a.q, a.k, a.v, a.eta, d(a.la), d(a.beta), d(a.mu), d(wc1), d(wc2), d(a.pos), d(a.cu),
+                     a.tile_base, *(d(saved.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")),
+                     dO.contiguous(), d(dc["W1"]), d(dc["W2"]), dst["W1"], dst["W2"], d(dst["S1"]), d(dst["S2"]),
+                     d(dwc.get("W1")), d(dwc.get("W2")), stash, *(d(adj.get(n)) for n in _STATES),
+                     *a.exchange_buffers(), dq, dk, dv, deta, d(dla), d(dbeta), d(dmu), T, rows, H, a.scale,
+                     *(d(saved.get(n)) for n in PREP_ROWS), HAS_DC=has_dc, PART=part)
 
     out = {}
 

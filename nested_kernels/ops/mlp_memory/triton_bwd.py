@@ -35,14 +35,14 @@ from .triton_prep import gate_end, prep_end, prep_tile
 @triton.jit
 def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
               c1, c2, cs1, cs2, g1, g2, gd1, gd2, dw1, dw2, ds1, ds2, dc1, dc2, stash,
-              sv_e, sv_ba, sv_ai, pv, pk, qp, qg, pm, dq, dk, dv, deta, dla, dbeta, dmu,
+              ad1, ad2, ads1, ads2, sv_e, sv_ba, sv_ai, pv, pk, qp, qg, pm, dq, dk, dv, deta, dla, dbeta, dmu,
               xch, ctr, n_done, j, row0, s, e, i_h, H, scale, add_c,
               K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr,
               FS: tl.constexpr, NS: tl.constexpr, BT: tl.constexpr, ACT: tl.constexpr,
               RESIDUAL: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr,
               HAS_MU: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr,
               USE_G: tl.constexpr, HAS_DC: tl.constexpr, PREC: tl.constexpr, GPREC: tl.constexpr,
-              PREP: tl.constexpr):
+              PREP: tl.constexpr, PART: tl.constexpr):
     """Adjoint of one tile [s, e). c1, c2, cs1, cs2: tile-start checkpoints; g1, g2: chunk-start
     weights; gd1, gd2: where their adjoints go; dw1 … ds2: carried adjoints (tile-end in,
     tile-start out); dc1, dc2: adjoint of the final chunk-start weights, added to the tile-start
@@ -158,11 +158,17 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
             W2g = W2b
         dW1e = tl.load(dw1 + o1)
         dW2e = tl.load(dw2 + o2)
+        if PART == 1:
+            tl.store(ad1 + o1, dW1e)
+            tl.store(ad2 + o2, dW2e)
         if HAS_MU:
             S1b = tl.load(cs1 + o1)
             S2b = tl.load(cs2 + o2)
             dS1e = tl.load(ds1 + o1)
             dS2e = tl.load(ds2 + o2)
+            if PART == 1:
+                tl.store(ads1 + o1, dS1e)
+                tl.store(ads2 + o2, dS2e)
         # recompute the block
         Z = mm(kx, tl.trans(W2g), PREC)
         A = act(Z, ACT)
@@ -279,19 +285,20 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
             dW1gl += dW1g
         tl.store(st_a + (f0 + rf)[None, :], dA)
         tl.store(st_z + (f0 + rf)[None, :], dDd * Q1 * act_grad2(Z, ACT))
-        if USE_G:
-            tl.store(gd1 + o1, tl.load(gd1 + o1) + dW1gl)
-            if READ == 2:
-                tl.store(gd2 + o2, tl.load(gd2 + o2) + dW2g)
-        else:
-            dW1s += dW1gl
-            if READ == 2:
-                dW2s += dW2g
-        tl.store(dw1 + o1, dW1s)
-        tl.store(dw2 + o2, dW2s)
-        if HAS_MU:
-            tl.store(ds1 + o1, dS1s)
-            tl.store(ds2 + o2, dS2s)
+        if PART != 2:
+            if USE_G:
+                tl.store(gd1 + o1, tl.load(gd1 + o1) + dW1gl)
+                if READ == 2:
+                    tl.store(gd2 + o2, tl.load(gd2 + o2) + dW2g)
+            else:
+                dW1s += dW1gl
+                if READ == 2:
+                    dW2s += dW2g
+            tl.store(dw1 + o1, dW1s)
+            tl.store(dw2 + o2, dW2s)
+            if HAS_MU:
+                tl.store(ds1 + o1, dS1s)
+                tl.store(ds2 + o2, dS2s)
     tl.debug_barrier()
 
     # ---------------- frozen errors: E = M_s(K) − target ----------------
@@ -303,7 +310,7 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
     if SELF_TARGET:
         if RESIDUAL:
             dV -= once * dE
-    else:
+    elif PART != 1:
         tl.store(dv + grow[:, None] * V + rv[None, :], -once * dE, mask=mt[:, None])
 
     # ---------------- pass C: the chunk-start weights' share of dE ----------------
@@ -326,92 +333,94 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
             dZv = -mm(dE, W1g, PREC) * act_grad(Zv, ACT)
             dW2g += mm(tl.trans(dZv), vx, PREC)
             dV += mm(dZv, W2g, PREC)
-        n1 = tl.load(gd1 + o1) + dW1g
-        n2 = tl.load(gd2 + o2) + dW2g
-        if HAS_DC:
-            n1 += tl.load(dc1 + o1, mask=(rv[:, None] >= 0) & add_c, other=0.0)
-            n2 += tl.load(dc2 + o2, mask=(rf[:, None] >= 0) & add_c, other=0.0)
-        tl.store(gd1 + o1, n1)
-        tl.store(gd2 + o2, n2)
+        if PART != 2:
+            n1 = tl.load(gd1 + o1) + dW1g
+            n2 = tl.load(gd2 + o2) + dW2g
+            if HAS_DC:
+                n1 += tl.load(dc1 + o1, mask=(rv[:, None] >= 0) & add_c, other=0.0)
+                n2 += tl.load(dc2 + o2, mask=(rf[:, None] >= 0) & add_c, other=0.0)
+            tl.store(gd1 + o1, n1)
+            tl.store(gd2 + o2, n2)
     tl.debug_barrier()
 
     # ---------------- n×n adjoints: solve, masked products, gates ----------------
-    if PREP:
-        G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT,
-                                                                    HAS_ALPHA, HAS_MU, GPREC)
-        if HAS_BETA:
-            KK = mm(kx, tl.trans(kx), PREC)
-        if READ != 2:
-            QK = mm(qx, tl.trans(kx), PREC)
-            if READ == 0:
-                Gm = G
-            else:
-                Gm = Gp
-    dG = zm
-    dGp = zm
-    dPhi = zm
-    dPhip = zm
-    dD = zm
-    dg = zv
-    dgp = dgp_r
-    dnu = zv
-    dnup = dnup_r
-    dm = zv
-    if HAS_BETA:
-        dAm = tl.where(strict, -Mr, 0.0)
-        dKK = dAm * Gp * bt[None, :] + tl.where(strict, Mrhs * Phip, 0.0)
-        dGp += dAm * KK * bt[None, :]
-        dbt_v += tl.sum(dAm * KK * Gp, 0)
-        dPhip += tl.where(strict, Mrhs * KK, 0.0)
-        dK += mm(dKK + tl.trans(dKK), kx, PREC)
-        tl.store(dbeta + grow, dbt_v, mask=mt)
-    if READ != 2:
-        dQK = Mw * Pm
+    if PART != 1:
         if PREP:
-            dPm = Mw * QK + dPmBA
-        else:
-            dPm = Mw * QK + dOw * BA
+            G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT,
+                                                                        HAS_ALPHA, HAS_MU, GPREC)
+            if HAS_BETA:
+                KK = mm(kx, tl.trans(kx), PREC)
+            if READ != 2:
+                QK = mm(qx, tl.trans(kx), PREC)
+                if READ == 0:
+                    Gm = G
+                else:
+                    Gm = Gp
+        dG = zm
+        dGp = zm
+        dPhi = zm
+        dPhip = zm
+        dD = zm
+        dg = zv
+        dgp = dgp_r
+        dnu = zv
+        dnup = dnup_r
+        dm = zv
         if HAS_BETA:
-            dQK += Mu * Gm
-            dGm = Mu * QK
-        else:
-            dGm = zm
-        dQ += mm(dQK, kx, PREC)
-        dK += mm(tl.trans(dQK), qx, PREC)
-        if READ == 0:
-            dG += dGm
-            dPhi += dPm
-            dg += dgm_v
-            dnu += dnm_v
-        else:
-            dGp += dGm
-            dPhip += dPm
-            dgp += dgm_v
-            dnup += dnm_v
-    dPhi += tl.where(sel[:, None], dPhiL[None, :], 0.0)
-    dG += tl.where(sel[:, None], dGL[None, :], 0.0)
-    dD += tl.where(sel[:, None], dDL[None, :], 0.0)
-    dg += tl.where(sel, dgL, 0.0)
-    dnu += tl.where(sel, dnuL, 0.0)
-    dm += tl.where(sel, dmL, 0.0)
-    dla_v, dmu_v = gate_grads(G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup,
-                              dm, dD, rt[:, None] >= rt[None, :], rt[:, None] > rt[None, :], HAS_ALPHA,
-                              HAS_MU, GPREC)
-    if HAS_ALPHA:
-        tl.store(dla + grow, dla_v, mask=mt)
-    if HAS_MU:
-        tl.store(dmu + grow, dmu_v, mask=mt)
-    tl.store(deta + grow, deta_v, mask=mt)
-    tl.store(dq + grow[:, None] * K + rk[None, :], dQ * scale, mask=mt[:, None])
-    tl.store(dk + grow[:, None] * K + rk[None, :], dK, mask=mt[:, None])
-    if SELF_TARGET:
-        tl.store(dv + grow[:, None] * K + rk[None, :], dV, mask=mt[:, None])
+            dAm = tl.where(strict, -Mr, 0.0)
+            dKK = dAm * Gp * bt[None, :] + tl.where(strict, Mrhs * Phip, 0.0)
+            dGp += dAm * KK * bt[None, :]
+            dbt_v += tl.sum(dAm * KK * Gp, 0)
+            dPhip += tl.where(strict, Mrhs * KK, 0.0)
+            dK += mm(dKK + tl.trans(dKK), kx, PREC)
+            tl.store(dbeta + grow, dbt_v, mask=mt)
+        if READ != 2:
+            dQK = Mw * Pm
+            if PREP:
+                dPm = Mw * QK + dPmBA
+            else:
+                dPm = Mw * QK + dOw * BA
+            if HAS_BETA:
+                dQK += Mu * Gm
+                dGm = Mu * QK
+            else:
+                dGm = zm
+            dQ += mm(dQK, kx, PREC)
+            dK += mm(tl.trans(dQK), qx, PREC)
+            if READ == 0:
+                dG += dGm
+                dPhi += dPm
+                dg += dgm_v
+                dnu += dnm_v
+            else:
+                dGp += dGm
+                dPhip += dPm
+                dgp += dgm_v
+                dnup += dnm_v
+        dPhi += tl.where(sel[:, None], dPhiL[None, :], 0.0)
+        dG += tl.where(sel[:, None], dGL[None, :], 0.0)
+        dD += tl.where(sel[:, None], dDL[None, :], 0.0)
+        dg += tl.where(sel, dgL, 0.0)
+        dnu += tl.where(sel, dnuL, 0.0)
+        dm += tl.where(sel, dmL, 0.0)
+        dla_v, dmu_v = gate_grads(G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup,
+                                  dm, dD, rt[:, None] >= rt[None, :], rt[:, None] > rt[None, :], HAS_ALPHA,
+                                  HAS_MU, GPREC)
+        if HAS_ALPHA:
+            tl.store(dla + grow, dla_v, mask=mt)
+        if HAS_MU:
+            tl.store(dmu + grow, dmu_v, mask=mt)
+        tl.store(deta + grow, deta_v, mask=mt)
+        tl.store(dq + grow[:, None] * K + rk[None, :], dQ * scale, mask=mt[:, None])
+        tl.store(dk + grow[:, None] * K + rk[None, :], dK, mask=mt[:, None])
+        if SELF_TARGET:
+            tl.store(dv + grow[:, None] * K + rk[None, :], dV, mask=mt[:, None])
 
 
 @triton.jit
 def _bwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, wc1, wc2, pos, cu, tile_base,
                 sv1, sv2, svs1, svs2, sv_e, sv_ba, sv_ai, do, dc1, dc2,
-                dw1, dw2, ds1, ds2, dwc1, dwc2, stash, xch, ctr,
+                dw1, dw2, ds1, ds2, dwc1, dwc2, stash, sa1, sa2, sas1, sas2, xch, ctr,
                 dq, dk, dv, deta, dla, dbeta, dmu,
                 T, R, H, scale, pv, pk, qp, qg, pm,
                 K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr, NS: tl.constexpr,
@@ -419,7 +428,7 @@ def _bwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, wc1, wc2, pos, cu, tile_
                 HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                 SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
                 IS_VARLEN: tl.constexpr, HAS_DC: tl.constexpr, PREC: tl.constexpr,
-                GPREC: tl.constexpr, PREP: tl.constexpr):
+                GPREC: tl.constexpr, PREP: tl.constexpr, PART: tl.constexpr):
     """Grid (N·H, NS), F slices as in the forward. dw1, dw2, ds1, ds2 [N,H,·,·]: the adjoints of
     the final states on entry (plus the final chunk-start adjoint where the call ends on a chunk
     boundary), of the start states on exit. dwc1, dwc2: adjoints of the resumed chunk-start
@@ -463,23 +472,31 @@ def _bwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, wc1, wc2, pos, cu, tile_
         s = i * BT - p
         t1 = ((tb + i) * H + i_h) * V * F
         t2 = ((tb + i) * H + i_h) * F * K
+        if PART == 2:     # this tile's tile-end adjoints, as the chain (PART 1) stored them
+            e1, e2, es1, es2 = sa1 + t1, sa2 + t2, sas1 + t1, sas2 + t2
+        else:
+            e1, e2, es1, es2 = dw1 + b1, dw2 + b2, ds1 + b1, ds2 + b2
         _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
-                  sv1 + t1, sv2 + t2, svs1 + t1, svs2 + t2, sv1 + t1, sv2 + t2, dw1 + b1, dw2 + b2,
-                  dw1 + b1, dw2 + b2, ds1 + b1, ds2 + b2, dc1 + b1, dc2 + b2, st,
+                  sv1 + t1, sv2 + t2, svs1 + t1, svs2 + t2, sv1 + t1, sv2 + t2, e1, e2,
+                  e1, e2, es1, es2, dc1 + b1, dc2 + b2, st, sa1 + t1, sa2 + t2, sas1 + t1, sas2 + t2,
                   sv_e, sv_ba, sv_ai, pv, pk, qp, qg, pm, dq, dk, dv, deta, dla, dbeta, dmu,
                   xch, ctr, nt - 1 - i, j, row0, s, tl.minimum(L, s + BT), i_h, H, scale,
                   (i == nt - 1) & (pf != 0),
                   K, V, F, BF, FS, NS, BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET,
-                  READ, False, HAS_DC, PREC, GPREC, PREP)
+                  READ, False, HAS_DC, PREC, GPREC, PREP, PART)
         i -= 1
     if HAS_POS:
         if (p > 0) & (L > 0):
             t1 = (tb * H + i_h) * V * F
             t2 = (tb * H + i_h) * F * K
+            if PART == 2:
+                e1, e2, es1, es2 = sa1 + t1, sa2 + t2, sas1 + t1, sas2 + t2
+            else:
+                e1, e2, es1, es2 = dw1 + b1, dw2 + b2, ds1 + b1, ds2 + b2
             _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
                       sv1 + t1, sv2 + t2, svs1 + t1, svs2 + t2, wc1 + b1, wc2 + b2, dwc1 + b1, dwc2 + b2,
-                      dw1 + b1, dw2 + b2, ds1 + b1, ds2 + b2, dc1 + b1, dc2 + b2, st,
+                      e1, e2, es1, es2, dc1 + b1, dc2 + b2, st, sa1 + t1, sa2 + t2, sas1 + t1, sas2 + t2,
                       sv_e, sv_ba, sv_ai, pv, pk, qp, qg, pm, dq, dk, dv, deta, dla, dbeta, dmu,
                       xch, ctr, nt - 1, j, row0, 0, tl.minimum(L, BT - p), i_h, H, scale, i_n < 0,
                       K, V, F, BF, FS, NS, BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET,
-                      READ, True, HAS_DC, PREC, GPREC, PREP)
+                      READ, True, HAS_DC, PREC, GPREC, PREP, PART)
