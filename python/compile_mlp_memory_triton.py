@@ -91,6 +91,7 @@ def main():
         ("_bwd_kernel", tb._bwd_kernel, dict(common, HAS_DC=True, PART=0), True),
         ("_bwd_kernel (chain)", tb._bwd_kernel, dict(common, HAS_DC=True, PART=1), True),
         ("_bwd_kernel (tokens)", tb._bwd_kernel, dict(common, HAS_DC=True, PART=2), True),
+    ] + ([("_bwd_kernel (read dq)", tb._bwd_kernel, dict(common, HAS_DC=True, PART=3), True)] if args.read == "chunk" else []) + [
     ]
     print(f"sm_90, {warps} warps, ptxas {args.ptxas}, mma.sync, prec {args.prec}: gates '{args.gates}' "
           f"{args.target} {args.read} {args.act} C{args.C} K=V={K} F={args.F} BF={args.bf} NS={args.ns}"

@@ -432,7 +432,7 @@ def _backward(inputs, outputs, grads, cfg, bf: int = 16):
         # split: PART 1 walks the adjoint chain only and stores every tile's tile-end adjoints
         # (one per tile, like the checkpoints), PART 2 the token and gate gradients from them
         adj = {n: ck(n) for n in (_STATES if a.mom else ("W1", "W2"))} if _bwd_split() else {}
-        for part in (1, 2) if adj else (0,):
+        for part in ((1, 2, 3) if cfg["read"] == "chunk" else (1, 2)) if adj else (0,):
             a.launch(_bwd_kernel,
                      a.q, a.k, a.v, a.eta, d(a.la), d(a.beta), d(a.mu), d(wc1), d(wc2), d(a.pos), d(a.cu),
                      a.tile_base, *(d(saved.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")),

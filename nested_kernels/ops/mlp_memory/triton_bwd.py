@@ -51,7 +51,11 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
     this slice's share; terms that do not sum over F are added by slice 0; the adjoint of the
     frozen errors is exchanged between the slices (xch, ctr, n_done: ``exchange``). sv_ai: the
     rows of (I + A_β)⁻¹ (the forward's SAVE, or with PREP the prep kernel's); pv … pm: the other
-    prep rows (PREP)."""
+    prep rows (PREP). PART: 0 everything; with the split backward 1 the weight adjoints only
+    (CHAIN), 2 the token and gate gradients only (TOKENS), 3 read chunk's dq only (DQ_READ)."""
+    CHAIN: tl.constexpr = (PART == 0) or (PART == 1)
+    TOKENS: tl.constexpr = (PART == 0) or (PART == 2)
+    DQ_READ: tl.constexpr = (PART == 0) or (PART == 3)
     rt = tl.arange(0, BT)
     rk = tl.arange(0, K)
     rv = tl.arange(0, V)
@@ -192,38 +196,46 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
 
         # tile-end update: W2' = γW2 + νS2 + XᵀK, W1' = γW1 + νS1 + (Φ_n w1)ᵀA, S1', S2'
         dX = mm(kx, tl.trans(dW2e), PREC)
-        dK += mm(X, dW2e, PREC)
         T1 = mm(A, tl.trans(dW1e), PREC)
-        dw1_acc += PhiL[:, None] * T1
-        dPhiL += tl.sum(w1v * T1, 1) + tl.sum(w2v * dX, 1)
+        if PART != 3:
+            dw1_acc += PhiL[:, None] * T1
+        if TOKENS:
+            dK += mm(X, dW2e, PREC)
+            dPhiL += tl.sum(w1v * T1, 1) + tl.sum(w2v * dX, 1)
+            dgL += sum2(W1b * dW1e) + sum2(W2b * dW2e)
         dA = mm(PhiL[:, None] * w1v, dW1e, PREC)
         dw2v = PhiL[:, None] * dX
         if HAS_BETA:
             dU = GL[:, None] * dX
-            dGL += tl.sum(U * dX, 1)
-        dgL += sum2(W1b * dW1e) + sum2(W2b * dW2e)
+            if TOKENS:
+                dGL += tl.sum(U * dX, 1)
         dW1s = gL * dW1e
         dW2s = gL * dW2e
         if HAS_MU:
             dS1s = mL * dS1e + nuL * dW1e
             dS2s = mL * dS2e + nuL * dW2e
-            dnuL += sum2(S1b * dW1e) + sum2(S2b * dW2e)
-            dmL += sum2(S1b * dS1e) + sum2(S2b * dS2e)
             T2 = mm(A, tl.trans(dS1e), PREC)
-            dw1_acc += DL[:, None] * T2
+            if PART != 3:
+                dw1_acc += DL[:, None] * T2
             dA += mm(DL[:, None] * w1v, dS1e, PREC)
             Y = mm(kx, tl.trans(dS2e), PREC)
             dw2v += DL[:, None] * Y
-            dDL += tl.sum(w1v * T2, 1) + tl.sum(w2v * Y, 1)
-            dK += mm(DL[:, None] * w2v, dS2e, PREC)
+            if TOKENS:
+                dnuL += sum2(S1b * dW1e) + sum2(S2b * dW2e)
+                dmL += sum2(S1b * dS1e) + sum2(S2b * dS2e)
+                dDL += tl.sum(w1v * T2, 1) + tl.sum(w2v * Y, 1)
+                dK += mm(DL[:, None] * w2v, dS2e, PREC)
 
         # read
         if READ == 2:
-            Zq = mm(qx, tl.trans(W2g), PREC)
-            dW1g = mm(tl.trans(dO), act(Zq, ACT), PREC)
-            dZq = mm(dO, W1g, PREC) * act_grad(Zq, ACT)
-            dW2g = mm(tl.trans(dZq), qx, PREC)
-            dQ += mm(dZq, W2g, PREC)
+            if PART != 2:
+                Zq = mm(qx, tl.trans(W2g), PREC)
+                dZq = mm(dO, W1g, PREC) * act_grad(Zq, ACT)
+                if CHAIN:
+                    dW1g = mm(tl.trans(dO), act(Zq, ACT), PREC)
+                    dW2g = mm(tl.trans(dZq), qx, PREC)
+                if DQ_READ:
+                    dQ += mm(dZq, W2g, PREC)
         else:
             qW = mm(qx, tl.trans(W2b), PREC)
             Hq = gm[:, None] * qW + mm(QP, w2v, PREC)
@@ -235,57 +247,72 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
             Bq = act(Hq, ACT)
             dOW = mm(dO, W1b, PREC)
             dBq = gm[:, None] * dOW + mm(dBA, A, PREC)
-            dgm_v += tl.sum(dOW * Bq, 1)
-            dW1s += mm(tl.trans(gm[:, None] * dO), Bq, PREC)
+            if CHAIN:
+                dW1s += mm(tl.trans(gm[:, None] * dO), Bq, PREC)
             if HAS_MU:
                 dOS = mm(dO, S1b, PREC)
                 dBq += nm[:, None] * dOS
-                dnm_v += tl.sum(dOS * Bq, 1)
-                dS1s += mm(tl.trans(nm[:, None] * dO), Bq, PREC)
+                if TOKENS:
+                    dnm_v += tl.sum(dOS * Bq, 1)
+                if CHAIN:
+                    dS1s += mm(tl.trans(nm[:, None] * dO), Bq, PREC)
             dA += mm(tl.trans(dBA), Bq, PREC)
             dHq = dBq * act_grad(Hq, ACT)
-            dW2s += mm(tl.trans(gm[:, None] * dHq), qx, PREC)
-            dQ += gm[:, None] * mm(dHq, W2b, PREC)
-            dgm_v += tl.sum(dHq * qW, 1)
+            if CHAIN:
+                dW2s += mm(tl.trans(gm[:, None] * dHq), qx, PREC)
+            if TOKENS:
+                dgm_v += tl.sum(dOW * Bq, 1) + tl.sum(dHq * qW, 1)
+                dQ += gm[:, None] * mm(dHq, W2b, PREC)
+                Mw += mm(dHq, tl.trans(w2v), PREC)
             if HAS_MU:
-                dS2s += mm(tl.trans(nm[:, None] * dHq), qx, PREC)
-                dQ += nm[:, None] * mm(dHq, S2b, PREC)
-                dnm_v += tl.sum(dHq * qS, 1)
-            Mw += mm(dHq, tl.trans(w2v), PREC)
+                if CHAIN:
+                    dS2s += mm(tl.trans(nm[:, None] * dHq), qx, PREC)
+                if TOKENS:
+                    dQ += nm[:, None] * mm(dHq, S2b, PREC)
+                    dnm_v += tl.sum(dHq * qS, 1)
             dw2v += mm(tl.trans(QP), dHq, PREC)
             if HAS_BETA:
-                Mu += mm(dHq, tl.trans(U), PREC)
+                if TOKENS:
+                    Mu += mm(dHq, tl.trans(U), PREC)
                 dU += mm(tl.trans(QG), dHq, PREC)
 
         # DGD solve: U = −βR, R = (I + A_β)⁻¹ RHS, RHS = γ_prev K W2ᵀ + ν_prev K S2ᵀ + P w2
         if HAS_BETA:
             dR = -bt[:, None] * dU
-            dbt_v += -tl.sum(R * dU, 1)
             dRHS = mm(tl.trans(Ai), dR, PREC)
-            Mr += mm(dRHS, tl.trans(R), PREC)
-            Mrhs += mm(dRHS, tl.trans(w2v), PREC)
             dw2v += mm(tl.trans(Pk), dRHS, PREC)
             gdR = gp[:, None] * dRHS
-            dgp_r += tl.sum(dRHS * KW, 1)
-            dW2s += mm(tl.trans(gdR), kx, PREC)
-            dK += mm(gdR, W2b, PREC)
+            if TOKENS:
+                dbt_v += -tl.sum(R * dU, 1)
+                Mr += mm(dRHS, tl.trans(R), PREC)
+                Mrhs += mm(dRHS, tl.trans(w2v), PREC)
+                dgp_r += tl.sum(dRHS * KW, 1)
+                dK += mm(gdR, W2b, PREC)
+            if CHAIN:
+                dW2s += mm(tl.trans(gdR), kx, PREC)
             if HAS_MU:
                 ndR = nup[:, None] * dRHS
-                dnup_r += tl.sum(dRHS * KS, 1)
-                dS2s += mm(tl.trans(ndR), kx, PREC)
-                dK += mm(ndR, S2b, PREC)
+                if TOKENS:
+                    dnup_r += tl.sum(dRHS * KS, 1)
+                    dK += mm(ndR, S2b, PREC)
+                if CHAIN:
+                    dS2s += mm(tl.trans(ndR), kx, PREC)
 
         # w2 = −η d, d = (E W1_s) ⊙ φ'(Z): the parts that do not need dE
-        deta_v += -tl.sum(dw2v * Dd, 1)
+        if TOKENS:
+            deta_v += -tl.sum(dw2v * Dd, 1)
         dDd = -et[:, None] * dw2v
         dQ1 = dDd * Ap
-        dEq += mm(dQ1, tl.trans(W1g), PREC)
-        dW1gl = mm(tl.trans(E), dQ1, PREC)
-        if READ == 2:
-            dW1gl += dW1g
-        tl.store(st_a + (f0 + rf)[None, :], dA)
-        tl.store(st_z + (f0 + rf)[None, :], dDd * Q1 * act_grad2(Z, ACT))
-        if PART != 2:
+        if PART != 3:
+            dEq += mm(dQ1, tl.trans(W1g), PREC)
+        if CHAIN:
+            dW1gl = mm(tl.trans(E), dQ1, PREC)
+            if READ == 2:
+                dW1gl += dW1g
+        if PART != 3:
+            tl.store(st_a + (f0 + rf)[None, :], dA)
+            tl.store(st_z + (f0 + rf)[None, :], dDd * Q1 * act_grad2(Z, ACT))
+        if CHAIN:
             if USE_G:
                 tl.store(gd1 + o1, tl.load(gd1 + o1) + dW1gl)
                 if READ == 2:
@@ -301,50 +328,56 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
                 tl.store(ds2 + o2, dS2s)
     tl.debug_barrier()
 
-    # ---------------- frozen errors: E = M_s(K) − target ----------------
-    dE = exchange(-et[:, None] * dw1_acc + dEq, xch, ctr, n_done, j, rt, rv, NS, BT, V)
-    deta_v += -tl.sum(dw1_acc * E, 1)
-    once = (j == 0).to(tl.float32)
-    if RESIDUAL:
-        dK += once * dE
-    if SELF_TARGET:
-        if RESIDUAL:
-            dV -= once * dE
-    elif PART != 1:
-        tl.store(dv + grow[:, None] * V + rv[None, :], -once * dE, mask=mt[:, None])
+    if PART != 3:     # PART 3: the read's dq only (read chunk), no dE
+        # ---------------- frozen errors: E = M_s(K) − target ----------------
+        dE = exchange(-et[:, None] * dw1_acc + dEq, xch, ctr, n_done, j, rt, rv, NS, BT, V)
+        once = (j == 0).to(tl.float32)
+        if TOKENS:
+            deta_v += -tl.sum(dw1_acc * E, 1)
+            if RESIDUAL:
+                dK += once * dE
+            if SELF_TARGET:
+                if RESIDUAL:
+                    dV -= once * dE
+            else:
+                tl.store(dv + grow[:, None] * V + rv[None, :], -once * dE, mask=mt[:, None])
 
-    # ---------------- pass C: the chunk-start weights' share of dE ----------------
-    for fb in range(0, FS, BF):
-        f0 = fs + fb
-        o1 = off_w1(rv, f0, rf, F)
-        o2 = off_w2(rf, f0, rk, K)
-        W1g = tl.load(g1 + o1)
-        W2g = tl.load(g2 + o2)
-        Z = mm(kx, tl.trans(W2g), PREC)
-        A = act(Z, ACT)
-        dA = tl.load(st_a + (f0 + rf)[None, :]) + mm(dE, W1g, PREC)
-        dZ = tl.load(st_z + (f0 + rf)[None, :]) + dA * act_grad(Z, ACT)
-        dK += mm(dZ, W2g, PREC)
-        dW2g = mm(tl.trans(dZ), kx, PREC)
-        dW1g = mm(tl.trans(dE), A, PREC)
-        if SELF_TARGET:
-            Zv = mm(vx, tl.trans(W2g), PREC)
-            dW1g -= mm(tl.trans(dE), act(Zv, ACT), PREC)
-            dZv = -mm(dE, W1g, PREC) * act_grad(Zv, ACT)
-            dW2g += mm(tl.trans(dZv), vx, PREC)
-            dV += mm(dZv, W2g, PREC)
-        if PART != 2:
-            n1 = tl.load(gd1 + o1) + dW1g
-            n2 = tl.load(gd2 + o2) + dW2g
-            if HAS_DC:
-                n1 += tl.load(dc1 + o1, mask=(rv[:, None] >= 0) & add_c, other=0.0)
-                n2 += tl.load(dc2 + o2, mask=(rf[:, None] >= 0) & add_c, other=0.0)
-            tl.store(gd1 + o1, n1)
-            tl.store(gd2 + o2, n2)
-    tl.debug_barrier()
+        # ---------------- pass C: the chunk-start weights' share of dE ----------------
+        for fb in range(0, FS, BF):
+            f0 = fs + fb
+            o1 = off_w1(rv, f0, rf, F)
+            o2 = off_w2(rf, f0, rk, K)
+            W1g = tl.load(g1 + o1)
+            W2g = tl.load(g2 + o2)
+            Z = mm(kx, tl.trans(W2g), PREC)
+            A = act(Z, ACT)
+            dA = tl.load(st_a + (f0 + rf)[None, :]) + mm(dE, W1g, PREC)
+            dZ = tl.load(st_z + (f0 + rf)[None, :]) + dA * act_grad(Z, ACT)
+            if TOKENS:
+                dK += mm(dZ, W2g, PREC)
+            dW2g = mm(tl.trans(dZ), kx, PREC)
+            dW1g = mm(tl.trans(dE), A, PREC)
+            if SELF_TARGET:
+                Zv = mm(vx, tl.trans(W2g), PREC)
+                dW1g -= mm(tl.trans(dE), act(Zv, ACT), PREC)
+                dZv = -mm(dE, W1g, PREC) * act_grad(Zv, ACT)
+                dW2g += mm(tl.trans(dZv), vx, PREC)
+                if TOKENS:
+                    dV += mm(dZv, W2g, PREC)
+            if CHAIN:
+                n1 = tl.load(gd1 + o1) + dW1g
+                n2 = tl.load(gd2 + o2) + dW2g
+                if HAS_DC:
+                    n1 += tl.load(dc1 + o1, mask=(rv[:, None] >= 0) & add_c, other=0.0)
+                    n2 += tl.load(dc2 + o2, mask=(rf[:, None] >= 0) & add_c, other=0.0)
+                tl.store(gd1 + o1, n1)
+                tl.store(gd2 + o2, n2)
+        tl.debug_barrier()
 
     # ---------------- n×n adjoints: solve, masked products, gates ----------------
-    if PART != 1:
+    if PART == 3:
+        tl.store(dq + grow[:, None] * K + rk[None, :], dQ * scale, mask=mt[:, None])
+    elif TOKENS:
         if PREP:
             G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT,
                                                                         HAS_ALPHA, HAS_MU, GPREC)
@@ -411,7 +444,8 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
         if HAS_MU:
             tl.store(dmu + grow, dmu_v, mask=mt)
         tl.store(deta + grow, deta_v, mask=mt)
-        tl.store(dq + grow[:, None] * K + rk[None, :], dQ * scale, mask=mt[:, None])
+        if (PART == 0) or (READ != 2):      # with the split, read chunk's dq is PART 3's
+            tl.store(dq + grow[:, None] * K + rk[None, :], dQ * scale, mask=mt[:, None])
         tl.store(dk + grow[:, None] * K + rk[None, :], dK, mask=mt[:, None])
         if SELF_TARGET:
             tl.store(dv + grow[:, None] * K + rk[None, :], dV, mask=mt[:, None])
