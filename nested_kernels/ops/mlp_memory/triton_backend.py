@@ -432,10 +432,13 @@ def _backward(inputs, outputs, grads, cfg, bf: int = 16):
         # split: PART 1 walks the adjoint chain only and stores every tile's tile-end adjoints
         # (one per tile, like the checkpoints), PART 2 the token and gate gradients from them
         adj = {n: ck(n) for n in (_STATES if a.mom else ("W1", "W2"))} if _bwd_split() else {}
+        if adj:       # and the adjoint of the frozen errors, per token (PART 1 writes, PART 2 reads)
+            adj["dE"] = torch.empty(rows, H, V, dtype=f32, device=dev)
         for part in ((1, 2, 3) if cfg["read"] == "chunk" else (1, 2)) if adj else (0,):
             a.launch(_bwd_kernel,
                      a.q, a.k, a.v, a.eta, d(a.la), d(a.beta), d(a.mu), d(wc1), d(wc2), d(a.pos), d(a.cu),
-                     a.tile_base, *(d(saved.get(n)) for n in ("W1", "W2", "S1", "S2", "E", "BA", "Ai")),
+                     a.tile_base, *(d(saved.get(n)) for n in ("W1", "W2", "S1", "S2")), d(adj.get("dE")),
+                     *(d(saved.get(n)) for n in ("E", "BA", "Ai")),
                      dO.contiguous(), d(dc["W1"]), d(dc["W2"]), dst["W1"], dst["W2"], d(dst["S1"]), d(dst["S2"]),
                      d(dwc.get("W1")), d(dwc.get("W2")), stash, *(d(adj.get(n)) for n in _STATES),
                      *a.exchange_buffers(), dq, dk, dv, deta, d(dla), d(dbeta), d(dmu), T, rows, H, a.scale,

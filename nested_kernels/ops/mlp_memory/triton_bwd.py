@@ -35,7 +35,7 @@ from .triton_prep import gate_end, prep_end, prep_tile
 @triton.jit
 def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
               c1, c2, cs1, cs2, g1, g2, gd1, gd2, dw1, dw2, ds1, ds2, dc1, dc2, stash,
-              ad1, ad2, ads1, ads2, sv_e, sv_ba, sv_ai, pv, pk, qp, qg, pm, dq, dk, dv, deta, dla, dbeta, dmu,
+              ad1, ad2, ads1, ads2, sv_de, sv_e, sv_ba, sv_ai, pv, pk, qp, qg, pm, dq, dk, dv, deta, dla, dbeta, dmu,
               xch, ctr, n_done, j, row0, s, e, i_h, H, scale, add_c,
               K: tl.constexpr, V: tl.constexpr, F: tl.constexpr, BF: tl.constexpr,
               FS: tl.constexpr, NS: tl.constexpr, BT: tl.constexpr, ACT: tl.constexpr,
@@ -197,7 +197,9 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
         # tile-end update: W2' = γW2 + νS2 + XᵀK, W1' = γW1 + νS1 + (Φ_n w1)ᵀA, S1', S2'
         dX = mm(kx, tl.trans(dW2e), PREC)
         T1 = mm(A, tl.trans(dW1e), PREC)
-        if PART != 3:
+        if PART == 2:     # dE is known (PART 1 stored it): only η's share of dw1 is needed
+            deta_v += -tl.sum(PhiL[:, None] * T1 * E, 1)
+        elif CHAIN:
             dw1_acc += PhiL[:, None] * T1
         if TOKENS:
             dK += mm(X, dW2e, PREC)
@@ -215,7 +217,9 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
             dS1s = mL * dS1e + nuL * dW1e
             dS2s = mL * dS2e + nuL * dW2e
             T2 = mm(A, tl.trans(dS1e), PREC)
-            if PART != 3:
+            if PART == 2:
+                deta_v += -tl.sum(DL[:, None] * T2 * E, 1)
+            elif CHAIN:
                 dw1_acc += DL[:, None] * T2
             dA += mm(DL[:, None] * w1v, dS1e, PREC)
             Y = mm(kx, tl.trans(dS2e), PREC)
@@ -303,7 +307,7 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
             deta_v += -tl.sum(dw2v * Dd, 1)
         dDd = -et[:, None] * dw2v
         dQ1 = dDd * Ap
-        if PART != 3:
+        if CHAIN:
             dEq += mm(dQ1, tl.trans(W1g), PREC)
         if CHAIN:
             dW1gl = mm(tl.trans(E), dQ1, PREC)
@@ -330,7 +334,12 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
 
     if PART != 3:     # PART 3: the read's dq only (read chunk), no dE
         # ---------------- frozen errors: E = M_s(K) − target ----------------
-        dE = exchange(-et[:, None] * dw1_acc + dEq, xch, ctr, n_done, j, rt, rv, NS, BT, V)
+        if PART == 2:
+            dE = tl.load(sv_de + grow[:, None] * V + rv[None, :], mask=mt[:, None], other=0.0)
+        else:
+            dE = exchange(-et[:, None] * dw1_acc + dEq, xch, ctr, n_done, j, rt, rv, NS, BT, V)
+            if PART == 1:
+                tl.store(sv_de + grow[:, None] * V + rv[None, :], dE, mask=mt[:, None] & (j == 0))
         once = (j == 0).to(tl.float32)
         if TOKENS:
             deta_v += -tl.sum(dw1_acc * E, 1)
@@ -453,7 +462,7 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
 
 @triton.jit
 def _bwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, wc1, wc2, pos, cu, tile_base,
-                sv1, sv2, svs1, svs2, sv_e, sv_ba, sv_ai, do, dc1, dc2,
+                sv1, sv2, svs1, svs2, sv_de, sv_e, sv_ba, sv_ai, do, dc1, dc2,
                 dw1, dw2, ds1, ds2, dwc1, dwc2, stash, sa1, sa2, sas1, sas2, xch, ctr,
                 dq, dk, dv, deta, dla, dbeta, dmu,
                 T, R, H, scale, pv, pk, qp, qg, pm,
@@ -513,7 +522,7 @@ def _bwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, wc1, wc2, pos, cu, tile_
         _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
                   sv1 + t1, sv2 + t2, svs1 + t1, svs2 + t2, sv1 + t1, sv2 + t2, e1, e2,
                   e1, e2, es1, es2, dc1 + b1, dc2 + b2, st, sa1 + t1, sa2 + t2, sas1 + t1, sas2 + t2,
-                  sv_e, sv_ba, sv_ai, pv, pk, qp, qg, pm, dq, dk, dv, deta, dla, dbeta, dmu,
+                  sv_de, sv_e, sv_ba, sv_ai, pv, pk, qp, qg, pm, dq, dk, dv, deta, dla, dbeta, dmu,
                   xch, ctr, nt - 1 - i, j, row0, s, tl.minimum(L, s + BT), i_h, H, scale,
                   (i == nt - 1) & (pf != 0),
                   K, V, F, BF, FS, NS, BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET,
@@ -530,7 +539,7 @@ def _bwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, wc1, wc2, pos, cu, tile_
             _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
                       sv1 + t1, sv2 + t2, svs1 + t1, svs2 + t2, wc1 + b1, wc2 + b2, dwc1 + b1, dwc2 + b2,
                       e1, e2, es1, es2, dc1 + b1, dc2 + b2, st, sa1 + t1, sa2 + t2, sas1 + t1, sas2 + t2,
-                      sv_e, sv_ba, sv_ai, pv, pk, qp, qg, pm, dq, dk, dv, deta, dla, dbeta, dmu,
+                      sv_de, sv_e, sv_ba, sv_ai, pv, pk, qp, qg, pm, dq, dk, dv, deta, dla, dbeta, dmu,
                       xch, ctr, nt - 1, j, row0, 0, tl.minimum(L, BT - p), i_h, H, scale, i_n < 0,
                       K, V, F, BF, FS, NS, BT, ACT, RESIDUAL, HAS_ALPHA, HAS_BETA, HAS_MU, SELF_TARGET,
                       READ, True, HAS_DC, PREC, GPREC, PREP, PART)
