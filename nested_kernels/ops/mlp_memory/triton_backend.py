@@ -118,11 +118,12 @@ def _prep_on() -> bool:
 
 
 def _bwd_split() -> bool:
-    """NESTED_KERNELS_MLP_TRITON_BWD_SPLIT: "1" runs the backward as two walks of ``_bwd_kernel``
-    (PART 1: the chain of weight adjoints only, storing each tile's tile-end adjoints; PART 2: the
-    token and gate gradients from them), each with a smaller live set than the one walk that does
-    both ("0", the default until a GPU run has timed both: by the sm_90 probe at the issue shape
-    with tf32r operands, 2.6 KB and 15 KB of spill stores per thread against 28 KB)."""
+    """NESTED_KERNELS_MLP_TRITON_BWD_SPLIT: "1" runs the backward as walks of ``_bwd_kernel`` with
+    smaller live sets than the one walk that does everything ("0", the default until a GPU run
+    has timed both): PART 1 the chain of weight adjoints only, storing each tile's tile-end
+    adjoints and dE; PART 2 the token and gate gradients from them; PART 3 (read chunk) its dq.
+    By the sm_90 probe at the issue shape with tf32r operands: 2.4, 12.6 and 0 KB of spill stores
+    per thread against 28 KB (docs/mlp_memory_triton.md)."""
     return env_flag("NESTED_KERNELS_MLP_TRITON_BWD_SPLIT", False)
 
 
