@@ -20,3 +20,20 @@ def new_empty(*shape, dtype: torch.dtype, device) -> torch.Tensor:
     if poison_enabled():
         t.fill_(float("nan") if t.is_floating_point() else torch.iinfo(dtype).max)
     return t
+
+
+def residual_budget(device: torch.device, env: str) -> int:
+    """Bytes a backend may keep between its forward and backward (residuals, or a backward's
+    stash): the environment variable ``env`` when set, else a third of the GPU memory this process
+    can still use — free on the device plus what PyTorch's caching allocator holds unused (the
+    previous call's residuals, freed, stay reserved there and are not free to the driver) — or
+    1 GiB on the CPU. Callers mark their wrapper ``_dynamo_marked_constant`` so that torch.compile
+    evaluates it once while tracing (fixed residual shapes)."""
+    value = getenv(env)
+    if value:
+        return int(value)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return (free + cached) // 3
+    return 1 << 30

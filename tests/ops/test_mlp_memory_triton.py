@@ -145,6 +145,35 @@ def test_cu_seqlens_with_positions_and_empty_sequence():
     check(x, st, cu_seqlens=cu, target="external", read="before")
 
 
+@pytest.mark.parametrize("read", ["after", "chunk"])
+def test_backward_without_residuals(read, monkeypatch):
+    """When the forward's residuals do not fit the budget (NESTED_KERNELS_MLP_BWD_BYTES) the forward
+    keeps none and the backward re-runs it with SAVE: same results (varlen, resumed states)."""
+    monkeypatch.setenv(triton_backend.BUDGET_ENV, "1")
+    cu = torch.tensor([0, 9, 9, 30], dtype=torch.int32)
+    x, st = make(T=30, N=3, gates="abm", resume=[0, 4, 11], seed=15)
+    check(x, st, cu_seqlens=cu, target="self", read=read)
+
+
+def test_residuals_are_kept_when_grad_is_taken():
+    """The forward returns its residuals (checkpoints per tile, E and B Aᵀ per token) only when a
+    gradient will be taken; their shapes follow from the input shapes (the fake forward's)."""
+    x, _ = make(B=2, T=20, H=3, gates="abm")
+    leaves = {n: None if x[n] is None else x[n].float() for n in ARGS}
+    cfg = dict(chunk_size=16, target="external", read="after", activation="gelu", residual=True, scale=1.0,
+               output_final_state=False, backend="triton")
+    inputs = dict({n: None for n in api.INPUTS}, **leaves)
+    assert not triton_backend.keeps_residuals(inputs, cfg)
+    leaves["q"].requires_grad_(True)
+    assert triton_backend.keeps_residuals(inputs, cfg)
+    shapes = triton_backend._residual_shapes(inputs, cfg)
+    nt = 2 * 2                       # 2 sequences of 2 tiles of 16
+    assert shapes == dict(W1=(nt, 3, 16, 32), W2=(nt, 3, 32, 16), S1=(nt, 3, 16, 32), S2=(nt, 3, 32, 16),
+                          E=(40, 3, 16), BA=(40, 3, 16), **({} if triton_backend._prep_on() else {"Ai": (40, 3, 16)}))
+    out = api.OP(dict(cfg, keep_residuals=True), **inputs)
+    assert out["saved"].numel() == sum(torch.Size(s).numel() for s in shapes.values())
+
+
 def test_cu_seqlens_shared_initial_weights():
     """Without an initial state every sequence starts from w1, w2: their gradients sum over sequences."""
     cu = torch.tensor([0, 17, 17, 40], dtype=torch.int64)
@@ -291,15 +320,19 @@ def test_out_of_resources_retries_larger_f_blocks(prep_knob, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error", BackendFallbackWarning)
         check(x, st, read="after")
-        assert blocks == [16, 32, 16, 32], blocks      # forward, then backward: 16 refused, 32 ran
+        assert blocks == [16, 32], blocks      # the forward: 16 refused, 32 ran (the backward reuses its residuals)
         blocks.clear()
         check(x, st, read="after")
-    assert blocks == [32, 32], blocks                   # the next call starts at the block that ran
+    assert blocks == [32], blocks                       # the next call starts at the block that ran
     assert set(triton_backend._F_BLOCKS.values()) == {32}
     monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PREP", "1" if prep_knob == "0" else "0")
     blocks.clear()
     check(x, st, read="after")
-    assert blocks == [16, 32, 16, 32], blocks           # other kernels (knobs): nothing remembered
+    assert blocks == [16, 32], blocks                   # other kernels (knobs): nothing remembered
+    monkeypatch.setenv(triton_backend.BUDGET_ENV, "1")  # no residuals: the backward re-runs the forward
+    blocks.clear()
+    check(x, st, read="after")
+    assert blocks == [16, 32, 16, 32], blocks           # forward, then the backward's re-run
 
 
 @pytest.mark.parametrize("ns", [1, 2, 4])
@@ -309,8 +342,8 @@ def test_every_launch_runs_all_f_slices(ns, prep_knob, monkeypatch):
     (N·H,) with NS = 8: slice 0 waited forever for the other seven (H100 hang, 2026-11-26). The
     interpreter cannot run NS > 1 (its programs run one after another), so the kernels are
     replaced by recorders here; the slice arithmetic is checked by python/check_mlp_memory_triton.py.
-    With the prep kernel: one launch on (tiles, H) before each forward and the backward's SAVE forward;
-    with the backward split, two backward launches."""
+    With the prep kernel: one launch on (tiles, H) before the forward and before the backward (which
+    reuses the forward's residuals); with the backward split, three backward launches."""
     from nested_kernels.ops.mlp_memory import triton_bwd, triton_fwd, triton_prep
     seen = []
 
@@ -326,9 +359,9 @@ def test_every_launch_runs_all_f_slices(ns, prep_knob, monkeypatch):
     monkeypatch.setattr(triton_prep, "_prep_kernel", Recorder("prep"))
     monkeypatch.setattr(triton_backend, "_slices", lambda F, BF, NH, device: ns)
     x, st = make(B=2, T=20, H=3, gates="abm", init=True)
-    run("triton", x, st, torch.float32, chunk_size=16)
+    run("triton", x, st, torch.float32, chunk_size=16, read="chunk")
     prep = [("prep", (2 * 2, 3), None, False)] if prep_knob == "1" else []    # 2 sequences of 2 tiles
-    bwd = ("fwd", "bwd", "bwd") if triton_backend._bwd_split() else ("fwd", "bwd")   # split: chain, then tokens
+    bwd = ("bwd",) * (3 if triton_backend._bwd_split() else 1)     # split: chain, tokens, read chunk's dq
     assert seen == prep + [("fwd", (6, ns), ns, ns > 1)] + prep + [(n, (6, ns), ns, ns > 1) for n in bwd]
 
 
@@ -360,13 +393,13 @@ def test_split_compile_failure_retries_with_fewer_slices(prep_knob, monkeypatch)
     x, st = make(T=20, gates="abm", init=True, seed=14)
     with pytest.warns(RuntimeWarning, match="retrying with fewer F slices"):
         check(x, st, read="before")
-    # forward 4, 2 (refused), 1; the backward's saving forward starts at the remembered 1
+    # forward 4, 2 (refused), 1; the backward (the forward's residuals) starts at the remembered 1
     bwd = [("_bwd_kernel", 1)] * (2 if triton_backend._bwd_split() else 1)
-    assert tried == [("_fwd_kernel", 4), ("_fwd_kernel", 2), ("_fwd_kernel", 1), ("_fwd_kernel", 1)] + bwd, tried
+    assert tried == [("_fwd_kernel", 4), ("_fwd_kernel", 2), ("_fwd_kernel", 1)] + bwd, tried
     assert list(triton_backend._NS_CAPS.values()) == [1]
     tried.clear()
     check(x, st, read="before")
-    assert tried == [("_fwd_kernel", 1)] * 2 + bwd, tried
+    assert tried == [("_fwd_kernel", 1)] + bwd, tried
     # other failures are not swallowed
     monkeypatch.setattr(triton_backend, "_NS_CAPS", {})
     monkeypatch.setattr(triton_backend, "_slices", lambda F, BF, NH, device: 1)

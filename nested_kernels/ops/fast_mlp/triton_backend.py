@@ -42,7 +42,7 @@ from typing import Optional
 
 import torch
 
-from ...core.alloc import new_empty
+from ...core.alloc import new_empty, residual_budget
 from ...core.backends import Backend, will_differentiate
 from ...core.custom_op import _unaliased
 from ...core.env import getenv
@@ -397,18 +397,9 @@ def forward(inputs, cfg):
 
 def _budget(device: torch.device) -> int:
     """Bytes the backward's per-piece weight copies and activations may take (the forward's
-    residuals, or the re-run's stash): NESTED_KERNELS_FAST_MLP_BWD_BYTES, else a third of the GPU
-    memory this process can still use — free on the device plus what PyTorch's caching allocator
-    holds unused (the previous call's residuals, freed, stay reserved there and are not free to
-    the driver) — or 1 GiB on the CPU."""
-    env = getenv(BUDGET_ENV)
-    if env:
-        return int(env)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        return (free + cached) // 3
-    return 1 << 30
+    residuals, or the re-run's stash): ``core.alloc.residual_budget`` with
+    NESTED_KERNELS_FAST_MLP_BWD_BYTES."""
+    return residual_budget(device, BUDGET_ENV)
 
 
 # torch.compiler.assume_constant_result(_budget) without importing torch._dynamo (6 s) with the

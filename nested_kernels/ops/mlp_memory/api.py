@@ -40,7 +40,8 @@ def _fake(inputs, cfg):
 
 
 BACKENDS = {"reference": Backend(reference.forward), "torch": Backend(chunk.forward)}
-OP = OpSpec("mlp_memory", INPUTS, OUTPUTS, _fake, BACKENDS)
+# residual output: the Triton backend's checkpoints and per-token rows, reused by its backward
+OP = OpSpec("mlp_memory", INPUTS, OUTPUTS, _fake, BACKENDS, residuals=("saved",))
 
 
 def _register_backend(name: str, backend: Backend) -> None:
@@ -50,10 +51,10 @@ def _register_backend(name: str, backend: Backend) -> None:
 
 
 try:  # Triton kernels; triton itself is imported only when they first run
-    from .triton_backend import BACKEND as _TRITON_BACKEND
+    from .triton_backend import BACKEND as _TRITON_BACKEND, keeps_residuals
     _register_backend("triton", _TRITON_BACKEND)
 except ImportError:  # pragma: no cover
-    pass
+    keeps_residuals = None
 
 
 StateLike = Union[MLPMemoryState, tuple, None]
@@ -167,6 +168,8 @@ def mlp_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.Ten
     cfg = dict(chunk_size=chunk_size, target=target, read=read, scale=float(scale),
                activation=activation, residual=residual, output_final_state=bool(output_final_state))
     cfg["backend"] = select_backend("mlp_memory", backend, BACKENDS, device, inputs, cfg)
+    if cfg["backend"] == "triton":      # decided here, so that the fake forward's shapes agree
+        cfg["keep_residuals"] = keeps_residuals(inputs, cfg)
     out = OP(cfg, **inputs)
     if not output_final_state:
         return out["o"], None

@@ -28,17 +28,19 @@ bf16, docs/gpu_runs/2026-11-26d_call5): SPLIT 1 + PREP 0 70.6 / 419 ms fwd / fwd
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from typing import Optional
 
 import torch
 
-from ...core.alloc import new_empty
-from ...core.backends import Backend, BackendFallbackWarning
+from ...core.alloc import new_empty, residual_budget
+from ...core.backends import Backend, BackendFallbackWarning, will_differentiate
 from ...core.env import getenv
 from ...core.triton_launch import env_flag, env_int as _env_int, float64_unsupported, interpreting as _interpreting, \
-    mma_sync, ptxas_options, tile_plan
+    fixed_length, mma_sync, n_tiles, ptxas_options, tile_plan
+from ...core.sequences import num_sequences
 from .inputs import empty_outputs
 
 SUPPORTED_CHUNK = (16, 32, 64, 128)
@@ -152,6 +154,68 @@ class _SplitCompileError(RuntimeError):
 # to compile a variant with more slices (TritonGPURemoveLayoutConversions, "PassManager::run
 # failed", on the H100 for the varlen forward of the check at NS = 8, 2026-11-26c)
 _NS_CAPS: dict = {}
+
+
+BUDGET_ENV = "NESTED_KERNELS_MLP_BWD_BYTES"
+
+
+def _budget(device: torch.device) -> int:
+    """Bytes the forward may keep for the backward: ``core.alloc.residual_budget`` with
+    NESTED_KERNELS_MLP_BWD_BYTES."""
+    return residual_budget(device, BUDGET_ENV)
+
+
+_budget._dynamo_marked_constant = True      # torch.compile: evaluated once while tracing
+
+
+def _residual_shapes(inputs, cfg) -> dict:
+    """What the backward needs of the forward (SAVE), by name and float32 shape, from the input
+    shapes alone (the API and the fake forward use it too): the tile-start checkpoints W1, W2
+    (S1, S2 with momentum), one per tile of the tile table's bound; the frozen errors E per token;
+    B Aᵀ per token (reads after / before; summed over the F slices) and (I + A_β)⁻¹ per token
+    (with β, without the prep kernel, whose rows the backward recomputes)."""
+    q, w1 = inputs["q"], inputs["w1"]
+    B, T, H, K = q.shape
+    V, F = w1.shape[-2:]
+    C, cu = cfg["chunk_size"], inputs["cu_seqlens"]
+    resumed = inputs["position0"] is not None and inputs["w1_chunk0"] is not None
+    nt = n_tiles(B, T, C, num_sequences(B, cu), fixed_length(cu, inputs["position0"] if resumed else None, T))
+    shapes = dict(W1=(nt, H, V, F), W2=(nt, H, F, K))
+    if inputs["mu"] is not None:
+        shapes.update(S1=(nt, H, V, F), S2=(nt, H, F, K))
+    shapes["E"] = (B * T, H, V)
+    if cfg["read"] != "chunk":
+        shapes["BA"] = (B * T, H, C)
+    if inputs["beta"] is not None and not _prep_on():
+        shapes["Ai"] = (B * T, H, C)
+    return shapes
+
+
+def _carve(flat: torch.Tensor, shapes: dict) -> dict:
+    """Views of ``flat`` with the ``_residual_shapes``, in order."""
+    out, at = {}, 0
+    for name, shape in shapes.items():
+        n = math.prod(shape)
+        out[name] = flat[at:at + n].view(shape)
+        at += n
+    return out
+
+
+def keeps_residuals(inputs, cfg) -> bool:
+    """Whether the forward should store what the backward needs (cfg["keep_residuals"], set by
+    the API so that the fake and the real forward agree): only when a gradient will be taken and
+    the bytes fit ``_budget``; else the backward re-runs the forward with SAVE."""
+    if not will_differentiate(inputs):
+        return False
+    numel = sum(math.prod(s) for s in _residual_shapes(inputs, cfg).values())
+    return 4 * numel <= _budget(inputs["q"].device)
+
+
+def residuals(inputs, cfg) -> tuple:
+    """The forward's residual output, empty in size (OpSpec ``residuals``): one flat float32
+    buffer holding the ``_residual_shapes`` (no elements unless cfg["keep_residuals"])."""
+    n = sum(math.prod(s) for s in _residual_shapes(inputs, cfg).values()) if cfg.get("keep_residuals") else 0
+    return (new_empty(n, dtype=torch.float32, device=inputs["q"].device),)
 
 
 def _fresh(x: torch.Tensor, shape) -> torch.Tensor:
@@ -290,11 +354,14 @@ class _Args:
     def run_forward(self, st: dict, pr: dict, *, o=None, chunk_out=None, saved=None):
         """``_fwd_kernel`` on the states ``st`` (updated in place) with the prep rows ``pr``
         (``prep_rows``): outputs into ``o``, final chunk-start weights into ``chunk_out``,
-        checkpoints into ``saved``."""
+        checkpoints into ``saved`` (views of ``_residual_shapes``; B Aᵀ summed over the slices)."""
         from .triton_fwd import _fwd_kernel
         d = self.d
         c1, c2 = chunk_out if chunk_out is not None else (None, None)
         sv = dict(pr, **(saved or {}))
+        ba = sv.get("BA")
+        if ba is not None and self.NS > 1:      # per-slice partial sums of B Aᵀ, added below
+            sv["BA"] = self.partial(*ba.shape)
         wc1, wc2 = self.chunk0 if self.resumed else (None, None)
         part = self.partial(*o.shape) if o is not None and self.NS > 1 else o
         self.launch(_fwd_kernel,
@@ -307,6 +374,8 @@ class _Args:
                     SAVE=saved is not None, STORE_O=o is not None)
         if part is not o:
             o.copy_(part.sum(0))
+        if sv.get("BA") is not ba:
+            torch.sum(sv["BA"], 0, out=ba)
 
 
 # (launcher, config, dtype, F, the NESTED_KERNELS_MLP_TRITON_* knobs) -> the F block that launched after
@@ -365,16 +434,18 @@ def _forward(inputs, cfg, bf: int = 16):
     final = cfg["output_final_state"]
     chunk_out = (new_empty(*a.shapes["W1"], dtype=torch.float32, device=a.device),
                  new_empty(*a.shapes["W2"], dtype=torch.float32, device=a.device)) if final else None
+    kept = residuals(inputs, cfg)       # with cfg["keep_residuals"]: what the backward needs
+    saved = _carve(kept[0], _residual_shapes(inputs, cfg)) if kept[0].numel() else None
     if N * H and B * T:
-        a.run_forward(st, a.prep_rows(), o=o, chunk_out=chunk_out)
+        a.run_forward(st, a.prep_rows(), o=o, chunk_out=chunk_out, saved=saved)
     if not final:
-        return (o,) + empty_outputs(inputs["q"])
+        return (o,) + empty_outputs(inputs["q"]) + kept
     W1c = a.chunk_start("W1", st, chunk_out[0])
     W2c = a.chunk_start("W2", st, chunk_out[1])
     empty = lambda: st["W1"].new_empty(0)  # noqa: E731
     S1 = st["S1"] if a.mom else empty()
     S2 = st["S2"] if a.mom else empty()
-    return o, st["W1"], st["W2"], S1, S2, W1c, W2c, a.final_pos.clone()
+    return (o, st["W1"], st["W2"], S1, S2, W1c, W2c, a.final_pos.clone()) + kept
 
 
 def _grad_or_none(grads, name):
@@ -414,17 +485,16 @@ def _backward(inputs, outputs, grads, cfg, bf: int = 16):
     deta, dla, dbeta, dmu = scal(True), scal(a.la is not None), scal(a.beta is not None), scal(a.mom)
 
     if N * H and rows:
-        st = a.start_states()
         ck = lambda n: torch.empty(a.n_tiles, H, *a.shapes[n][2:], dtype=f32, device=dev)  # noqa: E731
-        saved = dict(W1=ck("W1"), W2=ck("W2"), E=torch.empty(rows, H, V, dtype=f32, device=dev))
-        if a.mom:
-            saved.update(S1=ck("S1"), S2=ck("S2"))
-        if cfg["read"] != "chunk":
-            saved["BA"] = torch.empty(a.NS, rows, H, C, dtype=f32, device=dev)
-        if a.beta is not None and not a.prep:
-            saved["Ai"] = torch.empty(rows, H, C, dtype=f32, device=dev)
+        shapes = _residual_shapes(inputs, cfg)
         pr = a.prep_rows()
-        a.run_forward(st, pr, saved=saved)
+        kept = outputs.get("saved")
+        if kept is not None and kept.numel():        # the forward kept them (keep_residuals)
+            saved = _carve(kept, shapes)
+        else:                                        # re-run the forward with SAVE
+            saved = _carve(torch.empty(sum(math.prod(x) for x in shapes.values()), dtype=f32, device=dev),
+                           shapes)
+            a.run_forward(a.start_states(), pr, saved=saved)
         saved.update(pr)
         from .triton_bwd import _bwd_kernel
         d = a.d
@@ -487,4 +557,4 @@ def _torch_forward(inputs, cfg):
 
 forward = _fallback_on_resources(_forward, _torch_forward)
 backward = _fallback_on_resources(_backward, _torch_backward)
-BACKEND = Backend(forward, backward, unsupported)
+BACKEND = Backend(forward, backward, unsupported, residuals)

@@ -108,7 +108,8 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
                 nm = nup
             QG = QK * Gm
             QP = QK * Pm
-        BA = tl.load(sv_ba + grow[:, None] * BT + rt[None, :], mask=mt[:, None], other=0.0)
+        # B Aᵀ summed over the F slices: slice 0 takes it whole (its uses are linear in it)
+        BA = tl.load(sv_ba + grow[:, None] * BT + rt[None, :], mask=mt[:, None] & (j == 0), other=0.0)
         dOw = mm(dO, tl.trans(w1v), PREC)
         dBA = dOw * Pm
         if PREP:
@@ -477,7 +478,8 @@ def _bwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, wc1, wc2, pos, cu, tile_
     boundary), of the start states on exit. dwc1, dwc2: adjoints of the resumed chunk-start
     weights (accumulated). dc1, dc2: the final chunk-start adjoint, added here to the start
     adjoint of the last tile when the call ends inside a chunk that it began (HAS_DC). sv*: the
-    forward's checkpoints (sv_ba per slice). sv_ai, pv … pm: as in the forward. dq … dmu: [NS,
+    forward's checkpoints (sv_ba: B Aᵀ summed over the slices, taken by slice 0). sv_ai, pv … pm:
+    as in the forward. dq … dmu: [NS,
     R = B·T, H, ·] partial sums over the slices (the launcher adds them). xch, ctr: as in the
     forward (fresh counters)."""
     i_nh = tl.program_id(0)
@@ -495,7 +497,6 @@ def _bwd_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, wc1, wc2, pos, cu, tile_
     xch += i_nh.to(tl.int64) * 2 * NS * BT * V
     ctr += i_nh
     jr = j.to(tl.int64) * R * H
-    sv_ba += jr * BT
     dq += jr * K
     dk += jr * K
     if SELF_TARGET:
