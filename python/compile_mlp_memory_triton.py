@@ -88,6 +88,8 @@ def main():
         ("_fwd_kernel (forward)", tf._fwd_kernel, dict(common, OUTPUT_FINAL=True, SAVE=False, STORE_O=True),
          args.ns == 1),
         ("_fwd_kernel (SAVE)", tf._fwd_kernel, dict(common, OUTPUT_FINAL=False, SAVE=True, STORE_O=False), True),
+        ("_fwd_kernel (fwd+SAVE)", tf._fwd_kernel, dict(common, OUTPUT_FINAL=False, SAVE=True, STORE_O=True),
+         args.ns == 1),
         ("_bwd_kernel", tb._bwd_kernel, dict(common, HAS_DC=True, PART=0), True),
         ("_bwd_kernel (chain)", tb._bwd_kernel, dict(common, HAS_DC=True, PART=1), True),
         ("_bwd_kernel (tokens)", tb._bwd_kernel, dict(common, HAS_DC=True, PART=2), True),
