@@ -5,26 +5,24 @@
 # 8e-3 / 1.8e-2 with bf16 operands (bound 2e-2); the sm_90 probe (python/compile_mlp_memory_triton.py)
 # gives the backward 49 KB (tf32x3) / 28 KB (tf32r) of spill stores per thread in one walk, 2.6 KB
 # + 15 KB (tf32r) when split into the adjoint chain and the token gradients (BWD_SPLIT=1).
+# The forward now keeps its residuals (no SAVE re-run in the backward) in every variant.
 # (1) warm-up compiles of each variant in parallel; (2) the quick check (issue case + varlen/resume
-# case, bf16, float64 torch witness) with tf32r + split and with bf16 + split; (3) issue-shape timing
+# case, bf16, float64 torch witness) with tf32r + split; (3) issue-shape timing
 # of the default and the variants with titans-pytorch in the same process; (4) per-kernel profile.
 . "$(dirname "$0")/lib.sh"
 MLP="python3 python/check_mlp_memory_triton.py"
 V1="tf32r:PRECISION=tf32r"
 V2="tf32r split:PRECISION=tf32r,BWD_SPLIT=1"
-V3="tf32r split BF32:PRECISION=tf32r,BWD_SPLIT=1,BF=32"
 V4="bf16 split:PRECISION=bf16,BWD_SPLIT=1"
 W="--no-check --no-large --no-torch --no-titans --T 256 --warmup 1 --reps 1"
 bg w_def 240 $MLP $W --variants ""
 bg w_1 240 $MLP $W --variants "$V1"
 bg w_2 240 $MLP $W --variants "$V2"
-bg w_3 240 $MLP $W --variants "$V3"
 bg w_4 240 $MLP $W --variants "$V4"
 bg chk_tf 280 env NESTED_KERNELS_MLP_TRITON_PRECISION=tf32r NESTED_KERNELS_MLP_TRITON_BWD_SPLIT=1 $MLP --quick --ref torch --no-timing
 wait
-bg chk_bf 150 env NESTED_KERNELS_MLP_TRITON_PRECISION=bf16 NESTED_KERNELS_MLP_TRITON_BWD_SPLIT=1 $MLP --quick --ref torch --no-timing
 {
-fg time 200 $MLP --no-check --no-large --no-torch --variants "$V1;$V2;$V3;$V4" --json "$OUT/time_mlp.json"
+fg time 200 $MLP --no-check --no-large --no-torch --variants "$V1;$V2;$V4" --json "$OUT/time_mlp.json"
 fg prof 90 env NESTED_KERNELS_MLP_TRITON_PRECISION=tf32r NESTED_KERNELS_MLP_TRITON_BWD_SPLIT=1 python3 python/profile_kernels.py mlp_memory --gates abm --target self --read chunk --reps 2
 echo "=== done ($(now))"
 } > "$OUT/time.log" 2>&1
