@@ -7,7 +7,7 @@
 # + 15 KB (tf32r) when split into the adjoint chain and the token gradients (BWD_SPLIT=1).
 # The forward now keeps its residuals (no SAVE re-run in the backward) in every variant.
 # (1) warm-up compiles of each variant in parallel; (2) the quick check (issue case + varlen/resume
-# case, bf16, float64 torch witness) with tf32r + split; (3) issue-shape timing
+# case, bf16, float64 torch witness) with tf32r + split and with the defaults (tf32x3, one walk); (3) issue-shape timing
 # of the default and the variants with titans-pytorch in the same process; (4) per-kernel profile.
 . "$(dirname "$0")/lib.sh"
 MLP="python3 python/check_mlp_memory_triton.py"
@@ -20,6 +20,7 @@ bg w_1 240 $MLP $W --variants "$V1"
 bg w_2 240 $MLP $W --variants "$V2"
 bg w_4 240 $MLP $W --variants "$V4"
 bg chk_tf 280 env NESTED_KERNELS_MLP_TRITON_PRECISION=tf32r NESTED_KERNELS_MLP_TRITON_BWD_SPLIT=1 $MLP --quick --ref torch --no-timing
+bg chk_def 280 $MLP --quick --ref torch --no-timing
 wait
 {
 fg time 200 $MLP --no-check --no-large --no-torch --variants "$V1;$V2;$V4" --json "$OUT/time_mlp.json"
