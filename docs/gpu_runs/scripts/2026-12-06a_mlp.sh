@@ -15,16 +15,16 @@ V1="tf32r:PRECISION=tf32r"
 V2="tf32r split:PRECISION=tf32r,BWD_SPLIT=1"
 V4="bf16 split:PRECISION=bf16,BWD_SPLIT=1"
 W="--no-check --no-large --no-torch --no-titans --T 256 --warmup 1 --reps 1"
-bg w_def 240 $MLP $W --variants ""
-bg w_1 240 $MLP $W --variants "$V1"
-bg w_2 240 $MLP $W --variants "$V2"
-bg w_4 240 $MLP $W --variants "$V4"
-bg chk_tf 280 env NESTED_KERNELS_MLP_TRITON_PRECISION=tf32r NESTED_KERNELS_MLP_TRITON_BWD_SPLIT=1 $MLP --quick --ref torch --no-timing
-bg chk_def 280 $MLP --quick --ref torch --no-timing
+bg w_def 200 $MLP $W --variants ""
+bg w_1 200 $MLP $W --variants "$V1"
+bg w_2 200 $MLP $W --variants "$V2"
+bg w_4 200 $MLP $W --variants "$V4"
+bg chk_tf 220 env NESTED_KERNELS_MLP_TRITON_PRECISION=tf32r NESTED_KERNELS_MLP_TRITON_BWD_SPLIT=1 $MLP --quick --ref torch --no-timing
+bg chk_def 220 $MLP --quick --ref torch --no-timing
 wait
 {
-fg time 200 $MLP --no-check --no-large --no-torch --variants "$V1;$V2;$V4" --json "$OUT/time_mlp.json"
-fg prof 90 env NESTED_KERNELS_MLP_TRITON_PRECISION=tf32r NESTED_KERNELS_MLP_TRITON_BWD_SPLIT=1 python3 python/profile_kernels.py mlp_memory --gates abm --target self --read chunk --reps 2
+fg time 150 $MLP --no-check --no-large --no-torch --variants "$V1;$V2;$V4" --json "$OUT/time_mlp.json"
+fg prof 60 env NESTED_KERNELS_MLP_TRITON_PRECISION=tf32r NESTED_KERNELS_MLP_TRITON_BWD_SPLIT=1 python3 python/profile_kernels.py mlp_memory --gates abm --target self --read chunk --reps 2
 echo "=== done ($(now))"
 } > "$OUT/time.log" 2>&1
 wait
