@@ -2,10 +2,13 @@
 
 Forward: ``_fwd_kernel`` (triton_fwd.py), NS programs per (sequence, head) (each owns F / NS hidden
 units; cooperative launch when NS > 1, the frozen errors are exchanged once per tile), sequential
-over the tiles of the sequence, two passes over the F blocks of the slice per tile. Backward: the same kernel again with
-``SAVE`` (per-tile checkpoints of the weights, the frozen errors and two n×n matrices per tile;
-the op machinery keeps only the op's inputs and outputs), then ``_bwd_kernel`` (triton_bwd.py)
-walking the tiles backwards. See docs/mlp_memory_triton.md.
+over the tiles of the sequence, two passes over the F blocks of the slice per tile; when a
+gradient will be taken it also stores (``SAVE``) what the backward needs — per-tile checkpoints
+of the weights, the frozen errors and B Aᵀ per token — as the op's residual output ``saved``
+(``_residual_shapes``; without room for it the backward re-runs the forward with ``SAVE``).
+Backward: ``_bwd_kernel`` (triton_bwd.py) walking the tiles backwards, in one walk or split into
+the weight-adjoint chain and the token gradients (NESTED_KERNELS_MLP_TRITON_BWD_SPLIT). See
+docs/mlp_memory_triton.md.
 
 Supported: chunk_size ∈ {16, 32, 64, 128}; K, V ∈ {16, 32, 64, 128}; F a power of two in
 [16, 512]; float32 / bfloat16 / float16 inputs (gates of any of them); every option of SPEC §3.
@@ -13,6 +16,8 @@ Anything else is refused by ``unsupported`` and runs on the next backend (torch)
 
 Triton is imported only when a kernel first runs. Tuning knobs (environment, read at each call):
 NESTED_KERNELS_MLP_TRITON_BF (F block), NESTED_KERNELS_MLP_TRITON_WARPS,
+NESTED_KERNELS_MLP_TRITON_BWD_SPLIT ("0" default, "1": ``_bwd_split``), NESTED_KERNELS_MLP_BWD_BYTES
+(the residuals' budget, ``_budget``),
 NESTED_KERNELS_MLP_TRITON_PRECISION (product operands: "bf16", "fp16", "tf32", "tf32r", "tf32x3" or "ieee";
 default tf32x3), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
 per (sequence, head), default 8; a variant whose compile fails with NS > 1 is retried with NS

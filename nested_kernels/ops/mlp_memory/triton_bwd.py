@@ -21,6 +21,13 @@ Then the n×n adjoints give dk, dq, dβ and, through the gate matrices, d log α
 With ``PREP`` pass B reads the gate vectors, (I + A_β)⁻¹ and the masked KKᵀ / QKᵀ products from
 the rows of ``_prep_kernel`` (triton_prep.py), and the tail re-forms the gate matrices, KKᵀ and
 QKᵀ it needs, so that none of them is live across the F loops.
+
+``PART`` (constexpr) splits that work into walks with smaller live sets (the launcher's
+NESTED_KERNELS_MLP_TRITON_BWD_SPLIT): 0 does everything in one walk; 1 (CHAIN) only what the
+carried weight adjoints need, storing each tile's tile-end adjoints (sa*, one per tile, like the
+checkpoints) and dE per token (sv_de); 2 (TOKENS) the token and gate gradients of each tile from
+those (no exchange, no pass C: dE is known); 3 (DQ_READ) read chunk's dq, which needs only dO and
+the chunk-start weights. Every accumulation is guarded by the part that needs it.
 """
 from __future__ import annotations
 
