@@ -5,7 +5,9 @@ regressions before GPU time is spent. Options mirror the launcher's defaults: mm
 (DISABLE_MMA_V3), ptxas -O1, tf32x3 gate products and (I + A)⁻¹, bf16 inputs, BF = 16,
 num_stages = 1, 8 warps for C ≥ 64; ``--prec`` the operands of the other products (the launcher's
 default is tf32x3); ``--ns`` F slices per (sequence, head); ``--prep 0`` the kernels of
-NESTED_KERNELS_MLP_TRITON_PREP=0 (default 1, as the launcher: with ``_prep_kernel``).
+NESTED_KERNELS_MLP_TRITON_PREP=0 (default 1, as the launcher: with ``_prep_kernel``). Reported:
+the forward (outputs), the SAVE forward (the backward's re-run), the forward keeping residuals
+(both), the one-walk backward and the split backward's parts (chain, tokens, read chunk's dq).
 
     python python/compile_mlp_memory_triton.py [--gates abm --target self --read chunk --C 64
         --K 64 --F 256 --ns 4 --bf 16 --prec tf32|tf32x3|fp16|bf16 --prep 0|1 --resume --act gelu]
@@ -93,8 +95,9 @@ def main():
         ("_bwd_kernel", tb._bwd_kernel, dict(common, HAS_DC=True, PART=0), True),
         ("_bwd_kernel (chain)", tb._bwd_kernel, dict(common, HAS_DC=True, PART=1), True),
         ("_bwd_kernel (tokens)", tb._bwd_kernel, dict(common, HAS_DC=True, PART=2), True),
-    ] + ([("_bwd_kernel (read dq)", tb._bwd_kernel, dict(common, HAS_DC=True, PART=3), True)] if args.read == "chunk" else []) + [
     ]
+    if args.read == "chunk":      # the split backward's third part exists for read chunk only
+        variants.append(("_bwd_kernel (read dq)", tb._bwd_kernel, dict(common, HAS_DC=True, PART=3), True))
     print(f"sm_90, {warps} warps, ptxas {args.ptxas}, mma.sync, prec {args.prec}: gates '{args.gates}' "
           f"{args.target} {args.read} {args.act} C{args.C} K=V={K} F={args.F} BF={args.bf} NS={args.ns}"
           f"{' resumed+varlen' if args.resume else ''} PREP={args.prep}")
