@@ -8,7 +8,9 @@
 # The forward now keeps its residuals (no SAVE re-run in the backward) in every variant.
 # (1) warm-up compiles of each variant in parallel; (2) the quick check (issue case + varlen/resume
 # case, bf16, float64 torch witness) with tf32r + split and with the defaults (tf32x3, one walk); (3) issue-shape timing
-# of the default and the variants with titans-pytorch in the same process; (4) per-kernel profile.
+# of the default and the variants with titans-pytorch in the same process; (4) K=V=128 F=512 (the
+# titans shape, H4) with tf32r + split, whose one-walk backward aborts in LLVM on the CPU probe;
+# (5) per-kernel profile.
 . "$(dirname "$0")/lib.sh"
 MLP="python3 python/check_mlp_memory_triton.py"
 V1="tf32r:PRECISION=tf32r"
@@ -24,6 +26,7 @@ bg chk_def 220 $MLP --quick --ref torch --no-timing
 wait
 {
 fg time 150 $MLP --no-check --no-large --no-torch --variants "$V1;$V2;$V4" --json "$OUT/time_mlp.json"
+fg large 150 env NESTED_KERNELS_MLP_TRITON_PRECISION=tf32r NESTED_KERNELS_MLP_TRITON_BWD_SPLIT=1 $MLP --no-check --no-torch --no-titans --variants "" --warmup 1 --reps 3
 fg prof 60 env NESTED_KERNELS_MLP_TRITON_PRECISION=tf32r NESTED_KERNELS_MLP_TRITON_BWD_SPLIT=1 python3 python/profile_kernels.py mlp_memory --gates abm --target self --read chunk --reps 2
 echo "=== done ($(now))"
 } > "$OUT/time.log" 2>&1
