@@ -18,8 +18,8 @@ Triton is imported only when a kernel first runs. Tuning knobs (environment, rea
 NESTED_KERNELS_MLP_TRITON_BF (F block), NESTED_KERNELS_MLP_TRITON_WARPS,
 NESTED_KERNELS_MLP_TRITON_BWD_SPLIT ("0" default, "1": ``_bwd_split``), NESTED_KERNELS_MLP_BWD_BYTES
 (the residuals' budget, ``_budget``),
-NESTED_KERNELS_MLP_TRITON_PRECISION (product operands: "bf16", "fp16", "tf32", "tf32r", "tf32x3" or "ieee";
-default tf32x3), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
+NESTED_KERNELS_MLP_TRITON_PRECISION (product operands: "bf16", "fp16", "tf32", "tf32r", "tf32x3" or
+"ieee"; default tf32x3), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
 per (sequence, head), default 8; a variant whose compile fails with NS > 1 is retried with NS
 halved, see :func:`_fallback_on_resources`), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
 NESTED_KERNELS_MLP_TRITON_MMA ("v2": mma.sync, default; "auto": Triton's choice),
@@ -108,8 +108,9 @@ def _precision() -> tuple:
     K = 64, F = 256 its operand copies need 237568 B of shared memory at F block 16 (H100: 232448),
     so that shape launches with the F block the OutOfResources retry finds (64).
     NESTED_KERNELS_MLP_TRITON_PRECISION overrides the first (bf16, fp16, tf32, tf32r — operands
-    rounded to tf32 first —, tf32x3, ieee). Under the interpreter everything is ieee unless the variable is set (bf16 then
-    rounds the operands and multiplies in float32: the interpreter's bfloat16 dot is wrong)."""
+    rounded to tf32 first —, tf32x3, ieee). Under the interpreter everything is ieee unless the
+    variable is set (bf16 then rounds the operands and multiplies in float32: the interpreter's
+    bfloat16 dot is wrong)."""
     env = getenv("NESTED_KERNELS_MLP_TRITON_PRECISION")
     if env and env not in ("bf16", "fp16", "tf32", "tf32r", "tf32x3", "ieee"):
         raise ValueError(f"NESTED_KERNELS_MLP_TRITON_PRECISION must be bf16, fp16, tf32, tf32r, tf32x3 or ieee, "
@@ -197,6 +198,10 @@ def _residual_shapes(inputs, cfg) -> dict:
     return shapes
 
 
+def _numel(shapes: dict) -> int:
+    return sum(math.prod(s) for s in shapes.values())
+
+
 def _carve(flat: torch.Tensor, shapes: dict) -> dict:
     """Views of ``flat`` with the ``_residual_shapes``, in order."""
     out, at = {}, 0
@@ -213,14 +218,13 @@ def keeps_residuals(inputs, cfg) -> bool:
     the bytes fit ``_budget``; else the backward re-runs the forward with SAVE."""
     if not will_differentiate(inputs):
         return False
-    numel = sum(math.prod(s) for s in _residual_shapes(inputs, cfg).values())
-    return 4 * numel <= _budget(inputs["q"].device)
+    return 4 * _numel(_residual_shapes(inputs, cfg)) <= _budget(inputs["q"].device)
 
 
 def residuals(inputs, cfg) -> tuple:
     """The forward's residual output, empty in size (OpSpec ``residuals``): one flat float32
     buffer holding the ``_residual_shapes`` (no elements unless cfg["keep_residuals"])."""
-    n = sum(math.prod(s) for s in _residual_shapes(inputs, cfg).values()) if cfg.get("keep_residuals") else 0
+    n = _numel(_residual_shapes(inputs, cfg)) if cfg.get("keep_residuals") else 0
     return (new_empty(n, dtype=torch.float32, device=inputs["q"].device),)
 
 
@@ -498,14 +502,14 @@ def _backward(inputs, outputs, grads, cfg, bf: int = 16):
         if kept is not None and kept.numel():        # the forward kept them (keep_residuals)
             saved = _carve(kept, shapes)
         else:                                        # re-run the forward with SAVE
-            saved = _carve(torch.empty(sum(math.prod(x) for x in shapes.values()), dtype=f32, device=dev),
-                           shapes)
+            saved = _carve(torch.empty(_numel(shapes), dtype=f32, device=dev), shapes)
             a.run_forward(a.start_states(), pr, saved=saved)
         saved.update(pr)
         from .triton_bwd import _bwd_kernel
         d = a.d
         stash = torch.empty(N * H, 2, C, F, dtype=f32, device=dev)
         wc1, wc2 = a.chunk0 if a.resumed else (None, None)
+        dO = dO.contiguous()
         # split: PART 1 walks the adjoint chain only and stores every tile's tile-end adjoints
         # (one per tile, like the checkpoints), PART 2 the token and gate gradients from them
         adj = {n: ck(n) for n in (_STATES if a.mom else ("W1", "W2"))} if _bwd_split() else {}
@@ -516,7 +520,7 @@ def _backward(inputs, outputs, grads, cfg, bf: int = 16):
                      a.q, a.k, a.v, a.eta, d(a.la), d(a.beta), d(a.mu), d(wc1), d(wc2), d(a.pos), d(a.cu),
                      a.tile_base, *(d(saved.get(n)) for n in ("W1", "W2", "S1", "S2")), d(adj.get("dE")),
                      *(d(saved.get(n)) for n in ("E", "BA", "Ai")),
-                     dO.contiguous(), d(dc["W1"]), d(dc["W2"]), dst["W1"], dst["W2"], d(dst["S1"]), d(dst["S2"]),
+                     dO, d(dc["W1"]), d(dc["W2"]), dst["W1"], dst["W2"], d(dst["S1"]), d(dst["S2"]),
                      d(dwc.get("W1")), d(dwc.get("W2")), stash, *(d(adj.get(n)) for n in _STATES),
                      *a.exchange_buffers(), dq, dk, dv, deta, d(dla), d(dbeta), d(dmu), T, rows, H, a.scale,
                      *(d(saved.get(n)) for n in PREP_ROWS), HAS_DC=has_dc, PART=part)

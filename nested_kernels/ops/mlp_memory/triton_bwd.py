@@ -26,7 +26,7 @@ QKᵀ it needs, so that none of them is live across the F loops.
 NESTED_KERNELS_MLP_TRITON_BWD_SPLIT): 0 does everything in one walk; 1 (CHAIN) only what the
 carried weight adjoints need, storing each tile's tile-end adjoints (sa*, one per tile, like the
 checkpoints) and dE per token (sv_de); 2 (TOKENS) the token and gate gradients of each tile from
-those (no exchange, no pass C: dE is known); 3 (DQ_READ) read chunk's dq, which needs only dO and
+those (dE is known: no accumulation and no exchange of it); 3 (DQ_READ) read chunk's dq, which needs only dO and
 the chunk-start weights. Every accumulation is guarded by the part that needs it.
 """
 from __future__ import annotations
@@ -317,7 +317,6 @@ def _bwd_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, do,
         dQ1 = dDd * Ap
         if CHAIN:
             dEq += mm(dQ1, tl.trans(W1g), PREC)
-        if CHAIN:
             dW1gl = mm(tl.trans(E), dQ1, PREC)
             if READ == 2:
                 dW1gl += dW1g
