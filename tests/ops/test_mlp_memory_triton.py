@@ -191,12 +191,33 @@ def test_mu_zero_and_negative():
 @pytest.mark.parametrize("dtype,prec", [(torch.bfloat16, None), (torch.float16, "fp16"), (torch.bfloat16, "fp16"),
                                         (torch.bfloat16, "tf32r")])
 def test_half_precision_within_spec(dtype, prec, monkeypatch):
-    """float32 products (the default), float16 dot operands (NESTED_KERNELS_MLP_TRITON_PRECISION
-    = fp16) and operands rounded to tf32 (tf32r)."""
+    """The default products (ieee under the interpreter), float16 dot operands
+    (NESTED_KERNELS_MLP_TRITON_PRECISION = fp16) and operands rounded to tf32 (tf32r, the GPU's
+    default for 16-bit inputs)."""
     if prec:
         monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PRECISION", prec)
     x, st = make(T=24, gates="abm", init=True, seed=8)
     check(x, st, dtype=dtype, target="self", read="after")
+
+
+def test_default_precisions_and_split(monkeypatch):
+    """Off the interpreter: tf32r operands for bfloat16 / float16 inputs, tf32x3 for float32, gate
+    products tf32x3; the knob overrides, a bad value is a ValueError naming it; the split backward
+    is on unless NESTED_KERNELS_MLP_TRITON_BWD_SPLIT = 0."""
+    monkeypatch.setattr(triton_backend, "_interpreting", lambda: False)
+    monkeypatch.delenv("NESTED_KERNELS_MLP_TRITON_PRECISION", raising=False)
+    prec = triton_backend._precision
+    assert [prec(d) for d in (torch.bfloat16, torch.float16, torch.float32)] == [
+        ("tf32r", "tf32x3"), ("tf32r", "tf32x3"), ("tf32x3", "tf32x3")]
+    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PRECISION", "bf16")
+    assert prec(torch.float32) == ("bf16", "tf32x3")
+    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PRECISION", "fp8")
+    with pytest.raises(ValueError, match="NESTED_KERNELS_MLP_TRITON_PRECISION"):
+        prec(torch.bfloat16)
+    monkeypatch.delenv("NESTED_KERNELS_MLP_TRITON_BWD_SPLIT")
+    assert triton_backend._bwd_split()
+    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_BWD_SPLIT", "0")
+    assert not triton_backend._bwd_split()
 
 
 def test_without_initial_or_final_state():

@@ -16,10 +16,10 @@ Anything else is refused by ``unsupported`` and runs on the next backend (torch)
 
 Triton is imported only when a kernel first runs. Tuning knobs (environment, read at each call):
 NESTED_KERNELS_MLP_TRITON_BF (F block), NESTED_KERNELS_MLP_TRITON_WARPS,
-NESTED_KERNELS_MLP_TRITON_BWD_SPLIT ("0" default, "1": ``_bwd_split``), NESTED_KERNELS_MLP_BWD_BYTES
+NESTED_KERNELS_MLP_TRITON_BWD_SPLIT ("1" default, "0": ``_bwd_split``), NESTED_KERNELS_MLP_BWD_BYTES
 (the residuals' budget, ``_budget``),
 NESTED_KERNELS_MLP_TRITON_PRECISION (product operands: "bf16", "fp16", "tf32", "tf32r", "tf32x3" or
-"ieee"; default tf32x3), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
+"ieee"; default ``_precision``), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
 per (sequence, head), default 8; a variant whose compile fails with NS > 1 is retried with NS
 halved, see :func:`_fallback_on_resources`), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
 NESTED_KERNELS_MLP_TRITON_MMA ("v2": mma.sync, default; "auto": Triton's choice),
@@ -98,26 +98,28 @@ def _mma_mode():
     return mma_sync(mode != "auto")
 
 
-def _precision() -> tuple:
+def _precision(dtype: torch.dtype) -> tuple:
     """(operand precision of the state/token products, precision of the n×n gate products and of
-    (I + A_β)⁻¹): tf32x3 for every input dtype, for both. The 16-bit alternatives all miss the
-    SPEC §7 bound on the H100 (docs/mlp_memory_triton.md, "Precision"): plain tf32 gave 1.5e-2 to
-    2.2e-2 on the final states after T = 1000; fp16 operands flush the decayed states (|W| ~ 1e-8
-    after T = 1000 with α ∈ [0.8, 1]) to zero, error 1.0; bf16 operands lose 3–10 % (the frozen
-    errors are differences of products of rounded weights). tf32x3 keeps float32 accuracy but at
-    K = 64, F = 256 its operand copies need 237568 B of shared memory at F block 16 (H100: 232448),
-    so that shape launches with the F block the OutOfResources retry finds (64).
-    NESTED_KERNELS_MLP_TRITON_PRECISION overrides the first (bf16, fp16, tf32, tf32r — operands
-    rounded to tf32 first —, tf32x3, ieee). Under the interpreter everything is ieee unless the
-    variable is set (bf16 then rounds the operands and multiplies in float32: the interpreter's
-    bfloat16 dot is wrong)."""
+    (I + A_β)⁻¹) for inputs of ``dtype``: tf32r (operands rounded to nearest tf32, one tf32 dot) for
+    bfloat16 / float16 inputs, tf32x3 for float32; the gate products always tf32x3.
+    tf32r: CPU emulation of rounded operands (python/emulate_mlp_memory_precision.py) 8.1e-4 /
+    1.8e-3 worst error after T = 1000 / 4096 against SPEC §7's 2e-2 for 16-bit inputs; H100
+    (2026-12-06b_call1) quick check 2.6e-3; 3.8× faster forward than tf32x3, whose operand copies
+    need 237568 B of shared memory at K = 64, F = 256, F block 16 (H100: 232448), so it launches at
+    F block 64 with 19 KB of spills. float32 inputs keep tf32x3: tf32r's 1.8e-3 is at the float32
+    bound (2e-3). Plain tf32 (truncated operands) gave 1.5e-2 to 2.2e-2; fp16 operands flush the
+    decayed states (|W| ~ 1e-8 after T = 1000 with α ∈ [0.8, 1]) to zero; bf16 operands: emulation
+    8.2e-3 / 1.8e-2 (docs/mlp_memory_triton.md, "Precision").
+    NESTED_KERNELS_MLP_TRITON_PRECISION overrides the first (bf16, fp16, tf32, tf32r, tf32x3, ieee).
+    Under the interpreter everything is ieee unless the variable is set (bf16 then rounds the
+    operands and multiplies in float32: the interpreter's bfloat16 dot is wrong)."""
     env = getenv("NESTED_KERNELS_MLP_TRITON_PRECISION")
     if env and env not in ("bf16", "fp16", "tf32", "tf32r", "tf32x3", "ieee"):
         raise ValueError(f"NESTED_KERNELS_MLP_TRITON_PRECISION must be bf16, fp16, tf32, tf32r, tf32x3 or ieee, "
                          f"got {env!r}")
     if _interpreting():
         return {"bf16": "bf16_emu"}.get(env, env or "ieee"), "ieee"
-    return env or "tf32x3", "tf32x3"
+    return env or ("tf32x3" if dtype == torch.float32 else "tf32r"), "tf32x3"
 
 
 def _prep_on() -> bool:
@@ -126,14 +128,13 @@ def _prep_on() -> bool:
 
 
 def _bwd_split() -> bool:
-    """NESTED_KERNELS_MLP_TRITON_BWD_SPLIT: "1" runs the backward as walks of ``_bwd_kernel`` with
-    smaller live sets than the one walk that does everything ("0", the default until a GPU run
-    has timed both): PART 1 the chain of weight adjoints only, storing each tile's tile-end
-    adjoints and dE; PART 2 the token and gate gradients from them; PART 3 (read chunk) its dq.
-    By the sm_90 probe at the issue shape with tf32r operands: 2.4, 12.6 and 0 KB of spill stores
-    per thread against 28 KB; H100 (2026-12-06a, with tf32r) 9.35 / 66.55 ms fwd / fwd+bwd against
-    34.64 / 241.8 ms for the defaults — timed, not yet GPU-checked (docs/mlp_memory_triton.md)."""
-    return env_flag("NESTED_KERNELS_MLP_TRITON_BWD_SPLIT", False)
+    """NESTED_KERNELS_MLP_TRITON_BWD_SPLIT: "1" (default) runs the backward as walks of
+    ``_bwd_kernel`` with smaller live sets than the one walk that does everything ("0"): PART 1 the
+    chain of weight adjoints only, storing each tile's tile-end adjoints and dE; PART 2 the token
+    and gate gradients from them; PART 3 (read chunk) its dq. By the sm_90 probe at the issue shape
+    with tf32r operands: 2.4, 12.6 and 0 KB of spill stores per thread against 28 KB; H100
+    (2026-12-06b_call1, bf16, tf32r) 66.4 ms fwd+bwd split against 102.2 ms in one walk."""
+    return env_flag("NESTED_KERNELS_MLP_TRITON_BWD_SPLIT", True)
 
 
 def _slices(F: int, BF: int, NH: int, device: torch.device) -> int:
@@ -262,7 +263,7 @@ class _Args:
         self.at_boundary = (self.final_pos == 0).view(N, 1, 1, 1)
         self.in_first = ((plan.pos > 0) & (plan.pos + plan.lengths < C)).view(N, 1, 1, 1)
         self.BF = _block_f(self.F, bf)
-        self.prec, self.gprec = _precision()
+        self.prec, self.gprec = _precision(q.dtype)
         self.dummy = torch.empty(1, dtype=torch.float32, device=dev)
         self.flags = dict(ACT=_ACT[cfg["activation"]], RESIDUAL=bool(cfg["residual"]),
                           HAS_ALPHA=self.la is not None, HAS_BETA=self.beta is not None,
