@@ -10,6 +10,7 @@ bounds: 2e-3 in float32, 2e-2 in bf16/fp16. The reference sees the same (rounded
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -532,11 +533,16 @@ def test_dual_falls_back_for_resumed_states_and_bf16_weights(dual_calls):
 
 
 def test_dual_form_choice(monkeypatch):
-    """auto: the dual form only for CUDA inputs with small chunks; an unknown form is an error."""
+    """auto: the dual form only for CUDA inputs with chunks ≤ 256 and T ≤ 4096 (what the H100 timed
+    faster); an unknown form is an error."""
     from nested_kernels.ops.fast_mlp import dual
     inputs = dict(x=torch.zeros(1, 8, 4), position0=None, s_u0=None)
     cfg = dict(chunk_size=4, weight_dtype=None)
     assert not dual.chosen(inputs, cfg)                     # CPU tensors
+    cuda = lambda T: dict(inputs, x=SimpleNamespace(is_cuda=True, shape=(1, T, 4)))  # noqa: E731
+    assert dual.chosen(cuda(4096), dict(cfg, chunk_size=256))
+    assert not dual.chosen(cuda(4096), dict(cfg, chunk_size=512))     # timed: not faster there
+    assert not dual.chosen(cuda(4097), dict(cfg, chunk_size=64))      # longer sequences: untimed
     monkeypatch.setenv(dual.FORM_ENV, "dual")
     assert dual.chosen(inputs, cfg)
     assert not dual.chosen(inputs, dict(cfg, weight_dtype="bfloat16"))

@@ -41,10 +41,12 @@ from .triton_backend import _Consts, _Saved, _copies, _stack, _st, _st2, _unit, 
 
 FORM_ENV = "NESTED_KERNELS_FAST_MLP_FORM"
 # "auto" takes the dual form for CUDA inputs with chunk sizes up to AUTO_MAX_CHUNK and sequences
-# up to AUTO_MAX_TOKENS long (T² Grams and work). 0: never, until a GPU run has timed both forms
-# (docs/fast_mlp.md §1); NESTED_KERNELS_FAST_MLP_FORM=dual forces it.
-AUTO_MAX_CHUNK = 0
-AUTO_MAX_TOKENS = 16384
+# up to AUTO_MAX_TOKENS long (T² Grams and work): H100, B4 T4096 D2048 bf16 (docs/gpu_runs/
+# 2026-12-06b_call2), fwd+bwd dual / materialised at C 64 / 128 / 256 = 0.81 / 0.81 / 0.87 (gelu),
+# 0.80 / 0.72 / 0.88 (swiglu); at C 512 and 1024 the dual form was not faster. Longer sequences
+# are untimed (the T² terms grow). NESTED_KERNELS_FAST_MLP_FORM=dual forces it.
+AUTO_MAX_CHUNK = 256
+AUTO_MAX_TOKENS = 4096
 
 
 def supported(inputs, cfg) -> Optional[str]:
