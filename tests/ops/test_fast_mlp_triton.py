@@ -456,13 +456,10 @@ def test_update_gemm_descriptor_kernel_compiles_for_sm90():
 
 # -- the dual form (``dual.py``): forced by NESTED_KERNELS_FAST_MLP_FORM=dual ------------------
 
-@pytest.fixture(params=["0", "8"], ids=["one-segment", "segments-of-8"])
-def dual_calls(request, monkeypatch):
-    """Forces the dual form — over whole sequences, or in segments of 8 tokens (one or two
-    chunks, weights materialised between them) — and logs its forward ("f") and backward ("b")
-    group calls."""
+@pytest.fixture
+def dual_calls(monkeypatch):
+    """Forces the dual form and logs its forward ("f") and backward ("b") group calls."""
     from nested_kernels.ops.fast_mlp import dual
-    monkeypatch.setenv(dual.SEGMENT_ENV, request.param)
     log = []
     run, backward_group = dual.run, dual.backward_group
     monkeypatch.setattr(dual, "run", lambda *a, **kw: log.append("f") or run(*a, **kw))
