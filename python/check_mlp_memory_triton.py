@@ -183,7 +183,8 @@ def variants(spec):
 
 def timing(args):
     rows = []
-    shapes = [(args.B, args.T, args.H, 64, 256, 64)] + ([] if args.no_large else [(args.B, args.T, 4, 128, 512, 64)])
+    shapes = ([] if args.only_large else [(args.B, args.T, args.H, 64, 256, 64)]) + \
+        ([] if args.no_large else [(args.B, args.T, 4, 128, 512, 64)])
     backends = ["triton"] + (["torch"] if not args.no_torch else [])
     for B, T, H, K, F, C in shapes:
         dtype = torch.bfloat16
@@ -253,6 +254,7 @@ def main():
     ap.add_argument("--no-torch", action="store_true", help="do not time the torch backend")
     ap.add_argument("--no-titans", action="store_true")
     ap.add_argument("--no-large", action="store_true", help="skip the K=V=128, F=512 timing")
+    ap.add_argument("--only-large", action="store_true", help="time only K=V=128, F=512 (H4)")
     ap.add_argument("--B", type=int, default=4)
     ap.add_argument("--T", type=int, default=4096)
     ap.add_argument("--H", type=int, default=8)
