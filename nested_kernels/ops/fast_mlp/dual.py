@@ -99,8 +99,7 @@ class _Decay:
     def __init__(self, c: _Consts, L: int, dev):
         self.r = c.retention
         self.on = self.r != 1.0
-        if self.on:
-            self.block = torch.arange(L, device=dev) // c.C
+        self.block = torch.arange(L, device=dev) // c.C
 
     def gram(self, S: torch.Tensor, k: int, t: int):
         """S [G, n, t] (chunk k's rows against the t earlier tokens) *= r^(k−1−j)."""
@@ -112,6 +111,11 @@ class _Decay:
         if self.on:
             e = (self.block[:, None] - 1 - self.block[None, :]).clamp_min(0).to(torch.float32)
             S.mul_(torch.pow(self.r, e).to(S.dtype))
+
+    def below(self, S: torch.Tensor):
+        """S [G, L, L] *= Γ below the chunk diagonal and 0 on and above it."""
+        e = (self.block[:, None] - 1 - self.block[None, :]).to(torch.float32)
+        S.mul_(torch.where(e >= 0, torch.pow(self.r, e.clamp_min(0)), 0.0).to(S.dtype))
 
     def to_end(self, T: torch.Tensor, rows: int, nc: int):
         """T [G, L, W] rows < ``rows`` *= r^(nc−1−chunk): their weight in the final state."""
@@ -125,13 +129,25 @@ class _Decay:
             T.mul_(torch.pow(self.r, self.block.to(torch.float32)).to(T.dtype)[:, None])
 
 
+def _wmm(A: torch.Tensor, W: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out [G, n, N] = A [G, n, K] @ W: W per sequence [G, K, N] (batched), or shared [K, N] — one
+    GEMM over all G·n rows, reading W once instead of once per sequence."""
+    if W.dim() == 3:
+        return torch.bmm(A, W, out=out)
+    G, n, K = A.shape
+    if out.is_contiguous():
+        torch.mm(A.reshape(G * n, K), W, out=out.view(G * n, -1))
+        return out
+    return out.copy_(torch.mm(A.reshape(G * n, K), W).view(out.shape))
+
+
 def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.Tensor]):
     """Fill the residuals ``res`` (and Y when given) of one group; returns (Dh, Gh)."""
     from .triton_kernels import _act_kernel, _d_kernel, _out_kernel
     G, L, D = X.shape
     dev = X.device
     Z, A, Ee, Gs, SX, SA, SG = res
-    W1, W2 = (w.expand(G, *w.shape[-2:]) for w in Wc)
+    W2 = Wc[1]
     dec = _Decay(c, L, dev)
     torch.matmul(X, Wc[0].mT, out=Z)                         # r^0 X W1₀ᵀ; later chunks scale it
     torch.bmm(X, X.mT, out=SX)
@@ -145,7 +161,7 @@ def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.T
         if t:
             Zk.baddbmm_(SX[:, R, H], Dh[:, H], beta=rk, alpha=-1.0)
         c.ew(_act_kernel, n, c.F, G, Zk, Ak, n, c.F, *_st(Zk), *_st(Ak), ACT=c.act)
-        o = torch.bmm(Ak, W2.mT, out=O[:, :n])
+        o = _wmm(Ak, W2.mT, O[:, :n])
         if t:
             sa = torch.bmm(Ak, A[:, H].mT, out=SA[:, R, H])
             dec.gram(sa, k, t)
@@ -153,7 +169,7 @@ def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.T
         Yk = Y[:, R] if Y is not None else o
         c.ew(_out_kernel, n, D, G, Xk, o, Sk, Etk, Yk, Gk, Gh[:, R], n, D, *_st(Xk), *_st(o), *_st(Sk),
              *_st2(Etk), *_st(Yk), *_st(Gk), RESIDUAL=c.residual, MODE=mode, STORE_Y=Y is not None)
-        torch.bmm(Gk, W2, out=Ek)
+        _wmm(Gk, W2, Ek)
         if t:
             sg = torch.bmm(Gk, Gh[:, H].mT, out=SG[:, R, H])
             dec.gram(sg, k, t)
@@ -207,7 +223,7 @@ def backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, 
         return (tuple(w.sum(0) for w in gW) if sum_g and gW is not None else gW), None
     dev = X.device
     Wc = _copies(c, W0)
-    W1, W2 = (w.expand(G, *w.shape[-2:]) for w in Wc)
+    W2 = Wc[1]
     res = _residuals(c, saved, G, L, dev)
     Z, A, Ee, Gs, SX, SA, SG = res
     if saved is None:                    # no residuals kept: run the forward again
@@ -223,7 +239,7 @@ def backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, 
     gWc = _copies(c, gW) if gW is not None else None
     gUc = _copies(c, gU) if gU is not None and full < L else None
     Zh, Oh, Eh = (new_empty(G, L, w, dtype=c.cd, device=dev) for w in (c.F1, D, c.F))
-    BEA, BOG, BZD = (new_empty(G, L, L, dtype=c.cd, device=dev) for _ in range(3))
+    BEA, BOG, BZD = (new_empty(G, L, L, dtype=c.cd, device=dev) for _ in range(3))   # BZD: _input_grad's
     n0 = min(c.C, L)
     P1, ED, P2, Q, EGS, AH = (new_empty(G, n0, w, dtype=c.cd, device=dev)
                               for w in (c.F1, c.F1, D, D, D, c.F))
@@ -254,7 +270,7 @@ def backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, 
         c.ew(_b1_kernel, n, c.F, G, Ek, Zk, p1, Etk, Ehk, ED[:, :n], dE[:, R], -1.0, n, c.F, *_st(Ek),
              *_st(Zk), *_st(p1), *_st2(Etk), *_st(ED[:, :n]), *_st2(dE[:, R]), ACT=c.act)
         # Q: Ê's part of Ĝ = r^k Ê W2₀ᵀ − (Ê Aᵀ ∘ Γ) Gh over earlier tokens
-        q = torch.bmm(Ehk, W2.mT, out=Q[:, :n])
+        q = _wmm(Ehk, W2.mT, Q[:, :n])
         if t:
             bea = torch.bmm(Ehk, A[:, H].mT, out=BEA[:, R, H])
             dec.gram(bea, k, t)
@@ -266,7 +282,7 @@ def backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, 
              *_st(gy), *_st(q), *_st(Gk), *_st2(Etk), *_st(Ohk), *_st(dS[:, R]), *_st2(dE[:, R]),
              MODE=mode, HAS_GY=gY is not None)
         # Â = r^k Ô W2₀ − (Ô Ghᵀ ∘ Γ) A (earlier) − Σ_later (SGᵀ Ê + BOGᵀ A) [− r.. Gh Ŵ2 | + Gh Û2]
-        ah = torch.bmm(Ohk, W2, out=AH[:, :n])
+        ah = _wmm(Ohk, W2, AH[:, :n])
         if t:
             bog = torch.bmm(Ohk, Gh[:, H].mT, out=BOG[:, R, H])
             dec.gram(bog, k, t)
@@ -279,22 +295,8 @@ def backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, 
         Zhk = Zh[:, R]
         c.ew(_b3_kernel, n, c.F, G, Zk, Ek, p1, Etk, ah, Zhk, -1.0, n, c.F, *_st(Zk), *_st(Ek), *_st(p1),
              *_st2(Etk), *_st(ah), ACT=c.act, HAS_M=True)
-        # X̂ = [Ô +] r^k Ẑ W1₀ − (Ẑ Dhᵀ ∘ Γ) X (earlier) − Σ_later BZDᵀ X [− r.. Dh Ŵ1 | + Dh Û1]
-        dXk = dX[:, R]
-        if c.residual:
-            torch.baddbmm(Ohk, Zhk, W1, alpha=rk, out=dXk)
-        else:
-            torch.bmm(Zhk, W1, out=dXk)
-            if rk != 1.0:
-                dXk.mul_(rk)
-        if t:
-            bzd = torch.bmm(Zhk, Dh[:, H].mT, out=BZD[:, R, H])
-            dec.gram(bzd, k, t)
-            dXk.baddbmm_(bzd, X[:, H], alpha=-1.0)
-        if fut:
-            dXk.baddbmm_(BZD[:, Fu, R].mT, X[:, Fu], alpha=-1.0)
-        if fin is not None:
-            dXk.baddbmm_(Dh[:, R], fin[0][0], alpha=fin[1])
+    # X̂ needs nothing of the walk but Ẑ and Ô: one set of products over all tokens after it
+    _input_grad(c, dX, Zh, Oh, Dh, X, Wc[0], BZD, dec, gWc, gUc)
     # Ŵ1₀ = Σ_t r^chunk Ẑᵀ X [+ r^nc Ŵ1_final], Ŵ2₀ = Σ_t r^chunk (Ôᵀ A + Gᵀ Ê) [+ r^nc Ŵ2_final]
     for T_ in (Zh, Oh, Eh):
         dec.from_start(T_)
@@ -304,3 +306,26 @@ def backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, 
     d1 = c.outer(Zh, X, W=dW1, alpha=rn, sum_g=sum_g)[0]
     d2 = c.outer(Oh, A, L2=Gs, R2=Eh, W=dW2, alpha=rn, sum_g=sum_g)[0]
     return (d1, d2), None
+
+
+def _input_grad(c: _Consts, dX, Zh, Oh, Dh, X, W1, B, dec: _Decay, gWc, gUc):
+    """X̂ [G, L, D] into dX after the backward walk: [Ô +] r^chunk Ẑ W1₀ − (B ∘ Γ) X − (B ∘ Γ)ᵀ X
+    with B = Ẑ Dhᵀ below the chunk diagonal (each chunk's rows against the earlier tokens' Dh, and
+    the later chunks' rows against its own), the final state's −r^(nc−1−chunk) Dh Ŵ1 over the
+    complete chunks and the pending update's Dh Û1 over the partial one. ``B`` [G, L, L] is scratch;
+    Dh is scaled in place."""
+    G, L, D = X.shape
+    full = L // c.C * c.C
+    _wmm(Zh, W1, dX)
+    dec.from_start(dX)
+    if c.residual:
+        dX.add_(Oh)
+    torch.bmm(Zh, Dh.mT, out=B)
+    dec.below(B)
+    dX.baddbmm_(B, X, alpha=-1.0)
+    dX.baddbmm_(B.mT, X, alpha=-1.0)
+    if gWc is not None and full:
+        dec.to_end(Dh, full, L // c.C)
+        dX[:, :full].baddbmm_(Dh[:, :full], gWc[0], alpha=-1.0)
+    if gUc is not None:
+        dX[:, full:].baddbmm_(Dh[:, full:], gUc[0])
