@@ -1,7 +1,7 @@
 """Benchmarks of ``mlp_memory`` (SPEC §3) and its peer.
 
-Issue shape (CUDA): B4 T4096 H8 K=V=64 F=256 (F = 4K) bf16, chunk 64, all gates (α, β, μ), gelu,
-residual; titans shape: B4 T4096 H4 × 128, F = 512, fp32, chunk 64 with α, μ. Peer: titans-pytorch
+Issue shape (CUDA): B4 T4096 H8 K=V=64 F=256 (F = 4K) bf16, chunk 64, the issue's configuration —
+self target, read chunk, β = η, α and μ — gelu, residual; titans shape: B4 T4096 H4 × 128, F = 512, fp32, chunk 64 with α, μ. Peer: titans-pytorch
 ``NeuralMemory`` depth 2 (expansion F/K) on both shapes, in fp32 (includes its projections,
 norms and the residual LayerNorm of its memory model).
 """
@@ -49,7 +49,8 @@ def cases(device) -> list[BenchCase]:
         gates, dtype=c.dtype_name)
     dims = dict(B=1, T=64, H=2, K=32, V=32, F=128) if tiny else dict(B=4, T=4096, H=8, K=64, V=64, F=256)
     dt = torch.float32 if tiny else torch.bfloat16
-    c = Case(OP, dims, dt, dict(chunk_size=16 if tiny else 64), dict(gates=ALL))
+    c = Case(OP, dims, dt, dict(chunk_size=16 if tiny else 64, target="self", read="chunk"),
+             dict(gates=ALL, beta="eta"))
     out += ours(OP, c, _shape(c), cost(c, ALL))
     # titans at the same sizes (its own dtype, fp32)
     out.append(BenchCase(OP, "titans.NeuralMemory-depth2(fp32)", _shape(c), torch.float32, titans_memory(c, 2),
