@@ -243,16 +243,11 @@ def backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, 
     n0 = min(c.C, L)
     P1, ED, P2, Q, EGS, AH = (new_empty(G, n0, w, dtype=c.cd, device=dev)
                               for w in (c.F1, c.F1, D, D, D, c.F))
+    fin = _final_terms(c, X, A, Gh, gWc, gUc, dec)
     for k, t, n in reversed(_chunks(L, c.C)):
         R, H, Fu, rk = slice(t, t + n), slice(0, t), slice(t + n, L), c.retention ** k
         fut = t + n < L
         Zk, Ek, Gk, Xk, Etk, Ak = Z[:, R], Ee[:, R], Gs[:, R], X[:, R], E[:, R], A[:, R]
-        # the state's terms: Ŵ_final for complete chunks (scale −r^(nc−1−k)), Û for the partial one
-        fin = None
-        if k < nc and gWc is not None:
-            fin = (gWc, -(c.retention ** (nc - 1 - k)))
-        elif k == nc and gUc is not None:
-            fin = (gUc, 1.0)
         # P1 = −D̂h, P2 = −Ĝh: what later chunks and the final state ask of this chunk's Dh, Gh
         p1, p2 = P1[:, :n], P2[:, :n]
         if fut:
@@ -263,8 +258,8 @@ def backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, 
             p1.zero_()
             p2.zero_()
         if fin is not None:
-            p1.baddbmm_(Xk, fin[0][0].mT, alpha=-fin[1])
-            p2.baddbmm_(Ak, fin[0][1].mT, alpha=-fin[1])
+            p1.add_(fin[0][:, R])
+            p2.add_(fin[1][:, R])
         # through d = d(Z, E): Ê, and η̂ += Σ D̂h ⊙ d
         Ehk = Eh[:, R]
         c.ew(_b1_kernel, n, c.F, G, Ek, Zk, p1, Etk, Ehk, ED[:, :n], dE[:, R], -1.0, n, c.F, *_st(Ek),
@@ -291,7 +286,7 @@ def backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, 
             ah.baddbmm_(SG[:, Fu, R].mT, Eh[:, Fu], alpha=-1.0)
             ah.baddbmm_(BOG[:, Fu, R].mT, A[:, Fu], alpha=-1.0)
         if fin is not None:
-            ah.baddbmm_(Gh[:, R], fin[0][1], alpha=fin[1])
+            ah.add_(fin[2][:, R])
         Zhk = Zh[:, R]
         c.ew(_b3_kernel, n, c.F, G, Zk, Ek, p1, Etk, ah, Zhk, -1.0, n, c.F, *_st(Zk), *_st(Ek), *_st(p1),
              *_st2(Etk), *_st(ah), ACT=c.act, HAS_M=True)
@@ -329,3 +324,29 @@ def _input_grad(c: _Consts, dX, Zh, Oh, Dh, X, W1, B, dec: _Decay, gWc, gUc):
         dX[:, :full].baddbmm_(Dh[:, :full], gWc[0], alpha=-1.0)
     if gUc is not None:
         dX[:, full:].baddbmm_(Dh[:, full:], gUc[0])
+
+
+def _final_terms(c: _Consts, X, A, Gh, gWc, gUc, dec: _Decay) -> Optional[tuple]:
+    """What the final state's adjoint adds to every token's P1, P2 and Â in the backward walk, as
+    products over all tokens (each adjoint read once, not once per chunk), or None without one:
+    s·X Ŵ1ᵀ [G, L, F1], s·A Ŵ2ᵀ [G, L, D] and −s·Gh Ŵ2 [G, L, F], with s = r^(nc−1−chunk) and Ŵ
+    the final weights' adjoint over the complete chunks, s = −1 and Û the pending update's over
+    the partial one."""
+    if gWc is None and gUc is None:
+        return None
+    G, L, D = X.shape
+    full = L // c.C * c.C
+    out = tuple(torch.zeros(G, L, w, dtype=c.cd, device=X.device) for w in (c.F1, D, c.F))
+    for R, W, sign in ((slice(0, full), gWc, 1.0), (slice(full, L), gUc, -1.0)):
+        if W is None or R.start == R.stop:
+            continue
+        torch.bmm(X[:, R], W[0].mT, out=out[0][:, R])
+        torch.bmm(A[:, R], W[1].mT, out=out[1][:, R])
+        torch.bmm(Gh[:, R], W[1], out=out[2][:, R])
+        out[2][:, R].neg_()
+        if sign != 1.0:
+            for t in out:
+                t[:, R].mul_(sign)
+    for t in out:
+        dec.to_end(t, full, L // c.C)
+    return out
