@@ -166,7 +166,8 @@ class _Decay:
 
 def _wmm(A: torch.Tensor, W: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """out [G, n, N] = A [G, n, K] @ W: W per sequence [G, K, N] (batched), or shared [K, N] — one
-    GEMM over all G·n rows, reading W once instead of once per sequence."""
+    GEMM over all G·n rows, reading W once instead of once per sequence (the backward walk's
+    products with W2₀ and the input gradient's with W1₀)."""
     if W.dim() == 3:
         return torch.bmm(A, W, out=out)
     G, n, K = A.shape
@@ -182,7 +183,9 @@ def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.T
     G, L, D = X.shape
     dev = X.device
     Z, A, Ee, Gs, SX, SA, SG = res
-    W2 = Wc[1]
+    # batched per sequence: folding these two products (``_wmm``) made the forward walk slower
+    # (H100, docs/gpu_runs/2026-12-06b_call5: C64 fwd 35.2 ms against 23.8)
+    W2 = Wc[1].expand(G, *Wc[1].shape[-2:])
     dec = _Decay(c, L, dev)
     torch.matmul(X, Wc[0].mT, out=Z)                         # r^0 X W1₀ᵀ; later chunks scale it
     torch.bmm(X, X.mT, out=SX)
@@ -196,7 +199,7 @@ def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.T
         if t:
             Zk.baddbmm_(SX[:, R, H], Dh[:, H], beta=rk, alpha=-1.0)
         c.ew(_act_kernel, n, c.F, G, Zk, Ak, n, c.F, *_st(Zk), *_st(Ak), ACT=c.act)
-        o = _wmm(Ak, W2.mT, O[:, :n])
+        o = torch.bmm(Ak, W2.mT, out=O[:, :n])
         if t:
             sa = torch.bmm(Ak, A[:, H].mT, out=SA[:, R, H])
             dec.gram(sa, k, t)
@@ -204,7 +207,7 @@ def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.T
         Yk = Y[:, R] if Y is not None else o
         c.ew(_out_kernel, n, D, G, Xk, o, Sk, Etk, Yk, Gk, Gh[:, R], n, D, *_st(Xk), *_st(o), *_st(Sk),
              *_st2(Etk), *_st(Yk), *_st(Gk), RESIDUAL=c.residual, MODE=mode, STORE_Y=Y is not None)
-        _wmm(Gk, W2, Ek)
+        torch.bmm(Gk, W2, out=Ek)
         if t:
             sg = torch.bmm(Gk, Gh[:, H].mT, out=SG[:, R, H])
             dec.gram(sg, k, t)
