@@ -560,7 +560,7 @@ def test_dual_segment_length(monkeypatch):
     from nested_kernels.ops.fast_mlp import dual
     monkeypatch.delenv(dual.SEGMENT_ENV, raising=False)
     assert dual.segment_length(64) == 0
-    for value, want in (("512", 512), ("600", 576), ("10", 64), ("0", 0)):
+    for value, want in (("512", 512), ("600", 512), ("10", 64), ("0", 0)):
         monkeypatch.setenv(dual.SEGMENT_ENV, value)
         assert dual.segment_length(64) == want
     for bad in ("-1", "1.5", "all"):
