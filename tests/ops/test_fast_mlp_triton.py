@@ -456,13 +456,10 @@ def test_update_gemm_descriptor_kernel_compiles_for_sm90():
 
 # -- the dual form (``dual.py``): forced by NESTED_KERNELS_FAST_MLP_FORM=dual ------------------
 
-@pytest.fixture(params=["0", "8"], ids=["one-segment", "segments-of-8"])
-def dual_calls(request, monkeypatch):
-    """Forces the dual form — over whole sequences, or in segments of 8 tokens (one or two
-    chunks, weights materialised between them) — and logs its forward ("f") and backward ("b")
-    group calls."""
+@pytest.fixture
+def dual_calls(monkeypatch):
+    """Forces the dual form and logs its forward ("f") and backward ("b") group calls."""
     from nested_kernels.ops.fast_mlp import dual
-    monkeypatch.setenv(dual.SEGMENT_ENV, request.param)
     log = []
     run, backward_group = dual.run, dual.backward_group
     monkeypatch.setattr(dual, "run", lambda *a, **kw: log.append("f") or run(*a, **kw))
@@ -552,18 +549,3 @@ def test_dual_form_choice(monkeypatch):
     monkeypatch.setenv(dual.FORM_ENV, "materialised")
     with pytest.raises(ValueError, match="FAST_MLP_FORM"):
         dual.chosen(inputs, cfg)
-
-
-def test_dual_segment_length(monkeypatch):
-    """Segments: off (0) by default, else the variable rounded down to whole chunks (at least one);
-    anything but a non-negative integer is a ValueError naming the variable."""
-    from nested_kernels.ops.fast_mlp import dual
-    monkeypatch.delenv(dual.SEGMENT_ENV, raising=False)
-    assert dual.segment_length(64) == 0
-    for value, want in (("512", 512), ("600", 512), ("10", 64), ("0", 0)):
-        monkeypatch.setenv(dual.SEGMENT_ENV, value)
-        assert dual.segment_length(64) == want
-    for bad in ("-1", "1.5", "all"):
-        monkeypatch.setenv(dual.SEGMENT_ENV, bad)
-        with pytest.raises(ValueError, match=dual.SEGMENT_ENV):
-            dual.segment_length(64)

@@ -52,7 +52,7 @@ BACKENDS = {
 }
 try:  # the Triton backend; triton itself is imported only when a kernel first runs
     from .triton_backend import BACKEND as _TRITON, keeps_residuals
-    from .dual import chosen as dual_form, segment_length as dual_segment
+    from .dual import chosen as dual_form
     BACKENDS["triton"] = _TRITON
 except ImportError:  # pragma: no cover
     pass
@@ -217,8 +217,6 @@ def fast_mlp(x: torch.Tensor, weights: Sequence[torch.Tensor], eta: Union[torch.
     cfg["backend"] = select_backend("fast_mlp", backend, BACKENDS, device, inputs, cfg, AUTO_ORDER)
     if cfg["backend"] == "triton":      # decided here, so that the fake forward's shapes agree
         cfg["dual"] = dual_form(inputs, cfg)
-        if cfg["dual"]:
-            cfg["dual_segment"] = dual_segment(chunk_size)
         cfg["keep_residuals"] = keeps_residuals(inputs, cfg)
     out = OP(cfg, **inputs)
     if not output_final_state:

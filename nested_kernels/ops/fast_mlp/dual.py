@@ -24,12 +24,6 @@ backend's kernels (``_act``, ``_out``, ``_d``, ``_b1``–``_b3``), so the local 
 with the materialised form. Arithmetic grows as T² per sequence (docs/fast_mlp.md §1 says when
 this form is chosen).
 
-Segments (NESTED_KERNELS_FAST_MLP_DUAL_SEGMENT, off by default): every ``segment`` tokens the
-weights are materialised (float32, from the segment's rank-one sums — one update GEMM over the
-segment) and the next segment runs the dual form from them, so a chunk reads at most segment − C
-earlier tokens; the backward walks the segments in reverse, each segment's initial-weight adjoint
-being the previous segment's final-state adjoint.
-
 Supported: gelu/silu/swiglu, residual, retention, target/teach, η tensor or number, cu_seqlens,
 per-sequence initial weights, final states; not a state that resumes mid-chunk (position > 0 or
 a pending update) nor ``weight_dtype=torch.bfloat16`` (each chunk's weights rounded to bf16 has
@@ -53,22 +47,6 @@ FORM_ENV = "NESTED_KERNELS_FAST_MLP_FORM"
 # are untimed (the T² terms grow). NESTED_KERNELS_FAST_MLP_FORM=dual forces it.
 AUTO_MAX_CHUNK = 256
 AUTO_MAX_TOKENS = 4096
-SEGMENT_ENV = "NESTED_KERNELS_FAST_MLP_DUAL_SEGMENT"
-
-
-def segment_length(chunk_size: int) -> int:
-    """Tokens per segment (cfg["dual_segment"], decided by the API): 0 — one segment per
-    sequence, the default — or NESTED_KERNELS_FAST_MLP_DUAL_SEGMENT rounded down to a multiple of
-    chunk_size (at least one chunk): the weights are materialised at every segment start and a
-    chunk reads only its own segment's history (module docstring)."""
-    env = getenv(SEGMENT_ENV)
-    try:
-        seg = int(env) if env else 0
-    except ValueError:
-        seg = -1
-    if seg < 0:
-        raise ValueError(f"{SEGMENT_ENV} must be a non-negative integer (tokens), got {env!r}")
-    return 0 if seg == 0 else max(chunk_size, seg // chunk_size * chunk_size)
 
 
 def supported(inputs, cfg) -> Optional[str]:
@@ -95,17 +73,10 @@ def chosen(inputs, cfg) -> bool:
     return x.is_cuda and cfg["chunk_size"] <= AUTO_MAX_CHUNK and x.shape[1] <= AUTO_MAX_TOKENS
 
 
-def residual_numel(c: _Consts, B: int, T: int, packed: bool) -> int:
-    """Elements of the residuals: Z, A, E, G of the B·T tokens, three Grams per segment (Σ over
-    segments of their length squared) and the compute-dtype copies of each segment's initial
-    weights after a sequence's first. Packed sequences (B = 1): bounds over any split of T."""
-    seg = c.segment or max(T, 1)
-    if packed:       # Σ_i Σ_s L_s² ≤ T·min(T, seg); Σ_i ⌊(L_i − 1)/seg⌋ ≤ ⌊(T − 1)/seg⌋
-        grams, starts = T * min(T, seg), max(T - 1, 0) // seg
-    else:
-        full, rest = divmod(T, seg)
-        grams, starts = B * (full * seg * seg + rest * rest), B * (max(T - 1, 0) // seg)
-    return B * T * (c.F1 + 2 * c.F + c.D) + 3 * grams + starts * c.D * (c.F1 + c.F)
+def residual_numel(c: _Consts, tokens: int, square: int) -> int:
+    """Elements of the residuals: Z, A, E, G of ``tokens`` tokens and three Grams of ``square``
+    elements (Σ over sequences of L²)."""
+    return tokens * (c.F1 + 2 * c.F + c.D) + 3 * square
 
 
 def _residuals(c: _Consts, saved: Optional[_Saved], G: int, L: int, dev) -> tuple:
@@ -114,12 +85,6 @@ def _residuals(c: _Consts, saved: Optional[_Saved], G: int, L: int, dev) -> tupl
     if saved is not None:
         return tuple(saved._take(*s) for s in shapes)
     return tuple(new_empty(*s, dtype=c.cd, device=dev) for s in shapes)
-
-
-def _segments(L: int, c: _Consts) -> list:
-    """(start, length) of the segments of a sequence of L ≥ 1 tokens."""
-    seg = c.segment or L
-    return [(t, min(seg, L - t)) for t in range(0, L, seg)]
 
 
 def _chunks(L: int, C: int) -> list:
@@ -217,39 +182,9 @@ def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.T
     return Dh, Gh
 
 
-def _advance(c: _Consts, Wm, Dh, Gh, X, A, into, *, copy: bool, scratch: bool):
-    """The weights after a segment of n tokens from its rank-one sums (Dh, Gh [G, n, ...]; Dh, Gh
-    overwritten with ``scratch``): (masters W = r^nc W_s − Σ_j r^(nc−1−j) (Dhⱼᵀ Xⱼ, Ghⱼᵀ Aⱼ) over
-    the complete chunks, their compute-dtype copies when ``copy`` — written into ``into`` when
-    given — and the trailing partial chunk's pending sums, or None)."""
-    n = X.shape[1]
-    nc = n // c.C
-    full = nc * c.C
-    U = None
-    if full < n:
-        U = (c.outer(Dh[:, full:], X[:, full:])[0], c.outer(Gh[:, full:], A[:, full:])[0])
-    dec = _Decay(c, n, X.device)
-    if dec.on and not scratch:
-        Dh, Gh = Dh.clone(), Gh.clone()
-    dec.to_end(Dh, full, nc)
-    dec.to_end(Gh, full, nc)
-    upd = dict(alpha=c.retention ** nc, beta=-1.0, copy=copy)
-    W1, W1c = c.outer(Dh[:, :full], X[:, :full], W=Wm[0], into=into[0], **upd)
-    W2, W2c = c.outer(Gh[:, :full], A[:, :full], W=Wm[1], into=into[1], **upd)
-    return (W1, W2), (W1c, W2c), U
-
-
-def _start_slots(c: _Consts, saved: Optional[_Saved], G: int) -> tuple:
-    """Residual slots of a segment's initial-weight copies ([G, F1, D], [G, D, F]), or Nones."""
-    if saved is None:
-        return None, None
-    return saved._take(G, c.F1, c.D), saved._take(G, c.D, c.F)
-
-
 def run(W, U, X, E, S, pos, cfg, mode, saved: Optional[_Saved] = None):
     """``chunk.run_sequences``' contract for one group starting at a chunk boundary (``U`` None,
-    ``pos`` 0), segment by segment; with ``saved`` the residuals (per segment: Z, A, E, G, the
-    Grams, then the next segment's weight copies) go into the forward's residual buffer."""
+    ``pos`` 0); with ``saved`` the residuals go into the forward's residual buffer."""
     from .triton_backend import _MODE
     assert pos == 0 and U is None, "the dual form starts at a chunk boundary"
     G, L, D = X.shape
@@ -258,72 +193,44 @@ def run(W, U, X, E, S, pos, cfg, mode, saved: Optional[_Saved] = None):
         return X.new_empty(G, 0, D), (W if c.final else None), None, 0
     X, S = _unit(X), _unit(S)
     Wm = _stack(W, c.mlp)
-    Wc = _copies(c, Wm)
+    res = _residuals(c, saved, G, L, X.device)
     Y = new_empty(G, L, D, dtype=X.dtype, device=X.device)
-    segs = _segments(L, c)
+    Dh, Gh = _forward(c, _copies(c, Wm), X, E, S, _MODE[mode], res, Y)
+    full = L // c.C * c.C                          # tokens of complete chunks
+    pos_end = L - full
+    if not c.final:
+        return Y, None, None, pos_end
+    A = res[1]
+    nc = L // c.C
     U_ = None
-    for i, (t, n) in enumerate(segs):
-        R = slice(t, t + n)
-        res = _residuals(c, saved, G, n, X.device)
-        Dh, Gh = _forward(c, Wc, X[:, R], E[:, R], S[:, R], _MODE[mode], res, Y[:, R])
-        later = i + 1 < len(segs)
-        if later or c.final:
-            into = _start_slots(c, saved if later else None, G)
-            Wm, Wc, U_ = _advance(c, Wm, Dh, Gh, X[:, R], res[1], into, copy=later, scratch=True)
-    final = _unstack(Wm, c.mlp, c.F) if c.final else None
-    return Y, final, _unstack(U_, c.mlp, c.F), L % c.C
+    if pos_end:      # the trailing partial chunk's sums: the state's pending update
+        U_ = (c.outer(Dh[:, full:], X[:, full:])[0], c.outer(Gh[:, full:], A[:, full:])[0])
+    dec = _Decay(c, L, X.device)
+    dec.to_end(Dh, full, nc)
+    dec.to_end(Gh, full, nc)
+    r = c.retention ** nc
+    Wf = (c.outer(Dh[:, :full], X[:, :full], W=Wm[0], alpha=r, beta=-1.0)[0],
+          c.outer(Gh[:, :full], A[:, :full], W=Wm[1], alpha=r, beta=-1.0)[0])
+    return Y, _unstack(Wf, c.mlp, c.F), _unstack(U_, c.mlp, c.F), pos_end
 
 
 def backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, dE, dS,
                    saved: Optional[_Saved], sum_g: bool):
     """``triton_backend._backward_group``'s contract in the dual form: fills dX, dE, dS [G, L, ...]
     and returns the float32 adjoints of the initial weights (summed over the G sequences with
-    ``sum_g``) and None (no pending update to resume from). Without ``saved`` the forward runs
-    again, keeping every segment's residuals and initial-weight copies."""
+    ``sum_g``) and None (no pending update to resume from)."""
+    from .triton_kernels import _b1_kernel, _b2_kernel, _b3_kernel
     assert pos == 0 and U0 is None, "the dual form starts at a chunk boundary"
     G, L, D = X.shape
     if L == 0:
         return (tuple(w.sum(0) for w in gW) if sum_g and gW is not None else gW), None
-    segs = _segments(L, c)
-    Wm, Wc = W0, _copies(c, W0)
-    kept = []          # per segment: (copies of its initial weights, residuals, (Dh, Gh) or None)
-    for i, (t, n) in enumerate(segs):
-        R = slice(t, t + n)
-        res = _residuals(c, saved, G, n, X.device)
-        later = i + 1 < len(segs)
-        if saved is not None:
-            kept.append((Wc, res, None))
-            if later:
-                Wc = _start_slots(c, saved, G)
-            continue
-        Dh, Gh = _forward(c, Wc, X[:, R], E[:, R], S[:, R], mode, res, None)
-        kept.append((Wc, res, (Dh, Gh)))
-        if later:
-            Wm, Wc, _ = _advance(c, Wm, Dh, Gh, X[:, R], res[1], (None, None), copy=True, scratch=False)
-    del Wm, Wc
-    dW = gW
-    for i in reversed(range(len(segs))):
-        t, n = segs[i]
-        R = slice(t, t + n)
-        Wc, res, DhGh = kept.pop()
-        dW = _backward_segment(c, mode, Wc, res, DhGh, X[:, R], E[:, R], None if gY is None else gY[:, R],
-                               dW, gU if i == len(segs) - 1 else None, dX[:, R], dE[:, R], dS[:, R],
-                               sum_g=sum_g and i == 0)
-    return dW, None
-
-
-def _backward_segment(c: _Consts, mode: int, Wc, res, DhGh, X, E, gY, gW, gU, dX, dE, dS, sum_g: bool):
-    """One segment of ``backward_group`` from its initial-weight copies ``Wc``, residuals ``res``
-    and (Dh, Gh) (None: formed from the residuals); ``gW``: adjoint of the weights after it (the
-    next segment's initial weights, or the final state's), ``gU``: of the pending update. Returns
-    the adjoints of its initial weights."""
-    from .triton_kernels import _b1_kernel, _b2_kernel, _b3_kernel
-    G, L, D = X.shape
     dev = X.device
+    Wc = _copies(c, W0)
     W2 = Wc[1]
+    res = _residuals(c, saved, G, L, dev)
     Z, A, Ee, Gs, SX, SA, SG = res
-    if DhGh is not None:
-        Dh, Gh = DhGh
+    if saved is None:                    # no residuals kept: run the forward again
+        Dh, Gh = _forward(c, Wc, X, E, S, mode, res, None)
     else:                                # Dh = η ⊙ d and Gh = η ⊙ g from the residuals
         from .triton_kernels import _d_kernel
         Dh = new_empty(G, L, c.F1, dtype=c.cd, device=dev)
@@ -396,7 +303,7 @@ def _backward_segment(c: _Consts, mode: int, Wc, res, DhGh, X, E, gY, gW, gU, dX
     dW2 = None if gW is None else gW[1]
     d1 = c.outer(Zh, X, W=dW1, alpha=rn, sum_g=sum_g)[0]
     d2 = c.outer(Oh, A, L2=Gs, R2=Eh, W=dW2, alpha=rn, sum_g=sum_g)[0]
-    return d1, d2
+    return (d1, d2), None
 
 
 def _input_grad(c: _Consts, dX, Zh, Oh, Dh, X, W1, B, dec: _Decay, gWc, gUc):

@@ -83,7 +83,6 @@ class _Consts:
         self.mlp, self.act = cfg["mlp"], _ACT[cfg["mlp"]]
         self.C, self.residual, self.retention = cfg["chunk_size"], cfg["residual"], cfg["retention"]
         self.final = cfg["output_final_state"]
-        self.segment = cfg.get("dual_segment", 0)      # the dual form's segment length (0: whole sequences)
         self.cd = x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.float32
         self.wd = state_dtype(x, cfg)
         self.D, self.F = x.shape[-1], F
@@ -255,9 +254,9 @@ def _residual_numel(inputs, cfg) -> int:
     x = inputs["x"]
     B, T, _ = x.shape
     c = _Consts(cfg, x, _hidden(inputs))
-    if cfg.get("dual"):
+    if cfg.get("dual"):         # Σ L² over the sequences: B·T², at most T² when packed
         from . import dual
-        return dual.residual_numel(c, B, T, inputs["cu_seqlens"] is not None)
+        return dual.residual_numel(c, B * T, (B if inputs["cu_seqlens"] is None else 1) * T * T)
     resumed = inputs["position0"] is not None
     if inputs["cu_seqlens"] is None:
         sets = B * max(0, (T - 1 + (c.C - 1 if resumed else 0)) // c.C)
