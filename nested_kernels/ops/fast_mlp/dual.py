@@ -16,9 +16,12 @@ so the products every token needs are W₀'s products plus products against earl
 
 with Γ_cj = r^(c−1−j). The [T, T] Gram matrices SX = X Xᵀ, SA = A Aᵀ, SG = G Ghᵀ (their blocks
 below the chunk diagonal, scaled by Γ) are kept for the backward, which walks the chunks in
-reverse: the adjoints of chunk c's Dh, Gh, A and X (as earlier tokens of later chunks) are products
+reverse: the adjoints of chunk c's Dh, Gh and A (as earlier tokens of later chunks) are products
 of the same Grams with the later chunks' adjoints Ẑ, Ô, Ê, G, and the later chunks' own terms use
-three more Grams (Ê Aᵀ, Ô Ghᵀ, Ẑ Dhᵀ) built as the walk goes. The products are cuBLAS GEMMs in the
+two more Grams (Ê Aᵀ, Ô Ghᵀ) built as the walk goes. What feeds nothing back into the walk is
+computed outside it as products over all tokens: the final state's adjoint terms before it
+(``_final_terms``), the input gradient X̂ (with the Gram Ẑ Dhᵀ, ``_input_grad``) and the weight
+gradients after it. The products are cuBLAS GEMMs in the
 input dtype (bmm with strided views, float32 accumulation); the elementwise parts are the triton
 backend's kernels (``_act``, ``_out``, ``_d``, ``_b1``–``_b3``), so the local algebra is shared
 with the materialised form. Arithmetic grows as T² per sequence (docs/fast_mlp.md §1 says when
