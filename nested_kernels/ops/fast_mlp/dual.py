@@ -100,14 +100,20 @@ class _Decay:
     r^k per token. Nothing to scale when r == 1."""
 
     def __init__(self, c: _Consts, L: int, dev):
-        self.r = c.retention
+        self.r, self.C = c.retention, c.C
         self.on = self.r != 1.0
         self.block = torch.arange(L, device=dev) // c.C
+        self.rows = None          # ``gram``'s factors per chunk [chunks, L], made at its first call
 
     def gram(self, S: torch.Tensor, k: int, t: int):
-        """S [G, n, t] (chunk k's rows against the t earlier tokens) *= r^(k−1−j)."""
+        """S [G, n, t] (chunk k's rows against the t earlier tokens) *= r^(k−1−j): one launch per
+        call from a table of every chunk's row of factors, made at the first call."""
         if self.on and t:
-            S.mul_(torch.pow(self.r, (k - 1 - self.block[:t]).to(torch.float32)).to(S.dtype))
+            if self.rows is None:     # row k is read only left of chunk k (exponents ≥ 0 there)
+                e = (torch.arange(len(self.block) // self.C + 1, device=S.device)[:, None] - 1
+                     - self.block[None, :]).clamp_min(0).to(torch.float32)
+                self.rows = torch.pow(self.r, e).to(S.dtype)
+            S.mul_(self.rows[k, :t])
 
     def square(self, S: torch.Tensor):
         """S [G, L, L] *= Γ below the chunk diagonal (what lies above is never read)."""
