@@ -259,7 +259,7 @@ def backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, 
     for k, t, n in reversed(_chunks(L, c.C)):
         R, H, Fu, rk = slice(t, t + n), slice(0, t), slice(t + n, L), c.retention ** k
         fut = t + n < L
-        Zk, Ek, Gk, Xk, Etk, Ak = Z[:, R], Ee[:, R], Gs[:, R], X[:, R], E[:, R], A[:, R]
+        Zk, Ek, Gk, Etk = Z[:, R], Ee[:, R], Gs[:, R], E[:, R]
         # P1 = −D̂h, P2 = −Ĝh: what later chunks and the final state ask of this chunk's Dh, Gh
         p1, p2 = P1[:, :n], P2[:, :n]
         if fut:
@@ -321,7 +321,7 @@ def _input_grad(c: _Consts, dX, Zh, Oh, Dh, X, W1, B, dec: _Decay, gWc, gUc):
     the later chunks' rows against its own), the final state's −r^(nc−1−chunk) Dh Ŵ1 over the
     complete chunks and the pending update's Dh Û1 over the partial one. ``B`` [G, L, L] is scratch;
     Dh is scaled in place."""
-    G, L, D = X.shape
+    L = X.shape[1]
     full = L // c.C * c.C
     _wmm(Zh, W1, dX)
     dec.from_start(dX)
