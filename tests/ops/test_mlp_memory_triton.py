@@ -214,10 +214,42 @@ def test_default_precisions_and_split(monkeypatch):
     monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PRECISION", "fp8")
     with pytest.raises(ValueError, match="NESTED_KERNELS_MLP_TRITON_PRECISION"):
         prec(torch.bfloat16)
+    assert triton_backend._tokens_precision("tf32r") == "tf32r"          # the token parts: as the rest
+    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION", "bf16")
+    assert triton_backend._tokens_precision("tf32r") == "bf16"
+    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION", "half")
+    with pytest.raises(ValueError, match="NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION"):
+        triton_backend._tokens_precision("tf32r")
     monkeypatch.delenv("NESTED_KERNELS_MLP_TRITON_BWD_SPLIT")
     assert triton_backend._bwd_split()
     monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_BWD_SPLIT", "0")
     assert not triton_backend._bwd_split()
+
+
+def test_token_parts_precision(prep_knob, monkeypatch):
+    """NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION=bf16: the split backward's token parts (2, 3) run
+    with bf16 operands (rounded and multiplied in float32 under the interpreter), the chain (1)
+    and the forward as before; bf16 inputs stay within SPEC §7's 2e-2."""
+    from nested_kernels.ops.mlp_memory import triton_bwd
+    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION", "bf16")
+    precs = []
+    kernel = triton_bwd._bwd_kernel
+
+    class Spy:
+        __name__ = kernel.__name__
+
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                precs.append((kw["PART"], kw["PREC"]))
+                return kernel[grid](*args, **kw)
+            return launch
+    monkeypatch.setattr(triton_bwd, "_bwd_kernel", Spy())
+    x, st = make(T=24, gates="abm", init=True, seed=8)
+    check(x, st, dtype=torch.bfloat16, target="self", read="chunk")
+    if triton_backend._bwd_split():
+        assert precs == [(1, "ieee"), (2, "bf16_emu"), (3, "bf16_emu")], precs
+    else:
+        assert precs == [(0, "ieee")], precs
 
 
 def test_without_initial_or_final_state():

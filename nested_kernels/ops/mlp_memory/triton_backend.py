@@ -16,7 +16,8 @@ Anything else is refused by ``unsupported`` and runs on the next backend (torch)
 
 Triton is imported only when a kernel first runs. Tuning knobs (environment, read at each call):
 NESTED_KERNELS_MLP_TRITON_BF (F block), NESTED_KERNELS_MLP_TRITON_WARPS,
-NESTED_KERNELS_MLP_TRITON_BWD_SPLIT ("1" default, "0": ``_bwd_split``), NESTED_KERNELS_MLP_BWD_BYTES
+NESTED_KERNELS_MLP_TRITON_BWD_SPLIT ("1" default, "0": ``_bwd_split``),
+NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION (``_tokens_precision``), NESTED_KERNELS_MLP_BWD_BYTES
 (the residuals' budget, ``_budget``),
 NESTED_KERNELS_MLP_TRITON_PRECISION (product operands: "bf16", "fp16", "tf32", "tf32r", "tf32x3" or
 "ieee"; default ``_precision``), NESTED_KERNELS_MLP_TRITON_SPLIT (most programs
@@ -113,13 +114,31 @@ def _precision(dtype: torch.dtype) -> tuple:
     NESTED_KERNELS_MLP_TRITON_PRECISION overrides the first (bf16, fp16, tf32, tf32r, tf32x3, ieee).
     Under the interpreter everything is ieee unless the variable is set (bf16 then rounds the
     operands and multiplies in float32: the interpreter's bfloat16 dot is wrong)."""
-    env = getenv("NESTED_KERNELS_MLP_TRITON_PRECISION")
-    if env and env not in ("bf16", "fp16", "tf32", "tf32r", "tf32x3", "ieee"):
-        raise ValueError(f"NESTED_KERNELS_MLP_TRITON_PRECISION must be bf16, fp16, tf32, tf32r, tf32x3 or ieee, "
-                         f"got {env!r}")
+    env = _operand_env("NESTED_KERNELS_MLP_TRITON_PRECISION")
     if _interpreting():
-        return {"bf16": "bf16_emu"}.get(env, env or "ieee"), "ieee"
+        return env or "ieee", "ieee"
     return env or ("tf32x3" if dtype == torch.float32 else "tf32r"), "tf32x3"
+
+
+def _operand_env(name: str) -> Optional[str]:
+    """An operand precision from the environment variable ``name`` (None when unset); a bad value
+    is a ValueError naming it. Under the interpreter bf16 becomes "bf16_emu" (operands rounded,
+    products in float32: the interpreter's bfloat16 dot is wrong)."""
+    env = getenv(name)
+    if env and env not in ("bf16", "fp16", "tf32", "tf32r", "tf32x3", "ieee"):
+        raise ValueError(f"{name} must be bf16, fp16, tf32, tf32r, tf32x3 or ieee, got {env!r}")
+    if env and _interpreting():
+        return {"bf16": "bf16_emu"}.get(env, env)
+    return env or None
+
+
+def _tokens_precision(prec: str) -> str:
+    """Operand precision of the split backward's PART 2 and 3 (token and gate gradients, read
+    chunk's dq): NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION, default ``prec`` (the other parts').
+    Their errors do not travel along the tile chain (PART 1 carries the weight adjoints), which is
+    what made bf16 operands everywhere miss the bound (emulated 1.8e-2 at T = 4096); opt-in until
+    a GPU run has checked and timed it (docs/mlp_memory_triton.md)."""
+    return _operand_env("NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION") or prec
 
 
 def _prep_on() -> bool:
@@ -296,7 +315,7 @@ class _Args:
         coop = dict(launch_cooperative_grid=True) if self.NS > 1 else {}
         with _mma_mode():
             try:
-                kernel[(self.N * self.H, self.NS)](*args, **kw, **self.consts, **coop)
+                kernel[(self.N * self.H, self.NS)](*args, **{**self.consts, **kw}, **coop)
             except RuntimeError as e:
                 if self.NS == 1 or "PassManager::run failed" not in str(e):
                     raise
@@ -516,6 +535,7 @@ def _backward(inputs, outputs, grads, cfg, bf: int = 16):
         adj = {n: ck(n) for n in (_STATES if a.mom else ("W1", "W2"))} if _bwd_split() else {}
         if adj:       # and the adjoint of the frozen errors, per token (PART 1 writes, PART 2 reads)
             adj["dE"] = torch.empty(rows, H, V, dtype=f32, device=dev)
+        tok_prec = _tokens_precision(a.prec)
         for part in ((1, 2, 3) if cfg["read"] == "chunk" else (1, 2)) if adj else (0,):
             a.launch(_bwd_kernel,
                      a.q, a.k, a.v, a.eta, d(a.la), d(a.beta), d(a.mu), d(wc1), d(wc2), d(a.pos), d(a.cu),
@@ -524,7 +544,8 @@ def _backward(inputs, outputs, grads, cfg, bf: int = 16):
                      dO, d(dc["W1"]), d(dc["W2"]), dst["W1"], dst["W2"], d(dst["S1"]), d(dst["S2"]),
                      d(dwc.get("W1")), d(dwc.get("W2")), stash, *(d(adj.get(n)) for n in _STATES),
                      *a.exchange_buffers(), dq, dk, dv, deta, d(dla), d(dbeta), d(dmu), T, rows, H, a.scale,
-                     *(d(saved.get(n)) for n in PREP_ROWS), HAS_DC=has_dc, PART=part)
+                     *(d(saved.get(n)) for n in PREP_ROWS), HAS_DC=has_dc, PART=part,
+                     PREC=tok_prec if part in (2, 3) else a.prec)
 
     out = {}
 
