@@ -2,6 +2,7 @@
 
     python python/measure_overhead.py [--profile] [--repeat 7] [--calls 300]
     python python/measure_overhead.py --triton-stub [--profile]
+    python python/measure_overhead.py --dual-stub [--profile]
 
 For each call (backend "torch", tensors that do not require grad) it prints, in µs per call:
 
@@ -23,6 +24,9 @@ H16 K=V=128 C64, T 256 to spare the CPU's allocator) with every Triton kernel re
 forward + backward whose inputs require them — the whole Python path (checks, dispatch, the eager
 autograd function, the launchers' argument work) except Triton's own launch, which costs ~25 µs
 per launch on this machine (``JITFunction.run``'s hit path; six launches per η-only fwd+bwd).
+
+``--dual-stub`` does the same for fast_mlp's dual form (``ops/fast_mlp/dual.py``), whose walk over
+the chunks is launch-bound on the H100 (docs/fast_mlp.md §6): host µs per call and per chunk.
 """
 from __future__ import annotations
 
@@ -188,6 +192,36 @@ def triton_stub(calls: int, repeat: int, profile: bool) -> None:
             _profile(name, fn, calls)
 
 
+def dual_stub(calls: int, repeat: int, profile: bool) -> None:
+    """fast_mlp's dual form (triton backend) with its Triton kernels stubbed: the host µs of the
+    walk per chunk (Python, torch dispatch and the tiny CPU products of B4 T256 D16 F32 C16 — the
+    number of launches per chunk is that of any shape)."""
+    from nested_kernels.ops.fast_mlp import api as fm_api, dual, triton_kernels
+    for name in dir(triton_kernels):
+        if name.endswith("_kernel"):
+            setattr(triton_kernels, name, _NoLaunch())
+    os.environ[dual.FORM_ENV] = "dual"
+    B, T, D, F, C = 4, 256, 16, 32, 16
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(B, T, D, generator=g).requires_grad_()
+    w = tuple((0.1 * torch.randn(*s, generator=g)).requires_grad_() for s in ((F, D), (D, F)))
+
+    def forward():
+        with torch.no_grad():
+            fm_api.fast_mlp(x, w, 0.1, chunk_size=C, target=x.detach(), backend="triton")
+
+    def forward_backward():
+        y = fm_api.fast_mlp(x, w, 0.1, chunk_size=C, target=x.detach(), backend="triton")[0]
+        torch.autograd.grad(y, (x, *w), torch.ones_like(y))
+    print(f"fast_mlp dual form, Triton kernels stubbed, B{B} T{T} D{D} F{F} C{C} ({T // C} chunks), "
+          f"CPU host µs per call / per chunk:")
+    for name, fn in (("forward (no grad)", forward), ("forward + backward", forward_backward)):
+        us = _per_call_us(fn, calls, repeat)
+        print(f"  {name:20s} {us:8.1f} {us / (T // C):8.1f}")
+        if profile:
+            _profile(name, fn, calls)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
@@ -196,8 +230,14 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated substrings of the call names")
     parser.add_argument("--triton-stub", action="store_true",
                         help="linear_memory's triton backend with its kernels stubbed (see the module docstring)")
+    parser.add_argument("--dual-stub", action="store_true",
+                        help="fast_mlp's dual form with its Triton kernels stubbed (host µs per chunk)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.dual_stub:
+        os.environ["TRITON_INTERPRET"] = "1"
+        dual_stub(min(args.calls, 50), args.repeat, args.profile)
+        return
     if args.triton_stub:
         os.environ["TRITON_INTERPRET"] = "1"        # Triton backends on CPU tensors (kernels stubbed)
         triton_stub(min(args.calls, 100), args.repeat, args.profile)
