@@ -549,3 +549,39 @@ def test_dual_form_choice(monkeypatch):
     monkeypatch.setenv(dual.FORM_ENV, "materialised")
     with pytest.raises(ValueError, match="FAST_MLP_FORM"):
         dual.chosen(inputs, cfg)
+
+
+def test_dual_graph_knob_is_ignored_off_cuda(dual_calls, monkeypatch):
+    """NESTED_KERNELS_FAST_MLP_DUAL_GRAPH=1 on CPU tensors: the eager walks, no graph."""
+    from nested_kernels.ops.fast_mlp import dual
+    monkeypatch.setenv(dual.GRAPH_ENV, "1")
+    x, st = make(T=11, seed=5)
+    check(x, st, C=4, retention=0.9)
+    assert not dual._GRAPHS.entries or DEVICE == "cuda"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("opts", [dict(mlp="gelu", retention=0.9, final=True),
+                                  dict(mlp="swiglu", retention=1.0, final=False, mode="teach")],
+                         ids=["gelu-final", "swiglu-teach"])
+def test_dual_graph_matches_eager(dual_calls, monkeypatch, opts):
+    """The CUDA-graphed walks give the eager walks' outputs and gradients, on two input sets in a
+    row (the second replays the graphs captured by the first: inputs copied in, outputs out), with
+    residuals kept and without them (the backward re-runs the forward)."""
+    from nested_kernels.ops.fast_mlp import dual
+    mlp = opts["mlp"]
+    F = 48 if mlp == "swiglu" else 32
+    for budget in (None, "1"):
+        if budget:
+            monkeypatch.setenv(triton_backend.BUDGET_ENV, budget)
+        for seed in (11, 12):
+            x, st = make(B=3, T=37, mlp=mlp, F=F, seed=seed)
+            kw = dict(C=8, mlp=mlp, retention=opts["retention"], final=opts["final"],
+                      mode=opts.get("mode", "target"))
+            monkeypatch.setenv(dual.GRAPH_ENV, "0")
+            eager = run("triton", x, st, torch.bfloat16, **kw)
+            monkeypatch.setenv(dual.GRAPH_ENV, "1")
+            graphed = run("triton", x, st, torch.bfloat16, **kw)
+            for a, b in zip(eager[0] + eager[1], graphed[0] + graphed[1]):
+                assert torch.equal(a, b) if not a.is_floating_point() else rel_error(b, a) <= 1e-6
+    assert len(dual._GRAPHS.entries) >= 2

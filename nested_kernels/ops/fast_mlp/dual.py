@@ -40,9 +40,25 @@ import torch
 
 from ...core.alloc import new_empty
 from ...core.env import getenv
+from ...core.graphs import GraphCache
+from ...core.triton_launch import env_flag
 from .triton_backend import _Consts, _Saved, _copies, _stack, _st, _st2, _unit, _unstack
 
 FORM_ENV = "NESTED_KERNELS_FAST_MLP_FORM"
+GRAPH_ENV = "NESTED_KERNELS_FAST_MLP_DUAL_GRAPH"
+_GRAPHS = GraphCache()
+
+
+def _graphed(X: torch.Tensor) -> bool:
+    """Whether the walks run as CUDA graphs (``core.graphs``): CUDA tensors and
+    NESTED_KERNELS_FAST_MLP_DUAL_GRAPH=1 (opt-in: each key keeps its static inputs, residuals and
+    scratch on the GPU — ≈ 4 GB at B4 T4096 D2048 F8192 — and it is not yet GPU-checked)."""
+    return X.is_cuda and env_flag(GRAPH_ENV, False)
+
+
+def _key(c: _Consts, phase: str, X: torch.Tensor, mode: int, *flags) -> tuple:
+    """What fixes a walk's control flow and shapes: the graph cache's key."""
+    return (phase, tuple(X.shape), c.F1, c.F, c.C, c.cd, c.act, c.residual, c.retention, mode, X.device, *flags)
 # "auto" takes the dual form for CUDA inputs with chunk sizes up to AUTO_MAX_CHUNK and sequences
 # up to AUTO_MAX_TOKENS long (T² Grams and work): H100, B4 T4096 D2048 bf16 (docs/gpu_runs/
 # 2026-12-06b_call2), fwd+bwd dual / materialised at C 64 / 128 / 256 = 0.81 / 0.81 / 0.87 (gelu),
@@ -202,9 +218,22 @@ def run(W, U, X, E, S, pos, cfg, mode, saved: Optional[_Saved] = None):
         return X.new_empty(G, 0, D), (W if c.final else None), None, 0
     X, S = _unit(X), _unit(S)
     Wm = _stack(W, c.mlp)
-    res = _residuals(c, saved, G, L, X.device)
     Y = new_empty(G, L, D, dtype=X.dtype, device=X.device)
-    Dh, Gh = _forward(c, _copies(c, Wm), X, E, S, _MODE[mode], res, Y)
+    Wc = _copies(c, Wm)
+    if _graphed(X):
+        def walk(X_, E_, S_, W1_, W2_):
+            r = _residuals(c, None, G, L, X.device)
+            Y_ = new_empty(G, L, D, dtype=X.dtype, device=X.device)
+            return (*r, Y_, *_forward(c, (W1_, W2_), X_, E_, S_, _MODE[mode], r, Y_))
+        outs = _GRAPHS.run(_key(c, "fwd", X, _MODE[mode], Wc[0].dim()), walk, (X, E, S, *Wc))
+        res, Dh, Gh = outs[:7], outs[8], outs[9]     # the graph's own: valid within this call
+        Y.copy_(outs[7])
+        if saved is not None:
+            for dst, src in zip(_residuals(c, saved, G, L, X.device), res):
+                dst.copy_(src)
+    else:
+        res = _residuals(c, saved, G, L, X.device)
+        Dh, Gh = _forward(c, Wc, X, E, S, _MODE[mode], res, Y)
     full = L // c.C * c.C                          # tokens of complete chunks
     pos_end = L - full
     if not c.final:
@@ -228,17 +257,44 @@ def backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, 
     """``triton_backend._backward_group``'s contract in the dual form: fills dX, dE, dS [G, L, ...]
     and returns the float32 adjoints of the initial weights (summed over the G sequences with
     ``sum_g``) and None (no pending update to resume from)."""
-    from .triton_kernels import _b1_kernel, _b2_kernel, _b3_kernel
     assert pos == 0 and U0 is None, "the dual form starts at a chunk boundary"
     G, L, D = X.shape
     if L == 0:
         return (tuple(w.sum(0) for w in gW) if sum_g and gW is not None else gW), None
+    res = None if saved is None else _residuals(c, saved, G, L, X.device)
+    if not _graphed(X):
+        return _backward_walk(c, mode, W0, X, E, S, gY, gW, gU, dX, dE, dS, res, sum_g), None
+    gU = gU if gU is not None and L % c.C else None
+
+    def walk(W1_, W2_, X_, E_, S_, gY_, gW1_, gW2_, gU1_, gU2_, *res_):
+        dX_ = new_empty(G, L, D, dtype=dX.dtype, device=X.device)
+        dE_ = torch.zeros(G, L, dtype=dE.dtype, device=X.device)
+        dS_ = new_empty(G, L, D, dtype=dS.dtype, device=X.device)
+        d = _backward_walk(c, mode, (W1_, W2_), X_, E_, S_, gY_, None if gW1_ is None else (gW1_, gW2_),
+                           None if gU1_ is None else (gU1_, gU2_), dX_, dE_, dS_, res_ or None, sum_g)
+        return (dX_, dE_, dS_, *d)
+    pair = lambda p: (None, None) if p is None else tuple(p)  # noqa: E731
+    key = _key(c, "bwd", X, mode, W0[0].dim(), gY is None, gW is None, gU is None, sum_g, res is None)
+    outs = _GRAPHS.run(key, walk, (*W0, X, E, S, gY, *pair(gW), *pair(gU), *(res or ())))
+    dX.copy_(outs[0])
+    dE.add_(outs[1])
+    dS.copy_(outs[2])
+    return (outs[3].clone(), outs[4].clone()), None     # a later group of the same key replays
+
+
+def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, res, sum_g: bool):
+    """The body of ``backward_group`` (L ≥ 1): ``res`` the forward's residuals, or None to run the
+    forward again; returns the adjoints of the initial weights (float32 pair)."""
+    from .triton_kernels import _b1_kernel, _b2_kernel, _b3_kernel
+    G, L, D = X.shape
     dev = X.device
     Wc = _copies(c, W0)
     W2 = Wc[1]
-    res = _residuals(c, saved, G, L, dev)
+    rerun = res is None
+    if rerun:
+        res = _residuals(c, None, G, L, dev)
     Z, A, Ee, Gs, SX, SA, SG = res
-    if saved is None:                    # no residuals kept: run the forward again
+    if rerun:                            # no residuals kept: run the forward again
         Dh, Gh = _forward(c, Wc, X, E, S, mode, res, None)
     else:                                # Dh = η ⊙ d and Gh = η ⊙ g from the residuals
         from .triton_kernels import _d_kernel
@@ -312,7 +368,7 @@ def backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, 
     dW2 = None if gW is None else gW[1]
     d1 = c.outer(Zh, X, W=dW1, alpha=rn, sum_g=sum_g)[0]
     d2 = c.outer(Oh, A, L2=Gs, R2=Eh, W=dW2, alpha=rn, sum_g=sum_g)[0]
-    return (d1, d2), None
+    return d1, d2
 
 
 def _input_grad(c: _Consts, dX, Zh, Oh, Dh, X, W1, B, dec: _Decay, gWc, gUc):
