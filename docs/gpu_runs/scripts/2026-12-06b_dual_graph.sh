@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU call for branch wip/dual-graph (not run yet): fast_mlp's dual walks as CUDA graphs
+# GPU call for the opt-in CUDA graphs of fast_mlp's dual walks (main since 2026-12-06b; not run yet): fast_mlp's dual walks as CUDA graphs
 # (NESTED_KERNELS_FAST_MLP_DUAL_GRAPH=1). Call 5 of 2026-12-06b: 47.8 ms of kernel time in a
 # 75.8 ms gelu C64 fwd+bwd — the walk is launch-bound. (1) the GPU tests graph vs eager; (2) the GPU
 # check with the graphs; (3) timing eager and graphed in the same call.
