@@ -25,7 +25,8 @@ gradients after it. The products are cuBLAS GEMMs in the
 input dtype (bmm with strided views, float32 accumulation); the elementwise parts are the triton
 backend's kernels (``_act``, ``_out``, ``_d``, ``_b1``–``_b3``), so the local algebra is shared
 with the materialised form. Arithmetic grows as T² per sequence (docs/fast_mlp.md §1 says when
-this form is chosen).
+this form is chosen). The walks issue ≈ 25 launches per chunk; NESTED_KERNELS_FAST_MLP_DUAL_GRAPH=1
+replays them as CUDA graphs (``_graphed``).
 
 Supported: gelu/silu/swiglu, residual, retention, target/teach, η tensor or number, cu_seqlens,
 per-sequence initial weights, final states; not a state that resumes mid-chunk (position > 0 or
