@@ -53,8 +53,9 @@ _GRAPHS = GraphCache()
 def _graphed(X: torch.Tensor) -> bool:
     """Whether the walks run as CUDA graphs (``core.graphs``): CUDA tensors and
     NESTED_KERNELS_FAST_MLP_DUAL_GRAPH=1 (opt-in: each key keeps its static inputs, residuals and
-    scratch on the GPU — ≈ 4 GB at B4 T4096 D2048 F8192 — and it is not yet GPU-checked)."""
-    return X.is_cuda and env_flag(GRAPH_ENV, False)
+    scratch on the GPU — ≈ 4 GB at B4 T4096 D2048 F8192 — and it is not yet GPU-checked); never
+    while the caller itself is being captured into a CUDA graph."""
+    return X.is_cuda and env_flag(GRAPH_ENV, False) and not torch.cuda.is_current_stream_capturing()
 
 
 def _key(c: _Consts, phase: str, X: torch.Tensor, mode: int, *flags) -> tuple:
