@@ -123,26 +123,28 @@ class _Decay:
         self.block = torch.arange(L, device=dev) // c.C
         self.rows = None          # ``gram``'s factors per chunk [chunks, L], made at its first call
 
+    def _gamma(self, rows: torch.Tensor) -> torch.Tensor:
+        """Γ [len(rows), L] float32: r^(row − 1 − chunk of each token) for the row chunks ``rows``,
+        exponents clamped at 0 (their factors are read only left of the row's chunk)."""
+        return torch.pow(self.r, (rows[:, None] - 1 - self.block[None, :]).clamp_min(0).to(torch.float32))
+
     def gram(self, S: torch.Tensor, k: int, t: int):
         """S [G, n, t] (chunk k's rows against the t earlier tokens) *= r^(k−1−j): one launch per
         call from a table of every chunk's row of factors, made at the first call."""
         if self.on and t:
-            if self.rows is None:     # row k is read only left of chunk k (exponents ≥ 0 there)
-                e = (torch.arange(len(self.block) // self.C + 1, device=S.device)[:, None] - 1
-                     - self.block[None, :]).clamp_min(0).to(torch.float32)
-                self.rows = torch.pow(self.r, e).to(S.dtype)
+            if self.rows is None:
+                chunks = torch.arange(len(self.block) // self.C + 1, device=S.device)
+                self.rows = self._gamma(chunks).to(S.dtype)
             S.mul_(self.rows[k, :t])
 
     def square(self, S: torch.Tensor):
         """S [G, L, L] *= Γ below the chunk diagonal (what lies above is never read)."""
         if self.on:
-            e = (self.block[:, None] - 1 - self.block[None, :]).clamp_min(0).to(torch.float32)
-            S.mul_(torch.pow(self.r, e).to(S.dtype))
+            S.mul_(self._gamma(self.block).to(S.dtype))
 
     def below(self, S: torch.Tensor):
         """S [G, L, L] *= Γ below the chunk diagonal and 0 on and above it."""
-        e = (self.block[:, None] - 1 - self.block[None, :]).to(torch.float32)
-        S.mul_(torch.where(e >= 0, torch.pow(self.r, e.clamp_min(0)), 0.0).to(S.dtype))
+        S.mul_(torch.where(self.block[:, None] > self.block[None, :], self._gamma(self.block), 0.0).to(S.dtype))
 
     def to_end(self, T: torch.Tensor, rows: int, nc: int):
         """T [G, L, W] rows < ``rows`` *= r^(nc−1−chunk): their weight in the final state."""
