@@ -46,21 +46,6 @@ from ...core.triton_launch import env_flag
 from .triton_backend import _Consts, _Saved, _copies, _stack, _st, _st2, _unit, _unstack
 
 FORM_ENV = "NESTED_KERNELS_FAST_MLP_FORM"
-GRAPH_ENV = "NESTED_KERNELS_FAST_MLP_DUAL_GRAPH"
-_GRAPHS = GraphCache()
-
-
-def _graphed(X: torch.Tensor) -> bool:
-    """Whether the walks run as CUDA graphs (``core.graphs``): CUDA tensors and
-    NESTED_KERNELS_FAST_MLP_DUAL_GRAPH=1 (opt-in: each key keeps its static inputs, residuals and
-    scratch on the GPU — ≈ 4 GB at B4 T4096 D2048 F8192 — and it is not yet GPU-checked); never
-    while the caller itself is being captured into a CUDA graph."""
-    return X.is_cuda and env_flag(GRAPH_ENV, False) and not torch.cuda.is_current_stream_capturing()
-
-
-def _key(c: _Consts, phase: str, X: torch.Tensor, mode: int, *flags) -> tuple:
-    """What fixes a walk's control flow and shapes: the graph cache's key."""
-    return (phase, tuple(X.shape), c.F1, c.F, c.C, c.cd, c.act, c.residual, c.retention, mode, X.device, *flags)
 # "auto" takes the dual form for CUDA inputs with chunk sizes up to AUTO_MAX_CHUNK and sequences
 # up to AUTO_MAX_TOKENS long (T² Grams and work): H100, B4 T4096 D2048 bf16 (docs/gpu_runs/
 # 2026-12-06b_call2), fwd+bwd dual / materialised at C 64 / 128 / 256 = 0.81 / 0.81 / 0.87 (gelu),
@@ -92,6 +77,23 @@ def chosen(inputs, cfg) -> bool:
         return True
     x = inputs["x"]
     return x.is_cuda and cfg["chunk_size"] <= AUTO_MAX_CHUNK and x.shape[1] <= AUTO_MAX_TOKENS
+
+
+GRAPH_ENV = "NESTED_KERNELS_FAST_MLP_DUAL_GRAPH"
+_GRAPHS = GraphCache()
+
+
+def _graphed(X: torch.Tensor) -> bool:
+    """Whether the walks run as CUDA graphs (``core.graphs``): CUDA tensors and
+    NESTED_KERNELS_FAST_MLP_DUAL_GRAPH=1 (opt-in: each key keeps its static inputs, residuals and
+    scratch on the GPU — ≈ 4 GB at B4 T4096 D2048 F8192 — and it is not yet GPU-checked); never
+    while the caller itself is being captured into a CUDA graph."""
+    return X.is_cuda and env_flag(GRAPH_ENV, False) and not torch.cuda.is_current_stream_capturing()
+
+
+def _key(c: _Consts, phase: str, X: torch.Tensor, mode: int, *flags) -> tuple:
+    """What fixes a walk's control flow and shapes: the graph cache's key."""
+    return (phase, tuple(X.shape), c.F1, c.F, c.C, c.cd, c.act, c.residual, c.retention, mode, X.device, *flags)
 
 
 def residual_numel(c: _Consts, tokens: int, square: int) -> int:
