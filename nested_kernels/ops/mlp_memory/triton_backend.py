@@ -132,13 +132,18 @@ def _operand_env(name: str) -> Optional[str]:
     return env or None
 
 
-def _tokens_precision(prec: str) -> str:
+def _tokens_precision(prec: str, dtype: torch.dtype) -> str:
     """Operand precision of the split backward's PART 2 and 3 (token and gate gradients, read
-    chunk's dq): NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION, default ``prec`` (the other parts').
-    Their errors do not travel along the tile chain (PART 1 carries the weight adjoints), which is
-    what made bf16 operands everywhere miss the bound (emulated 1.8e-2 at T = 4096); opt-in until
-    a GPU run has checked and timed it (docs/mlp_memory_triton.md)."""
-    return _operand_env("NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION") or prec
+    chunk's dq): NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION; default bf16 for bfloat16 inputs on
+    the GPU, else ``prec`` (the other parts'). Their errors do not travel along the tile chain
+    (PART 1 carries the weight adjoints), which is what made bf16 operands everywhere miss the
+    bound (emulated 1.8e-2 at T = 4096). H100 2026-12-06c call 1 (issue shape, bf16): quick check
+    4.1e-3 / 4.3e-3 (bound 2e-2), fwd+bwd 61.1 ms against 66.1 with tf32r token parts. float16
+    inputs keep ``prec``: fp16 operands flush the decayed states (``_precision``)."""
+    env = _operand_env("NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION")
+    if env:
+        return env
+    return "bf16" if dtype == torch.bfloat16 and not _interpreting() else prec
 
 
 def _prep_on() -> bool:
@@ -535,7 +540,7 @@ def _backward(inputs, outputs, grads, cfg, bf: int = 16):
         adj = {n: ck(n) for n in (_STATES if a.mom else ("W1", "W2"))} if _bwd_split() else {}
         if adj:       # and the adjoint of the frozen errors, per token (PART 1 writes, PART 2 reads)
             adj["dE"] = torch.empty(rows, H, V, dtype=f32, device=dev)
-        tok_prec = _tokens_precision(a.prec)
+        tok_prec = _tokens_precision(a.prec, a.q.dtype)
         for part in ((1, 2, 3) if cfg["read"] == "chunk" else (1, 2)) if adj else (0,):
             a.launch(_bwd_kernel,
                      a.q, a.k, a.v, a.eta, d(a.la), d(a.beta), d(a.mu), d(wc1), d(wc2), d(a.pos), d(a.cu),
