@@ -552,7 +552,7 @@ def test_dual_form_choice(monkeypatch):
 
 
 def test_dual_graph_knob_is_ignored_off_cuda(dual_calls, monkeypatch):
-    """NESTED_KERNELS_FAST_MLP_DUAL_GRAPH=1 on CPU tensors: the eager walks, no graph."""
+    """NESTED_KERNELS_FAST_MLP_DUAL_GRAPH=1 (the default) on CPU tensors: the eager walks, no graph."""
     from nested_kernels.ops.fast_mlp import dual
     monkeypatch.setenv(dual.GRAPH_ENV, "1")
     x, st = make(T=11, seed=5)
@@ -565,16 +565,17 @@ def test_dual_graph_knob_is_ignored_off_cuda(dual_calls, monkeypatch):
                                   dict(mlp="swiglu", retention=1.0, final=False, mode="teach")],
                          ids=["gelu-final", "swiglu-teach"])
 def test_dual_graph_matches_eager(dual_calls, monkeypatch, opts):
-    """The CUDA-graphed walks give the eager walks' outputs and gradients, on two input sets in a
-    row (the second replays the graphs captured by the first: inputs copied in, outputs out), with
-    residuals kept and without them (the backward re-runs the forward)."""
+    """The CUDA-graphed walks give the eager walks' outputs and gradients, on three input sets in
+    a row (the first runs eagerly, the second captures, the third replays the graphs on new inputs:
+    copied in, outputs out), with residuals kept and without them (the backward re-runs the
+    forward)."""
     from nested_kernels.ops.fast_mlp import dual
     mlp = opts["mlp"]
     F = 48 if mlp == "swiglu" else 32
     for budget in (None, "1"):
         if budget:
             monkeypatch.setenv(triton_backend.BUDGET_ENV, budget)
-        for seed in (11, 12):
+        for seed in (11, 12, 13):
             x, st = make(B=3, T=37, mlp=mlp, F=F, seed=seed)
             kw = dict(C=8, mlp=mlp, retention=opts["retention"], final=opts["final"],
                       mode=opts.get("mode", "target"))

@@ -25,8 +25,8 @@ gradients after it. The products are cuBLAS GEMMs in the
 input dtype (bmm with strided views, float32 accumulation); the elementwise parts are the triton
 backend's kernels (``_act``, ``_out``, ``_d``, ``_b1``–``_b3``), so the local algebra is shared
 with the materialised form. Arithmetic grows as T² per sequence (docs/fast_mlp.md §1 says when
-this form is chosen). The walks issue ≈ 25 launches per chunk; NESTED_KERNELS_FAST_MLP_DUAL_GRAPH=1
-replays them as CUDA graphs (``_graphed``).
+this form is chosen). The walks issue ≈ 25 launches per chunk; on CUDA they are replayed as CUDA
+graphs (``_graphed``; NESTED_KERNELS_FAST_MLP_DUAL_GRAPH=0 runs them eagerly).
 
 Supported: gelu/silu/swiglu, residual, retention, target/teach, η tensor or number, cu_seqlens,
 per-sequence initial weights, final states; not a state that resumes mid-chunk (position > 0 or
@@ -84,11 +84,18 @@ _GRAPHS = GraphCache()
 
 
 def _graphed(X: torch.Tensor) -> bool:
-    """Whether the walks run as CUDA graphs (``core.graphs``): CUDA tensors and
-    NESTED_KERNELS_FAST_MLP_DUAL_GRAPH=1 (opt-in: each key keeps its static inputs, residuals and
-    scratch on the GPU — ≈ 4 GB at B4 T4096 D2048 F8192 — and it is not yet GPU-checked); never
-    while the caller itself is being captured into a CUDA graph."""
-    return X.is_cuda and env_flag(GRAPH_ENV, False) and not torch.cuda.is_current_stream_capturing()
+    """Whether the walks run as CUDA graphs (``core.graphs``: a shape's first call eagerly, its
+    later ones replayed): CUDA tensors unless NESTED_KERNELS_FAST_MLP_DUAL_GRAPH=0, never while
+    the caller itself is being captured into a CUDA graph. Each captured shape keeps its static
+    inputs, residuals and scratch on the GPU (≈ 4 GB for the forward and backward at B4 T4096
+    D2048 F8192) until ``release_graphs``. H100 2026-12-06c call 1, fwd+bwd eager / graphed: gelu
+    C64 73.26 / 52.07 ms, C128 39.92 / 34.21; swiglu C64 68.45 / 47.74, C128 37.94 / 32.75."""
+    return X.is_cuda and env_flag(GRAPH_ENV, True) and not torch.cuda.is_current_stream_capturing()
+
+
+def release_graphs():
+    """Free the GPU memory the dual walks' CUDA graphs keep (they are captured again when needed)."""
+    _GRAPHS.clear()
 
 
 def _key(c: _Consts, phase: str, X: torch.Tensor, mode: int, *flags) -> tuple:
