@@ -480,6 +480,30 @@ def test_dual_matches_reference(dual_calls, mlp, opts):
     assert set(dual_calls) == {"f", "b"}
 
 
+@pytest.mark.parametrize("blocks", [1, 3, 100])
+def test_dual_blocks(dual_calls, monkeypatch, blocks):
+    """The walks' blocks (``dual._blocks``: products against other blocks' tokens once per block,
+    against the block's own chunks per chunk) give the reference's outputs and gradients with one
+    chunk per block, three (a partial last block) and one block for everything."""
+    from nested_kernels.ops.fast_mlp import dual
+    monkeypatch.setattr(dual, "_block_chunks", lambda L, C: blocks)
+    x, st = make(T=29, mlp="swiglu", F=48, seed=4)
+    check(x, st, mlp="swiglu", C=4, retention=0.9, final=True)
+
+
+def test_dual_block_knob(monkeypatch):
+    """NESTED_KERNELS_FAST_MLP_DUAL_BLOCK sets the tokens per block; by default ≈ √(L·C) (B4
+    T4096 C64: 512 tokens, 8 chunks); a non-number is a ValueError naming the variable."""
+    from nested_kernels.ops.fast_mlp import dual
+    monkeypatch.delenv(dual.BLOCK_ENV, raising=False)
+    assert [dual._block_chunks(4096, C) for C in (64, 128, 256, 1024)] == [8, 8, 4, 2]
+    monkeypatch.setenv(dual.BLOCK_ENV, "256")
+    assert dual._block_chunks(4096, 64) == 4 and dual._block_chunks(4096, 512) == 1
+    monkeypatch.setenv(dual.BLOCK_ENV, "big")
+    with pytest.raises(ValueError, match=dual.BLOCK_ENV):
+        dual._block_chunks(4096, 64)
+
+
 @pytest.mark.parametrize("case", ["weights-state", "no-final", "eta-float", "shorter-than-chunk",
                                   "whole-chunks", "varlen"])
 def test_dual_options(dual_calls, case):

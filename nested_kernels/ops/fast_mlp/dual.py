@@ -18,7 +18,10 @@ with Γ_cj = r^(c−1−j). The [T, T] Gram matrices SX = X Xᵀ, SA = A Aᵀ, S
 below the chunk diagonal, scaled by Γ) are kept for the backward, which walks the chunks in
 reverse: the adjoints of chunk c's Dh, Gh and A (as earlier tokens of later chunks) are products
 of the same Grams with the later chunks' adjoints Ẑ, Ô, Ê, G, and the later chunks' own terms use
-two more Grams (Ê Aᵀ, Ô Ghᵀ) built as the walk goes. What feeds nothing back into the walk is
+two more Grams (Ê Aᵀ, Ô Ghᵀ) built as the walk goes. The walks go in blocks of chunks
+(``_blocks``, ≈ √(L·C) tokens): what needs only tokens of other blocks (the forward's Gram SX
+against earlier Dh; the backward's later adjoints against the precomputed or already built
+Grams) is one product per block, the rest per chunk. What feeds nothing back into the walk is
 computed outside it as products over all tokens: the final state's adjoint terms before it
 (``_final_terms``), the input gradient X̂ (with the Gram Ẑ Dhᵀ, ``_input_grad``) and the weight
 gradients after it. The products are cuBLAS GEMMs in the
@@ -35,6 +38,7 @@ no dual form): those run materialised.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -122,6 +126,27 @@ def _chunks(L: int, C: int) -> list:
     return [(k, t, min(C, L - t)) for k, t in enumerate(range(0, L, C))]
 
 
+BLOCK_ENV = "NESTED_KERNELS_FAST_MLP_DUAL_BLOCK"
+
+
+def _block_chunks(L: int, C: int) -> int:
+    """Chunks per block of the walks (``_blocks``): a product against the tokens of other blocks
+    reads them once per block, one against the block's own earlier (later) chunks once per chunk;
+    ≈ √(L·C) tokens per block (a power of two) balances the two reads (L²/2B + L·B/2C tokens).
+    NESTED_KERNELS_FAST_MLP_DUAL_BLOCK (tokens per block) overrides it."""
+    env = getenv(BLOCK_ENV)
+    if env and not env.isdigit():
+        raise ValueError(f"{BLOCK_ENV} must be a number of tokens, got {env!r}")
+    tokens = int(env) if env else 1 << round(math.log2(math.sqrt(L * C)))
+    return max(1, tokens // C)
+
+
+def _blocks(L: int, C: int) -> list:
+    """(first token, end token, its chunks as ``_chunks`` gives them) of each block."""
+    ch, m = _chunks(L, C), _block_chunks(L, C)
+    return [(g[0][1], g[-1][1] + g[-1][2], g) for g in (ch[i:i + m] for i in range(0, len(ch), m))]
+
+
 class _Decay:
     """Powers of the retention r per chunk: Γ over the earlier columns of a chunk's Gram rows,
     r^k per token. Nothing to scale when r == 1."""
@@ -190,33 +215,37 @@ def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.T
     # (H100, docs/gpu_runs/2026-12-06b_call5: C64 fwd 35.2 ms against 23.8)
     W2 = Wc[1].expand(G, *Wc[1].shape[-2:])
     dec = _Decay(c, L, dev)
-    torch.matmul(X, Wc[0].mT, out=Z)                         # r^0 X W1₀ᵀ; later chunks scale it
+    torch.matmul(X, Wc[0].mT, out=Z)
+    dec.from_start(Z)                                        # r^chunk X W1₀ᵀ
     torch.bmm(X, X.mT, out=SX)
     dec.square(SX)
     Dh = new_empty(G, L, c.F1, dtype=c.cd, device=dev)
     Gh = new_empty(G, L, D, dtype=c.cd, device=dev)
     O = new_empty(G, min(c.C, L), D, dtype=c.cd, device=dev)
-    for k, t, n in _chunks(L, c.C):
-        R, H, rk = slice(t, t + n), slice(0, t), c.retention ** k
-        Zk, Ak, Ek, Gk, Xk, Sk, Etk = Z[:, R], A[:, R], Ee[:, R], Gs[:, R], X[:, R], S[:, R], E[:, R]
-        if t:
-            Zk.baddbmm_(SX[:, R, H], Dh[:, H], beta=rk, alpha=-1.0)
-        c.ew(_act_kernel, n, c.F, G, Zk, Ak, n, c.F, *_st(Zk), *_st(Ak), ACT=c.act)
-        o = torch.bmm(Ak, W2.mT, out=O[:, :n])
-        if t:
-            sa = torch.bmm(Ak, A[:, H].mT, out=SA[:, R, H])
-            dec.gram(sa, k, t)
-            o.baddbmm_(sa, Gh[:, H], beta=rk, alpha=-1.0)
-        Yk = Y[:, R] if Y is not None else o
-        c.ew(_out_kernel, n, D, G, Xk, o, Sk, Etk, Yk, Gk, Gh[:, R], n, D, *_st(Xk), *_st(o), *_st(Sk),
-             *_st2(Etk), *_st(Yk), *_st(Gk), RESIDUAL=c.residual, MODE=mode, STORE_Y=Y is not None)
-        torch.bmm(Gk, W2, out=Ek)
-        if t:
-            sg = torch.bmm(Gk, Gh[:, H].mT, out=SG[:, R, H])
-            dec.gram(sg, k, t)
-            Ek.baddbmm_(sg, A[:, H], beta=rk, alpha=-1.0)
-        c.ew(_d_kernel, n, c.F, G, Ek, Zk, Etk, Dh[:, R], n, c.F, *_st(Ek), *_st(Zk), *_st2(Etk),
-             *_st(Dh[:, R]), ACT=c.act)
+    for b0, b1, chunks in _blocks(L, c.C):
+        if b0:       # the block's rows against the earlier blocks' Dh: one product per block
+            Z[:, b0:b1].baddbmm_(SX[:, b0:b1, :b0], Dh[:, :b0], alpha=-1.0)
+        for k, t, n in chunks:
+            R, H, rk = slice(t, t + n), slice(0, t), c.retention ** k
+            Zk, Ak, Ek, Gk, Xk, Sk, Etk = Z[:, R], A[:, R], Ee[:, R], Gs[:, R], X[:, R], S[:, R], E[:, R]
+            if t > b0:
+                Zk.baddbmm_(SX[:, R, b0:t], Dh[:, b0:t], alpha=-1.0)
+            c.ew(_act_kernel, n, c.F, G, Zk, Ak, n, c.F, *_st(Zk), *_st(Ak), ACT=c.act)
+            o = torch.bmm(Ak, W2.mT, out=O[:, :n])
+            if t:
+                sa = torch.bmm(Ak, A[:, H].mT, out=SA[:, R, H])
+                dec.gram(sa, k, t)
+                o.baddbmm_(sa, Gh[:, H], beta=rk, alpha=-1.0)
+            Yk = Y[:, R] if Y is not None else o
+            c.ew(_out_kernel, n, D, G, Xk, o, Sk, Etk, Yk, Gk, Gh[:, R], n, D, *_st(Xk), *_st(o), *_st(Sk),
+                 *_st2(Etk), *_st(Yk), *_st(Gk), RESIDUAL=c.residual, MODE=mode, STORE_Y=Y is not None)
+            torch.bmm(Gk, W2, out=Ek)
+            if t:
+                sg = torch.bmm(Gk, Gh[:, H].mT, out=SG[:, R, H])
+                dec.gram(sg, k, t)
+                Ek.baddbmm_(sg, A[:, H], beta=rk, alpha=-1.0)
+            c.ew(_d_kernel, n, c.F, G, Ek, Zk, Etk, Dh[:, R], n, c.F, *_st(Ek), *_st(Zk), *_st2(Etk),
+                 *_st(Dh[:, R]), ACT=c.act)
     return Dh, Gh
 
 
@@ -321,56 +350,66 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
     gUc = _copies(c, gU) if gU is not None and full < L else None
     Zh, Oh, Eh = (new_empty(G, L, w, dtype=c.cd, device=dev) for w in (c.F1, D, c.F))
     BEA, BOG, BZD = (new_empty(G, L, L, dtype=c.cd, device=dev) for _ in range(3))   # BZD: _input_grad's
-    n0 = min(c.C, L)
-    P1, ED, P2, Q, EGS, AH = (new_empty(G, n0, w, dtype=c.cd, device=dev)
-                              for w in (c.F1, c.F1, D, D, D, c.F))
+    n0, nb = min(c.C, L), min(L, _block_chunks(L, c.C) * c.C)
+    ED, Q, EGS, AH = (new_empty(G, n0, w, dtype=c.cd, device=dev) for w in (c.F1, D, D, c.F))
+    P1, P2, AF = (new_empty(G, nb, w, dtype=c.cd, device=dev) for w in (c.F1, D, c.F))
     fin = _final_terms(c, X, A, Gh, gWc, gUc, dec)
-    for k, t, n in reversed(_chunks(L, c.C)):
-        R, H, Fu, rk = slice(t, t + n), slice(0, t), slice(t + n, L), c.retention ** k
-        fut = t + n < L
-        Zk, Ek, Gk, Etk = Z[:, R], Ee[:, R], Gs[:, R], E[:, R]
-        # P1 = −D̂h, P2 = −Ĝh: what later chunks and the final state ask of this chunk's Dh, Gh
-        p1, p2 = P1[:, :n], P2[:, :n]
-        if fut:
-            torch.bmm(SX[:, Fu, R].mT, Zh[:, Fu], out=p1)
-            torch.bmm(SA[:, Fu, R].mT, Oh[:, Fu], out=p2)
-            p2.baddbmm_(BEA[:, Fu, R].mT, Gs[:, Fu])
+    for b0, b1, chunks in reversed(_blocks(L, c.C)):
+        # what the later blocks and the final state ask of this block's Dh, Gh, A, one product
+        # each per block: P1 = −D̂h, P2 = −Ĝh, AF = −(the later tokens' part of Â)
+        B, Fb = slice(b0, b1), slice(b1, L)
+        p1b, p2b, afb = P1[:, :b1 - b0], P2[:, :b1 - b0], AF[:, :b1 - b0]
+        if b1 < L:
+            torch.bmm(SX[:, Fb, B].mT, Zh[:, Fb], out=p1b)
+            torch.bmm(SA[:, Fb, B].mT, Oh[:, Fb], out=p2b)
+            p2b.baddbmm_(BEA[:, Fb, B].mT, Gs[:, Fb])
+            torch.bmm(SG[:, Fb, B].mT, Eh[:, Fb], out=afb)
+            afb.baddbmm_(BOG[:, Fb, B].mT, A[:, Fb])
         else:
-            p1.zero_()
-            p2.zero_()
+            for t_ in (p1b, p2b, afb):
+                t_.zero_()
         if fin is not None:
-            p1.add_(fin[0][:, R])
-            p2.add_(fin[1][:, R])
-        # through d = d(Z, E): Ê, and η̂ += Σ D̂h ⊙ d
-        Ehk = Eh[:, R]
-        c.ew(_b1_kernel, n, c.F, G, Ek, Zk, p1, Etk, Ehk, ED[:, :n], dE[:, R], -1.0, n, c.F, *_st(Ek),
-             *_st(Zk), *_st(p1), *_st2(Etk), *_st(ED[:, :n]), *_st2(dE[:, R]), ACT=c.act)
-        # Q: Ê's part of Ĝ = r^k Ê W2₀ᵀ − (Ê Aᵀ ∘ Γ) Gh over earlier tokens
-        q = _wmm(Ehk, W2.mT, Q[:, :n])
-        if t:
-            bea = torch.bmm(Ehk, A[:, H].mT, out=BEA[:, R, H])
-            dec.gram(bea, k, t)
-            q.baddbmm_(bea, Gh[:, H], beta=rk, alpha=-1.0)
-        # Ĝ = η Ĝh + Q; Ô = ŷ [+ Ĝ], the signal's gradient, η̂ += Σ Ĝh ⊙ g
-        Ohk = Oh[:, R]
-        gy = gY[:, R] if gY is not None else q
-        c.ew(_b2_kernel, n, D, G, gy, q, p2, Gk, Etk, Ohk, dS[:, R], EGS[:, :n], dE[:, R], -1.0, n, D,
-             *_st(gy), *_st(q), *_st(Gk), *_st2(Etk), *_st(Ohk), *_st(dS[:, R]), *_st2(dE[:, R]),
-             MODE=mode, HAS_GY=gY is not None)
-        # Â = r^k Ô W2₀ − (Ô Ghᵀ ∘ Γ) A (earlier) − Σ_later (SGᵀ Ê + BOGᵀ A) [− r.. Gh Ŵ2 | + Gh Û2]
-        ah = _wmm(Ohk, W2, AH[:, :n])
-        if t:
-            bog = torch.bmm(Ohk, Gh[:, H].mT, out=BOG[:, R, H])
-            dec.gram(bog, k, t)
-            ah.baddbmm_(bog, A[:, H], beta=rk, alpha=-1.0)
-        if fut:
-            ah.baddbmm_(SG[:, Fu, R].mT, Eh[:, Fu], alpha=-1.0)
-            ah.baddbmm_(BOG[:, Fu, R].mT, A[:, Fu], alpha=-1.0)
-        if fin is not None:
-            ah.add_(fin[2][:, R])
-        Zhk = Zh[:, R]
-        c.ew(_b3_kernel, n, c.F, G, Zk, Ek, p1, Etk, ah, Zhk, -1.0, n, c.F, *_st(Zk), *_st(Ek), *_st(p1),
-             *_st2(Etk), *_st(ah), ACT=c.act, HAS_M=True)
+            p1b.add_(fin[0][:, B])
+            p2b.add_(fin[1][:, B])
+            afb.sub_(fin[2][:, B])
+        for k, t, n in reversed(chunks):
+            R, H, Nf, rk = slice(t, t + n), slice(0, t), slice(t + n, b1), c.retention ** k
+            R0 = slice(t - b0, t - b0 + n)                       # the chunk's rows in the block's
+            Zk, Ek, Gk, Etk = Z[:, R], Ee[:, R], Gs[:, R], E[:, R]
+            p1, p2 = p1b[:, R0], p2b[:, R0]
+            if t + n < b1:          # the block's later chunks
+                p1.baddbmm_(SX[:, Nf, R].mT, Zh[:, Nf])
+                p2.baddbmm_(SA[:, Nf, R].mT, Oh[:, Nf])
+                p2.baddbmm_(BEA[:, Nf, R].mT, Gs[:, Nf])
+            # through d = d(Z, E): Ê, and η̂ += Σ D̂h ⊙ d
+            Ehk = Eh[:, R]
+            c.ew(_b1_kernel, n, c.F, G, Ek, Zk, p1, Etk, Ehk, ED[:, :n], dE[:, R], -1.0, n, c.F, *_st(Ek),
+                 *_st(Zk), *_st(p1), *_st2(Etk), *_st(ED[:, :n]), *_st2(dE[:, R]), ACT=c.act)
+            # Q: Ê's part of Ĝ = r^k Ê W2₀ᵀ − (Ê Aᵀ ∘ Γ) Gh over earlier tokens
+            q = _wmm(Ehk, W2.mT, Q[:, :n])
+            if t:
+                bea = torch.bmm(Ehk, A[:, H].mT, out=BEA[:, R, H])
+                dec.gram(bea, k, t)
+                q.baddbmm_(bea, Gh[:, H], beta=rk, alpha=-1.0)
+            # Ĝ = η Ĝh + Q; Ô = ŷ [+ Ĝ], the signal's gradient, η̂ += Σ Ĝh ⊙ g
+            Ohk = Oh[:, R]
+            gy = gY[:, R] if gY is not None else q
+            c.ew(_b2_kernel, n, D, G, gy, q, p2, Gk, Etk, Ohk, dS[:, R], EGS[:, :n], dE[:, R], -1.0, n, D,
+                 *_st(gy), *_st(q), *_st(p2), *_st(Gk), *_st2(Etk), *_st(Ohk), *_st(dS[:, R]), *_st2(dE[:, R]),
+                 MODE=mode, HAS_GY=gY is not None)
+            # Â = r^k Ô W2₀ − (Ô Ghᵀ ∘ Γ) A (earlier) − Σ_later (SGᵀ Ê + BOGᵀ A) [− r.. Gh Ŵ2 | + Gh Û2]
+            ah = _wmm(Ohk, W2, AH[:, :n])
+            if t:
+                bog = torch.bmm(Ohk, Gh[:, H].mT, out=BOG[:, R, H])
+                dec.gram(bog, k, t)
+                ah.baddbmm_(bog, A[:, H], beta=rk, alpha=-1.0)
+            ah.sub_(afb[:, R0])
+            if t + n < b1:
+                ah.baddbmm_(SG[:, Nf, R].mT, Eh[:, Nf], alpha=-1.0)
+                ah.baddbmm_(BOG[:, Nf, R].mT, A[:, Nf], alpha=-1.0)
+            Zhk = Zh[:, R]
+            c.ew(_b3_kernel, n, c.F, G, Zk, Ek, p1, Etk, ah, Zhk, -1.0, n, c.F, *_st(Zk), *_st(Ek), *_st(p1),
+                 *_st2(Etk), *_st(ah), ACT=c.act, HAS_M=True)
     # X̂ needs nothing of the walk but Ẑ and Ô: one set of products over all tokens after it
     _input_grad(c, dX, Zh, Oh, Dh, X, Wc[0], BZD, dec, gWc, gUc)
     # Ŵ1₀ = Σ_t r^chunk Ẑᵀ X [+ r^nc Ŵ1_final], Ŵ2₀ = Σ_t r^chunk (Ôᵀ A + Gᵀ Ê) [+ r^nc Ŵ2_final]

@@ -435,8 +435,8 @@ def _bwd_piece(c: _Consts, Wc, acts, X, E, gY, dW, dWc, dU, dX, dE, dS, *, compl
         yt = new_empty(G, n, D, dtype=c.cd, device=dev)
         egs = new_empty(G, n, D, dtype=c.cd, device=dev)
         gy = gY if gY is not None else Q
-        c.ew(_b2_kernel, n, D, G, gy, Q, P2, g, E, yt, dS, egs, dE, sgn, n, D, *_st(gy), *_st(Q), *_st(g),
-             *_st2(E), *_st(yt), *_st(dS), *_st2(dE), MODE=mode, HAS_GY=gY is not None)
+        c.ew(_b2_kernel, n, D, G, gy, Q, P2, g, E, yt, dS, egs, dE, sgn, n, D, *_st(gy), *_st(Q), *_st(P2),
+             *_st(g), *_st2(E), *_st(yt), *_st(dS), *_st2(dE), MODE=mode, HAS_GY=gY is not None)
     else:
         yt = gY.to(c.cd) if gY is not None else torch.zeros(G, n, D, dtype=c.cd, device=dev)
         dS.zero_()

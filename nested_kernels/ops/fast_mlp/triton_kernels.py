@@ -131,17 +131,17 @@ def _b1_kernel(E, Z, P1, ETA, EH, ED, DETA, sgn, n, F, seg_, set_, szg, szt, spg
 
 
 @triton.jit
-def _b2_kernel(GY, Q, P2, GO, ETA, YT, SH, EGS, DETA, sgn, n, D, sgyg, sgyt, sqg, sqt, sgg, sgt, setag, setat,
-               syg, syt, ssg, sst, sdg, sdt, MODE: tl.constexpr, HAS_GY: tl.constexpr,
+def _b2_kernel(GY, Q, P2, GO, ETA, YT, SH, EGS, DETA, sgn, n, D, sgyg, sgyt, sqg, sqt, spg, spt, sgg, sgt,
+               setag, setat, syg, syt, ssg, sst, sdg, sdt, MODE: tl.constexpr, HAS_GY: tl.constexpr,
                BR: tl.constexpr, BC: tl.constexpr):
     """ĝ = sgn·η·P2 + Q (P2 = a M₂ᵀ, Q = ê W₂ᵀ); target: ŷ_tot = ŷ + ĝ, Ŝ = −ĝ; teach: ŷ_tot = ŷ,
-    Ŝ = ĝ. EGS = sgn·η·g; η̂ += sgn Σ_cols g ⊙ P2. Q, P2, GO, EGS share strides (sqg, sqt) except
-    GO (sgg, sgt); YT and SH have their own."""
+    Ŝ = ĝ. EGS = sgn·η·g; η̂ += sgn Σ_cols g ⊙ P2. Q and EGS share strides (sqg, sqt); P2, GO, YT
+    and SH have their own."""
     g, rows, cols, m = _tile(n, D, BR, BC)
     oq = _offs(g, rows, cols, sqg, sqt)
     og = _offs(g, rows, cols, sgg, sgt)
     eta = _eta_rows(ETA, g, rows, n, setag, setat)[:, None]
-    p = tl.load(P2 + oq, mask=m, other=0.0).to(tl.float32)
+    p = tl.load(P2 + _offs(g, rows, cols, spg, spt), mask=m, other=0.0).to(tl.float32)
     gv = tl.load(GO + og, mask=m, other=0.0).to(tl.float32)
     gh = sgn * eta * p + tl.load(Q + oq, mask=m, other=0.0).to(tl.float32)
     yt = tl.zeros_like(gh)
