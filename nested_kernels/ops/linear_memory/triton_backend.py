@@ -455,13 +455,17 @@ def _grad_or_none(grads, name):
 
 def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbeta, dmu, dmc0):
     """Token gradients by ``_grad_kernel``, or by ``_grad_nn_kernel`` (mma.sync, V blocks of
-    BV_GRAD) then ``_grad_dk_kernel``: with bf16 operands and tiles of at most 64 tokens its V
+    BV_GRAD; it leaves the n×n shares of dq, dk — dQK and the symmetrised dKK, [tiles, H, 2, BT, BT]
+    float32 — to the second kernel, which applies them with the keys and queries it loads anyway)
+    then ``_grad_dk_kernel``: with bf16 operands and tiles of at most 64 tokens its V
     blocks are NESTED_KERNELS_LM_TRITON_BV_GRAD_DK (default 64) and, at 64, it runs on wgmma (H100
     2026-11-26e, C64 K=V=128 bf16, µs per call: α+β 1956 → 1154, α+β+μ 4135 → 3457; the n×n kernel
     is slower on wgmma; float32 operands need more than an H100 block's shared memory); otherwise
     both use BV_GRAD and mma.sync."""
     from .triton_bwd import _grad_dk_kernel, _grad_kernel, _grad_nn_kernel
-    if a.grad_split:
+    nn_buf = dmc0      # unused by the fused kernel
+    if a.grad_split:   # the n×n shares of dq, dk, handed from the first kernel to the second
+        nn_buf = new_empty(a.n_tiles, a.H, 2, a.BT, a.BT, dtype=torch.float32, device=a.device)
         wide = a.prec == "bf16" and a.BT <= 64     # wgmma dK fits: bf16 operands, tiles ≤ 64
         bv_dk = _block_v(a.K, a.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD_DK", 64 if wide else a.BV_GRAD)
         launches = ((_grad_nn_kernel, a.BV_GRAD, "grad"),
@@ -474,7 +478,7 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
             kernel[(a.n_tiles, a.H)](
                 a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.tile_seq, a.tile_idx, a.cu, a.pos,
                 f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
-                dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
+                dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
                 a.T, a.H, a.scale, K=a.K, V=a.V, BT=a.BT, BV=bv, HAS_ALPHA=a.la is not None,
                 SELF_TARGET=a.self_target, PREC=a.prec, READ=a.read, **_launch_options(grad_warps), **a.flags)
 

@@ -223,7 +223,7 @@ def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, c, grow, rk, m
 @triton.jit
 def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
                saved_m, saved_s, adj_m, adj_s, do,
-               dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
+               dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
                T, H, scale,
                K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
@@ -440,9 +440,6 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
         if SELF_TARGET:
             dK += dEF
             tl.store(dv + grow[:, None] * K + rk[None, :], -dEF, mask=mt[:, None])
-    else:
-        dK = tl.zeros([BT, K], dtype=tl.float32)
-        dQ = tl.zeros([BT, K], dtype=tl.float32)
 
     if NN:
         # ---------------- n×n adjoints, once per tile ----------------
@@ -497,8 +494,6 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
                     dGp += dGm
                 if HAS_MU:
                     dnup += db
-            dQ += mm(dQK, kx, PREC)
-            dK += mm(tl.trans(dQK), qx, PREC)
         if HAS_BETA or EXACT:
             KK = mm(kx, tl.trans(kx), PREC)
             dA = tl.where(strict, -ZA, 0.0)
@@ -513,8 +508,20 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
                 dPhip += dA * KK * et[None, :]
                 deta_v += tl.sum(dA * KK * Phip, 0)
             dPhip += tl.where(strict, ZP * KK, 0.0)
-            dK += mm(dKK + tl.trans(dKK), kx, PREC)
+            dKS = dKK + tl.trans(dKK)
         tl.store(deta + grow, deta_v, mask=mt)
+        if DK:      # the fused kernel: the n×n shares of dq, dk at once
+            if READ != 2:
+                dQ += mm(dQK, kx, PREC)
+                dK += mm(tl.trans(dQK), qx, PREC)
+            if HAS_BETA or EXACT:
+                dK += mm(dKS, kx, PREC)
+        else:       # _grad_nn_kernel: handed to _grad_dk_kernel (keeps kx, qx, dQ, dK out of this kernel)
+            nb = nn_buf + (i_g.to(tl.int64) * H + i_h) * 2 * BT * BT + rt[:, None] * BT + rt[None, :]
+            if READ != 2:
+                tl.store(nb, dQK)
+            if HAS_BETA or EXACT:
+                tl.store(nb + BT * BT, dKS)
 
         # gate matrices -> log α, μ
         if not HAS_MU:      # gate_grads reads these only with momentum
@@ -529,20 +536,24 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
         if HAS_ALPHA:
             tl.store(dla + grow, dla_v, mask=mt)
 
-    if NN:      # the only or the first kernel: stores
+    if DK:
+        if not NN:  # _grad_dk_kernel: the n×n shares _grad_nn_kernel left in nn_buf
+            nb = nn_buf + (i_g.to(tl.int64) * H + i_h) * 2 * BT * BT + rt[:, None] * BT + rt[None, :]
+            kx = _load_rows(k, grow, rk, mt, K)
+            if READ != 2:
+                dQK = tl.load(nb)
+                dQ += mm(dQK, kx, PREC)
+                dK += mm(tl.trans(dQK), _load_rows(q, grow, rk, mt, K) * scale, PREC)
+            if HAS_BETA or EXACT:
+                dK += mm(tl.load(nb + BT * BT), kx, PREC)
         tl.store(dq + grow[:, None] * K + rk[None, :], dQ * scale, mask=mt[:, None])
         tl.store(dk + grow[:, None] * K + rk[None, :], dK, mask=mt[:, None])
-    else:       # _grad_dk_kernel: adds to the n×n shares stored by _grad_nn_kernel
-        oq = dq + grow[:, None] * K + rk[None, :]
-        ok = dk + grow[:, None] * K + rk[None, :]
-        tl.store(oq, tl.load(oq, mask=mt[:, None], other=0.0) + dQ * scale, mask=mt[:, None])
-        tl.store(ok, tl.load(ok, mask=mt[:, None], other=0.0) + dK, mask=mt[:, None])
 
 
 @triton.jit
 def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
                  saved_m, saved_s, adj_m, adj_s, do,
-                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
+                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
                  T, H, scale,
                  K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                  HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
@@ -550,7 +561,7 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                  IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
     """Grid (tiles, H): every token gradient of a tile in one kernel (``_grad_tile``, NN and DK)."""
     _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
-               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, T, H, scale,
+               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, T, H, scale,
                K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS, IS_VARLEN, PREC,
                True, True)
 
@@ -558,7 +569,7 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
 @triton.jit
 def _grad_nn_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
                     saved_m, saved_s, adj_m, adj_s, do,
-                    dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
+                    dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
                     T, H, scale,
                     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                     HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
@@ -567,7 +578,7 @@ def _grad_nn_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_
     """Grid (tiles, H), first of the split: the n×n adjoints → dη, d log α, dβ, dμ and the QKᵀ/KKᵀ
     shares of dq, dk (stored) (``_grad_tile``, NN only)."""
     _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
-               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, T, H, scale,
+               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, T, H, scale,
                K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS, IS_VARLEN, PREC,
                True, False)
 
@@ -575,7 +586,7 @@ def _grad_nn_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_
 @triton.jit
 def _grad_dk_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
                     saved_m, saved_s, adj_m, adj_s, do,
-                    dq, dk, dv, deta, dla, dbeta, dmu, dmc0,
+                    dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
                     T, H, scale,
                     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                     HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
@@ -584,6 +595,6 @@ def _grad_dk_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_
     """Grid (tiles, H), after ``_grad_nn_kernel``: dK, dQ from the states and their adjoints (added
     to dq, dk), dv, a resumed tile's dM_chunk0 (``_grad_tile``, DK only)."""
     _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
-               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, T, H, scale,
+               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, T, H, scale,
                K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS, IS_VARLEN, PREC,
                False, True)
