@@ -98,14 +98,18 @@ class CMSLevel(nn.Module):
         return self.eta_init * F.softplus(self.eta_logit) / _SOFTPLUS0
 
     def forward(self, x: torch.Tensor, state: Optional[FastMLPState] = None,
-                cu_seqlens: Optional[torch.Tensor] = None, teach: Optional[torch.Tensor] = None):
+                cu_seqlens: Optional[torch.Tensor] = None, teach: Optional[torch.Tensor] = None,
+                output_final_state: bool = True):
+        """(y [B,T,D], the level's FastMLPState, or None with ``output_final_state=False``: then
+        the last complete chunk's update, which only the state would hold, is not computed)."""
         eta = self.eta()
         if isinstance(eta, torch.Tensor):
             eta = eta.expand(x.shape[0], x.shape[1])
         signal = dict(teach=teach) if teach is not None else dict(target=x)
         return fast_mlp(x, self.weights, eta, chunk_size=self.chunk_size, mlp=self.mlp,
                         residual=self.residual, retention=self.retention, initial_state=state,
-                        output_final_state=True, cu_seqlens=cu_seqlens, weight_dtype=self.weight_dtype,
+                        output_final_state=output_final_state, cu_seqlens=cu_seqlens,
+                        weight_dtype=self.weight_dtype,
                         backend=self.backend, **signal)
 
     def extra_repr(self) -> str:
@@ -140,7 +144,9 @@ class CMS(nn.Module):
         learn_eta: learnable per-level learning rate (else the fixed eta_init).
         weight_dtype: dtype of the per-sequence fast weights (None: float32; torch.bfloat16),
             passed to fast_mlp. backend: passed to fast_mlp.
-    forward(x [B,T,D], state=None, cu_seqlens=None, teach=None) -> (y [B,T,D], CMSState).
+    forward(x [B,T,D], state=None, cu_seqlens=None, teach=None, output_final_state=True)
+        -> (y [B,T,D], CMSState, or None with output_final_state=False: training without
+        streaming then skips each level's last update, which only the state holds).
     """
 
     def __init__(self, dim: int, hidden: int, levels: Sequence = ((16, 1e-2),), mlp: str = "gelu",
@@ -162,7 +168,8 @@ class CMS(nn.Module):
 
     def forward(self, x: torch.Tensor, state: Optional[CMSState] = None,
                 cu_seqlens: Optional[torch.Tensor] = None,
-                teach: Union[torch.Tensor, Sequence[torch.Tensor], None] = None):
+                teach: Union[torch.Tensor, Sequence[torch.Tensor], None] = None,
+                output_final_state: bool = True):
         n = len(self.levels)
         if state is not None and (not isinstance(state, CMSState) or len(state.levels) != n):
             raise ValueError(f"state must be None or a CMSState with {n} level states, got "
@@ -177,9 +184,10 @@ class CMS(nn.Module):
                              "(one per level, in execution order)")
         states = []
         for i, level in enumerate(self.levels):
-            x, st = level(x, None if state is None else state.levels[i], cu_seqlens, teaches[i])
+            x, st = level(x, None if state is None else state.levels[i], cu_seqlens, teaches[i],
+                          output_final_state)
             states.append(st)
-        return x, CMSState(states)
+        return x, (CMSState(states) if output_final_state else None)
 
     @classmethod
     def from_mlp(cls, module: nn.Module, chunk_size: int, eta: float, *, residual: bool = False,

@@ -39,6 +39,28 @@ def test_chain_equals_manual_composition(mlp, teach):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_without_final_state(streamed):
+    """output_final_state=False: the same output and parameter gradients, no state (also when
+    resuming from one)."""
+    cms = make_cms("gelu", retention=0.9)
+    x = 0.5 * torch.randn(2, 7, D, dtype=torch.float64)
+    with torch.no_grad():
+        state = cms(x[:, :3])[1] if streamed else None
+    y, st = cms(x, state.clone() if streamed else None)
+    y0, st0 = cms(x, state, output_final_state=False)
+    assert st0 is None and st is not None
+    assert_close_rel(y0, y, 1e-14)
+    params = list(cms.parameters())      # resumed: the initial weights are unused (None gradients)
+    g = torch.autograd.grad(y.square().sum(), params, allow_unused=True)
+    g0 = torch.autograd.grad(y0.square().sum(), params, allow_unused=True)
+    assert sum(a is not None for a in g0) >= len(cms.levels)
+    for a, b in zip(g0, g):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert_close_rel(a, b, 1e-12)
+
+
 def test_order_given_and_fixed_eta():
     cms = CMS(D, FH, LEVELS, order="given", learn_eta=False)
     assert [lv.chunk_size for lv in cms.levels] == [4, 2, 1]
