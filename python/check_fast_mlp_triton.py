@@ -240,11 +240,12 @@ def cms_timing(B, T, D, F):
         return y
     base = fwd_and_train(chain, [x, *params], gy, reps=10)
     record("3 static MLPs gelu F8192", *base)
-    try:
-        res = fwd_and_train(lambda: cms(x)[0], [x, *params], gy, reps=3)
-        record("triton CMS 64/512/4096", *res, base, 4.0)
-    except Exception:
-        traceback.print_exc()
+    for final, label in ((True, ""), (False, ", no state")):   # no state: each level's last update skipped
+        try:
+            res = fwd_and_train(lambda: cms(x, output_final_state=final)[0], [x, *params], gy, reps=3)
+            record(f"triton CMS 64/512/4096{label}", *res, base, 4.0)
+        except Exception:
+            traceback.print_exc()
     torch.cuda.empty_cache()
 
 
