@@ -171,14 +171,19 @@ class _Decay:
                 self.rows = self._gamma(chunks).to(S.dtype)
             S.mul_(self.rows[k, :t])
 
-    def square(self, S: torch.Tensor):
-        """S [G, L, L] *= Γ below the chunk diagonal (what lies above is never read)."""
+    def square(self, S: torch.Tensor, r0: int = 0):
+        """S [G, n, m] (rows r0 … r0+n, columns 0 … m of an [L, L] Gram) *= Γ below the chunk
+        diagonal (what lies above is never read)."""
         if self.on:
-            S.mul_(self._gamma(self.block).to(S.dtype))
+            n, m = S.shape[-2:]
+            S.mul_(self._gamma(self.block[r0:r0 + n])[:, :m].to(S.dtype))
 
-    def below(self, S: torch.Tensor):
-        """S [G, L, L] *= Γ below the chunk diagonal and 0 on and above it."""
-        S.mul_(torch.where(self.block[:, None] > self.block[None, :], self._gamma(self.block), 0.0).to(S.dtype))
+    def below(self, S: torch.Tensor, r0: int = 0):
+        """S [G, n, m] (rows r0 … r0+n, columns 0 … m) *= Γ below the chunk diagonal, 0 on and
+        above it."""
+        n, m = S.shape[-2:]
+        rows = self.block[r0:r0 + n]
+        S.mul_(torch.where(rows[:, None] > self.block[None, :m], self._gamma(rows)[:, :m], 0.0).to(S.dtype))
 
     def to_end(self, T: torch.Tensor, rows: int, nc: int):
         """T [G, L, W] rows < ``rows`` *= r^(nc−1−chunk): their weight in the final state."""
@@ -217,8 +222,11 @@ def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.T
     dec = _Decay(c, L, dev)
     torch.matmul(X, Wc[0].mT, out=Z)
     dec.from_start(Z)                                        # r^chunk X W1₀ᵀ
-    torch.bmm(X, X.mT, out=SX)
-    dec.square(SX)
+    for b0, b1, chunks in _blocks(L, c.C):   # each block's rows against the tokens before its last chunk:
+        e = chunks[-1][1]                     # all of SX that is read (below the chunk diagonal)
+        if e:
+            torch.bmm(X[:, b0:b1], X[:, :e].mT, out=SX[:, b0:b1, :e])
+            dec.square(SX[:, b0:b1, :e], b0)
     Dh = new_empty(G, L, c.F1, dtype=c.cd, device=dev)
     Gh = new_empty(G, L, D, dtype=c.cd, device=dev)
     O = new_empty(G, min(c.C, L), D, dtype=c.cd, device=dev)
@@ -427,18 +435,22 @@ def _input_grad(c: _Consts, dX, Zh, Oh, Dh, X, W1, B, dec: _Decay, gWc, gUc):
     """X̂ [G, L, D] into dX after the backward walk: [Ô +] r^chunk Ẑ W1₀ − (B ∘ Γ) X − (B ∘ Γ)ᵀ X
     with B = Ẑ Dhᵀ below the chunk diagonal (each chunk's rows against the earlier tokens' Dh, and
     the later chunks' rows against its own), the final state's −r^(nc−1−chunk) Dh Ŵ1 over the
-    complete chunks and the pending update's Dh Û1 over the partial one. ``B`` [G, L, L] is scratch;
-    Dh is scaled in place."""
+    complete chunks and the pending update's Dh Û1 over the partial one. ``B`` [G, L, L] is scratch,
+    filled by block rows only left of each block's last chunk (the rest of B ∘ Γ is zero); Dh is
+    scaled in place."""
     L = X.shape[1]
     full = L // c.C * c.C
     _wmm(Zh, W1, dX)
     dec.from_start(dX)
     if c.residual:
         dX.add_(Oh)
-    torch.bmm(Zh, Dh.mT, out=B)
-    dec.below(B)
-    dX.baddbmm_(B, X, alpha=-1.0)
-    dX.baddbmm_(B.mT, X, alpha=-1.0)
+    for b0, b1, chunks in _blocks(L, c.C):
+        e = chunks[-1][1]
+        if e:
+            Bb = torch.bmm(Zh[:, b0:b1], Dh[:, :e].mT, out=B[:, b0:b1, :e])
+            dec.below(Bb, b0)
+            dX[:, b0:b1].baddbmm_(Bb, X[:, :e], alpha=-1.0)
+            dX[:, :e].baddbmm_(Bb.mT, X[:, b0:b1], alpha=-1.0)
     if gWc is not None and full:
         dec.to_end(Dh, full, L // c.C)
         dX[:, :full].baddbmm_(Dh[:, :full], gWc[0], alpha=-1.0)
