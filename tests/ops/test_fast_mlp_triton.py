@@ -491,6 +491,16 @@ def test_dual_blocks(dual_calls, monkeypatch, blocks):
     check(x, st, mlp="swiglu", C=4, retention=0.9, final=True)
 
 
+@pytest.mark.parametrize("state", [None, "weights"])
+def test_dual_fold_knob(dual_calls, monkeypatch, state):
+    """NESTED_KERNELS_FAST_MLP_DUAL_FOLD=1 (the forward's W2₀ products as one GEMM over all rows):
+    the reference's outputs and gradients with shared and with per-sequence initial weights."""
+    from nested_kernels.ops.fast_mlp import dual
+    monkeypatch.setenv(dual.FOLD_ENV, "1")
+    x, st = make(T=13, seed=6, **({"state": state} if state else {}))
+    check(x, st, C=4, retention=0.9)
+
+
 def test_dual_block_knob(monkeypatch):
     """NESTED_KERNELS_FAST_MLP_DUAL_BLOCK sets the tokens per block; by default ≈ √(L·C) (B4
     T4096 C64: 512 tokens, 8 chunks); a non-number is a ValueError naming the variable."""

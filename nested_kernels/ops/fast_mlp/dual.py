@@ -127,6 +127,7 @@ def _chunks(L: int, C: int) -> list:
 
 
 BLOCK_ENV = "NESTED_KERNELS_FAST_MLP_DUAL_BLOCK"
+FOLD_ENV = "NESTED_KERNELS_FAST_MLP_DUAL_FOLD"
 
 
 def _block_chunks(L: int, C: int) -> int:
@@ -216,8 +217,11 @@ def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.T
     G, L, D = X.shape
     dev = X.device
     Z, A, Ee, Gs, SX, SA, SG = res
-    # batched per sequence: folding these two products (``_wmm``) made the forward walk slower
-    # (H100, docs/gpu_runs/2026-12-06b_call5: C64 fwd 35.2 ms against 23.8)
+    # the two W2₀ products per chunk: batched per sequence (default), or folded into one GEMM over
+    # the G sequences' rows (``_wmm``, NESTED_KERNELS_FAST_MLP_DUAL_FOLD=1: W2₀ read once, plus
+    # copies of the strided rows). Folded was slower when the walk was launch-bound (H100,
+    # docs/gpu_runs/2026-12-06b_call5: C64 fwd 35.2 ms against 23.8); not timed with the graphs.
+    fold = env_flag(FOLD_ENV, False)
     W2 = Wc[1].expand(G, *Wc[1].shape[-2:])
     dec = _Decay(c, L, dev)
     torch.matmul(X, Wc[0].mT, out=Z)
@@ -239,7 +243,7 @@ def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.T
             if t > b0:
                 Zk.baddbmm_(SX[:, R, b0:t], Dh[:, b0:t], alpha=-1.0)
             c.ew(_act_kernel, n, c.F, G, Zk, Ak, n, c.F, *_st(Zk), *_st(Ak), ACT=c.act)
-            o = torch.bmm(Ak, W2.mT, out=O[:, :n])
+            o = _wmm(Ak, Wc[1].mT, O[:, :n]) if fold else torch.bmm(Ak, W2.mT, out=O[:, :n])
             if t:
                 sa = torch.bmm(Ak, A[:, H].mT, out=SA[:, R, H])
                 dec.gram(sa, k, t)
@@ -247,7 +251,7 @@ def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.T
             Yk = Y[:, R] if Y is not None else o
             c.ew(_out_kernel, n, D, G, Xk, o, Sk, Etk, Yk, Gk, Gh[:, R], n, D, *_st(Xk), *_st(o), *_st(Sk),
                  *_st2(Etk), *_st(Yk), *_st(Gk), RESIDUAL=c.residual, MODE=mode, STORE_Y=Y is not None)
-            torch.bmm(Gk, W2, out=Ek)
+            _wmm(Gk, Wc[1], Ek) if fold else torch.bmm(Gk, W2, out=Ek)
             if t:
                 sg = torch.bmm(Gk, Gh[:, H].mT, out=SG[:, R, H])
                 dec.gram(sg, k, t)
