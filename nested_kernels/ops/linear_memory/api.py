@@ -35,22 +35,14 @@ def _fake(inputs, cfg):
 
 
 BACKENDS = {"reference": Backend(reference.forward), "torch": Backend(chunk.forward)}
+try:  # Triton kernels; triton itself is imported only when they first run
+    from .triton_backend import BACKEND as _TRITON_BACKEND
+    BACKENDS["triton"] = _TRITON_BACKEND
+except ImportError:  # pragma: no cover
+    pass
 # residual outputs: the Triton backend's tile-start states and tile factors, reused by its backward
 OP = OpSpec("linear_memory", INPUTS, OUTPUTS, _fake, BACKENDS,
             residuals=("tile_m", "tile_s", "tile_factors", "tile_ainv", "tile_scalars"))
-
-
-def _register_backend(name: str, backend: Backend) -> None:
-    """Add a backend (called by the modules that implement them, at import)."""
-    BACKENDS[name] = backend
-    OP.backends[name] = backend
-
-
-try:  # Triton kernels; triton itself is imported only when they first run
-    from .triton_backend import BACKEND as _TRITON_BACKEND
-    _register_backend("triton", _TRITON_BACKEND)
-except ImportError:  # pragma: no cover
-    pass
 
 
 StateLike = Union[LinearMemoryState, tuple, None]

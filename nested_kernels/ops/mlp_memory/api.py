@@ -40,21 +40,13 @@ def _fake(inputs, cfg):
 
 
 BACKENDS = {"reference": Backend(reference.forward), "torch": Backend(chunk.forward)}
-# residual output: the Triton backend's checkpoints and per-token rows, reused by its backward
-OP = OpSpec("mlp_memory", INPUTS, OUTPUTS, _fake, BACKENDS, residuals=("saved",))
-
-
-def _register_backend(name: str, backend: Backend) -> None:
-    """Add a backend (called by the modules that implement them, at import)."""
-    BACKENDS[name] = backend
-    OP.backends[name] = backend
-
-
 try:  # Triton kernels; triton itself is imported only when they first run
     from .triton_backend import BACKEND as _TRITON_BACKEND, keeps_residuals
-    _register_backend("triton", _TRITON_BACKEND)
+    BACKENDS["triton"] = _TRITON_BACKEND
 except ImportError:  # pragma: no cover
     keeps_residuals = None
+# residual output: the Triton backend's checkpoints and per-token rows, reused by its backward
+OP = OpSpec("mlp_memory", INPUTS, OUTPUTS, _fake, BACKENDS, residuals=("saved",))
 
 
 StateLike = Union[MLPMemoryState, tuple, None]

@@ -43,12 +43,6 @@ BACKENDS = {"reference": Backend(reference.forward), "torch": Backend(chunk.forw
 OP = OpSpec("self_modifying_titans", INPUTS, OUTPUTS, _fake, BACKENDS)
 
 
-def _register_backend(name: str, backend: Backend) -> None:
-    """Add a backend (called by the modules that implement them, at import)."""
-    BACKENDS[name] = backend
-    OP.backends[name] = backend
-
-
 Params = Mapping[str, tuple]
 StateLike = Union[SelfModifyingTitansState, Mapping, None]
 
