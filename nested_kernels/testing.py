@@ -65,3 +65,27 @@ def assert_run_close(got: dict, dgot: dict, ref: dict, dref: dict, tol: float) -
     errs.update({"d" + n: rel_error(dgot[n], dref[n]) for n in dref})
     bad = {n: e for n, e in errs.items() if not e <= tol}
     assert not bad, f"relative errors above {tol}: {bad}"
+
+
+def linear_memory_draw(B: int, T: int, H: int, K: int, V: int, gates: str = "abm", *, N: Optional[int] = None,
+                       resume=None, seed: int = 0) -> tuple[dict, dict]:
+    """Float64 CPU inputs of ``linear_memory`` in the SPEC §7 range (‖k‖ = 1, η ∈ [0, 1),
+    α ∈ [0.5, 1], β ≤ α, μ ∈ [0, 0.9); ``gates`` a subset of "abm") and an initial state {M, S}
+    of N sequences (default B), with M_chunk and ``position`` (positions per sequence) when
+    ``resume`` is given: a state that resumes mid-chunk."""
+    g = torch.Generator().manual_seed(seed)
+    rn = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    ru = lambda *s: torch.rand(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    N = B if N is None else N
+    alpha = 0.5 + 0.5 * ru(B, T, H)
+    x = dict(q=rn(B, T, H, K), k=torch.nn.functional.normalize(rn(B, T, H, K), dim=-1), v=rn(B, T, H, V),
+             eta=ru(B, T, H),
+             log_alpha=alpha.log() if "a" in gates else None,
+             beta=alpha * ru(B, T, H) if "b" in gates else None,
+             mu=0.9 * ru(B, T, H) if "m" in gates else None)
+    st = dict(M=0.5 * rn(N, H, K, V), S=0.3 * rn(N, H, K, V) if "m" in gates else None)
+    if resume is not None:
+        st["M_chunk"] = 0.5 * rn(N, H, K, V)
+        st["position"] = torch.tensor(resume, dtype=torch.int64)
+    return x, st
+

@@ -33,30 +33,17 @@ import traceback
 os.environ.setdefault("NESTED_KERNELS_POISON", "1")
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from nested_kernels.ops.linear_memory import LinearMemoryState, linear_memory  # noqa: E402
-from nested_kernels.testing import rel_error  # noqa: E402
+from nested_kernels.testing import linear_memory_draw, rel_error  # noqa: E402
 from gpu_check_utils import TOL, host_profile, import_peer, kernel_info, queued_fwd_bwd, run_checks, time_fwd_bwd, write_json  # noqa: E402
 
 F64 = torch.float64
 
 
 def make(B, T, H, K, V, gates, *, N=None, resume=None, seed=0, device="cuda"):
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    rn = lambda *s: torch.randn(*s, generator=g, dtype=F64)  # noqa: E731
-    ru = lambda *s: torch.rand(*s, generator=g, dtype=F64)  # noqa: E731
-    N = B if N is None else N
-    alpha = 0.5 + 0.5 * ru(B, T, H)
-    x = dict(q=rn(B, T, H, K), k=F.normalize(rn(B, T, H, K), dim=-1), v=rn(B, T, H, V),
-             eta=ru(B, T, H),
-             log_alpha=alpha.log() if "a" in gates else None,
-             beta=alpha * ru(B, T, H) if "b" in gates else None,
-             mu=0.9 * ru(B, T, H) if "m" in gates else None)
-    st = dict(M=0.5 * rn(N, H, K, V), S=0.3 * rn(N, H, K, V) if "m" in gates else None)
-    if resume is not None:
-        st["M_chunk"] = 0.5 * rn(N, H, K, V)
-        st["position"] = torch.tensor(resume, dtype=torch.int64)
+    """``testing.linear_memory_draw`` on ``device``."""
+    x, st = linear_memory_draw(B, T, H, K, V, gates, N=N, resume=resume, seed=seed)
     mv = lambda d: {n: None if t is None else t.to(device) for n, t in d.items()}  # noqa: E731
     return mv(x), mv(st)
 

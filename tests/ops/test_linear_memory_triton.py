@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from nested_kernels.ops.linear_memory import LinearMemoryState, linear_memory
 from nested_kernels.ops.linear_memory import api, triton_backend
-from nested_kernels.testing import assert_run_close, projection_loss, rel_error, tolerance
+from nested_kernels.testing import assert_run_close, linear_memory_draw, projection_loss, rel_error, tolerance
 
 pytest.importorskip("triton")
 import triton  # noqa: E402
@@ -29,24 +28,9 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def make(B=1, T=37, H=1, K=16, V=16, *, gates="abm", N=None, seed=0, resume=None, C=16):
-    """Float64 inputs in the SPEC §7 range (‖k‖ = 1, η ∈ [0, 1), α ∈ [0.5, 1], β ≤ α, μ ∈ [0, 0.9))
-    and an initial state: (M0, S0) or, with ``resume`` (positions per sequence), a
-    LinearMemoryState that resumes mid-chunk."""
-    g = torch.Generator().manual_seed(seed)
-    rn = lambda *s: torch.randn(*s, generator=g, dtype=F64)  # noqa: E731
-    ru = lambda *s: torch.rand(*s, generator=g, dtype=F64)  # noqa: E731
-    N = B if N is None else N
-    alpha = 0.5 + 0.5 * ru(B, T, H)
-    x = dict(q=rn(B, T, H, K), k=F.normalize(rn(B, T, H, K), dim=-1), v=rn(B, T, H, V),
-             eta=ru(B, T, H),
-             log_alpha=alpha.log() if "a" in gates else None,
-             beta=alpha * ru(B, T, H) if "b" in gates else None,
-             mu=0.9 * ru(B, T, H) if "m" in gates else None)
-    st = dict(M=0.5 * rn(N, H, K, V), S=0.3 * rn(N, H, K, V) if "m" in gates else None)
-    if resume is not None:
-        st["M_chunk"] = 0.5 * rn(N, H, K, V)
-        st["position"] = torch.tensor(resume, dtype=torch.int64)
-    return x, st
+    """``testing.linear_memory_draw``: float64 inputs and an initial state (M0, S0) or, with
+    ``resume`` (positions per sequence), one that resumes mid-chunk."""
+    return linear_memory_draw(B, T, H, K, V, gates, N=N, resume=resume, seed=seed)
 
 
 def run(backend, x, st, dtype, **kw):
