@@ -202,9 +202,9 @@ def test_half_precision_within_spec(dtype, prec, monkeypatch):
 
 def test_default_precisions_and_split(monkeypatch):
     """Off the interpreter: tf32r operands for bfloat16 / float16 inputs, tf32x3 for float32, gate
-    products tf32x3; the split backward's token parts bf16 for bfloat16 inputs, else as the rest;
-    the knobs override, a bad value is a ValueError naming it; the split backward is on unless
-    NESTED_KERNELS_MLP_TRITON_BWD_SPLIT = 0."""
+    products tf32x3; the split backward's token parts bf16 for bfloat16 inputs unless the
+    precision knob is set, else as the rest; the knobs override, a bad value is a ValueError
+    naming it; the split backward is on unless NESTED_KERNELS_MLP_TRITON_BWD_SPLIT = 0."""
     monkeypatch.setattr(triton_backend, "_interpreting", lambda: False)
     monkeypatch.delenv("NESTED_KERNELS_MLP_TRITON_PRECISION", raising=False)
     prec = triton_backend._precision
@@ -216,6 +216,9 @@ def test_default_precisions_and_split(monkeypatch):
     with pytest.raises(ValueError, match="NESTED_KERNELS_MLP_TRITON_PRECISION"):
         prec(torch.bfloat16)
     tok = triton_backend._tokens_precision
+    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PRECISION", "tf32x3")
+    assert tok("tf32x3", torch.bfloat16) == "tf32x3"          # PRECISION chose the operands: as the rest
+    monkeypatch.delenv("NESTED_KERNELS_MLP_TRITON_PRECISION")
     assert [tok("tf32r", torch.bfloat16), tok("tf32r", torch.float16), tok("tf32x3", torch.float32)] == [
         "bf16", "tf32r", "tf32x3"]
     monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION", "tf32r")
