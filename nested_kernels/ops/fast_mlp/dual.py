@@ -226,15 +226,16 @@ def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.T
     dec = _Decay(c, L, dev)
     torch.matmul(X, Wc[0].mT, out=Z)
     dec.from_start(Z)                                        # r^chunk X W1₀ᵀ
-    for b0, b1, chunks in _blocks(L, c.C):   # each block's rows against the tokens before its last chunk:
-        e = chunks[-1][1]                     # all of SX that is read (below the chunk diagonal)
+    blocks = _blocks(L, c.C)
+    for b0, b1, chunks in blocks:   # each block's rows against the tokens before its last chunk:
+        e = chunks[-1][1]           # all of SX that is read (below the chunk diagonal)
         if e:
             torch.bmm(X[:, b0:b1], X[:, :e].mT, out=SX[:, b0:b1, :e])
             dec.square(SX[:, b0:b1, :e], b0)
     Dh = new_empty(G, L, c.F1, dtype=c.cd, device=dev)
     Gh = new_empty(G, L, D, dtype=c.cd, device=dev)
     O = new_empty(G, min(c.C, L), D, dtype=c.cd, device=dev)
-    for b0, b1, chunks in _blocks(L, c.C):
+    for b0, b1, chunks in blocks:
         if b0:       # the block's rows against the earlier blocks' Dh: one product per block
             Z[:, b0:b1].baddbmm_(SX[:, b0:b1, :b0], Dh[:, :b0], alpha=-1.0)
         for k, t, n in chunks:
@@ -361,7 +362,7 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
     gWc = _copies(c, gW) if gW is not None else None
     gUc = _copies(c, gU) if gU is not None and full < L else None
     Zh, Oh, Eh = (new_empty(G, L, w, dtype=c.cd, device=dev) for w in (c.F1, D, c.F))
-    BEA, BOG, BZD = (new_empty(G, L, L, dtype=c.cd, device=dev) for _ in range(3))   # BZD: _input_grad's
+    BEA, BOG = (new_empty(G, L, L, dtype=c.cd, device=dev) for _ in range(2))
     n0, nb = min(c.C, L), min(L, _block_chunks(L, c.C) * c.C)
     ED, Q, EGS, AH = (new_empty(G, n0, w, dtype=c.cd, device=dev) for w in (c.F1, D, D, c.F))
     P1, P2, AF = (new_empty(G, nb, w, dtype=c.cd, device=dev) for w in (c.F1, D, c.F))
@@ -423,7 +424,7 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
             c.ew(_b3_kernel, n, c.F, G, Zk, Ek, p1, Etk, ah, Zhk, -1.0, n, c.F, *_st(Zk), *_st(Ek), *_st(p1),
                  *_st2(Etk), *_st(ah), ACT=c.act, HAS_M=True)
     # X̂ needs nothing of the walk but Ẑ and Ô: one set of products over all tokens after it
-    _input_grad(c, dX, Zh, Oh, Dh, X, Wc[0], BZD, dec, gWc, gUc)
+    _input_grad(c, dX, Zh, Oh, Dh, X, Wc[0], dec, gWc, gUc)
     # Ŵ1₀ = Σ_t r^chunk Ẑᵀ X [+ r^nc Ŵ1_final], Ŵ2₀ = Σ_t r^chunk (Ôᵀ A + Gᵀ Ê) [+ r^nc Ŵ2_final]
     for T_ in (Zh, Oh, Eh):
         dec.from_start(T_)
@@ -435,23 +436,25 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
     return d1, d2
 
 
-def _input_grad(c: _Consts, dX, Zh, Oh, Dh, X, W1, B, dec: _Decay, gWc, gUc):
+def _input_grad(c: _Consts, dX, Zh, Oh, Dh, X, W1, dec: _Decay, gWc, gUc):
     """X̂ [G, L, D] into dX after the backward walk: [Ô +] r^chunk Ẑ W1₀ − (B ∘ Γ) X − (B ∘ Γ)ᵀ X
     with B = Ẑ Dhᵀ below the chunk diagonal (each chunk's rows against the earlier tokens' Dh, and
     the later chunks' rows against its own), the final state's −r^(nc−1−chunk) Dh Ŵ1 over the
-    complete chunks and the pending update's Dh Û1 over the partial one. ``B`` [G, L, L] is scratch,
-    filled by block rows only left of each block's last chunk (the rest of B ∘ Γ is zero); Dh is
-    scaled in place."""
-    L = X.shape[1]
+    complete chunks and the pending update's Dh Û1 over the partial one. B is formed one block of
+    rows at a time, only left of the block's last chunk (the rest of B ∘ Γ is zero); Dh is scaled
+    in place."""
+    G, L, _ = X.shape
     full = L // c.C * c.C
     _wmm(Zh, W1, dX)
     dec.from_start(dX)
     if c.residual:
         dX.add_(Oh)
-    for b0, b1, chunks in _blocks(L, c.C):
+    blocks = _blocks(L, c.C)
+    B = new_empty(G, max(b1 - b0 for b0, b1, _ in blocks), L, dtype=Zh.dtype, device=X.device)
+    for b0, b1, chunks in blocks:
         e = chunks[-1][1]
         if e:
-            Bb = torch.bmm(Zh[:, b0:b1], Dh[:, :e].mT, out=B[:, b0:b1, :e])
+            Bb = torch.bmm(Zh[:, b0:b1], Dh[:, :e].mT, out=B[:, :b1 - b0, :e])
             dec.below(Bb, b0)
             dX[:, b0:b1].baddbmm_(Bb, X[:, :e], alpha=-1.0)
             dX[:, :e].baddbmm_(Bb.mT, X[:, b0:b1], alpha=-1.0)
