@@ -9,6 +9,8 @@ compiles), so a slow backend shows which of its kernels to work on. ``--json OUT
 {kernel name: mean time per op call in µs} (python/sweep_linear_memory_triton.py reads it);
 ``--B``/``--T`` shrink the shape (CPU smoke runs). ``--host`` also prints the cProfile of ``--reps``
 forward calls (no grad): where the host's time per call goes (Python, torch dispatch, launches).
+``--shapes N`` also records the host's torch ops and prints the N with the most device time per
+(op, input shapes): which line of a walk of library calls (fast_mlp's dual form, eagerly) costs.
 """
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ def main():
     ap.add_argument("--host", action="store_true", help="also the cProfile of the forward's host work")
     ap.add_argument("--gaps", type=int, default=0, metavar="N",
                     help="also the GPU's idle time between kernels and its N longest gaps")
+    ap.add_argument("--shapes", type=int, default=0, metavar="N",
+                    help="also the N torch ops with the most device time, grouped by input shapes")
     args = ap.parse_args()
     shape = dict(SHAPES[args.op], **{n: getattr(args, n) for n in ("B", "T") if getattr(args, n)})
     if args.op == "fast_mlp":       # gradients of x and the weights, as python/check_fast_mlp_triton.py times
@@ -78,7 +82,9 @@ def main():
     step()
     sync()
     acts = [ProfilerActivity.CUDA] if args.device == "cuda" else [ProfilerActivity.CPU]
-    with profile(activities=acts) as prof:
+    if args.shapes and ProfilerActivity.CPU not in acts:
+        acts.append(ProfilerActivity.CPU)
+    with profile(activities=acts, record_shapes=bool(args.shapes)) as prof:
         for _ in range(args.reps):
             step()
         sync()
@@ -86,6 +92,8 @@ def main():
     events = prof.key_averages()
     print(events.table(sort_by="cuda_time_total" if args.device == "cuda" else "cpu_time_total", row_limit=25,
                        max_name_column_width=60))
+    if args.shapes:
+        print_shapes(prof, args.shapes, args.reps, args.device == "cuda")
     if args.gaps:
         print_gaps(prof, args.gaps, args.reps)
     if args.host:
@@ -99,6 +107,17 @@ def main():
         total = "device_time_total" if args.device == "cuda" else "cpu_time_total"
         with open(args.json, "w") as f:
             json.dump({e.key: getattr(e, total) / args.reps for e in events}, f, indent=1)
+
+
+def print_shapes(prof, n, reps, cuda: bool):
+    """The ``n`` torch ops (aten::…) with the most device time (CPU time without a GPU) per call,
+    one row per (op, input shapes), with their count per call."""
+    key = "device_time_total" if cuda else "cpu_time_total"
+    rows = [e for e in prof.key_averages(group_by_input_shape=True) if e.key.startswith("aten::")]
+    rows.sort(key=lambda e: getattr(e, key), reverse=True)
+    print(f"torch ops by input shapes ({'device' if cuda else 'CPU'} µs per call, calls per call):")
+    for e in rows[:n]:
+        print(f"  {getattr(e, key) / reps:10.1f}  {e.count / reps:6.1f}  {e.key:18s} {str(e.input_shapes)[:150]}")
 
 
 def print_gaps(prof, n, reps):
