@@ -492,13 +492,33 @@ def test_dual_blocks(dual_calls, monkeypatch, blocks):
 
 
 @pytest.mark.parametrize("state", [None, "weights"])
-def test_dual_fold_knob(dual_calls, monkeypatch, state):
-    """NESTED_KERNELS_FAST_MLP_DUAL_FOLD=1 (the forward's W2₀ products as one GEMM over all rows):
-    the reference's outputs and gradients with shared and with per-sequence initial weights."""
-    from nested_kernels.ops.fast_mlp import dual
-    monkeypatch.setenv(dual.FOLD_ENV, "1")
+def test_dual_initial_weights(dual_calls, state):
+    """The walks' products with W₀ — one GEMM over all sequences' token-major rows for shared
+    initial weights, batched per sequence for per-sequence ones: the reference's outputs and
+    gradients with retention."""
     x, st = make(T=13, seed=6, **({"state": state} if state else {}))
     check(x, st, C=4, retention=0.9)
+
+
+def test_dual_token_major():
+    """``dual._tokens`` tensors give ``_flat`` [n·G, W] views of a chunk's rows (no copy) and
+    ``_wmm`` the batched product's values through them (alpha, beta) and without them."""
+    from nested_kernels.ops.fast_mlp import dual
+    G, L, K, N = 3, 10, 5, 4
+    A, out = dual._tokens(G, L, K, torch.float64, "cpu"), dual._tokens(G, L, N, torch.float64, "cpu")
+    A.copy_(torch.randn(G, L, K, dtype=torch.float64))
+    out.copy_(torch.randn(G, L, N, dtype=torch.float64))
+    W = torch.randn(K, N, dtype=torch.float64)
+    rows = slice(4, 8)
+    flat = dual._flat(A[:, rows])
+    assert flat is not None and flat.data_ptr() == A[:, rows].data_ptr() and flat.shape == (4 * G, K)
+    assert dual._flat(A[:, rows].contiguous()) is None           # a caller's [G, n, W] layout
+    want = 0.5 * A[:, rows] @ W - out[:, rows]
+    dual._wmm(A[:, rows], W, out[:, rows], alpha=0.5, beta=-1.0)
+    torch.testing.assert_close(out[:, rows], want)
+    plain = torch.empty(G, 4, N, dtype=torch.float64)
+    dual._wmm(A[:, rows].contiguous(), W, plain)
+    torch.testing.assert_close(plain, A[:, rows] @ W)
 
 
 def test_dual_block_knob(monkeypatch):

@@ -113,12 +113,29 @@ def residual_numel(c: _Consts, tokens: int, square: int) -> int:
     return tokens * (c.F1 + 2 * c.F + c.D) + 3 * square
 
 
+def _tokens(G: int, L: int, W: int, dtype, dev, flat: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A [G, L, W] tensor stored token-major ([L, G, W] in memory, in ``flat`` when given): the G
+    sequences' rows of a chunk are one contiguous [n·G, W] matrix (``_flat``), so a product with
+    shared weights is one GEMM without copies, while each sequence's rows keep a uniform stride
+    (G·W) for the batched per-sequence products."""
+    t = flat.view(L, G, W) if flat is not None else new_empty(L, G, W, dtype=dtype, device=dev)
+    return t.transpose(0, 1)
+
+
+def _flat(T: torch.Tensor) -> Optional[torch.Tensor]:
+    """The [n·G, W] matrix (rows token-major) of a [G, n, W] view of a ``_tokens`` tensor, or None
+    when T is not laid out so (a caller's [G, L, W] tensor)."""
+    t = T.transpose(0, 1)
+    return t.view(-1, T.shape[-1]) if t.is_contiguous() else None
+
+
 def _residuals(c: _Consts, saved: Optional[_Saved], G: int, L: int, dev) -> tuple:
-    """(Z, A, E, G, SX, SA, SG) of one group: views of the residual buffer, or new tensors."""
-    shapes = ((G, L, c.F1), (G, L, c.F), (G, L, c.F), (G, L, c.D), (G, L, L), (G, L, L), (G, L, L))
-    if saved is not None:
-        return tuple(saved._take(*s) for s in shapes)
-    return tuple(new_empty(*s, dtype=c.cd, device=dev) for s in shapes)
+    """(Z, A, E, G, SX, SA, SG) of one group: views of the residual buffer, or new tensors; the
+    token tensors token-major (``_tokens``), the Grams [G, L, L]."""
+    take = (lambda *s: saved._take(*s)) if saved is not None else None
+    toks = tuple(_tokens(G, L, w, c.cd, dev, take(L * G * w) if take else None) for w in (c.F1, c.F, c.F, c.D))
+    grams = tuple(take(G, L, L) if take else new_empty(G, L, L, dtype=c.cd, device=dev) for _ in range(3))
+    return toks + grams
 
 
 def _chunks(L: int, C: int) -> list:
@@ -127,7 +144,6 @@ def _chunks(L: int, C: int) -> list:
 
 
 BLOCK_ENV = "NESTED_KERNELS_FAST_MLP_DUAL_BLOCK"
-FOLD_ENV = "NESTED_KERNELS_FAST_MLP_DUAL_FOLD"
 
 
 def _block_chunks(L: int, C: int) -> int:
@@ -198,17 +214,18 @@ class _Decay:
             T.mul_(torch.pow(self.r, self.block.to(torch.float32)).to(T.dtype)[:, None])
 
 
-def _wmm(A: torch.Tensor, W: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """out [G, n, N] = A [G, n, K] @ W: W per sequence [G, K, N] (batched), or shared [K, N] — one
-    GEMM over all G·n rows, reading W once instead of once per sequence (the backward walk's
-    products with W2₀ and the input gradient's with W1₀)."""
-    if W.dim() == 3:
-        return torch.bmm(A, W, out=out)
-    G, n, K = A.shape
-    if out.is_contiguous():
-        torch.mm(A.reshape(G * n, K), W, out=out.view(G * n, -1))
+def _wmm(A: torch.Tensor, W: torch.Tensor, out: torch.Tensor, alpha: float = 1.0, beta: float = 0.0) -> torch.Tensor:
+    """out [G, n, N] = alpha·A [G, n, K] @ W [+ beta·out]: W per sequence [G, K, N] (batched), or
+    shared [K, N] — one GEMM over all G·n rows when A and out are token-major (``_flat``), reading W
+    once instead of once per sequence (the walks' products with W1₀, W2₀)."""
+    a, o = _flat(A), _flat(out)
+    scaled = beta != 0.0 or alpha != 1.0
+    if W.dim() == 2 and a is not None and o is not None:
+        torch.addmm(o, a, W, beta=beta, alpha=alpha, out=o) if scaled else torch.mm(a, W, out=o)
         return out
-    return out.copy_(torch.mm(A.reshape(G * n, K), W).view(out.shape))
+    if W.dim() == 2:
+        W = W.expand(A.shape[0], *W.shape)
+    return out.baddbmm_(A, W, beta=beta, alpha=alpha) if scaled else torch.bmm(A, W, out=out)
 
 
 def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.Tensor]):
@@ -217,14 +234,8 @@ def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.T
     G, L, D = X.shape
     dev = X.device
     Z, A, Ee, Gs, SX, SA, SG = res
-    # the two W2₀ products per chunk: batched per sequence (default), or folded into one GEMM over
-    # the G sequences' rows (``_wmm``, NESTED_KERNELS_FAST_MLP_DUAL_FOLD=1: W2₀ read once, plus
-    # copies of the strided rows). Folded was slower when the walk was launch-bound (H100,
-    # docs/gpu_runs/2026-12-06b_call5: C64 fwd 35.2 ms against 23.8); not timed with the graphs.
-    fold = env_flag(FOLD_ENV, False)
-    W2 = Wc[1].expand(G, *Wc[1].shape[-2:])
     dec = _Decay(c, L, dev)
-    torch.matmul(X, Wc[0].mT, out=Z)
+    _wmm(X, Wc[0].mT, Z)
     dec.from_start(Z)                                        # r^chunk X W1₀ᵀ
     blocks = _blocks(L, c.C)
     for b0, b1, chunks in blocks:   # each block's rows against the tokens before its last chunk:
@@ -232,9 +243,8 @@ def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.T
         if e:
             torch.bmm(X[:, b0:b1], X[:, :e].mT, out=SX[:, b0:b1, :e])
             dec.square(SX[:, b0:b1, :e], b0)
-    Dh = new_empty(G, L, c.F1, dtype=c.cd, device=dev)
-    Gh = new_empty(G, L, D, dtype=c.cd, device=dev)
-    O = new_empty(G, min(c.C, L), D, dtype=c.cd, device=dev)
+    Dh, Gh = _tokens(G, L, c.F1, c.cd, dev), _tokens(G, L, D, c.cd, dev)
+    O = _tokens(G, min(c.C, L), D, c.cd, dev)
     for b0, b1, chunks in blocks:
         if b0:       # the block's rows against the earlier blocks' Dh: one product per block
             Z[:, b0:b1].baddbmm_(SX[:, b0:b1, :b0], Dh[:, :b0], alpha=-1.0)
@@ -244,7 +254,7 @@ def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.T
             if t > b0:
                 Zk.baddbmm_(SX[:, R, b0:t], Dh[:, b0:t], alpha=-1.0)
             c.ew(_act_kernel, n, c.F, G, Zk, Ak, n, c.F, *_st(Zk), *_st(Ak), ACT=c.act)
-            o = _wmm(Ak, Wc[1].mT, O[:, :n]) if fold else torch.bmm(Ak, W2.mT, out=O[:, :n])
+            o = _wmm(Ak, Wc[1].mT, O[:, :n])
             if t:
                 sa = torch.bmm(Ak, A[:, H].mT, out=SA[:, R, H])
                 dec.gram(sa, k, t)
@@ -252,7 +262,7 @@ def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.T
             Yk = Y[:, R] if Y is not None else o
             c.ew(_out_kernel, n, D, G, Xk, o, Sk, Etk, Yk, Gk, Gh[:, R], n, D, *_st(Xk), *_st(o), *_st(Sk),
                  *_st2(Etk), *_st(Yk), *_st(Gk), RESIDUAL=c.residual, MODE=mode, STORE_Y=Y is not None)
-            _wmm(Gk, Wc[1], Ek) if fold else torch.bmm(Gk, W2, out=Ek)
+            _wmm(Gk, Wc[1], Ek)
             if t:
                 sg = torch.bmm(Gk, Gh[:, H].mT, out=SG[:, R, H])
                 dec.gram(sg, k, t)
@@ -353,19 +363,19 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
         Dh, Gh = _forward(c, Wc, X, E, S, mode, res, None)
     else:                                # Dh = η ⊙ d and Gh = η ⊙ g from the residuals
         from .triton_kernels import _d_kernel
-        Dh = new_empty(G, L, c.F1, dtype=c.cd, device=dev)
+        Dh, Gh = _tokens(G, L, c.F1, c.cd, dev), _tokens(G, L, D, c.cd, dev)
         c.ew(_d_kernel, L, c.F, G, Ee, Z, E, Dh, L, c.F, *_st(Ee), *_st(Z), *_st2(E), *_st(Dh), ACT=c.act)
-        Gh = (Gs * E[..., None]).to(c.cd)
+        torch.mul(Gs, E[..., None], out=Gh)
     dec = _Decay(c, L, dev)
     nc, full = L // c.C, L // c.C * c.C
     # final-state adjoints in the compute dtype: Ŵ_final (complete chunks), Û (the partial chunk)
     gWc = _copies(c, gW) if gW is not None else None
     gUc = _copies(c, gU) if gU is not None and full < L else None
-    Zh, Oh, Eh = (new_empty(G, L, w, dtype=c.cd, device=dev) for w in (c.F1, D, c.F))
+    Zh, Oh, Eh = (_tokens(G, L, w, c.cd, dev) for w in (c.F1, D, c.F))
     BEA, BOG = (new_empty(G, L, L, dtype=c.cd, device=dev) for _ in range(2))
     n0, nb = min(c.C, L), min(L, _block_chunks(L, c.C) * c.C)
-    ED, Q, EGS, AH = (new_empty(G, n0, w, dtype=c.cd, device=dev) for w in (c.F1, D, D, c.F))
-    P1, P2, AF = (new_empty(G, nb, w, dtype=c.cd, device=dev) for w in (c.F1, D, c.F))
+    ED, Q, EGS = (_tokens(G, n0, w, c.cd, dev) for w in (c.F1, D, D))
+    P1, P2, AF = (_tokens(G, nb, w, c.cd, dev) for w in (c.F1, D, c.F))
     fin = _final_terms(c, X, A, Gh, gWc, gUc, dec)
     for b0, b1, chunks in reversed(_blocks(L, c.C)):
         # what the later blocks and the final state ask of this block's Dh, Gh, A, one product
@@ -410,13 +420,13 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
             c.ew(_b2_kernel, n, D, G, gy, q, p2, Gk, Etk, Ohk, dS[:, R], EGS[:, :n], dE[:, R], -1.0, n, D,
                  *_st(gy), *_st(q), *_st(p2), *_st(Gk), *_st2(Etk), *_st(Ohk), *_st(dS[:, R]), *_st2(dE[:, R]),
                  MODE=mode, HAS_GY=gY is not None)
-            # Â = r^k Ô W2₀ − (Ô Ghᵀ ∘ Γ) A (earlier) − Σ_later (SGᵀ Ê + BOGᵀ A) [− r.. Gh Ŵ2 | + Gh Û2]
-            ah = _wmm(Ohk, W2, AH[:, :n])
+            # Â = r^k Ô W2₀ − (Ô Ghᵀ ∘ Γ) A (earlier) − Σ_later (SGᵀ Ê + BOGᵀ A) [− r.. Gh Ŵ2 | + Gh Û2],
+            # formed in place of AF's rows (−the later part)
+            ah = _wmm(Ohk, W2, afb[:, R0], alpha=rk, beta=-1.0)
             if t:
                 bog = torch.bmm(Ohk, Gh[:, H].mT, out=BOG[:, R, H])
                 dec.gram(bog, k, t)
-                ah.baddbmm_(bog, A[:, H], beta=rk, alpha=-1.0)
-            ah.sub_(afb[:, R0])
+                ah.baddbmm_(bog, A[:, H], alpha=-1.0)
             if t + n < b1:
                 ah.baddbmm_(SG[:, Nf, R].mT, Eh[:, Nf], alpha=-1.0)
                 ah.baddbmm_(BOG[:, Nf, R].mT, A[:, Nf], alpha=-1.0)
