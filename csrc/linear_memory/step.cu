@@ -78,7 +78,7 @@ __global__ void __launch_bounds__(kThreads) lm_step_kernel(const LinearMemorySte
     float* Mc = P.M_chunk + base;
     float* S = P.S ? P.S + base : nullptr;
     const float eta = gate(P.eta, n, h, 0.0f);
-    const float alpha = P.log_alpha.ptr ? __expf(gate(P.log_alpha, n, h, 0.0f)) : 1.0f;
+    const float alpha = P.log_alpha.ptr ? expf(gate(P.log_alpha, n, h, 0.0f)) : 1.0f;
     const float beta = gate(P.beta, n, h, 0.0f);
     const float mu = gate(P.mu, n, h, 0.0f);
 
