@@ -9,33 +9,18 @@ import importlib.util
 import pytest
 import torch
 
-from nested_kernels.cases import Case
 from nested_kernels.step_check import assert_step_in_place, call_step, step_inputs
 from nested_kernels.step_check import assert_stream_close
 from nested_kernels.testing import assert_close_rel
 
-ALL = ("log_alpha", "beta", "mu")
-OP = "linear_memory"
+from test_linear_memory_step_triton import GRID, case, check_chunk_start_copy  # shared with the Triton step's
+
 needs_ext = pytest.mark.skipif(importlib.util.find_spec("nested_kernels._C") is None,
                                reason="nested_kernels._C is not built")
 
 
-def case(dtype=torch.float32, *, gates=ALL, C=4, T=11, B=2, H=2, K=8, V=8, init=True, **kw):
-    return Case(OP, dict(B=B, T=T, H=H, K=K, V=V), dtype, dict(chunk_size=C, **kw),
-                dict(gates=gates, initial_state=init))
-
-
 def check(c, **kw):
     assert_stream_close(c, device="cuda", backend="cuda", **kw)
-
-
-GRID = [
-    ((), "external", "after", 4), (("log_alpha",), "external", "before", 3),
-    (("log_alpha", "beta"), "external", "chunk", 4), (ALL, "external", "after", 1),
-    (("mu",), "external", "before", 4), (("beta", "mu"), "external", "chunk", 3),
-    ((), "self", "chunk", 4), (("log_alpha", "beta"), "self", "after", 3),
-    (ALL, "self", "before", 4), (("log_alpha", "mu"), "self", "chunk", 1),
-]
 
 
 @pytest.mark.gpu
@@ -67,17 +52,7 @@ def test_equals_torch_step_in_place(prefix):
 
 @pytest.mark.gpu
 def test_chunk_start_copy_refreshed_at_position_zero():
-    """A hand-made state at a boundary whose M_chunk is stale: like the torch step, the kernel uses
-    M as the chunk start and leaves M_chunk = M_{t-1}."""
-    c = case(T=6)
-    st, tok = step_inputs(c, 4, device="cuda")
-    assert st.position.eq(0).all()
-    st.M_chunk.normal_()
-    ref = st.clone()
-    o = call_step(c, tok, st, "cuda")
-    assert_close_rel(o, call_step(c, tok, ref, "torch"), 1e-5, "o")
-    assert_close_rel(st.M_chunk, ref.M_chunk, 1e-5, "M_chunk")
-    assert torch.equal(st.position, ref.position)
+    check_chunk_start_copy("cuda", "cuda")
 
 
 def test_cpu_tensors_are_refused():
