@@ -1,6 +1,7 @@
 """Benchmarks of the decode steps ``linear_memory_step``, ``mlp_memory_step``, ``fast_mlp_step``
 (SPEC §6): one token for every sequence, state updated in place; providers are the step backends
-(``nested_kernels.triton`` against the ``nested_kernels.torch`` baseline). Mode ``fwd`` only.
+(``nested_kernels.cuda`` where an op has one, ``nested_kernels.triton``, against the
+``nested_kernels.torch`` baseline). Mode ``fwd`` only.
 
 Issue shapes (CUDA), bf16 inputs, float32 states, sequences spread over the positions of their
 chunk (most steps read the chunk-start copy, a few cross a boundary):
@@ -27,7 +28,7 @@ from .utils import Workload
 
 pytestmark = pytest.mark.benchmark(timer=CLOCK, group="decode_step")
 ALL = ("log_alpha", "beta", "mu")
-PROVIDERS = ("triton", "torch")
+PROVIDERS = ("cuda", "triton", "torch")
 
 
 def _available(op: str, backend: str):

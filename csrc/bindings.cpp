@@ -16,6 +16,7 @@
 #include "common/cuda_check.h"
 #include "common/dtypes.h"
 #include "fast_mlp/outer_update.h"
+#include "linear_memory/step.h"
 
 // Written by setup.py (build directory) with the architectures and nvcc of this build.
 #if __has_include("nested_kernels_build_config.h")
@@ -61,6 +62,62 @@ void outer_update_py(std::uintptr_t out, std::uintptr_t weight, std::uintptr_t l
   nk::outer_update(params, reinterpret_cast<cudaStream_t>(stream));
 }
 
+nk::DType checked_dtype(int code, const char* what) {
+  NK_CHECK_ARG(nk::is_valid_dtype(code),
+               std::string("linear_memory_step: ") + what + " dtype code must be one of _C.DTYPE_*, got " +
+                   std::to_string(code));
+  return static_cast<nk::DType>(code);
+}
+
+// A gate as (address or 0, stride n, stride h, dtype code).
+nk::GateArg gate_arg(const py::tuple& g, const char* what) {
+  NK_CHECK_ARG(g.size() == 4, std::string("linear_memory_step: ") + what +
+                                  " must be (address, stride_n, stride_h, dtype)");
+  nk::GateArg arg;
+  arg.ptr = as_ptr<const void>(g[0].cast<std::uintptr_t>());
+  arg.sn = g[1].cast<long long>();
+  arg.sh = g[2].cast<long long>();
+  arg.dtype = checked_dtype(g[3].cast<int>(), what);
+  return arg;
+}
+
+void linear_memory_step_py(std::uintptr_t q, std::uintptr_t k, std::uintptr_t v,
+                           py::tuple token_strides, int token_dtype, py::tuple eta,
+                           py::tuple log_alpha, py::tuple beta, py::tuple mu, std::uintptr_t M,
+                           std::uintptr_t S, std::uintptr_t M_chunk, std::uintptr_t position,
+                           std::uintptr_t counters, std::uintptr_t o, int N, int H, int K, int V,
+                           long long chunk_size, double scale, bool self_target, int read,
+                           std::uintptr_t stream) {
+  NK_CHECK_ARG(token_strides.size() == 6,
+               "linear_memory_step: token_strides must be (sqn, sqh, skn, skh, svn, svh)");
+  nk::LinearMemoryStepParams params;
+  params.q = as_ptr<const void>(q);
+  params.k = as_ptr<const void>(k);
+  params.v = as_ptr<const void>(v);
+  long long* strides[6] = {&params.sqn, &params.sqh, &params.skn, &params.skh, &params.svn, &params.svh};
+  for (int i = 0; i < 6; ++i) *strides[i] = token_strides[i].cast<long long>();
+  params.token_dtype = checked_dtype(token_dtype, "token");
+  params.eta = gate_arg(eta, "eta");
+  params.log_alpha = gate_arg(log_alpha, "log_alpha");
+  params.beta = gate_arg(beta, "beta");
+  params.mu = gate_arg(mu, "mu");
+  params.M = as_ptr<float>(M);
+  params.S = as_ptr<float>(S);
+  params.M_chunk = as_ptr<float>(M_chunk);
+  params.position = as_ptr<long long>(position);
+  params.counters = as_ptr<int>(counters);
+  params.o = as_ptr<void>(o);
+  params.N = N;
+  params.H = H;
+  params.K = K;
+  params.V = V;
+  params.chunk_size = chunk_size;
+  params.scale = static_cast<float>(scale);
+  params.self_target = self_target;
+  params.read = read;
+  nk::linear_memory_step(params, reinterpret_cast<cudaStream_t>(stream));
+}
+
 py::dict build_info() {
   py::dict info;
   info["cuda_archs"] = NK_BUILD_CUDA_ARCHS;
@@ -102,6 +159,20 @@ out, weight [N, P, Q] float32 (out == weight allowed), left [N, n_tok, P] and ri
 `stream` is a cudaStream_t as an int (0: the legacy default stream). Raises ValueError for bad
 sizes/dtype codes and RuntimeError for CUDA errors. Use nested_kernels.ops.fast_mlp.cuda.outer_update
 from Python.)doc");
+
+  m.def("linear_memory_step", &linear_memory_step_py, py::arg("q"), py::arg("k"), py::arg("v"),
+        py::arg("token_strides"), py::arg("token_dtype"), py::arg("eta"), py::arg("log_alpha"),
+        py::arg("beta"), py::arg("mu"), py::arg("M"), py::arg("S"), py::arg("M_chunk"),
+        py::arg("position"), py::arg("counters"), py::arg("o"), py::arg("N"), py::arg("H"),
+        py::arg("K"), py::arg("V"), py::arg("chunk_size"), py::arg("scale"), py::arg("self_target"),
+        py::arg("read"), py::arg("stream"),
+        R"doc(One decode token of linear_memory for N sequences, states updated in place (csrc/linear_memory/step.h).
+
+q, k, v, M, S (0 without momentum), M_chunk, position (int64 [N]), counters (int32 [>= N], zero)
+and o ([N, H, V], token dtype) are device addresses (int) on the current device; token_strides =
+(sqn, sqh, skn, skh, svn, svh) in elements (unit last stride); each gate is (address or 0,
+stride_n, stride_h, dtype code); read: 0 after, 1 before, 2 chunk. Raises ValueError for bad
+arguments and RuntimeError for CUDA errors. Use linear_memory_step(backend="cuda") from Python.)doc");
 
   m.def("build_info", &build_info,
         "dict: CUDA architectures compiled, -gencode flags, nvcc version, CUDA runtime version "

@@ -9,7 +9,8 @@
 2. Agreement and timing at the issue shapes (bench/bench_decode_step.py: N64 H16 K=V=128; N64 H8
    K=V=64 F256; N4 D2048 F8192 / F5504, bf16 inputs, float32 states): one step of the triton and
    the torch step from the same state (relative differences of the output and all state tensors),
-   then the time per step over many steps, two ways: an eager loop of Python-level calls (host
+   then the time per step over many steps (and of the cuda step where the op has one and the
+   extension is built: linear_memory_step), two ways: an eager loop of Python-level calls (host
    overhead included) and CUDA-graph replays of one captured step (device time only), with the
    roofline floor of each case (float32 state bytes at 3.0 TB/s) and the ratio to it.
 
@@ -166,7 +167,12 @@ def check_timing(steps: int, results: dict) -> bool:
             ok &= good
             floor_us = 1e3 * by["triton"].cost.floor_ms("fwd")
             row = dict(op=op, shape=shape, floor_us=floor_us, agreement=agree)
-            for name in ("triton", "torch"):
+            cuda = "cuda" in by and by["cuda"].available(torch.device("cuda")) is None
+            if cuda:                                    # the CUDA step where the op has one (linear_memory)
+                row["cuda_agreement"] = agreement(by["cuda"], by["torch"])
+                good_cuda = max(row["cuda_agreement"].values()) <= 1e-4
+                ok &= good_cuda
+            for name in ("triton", "torch") + (("cuda",) if cuda else ()):
                 row[name] = time_case(by[name], steps)
             t, r = row["triton"], row["torch"]
             print(f"  {op} {shape}: triton vs torch step max rel diff {worst:.1e} ({'ok' if good else 'TOO LARGE'})\n"
@@ -174,6 +180,11 @@ def check_timing(steps: int, results: dict) -> bool:
                   f"({t['graph_us'] / floor_us:.2f}× floor {floor_us:.1f} µs)\n"
                   f"     torch:  eager {r['eager_us']:8.1f} µs  graph {r['graph_us']:8.1f} µs  "
                   f"→ triton speedup {r['eager_us'] / t['eager_us']:.1f}× eager, {r['graph_us'] / t['graph_us']:.1f}× graph")
+            if cuda:
+                cu = row["cuda"]
+                print(f"     cuda:   eager {cu['eager_us']:8.1f} µs  graph {cu['graph_us']:8.1f} µs  "
+                      f"({cu['graph_us'] / floor_us:.2f}× floor); vs torch step max rel diff "
+                      f"{max(row['cuda_agreement'].values()):.1e} ({'ok' if good_cuda else 'TOO LARGE'})")
             results["timing"].append(row)
         except Exception:  # noqa: BLE001
             ok = False

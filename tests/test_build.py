@@ -71,7 +71,7 @@ def _extension_or_skip():
 
 def test_extension_exports():
     ext = _extension_or_skip()
-    assert callable(ext.outer_update)
+    assert callable(ext.outer_update) and callable(ext.linear_memory_step)
     assert (ext.DTYPE_FLOAT32, ext.DTYPE_BFLOAT16, ext.DTYPE_FLOAT16) == (0, 1, 2)
     info = ext.build_info()
     for key in ("cuda_archs", "gencode", "nvcc_version", "cuda_runtime_compiled", "cuda_driver"):

@@ -65,17 +65,22 @@ def test_equals_torch_step_in_place(prefix):
     assert_step_in_place(c, tok, st)
 
 
-def test_chunk_start_copy_refreshed_at_position_zero():
+def check_chunk_start_copy(backend: str = "triton", device: str = "cpu"):
     """A hand-made state at a boundary whose M_chunk is stale: like the torch step, the kernel
-    uses M as the chunk start and leaves M_chunk = M_{t-1}."""
+    uses M as the chunk start and leaves M_chunk = M_{t-1} (and the same position)."""
     c = case(T=6)
-    st, tok = step_inputs(c, 4)
+    st, tok = step_inputs(c, 4, device=device)
     assert st.position.eq(0).all()
     st.M_chunk.normal_()
     ref = st.clone()
-    o = call_step(c, tok, st, "triton")
+    o = call_step(c, tok, st, backend)
     assert_close_rel(o, call_step(c, tok, ref, "torch"), 1e-5, "o")
     assert_close_rel(st.M_chunk, ref.M_chunk, 1e-5, "M_chunk")
+    assert torch.equal(st.position, ref.position)
+
+
+def test_chunk_start_copy_refreshed_at_position_zero():
+    check_chunk_start_copy()
 
 
 def test_strided_token_inputs():

@@ -10,7 +10,7 @@ from ...core.backends import Backend, select_backend, will_differentiate
 from ...core.custom_op import OpSpec, StepSpec
 from ...core.sequences import num_sequences
 from ...core.step_backend import with_state
-from . import chunk, reference, step as step_impl
+from . import chunk, cuda_step, reference, step as step_impl
 from .inputs import compute_dtype
 from .state import LinearMemoryState
 
@@ -143,6 +143,7 @@ try:  # the fused Triton step; triton itself is imported only when it first runs
     STEP_BACKENDS["triton"] = _TRITON_STEP
 except ImportError:  # pragma: no cover
     pass
+STEP_BACKENDS["cuda"] = cuda_step.BACKEND      # the extension is looked up when a step first runs
 STEP_OP = StepSpec("linear_memory_step", STEP_INPUTS, STEP_STATE, step_impl.fake, STEP_BACKENDS)
 
 
