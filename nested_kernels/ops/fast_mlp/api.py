@@ -6,7 +6,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from ...core import checks
-from ...core.backends import Backend, select_backend
+from ...core.backends import TRITON_FIRST, Backend, select_backend
 from ...core.custom_op import OpSpec, StepSpec, autograd_backward
 from ...core.sequences import num_sequences
 from ...core.step_backend import with_state
@@ -60,7 +60,7 @@ except ImportError:  # pragma: no cover
 OP = OpSpec("fast_mlp", INPUTS, OUTPUTS, _fake, BACKENDS, residuals=("saved",))
 # backend="auto": the triton backend (bf16 products, fused update, hand-written backward) is ~10x
 # faster than ``cuda`` (the torch chunk loop with the outer_update kernel, autograd backward).
-AUTO_ORDER = ("triton", "cuda", "torch", "reference")
+AUTO_ORDER = TRITON_FIRST
 
 StateLike = Union[FastMLPState, tuple, list, None]
 def _weight_forms(mlp: str, D: int, F_: int) -> list[tuple[str, tuple, str]]:
