@@ -521,6 +521,42 @@ def test_dual_token_major():
     torch.testing.assert_close(plain, A[:, rows] @ W)
 
 
+@pytest.mark.parametrize("layer2", ["off", "1", "9"])
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_dual_layer2(dual_calls, monkeypatch, layer2, blocks):
+    """The second layer through the Grams of every earlier token ("off"), or through its weights
+    materialised at every block start from the first block starting at ≥ 1 (9) tokens on
+    (NESTED_KERNELS_FAST_MLP_DUAL_LAYER2), with blocks of one and two chunks: outputs, final state
+    and every gradient against the reference — swiglu with per-sequence initial weights and
+    retention, and gelu with a teach signal and no residual."""
+    from nested_kernels.ops.fast_mlp import dual
+    monkeypatch.setenv(dual.LAYER2_ENV, layer2)
+    monkeypatch.setattr(dual, "_block_chunks", lambda L, C: blocks)
+    x, st = make(T=23, mlp="swiglu", F=48, seed=7, state="weights")
+    check(x, st, mlp="swiglu", C=4, retention=0.9, final=True)
+    x, st = make(T=21, seed=8)
+    check(x, st, C=4, mode="teach", residual=False, retention=0.8, final=True)
+
+
+def test_dual_layer2_knob(monkeypatch):
+    """The default materialises the second layer from the first block starting at ≥ F·D/(2(F+D))
+    tokens (819 at D2048 F8192: the third block of 512 tokens); "off" never; other values are a
+    ValueError naming the variable."""
+    from types import SimpleNamespace
+    from nested_kernels.ops.fast_mlp import dual
+    c = SimpleNamespace(F=8192, D=2048)
+    blocks = dual._blocks(4096, 64)
+    monkeypatch.delenv(dual.LAYER2_ENV, raising=False)
+    assert dual._layer2_from(c, blocks) == 2
+    monkeypatch.setenv(dual.LAYER2_ENV, "off")
+    assert dual._layer2_from(c, blocks) == len(blocks)
+    monkeypatch.setenv(dual.LAYER2_ENV, "0")
+    assert dual._layer2_from(c, blocks) == 1
+    monkeypatch.setenv(dual.LAYER2_ENV, "many")
+    with pytest.raises(ValueError, match=dual.LAYER2_ENV):
+        dual._layer2_from(c, blocks)
+
+
 def test_dual_block_knob(monkeypatch):
     """NESTED_KERNELS_FAST_MLP_DUAL_BLOCK sets the tokens per block; by default ≈ √(L·C) (B4
     T4096 C64: 512 tokens, 8 chunks); a non-number is a ValueError naming the variable."""

@@ -104,7 +104,8 @@ def release_graphs():
 
 def _key(c: _Consts, phase: str, X: torch.Tensor, mode: int, *flags) -> tuple:
     """What fixes a walk's control flow and shapes: the graph cache's key."""
-    return (phase, tuple(X.shape), c.F1, c.F, c.C, c.cd, c.act, c.residual, c.retention, mode, X.device, *flags)
+    return (phase, tuple(X.shape), c.F1, c.F, c.C, c.cd, c.act, c.residual, c.retention, mode, X.device,
+            _block_chunks(X.shape[1], c.C), getenv(LAYER2_ENV), *flags)
 
 
 def residual_numel(c: _Consts, tokens: int, square: int) -> int:
@@ -164,6 +165,39 @@ def _blocks(L: int, C: int) -> list:
     return [(g[0][1], g[-1][1] + g[-1][2], g) for g in (ch[i:i + m] for i in range(0, len(ch), m))]
 
 
+LAYER2_ENV = "NESTED_KERNELS_FAST_MLP_DUAL_LAYER2"
+
+
+def _layer2_from(c: _Consts, blocks: list) -> int:
+    """Index of the first block from which the second layer's weights are materialised at every
+    block start (``_layer2_weights``; len(blocks): never). A chunk of such a block multiplies by its
+    sequence's W2_b [D, F] (G·D·F values read per product) instead of W2₀ (shared) and the history
+    A, Gh of the earlier blocks (G·b0·(F + D) values): it pays once the block starts after ≈
+    F·D / (2(F + D)) tokens (819 at D2048 F8192) — the default, in tokens;
+    NESTED_KERNELS_FAST_MLP_DUAL_LAYER2 = a number of tokens, or "off"."""
+    env = getenv(LAYER2_ENV)
+    if env == "off":
+        return len(blocks)
+    if env and not env.isdigit():
+        raise ValueError(f"{LAYER2_ENV} must be a number of tokens or off, got {env!r}")
+    tokens = max(1, int(env) if env else c.F * c.D // (2 * (c.F + c.D)))
+    return next((i for i, (b0, _, _) in enumerate(blocks) if b0 >= tokens), len(blocks))
+
+
+def _layer2_weights(c: _Consts, dec: "_Decay", Gh, A, W2m, blocks: list, first: int):
+    """Yield the second layer's weights at the start of blocks first, first + 1, … in the compute
+    dtype [G, D, F]: W2_b = r^(k_b − k_a) W2_a − Σ_{a0 ≤ j < b0} r^(k_b − 1 − chunk j) Ghⱼᵀ Aⱼ with
+    W2_a the previous block's (float32 masters; the first from W2₀'s master ``W2m`` and every
+    earlier token). Gh and A are read up to each block's start only."""
+    W, h0, k0 = W2m, 0, 0
+    for b0, _, chunks in blocks[first:]:
+        kb = chunks[0][0]
+        W, copy = c.outer(dec.pow_rows(Gh[:, h0:b0], h0, kb - 1, -1), A[:, h0:b0], W=W,
+                          alpha=c.retention ** (kb - k0), beta=-1.0, copy=True)
+        yield copy
+        h0, k0 = b0, kb
+
+
 class _Decay:
     """Powers of the retention r per chunk: Γ over the earlier columns of a chunk's Gram rows,
     r^k per token. Nothing to scale when r == 1."""
@@ -179,14 +213,22 @@ class _Decay:
         exponents clamped at 0 (their factors are read only left of the row's chunk)."""
         return torch.pow(self.r, (rows[:, None] - 1 - self.block[None, :]).clamp_min(0).to(torch.float32))
 
-    def gram(self, S: torch.Tensor, k: int, t: int):
-        """S [G, n, t] (chunk k's rows against the t earlier tokens) *= r^(k−1−j): one launch per
-        call from a table of every chunk's row of factors, made at the first call."""
-        if self.on and t:
+    def gram(self, S: torch.Tensor, k: int, t: int, h0: int = 0):
+        """S [G, n, t − h0] (chunk k's rows against the earlier tokens h0 … t) *= r^(k−1−j): one
+        launch per call from a table of every chunk's row of factors, made at the first call."""
+        if self.on and t > h0:
             if self.rows is None:
                 chunks = torch.arange(len(self.block) // self.C + 1, device=S.device)
                 self.rows = self._gamma(chunks).to(S.dtype)
-            S.mul_(self.rows[k, :t])
+            S.mul_(self.rows[k, h0:t])
+
+    def pow_rows(self, T: torch.Tensor, r0: int, a: int, s: int) -> torch.Tensor:
+        """T [G, n, W] (rows r0 … r0+n) times r^(a + s·chunk) per row: a scaled copy, or T itself
+        when r == 1."""
+        if not self.on:
+            return T
+        p = (a + s * self.block[r0:r0 + T.shape[1]]).to(torch.float32)
+        return T * torch.pow(self.r, p).to(T.dtype)[:, None]
 
     def square(self, S: torch.Tensor, r0: int = 0):
         """S [G, n, m] (rows r0 … r0+n, columns 0 … m of an [L, L] Gram) *= Γ below the chunk
@@ -228,8 +270,9 @@ def _wmm(A: torch.Tensor, W: torch.Tensor, out: torch.Tensor, alpha: float = 1.0
     return out.baddbmm_(A, W, beta=beta, alpha=alpha) if scaled else torch.bmm(A, W, out=out)
 
 
-def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.Tensor]):
-    """Fill the residuals ``res`` (and Y when given) of one group; returns (Dh, Gh)."""
+def _forward(c: _Consts, Wc, W2m, X, E, S, mode: int, res: tuple, Y: Optional[torch.Tensor]):
+    """Fill the residuals ``res`` (and Y when given) of one group; returns (Dh, Gh). ``Wc``: the
+    initial weights in the compute dtype, ``W2m``: the second layer's master (``_layer2_weights``)."""
     from .triton_kernels import _act_kernel, _d_kernel, _out_kernel
     G, L, D = X.shape
     dev = X.device
@@ -245,27 +288,32 @@ def _forward(c: _Consts, Wc, X, E, S, mode: int, res: tuple, Y: Optional[torch.T
             dec.square(SX[:, b0:b1, :e], b0)
     Dh, Gh = _tokens(G, L, c.F1, c.cd, dev), _tokens(G, L, D, c.cd, dev)
     O = _tokens(G, min(c.C, L), D, c.cd, dev)
-    for b0, b1, chunks in blocks:
+    first = _layer2_from(c, blocks)
+    W2s = _layer2_weights(c, dec, Gh, A, W2m, blocks, first)
+    for bi, (b0, b1, chunks) in enumerate(blocks):
         if b0:       # the block's rows against the earlier blocks' Dh: one product per block
             Z[:, b0:b1].baddbmm_(SX[:, b0:b1, :b0], Dh[:, :b0], alpha=-1.0)
+        # the second layer: W2₀ and every earlier token, or from ``first`` on the block's W2_b and
+        # the block's earlier tokens (h0 = b0, powers of r from the block's first chunk kb)
+        W2, h0, kb = (next(W2s), b0, chunks[0][0]) if bi >= first else (Wc[1], 0, 0)
         for k, t, n in chunks:
-            R, H, rk = slice(t, t + n), slice(0, t), c.retention ** k
+            R, H, rk = slice(t, t + n), slice(h0, t), c.retention ** (k - kb)
             Zk, Ak, Ek, Gk, Xk, Sk, Etk = Z[:, R], A[:, R], Ee[:, R], Gs[:, R], X[:, R], S[:, R], E[:, R]
             if t > b0:
                 Zk.baddbmm_(SX[:, R, b0:t], Dh[:, b0:t], alpha=-1.0)
             c.ew(_act_kernel, n, c.F, G, Zk, Ak, n, c.F, *_st(Zk), *_st(Ak), ACT=c.act)
-            o = _wmm(Ak, Wc[1].mT, O[:, :n])
-            if t:
+            o = _wmm(Ak, W2.mT, O[:, :n])
+            if t > h0:
                 sa = torch.bmm(Ak, A[:, H].mT, out=SA[:, R, H])
-                dec.gram(sa, k, t)
+                dec.gram(sa, k, t, h0)
                 o.baddbmm_(sa, Gh[:, H], beta=rk, alpha=-1.0)
             Yk = Y[:, R] if Y is not None else o
             c.ew(_out_kernel, n, D, G, Xk, o, Sk, Etk, Yk, Gk, Gh[:, R], n, D, *_st(Xk), *_st(o), *_st(Sk),
                  *_st2(Etk), *_st(Yk), *_st(Gk), RESIDUAL=c.residual, MODE=mode, STORE_Y=Y is not None)
-            _wmm(Gk, Wc[1], Ek)
-            if t:
+            _wmm(Gk, W2, Ek)
+            if t > h0:
                 sg = torch.bmm(Gk, Gh[:, H].mT, out=SG[:, R, H])
-                dec.gram(sg, k, t)
+                dec.gram(sg, k, t, h0)
                 Ek.baddbmm_(sg, A[:, H], beta=rk, alpha=-1.0)
             c.ew(_d_kernel, n, c.F, G, Ek, Zk, Etk, Dh[:, R], n, c.F, *_st(Ek), *_st(Zk), *_st2(Etk),
                  *_st(Dh[:, R]), ACT=c.act)
@@ -286,11 +334,11 @@ def run(W, U, X, E, S, pos, cfg, mode, saved: Optional[_Saved] = None):
     Y = new_empty(G, L, D, dtype=X.dtype, device=X.device)
     Wc = _copies(c, Wm)
     if _graphed(X):
-        def walk(X_, E_, S_, W1_, W2_):
+        def walk(X_, E_, S_, W1_, W2_, W2m_):
             r = _residuals(c, None, G, L, X.device)
             Y_ = new_empty(G, L, D, dtype=X.dtype, device=X.device)
-            return (*r, Y_, *_forward(c, (W1_, W2_), X_, E_, S_, _MODE[mode], r, Y_))
-        outs = _GRAPHS.run(_key(c, "fwd", X, _MODE[mode], Wc[0].dim()), walk, (X, E, S, *Wc))
+            return (*r, Y_, *_forward(c, (W1_, W2_), W2m_, X_, E_, S_, _MODE[mode], r, Y_))
+        outs = _GRAPHS.run(_key(c, "fwd", X, _MODE[mode], Wc[0].dim()), walk, (X, E, S, *Wc, Wm[1]))
         res, Dh, Gh = outs[:7], outs[8], outs[9]     # the graph's own: valid within this call
         Y.copy_(outs[7])
         if saved is not None:
@@ -298,7 +346,7 @@ def run(W, U, X, E, S, pos, cfg, mode, saved: Optional[_Saved] = None):
                 dst.copy_(src)
     else:
         res = _residuals(c, saved, G, L, X.device)
-        Dh, Gh = _forward(c, Wc, X, E, S, _MODE[mode], res, Y)
+        Dh, Gh = _forward(c, Wc, Wm[1], X, E, S, _MODE[mode], res, Y)
     full = L // c.C * c.C                          # tokens of complete chunks
     pos_end = L - full
     if not c.final:
@@ -354,13 +402,12 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
     G, L, D = X.shape
     dev = X.device
     Wc = _copies(c, W0)
-    W2 = Wc[1]
     rerun = res is None
     if rerun:
         res = _residuals(c, None, G, L, dev)
     Z, A, Ee, Gs, SX, SA, SG = res
     if rerun:                            # no residuals kept: run the forward again
-        Dh, Gh = _forward(c, Wc, X, E, S, mode, res, None)
+        Dh, Gh = _forward(c, Wc, W0[1], X, E, S, mode, res, None)
     else:                                # Dh = η ⊙ d and Gh = η ⊙ g from the residuals
         from .triton_kernels import _d_kernel
         Dh, Gh = _tokens(G, L, c.F1, c.cd, dev), _tokens(G, L, D, c.cd, dev)
@@ -377,26 +424,44 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
     ED, Q, EGS = (_tokens(G, n0, w, c.cd, dev) for w in (c.F1, D, D))
     P1, P2, AF = (_tokens(G, nb, w, c.cd, dev) for w in (c.F1, D, c.F))
     fin = _final_terms(c, X, A, Gh, gWc, gUc, dec)
-    for b0, b1, chunks in reversed(_blocks(L, c.C)):
+    blocks = _blocks(L, c.C)
+    first = _layer2_from(c, blocks)
+    W2b = list(_layer2_weights(c, dec, Gh, A, W0[1], blocks, first))
+    # W2h: the adjoint of the second layer's weights at the start of block m (the first
+    # materialised block after the current one), float32 [G, D, F]: what the chunks of blocks ≥ m
+    # ask of the earlier tokens' Gh and A (P2 += r^(k_m−1−chunk) A W2hᵀ, AF += r^(..) Gh W2h)
+    W2h, m = None, len(blocks)
+    for bi in reversed(range(len(blocks))):
+        b0, b1, chunks = blocks[bi]
         # what the later blocks and the final state ask of this block's Dh, Gh, A, one product
-        # each per block: P1 = −D̂h, P2 = −Ĝh, AF = −(the later tokens' part of Â)
-        B, Fb = slice(b0, b1), slice(b1, L)
+        # each per block: P1 = −D̂h, P2 = −Ĝh, AF = −(the later tokens' part of Â); the second
+        # layer's through the Grams for the later tokens before block m, through W2h after
+        B, Fb, F2 = slice(b0, b1), slice(b1, L), slice(b1, blocks[m][0] if m < len(blocks) else L)
         p1b, p2b, afb = P1[:, :b1 - b0], P2[:, :b1 - b0], AF[:, :b1 - b0]
         if b1 < L:
             torch.bmm(SX[:, Fb, B].mT, Zh[:, Fb], out=p1b)
-            torch.bmm(SA[:, Fb, B].mT, Oh[:, Fb], out=p2b)
-            p2b.baddbmm_(BEA[:, Fb, B].mT, Gs[:, Fb])
-            torch.bmm(SG[:, Fb, B].mT, Eh[:, Fb], out=afb)
-            afb.baddbmm_(BOG[:, Fb, B].mT, A[:, Fb])
         else:
-            for t_ in (p1b, p2b, afb):
-                t_.zero_()
+            p1b.zero_()
+        if F2.start < F2.stop:
+            torch.bmm(SA[:, F2, B].mT, Oh[:, F2], out=p2b)
+            p2b.baddbmm_(BEA[:, F2, B].mT, Gs[:, F2])
+            torch.bmm(SG[:, F2, B].mT, Eh[:, F2], out=afb)
+            afb.baddbmm_(BOG[:, F2, B].mT, A[:, F2])
+        else:
+            p2b.zero_()
+            afb.zero_()
+        if W2h is not None:
+            km = blocks[m][2][0][0]
+            p2b.baddbmm_(dec.pow_rows(A[:, B], b0, km - 1, -1), W2h.mT.to(c.cd))
+            afb.baddbmm_(dec.pow_rows(Gh[:, B], b0, km - 1, -1), W2h.to(c.cd))
+        mat = bi >= first
+        W2, h0, kb = (W2b[bi - first], b0, chunks[0][0]) if mat else (Wc[1], 0, 0)
         if fin is not None:
             p1b.add_(fin[0][:, B])
             p2b.add_(fin[1][:, B])
             afb.sub_(fin[2][:, B])
         for k, t, n in reversed(chunks):
-            R, H, Nf, rk = slice(t, t + n), slice(0, t), slice(t + n, b1), c.retention ** k
+            R, H, Nf, rk = slice(t, t + n), slice(h0, t), slice(t + n, b1), c.retention ** (k - kb)
             R0 = slice(t - b0, t - b0 + n)                       # the chunk's rows in the block's
             Zk, Ek, Gk, Etk = Z[:, R], Ee[:, R], Gs[:, R], E[:, R]
             p1, p2 = p1b[:, R0], p2b[:, R0]
@@ -410,9 +475,9 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
                  *_st(Zk), *_st(p1), *_st2(Etk), *_st(ED[:, :n]), *_st2(dE[:, R]), ACT=c.act)
             # Q: Ê's part of Ĝ = r^k Ê W2₀ᵀ − (Ê Aᵀ ∘ Γ) Gh over earlier tokens
             q = _wmm(Ehk, W2.mT, Q[:, :n])
-            if t:
+            if t > h0:
                 bea = torch.bmm(Ehk, A[:, H].mT, out=BEA[:, R, H])
-                dec.gram(bea, k, t)
+                dec.gram(bea, k, t, h0)
                 q.baddbmm_(bea, Gh[:, H], beta=rk, alpha=-1.0)
             # Ĝ = η Ĝh + Q; Ô = ŷ [+ Ĝ], the signal's gradient, η̂ += Σ Ĝh ⊙ g
             Ohk = Oh[:, R]
@@ -423,9 +488,9 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
             # Â = r^k Ô W2₀ − (Ô Ghᵀ ∘ Γ) A (earlier) − Σ_later (SGᵀ Ê + BOGᵀ A) [− r.. Gh Ŵ2 | + Gh Û2],
             # formed in place of AF's rows (−the later part)
             ah = _wmm(Ohk, W2, afb[:, R0], alpha=rk, beta=-1.0)
-            if t:
+            if t > h0:
                 bog = torch.bmm(Ohk, Gh[:, H].mT, out=BOG[:, R, H])
-                dec.gram(bog, k, t)
+                dec.gram(bog, k, t, h0)
                 ah.baddbmm_(bog, A[:, H], alpha=-1.0)
             if t + n < b1:
                 ah.baddbmm_(SG[:, Nf, R].mT, Eh[:, Nf], alpha=-1.0)
@@ -433,6 +498,11 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
             Zhk = Zh[:, R]
             c.ew(_b3_kernel, n, c.F, G, Zk, Ek, p1, Etk, ah, Zhk, -1.0, n, c.F, *_st(Zk), *_st(Ek), *_st(p1),
                  *_st2(Etk), *_st(ah), ACT=c.act, HAS_M=True)
+        if mat:      # W2h at this block's start: its chunks' Σ r^(k−kb) (Ôᵀ A + Gᵀ Ê) + r^(k_m−kb) W2h
+            km = blocks[m][2][0][0] if m < len(blocks) else 0
+            W2h = c.outer(dec.pow_rows(Oh[:, B], b0, -kb, 1), A[:, B], L2=Gs[:, B],
+                          R2=dec.pow_rows(Eh[:, B], b0, -kb, 1), W=W2h, alpha=c.retention ** (km - kb))[0]
+            m = bi
     # X̂ needs nothing of the walk but Ẑ and Ô: one set of products over all tokens after it
     _input_grad(c, dX, Zh, Oh, Dh, X, Wc[0], dec, gWc, gUc)
     # Ŵ1₀ = Σ_t r^chunk Ẑᵀ X [+ r^nc Ŵ1_final], Ŵ2₀ = Σ_t r^chunk (Ôᵀ A + Gᵀ Ê) [+ r^nc Ŵ2_final]
