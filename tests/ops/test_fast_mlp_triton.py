@@ -539,19 +539,18 @@ def test_dual_layer2(dual_calls, monkeypatch, layer2, blocks):
 
 
 def test_dual_layer2_knob(monkeypatch):
-    """The default materialises the second layer from the first block starting at ≥ F·D/(2(F+D))
-    tokens (819 at D2048 F8192: the third block of 512 tokens); "off" never; other values are a
-    ValueError naming the variable."""
+    """NESTED_KERNELS_FAST_MLP_DUAL_LAYER2: unset or "off" never materialises the second layer;
+    a number of tokens does from the first block starting there (block 0 never); anything else is
+    a ValueError naming the variable."""
     from types import SimpleNamespace
     from nested_kernels.ops.fast_mlp import dual
     c = SimpleNamespace(F=8192, D=2048)
     blocks = dual._blocks(4096, 64)
     monkeypatch.delenv(dual.LAYER2_ENV, raising=False)
-    assert dual._layer2_from(c, blocks) == 2
-    monkeypatch.setenv(dual.LAYER2_ENV, "off")
-    assert dual._layer2_from(c, blocks) == len(blocks)
-    monkeypatch.setenv(dual.LAYER2_ENV, "0")
-    assert dual._layer2_from(c, blocks) == 1
+    assert dual._layer2_from(c, blocks) == len(blocks) == 8
+    for env, first in (("off", 8), ("819", 2), ("0", 1), ("4096", 8)):
+        monkeypatch.setenv(dual.LAYER2_ENV, env)
+        assert dual._layer2_from(c, blocks) == first
     monkeypatch.setenv(dual.LAYER2_ENV, "many")
     with pytest.raises(ValueError, match=dual.LAYER2_ENV):
         dual._layer2_from(c, blocks)
