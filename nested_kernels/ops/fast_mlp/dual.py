@@ -25,7 +25,9 @@ Grams) is one product per block, the rest per chunk. What feeds nothing back int
 computed outside it as products over all tokens: the final state's adjoint terms before it
 (``_final_terms``), the input gradient X̂ (with the Gram Ẑ Dhᵀ, ``_input_grad``) and the weight
 gradients after it. The products are cuBLAS GEMMs in the
-input dtype (bmm with strided views, float32 accumulation); the elementwise parts are the triton
+input dtype (bmm with strided views, float32 accumulation) on token tensors stored token-major
+(``_tokens``: a product with shared weights is one GEMM over all sequences' rows); from a block
+on (``_layer2_from``, opt-in) the second layer's weights are materialised per block; the elementwise parts are the triton
 backend's kernels (``_act``, ``_out``, ``_d``, ``_b1``–``_b3``), so the local algebra is shared
 with the materialised form. Arithmetic grows as T² per sequence (docs/fast_mlp.md §1 says when
 this form is chosen). The walks issue ≈ 25 launches per chunk; on CUDA they are replayed as CUDA
