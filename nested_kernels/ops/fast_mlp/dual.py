@@ -433,9 +433,10 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
     first = _layer2_from(c, blocks)
     W2b = list(_layer2_weights(c, dec, Gh, A, W0[1], blocks, first))
     # W2h: the adjoint of the second layer's weights at the start of block m (the first
-    # materialised block after the current one), float32 [G, D, F]: what the chunks of blocks ≥ m
-    # ask of the earlier tokens' Gh and A (P2 += r^(k_m−1−chunk) A W2hᵀ, AF += r^(..) Gh W2h)
-    W2h, m = None, len(blocks)
+    # materialised block after the current one), float32 [G, D, F], and W2hc its compute-dtype
+    # copy from the same update pass: what the chunks of blocks ≥ m ask of the earlier tokens' Gh
+    # and A (P2 += r^(k_m−1−chunk) A W2hᵀ, AF += r^(..) Gh W2h)
+    W2h, W2hc, m = None, None, len(blocks)
     for bi in reversed(range(len(blocks))):
         b0, b1, chunks = blocks[bi]
         # what the later blocks and the final state ask of this block's Dh, Gh, A, one product
@@ -457,8 +458,8 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
             afb.zero_()
         if W2h is not None:
             km = blocks[m][2][0][0]
-            p2b.baddbmm_(dec.pow_rows(A[:, B], b0, km - 1, -1), W2h.mT.to(c.cd))
-            afb.baddbmm_(dec.pow_rows(Gh[:, B], b0, km - 1, -1), W2h.to(c.cd))
+            p2b.baddbmm_(dec.pow_rows(A[:, B], b0, km - 1, -1), W2hc.mT)
+            afb.baddbmm_(dec.pow_rows(Gh[:, B], b0, km - 1, -1), W2hc)
         mat = bi >= first
         W2, h0, kb = (W2b[bi - first], b0, chunks[0][0]) if mat else (Wc[1], 0, 0)
         if fin is not None:
@@ -505,8 +506,9 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
                  *_st2(Etk), *_st(ah), ACT=c.act, HAS_M=True)
         if mat:      # W2h at this block's start: its chunks' Σ r^(k−kb) (Ôᵀ A + Gᵀ Ê) + r^(k_m−kb) W2h
             km = blocks[m][2][0][0] if m < len(blocks) else 0
-            W2h = c.outer(dec.pow_rows(Oh[:, B], b0, -kb, 1), A[:, B], L2=Gs[:, B],
-                          R2=dec.pow_rows(Eh[:, B], b0, -kb, 1), W=W2h, alpha=c.retention ** (km - kb))[0]
+            W2h, W2hc = c.outer(dec.pow_rows(Oh[:, B], b0, -kb, 1), A[:, B], L2=Gs[:, B],
+                                R2=dec.pow_rows(Eh[:, B], b0, -kb, 1), W=W2h, alpha=c.retention ** (km - kb),
+                                copy=True)
             m = bi
     # X̂ needs nothing of the walk but Ẑ and Ô: one set of products over all tokens after it
     _input_grad(c, dX, Zh, Oh, Dh, X, Wc[0], dec, gWc, gUc)
