@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Next GPU call after 2026-12-06d (not run yet): the opt-in materialised second layer of fast_mlp's
+# dual walk with W2h's compute-dtype copy from its update pass (commit after 4ede98f, CPU-tested):
+# (1) the dual-form GPU check with it on from 256 tokens (the check's blocks start at 128/256);
+# (2) gelu / swiglu C64 fwd+bwd with it off, from 819 and from 2048 tokens, in one run.
+. "$(dirname "$0")/lib.sh"
+T="python3 python/check_fast_mlp_triton.py --no-check --no-big --no-cms --chunks 64"
+{
+fg check 170 env NESTED_KERNELS_FAST_MLP_FORM=dual NESTED_KERNELS_FAST_MLP_DUAL_LAYER2=256 python3 python/check_fast_mlp_triton.py --no-time
+for v in off 819 2048; do
+fg "layer2_$v" 60 env NESTED_KERNELS_FAST_MLP_DUAL_LAYER2=$v $T --json "$OUT/time_$v.json"
+done
+echo "=== done ($(now))"
+} > "$OUT/next.log" 2>&1
