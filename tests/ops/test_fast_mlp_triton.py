@@ -542,18 +542,16 @@ def test_dual_layer2_knob(monkeypatch):
     """NESTED_KERNELS_FAST_MLP_DUAL_LAYER2: unset or "off" never materialises the second layer;
     a number of tokens does from the first block starting there (block 0 never); anything else is
     a ValueError naming the variable."""
-    from types import SimpleNamespace
     from nested_kernels.ops.fast_mlp import dual
-    c = SimpleNamespace(F=8192, D=2048)
     blocks = dual._blocks(4096, 64)
     monkeypatch.delenv(dual.LAYER2_ENV, raising=False)
-    assert dual._layer2_from(c, blocks) == len(blocks) == 8
+    assert dual._layer2_from(blocks) == len(blocks) == 8
     for env, first in (("off", 8), ("819", 2), ("0", 1), ("4096", 8)):
         monkeypatch.setenv(dual.LAYER2_ENV, env)
-        assert dual._layer2_from(c, blocks) == first
+        assert dual._layer2_from(blocks) == first
     monkeypatch.setenv(dual.LAYER2_ENV, "many")
     with pytest.raises(ValueError, match=dual.LAYER2_ENV):
-        dual._layer2_from(c, blocks)
+        dual._layer2_from(blocks)
 
 
 def test_dual_block_knob(monkeypatch):

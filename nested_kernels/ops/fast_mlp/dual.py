@@ -24,10 +24,10 @@ against earlier Dh; the backward's later adjoints against the precomputed or alr
 Grams) is one product per block, the rest per chunk. What feeds nothing back into the walk is
 computed outside it as products over all tokens: the final state's adjoint terms before it
 (``_final_terms``), the input gradient X̂ (with the Gram Ẑ Dhᵀ, ``_input_grad``) and the weight
-gradients after it. The products are cuBLAS GEMMs in the
-input dtype (bmm with strided views, float32 accumulation) on token tensors stored token-major
-(``_tokens``: a product with shared weights is one GEMM over all sequences' rows); from a block
-on (``_layer2_from``, opt-in) the second layer's weights are materialised per block; the elementwise parts are the triton
+gradients after it. The products are cuBLAS GEMMs in the input dtype (bmm with strided views,
+float32 accumulation) on token tensors stored token-major (``_tokens``: a product with shared
+weights is one GEMM over all sequences' rows); from a block on (``_layer2_from``, opt-in) the
+second layer's weights are materialised per block; the elementwise parts are the triton
 backend's kernels (``_act``, ``_out``, ``_d``, ``_b1``–``_b3``), so the local algebra is shared
 with the materialised form. Arithmetic grows as T² per sequence (docs/fast_mlp.md §1 says when
 this form is chosen). The walks issue ≈ 25 launches per chunk; on CUDA they are replayed as CUDA
@@ -170,7 +170,7 @@ def _blocks(L: int, C: int) -> list:
 LAYER2_ENV = "NESTED_KERNELS_FAST_MLP_DUAL_LAYER2"
 
 
-def _layer2_from(c: _Consts, blocks: list) -> int:
+def _layer2_from(blocks: list) -> int:
     """Index of the first block from which the second layer's weights are materialised at every
     block start (``_layer2_weights``; len(blocks): never, the default). A chunk of such a block
     multiplies by its sequence's W2_b [D, F] (G·D·F values read per product) instead of W2₀
@@ -293,7 +293,7 @@ def _forward(c: _Consts, Wc, W2m, X, E, S, mode: int, res: tuple, Y: Optional[to
             dec.square(SX[:, b0:b1, :e], b0)
     Dh, Gh = _tokens(G, L, c.F1, c.cd, dev), _tokens(G, L, D, c.cd, dev)
     O = _tokens(G, min(c.C, L), D, c.cd, dev)
-    first = _layer2_from(c, blocks)
+    first = _layer2_from(blocks)
     W2s = _layer2_weights(c, dec, Gh, A, W2m, blocks, first)
     for bi, (b0, b1, chunks) in enumerate(blocks):
         if b0:       # the block's rows against the earlier blocks' Dh: one product per block
@@ -430,7 +430,7 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
     P1, P2, AF = (_tokens(G, nb, w, c.cd, dev) for w in (c.F1, D, c.F))
     fin = _final_terms(c, X, A, Gh, gWc, gUc, dec)
     blocks = _blocks(L, c.C)
-    first = _layer2_from(c, blocks)
+    first = _layer2_from(blocks)
     W2b = list(_layer2_weights(c, dec, Gh, A, W0[1], blocks, first))
     # W2h: the adjoint of the second layer's weights at the start of block m (the first
     # materialised block after the current one), float32 [G, D, F], and W2hc its compute-dtype
