@@ -14,6 +14,7 @@ the case's dtype unless the case says ``gate_dtype``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import math
 from typing import Any, Callable, Optional
@@ -21,6 +22,7 @@ from typing import Any, Callable, Optional
 import torch
 
 OPS = ("linear_memory", "mlp_memory", "fast_mlp", "self_modifying_titans")
+STEP_OPS = ("linear_memory_step", "mlp_memory_step", "fast_mlp_step")   # decode steps (SPEC §6)
 
 DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
 
@@ -111,12 +113,24 @@ def load_op(op: str) -> tuple[Callable, dict]:
     return getattr(api, op), getattr(api, "BACKENDS")
 
 
+def load_step(op: str) -> tuple[Callable, dict]:
+    """(public step function, STEP_BACKENDS dict) of a decode step ``op`` = "<full op>_step"."""
+    api = importlib.import_module(f"nested_kernels.ops.{step_base(op)}.api")
+    return getattr(api, op), getattr(api, "STEP_BACKENDS")
+
+
+def step_base(op: str) -> str:
+    """The full op whose decode step ``op`` is (``linear_memory_step`` → ``linear_memory``)."""
+    return op[:-len("_step")]
+
+
 def op_status(op: str) -> Optional[str]:
-    """None when ``op`` can be imported, else why not (one line)."""
+    """None when ``op`` (an op or a decode step) can be imported, else why not (one line)."""
     try:
-        load_op(op)
+        load_step(op) if op in STEP_OPS else load_op(op)
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith(f"nested_kernels.ops.{op}"):
+        base = step_base(op) if op in STEP_OPS else op
+        if exc.name and exc.name.startswith(f"nested_kernels.ops.{base}"):
             return "not available (module missing)"
         return f"not available (import failed: {exc})"
     except Exception as exc:  # noqa: BLE001 - report any import error as "not available"
@@ -569,6 +583,69 @@ _CALL = {"linear_memory": _call_linear, "mlp_memory": _call_mlp, "fast_mlp": _ca
          "self_modifying_titans": _call_smt}
 _CASES = {"linear_memory": _linear_cases, "mlp_memory": _mlp_cases, "fast_mlp": _fast_cases,
           "self_modifying_titans": _smt_cases}
+
+
+# ---------------------------------------------------------------------------------------------
+# Decode-step cases: (case of the full op, prefix); the stream's first ``prefix`` tokens by the
+# full op, the rest (crossing a chunk boundary) one step at a time (``step_check.stream_errors``)
+# ---------------------------------------------------------------------------------------------
+STEP_GATES = ("log_alpha", "beta", "mu")
+
+
+def step_case_lm(dtype, C, gates=STEP_GATES, N=64, H=16, K=128, V=128, **kw) -> Case:
+    """A linear_memory stream of C + 8 tokens (N sequences) with initial states."""
+    return Case("linear_memory", dict(B=N, T=C + 8, H=H, K=K, V=V), dtype, dict(chunk_size=C, **kw),
+                dict(gates=gates, initial_state=True))
+
+
+def step_case_mm(dtype, C, gates=STEP_GATES, N=64, H=8, K=64, F=256, **kw) -> Case:
+    """An mlp_memory stream of C + 8 tokens (N sequences, V = K) with initial states."""
+    return Case("mlp_memory", dict(B=N, T=C + 8, H=H, K=K, V=K, F=F), dtype, dict(chunk_size=C, **kw),
+                dict(gates=gates, initial_state=True))
+
+
+def step_case_fm(dtype, C, mlp="gelu", N=4, D=2048, F=8192, signal="target", eta_kind="tensor", **kw) -> Case:
+    """A fast_mlp stream of C + 8 tokens (N sequences)."""
+    return Case("fast_mlp", dict(B=N, T=C + 8, D=D, F=F), dtype, dict(mlp=mlp, chunk_size=C, **kw),
+                dict(signal=signal, eta_kind=eta_kind))
+
+
+def _step_cases_cuda(op: str, quick: bool) -> list[tuple[Case, int]]:
+    bf16, f16, f32 = torch.bfloat16, torch.float16, torch.float32
+    lm, mm, fm = step_case_lm, step_case_mm, step_case_fm
+    cases = {"linear_memory": [(lm(bf16, 64), 60), (lm(f32, 16, target="self", read="chunk", K=64, V=64), 12)],
+             "mlp_memory": [(mm(bf16, 64, target="self", read="chunk"), 60),
+                            (mm(f32, 16, (), activation="silu", residual=False, read="before"), 12)],
+             "fast_mlp": [(fm(bf16, 64), 60), (fm(bf16, 16, "swiglu", F=5504, signal="teach", retention=0.99), 12)]}
+    if not quick:
+        cases["linear_memory"] += [(lm(f16, 1, ("mu",), read="before"), 2),
+                                   (lm(f32, 64, ("log_alpha", "beta"), K=64, V=128, scale=0.5), 60),
+                                   (lm(bf16, 32, STEP_GATES, K=32, V=32, target="self", read="after"), 28)]
+        cases["mlp_memory"] += [(mm(f16, 32, STEP_GATES, K=128, F=512, read="after"), 28),
+                                (mm(bf16, 16, ("log_alpha", "mu"), K=32, F=32, target="self", read="before",
+                                    activation="silu"), 12)]
+        cases["fast_mlp"] += [(fm(f32, 16, "silu", D=512, F=2048, residual=False), 12),
+                              (fm(f16, 32, "swiglu", D=1024, F=2752, eta_kind="float"), 28)]
+    return cases[op]
+
+
+def _step_cases_cpu(op: str, quick: bool) -> list[tuple[Case, int]]:
+    f32, bf16 = torch.float32, torch.bfloat16
+    lm = functools.partial(step_case_lm, N=2, H=2, K=8, V=8)
+    mm = functools.partial(step_case_mm, N=2, H=2, K=8, F=24)
+    fm = functools.partial(step_case_fm, N=2, D=24, F=40)
+    cases = {"linear_memory": [(lm(f32, 4, read="before"), 6), (lm(bf16, 3, target="self", read="chunk"), 5)],
+             "mlp_memory": [(mm(f32, 4, target="self", read="chunk"), 6),
+                            (mm(bf16, 3, ("log_alpha",), activation="silu", read="after"), 5)],
+             "fast_mlp": [(fm(f32, 4, retention=0.9), 6), (fm(bf16, 3, "swiglu", F=48, signal="teach"), 5)]}
+    return cases[op][:1] if quick else cases[op]
+
+
+def step_cases(op: str, device_type: str = "cpu", quick: bool = False) -> list[tuple[Case, int]]:
+    """The verification cases of the decode step ``op``: (case of the full op, prefix) pairs, the
+    shapes of ``python/check_steps_triton.py`` on CUDA, tiny ones off it."""
+    base = step_base(op)
+    return _step_cases_cuda(base, quick) if device_type == "cuda" else _step_cases_cpu(base, quick)
 
 
 def make_inputs(case: Case, device="cpu", seed: int = 0) -> dict[str, Optional[torch.Tensor]]:

@@ -7,7 +7,10 @@ random upstream gradient (on the output and on every floating-point tensor of th
 through both. The relative error ‖x − ref‖ / ‖ref‖ (``testing.rel_error``; NaN/Inf count as inf)
 of the output, every final-state tensor and the gradient of every floating-point input must stay
 within ``testing.tolerance(backend, dtype)`` (SPEC §7). Kernel outputs are poisoned with NaN
-(``NESTED_KERNELS_POISON=1``) so an element a kernel never writes fails.
+(``NESTED_KERNELS_POISON=1``) so an element a kernel never writes fails. The decode steps
+(``linear_memory_step``, ``mlp_memory_step``, ``fast_mlp_step``; SPEC §6) are checked per backend
+over streams: a prefix by the full op, then one step per token across a chunk boundary, against
+one float64 call of the full op (outputs and every final-state tensor, SPEC §7's kernel bound).
 
 Off CUDA, Triton backends run under the interpreter (``TRITON_INTERPRET=1``, tiny shapes).
 Prints one table and a summary line; the exit code is 1 when any check fails or errors. A
@@ -39,7 +42,7 @@ import torch
 
 from . import cases as cases_mod
 from .core.backends import BackendFallbackWarning
-from .cases import OPS, Case, call_op, flatten_result, load_op, make_inputs, op_status, upcast
+from .cases import OPS, STEP_OPS, Case, call_op, flatten_result, load_op, load_step, make_inputs, op_status, upcast
 
 PASS, FAIL, ERROR, SKIP, NA = "PASS", "FAIL", "ERROR", "SKIP", "N/A"
 UNSUPPORTED_MARKER = "cannot run these inputs"   # core.backends.select_backend's message
@@ -261,12 +264,48 @@ def check_case(fn, op: str, backend: str, case: Case, device, ref_device, seed: 
     return row
 
 
+def check_step_case(op: str, backend: str, case: Case, prefix: int, device, seed: int) -> Row:
+    """Run the decode step ``op`` of ``backend`` over a stream (its first ``prefix`` tokens by the
+    full op) and compare its outputs and final state with one float64 call of the full op
+    (``step_check.stream_errors``), within SPEC §7's kernel bound for the case's dtype."""
+    from .step_check import stream_errors
+    from .testing import tolerance
+    tol = tolerance("kernel", case.dtype)
+    row = Row(backend, op, f"{case} steps {prefix}..{case.dims['T']}", case.dtype_name, ERROR, tol=tol,
+              label=case.label)
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", BackendFallbackWarning)
+            try:
+                errors = stream_errors(case, device, backend, prefix, seed)
+            except RuntimeError as exc:
+                if UNSUPPORTED_MARKER in str(exc):
+                    row.status, row.note = SKIP, str(exc).split(UNSUPPORTED_MARKER)[-1].strip(" :")
+                    return row
+                raise
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        row.seconds = time.perf_counter() - start
+        row.errors = errors
+        row.worst, row.error = max(errors.items(), key=lambda kv: kv[1])
+        row.status = PASS if row.error <= tol else FAIL
+        fallbacks = [str(w.message) for w in caught if issubclass(w.category, BackendFallbackWarning)]
+        if fallbacks:
+            row.status, row.note = ERROR, f"fell back: {fallbacks[0]}"[:300]
+    except Exception as exc:  # noqa: BLE001 - any failure of a backend is reported, not raised
+        row.status, row.note = ERROR, f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        row.seconds = time.perf_counter() - start
+    return row
+
+
 # ---------------------------------------------------------------------------------------------
 # Driver
 # ---------------------------------------------------------------------------------------------
 def _parse(argv):
     p = argparse.ArgumentParser(prog="python -m nested_kernels.verify", description=__doc__.split("\n\n")[0])
-    p.add_argument("--ops", default=",".join(OPS), help=f"comma-separated ops (default: all of {', '.join(OPS)})")
+    p.add_argument("--ops", default=",".join(OPS + STEP_OPS),
+                   help=f"comma-separated ops and decode steps (default: all of {', '.join(OPS + STEP_OPS)})")
     p.add_argument("--backends", default="",
                    help="comma-separated backends to check (default: every available one except 'reference'; "
                         "name 'reference' to check it in its low-precision dtypes too)")
@@ -338,13 +377,24 @@ def _run(ops, backends, quick, device, ref_device, case_filter, seed, log, warni
             if shard[0] == 0:
                 rows.append(Row("-", op, "-", "-", NA, note=why))
             continue
-        fn, op_backends = load_op(op)
+        fn, op_backends = load_step(op) if op in STEP_OPS else load_op(op)
         names = [b for b in available_backends(op_backends, device)
                  if (b in backends if backends else b != "reference")]
         if not names:
             have = ", ".join(op_backends)
             if shard[0] == 0:
                 rows.append(Row("-", op, "-", "-", NA, note=f"no backend to check on {device.type} (has: {have})"))
+            continue
+        if op in STEP_OPS:
+            for case, prefix in cases_mod.step_cases(op, device.type, quick):
+                if case_filter and case_filter not in str(case) and case_filter not in case.label:
+                    continue
+                index += 1
+                if index % shard[1] != shard[0]:
+                    continue
+                for backend in names:
+                    rows.append(check_step_case(op, backend, case, prefix, device, seed))
+                    _log_row(log, rows[-1])
             continue
         ref_cache: dict = {}
         op_cases = [c for c in cases_mod.verification_cases(op, device.type, quick)
@@ -356,12 +406,15 @@ def _run(ops, backends, quick, device, ref_device, case_filter, seed, log, warni
             for backend in names:
                 if backend == "reference" and case.dtype == torch.float64:
                     continue
-                row = check_case(fn, op, backend, case, device, ref_device, seed, ref_cache)
-                rows.append(row)
-                log(f"  {row.status:5s} {backend:9s} {op} {row.case} {row.dtype} "
-                    f"{row.worst} {_fmt_err(row.error)} ({row.seconds:.1f} s)" + (f" {row.note}" if row.note else ""))
+                rows.append(check_case(fn, op, backend, case, device, ref_device, seed, ref_cache))
+                _log_row(log, rows[-1])
             ref_cache.pop(id(case), None)
     return rows, env
+
+
+def _log_row(log, row: Row) -> None:
+    log(f"  {row.status:5s} {row.backend:9s} {row.op} {row.case} {row.dtype} "
+        f"{row.worst} {_fmt_err(row.error)} ({row.seconds:.1f} s)" + (f" {row.note}" if row.note else ""))
 
 
 def _finite(obj):
@@ -442,9 +495,9 @@ def _run_workers(argv: list[str], jobs: int, ops: list[str], log=print, poll_s: 
 def main(argv=None) -> int:
     args = _parse(argv)
     ops = [o.strip() for o in args.ops.split(",") if o.strip()]
-    unknown = [o for o in ops if o not in OPS]
+    unknown = [o for o in ops if o not in OPS + STEP_OPS]
     if unknown:
-        print(f"unknown ops: {', '.join(unknown)}; known: {', '.join(OPS)}", file=sys.stderr)
+        print(f"unknown ops: {', '.join(unknown)}; known: {', '.join(OPS + STEP_OPS)}", file=sys.stderr)
         return 2
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] or None
     start = time.perf_counter()

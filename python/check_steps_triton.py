@@ -33,56 +33,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from nested_kernels.cases import Case  # noqa: E402
+from nested_kernels.cases import STEP_OPS, step_cases  # noqa: E402
 from nested_kernels.step_check import stream_errors  # noqa: E402
 from nested_kernels.testing import rel_error, tolerance  # noqa: E402
 from gpu_check_utils import write_json  # noqa: E402
 
-ALL = ("log_alpha", "beta", "mu")
-bf16, f16, f32 = torch.bfloat16, torch.float16, torch.float32
-
-
-def lm(dtype, C, gates=ALL, N=64, H=16, K=128, V=128, **kw):
-    return Case("linear_memory", dict(B=N, T=C + 8, H=H, K=K, V=V), dtype, dict(chunk_size=C, **kw),
-                dict(gates=gates, initial_state=True))
-
-
-def mm(dtype, C, gates=ALL, N=64, H=8, K=64, F=256, **kw):
-    return Case("mlp_memory", dict(B=N, T=C + 8, H=H, K=K, V=K, F=F), dtype, dict(chunk_size=C, **kw),
-                dict(gates=gates, initial_state=True))
-
-
-def fm(dtype, C, mlp="gelu", N=4, D=2048, F=8192, signal="target", eta_kind="tensor", **kw):
-    return Case("fast_mlp", dict(B=N, T=C + 8, D=D, F=F), dtype, dict(mlp=mlp, chunk_size=C, **kw),
-                dict(signal=signal, eta_kind=eta_kind))
-
-
-def correctness_cases(quick: bool):
-    cases = [
-        (lm(bf16, 64), 60),
-        (lm(f32, 16, target="self", read="chunk", K=64, V=64), 12),
-        (mm(bf16, 64, target="self", read="chunk"), 60),
-        (mm(f32, 16, (), activation="silu", residual=False, read="before"), 12),
-        (fm(bf16, 64), 60),
-        (fm(bf16, 16, "swiglu", F=5504, signal="teach", retention=0.99), 12),
-    ]
-    if not quick:
-        cases += [
-            (lm(f16, 1, ("mu",), read="before"), 2),
-            (lm(f32, 64, ("log_alpha", "beta"), K=64, V=128, scale=0.5), 60),
-            (lm(bf16, 32, ALL, K=32, V=32, target="self", read="after"), 28),
-            (mm(f16, 32, ALL, K=128, F=512, read="after"), 28),
-            (mm(bf16, 16, ("log_alpha", "mu"), K=32, F=32, target="self", read="before", activation="silu"), 12),
-            (fm(f32, 16, "silu", D=512, F=2048, residual=False), 12),
-            (fm(f16, 32, "swiglu", D=1024, F=2752, eta_kind="float"), 28),
-        ]
-    return cases
-
-
 def check_correctness(quick: bool, results: dict) -> bool:
     ok = True
     print("== correctness: prefix by the full op, then steps, vs one float64 call of the full op")
-    for case, prefix in correctness_cases(quick):
+    for case, prefix in [cp for op in STEP_OPS for cp in step_cases(op, "cuda", quick)]:
         name = f"{case.op} {case.shape_str()} {case.options_str()} {case.dtype_name} (steps {prefix}..{case.dims['T']})"
         try:
             tol = tolerance("kernel", case.dtype)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from nested_kernels import verify
-from nested_kernels.cases import OPS, op_status
+from nested_kernels.cases import OPS, STEP_OPS, op_status
 from nested_kernels.core.backends import Backend
 
-AVAILABLE = [op for op in OPS if op_status(op) is None]
+AVAILABLE = [op for op in OPS + STEP_OPS if op_status(op) is None]
 
 
 def _linear_api():
@@ -27,6 +27,30 @@ def test_quick_verify_passes(op, tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert rows and all(r["status"] in ("PASS", "SKIP", "N/A") for r in rows), text
     assert "verify: OK" in text
+
+
+def test_step_rows_cover_every_step_backend(tmp_path, capsys):
+    """The decode steps are verified per backend over streams (the quick CPU set: the torch step
+    and the Triton step under the interpreter), each row naming its steps."""
+    out = tmp_path / "verify.json"
+    code = verify.main(["--quick", "--device", "cpu", "--ops", "linear_memory_step", "--json", str(out)])
+    assert code == 0, capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["backend"] for r in rows} == {"torch", "triton"}
+    assert all(r["status"] == "PASS" and "steps 6..12" in r["case"] for r in rows), rows
+
+
+def test_broken_step_fails(monkeypatch, capsys):
+    """A step backend whose output is off by 1 % fails the stream check (exit code 1; the fp32 bound
+    is 2e-3)."""
+    from nested_kernels.ops.linear_memory import api, step
+    broken = Backend(lambda inputs, state, cfg: step.forward(inputs, state, cfg) * 1.01)
+    monkeypatch.setitem(api.STEP_BACKENDS, "torch", broken)
+    monkeypatch.setitem(api.STEP_OP.backends, "torch", broken)
+    code = verify.main(["--quick", "--device", "cpu", "--ops", "linear_memory_step", "--backends", "torch"])
+    text = capsys.readouterr().out
+    assert code == 1, text
+    assert "FAIL" in text and "verify: FAILED" in text
 
 
 def test_reference_low_precision_checked_when_named(capsys):
