@@ -538,6 +538,30 @@ def test_dual_layer2(dual_calls, monkeypatch, layer2, blocks):
     check(x, st, C=4, mode="teach", residual=False, retention=0.8, final=True)
 
 
+@pytest.mark.parametrize("residuals", ["kept", "none", "packed"])
+def test_dual_layer2_residuals(dual_calls, monkeypatch, residuals):
+    """The materialised second layer's weights are kept with the residuals of an unpacked batch
+    (the backward rebuilds none), rebuilt by the backward of a packed batch and after a forward
+    that kept no residuals: the reference's outputs and gradients each way."""
+    from nested_kernels.ops.fast_mlp import dual
+    monkeypatch.setenv(dual.LAYER2_ENV, "1")
+    monkeypatch.setattr(dual, "_block_chunks", lambda L, C: 1)
+    built = []
+    weights = dual._layer2_weights
+    monkeypatch.setattr(dual, "_layer2_weights", lambda *a: built.append(len(dual_calls)) or weights(*a))
+    if residuals == "none":
+        monkeypatch.setenv(triton_backend.BUDGET_ENV, "1")
+    opts = {}
+    if residuals == "packed":
+        x, st = make(B=1, T=30, seed=9, N=3, state="weights")
+        opts["cu_seqlens"] = torch.tensor([0, 13, 13, 30], dtype=torch.int32).to(DEVICE)
+    else:
+        x, st = make(T=21, seed=9)
+    check(x, st, C=4, retention=0.9, final=True, **opts)
+    rebuilt = [n for n in built if dual_calls[n - 1] == "b"]     # calls made inside a backward
+    assert bool(rebuilt) == (residuals != "kept"), (built, dual_calls)
+
+
 def test_dual_layer2_knob(monkeypatch):
     """NESTED_KERNELS_FAST_MLP_DUAL_LAYER2: unset or "off" never materialises the second layer;
     a number of tokens does from the first block starting there (block 0 never); anything else is

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Next GPU call after 2026-12-06d (not run yet): the opt-in materialised second layer of fast_mlp's
-# dual walk with W2h's compute-dtype copy from its update pass (commit after 4ede98f, CPU-tested):
+# dual walk with W2h's compute-dtype copy from its update pass and the W2_b kept with the forward's
+# residuals (commits after 4ede98f, CPU-tested):
 # (1) the dual-form GPU check with it on from 256 tokens (the check's blocks start at 128/256);
 # (2) gelu / swiglu C64 fwd+bwd with it off, from 819 and from 2048 tokens, in one run.
 . "$(dirname "$0")/lib.sh"

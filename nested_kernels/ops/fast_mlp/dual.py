@@ -110,10 +110,11 @@ def _key(c: _Consts, phase: str, X: torch.Tensor, mode: int, *flags) -> tuple:
             _block_chunks(X.shape[1], c.C), getenv(LAYER2_ENV), *flags)
 
 
-def residual_numel(c: _Consts, tokens: int, square: int) -> int:
-    """Elements of the residuals: Z, A, E, G of ``tokens`` tokens and three Grams of ``square``
-    elements (Σ over sequences of L²)."""
-    return tokens * (c.F1 + 2 * c.F + c.D) + 3 * square
+def residual_numel(c: _Consts, tokens: int, square: int, layer2: int = 0) -> int:
+    """Elements of the residuals: Z, A, E, G of ``tokens`` tokens, three Grams of ``square``
+    elements (Σ over sequences of L²) and ``layer2`` second-layer weights [D, F] (Σ over sequences
+    of ``layer2_count``)."""
+    return tokens * (c.F1 + 2 * c.F + c.D) + 3 * square + layer2 * c.D * c.F
 
 
 def _tokens(G: int, L: int, W: int, dtype, dev, flat: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -132,13 +133,17 @@ def _flat(T: torch.Tensor) -> Optional[torch.Tensor]:
     return t.view(-1, T.shape[-1]) if t.is_contiguous() else None
 
 
-def _residuals(c: _Consts, saved: Optional[_Saved], G: int, L: int, dev) -> tuple:
-    """(Z, A, E, G, SX, SA, SG) of one group: views of the residual buffer, or new tensors; the
-    token tensors token-major (``_tokens``), the Grams [G, L, L]."""
+def _residuals(c: _Consts, saved: Optional[_Saved], G: int, L: int, dev, layer2: bool) -> tuple:
+    """(Z, A, E, G, SX, SA, SG, *W2) of one group: views of the residual buffer, or new tensors;
+    the token tensors token-major (``_tokens``), the Grams [G, L, L], with ``layer2`` the second
+    layer's compute-dtype weights [G, D, F] at the start of each materialised block
+    (``_layer2_weights``; none unless NESTED_KERNELS_FAST_MLP_DUAL_LAYER2 asks)."""
     take = (lambda *s: saved._take(*s)) if saved is not None else None
     toks = tuple(_tokens(G, L, w, c.cd, dev, take(L * G * w) if take else None) for w in (c.F1, c.F, c.F, c.D))
     grams = tuple(take(G, L, L) if take else new_empty(G, L, L, dtype=c.cd, device=dev) for _ in range(3))
-    return toks + grams
+    w2 = tuple(take(G, c.D, c.F) if take else new_empty(G, c.D, c.F, dtype=c.cd, device=dev)
+               for _ in range(layer2_count(L, c.C) if layer2 else 0))
+    return toks + grams + w2
 
 
 def _chunks(L: int, C: int) -> list:
@@ -187,6 +192,12 @@ def _layer2_from(blocks: list) -> int:
     if not env.isdigit():
         raise ValueError(f"{LAYER2_ENV} must be a number of tokens or off, got {env!r}")
     return next((i for i, (b0, _, _) in enumerate(blocks) if b0 >= max(1, int(env))), len(blocks))
+
+
+def layer2_count(L: int, C: int) -> int:
+    """Second-layer weight sets a sequence of L tokens materialises (``_layer2_from``)."""
+    blocks = _blocks(L, C)
+    return len(blocks) - _layer2_from(blocks)
 
 
 def _layer2_weights(c: _Consts, dec: "_Decay", Gh, A, W2m, blocks: list, first: int):
@@ -277,11 +288,13 @@ def _wmm(A: torch.Tensor, W: torch.Tensor, out: torch.Tensor, alpha: float = 1.0
 
 def _forward(c: _Consts, Wc, W2m, X, E, S, mode: int, res: tuple, Y: Optional[torch.Tensor]):
     """Fill the residuals ``res`` (and Y when given) of one group; returns (Dh, Gh). ``Wc``: the
-    initial weights in the compute dtype, ``W2m``: the second layer's master (``_layer2_weights``)."""
+    initial weights in the compute dtype, ``W2m``: the second layer's master (``_layer2_weights``,
+    whose weights go into ``res[7:]`` when it has room for them)."""
     from .triton_kernels import _act_kernel, _d_kernel, _out_kernel
     G, L, D = X.shape
     dev = X.device
-    Z, A, Ee, Gs, SX, SA, SG = res
+    Z, A, Ee, Gs, SX, SA, SG = res[:7]
+    keep = res[7:]
     dec = _Decay(c, L, dev)
     _wmm(X, Wc[0].mT, Z)
     dec.from_start(Z)                                        # r^chunk X W1₀ᵀ
@@ -301,6 +314,8 @@ def _forward(c: _Consts, Wc, W2m, X, E, S, mode: int, res: tuple, Y: Optional[to
         # the second layer: W2₀ and every earlier token, or from ``first`` on the block's W2_b and
         # the block's earlier tokens (h0 = b0, powers of r from the block's first chunk kb)
         W2, h0, kb = (next(W2s), b0, chunks[0][0]) if bi >= first else (Wc[1], 0, 0)
+        if keep and bi >= first:
+            keep[bi - first].copy_(W2)
         for k, t, n in chunks:
             R, H, rk = slice(t, t + n), slice(h0, t), c.retention ** (k - kb)
             Zk, Ak, Ek, Gk, Xk, Sk, Etk = Z[:, R], A[:, R], Ee[:, R], Gs[:, R], X[:, R], S[:, R], E[:, R]
@@ -338,19 +353,20 @@ def run(W, U, X, E, S, pos, cfg, mode, saved: Optional[_Saved] = None):
     Wm = _stack(W, c.mlp)
     Y = new_empty(G, L, D, dtype=X.dtype, device=X.device)
     Wc = _copies(c, Wm)
+    keep2 = saved is not None and saved.layer2        # the residuals keep the W2_b (``_residuals``)
     if _graphed(X):
         def walk(X_, E_, S_, W1_, W2_, W2m_):
-            r = _residuals(c, None, G, L, X.device)
+            r = _residuals(c, None, G, L, X.device, keep2)
             Y_ = new_empty(G, L, D, dtype=X.dtype, device=X.device)
             return (*r, Y_, *_forward(c, (W1_, W2_), W2m_, X_, E_, S_, _MODE[mode], r, Y_))
-        outs = _GRAPHS.run(_key(c, "fwd", X, _MODE[mode], Wc[0].dim()), walk, (X, E, S, *Wc, Wm[1]))
-        res, Dh, Gh = outs[:7], outs[8], outs[9]     # the graph's own: valid within this call
-        Y.copy_(outs[7])
+        outs = _GRAPHS.run(_key(c, "fwd", X, _MODE[mode], Wc[0].dim(), keep2), walk, (X, E, S, *Wc, Wm[1]))
+        res, Dh, Gh = outs[:-3], outs[-2], outs[-1]     # the graph's own: valid within this call
+        Y.copy_(outs[-3])
         if saved is not None:
-            for dst, src in zip(_residuals(c, saved, G, L, X.device), res):
+            for dst, src in zip(_residuals(c, saved, G, L, X.device, keep2), res):
                 dst.copy_(src)
     else:
-        res = _residuals(c, saved, G, L, X.device)
+        res = _residuals(c, saved, G, L, X.device, keep2)
         Dh, Gh = _forward(c, Wc, Wm[1], X, E, S, _MODE[mode], res, Y)
     full = L // c.C * c.C                          # tokens of complete chunks
     pos_end = L - full
@@ -379,7 +395,7 @@ def backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, 
     G, L, D = X.shape
     if L == 0:
         return (tuple(w.sum(0) for w in gW) if sum_g and gW is not None else gW), None
-    res = None if saved is None else _residuals(c, saved, G, L, X.device)
+    res = None if saved is None else _residuals(c, saved, G, L, X.device, saved.layer2)
     if not _graphed(X):
         return _backward_walk(c, mode, W0, X, E, S, gY, gW, gU, dX, dE, dS, res, sum_g), None
     gU = gU if gU is not None and L % c.C else None
@@ -409,8 +425,8 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
     Wc = _copies(c, W0)
     rerun = res is None
     if rerun:
-        res = _residuals(c, None, G, L, dev)
-    Z, A, Ee, Gs, SX, SA, SG = res
+        res = _residuals(c, None, G, L, dev, False)
+    Z, A, Ee, Gs, SX, SA, SG = res[:7]
     if rerun:                            # no residuals kept: run the forward again
         Dh, Gh = _forward(c, Wc, W0[1], X, E, S, mode, res, None)
     else:                                # Dh = η ⊙ d and Gh = η ⊙ g from the residuals
@@ -431,7 +447,7 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
     fin = _final_terms(c, X, A, Gh, gWc, gUc, dec)
     blocks = _blocks(L, c.C)
     first = _layer2_from(blocks)
-    W2b = list(_layer2_weights(c, dec, Gh, A, W0[1], blocks, first))
+    W2b = res[7:] or list(_layer2_weights(c, dec, Gh, A, W0[1], blocks, first))   # kept, or rebuilt
     # W2h: the adjoint of the second layer's weights at the start of block m (the first
     # materialised block after the current one), float32 [G, D, F], and W2hc its compute-dtype
     # copy from the same update pass: what the chunks of blocks ≥ m ask of the earlier tokens' Gh

@@ -256,13 +256,22 @@ def _residual_numel(inputs, cfg) -> int:
     c = _Consts(cfg, x, _hidden(inputs))
     if cfg.get("dual"):         # Σ L² over the sequences: B·T², at most T² when packed
         from . import dual
-        return dual.residual_numel(c, B * T, (B if inputs["cu_seqlens"] is None else 1) * T * T)
+        whole = inputs["cu_seqlens"] is None      # one group of B sequences of T tokens
+        return dual.residual_numel(c, B * T, (B if whole else 1) * T * T,
+                                   B * dual.layer2_count(T, c.C) if whole else 0)
     resumed = inputs["position0"] is not None
     if inputs["cu_seqlens"] is None:
         sets = B * max(0, (T - 1 + (c.C - 1 if resumed else 0)) // c.C)
     else:
         sets = T // c.C + (num_sequences(B, inputs["cu_seqlens"]) if resumed else 0)
     return _numel(c, sets, B * T)
+
+
+def _keeps_layer2(inputs, cfg) -> bool:
+    """Whether the dual form's residuals hold its materialised second-layer weights: unpacked
+    batches only (``_residual_numel`` bounds them by B sequences of T tokens); packed ones rebuild
+    them in the backward."""
+    return bool(cfg.get("dual")) and inputs["cu_seqlens"] is None
 
 
 def keeps_residuals(inputs, cfg) -> bool:
@@ -288,8 +297,9 @@ class _Saved:
     """A cursor over the flat residual buffer. Forward and backward walk the groups and their
     pieces in the same order and take, per piece, the views ``piece`` returns."""
 
-    def __init__(self, flat: torch.Tensor):
+    def __init__(self, flat: torch.Tensor, layer2: bool = False):
         self.flat, self.at = flat, 0
+        self.layer2 = layer2        # the dual form's second-layer weights are kept (``dual._residuals``)
 
     def _take(self, *shape):
         n = math.prod(shape)
@@ -380,7 +390,7 @@ def forward(inputs, cfg):
     """The op's outputs and the residual buffer (filled when cfg["keep_residuals"])."""
     c = _Consts(cfg, inputs["x"], 1)
     flat = residuals(inputs, cfg)[0]
-    saved = _Saved(flat) if flat.numel() else None
+    saved = _Saved(flat, _keeps_layer2(inputs, cfg)) if flat.numel() else None
     if cfg.get("dual"):
         from .dual import run
     else:
@@ -584,7 +594,7 @@ def backward(inputs, outputs, grads, cfg):
         return [w.expand(G, *w.shape[-2:]) for w in _unstack(pair, mlp, F)]
 
     flat = outputs["saved"]
-    saved = _Saved(flat) if flat.numel() else None     # None: the forward kept no residuals
+    saved = _Saved(flat, _keeps_layer2(inputs, cfg)) if flat.numel() else None  # None: none kept
     if cfg.get("dual"):
         from .dual import backward_group as group_backward
     else:
