@@ -409,7 +409,7 @@ def backward_group(c: _Consts, mode: int, W0, U0, X, E, S, pos, gY, gW, gU, dX, 
                            None if gU1_ is None else (gU1_, gU2_), dX_, dE_, dS_, res_ or None, sum_g)
         return (dX_, dE_, dS_, *d)
     pair = lambda p: (None, None) if p is None else tuple(p)  # noqa: E731
-    key = _key(c, "bwd", X, mode, W0[0].dim(), gY is None, gW is None, gU is None, sum_g, res is None)
+    key = _key(c, "bwd", X, mode, W0[0].dim(), gY is None, gW is None, gU is None, sum_g, len(res or ()))
     outs = _GRAPHS.run(key, walk, (*W0, X, E, S, gY, *pair(gW), *pair(gU), *(res or ())))
     dX.copy_(outs[0])
     dE.add_(outs[1])
