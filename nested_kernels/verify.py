@@ -36,7 +36,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -214,54 +214,73 @@ def _compare(got: dict, ref: dict, prefix: str = "") -> dict:
     return errors
 
 
-def check_case(fn, op: str, backend: str, case: Case, device, ref_device, seed: int,
-               ref_cache: dict) -> Row:
-    """Run ``backend`` on one case and compare with the float64 reference."""
-    from .testing import tolerance
-    tol = tolerance(backend, case.dtype)
-    row = Row(backend, op, str(case), case.dtype_name, ERROR, tol=tol, label=case.label)
+class _Unsupported(Exception):
+    """The backend refuses the case (``select_backend``'s UNSUPPORTED_MARKER): a SKIP row."""
+
+
+def _backend_call(call: Callable):
+    """``call()``, its refusal of the case raised as ``_Unsupported`` (the reason as the message)."""
+    try:
+        return call()
+    except RuntimeError as exc:
+        if UNSUPPORTED_MARKER in str(exc):
+            raise _Unsupported(str(exc).split(UNSUPPORTED_MARKER)[-1].strip(" :")) from None
+        raise
+
+
+def _checked(row: Row, device, compute: Callable[[], tuple]) -> Row:
+    """Fill ``row`` from ``compute() -> (errors by tensor name, note)``: PASS or FAIL against
+    ``row.tol``; SKIP when the backend refuses the case (``_backend_call``); ERROR when ``errors``
+    is None (the note says why), when anything raises, or when the backend hands the work to
+    another one (``BackendFallbackWarning``): not this backend's pass."""
     start = time.perf_counter()
     try:
-        tensors = make_inputs(case, device, seed)
-        leaves = _leaves(tensors, device)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", BackendFallbackWarning)
-            try:
-                result = call_op(fn, case, leaves, backend)
-            except RuntimeError as exc:
-                if UNSUPPORTED_MARKER in str(exc):
-                    row.status, row.note = SKIP, str(exc).split(UNSUPPORTED_MARKER)[-1].strip(" :")
-                    return row
-                raise
-            outputs = flatten_result(case, result)
-            key = id(case)
-            if key not in ref_cache:
-                ref_cache[key] = Reference(fn, case, tensors, ref_device, seed)
-            ref = ref_cache[key]
-            if ref.problem:
-                row.note = ref.problem
-                return row
-            missing = sorted(set(ref.outputs) - set(outputs))
-            grads = _grads(outputs, leaves, ref.upstream)
+            errors, note = compute()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        fallbacks = [str(w.message) for w in caught if issubclass(w.category, BackendFallbackWarning)]
         row.seconds = time.perf_counter() - start
-        errors = _compare({n: o.detach() for n, o in outputs.items()}, ref.outputs)
-        errors.update(_compare(grads, ref.grads, prefix="grad."))
-        for name in missing:
-            errors[name] = math.inf
+        row.note = note
+        if errors is None:
+            return row
         row.errors = errors
         row.worst, row.error = max(errors.items(), key=lambda kv: kv[1]) if errors else ("", 0.0)
-        row.status = PASS if row.error <= tol else FAIL
-        if missing:
-            row.note = f"missing outputs: {', '.join(missing)}"
-        if fallbacks:   # another backend computed (part of) the result: not this backend's pass
+        row.status = PASS if row.error <= row.tol else FAIL
+        fallbacks = [str(w.message) for w in caught if issubclass(w.category, BackendFallbackWarning)]
+        if fallbacks:
             row.status, row.note = ERROR, f"fell back: {fallbacks[0]}"[:300]
+    except _Unsupported as exc:
+        row.status, row.note = SKIP, str(exc)
     except Exception as exc:  # noqa: BLE001 - any failure of a backend is reported, not raised
         row.status, row.note = ERROR, f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         row.seconds = time.perf_counter() - start
     return row
+
+
+def check_case(fn, op: str, backend: str, case: Case, device, ref_device, seed: int,
+               ref_cache: dict) -> Row:
+    """Run ``backend`` on one case and compare with the float64 reference."""
+    from .testing import tolerance
+
+    def compute():
+        tensors = make_inputs(case, device, seed)
+        leaves = _leaves(tensors, device)
+        outputs = flatten_result(case, _backend_call(lambda: call_op(fn, case, leaves, backend)))
+        if id(case) not in ref_cache:
+            ref_cache[id(case)] = Reference(fn, case, tensors, ref_device, seed)
+        ref = ref_cache[id(case)]
+        if ref.problem:
+            return None, ref.problem
+        missing = sorted(set(ref.outputs) - set(outputs))
+        grads = _grads(outputs, leaves, ref.upstream)
+        errors = _compare({n: o.detach() for n, o in outputs.items()}, ref.outputs)
+        errors.update(_compare(grads, ref.grads, prefix="grad."))
+        errors.update(dict.fromkeys(missing, math.inf))
+        return errors, (f"missing outputs: {', '.join(missing)}" if missing else "")
+
+    row = Row(backend, op, str(case), case.dtype_name, ERROR, tol=tolerance(backend, case.dtype), label=case.label)
+    return _checked(row, device, compute)
 
 
 def check_step_case(op: str, backend: str, case: Case, prefix: int, device, seed: int) -> Row:
@@ -270,33 +289,9 @@ def check_step_case(op: str, backend: str, case: Case, prefix: int, device, seed
     (``step_check.stream_errors``), within SPEC §7's kernel bound for the case's dtype."""
     from .step_check import stream_errors
     from .testing import tolerance
-    tol = tolerance("kernel", case.dtype)
-    row = Row(backend, op, f"{case} steps {prefix}..{case.dims['T']}", case.dtype_name, ERROR, tol=tol,
-              label=case.label)
-    start = time.perf_counter()
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", BackendFallbackWarning)
-            try:
-                errors = stream_errors(case, device, backend, prefix, seed)
-            except RuntimeError as exc:
-                if UNSUPPORTED_MARKER in str(exc):
-                    row.status, row.note = SKIP, str(exc).split(UNSUPPORTED_MARKER)[-1].strip(" :")
-                    return row
-                raise
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        row.seconds = time.perf_counter() - start
-        row.errors = errors
-        row.worst, row.error = max(errors.items(), key=lambda kv: kv[1])
-        row.status = PASS if row.error <= tol else FAIL
-        fallbacks = [str(w.message) for w in caught if issubclass(w.category, BackendFallbackWarning)]
-        if fallbacks:
-            row.status, row.note = ERROR, f"fell back: {fallbacks[0]}"[:300]
-    except Exception as exc:  # noqa: BLE001 - any failure of a backend is reported, not raised
-        row.status, row.note = ERROR, f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-        row.seconds = time.perf_counter() - start
-    return row
+    row = Row(backend, op, f"{case} steps {prefix}..{case.dims['T']}", case.dtype_name, ERROR,
+              tol=tolerance("kernel", case.dtype), label=case.label)
+    return _checked(row, device, lambda: (_backend_call(lambda: stream_errors(case, device, backend, prefix, seed)), ""))
 
 
 # ---------------------------------------------------------------------------------------------
