@@ -256,9 +256,8 @@ def _residual_numel(inputs, cfg) -> int:
     c = _Consts(cfg, x, _hidden(inputs))
     if cfg.get("dual"):         # Σ L² over the sequences: B·T², at most T² when packed
         from . import dual
-        whole = inputs["cu_seqlens"] is None      # one group of B sequences of T tokens
-        return dual.residual_numel(c, B * T, (B if whole else 1) * T * T,
-                                   B * dual.layer2_count(T, c.C) if whole else 0)
+        return dual.residual_numel(c, B * T, (B if inputs["cu_seqlens"] is None else 1) * T * T,
+                                   B * dual.layer2_count(T, c.C) if _keeps_layer2(inputs, cfg) else 0)
     resumed = inputs["position0"] is not None
     if inputs["cu_seqlens"] is None:
         sets = B * max(0, (T - 1 + (c.C - 1 if resumed else 0)) // c.C)
