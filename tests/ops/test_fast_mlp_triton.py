@@ -505,7 +505,8 @@ def test_dual_token_major():
     ``_wmm`` the batched product's values through them (alpha, beta) and without them."""
     from nested_kernels.ops.fast_mlp import dual
     G, L, K, N = 3, 10, 5, 4
-    A, out = dual._tokens(G, L, K, torch.float64, "cpu"), dual._tokens(G, L, N, torch.float64, "cpu")
+    alloc = lambda *shape: torch.empty(*shape, dtype=torch.float64)  # noqa: E731
+    A, out = dual._tokens(G, L, K, alloc), dual._tokens(G, L, N, alloc)
     A.copy_(torch.randn(G, L, K, dtype=torch.float64))
     out.copy_(torch.randn(G, L, N, dtype=torch.float64))
     W = torch.randn(K, N, dtype=torch.float64)

@@ -41,7 +41,7 @@ no dual form): those run materialised.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -117,13 +117,17 @@ def residual_numel(c: _Consts, tokens: int, square: int, layer2: int = 0) -> int
     return tokens * (c.F1 + 2 * c.F + c.D) + 3 * square + layer2 * c.D * c.F
 
 
-def _tokens(G: int, L: int, W: int, dtype, dev, flat: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """A [G, L, W] tensor stored token-major ([L, G, W] in memory, in ``flat`` when given): the G
-    sequences' rows of a chunk are one contiguous [n·G, W] matrix (``_flat``), so a product with
-    shared weights is one GEMM without copies, while each sequence's rows keep a uniform stride
-    (G·W) for the batched per-sequence products."""
-    t = flat.view(L, G, W) if flat is not None else new_empty(L, G, W, dtype=dtype, device=dev)
-    return t.transpose(0, 1)
+def _tokens(G: int, L: int, W: int, alloc: Callable) -> torch.Tensor:
+    """A [G, L, W] tensor stored token-major (``alloc(L, G, W)``, transposed): the G sequences'
+    rows of a chunk are one contiguous [n·G, W] matrix (``_flat``), so a product with shared
+    weights is one GEMM without copies, while each sequence's rows keep a uniform stride (G·W) for
+    the batched per-sequence products."""
+    return alloc(L, G, W).transpose(0, 1)
+
+
+def _new(c: _Consts, dev) -> Callable:
+    """alloc(*shape): a new compute-dtype tensor on ``dev``."""
+    return lambda *shape: new_empty(*shape, dtype=c.cd, device=dev)
 
 
 def _flat(T: torch.Tensor) -> Optional[torch.Tensor]:
@@ -138,11 +142,10 @@ def _residuals(c: _Consts, saved: Optional[_Saved], G: int, L: int, dev, layer2:
     the token tensors token-major (``_tokens``), the Grams [G, L, L], with ``layer2`` the second
     layer's compute-dtype weights [G, D, F] at the start of each materialised block
     (``_layer2_weights``; none unless NESTED_KERNELS_FAST_MLP_DUAL_LAYER2 asks)."""
-    take = (lambda *s: saved._take(*s)) if saved is not None else None
-    toks = tuple(_tokens(G, L, w, c.cd, dev, take(L * G * w) if take else None) for w in (c.F1, c.F, c.F, c.D))
-    grams = tuple(take(G, L, L) if take else new_empty(G, L, L, dtype=c.cd, device=dev) for _ in range(3))
-    w2 = tuple(take(G, c.D, c.F) if take else new_empty(G, c.D, c.F, dtype=c.cd, device=dev)
-               for _ in range(layer2_count(L, c.C) if layer2 else 0))
+    alloc = saved._take if saved is not None else _new(c, dev)
+    toks = tuple(_tokens(G, L, w, alloc) for w in (c.F1, c.F, c.F, c.D))
+    grams = tuple(alloc(G, L, L) for _ in range(3))
+    w2 = tuple(alloc(G, c.D, c.F) for _ in range(layer2_count(L, c.C) if layer2 else 0))
     return toks + grams + w2
 
 
@@ -180,9 +183,9 @@ def _layer2_from(blocks: list) -> int:
     block start (``_layer2_weights``; len(blocks): never, the default). A chunk of such a block
     multiplies by its sequence's W2_b [D, F] (G·D·F values read per product) instead of W2₀
     (shared) and the history A, Gh of the earlier blocks (G·b0·(F + D) values); the backward
-    reads the W2_b from the residuals (or rebuilds them) and carries their adjoint. NESTED_KERNELS_FAST_MLP_DUAL_LAYER2 = the tokens
-    before the first such block (≈ F·D / (2(F + D)) by the byte count: 819 at D2048 F8192), or
-    "off". H100 2026-12-06d (calls 5, 6; B4 T4096 D2048 C64 bf16), fwd / fwd+bwd ms: gelu off 14.46
+    reads the W2_b from the residuals (or rebuilds them) and carries their adjoint.
+    NESTED_KERNELS_FAST_MLP_DUAL_LAYER2 = the tokens before the first such block (≈ F·D / (2(F +
+    D)) by the byte count: 819 at D2048 F8192), or "off". H100 2026-12-06d (calls 5, 6; B4 T4096 D2048 C64 bf16), fwd / fwd+bwd ms: gelu off 14.46
     / 41.16, 819 13.32 / 42.57, 2048 12.99 / 41.58; swiglu off 12.70 / 36.64, 819 11.50 / 36.59,
     2048 11.25 / 36.17 — the forward gains ≈ 10 %, the backward's rebuild and carry lost it (since
     then the W2_b are kept and W2h's copy comes from its update pass: not yet timed), so it is off
@@ -239,13 +242,14 @@ class _Decay:
                 self.rows = self._gamma(chunks).to(S.dtype)
             S.mul_(self.rows[k, h0:t])
 
+    def _factors(self, r0: int, n: int, a: int, s: int, dtype) -> torch.Tensor:
+        """r^(a + s·chunk) for the rows r0 … r0+n, [n, 1] in ``dtype``."""
+        return torch.pow(self.r, (a + s * self.block[r0:r0 + n]).to(torch.float32)).to(dtype)[:, None]
+
     def pow_rows(self, T: torch.Tensor, r0: int, a: int, s: int) -> torch.Tensor:
         """T [G, n, W] (rows r0 … r0+n) times r^(a + s·chunk) per row: a scaled copy, or T itself
         when r == 1."""
-        if not self.on:
-            return T
-        p = (a + s * self.block[r0:r0 + T.shape[1]]).to(torch.float32)
-        return T * torch.pow(self.r, p).to(T.dtype)[:, None]
+        return T * self._factors(r0, T.shape[1], a, s, T.dtype) if self.on else T
 
     def square(self, S: torch.Tensor, r0: int = 0):
         """S [G, n, m] (rows r0 … r0+n, columns 0 … m of an [L, L] Gram) *= Γ below the chunk
@@ -264,13 +268,12 @@ class _Decay:
     def to_end(self, T: torch.Tensor, rows: int, nc: int):
         """T [G, L, W] rows < ``rows`` *= r^(nc−1−chunk): their weight in the final state."""
         if self.on:
-            p = (nc - 1 - self.block[:rows]).to(torch.float32)
-            T[:, :rows].mul_(torch.pow(self.r, p).to(T.dtype)[:, None])
+            T[:, :rows].mul_(self._factors(0, rows, nc - 1, -1, T.dtype))
 
     def from_start(self, T: torch.Tensor):
         """T [G, L, W] *= r^chunk per row: the initial weights' factor in each chunk's products."""
         if self.on:
-            T.mul_(torch.pow(self.r, self.block.to(torch.float32)).to(T.dtype)[:, None])
+            T.mul_(self._factors(0, T.shape[1], 0, 1, T.dtype))
 
 
 def _wmm(A: torch.Tensor, W: torch.Tensor, out: torch.Tensor, alpha: float = 1.0, beta: float = 0.0) -> torch.Tensor:
@@ -305,8 +308,9 @@ def _forward(c: _Consts, Wc, W2m, X, E, S, mode: int, res: tuple, Y: Optional[to
         if e:
             torch.bmm(X[:, b0:b1], X[:, :e].mT, out=SX[:, b0:b1, :e])
             dec.square(SX[:, b0:b1, :e], b0)
-    Dh, Gh = _tokens(G, L, c.F1, c.cd, dev), _tokens(G, L, D, c.cd, dev)
-    O = _tokens(G, min(c.C, L), D, c.cd, dev)
+    alloc = _new(c, dev)
+    Dh, Gh = _tokens(G, L, c.F1, alloc), _tokens(G, L, D, alloc)
+    O = _tokens(G, min(c.C, L), D, alloc)
     first = _layer2_from(blocks)
     W2s = _layer2_weights(c, dec, Gh, A, W2m, blocks, first)
     for bi, (b0, b1, chunks) in enumerate(blocks):
@@ -423,6 +427,7 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
     from .triton_kernels import _b1_kernel, _b2_kernel, _b3_kernel
     G, L, D = X.shape
     dev = X.device
+    alloc = _new(c, dev)
     Wc = _copies(c, W0)
     rerun = res is None
     if rerun:
@@ -432,7 +437,7 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
         Dh, Gh = _forward(c, Wc, W0[1], X, E, S, mode, res, None)
     else:                                # Dh = η ⊙ d and Gh = η ⊙ g from the residuals
         from .triton_kernels import _d_kernel
-        Dh, Gh = _tokens(G, L, c.F1, c.cd, dev), _tokens(G, L, D, c.cd, dev)
+        Dh, Gh = _tokens(G, L, c.F1, alloc), _tokens(G, L, D, alloc)
         c.ew(_d_kernel, L, c.F, G, Ee, Z, E, Dh, L, c.F, *_st(Ee), *_st(Z), *_st2(E), *_st(Dh), ACT=c.act)
         torch.mul(Gs, E[..., None], out=Gh)
     dec = _Decay(c, L, dev)
@@ -440,11 +445,11 @@ def _backward_walk(c: _Consts, mode: int, W0, X, E, S, gY, gW, gU, dX, dE, dS, r
     # final-state adjoints in the compute dtype: Ŵ_final (complete chunks), Û (the partial chunk)
     gWc = _copies(c, gW) if gW is not None else None
     gUc = _copies(c, gU) if gU is not None and full < L else None
-    Zh, Oh, Eh = (_tokens(G, L, w, c.cd, dev) for w in (c.F1, D, c.F))
-    BEA, BOG = (new_empty(G, L, L, dtype=c.cd, device=dev) for _ in range(2))
+    Zh, Oh, Eh = (_tokens(G, L, w, alloc) for w in (c.F1, D, c.F))
+    BEA, BOG = (alloc(G, L, L) for _ in range(2))
     n0, nb = min(c.C, L), min(L, _block_chunks(L, c.C) * c.C)
-    ED, Q, EGS = (_tokens(G, n0, w, c.cd, dev) for w in (c.F1, D, D))
-    P1, P2, AF = (_tokens(G, nb, w, c.cd, dev) for w in (c.F1, D, c.F))
+    ED, Q, EGS = (_tokens(G, n0, w, alloc) for w in (c.F1, D, D))
+    P1, P2, AF = (_tokens(G, nb, w, alloc) for w in (c.F1, D, c.F))
     fin = _final_terms(c, X, A, Gh, gWc, gUc, dec)
     blocks = _blocks(L, c.C)
     first = _layer2_from(blocks)
