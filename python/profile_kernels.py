@@ -50,6 +50,9 @@ def main():
     ap.add_argument("--host", action="store_true", help="also the cProfile of the forward's host work")
     ap.add_argument("--gaps", type=int, default=0, metavar="N",
                     help="also the GPU's idle time between kernels and its N longest gaps")
+    ap.add_argument("--order", type=int, default=0, metavar="N",
+                    help="also the last call's N longest device activities in launch order (kernels "
+                         "that share a name, e.g. the parts of one Triton kernel, apart)")
     ap.add_argument("--shapes", type=int, default=0, metavar="N",
                     help="also the N torch ops with the most device time, grouped by input shapes")
     args = ap.parse_args()
@@ -96,6 +99,8 @@ def main():
         print_shapes(prof, args.shapes, args.reps, args.device == "cuda")
     if args.gaps:
         print_gaps(prof, args.gaps, args.reps)
+    if args.order:
+        print_order(prof, args.order, args.reps)
     if args.host:
         prof_host = cProfile.Profile()
         with torch.no_grad():
@@ -124,8 +129,7 @@ def print_gaps(prof, n, reps):
     """The GPU's busy and idle time over the profiled calls and the ``n`` longest idle gaps
     between consecutive device activities (kernels, copies, memsets), with their neighbours:
     where the host, not the device, sets the pace."""
-    acts = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
-                  if e.device_type == torch.autograd.DeviceType.CUDA)
+    acts = device_activities(prof)
     if not acts:
         return
     gaps, busy, end, prev = [], 0.0, acts[0][0], acts[0][2]
@@ -141,6 +145,25 @@ def print_gaps(prof, n, reps):
           f"{busy / reps / 1e3:.3f} ms, idle {idle / reps / 1e3:.3f} ms in {len(gaps)} gaps; longest:")
     for g, a, b in sorted(gaps, reverse=True)[:n]:
         print(f"  {g:9.1f} µs  after {a[:50]:50s}  before {b[:50]}")
+
+
+def device_activities(prof):
+    """(start, end, name) of every device activity of the profile, in start order."""
+    return sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                  if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
+def print_order(prof, n, reps):
+    """The last of the ``reps`` profiled calls: its ``n`` longest device activities, listed in
+    launch order with their index in the call and their duration."""
+    acts = device_activities(prof)
+    per_call = len(acts) // reps
+    last = acts[len(acts) - per_call:]
+    keep = sorted(sorted(range(per_call), key=lambda i: last[i][0] - last[i][1])[:n])
+    print(f"last call: {per_call} device activities; the {len(keep)} longest in launch order:")
+    for i in keep:
+        a, b, name = last[i]
+        print(f"  #{i:<5d} {b - a:10.1f} µs  {name[:80]}")
 
 
 if __name__ == "__main__":
