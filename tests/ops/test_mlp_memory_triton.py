@@ -6,10 +6,11 @@ NaN-poisoned (NESTED_KERNELS_POISON=1). Every case compares the outputs, the fin
 S1, S2, W1_chunk, W2_chunk, position) and the gradients of a random functional of all of them with
 respect to every floating-point input (q, k, v, eta, gates, w1, w2 or the per-sequence initial
 states, the resumed chunk-start copies) — SPEC §7 bounds: 2e-3 in float32, 2e-2 in bf16/fp16.
-The reference sees the same (rounded) inputs as the kernel. Every test runs three times: without
+The reference sees the same (rounded) inputs as the kernel. Every test runs four times: without
 and with the tile-parallel prep kernel (NESTED_KERNELS_MLP_TRITON_PREP = 0 / 1), and with the
 prep kernel and the backward split into the adjoint chain and the token gradients
-(NESTED_KERNELS_MLP_TRITON_BWD_SPLIT = 1).
+(NESTED_KERNELS_MLP_TRITON_BWD_SPLIT = 1), the latter by the kernel or by autograd over all tiles
+(NESTED_KERNELS_MLP_TRITON_TOKENS = triton / torch).
 """
 from __future__ import annotations
 
@@ -28,12 +29,25 @@ ARGS = ("q", "k", "v", "eta", "w1", "w2", "log_alpha", "beta", "mu")
 FIELDS = ("W1", "W2", "S1", "S2", "W1_chunk", "W2_chunk")
 
 
-@pytest.fixture(autouse=True, params=[("0", "0"), ("1", "0"), ("1", "1")], ids=["prep0", "prep1", "prep1-split"])
+@pytest.fixture(autouse=True, params=[("0", "0", "triton"), ("1", "0", "triton"), ("1", "1", "triton"),
+                                      ("1", "1", "torch")],
+                ids=["prep0", "prep1", "prep1-split", "prep1-split-torchtok"])
 def prep_knob(request, monkeypatch):
-    prep, split = request.param
+    prep, split, tokens = request.param
     monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PREP", prep)
     monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_BWD_SPLIT", split)
+    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_TOKENS", tokens)
+    if tokens == "torch":     # several autograd calls per backward, the last one short
+        monkeypatch.setattr(triton_backend, "_tile_group", lambda a: 3)
     return prep
+
+
+def bwd_launches(read: str) -> int:
+    """Launches of ``_bwd_kernel`` per backward: one walk; split, the chain, the token gradients and
+    read chunk's dq — or the chain alone when ``tile_grads`` takes the token gradients."""
+    if not triton_backend._bwd_split() or triton_backend._token_parts() == "torch":
+        return 1
+    return 3 if read == "chunk" else 2
 
 
 def make(B=1, T=37, H=1, K=16, V=16, F=32, *, gates="abm", N=None, init=False, resume=None, seed=0):
@@ -232,6 +246,16 @@ def test_default_precisions_and_split(monkeypatch):
     assert not triton_backend._bwd_split()
 
 
+def test_token_parts_knob(monkeypatch):
+    """NESTED_KERNELS_MLP_TRITON_TOKENS: triton (default) or torch; anything else is a ValueError
+    naming it, raised before any kernel runs."""
+    monkeypatch.delenv("NESTED_KERNELS_MLP_TRITON_TOKENS")
+    assert triton_backend._token_parts() == "triton"
+    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_TOKENS", "cuda")
+    with pytest.raises(ValueError, match="NESTED_KERNELS_MLP_TRITON_TOKENS"):
+        triton_backend._token_parts()
+
+
 def test_token_parts_precision(prep_knob, monkeypatch):
     """NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION=bf16: the split backward's token parts (2, 3) run
     with bf16 operands (rounded and multiplied in float32 under the interpreter), the chain (1)
@@ -252,7 +276,9 @@ def test_token_parts_precision(prep_knob, monkeypatch):
     monkeypatch.setattr(triton_bwd, "_bwd_kernel", Spy())
     x, st = make(T=24, gates="abm", init=True, seed=8)
     check(x, st, dtype=torch.bfloat16, target="self", read="chunk")
-    if triton_backend._bwd_split():
+    if triton_backend._bwd_split() and triton_backend._token_parts() == "torch":
+        assert precs == [(1, "ieee")], precs         # the token gradients come from tile_grads
+    elif triton_backend._bwd_split():
         assert precs == [(1, "ieee"), (2, "bf16_emu"), (3, "bf16_emu")], precs
     else:
         assert precs == [(0, "ieee")], precs
@@ -402,7 +428,8 @@ def test_every_launch_runs_all_f_slices(ns, prep_knob, monkeypatch):
     interpreter cannot run NS > 1 (its programs run one after another), so the kernels are
     replaced by recorders here; the slice arithmetic is checked by python/check_mlp_memory_triton.py.
     With the prep kernel: one launch on (tiles, H) before the forward and before the backward (which
-    reuses the forward's residuals); with the backward split, three backward launches."""
+    reuses the forward's residuals); with the backward split, three backward launches (one with
+    NESTED_KERNELS_MLP_TRITON_TOKENS=torch)."""
     from nested_kernels.ops.mlp_memory import triton_bwd, triton_fwd, triton_prep
     seen = []
 
@@ -420,7 +447,7 @@ def test_every_launch_runs_all_f_slices(ns, prep_knob, monkeypatch):
     x, st = make(B=2, T=20, H=3, gates="abm", init=True)
     run("triton", x, st, torch.float32, chunk_size=16, read="chunk")
     prep = [("prep", (2 * 2, 3), None, False)] if prep_knob == "1" else []    # 2 sequences of 2 tiles
-    bwd = ("bwd",) * (3 if triton_backend._bwd_split() else 1)     # split: chain, tokens, read chunk's dq
+    bwd = ("bwd",) * bwd_launches("chunk")
     assert seen == prep + [("fwd", (6, ns), ns, ns > 1)] + prep + [(n, (6, ns), ns, ns > 1) for n in bwd]
 
 
@@ -453,7 +480,7 @@ def test_split_compile_failure_retries_with_fewer_slices(prep_knob, monkeypatch)
     with pytest.warns(RuntimeWarning, match="retrying with fewer F slices"):
         check(x, st, read="before")
     # forward 4, 2 (refused), 1; the backward (the forward's residuals) starts at the remembered 1
-    bwd = [("_bwd_kernel", 1)] * (2 if triton_backend._bwd_split() else 1)
+    bwd = [("_bwd_kernel", 1)] * bwd_launches("before")
     assert tried == [("_fwd_kernel", 4), ("_fwd_kernel", 2), ("_fwd_kernel", 1)] + bwd, tried
     assert list(triton_backend._NS_CAPS.values()) == [1]
     tried.clear()

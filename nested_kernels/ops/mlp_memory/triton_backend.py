@@ -163,6 +163,26 @@ def _bwd_split() -> bool:
     return env_flag("NESTED_KERNELS_MLP_TRITON_BWD_SPLIT", True)
 
 
+def _token_parts() -> str:
+    """NESTED_KERNELS_MLP_TRITON_TOKENS: what computes the split backward's token and gate
+    gradients after the chain — "triton" (default): ``_bwd_kernel``'s PARTs 2 and 3, walking the
+    tiles of each (sequence, head); "torch": one vector-Jacobian product of the torch tile algebra
+    batched over all tiles (``tile_grads``). Anything else is a ValueError naming the variable."""
+    mode = getenv("NESTED_KERNELS_MLP_TRITON_TOKENS", "triton")
+    if mode not in ("triton", "torch"):
+        raise ValueError(f"NESTED_KERNELS_MLP_TRITON_TOKENS must be triton or torch, got {mode!r}")
+    return mode
+
+
+def _tile_group(a) -> int:
+    """Tiles per autograd call of ``tile_grads``: as many as keep its intermediates (≈ 40 [C, F],
+    16 weight-sized and 64 [C, max(C, K, V)] float32 tensors per tile and head, an estimate) within
+    the residual budget (``_budget``), at most 4 GiB."""
+    C, K, V, F = a.C, a.K, a.V, a.F
+    per_tile = 4 * a.H * (40 * C * F + 8 * (V * F + F * K) + 64 * C * max(C, K, V))
+    return max(1, min(a.n_tiles, min(_budget(a.device), 4 << 30) // per_tile))
+
+
 def _slices(F: int, BF: int, NH: int, device: torch.device) -> int:
     """Number NS of programs per (sequence, head), each owning F / NS hidden units: the largest
     power of two with F / NS ≥ BF and N·H·NS ≤ the number of SMs (one resident program per SM,
@@ -281,7 +301,7 @@ class _Args:
         self.N = N = self.B if cu is None else cu.numel() - 1
         self.resumed = inputs["position0"] is not None and inputs["w1_chunk0"] is not None
         self.pos = inputs["position0"].to(torch.int64).contiguous() if self.resumed else None
-        plan = tile_plan(self.B, self.T, C, C, self.cu, self.pos, dev)
+        self.plan = plan = tile_plan(self.B, self.T, C, C, self.cu, self.pos, dev)
         self.tile_base, self.n_tiles, self.final_pos = plan.tile_base, plan.n_tiles, plan.final_pos
         self.prep = _prep_on()
         if self.prep:
@@ -543,7 +563,9 @@ def _backward(inputs, outputs, grads, cfg, bf: int = 16):
         if adj:       # and the adjoint of the frozen errors, per token (PART 1 writes, PART 2 reads)
             adj["dE"] = torch.empty(rows, H, V, dtype=f32, device=dev)
         tok_prec = _tokens_precision(a.prec, a.q.dtype)
-        for part in ((1, 2, 3) if cfg["read"] == "chunk" else (1, 2)) if adj else (0,):
+        torch_tokens = bool(adj) and _token_parts() == "torch"
+        parts = (1,) if torch_tokens else ((1, 2, 3) if cfg["read"] == "chunk" else (1, 2)) if adj else (0,)
+        for part in parts:
             a.launch(_bwd_kernel,
                      a.q, a.k, a.v, a.eta, d(a.la), d(a.beta), d(a.mu), d(wc1), d(wc2), d(a.pos), d(a.cu),
                      a.tile_base, *(d(saved.get(n)) for n in ("W1", "W2", "S1", "S2")), d(adj.get("dE")),
@@ -553,6 +575,11 @@ def _backward(inputs, outputs, grads, cfg, bf: int = 16):
                      *a.exchange_buffers(), dq, dk, dv, deta, d(dla), d(dbeta), d(dmu), T, rows, H, a.scale,
                      *(d(saved.get(n)) for n in PREP_ROWS), HAS_DC=has_dc, PART=part,
                      PREC=tok_prec if part in (2, 3) else a.prec)
+        if torch_tokens:
+            from .tile_grads import tile_grads
+            tg = tile_grads(a, cfg, saved, adj, dO, _tile_group(a))
+            dq, dk, dv, deta = tg["q"], tg["k"], tg["v"], tg["eta"]
+            dla, dbeta, dmu = tg.get("log_alpha"), tg.get("beta"), tg.get("mu")
 
     out = {}
 
@@ -562,7 +589,7 @@ def _backward(inputs, outputs, grads, cfg, bf: int = 16):
 
     def put_sum(name, part, shape):     # per-slice partial sums
         if part is not None:
-            put(name, part[0] if a.NS == 1 else part.sum(0), shape)
+            put(name, part[0] if len(part) == 1 else part.sum(0), shape)
 
     put_sum("q", dq, (B, T, H, K))
     put_sum("k", dk, (B, T, H, K))

@@ -1,0 +1,105 @@
+"""The token and gate gradients of every tile at once, by autograd through the torch tile algebra.
+
+The split backward of the ``triton`` backend walks the chain of weight adjoints (``_bwd_kernel``
+PART 1) and stores every tile's tile-end adjoints. After that, each tile's token and gate
+gradients depend on nothing but the tile itself: its tokens, its tile-start states (the forward's
+checkpoints), its chunk-start weights, dO of its rows and its tile-end adjoints. So they are one
+vector-Jacobian product of ``chunk._tile`` — batched over (tiles, heads), not walked — with the
+cotangents (dO, dW1_end, dW2_end[, dS1_end, dS2_end]). This replaces PARTs 2 and 3 of the kernel
+when NESTED_KERNELS_MLP_TRITON_TOKENS=torch.
+
+Tiles follow the kernels' tile table (``TilePlan``): tile t of sequence n = tile_seq[t], index i =
+tile_idx[t], holds the tokens [max(0, iC − p), min(L, (i+1)C − p)) in its first slots; the other
+slots are padding tokens that leave the state unchanged (η = 0, α = 1, β = 0, μ = 1, ρ = 0, the
+torch backend's convention). A resumed first tile (p > 0) takes its gradients at the state's
+chunk-start copy. Tiles past the table's end (its sync-free bound) have only padding; their
+(uninitialised) checkpoints reach nothing but their own padding slots, which are dropped.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from . import chunk
+
+_GATES = (("log_alpha", "la", 0.0), ("beta", "beta", 0.0), ("mu", "mu", 1.0))
+
+
+def tile_rows(a) -> tuple:
+    """(rows [tiles, C] int64: each slot's row of the flattened [B·T] tokens, B·T for padding;
+    valid [tiles, C] bool; resumed [tiles] bool: the tile finishes a chunk begun by an earlier
+    call) for the tile table of ``a`` (``triton_backend._Args``)."""
+    plan, C, dev = a.plan, a.C, a.device
+    seq = plan.tile_seq.long()
+    live = seq >= 0
+    n = seq.clamp(min=0)
+    idx = plan.tile_idx.long()
+    L, p = plan.lengths[n], plan.pos[n]
+    row0 = a.cu[n] if a.cu is not None else n * a.T
+    s = (idx * C - p).clamp(min=0)
+    e = torch.minimum(L, (idx + 1) * C - p)
+    tok = s[:, None] + torch.arange(C, device=dev)
+    valid = live[:, None] & (tok < e[:, None])
+    rows = torch.where(valid, row0[:, None] + tok, a.B * a.T)
+    return rows, valid, live & (idx == 0) & (p > 0)
+
+
+@contextlib.contextmanager
+def _tf32(on: bool):
+    """float32 products with tf32 operands while ``on`` (cuBLAS' allow_tf32 flag, restored after)."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = on
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def tile_grads(a, cfg, saved: dict, adj: dict, dO: torch.Tensor, group: int) -> dict:
+    """{name: float32 gradient [1, B·T, H, ·]} of q, k, v, eta and the gates present, for the
+    launcher's per-slice layout (one slice). ``a``: ``triton_backend._Args``; ``saved``: the
+    forward's tile-start checkpoints W1, W2 (S1, S2) [tiles, H, ·, ·]; ``adj``: the tile-end
+    adjoints of PART 1, same shapes; dO [B, T, H, V]; ``group``: tiles per autograd call (bounds
+    the memory of its intermediates). Products in tf32 for 16-bit inputs, float32 otherwise."""
+    rows_all, valid_all, resumed_all = tile_rows(a)
+    R, H = a.B * a.T, a.H
+
+    def flat(x, fill):
+        """x [B, T, H, *] -> float32 [B·T + 1, H, d], the last row (padding) filled with ``fill``."""
+        x = x.reshape(R, H, -1).float()
+        return torch.cat([x, x.new_full((1,) + x.shape[1:], fill)])
+
+    toks = dict(q=flat(a.q, 0.0), k=flat(a.k, 0.0), v=flat(a.v, 0.0), eta=flat(a.eta, 0.0), dO=flat(dO, 0.0))
+    for name, attr, fill in _GATES:
+        if getattr(a, attr) is not None:
+            toks[name] = flat(getattr(a, attr), fill)
+    out = {n: torch.zeros(1, R, H, toks[n].shape[-1], dtype=torch.float32, device=a.device)
+           for n in toks if n != "dO"}
+    mom = a.mom
+    states = ("W1", "W2", "S1", "S2") if mom else ("W1", "W2")
+    opts = dict(target=cfg["target"], read=cfg["read"], activation=cfg["activation"], residual=cfg["residual"])
+    with torch.enable_grad(), _tf32(a.q.dtype != torch.float32):
+        for g0 in range(0, a.n_tiles, group):
+            rows, valid, resumed = (x[g0:g0 + group] for x in (rows_all, valid_all, resumed_all))
+            take = lambda n: toks[n][rows].permute(0, 2, 1, 3).contiguous()     # [G, H, C, d]  # noqa: E731
+            leaves = {n: take(n).requires_grad_() for n in out}
+            sc = lambda n: leaves[n][..., 0] if n in leaves else None     # [G, H, C]  # noqa: E731
+            rho = valid[:, None, :].expand(-1, H, -1).float() if mom else None
+            st = {n: saved[n][g0:g0 + group] for n in states}
+            W1g, W2g = st["W1"], st["W2"]
+            if a.resumed:       # a resumed first tile takes its gradients at the chunk-start copy
+                n0 = a.plan.tile_seq[g0:g0 + group].long().clamp(min=0)
+                pick = resumed[:, None, None, None]
+                W1g = torch.where(pick, a.chunk0[0][n0], W1g)
+                W2g = torch.where(pick, a.chunk0[1][n0], W2g)
+            o, *ends = chunk._tile(leaves["q"] * a.scale, leaves["k"], leaves["v"], sc("eta"), sc("log_alpha"),
+                                   sc("beta"), sc("mu"), rho, st["W1"], st["W2"], st.get("S1"), st.get("S2"),
+                                   W1g, W2g, **opts)
+            cots = [take("dO")] + [adj[n][g0:g0 + group] for n in states]
+            grads = torch.autograd.grad([o] + ends[:len(states)], list(leaves.values()), cots, allow_unused=True)
+            keep = rows[valid]
+            for (n, x), gx in zip(leaves.items(), grads):
+                if gx is not None:
+                    out[n][0, keep] = gx.permute(0, 2, 1, 3)[valid]
+    return out
