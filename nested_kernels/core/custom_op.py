@@ -106,7 +106,7 @@ def _named(op_name: str, names: Sequence[str], inputs: Mapping) -> tuple[dict, t
     return named, tuple(n for n, t in named.items() if t is None)
 
 
-def _autograd_enabled_guard():
+def autograd_enabled_guard():
     """Custom-op bodies run with the autograd dispatch keys excluded; re-enable them so a
     pure-PyTorch backward can differentiate the recomputed forward."""
     keys = torch._C.DispatchKey
@@ -149,7 +149,7 @@ def _differentiable(t: Optional[torch.Tensor]) -> bool:
 def autograd_backward(forward: Callable, names: Sequence[str], inputs: Mapping, grads: Sequence,
                       cfg: dict) -> dict:
     """Gradients of every floating-point input by autograd through ``forward`` (recomputed)."""
-    with _autograd_enabled_guard(), torch.enable_grad():
+    with autograd_enabled_guard(), torch.enable_grad():
         leaves = {n: inputs[n].detach().requires_grad_(True) for n in names if _differentiable(inputs[n])}
         outs = forward({n: leaves.get(n, inputs[n]) for n in names}, cfg)
         pairs = [(o, g) for o, g in zip(outs, grads) if o.requires_grad and g is not None]

@@ -256,6 +256,26 @@ def test_token_parts_knob(monkeypatch):
         triton_backend._token_parts()
 
 
+def test_token_gradients_by_autograd_through_cases(monkeypatch):
+    """tile_grads differentiates inside the custom op's backward, where the autograd dispatch keys
+    are excluded (python/profile_kernels.py's call, gradients of o alone with β = η, failed with
+    "does not require grad" before the guard): its gradients equal the kernel's PARTs 2 and 3."""
+    from nested_kernels import cases as nk_cases
+    case = nk_cases.Case("mlp_memory", dict(B=1, T=20, H=1, K=16, V=16, F=16), torch.float32,
+                         dict(chunk_size=16, target="self", read="chunk"),
+                         dict(gates=("log_alpha", "beta", "mu"), beta="eta"), "t")
+    fn, _ = nk_cases.load_op("mlp_memory")
+    got = {}
+    for tokens in ("triton", "torch"):
+        monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_TOKENS", tokens)
+        t = nk_cases.make_inputs(case, DEVICE, 0)
+        leaves = {n: x.requires_grad_() for n, x in t.items() if isinstance(x, torch.Tensor) and x.is_floating_point()}
+        o = nk_cases.flatten_result(case, nk_cases.call_op(fn, case, t, "triton"))["o"]
+        got[tokens] = torch.autograd.grad(o, list(leaves.values()), torch.ones_like(o), allow_unused=True)
+    for a, b in zip(*got.values()):
+        assert (a is None) == (b is None) and (a is None or rel_error(b, a) < 1e-4)
+
+
 def test_token_parts_precision(prep_knob, monkeypatch):
     """NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION=bf16: the split backward's token parts (2, 3) run
     with bf16 operands (rounded and multiplied in float32 under the interpreter), the chain (1)

@@ -21,6 +21,7 @@ import contextlib
 
 import torch
 
+from ...core.custom_op import autograd_enabled_guard
 from . import chunk
 
 _GATES = (("log_alpha", "la", 0.0), ("beta", "beta", 0.0), ("mu", "mu", 1.0))
@@ -79,7 +80,7 @@ def tile_grads(a, cfg, saved: dict, adj: dict, dO: torch.Tensor, group: int) -> 
     mom = a.mom
     states = ("W1", "W2", "S1", "S2") if mom else ("W1", "W2")
     opts = dict(target=cfg["target"], read=cfg["read"], activation=cfg["activation"], residual=cfg["residual"])
-    with torch.enable_grad(), _tf32(a.q.dtype != torch.float32):
+    with autograd_enabled_guard(), torch.enable_grad(), _tf32(a.q.dtype != torch.float32):
         for g0 in range(0, a.n_tiles, group):
             rows, valid, resumed = (x[g0:g0 + group] for x in (rows_all, valid_all, resumed_all))
             take = lambda n: toks[n][rows].permute(0, 2, 1, 3).contiguous()     # [G, H, C, d]  # noqa: E731
