@@ -22,6 +22,7 @@ import contextlib
 import torch
 
 from ...core.custom_op import autograd_enabled_guard
+from ...core.triton_launch import env_flag
 from . import chunk
 
 _GATES = (("log_alpha", "la", 0.0), ("beta", "beta", 0.0), ("mu", "mu", 1.0))
@@ -57,14 +58,32 @@ def _tf32(on: bool):
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
+def _tile_fn(device: torch.device):
+    """``chunk._tile``, compiled by torch.compile on CUDA (its elementwise work fused between the
+    products; H100 2026-12-06e call 3: eager, ≈ 60 % of the device time of this part went to
+    unfused elementwise ops on [tiles, H, C, F] tensors) unless
+    NESTED_KERNELS_MLP_TRITON_TOKENS_COMPILE=0; eager elsewhere."""
+    if device.type != "cuda" or not env_flag("NESTED_KERNELS_MLP_TRITON_TOKENS_COMPILE", True):
+        return chunk._tile
+    global _COMPILED
+    if _COMPILED is None:
+        _COMPILED = torch.compile(chunk._tile, dynamic=False)
+    return _COMPILED
+
+
+_COMPILED = None
+
+
 def tile_grads(a, cfg, saved: dict, adj: dict, dO: torch.Tensor, group: int) -> dict:
     """{name: float32 gradient [1, B·T, H, ·]} of q, k, v, eta and the gates present, for the
     launcher's per-slice layout (one slice). ``a``: ``triton_backend._Args``; ``saved``: the
     forward's tile-start checkpoints W1, W2 (S1, S2) [tiles, H, ·, ·]; ``adj``: the tile-end
-    adjoints of PART 1, same shapes; dO [B, T, H, V]; ``group``: tiles per autograd call (bounds
-    the memory of its intermediates). Products in tf32 for 16-bit inputs, float32 otherwise."""
+    adjoints of PART 1, same shapes; dO [B, T, H, V]; ``group``: most tiles per autograd call
+    (bounds the memory of its intermediates; the calls take equally many, the last one repeating
+    the last tile, so that a compiled ``_tile`` sees one shape). Products in tf32 for 16-bit
+    inputs, float32 otherwise. No device sync."""
     rows_all, valid_all, resumed_all = tile_rows(a)
-    R, H = a.B * a.T, a.H
+    R, H, nt = a.B * a.T, a.H, a.n_tiles
 
     def flat(x, fill):
         """x [B, T, H, *] -> float32 [B·T + 1, H, d], the last row (padding) filled with ``fill``."""
@@ -75,32 +94,39 @@ def tile_grads(a, cfg, saved: dict, adj: dict, dO: torch.Tensor, group: int) -> 
     for name, attr, fill in _GATES:
         if getattr(a, attr) is not None:
             toks[name] = flat(getattr(a, attr), fill)
-    out = {n: torch.zeros(1, R, H, toks[n].shape[-1], dtype=torch.float32, device=a.device)
+    # gradients per row, the padding slots' into the extra row B·T (dropped)
+    out = {n: torch.zeros(1, R + 1, H, toks[n].shape[-1], dtype=torch.float32, device=a.device)
            for n in toks if n != "dO"}
-    mom = a.mom
-    states = ("W1", "W2", "S1", "S2") if mom else ("W1", "W2")
+    states = ("W1", "W2", "S1", "S2") if a.mom else ("W1", "W2")
     opts = dict(target=cfg["target"], read=cfg["read"], activation=cfg["activation"], residual=cfg["residual"])
+    tile = _tile_fn(a.device)
+    n_calls = -(-nt // group)
+    size = -(-nt // n_calls)
     with autograd_enabled_guard(), torch.enable_grad(), _tf32(a.q.dtype != torch.float32):
-        for g0 in range(0, a.n_tiles, group):
-            rows, valid, resumed = (x[g0:g0 + group] for x in (rows_all, valid_all, resumed_all))
+        for g0 in range(0, nt, size):
+            if g0 + size <= nt:
+                part = lambda x: x[g0:g0 + size]                          # noqa: E731
+            else:
+                ids = torch.arange(g0, g0 + size, device=a.device).clamp(max=nt - 1)
+                part = lambda x: x[ids]                                   # noqa: E731
+            rows, valid = part(rows_all), part(valid_all)
             take = lambda n: toks[n][rows].permute(0, 2, 1, 3).contiguous()     # [G, H, C, d]  # noqa: E731
             leaves = {n: take(n).requires_grad_() for n in out}
             sc = lambda n: leaves[n][..., 0] if n in leaves else None     # [G, H, C]  # noqa: E731
-            rho = valid[:, None, :].expand(-1, H, -1).float() if mom else None
-            st = {n: saved[n][g0:g0 + group] for n in states}
+            rho = valid[:, None, :].expand(-1, H, -1).float() if a.mom else None
+            st = {n: part(saved[n]) for n in states}
             W1g, W2g = st["W1"], st["W2"]
             if a.resumed:       # a resumed first tile takes its gradients at the chunk-start copy
-                n0 = a.plan.tile_seq[g0:g0 + group].long().clamp(min=0)
-                pick = resumed[:, None, None, None]
+                n0 = part(a.plan.tile_seq).long().clamp(min=0)
+                pick = part(resumed_all)[:, None, None, None]
                 W1g = torch.where(pick, a.chunk0[0][n0], W1g)
                 W2g = torch.where(pick, a.chunk0[1][n0], W2g)
-            o, *ends = chunk._tile(leaves["q"] * a.scale, leaves["k"], leaves["v"], sc("eta"), sc("log_alpha"),
-                                   sc("beta"), sc("mu"), rho, st["W1"], st["W2"], st.get("S1"), st.get("S2"),
-                                   W1g, W2g, **opts)
-            cots = [take("dO")] + [adj[n][g0:g0 + group] for n in states]
+            o, *ends = tile(leaves["q"] * a.scale, leaves["k"], leaves["v"], sc("eta"), sc("log_alpha"),
+                            sc("beta"), sc("mu"), rho, st["W1"], st["W2"], st.get("S1"), st.get("S2"),
+                            W1g, W2g, **opts)
+            cots = [take("dO")] + [part(adj[n]) for n in states]
             grads = torch.autograd.grad([o] + ends[:len(states)], list(leaves.values()), cots, allow_unused=True)
-            keep = rows[valid]
-            for (n, x), gx in zip(leaves.items(), grads):
+            for n, gx in zip(leaves, grads):
                 if gx is not None:
-                    out[n][0, keep] = gx.permute(0, 2, 1, 3)[valid]
-    return out
+                    out[n][0, rows] = gx.permute(0, 2, 1, 3)
+    return {n: x[:, :R] for n, x in out.items()}
