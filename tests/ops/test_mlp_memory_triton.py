@@ -170,8 +170,9 @@ def test_backward_without_residuals(read, monkeypatch):
 
 
 def test_residuals_are_kept_when_grad_is_taken():
-    """The forward returns its residuals (checkpoints per tile, E and B Aᵀ per token) only when a
-    gradient will be taken; their shapes follow from the input shapes (the fake forward's)."""
+    """The forward returns its residuals (checkpoints per tile, E and B Aᵀ per token, the prep
+    kernel's rows or (I + A_β)⁻¹) only when a gradient will be taken; their shapes follow from the
+    input shapes (the fake forward's)."""
     x, _ = make(B=2, T=20, H=3, gates="abm")
     leaves = {n: None if x[n] is None else x[n].float() for n in ARGS}
     cfg = dict(chunk_size=16, target="external", read="after", activation="gelu", residual=True, scale=1.0,
@@ -183,7 +184,9 @@ def test_residuals_are_kept_when_grad_is_taken():
     shapes = triton_backend._residual_shapes(inputs, cfg)
     nt = 2 * 2                       # 2 sequences of 2 tiles of 16
     assert shapes == dict(W1=(nt, 3, 16, 32), W2=(nt, 3, 32, 16), S1=(nt, 3, 16, 32), S2=(nt, 3, 32, 16),
-                          E=(40, 3, 16), BA=(40, 3, 16), **({} if triton_backend._prep_on() else {"Ai": (40, 3, 16)}))
+                          E=(40, 3, 16), BA=(40, 3, 16), Ai=(40, 3, 16),
+                          **(dict(pv=(40, 3, 8), pk=(40, 3, 16), qp=(40, 3, 16), pm=(40, 3, 16), qg=(40, 3, 16))
+                             if triton_backend._prep_on() else {}))
     out = api.OP(dict(cfg, keep_residuals=True), **inputs)
     assert out["saved"].numel() == sum(torch.Size(s).numel() for s in shapes.values())
 
@@ -247,10 +250,10 @@ def test_default_precisions_and_split(monkeypatch):
 
 
 def test_token_parts_knob(monkeypatch):
-    """NESTED_KERNELS_MLP_TRITON_TOKENS: triton (default) or torch; anything else is a ValueError
+    """NESTED_KERNELS_MLP_TRITON_TOKENS: torch (default) or triton; anything else is a ValueError
     naming it, raised before any kernel runs."""
     monkeypatch.delenv("NESTED_KERNELS_MLP_TRITON_TOKENS")
-    assert triton_backend._token_parts() == "triton"
+    assert triton_backend._token_parts() == "torch"
     monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_TOKENS", "cuda")
     with pytest.raises(ValueError, match="NESTED_KERNELS_MLP_TRITON_TOKENS"):
         triton_backend._token_parts()
@@ -274,6 +277,31 @@ def test_token_gradients_by_autograd_through_cases(monkeypatch):
         got[tokens] = torch.autograd.grad(o, list(leaves.values()), torch.ones_like(o), allow_unused=True)
     for a, b in zip(*got.values()):
         assert (a is None) == (b is None) and (a is None or rel_error(b, a) < 1e-4)
+
+
+def test_tile_grads_compile_failure_runs_eagerly(monkeypatch):
+    """When torch.compile of the tile algebra fails, tile_grads warns once and differentiates the
+    eager tile algebra from then on (same gradients)."""
+    from nested_kernels.ops.mlp_memory import tile_grads as tg
+    monkeypatch.setattr(tg._Tile, "compiled", None)
+    monkeypatch.setattr(tg._Tile, "broken", False)
+    compiles = []
+
+    def failing_compile(fn, **kw):
+        compiles.append(fn)
+
+        def run(*args, **kwargs):
+            raise RuntimeError("inductor failed")
+        return run
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    monkeypatch.setattr(tg.chunk, "_tile", lambda x, scale: (scale * x, x * x))
+    x = torch.randn(5, requires_grad=True)
+    cuda = torch.device("cuda")          # only the device type is looked at
+    with pytest.warns(RuntimeWarning, match="torch.compile failed"):
+        (g,) = tg._Tile.vjp(cuda, (x,), dict(scale=2.0), [torch.ones(5), torch.ones(5)], [x], 2)
+    assert torch.allclose(g, 2.0 + 2 * x)
+    (g,) = tg._Tile.vjp(cuda, (x,), dict(scale=3.0), [torch.ones(5), torch.zeros(5)], [x], 2)
+    assert torch.allclose(g, torch.full_like(x, 3.0)) and len(compiles) == 1
 
 
 def test_token_parts_precision(prep_knob, monkeypatch):
@@ -447,8 +475,8 @@ def test_every_launch_runs_all_f_slices(ns, prep_knob, monkeypatch):
     (N·H,) with NS = 8: slice 0 waited forever for the other seven (H100 hang, 2026-11-26). The
     interpreter cannot run NS > 1 (its programs run one after another), so the kernels are
     replaced by recorders here; the slice arithmetic is checked by python/check_mlp_memory_triton.py.
-    With the prep kernel: one launch on (tiles, H) before the forward and before the backward (which
-    reuses the forward's residuals); with the backward split, three backward launches (one with
+    With the prep kernel: one launch on (tiles, H) before the forward (its rows are kept with the
+    forward's residuals, so the backward does not launch it again); with the backward split, three backward launches (one with
     NESTED_KERNELS_MLP_TRITON_TOKENS=torch)."""
     from nested_kernels.ops.mlp_memory import triton_bwd, triton_fwd, triton_prep
     seen = []
@@ -468,7 +496,7 @@ def test_every_launch_runs_all_f_slices(ns, prep_knob, monkeypatch):
     run("triton", x, st, torch.float32, chunk_size=16, read="chunk")
     prep = [("prep", (2 * 2, 3), None, False)] if prep_knob == "1" else []    # 2 sequences of 2 tiles
     bwd = ("bwd",) * bwd_launches("chunk")
-    assert seen == prep + [("fwd", (6, ns), ns, ns > 1)] + prep + [(n, (6, ns), ns, ns > 1) for n in bwd]
+    assert seen == prep + [("fwd", (6, ns), ns, ns > 1)] + [(n, (6, ns), ns, ns > 1) for n in bwd]
 
 
 

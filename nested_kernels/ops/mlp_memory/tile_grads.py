@@ -18,6 +18,7 @@ chunk-start copy. Tiles past the table's end (its sync-free bound) have only pad
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 
@@ -58,20 +59,35 @@ def _tf32(on: bool):
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
-def _tile_fn(device: torch.device):
+class _Tile:
     """``chunk._tile``, compiled by torch.compile on CUDA (its elementwise work fused between the
-    products; H100 2026-12-06e call 3: eager, ≈ 60 % of the device time of this part went to
-    unfused elementwise ops on [tiles, H, C, F] tensors) unless
-    NESTED_KERNELS_MLP_TRITON_TOKENS_COMPILE=0; eager elsewhere."""
-    if device.type != "cuda" or not env_flag("NESTED_KERNELS_MLP_TRITON_TOKENS_COMPILE", True):
-        return chunk._tile
-    global _COMPILED
-    if _COMPILED is None:
-        _COMPILED = torch.compile(chunk._tile, dynamic=False)
-    return _COMPILED
+    products) unless NESTED_KERNELS_MLP_TRITON_TOKENS_COMPILE=0; eager elsewhere. H100 2026-12-06e
+    (issue 4's shape, fwd+bwd of the op): 44.9 ms compiled, 59.6 ms eager (call 4). If compiling
+    fails, a RuntimeWarning says so and this process goes on eagerly."""
+    compiled = None
+    broken = False
 
+    @classmethod
+    def vjp(cls, device: torch.device, args: tuple, opts: dict, cots: list, leaves: list, n_out: int):
+        """Gradients of (o, tile-end states[:n_out − 1]) of ``_tile(*args, **opts)`` for ``leaves``
+        with the cotangents ``cots``."""
+        if device.type == "cuda" and not cls.broken and env_flag("NESTED_KERNELS_MLP_TRITON_TOKENS_COMPILE", True):
+            if cls.compiled is None:
+                cls.compiled = torch.compile(chunk._tile, dynamic=False)
+            try:
+                return cls._vjp(cls.compiled, args, opts, cots, leaves, n_out)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as e:      # inductor / dynamo failed: the same mathematics eagerly
+                cls.broken = True
+                warnings.warn(f"mlp_memory tile_grads: torch.compile failed ({type(e).__name__}: {e}); "
+                              "running the tile algebra eagerly", RuntimeWarning, stacklevel=3)
+        return cls._vjp(chunk._tile, args, opts, cots, leaves, n_out)
 
-_COMPILED = None
+    @staticmethod
+    def _vjp(tile, args, opts, cots, leaves, n_out):
+        o, *ends = tile(*args, **opts)
+        return torch.autograd.grad([o] + ends[:n_out - 1], leaves, cots, allow_unused=True)
 
 
 def tile_grads(a, cfg, saved: dict, adj: dict, dO: torch.Tensor, group: int) -> dict:
@@ -80,7 +96,7 @@ def tile_grads(a, cfg, saved: dict, adj: dict, dO: torch.Tensor, group: int) -> 
     forward's tile-start checkpoints W1, W2 (S1, S2) [tiles, H, ·, ·]; ``adj``: the tile-end
     adjoints of PART 1, same shapes; dO [B, T, H, V]; ``group``: most tiles per autograd call
     (bounds the memory of its intermediates; the calls take equally many, the last one repeating
-    the last tile, so that a compiled ``_tile`` sees one shape). Products in tf32 for 16-bit
+    the last tile, so that the compiled ``_tile`` sees one shape). Products in tf32 for 16-bit
     inputs, float32 otherwise. No device sync."""
     rows_all, valid_all, resumed_all = tile_rows(a)
     R, H, nt = a.B * a.T, a.H, a.n_tiles
@@ -99,7 +115,6 @@ def tile_grads(a, cfg, saved: dict, adj: dict, dO: torch.Tensor, group: int) -> 
            for n in toks if n != "dO"}
     states = ("W1", "W2", "S1", "S2") if a.mom else ("W1", "W2")
     opts = dict(target=cfg["target"], read=cfg["read"], activation=cfg["activation"], residual=cfg["residual"])
-    tile = _tile_fn(a.device)
     n_calls = -(-nt // group)
     size = -(-nt // n_calls)
     with autograd_enabled_guard(), torch.enable_grad(), _tf32(a.q.dtype != torch.float32):
@@ -121,11 +136,10 @@ def tile_grads(a, cfg, saved: dict, adj: dict, dO: torch.Tensor, group: int) -> 
                 pick = part(resumed_all)[:, None, None, None]
                 W1g = torch.where(pick, a.chunk0[0][n0], W1g)
                 W2g = torch.where(pick, a.chunk0[1][n0], W2g)
-            o, *ends = tile(leaves["q"] * a.scale, leaves["k"], leaves["v"], sc("eta"), sc("log_alpha"),
-                            sc("beta"), sc("mu"), rho, st["W1"], st["W2"], st.get("S1"), st.get("S2"),
-                            W1g, W2g, **opts)
+            args = (leaves["q"] * a.scale, leaves["k"], leaves["v"], sc("eta"), sc("log_alpha"), sc("beta"),
+                    sc("mu"), rho, st["W1"], st["W2"], st.get("S1"), st.get("S2"), W1g, W2g)
             cots = [take("dO")] + [part(adj[n]) for n in states]
-            grads = torch.autograd.grad([o] + ends[:len(states)], list(leaves.values()), cots, allow_unused=True)
+            grads = _Tile.vjp(a.device, args, opts, cots, list(leaves.values()), len(cots))
             for n, gx in zip(leaves, grads):
                 if gx is not None:
                     out[n][0, rows] = gx.permute(0, 2, 1, 3)

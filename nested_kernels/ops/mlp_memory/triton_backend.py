@@ -56,6 +56,7 @@ _READ = {"after": 0, "before": 1, "chunk": 2}
 _ACT = {"gelu": 0, "silu": 1}
 _STATES = ("W1", "W2", "S1", "S2")
 PREP_ROWS = ("pv", "pk", "qp", "qg", "pm")     # the prep rows the kernels take after their scalars
+PREP_PV_COLS = 8                               # columns of the prep kernel's pv rows (triton_prep.NPV)
 
 
 def unsupported(inputs, cfg) -> Optional[str]:
@@ -165,10 +166,12 @@ def _bwd_split() -> bool:
 
 def _token_parts() -> str:
     """NESTED_KERNELS_MLP_TRITON_TOKENS: what computes the split backward's token and gate
-    gradients after the chain — "triton" (default): ``_bwd_kernel``'s PARTs 2 and 3, walking the
-    tiles of each (sequence, head); "torch": one vector-Jacobian product of the torch tile algebra
-    batched over all tiles (``tile_grads``). Anything else is a ValueError naming the variable."""
-    mode = getenv("NESTED_KERNELS_MLP_TRITON_TOKENS", "triton")
+    gradients after the chain — "torch" (default): one vector-Jacobian product of the torch tile
+    algebra (compiled on CUDA) batched over all tiles (``tile_grads``); "triton": ``_bwd_kernel``'s
+    PARTs 2 and 3, walking the tiles of each (sequence, head). Anything else is a ValueError naming
+    the variable. H100 2026-12-06e call 4 (issue 4's shape, bf16, fwd+bwd of the op): 44.9 ms with
+    "torch", 61.3 ms with "triton" (the PARTs spill: 32.7 + 0.7 ms of kernel time, call 1)."""
+    mode = getenv("NESTED_KERNELS_MLP_TRITON_TOKENS", "torch")
     if mode not in ("triton", "torch"):
         raise ValueError(f"NESTED_KERNELS_MLP_TRITON_TOKENS must be triton or torch, got {mode!r}")
     return mode
@@ -222,12 +225,27 @@ def _budget(device: torch.device) -> int:
 _budget._dynamo_marked_constant = True      # torch.compile: evaluated once while tracing
 
 
+def _prep_shapes(rows: int, H: int, C: int, beta: bool, read: bool, mom: bool) -> dict:
+    """float32 shapes of the prep kernel's rows (``triton_prep``) in a configuration: pv always;
+    Ai and pk with β; qp and pm for reads after / before (``read``); qg with both and μ."""
+    mat = (rows, H, C)
+    out = dict(pv=(rows, H, PREP_PV_COLS))
+    if beta:
+        out.update(Ai=mat, pk=mat)
+    if read:
+        out.update(qp=mat, pm=mat)
+        if beta and mom:
+            out["qg"] = mat
+    return out
+
+
 def _residual_shapes(inputs, cfg) -> dict:
     """What the backward needs of the forward (SAVE), by name and float32 shape, from the input
     shapes alone (the API and the fake forward use it too): the tile-start checkpoints W1, W2
     (S1, S2 with momentum), one per tile of the tile table's bound; the frozen errors E per token;
-    B Aᵀ per token (reads after / before; summed over the F slices) and (I + A_β)⁻¹ per token
-    (with β, without the prep kernel, whose rows the backward recomputes)."""
+    B Aᵀ per token (reads after / before; summed over the F slices); with the prep kernel its rows
+    (``_prep_shapes``: the backward reads them instead of running it again; 2 × 33.5 MB at issue
+    4's shape, 3.5 ms of kernel time on an H100), else (I + A_β)⁻¹ per token (with β)."""
     q, w1 = inputs["q"], inputs["w1"]
     B, T, H, K = q.shape
     V, F = w1.shape[-2:]
@@ -240,7 +258,10 @@ def _residual_shapes(inputs, cfg) -> dict:
     shapes["E"] = (B * T, H, V)
     if cfg["read"] != "chunk":
         shapes["BA"] = (B * T, H, C)
-    if inputs["beta"] is not None and not _prep_on():
+    if _prep_on():
+        shapes.update(_prep_shapes(B * T, H, C, inputs["beta"] is not None, cfg["read"] != "chunk",
+                                   inputs["mu"] is not None))
+    elif inputs["beta"] is not None:
         shapes["Ai"] = (B * T, H, C)
     return shapes
 
@@ -356,22 +377,23 @@ class _Args:
                                                              self.mu))
         return tuple(sorted(consts.items())), dts, _knobs()
 
-    def prep_rows(self) -> dict:
-        """With PREP the rows of ``triton_prep._prep_kernel`` (pv, Ai, pk, qp, qg, pm; None where
-        the configuration has none), from one launch on the grid (tiles, H); else {}."""
+    def prep_rows(self, into: Optional[dict] = None) -> dict:
+        """With PREP the rows of ``triton_prep._prep_kernel`` (``_prep_shapes``: pv, Ai, pk, qp, qg,
+        pm as the configuration has them), from one launch on the grid (tiles, H), written into the
+        buffers of ``into`` where it has them (the forward's residuals); else {}."""
         if not self.prep:
             return {}
-        from .triton_prep import NPV, _prep_kernel
-        rows, H, C, f = self.B * self.T, self.H, self.C, self.flags
-        mat = lambda on: new_empty(rows, H, C, dtype=torch.float32, device=self.device) if on else None  # noqa: E731
-        beta, read = f["HAS_BETA"], f["READ"] != 2
-        pr = dict(pv=new_empty(rows, H, NPV.value, dtype=torch.float32, device=self.device), Ai=mat(beta),
-                  pk=mat(beta), qp=mat(read), qg=mat(read and beta and self.mom), pm=mat(read))
+        from .triton_prep import _prep_kernel
+        H, C, f = self.H, self.C, self.flags
+        shapes = _prep_shapes(self.B * self.T, H, C, f["HAS_BETA"], f["READ"] != 2, self.mom)
+        pr = {n: (into or {}).get(n) for n in shapes}
+        pr = {n: new_empty(*shapes[n], dtype=torch.float32, device=self.device) if t is None else t
+              for n, t in pr.items()}
         d = self.d
         with _mma_mode():
             _prep_kernel[(self.n_tiles, H)](
                 self.q, self.k, d(self.la), d(self.beta), d(self.mu), self.tile_seq, self.tile_idx,
-                d(self.cu), d(self.pos), *(d(pr[n]) for n in ("pv", "Ai", "pk", "qp", "qg", "pm")),
+                d(self.cu), d(self.pos), *(d(pr.get(n)) for n in ("pv", "Ai", "pk", "qp", "qg", "pm")),
                 self.T, H, self.scale, K=self.K, BT=C, LOG2BT=C.bit_length() - 1, PREC=self.prec,
                 GPREC=self.gprec, **{n: f[n] for n in ("HAS_ALPHA", "HAS_BETA", "HAS_MU", "READ", "HAS_POS",
                                                       "IS_VARLEN")}, **_launch_options(C))
@@ -494,7 +516,7 @@ def _forward(inputs, cfg, bf: int = 16):
     kept = residuals(inputs, cfg)       # with cfg["keep_residuals"]: what the backward needs
     saved = _carve(kept[0], _residual_shapes(inputs, cfg)) if kept[0].numel() else None
     if N * H and B * T:
-        a.run_forward(st, a.prep_rows(), o=o, chunk_out=chunk_out, saved=saved)
+        a.run_forward(st, a.prep_rows(into=saved), o=o, chunk_out=chunk_out, saved=saved)
     if not final:
         return (o,) + empty_outputs(inputs["q"]) + kept
     W1c = a.chunk_start("W1", st, chunk_out[0])
@@ -544,14 +566,12 @@ def _backward(inputs, outputs, grads, cfg, bf: int = 16):
     if N * H and rows:
         ck = lambda n: torch.empty(a.n_tiles, H, *a.shapes[n][2:], dtype=f32, device=dev)  # noqa: E731
         shapes = _residual_shapes(inputs, cfg)
-        pr = a.prep_rows()
         kept = outputs.get("saved")
         if kept is not None and kept.numel():        # the forward kept them (keep_residuals)
             saved = _carve(kept, shapes)
         else:                                        # re-run the forward with SAVE
             saved = _carve(torch.empty(_numel(shapes), dtype=f32, device=dev), shapes)
-            a.run_forward(a.start_states(), pr, saved=saved)
-        saved.update(pr)
+            a.run_forward(a.start_states(), a.prep_rows(into=saved), saved=saved)
         from .triton_bwd import _bwd_kernel
         d = a.d
         stash = torch.empty(N * H, 2, C, F, dtype=f32, device=dev)

@@ -25,6 +25,7 @@ import triton.language as tl
 
 from ...core.triton_helpers import at, mm, row_of, tile_gates, unit_lower_inverse
 from ..linear_memory.triton_fwd import _load_rows, _store_rows, _tile_rows
+from .triton_backend import PREP_PV_COLS
 
 PV_G = tl.constexpr(0)
 PV_GP = tl.constexpr(1)
@@ -34,7 +35,7 @@ PV_M = tl.constexpr(4)
 PV_PHIL = tl.constexpr(5)
 PV_GL = tl.constexpr(6)
 PV_DL = tl.constexpr(7)
-NPV = tl.constexpr(8)
+NPV = tl.constexpr(PREP_PV_COLS)
 
 
 @triton.jit
