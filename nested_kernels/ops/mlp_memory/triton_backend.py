@@ -7,8 +7,9 @@ gradient will be taken it also stores (``SAVE``) what the backward needs — per
 of the weights, the frozen errors and B Aᵀ per token — as the op's residual output ``saved``
 (``_residual_shapes``; without room for it the backward re-runs the forward with ``SAVE``).
 Backward: ``_bwd_kernel`` (triton_bwd.py) walking the tiles backwards, in one walk or split into
-the weight-adjoint chain and the token gradients (NESTED_KERNELS_MLP_TRITON_BWD_SPLIT). See
-docs/mlp_memory_triton.md.
+the weight-adjoint chain and the token gradients (NESTED_KERNELS_MLP_TRITON_BWD_SPLIT); after the
+chain the token gradients come by default from ``tile_grads`` (one autograd VJP of the torch tile
+algebra over all tiles, NESTED_KERNELS_MLP_TRITON_TOKENS). See docs/mlp_memory_triton.md.
 
 Supported: chunk_size ∈ {16, 32, 64, 128}; K, V ∈ {16, 32, 64, 128}; F a power of two in
 [16, 512]; float32 / bfloat16 / float16 inputs (gates of any of them); every option of SPEC §3.
@@ -17,6 +18,8 @@ Anything else is refused by ``unsupported`` and runs on the next backend (torch)
 Triton is imported only when a kernel first runs. Tuning knobs (environment, read at each call):
 NESTED_KERNELS_MLP_TRITON_BF (F block), NESTED_KERNELS_MLP_TRITON_WARPS,
 NESTED_KERNELS_MLP_TRITON_BWD_SPLIT ("1" default, "0": ``_bwd_split``),
+NESTED_KERNELS_MLP_TRITON_TOKENS ("torch" default, "triton": ``_token_parts``),
+NESTED_KERNELS_MLP_TRITON_TOKENS_COMPILE ("1" default, "0": ``tile_grads._Tile``),
 NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION (``_tokens_precision``), NESTED_KERNELS_MLP_BWD_BYTES
 (the residuals' budget, ``_budget``),
 NESTED_KERNELS_MLP_TRITON_PRECISION (product operands: "bf16", "fp16", "tf32", "tf32r", "tf32x3" or
