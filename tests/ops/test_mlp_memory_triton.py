@@ -10,7 +10,8 @@ The reference sees the same (rounded) inputs as the kernel. Every test runs four
 and with the tile-parallel prep kernel (NESTED_KERNELS_MLP_TRITON_PREP = 0 / 1), and with the
 prep kernel and the backward split into the adjoint chain and the token gradients
 (NESTED_KERNELS_MLP_TRITON_BWD_SPLIT = 1), the latter by the kernel or by autograd over all tiles
-(NESTED_KERNELS_MLP_TRITON_TOKENS = triton / torch).
+(NESTED_KERNELS_MLP_TRITON_TOKENS = triton / torch; the latter also with the prep rows by torch,
+NESTED_KERNELS_MLP_TRITON_PREP_ROWS = torch).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def prep_knob(request, monkeypatch):
     monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PREP", prep)
     monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_BWD_SPLIT", split)
     monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_TOKENS", tokens)
+    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PREP_ROWS", tokens)     # the torch rows with the torch tokens
     if tokens == "torch":     # several autograd calls per backward, the last one short
         monkeypatch.setattr(triton_backend, "_tile_group", lambda a: 3)
     return prep
@@ -191,6 +193,26 @@ def test_residuals_are_kept_when_grad_is_taken():
     assert out["saved"].numel() == sum(torch.Size(s).numel() for s in shapes.values())
 
 
+@pytest.mark.parametrize("read", ["after", "before", "chunk"])
+def test_prep_rows_by_torch_equal_the_kernels(read, monkeypatch):
+    """The prep rows of prep_torch (NESTED_KERNELS_MLP_TRITON_PREP_ROWS=torch) equal those of
+    _prep_kernel on every valid row: packed sequences (one empty, odd lengths), all gates."""
+    cu = torch.tensor([0, 5, 5, 37, 40], dtype=torch.int64)
+    x, _ = make(T=40, N=4, H=2, gates="abm", seed=21)
+    inputs = dict({n: None for n in api.INPUTS}, **{n: None if x[n] is None else x[n].float() for n in ARGS},
+                  cu_seqlens=cu)
+    cfg = dict(chunk_size=16, target="external", read=read, activation="gelu", residual=True, scale=0.7,
+               output_final_state=False)
+    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PREP", "1")
+    rows = {}
+    for src in ("triton", "torch"):
+        monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PREP_ROWS", src)
+        rows[src] = triton_backend._Args(inputs, cfg).prep_rows()
+    assert rows["torch"].keys() == rows["triton"].keys() >= {"pv", "Ai", "pk"}
+    for n, want in rows["triton"].items():
+        assert rel_error(rows["torch"][n], want) < 1e-5, n
+
+
 def test_cu_seqlens_shared_initial_weights():
     """Without an initial state every sequence starts from w1, w2: their gradients sum over sequences."""
     cu = torch.tensor([0, 17, 17, 40], dtype=torch.int64)
@@ -249,14 +271,16 @@ def test_default_precisions_and_split(monkeypatch):
     assert not triton_backend._bwd_split()
 
 
-def test_token_parts_knob(monkeypatch):
-    """NESTED_KERNELS_MLP_TRITON_TOKENS: torch (default) or triton; anything else is a ValueError
-    naming it, raised before any kernel runs."""
-    monkeypatch.delenv("NESTED_KERNELS_MLP_TRITON_TOKENS")
-    assert triton_backend._token_parts() == "torch"
-    monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_TOKENS", "cuda")
-    with pytest.raises(ValueError, match="NESTED_KERNELS_MLP_TRITON_TOKENS"):
-        triton_backend._token_parts()
+def test_token_parts_and_prep_rows_knobs(monkeypatch):
+    """NESTED_KERNELS_MLP_TRITON_TOKENS: torch (default) or triton; NESTED_KERNELS_MLP_TRITON_PREP_ROWS:
+    triton (default) or torch; anything else is a ValueError naming the variable."""
+    for name, fn, default in (("NESTED_KERNELS_MLP_TRITON_TOKENS", triton_backend._token_parts, "torch"),
+                              ("NESTED_KERNELS_MLP_TRITON_PREP_ROWS", triton_backend._prep_source, "triton")):
+        monkeypatch.delenv(name)
+        assert fn() == default
+        monkeypatch.setenv(name, "cuda")
+        with pytest.raises(ValueError, match=name):
+            fn()
 
 
 def test_token_gradients_by_autograd_through_cases(monkeypatch):
@@ -494,7 +518,8 @@ def test_every_launch_runs_all_f_slices(ns, prep_knob, monkeypatch):
     monkeypatch.setattr(triton_backend, "_slices", lambda F, BF, NH, device: ns)
     x, st = make(B=2, T=20, H=3, gates="abm", init=True)
     run("triton", x, st, torch.float32, chunk_size=16, read="chunk")
-    prep = [("prep", (2 * 2, 3), None, False)] if prep_knob == "1" else []    # 2 sequences of 2 tiles
+    kernel_prep = prep_knob == "1" and triton_backend._prep_source() == "triton"
+    prep = [("prep", (2 * 2, 3), None, False)] if kernel_prep else []    # 2 sequences of 2 tiles
     bwd = ("bwd",) * bwd_launches("chunk")
     assert seen == prep + [("fwd", (6, ns), ns, ns > 1)] + [(n, (6, ns), ns, ns > 1) for n in bwd]
 

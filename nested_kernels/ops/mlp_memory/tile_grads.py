@@ -48,8 +48,19 @@ def tile_rows(a) -> tuple:
     return rows, valid, live & (idx == 0) & (p > 0)
 
 
+def padded(x: torch.Tensor, R: int, H: int, fill: float) -> torch.Tensor:
+    """x [B, T, H, *] (B·T = R) -> float32 [R + 1, H, d], the last row (padding) filled with ``fill``."""
+    x = x.reshape(R, H, -1).float()
+    return torch.cat([x, x.new_full((1,) + x.shape[1:], fill)])
+
+
+def at_rows(flat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The ``padded`` rows ``rows`` [tiles, C] of ``flat`` as [tiles, H, C, d]."""
+    return flat[rows].permute(0, 2, 1, 3).contiguous()
+
+
 @contextlib.contextmanager
-def _tf32(on: bool):
+def tf32(on: bool):
     """float32 products with tf32 operands while ``on`` (cuBLAS' allow_tf32 flag, restored after)."""
     old = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = on
@@ -100,16 +111,10 @@ def tile_grads(a, cfg, saved: dict, adj: dict, dO: torch.Tensor, group: int) -> 
     inputs, float32 otherwise. No device sync."""
     rows_all, valid_all, resumed_all = tile_rows(a)
     R, H, nt = a.B * a.T, a.H, a.n_tiles
-
-    def flat(x, fill):
-        """x [B, T, H, *] -> float32 [B·T + 1, H, d], the last row (padding) filled with ``fill``."""
-        x = x.reshape(R, H, -1).float()
-        return torch.cat([x, x.new_full((1,) + x.shape[1:], fill)])
-
-    toks = dict(q=flat(a.q, 0.0), k=flat(a.k, 0.0), v=flat(a.v, 0.0), eta=flat(a.eta, 0.0), dO=flat(dO, 0.0))
+    toks = {n: padded(x, R, H, 0.0) for n, x in dict(q=a.q, k=a.k, v=a.v, eta=a.eta, dO=dO).items()}
     for name, attr, fill in _GATES:
         if getattr(a, attr) is not None:
-            toks[name] = flat(getattr(a, attr), fill)
+            toks[name] = padded(getattr(a, attr), R, H, fill)
     # gradients per row, the padding slots' into the extra row B·T (dropped)
     out = {n: torch.zeros(1, R + 1, H, toks[n].shape[-1], dtype=torch.float32, device=a.device)
            for n in toks if n != "dO"}
@@ -117,7 +122,7 @@ def tile_grads(a, cfg, saved: dict, adj: dict, dO: torch.Tensor, group: int) -> 
     opts = dict(target=cfg["target"], read=cfg["read"], activation=cfg["activation"], residual=cfg["residual"])
     n_calls = -(-nt // group)
     size = -(-nt // n_calls)
-    with autograd_enabled_guard(), torch.enable_grad(), _tf32(a.q.dtype != torch.float32):
+    with autograd_enabled_guard(), torch.enable_grad(), tf32(a.q.dtype != torch.float32):
         for g0 in range(0, nt, size):
             if g0 + size <= nt:
                 part = lambda x: x[g0:g0 + size]                          # noqa: E731
@@ -125,7 +130,7 @@ def tile_grads(a, cfg, saved: dict, adj: dict, dO: torch.Tensor, group: int) -> 
                 ids = torch.arange(g0, g0 + size, device=a.device).clamp(max=nt - 1)
                 part = lambda x: x[ids]                                   # noqa: E731
             rows, valid = part(rows_all), part(valid_all)
-            take = lambda n: toks[n][rows].permute(0, 2, 1, 3).contiguous()     # [G, H, C, d]  # noqa: E731
+            take = lambda n: at_rows(toks[n], rows)                      # [G, H, C, d]  # noqa: E731
             leaves = {n: take(n).requires_grad_() for n in out}
             sc = lambda n: leaves[n][..., 0] if n in leaves else None     # [G, H, C]  # noqa: E731
             rho = valid[:, None, :].expand(-1, H, -1).float() if a.mom else None

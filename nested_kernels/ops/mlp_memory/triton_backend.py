@@ -19,6 +19,7 @@ Triton is imported only when a kernel first runs. Tuning knobs (environment, rea
 NESTED_KERNELS_MLP_TRITON_BF (F block), NESTED_KERNELS_MLP_TRITON_WARPS,
 NESTED_KERNELS_MLP_TRITON_BWD_SPLIT ("1" default, "0": ``_bwd_split``),
 NESTED_KERNELS_MLP_TRITON_TOKENS ("torch" default, "triton": ``_token_parts``),
+NESTED_KERNELS_MLP_TRITON_PREP_ROWS ("triton" default, "torch": ``_prep_source``),
 NESTED_KERNELS_MLP_TRITON_TOKENS_COMPILE ("1" default, "0": ``tile_grads._Tile``),
 NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION (``_tokens_precision``), NESTED_KERNELS_MLP_BWD_BYTES
 (the residuals' budget, ``_budget``),
@@ -165,6 +166,16 @@ def _bwd_split() -> bool:
     with tf32r operands: 2.4, 12.6 and 0 KB of spill stores per thread against 28 KB; H100
     (2026-12-06b_call1, bf16, tf32r) 66.4 ms fwd+bwd split against 102.2 ms in one walk."""
     return env_flag("NESTED_KERNELS_MLP_TRITON_BWD_SPLIT", True)
+
+
+def _prep_source() -> str:
+    """NESTED_KERNELS_MLP_TRITON_PREP_ROWS: what forms the prep rows — "triton" (default):
+    ``_prep_kernel``; "torch": batched torch ops over all tiles (``prep_torch``). Anything else is
+    a ValueError naming the variable."""
+    mode = getenv("NESTED_KERNELS_MLP_TRITON_PREP_ROWS", "triton")
+    if mode not in ("triton", "torch"):
+        raise ValueError(f"NESTED_KERNELS_MLP_TRITON_PREP_ROWS must be triton or torch, got {mode!r}")
+    return mode
 
 
 def _token_parts() -> str:
@@ -382,8 +393,9 @@ class _Args:
 
     def prep_rows(self, into: Optional[dict] = None) -> dict:
         """With PREP the rows of ``triton_prep._prep_kernel`` (``_prep_shapes``: pv, Ai, pk, qp, qg,
-        pm as the configuration has them), from one launch on the grid (tiles, H), written into the
-        buffers of ``into`` where it has them (the forward's residuals); else {}."""
+        pm as the configuration has them), from one launch on the grid (tiles, H) or by batched
+        torch ops (``prep_torch``, ``_prep_source``), written into the buffers of ``into`` where it
+        has them (the forward's residuals); else {}."""
         if not self.prep:
             return {}
         from .triton_prep import _prep_kernel
@@ -392,6 +404,10 @@ class _Args:
         pr = {n: (into or {}).get(n) for n in shapes}
         pr = {n: new_empty(*shapes[n], dtype=torch.float32, device=self.device) if t is None else t
               for n, t in pr.items()}
+        if _prep_source() == "torch":
+            from .prep_torch import prep_rows
+            prep_rows(self, pr)
+            return pr
         d = self.d
         with _mma_mode():
             _prep_kernel[(self.n_tiles, H)](
