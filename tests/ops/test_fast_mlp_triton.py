@@ -564,13 +564,14 @@ def test_dual_layer2_residuals(dual_calls, monkeypatch, residuals):
 
 
 def test_dual_layer2_knob(monkeypatch):
-    """NESTED_KERNELS_FAST_MLP_DUAL_LAYER2: unset or "off" never materialises the second layer;
-    a number of tokens does from the first block starting there (block 0 never); anything else is
-    a ValueError naming the variable."""
+    """NESTED_KERNELS_FAST_MLP_DUAL_LAYER2: "off" never materialises the second layer; a number of
+    tokens does from the first block starting there (block 0 never; unset: from 2048 tokens);
+    anything else is a ValueError naming the variable."""
     from nested_kernels.ops.fast_mlp import dual
     blocks = dual._blocks(4096, 64)
     monkeypatch.delenv(dual.LAYER2_ENV, raising=False)
-    assert dual._layer2_from(blocks) == len(blocks) == 8
+    assert len(blocks) == 8 and dual._layer2_from(blocks) == 4
+    assert dual._layer2_from(dual._blocks(2048, 64)) == 8          # a shorter sequence: never
     for env, first in (("off", 8), ("819", 2), ("0", 1), ("4096", 8)):
         monkeypatch.setenv(dual.LAYER2_ENV, env)
         assert dual._layer2_from(blocks) == first

@@ -272,10 +272,10 @@ def test_default_precisions_and_split(monkeypatch):
 
 
 def test_token_parts_and_prep_rows_knobs(monkeypatch):
-    """NESTED_KERNELS_MLP_TRITON_TOKENS: torch (default) or triton; NESTED_KERNELS_MLP_TRITON_PREP_ROWS:
-    triton (default) or torch; anything else is a ValueError naming the variable."""
+    """NESTED_KERNELS_MLP_TRITON_TOKENS and NESTED_KERNELS_MLP_TRITON_PREP_ROWS: torch (default) or
+    triton; anything else is a ValueError naming the variable."""
     for name, fn, default in (("NESTED_KERNELS_MLP_TRITON_TOKENS", triton_backend._token_parts, "torch"),
-                              ("NESTED_KERNELS_MLP_TRITON_PREP_ROWS", triton_backend._prep_source, "triton")):
+                              ("NESTED_KERNELS_MLP_TRITON_PREP_ROWS", triton_backend._prep_source, "torch")):
         monkeypatch.delenv(name)
         assert fn() == default
         monkeypatch.setenv(name, "cuda")

@@ -176,21 +176,21 @@ def _blocks(L: int, C: int) -> list:
 
 
 LAYER2_ENV = "NESTED_KERNELS_FAST_MLP_DUAL_LAYER2"
+LAYER2_DEFAULT = "2048"     # tokens before the first block with materialised second-layer weights
 
 
 def _layer2_from(blocks: list) -> int:
     """Index of the first block from which the second layer's weights are materialised at every
-    block start (``_layer2_weights``; len(blocks): never, the default). A chunk of such a block
-    multiplies by its sequence's W2_b [D, F] (G·D·F values read per product) instead of W2₀
-    (shared) and the history A, Gh of the earlier blocks (G·b0·(F + D) values); the backward
-    reads the W2_b from the residuals (or rebuilds them) and carries their adjoint.
-    NESTED_KERNELS_FAST_MLP_DUAL_LAYER2 = the tokens before the first such block (≈ F·D / (2(F +
-    D)) by the byte count: 819 at D2048 F8192), or "off". H100 2026-12-06d (calls 5, 6; B4 T4096 D2048 C64 bf16), fwd / fwd+bwd ms: gelu off 14.46
-    / 41.16, 819 13.32 / 42.57, 2048 12.99 / 41.58; swiglu off 12.70 / 36.64, 819 11.50 / 36.59,
-    2048 11.25 / 36.17 — the forward gains ≈ 10 %, the backward's rebuild and carry lost it (since
-    then the W2_b are kept and W2h's copy comes from its update pass: not yet timed), so it is off
-    unless asked for."""
-    env = getenv(LAYER2_ENV) or "off"
+    block start (``_layer2_weights``; len(blocks): never). A chunk of such a block multiplies by
+    its sequence's W2_b [D, F] (G·D·F values read per product) instead of W2₀ (shared) and the
+    history A, Gh of the earlier blocks (G·b0·(F + D) values); the backward reads the W2_b from the
+    residuals (or rebuilds them) and carries their adjoint. NESTED_KERNELS_FAST_MLP_DUAL_LAYER2 =
+    the tokens before the first such block (default ``LAYER2_DEFAULT``), or "off". H100, B4 T4096
+    D2048 C64 bf16, fwd+bwd ms (check script): 2026-12-06e calls 1 and 6 (the W2_b kept, W2h's
+    copy from its update pass) gelu off 42.12 / 42.07, from 2048 40.08 / 40.24; swiglu off 37.69 /
+    37.31, from 2048 35.28 / 35.45 (from 819: 42.08 / 36.48, call 1); before those changes
+    (2026-12-06d calls 5, 6) it gained nothing forward + backward."""
+    env = getenv(LAYER2_ENV) or LAYER2_DEFAULT
     if env == "off":
         return len(blocks)
     if not env.isdigit():

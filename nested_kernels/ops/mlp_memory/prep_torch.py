@@ -1,5 +1,6 @@
 """The prep rows of the ``triton`` backend (``triton_prep`` module docstring) by batched torch ops
-over all tiles at once, with NESTED_KERNELS_MLP_TRITON_PREP_ROWS=torch.
+over all tiles at once (the default since 2026-12-06e; NESTED_KERNELS_MLP_TRITON_PREP_ROWS=triton
+runs ``_prep_kernel`` instead).
 
 Everything the prep kernel forms per tile — the gate matrices Γ, Φ, D and vectors γ, ν, m, KKᵀ,
 (I + A_β)⁻¹, QKᵀ — is state-independent, so it is a handful of batched products, cumulative
