@@ -6,14 +6,14 @@ Everything the prep kernel forms per tile — the gate matrices Γ, Φ, D and ve
 (I + A_β)⁻¹, QKᵀ — is state-independent, so it is a handful of batched products, cumulative
 sums and one batched triangular solve over [tiles, H, C, C] (the torch backend's formulas:
 ``core.chunk_algebra``), written into the kernels' per-token row layout through the tile table
-(``tile_grads.tile_rows``: padding slots into a spare row; no device sync). float32 products.
+(``tile_batch``: padding slots into a spare row; no device sync). float32 products.
 """
 from __future__ import annotations
 
 import torch
 
 from ...core.chunk_algebra import decay, masks, momentum
-from .tile_grads import at_rows, padded, tf32, tile_rows
+from .tile_batch import at_rows, padded, put_rows, tf32, tile_rows
 
 # pv columns (triton_prep.PV_*): γ, γ_prev, ν, ν_prev, m, and the last valid row of Φ, Γ, D
 _PV = ("g", "gp", "nu", "nup", "m", "PhiL", "GL", "DL")
@@ -58,5 +58,5 @@ def prep_rows(a, pr: dict) -> None:
                 out["qg"] = QK * Gm
     for n, x in out.items():
         dest = torch.empty(R + 1, *pr[n].shape[1:], dtype=torch.float32, device=a.device)
-        dest[rows] = x.transpose(1, 2)
+        put_rows(dest, rows, x)
         pr[n].copy_(dest[:R])

@@ -5,19 +5,15 @@ PART 1) and stores every tile's tile-end adjoints. After that, each tile's token
 gradients depend on nothing but the tile itself: its tokens, its tile-start states (the forward's
 checkpoints), its chunk-start weights, dO of its rows and its tile-end adjoints. So they are one
 vector-Jacobian product of ``chunk._tile`` — batched over (tiles, heads), not walked — with the
-cotangents (dO, dW1_end, dW2_end[, dS1_end, dS2_end]). This replaces PARTs 2 and 3 of the kernel
-when NESTED_KERNELS_MLP_TRITON_TOKENS=torch.
+cotangents (dO, dW1_end, dW2_end[, dS1_end, dS2_end]). The default since 2026-12-06e;
+NESTED_KERNELS_MLP_TRITON_TOKENS=triton runs the kernel's PARTs 2 and 3 instead.
 
-Tiles follow the kernels' tile table (``TilePlan``): tile t of sequence n = tile_seq[t], index i =
-tile_idx[t], holds the tokens [max(0, iC − p), min(L, (i+1)C − p)) in its first slots; the other
-slots are padding tokens that leave the state unchanged (η = 0, α = 1, β = 0, μ = 1, ρ = 0, the
-torch backend's convention). A resumed first tile (p > 0) takes its gradients at the state's
+Tiles as a batch: ``tile_batch``. A resumed first tile (p > 0) takes its gradients at the state's
 chunk-start copy. Tiles past the table's end (its sync-free bound) have only padding; their
 (uninitialised) checkpoints reach nothing but their own padding slots, which are dropped.
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
 
 import torch
@@ -25,49 +21,9 @@ import torch
 from ...core.custom_op import autograd_enabled_guard
 from ...core.triton_launch import env_flag
 from . import chunk
+from .tile_batch import at_rows, padded, put_rows, tf32, tile_rows
 
 _GATES = (("log_alpha", "la", 0.0), ("beta", "beta", 0.0), ("mu", "mu", 1.0))
-
-
-def tile_rows(a) -> tuple:
-    """(rows [tiles, C] int64: each slot's row of the flattened [B·T] tokens, B·T for padding;
-    valid [tiles, C] bool; resumed [tiles] bool: the tile finishes a chunk begun by an earlier
-    call) for the tile table of ``a`` (``triton_backend._Args``)."""
-    plan, C, dev = a.plan, a.C, a.device
-    seq = plan.tile_seq.long()
-    live = seq >= 0
-    n = seq.clamp(min=0)
-    idx = plan.tile_idx.long()
-    L, p = plan.lengths[n], plan.pos[n]
-    row0 = a.cu[n] if a.cu is not None else n * a.T
-    s = (idx * C - p).clamp(min=0)
-    e = torch.minimum(L, (idx + 1) * C - p)
-    tok = s[:, None] + torch.arange(C, device=dev)
-    valid = live[:, None] & (tok < e[:, None])
-    rows = torch.where(valid, row0[:, None] + tok, a.B * a.T)
-    return rows, valid, live & (idx == 0) & (p > 0)
-
-
-def padded(x: torch.Tensor, R: int, H: int, fill: float) -> torch.Tensor:
-    """x [B, T, H, *] (B·T = R) -> float32 [R + 1, H, d], the last row (padding) filled with ``fill``."""
-    x = x.reshape(R, H, -1).float()
-    return torch.cat([x, x.new_full((1,) + x.shape[1:], fill)])
-
-
-def at_rows(flat: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """The ``padded`` rows ``rows`` [tiles, C] of ``flat`` as [tiles, H, C, d]."""
-    return flat[rows].permute(0, 2, 1, 3).contiguous()
-
-
-@contextlib.contextmanager
-def tf32(on: bool):
-    """float32 products with tf32 operands while ``on`` (cuBLAS' allow_tf32 flag, restored after)."""
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = on
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
 
 
 class _Tile:
@@ -147,5 +103,5 @@ def tile_grads(a, cfg, saved: dict, adj: dict, dO: torch.Tensor, group: int) -> 
             grads = _Tile.vjp(a.device, args, opts, cots, list(leaves.values()), len(cots))
             for n, gx in zip(leaves, grads):
                 if gx is not None:
-                    out[n][0, rows] = gx.permute(0, 2, 1, 3)
+                    put_rows(out[n][0], rows, gx)
     return {n: x[:, :R] for n, x in out.items()}
