@@ -7,8 +7,8 @@ GPU-verified kernel code changed nothing the GPU would run.
 
 Each tree is compiled in its own process (the base from a temporary ``git worktree``): the
 linear_memory variants through the real launchers (``compile_linear_memory_triton.launches``: every
-kernel one forward + backward call launches), the mlp_memory forward, SAVE forward, backward and
-prep kernels from explicit constexprs. Each variant prints one verdict:
+kernel one forward + backward call launches), the mlp_memory forward, SAVE forward, backward (one
+walk, the chain and the token part of the split) and prep kernels from explicit constexprs. Each variant prints one verdict:
 
 * ``identical`` — the same PTX once the debug lines and Triton's ``$L__tmp`` debug labels are
   dropped;
@@ -100,7 +100,7 @@ def dump(root: str, out: str, more: bool) -> None:
                       READ=read, HAS_POS=resumed, IS_VARLEN=resumed, PREC="tf32", GPREC="tf32x3", PREP=prep)
         variants = [("fwd", mf._fwd_kernel, dict(common, OUTPUT_FINAL=True, SAVE=False, STORE_O=True)),
                     ("save", mf._fwd_kernel, dict(common, OUTPUT_FINAL=False, SAVE=True, STORE_O=False)),
-                    ("bwd", mb._bwd_kernel, dict(common, HAS_DC=True))]
+                    *((f"bwd{part}", mb._bwd_kernel, dict(common, HAS_DC=True, PART=part)) for part in (0, 1, 2))]
         if prep:
             variants.append(("prep", mp._prep_kernel, common))
         for label, fn, const in variants:

@@ -583,3 +583,26 @@ def test_split_compile_failure_retries_with_fewer_slices(prep_knob, monkeypatch)
 def test_gpu_realistic(dtype, gates, target, read, C, K, F):
     x, st = make(B=2, T=203, H=2, K=K, V=K, F=F, gates=gates, init=True, seed=11)
     check(x, st, dtype=dtype, chunk_size=C, target=target, read=read)
+
+
+@pytest.mark.gpu
+def test_gpu_torch_compile_of_the_op_with_the_compiled_tile_vjp():
+    """The op under torch.compile(fullgraph=True) with the triton backend: its backward (an opaque
+    custom op at run time) runs tile_grads, which compiles the tile algebra itself; loss and
+    gradients equal the eager call's."""
+    x, st = make(B=2, T=150, H=2, K=64, V=64, F=256, gates="abm", init=True, seed=12)
+    leaves = [x[n].to(DEVICE, torch.bfloat16).requires_grad_(True) for n in ("q", "k", "v", "eta")]
+    rest = [x[n].to(DEVICE, torch.bfloat16) for n in ("w1", "w2", "log_alpha", "mu")]
+
+    def f(q, k, v, eta):
+        w1, w2, la, mu = rest
+        o, fs = mlp_memory(q, k, v, eta, w1, w2, la, eta, mu, chunk_size=64, target="self", read="chunk",
+                           output_final_state=True, backend="triton")
+        return o.float().square().sum() + fs.W2.sum()
+
+    loss = f(*leaves)
+    eager = torch.autograd.grad(loss, leaves)
+    got = torch.compile(f, fullgraph=True)(*leaves)
+    assert rel_error(got, loss) < 1e-3
+    for g, e in zip(torch.autograd.grad(got, leaves), eager):
+        assert rel_error(g.float(), e.float()) < 1e-3

@@ -221,6 +221,13 @@ def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, c, grow, rk, m
 
 
 @triton.jit
+def _nn_tile(nn_buf, i_g, i_h, H, rt, BT: tl.constexpr):
+    """Pointers [BT, BT] to tile i_g, head i_h of the n×n hand-off buffer [tiles, H, 2, BT, BT]
+    (slot 0 dQK, slot + BT·BT dKS)."""
+    return nn_buf + (i_g.to(tl.int64) * H + i_h) * 2 * BT * BT + rt[:, None] * BT + rt[None, :]
+
+
+@triton.jit
 def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
                saved_m, saved_s, adj_m, adj_s, do,
                dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
@@ -517,7 +524,7 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
             if HAS_BETA or EXACT:
                 dK += mm(dKS, kx, PREC)
         else:       # _grad_nn_kernel: handed to _grad_dk_kernel (keeps kx, qx, dQ, dK out of this kernel)
-            nb = nn_buf + (i_g.to(tl.int64) * H + i_h) * 2 * BT * BT + rt[:, None] * BT + rt[None, :]
+            nb = _nn_tile(nn_buf, i_g, i_h, H, rt, BT)
             if READ != 2:
                 tl.store(nb, dQK)
             if HAS_BETA or EXACT:
@@ -538,7 +545,7 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
 
     if DK:
         if not NN:  # _grad_dk_kernel: the n×n shares _grad_nn_kernel left in nn_buf
-            nb = nn_buf + (i_g.to(tl.int64) * H + i_h) * 2 * BT * BT + rt[:, None] * BT + rt[None, :]
+            nb = _nn_tile(nn_buf, i_g, i_h, H, rt, BT)
             kx = _load_rows(k, grow, rk, mt, K)
             if READ != 2:
                 dQK = tl.load(nb)
