@@ -29,3 +29,12 @@ def getenv(name: str, default: Optional[str] = None) -> Optional[str]:
         return os.environ.get(name, default)
     value = _DATA.get(_key(name))
     return default if value is None else _DECODE(value)
+
+
+def env_choice(name: str, default: str, choices: tuple) -> str:
+    """The value of the knob ``name`` (``default`` when unset), one of ``choices``; anything else
+    is a ValueError naming the variable."""
+    value = getenv(name, default)
+    if value not in choices:
+        raise ValueError(f"{name} must be {' or '.join(choices)}, got {value!r}")
+    return value

@@ -47,7 +47,7 @@ import torch
 
 from ...core.alloc import new_empty, residual_budget
 from ...core.backends import Backend, BackendFallbackWarning, will_differentiate
-from ...core.env import getenv
+from ...core.env import env_choice, getenv
 from ...core.triton_launch import env_flag, env_int as _env_int, float64_unsupported, interpreting as _interpreting, \
     fixed_length, mma_sync, n_tiles, ptxas_options, tile_plan
 from ...core.sequences import num_sequences
@@ -98,10 +98,7 @@ def _mma_mode():
     its cache on it) unless NESTED_KERNELS_MLP_TRITON_MMA=auto: with wgmma every dot operand stays
     in shared memory over its live range, which the long-lived tiles of these kernels exceed (as
     measured for the linear_memory backward)."""
-    mode = getenv("NESTED_KERNELS_MLP_TRITON_MMA", "v2")
-    if mode not in ("v2", "auto"):
-        raise ValueError(f"NESTED_KERNELS_MLP_TRITON_MMA must be v2 or auto, got {mode!r}")
-    return mma_sync(mode != "auto")
+    return mma_sync(env_choice("NESTED_KERNELS_MLP_TRITON_MMA", "v2", ("v2", "auto")) != "auto")
 
 
 def _precision(dtype: torch.dtype) -> tuple:
@@ -174,10 +171,7 @@ def _prep_source() -> str:
     ValueError naming the variable. H100 2026-12-06e call 6 (issue 4's shape, bf16): forward 7.55
     ms with "torch" against 9.69 ms with "triton" (the kernel alone 3.46 ms, call 5), fwd+bwd
     41.16 / 41.76 ms (the backward reads the forward's rows either way)."""
-    mode = getenv("NESTED_KERNELS_MLP_TRITON_PREP_ROWS", "torch")
-    if mode not in ("triton", "torch"):
-        raise ValueError(f"NESTED_KERNELS_MLP_TRITON_PREP_ROWS must be triton or torch, got {mode!r}")
-    return mode
+    return env_choice("NESTED_KERNELS_MLP_TRITON_PREP_ROWS", "torch", ("torch", "triton"))
 
 
 def _token_parts() -> str:
@@ -187,10 +181,7 @@ def _token_parts() -> str:
     PARTs 2 and 3, walking the tiles of each (sequence, head). Anything else is a ValueError naming
     the variable. H100 2026-12-06e call 4 (issue 4's shape, bf16, fwd+bwd of the op): 44.9 ms with
     "torch", 61.3 ms with "triton" (the PARTs spill: 32.7 + 0.7 ms of kernel time, call 1)."""
-    mode = getenv("NESTED_KERNELS_MLP_TRITON_TOKENS", "torch")
-    if mode not in ("triton", "torch"):
-        raise ValueError(f"NESTED_KERNELS_MLP_TRITON_TOKENS must be triton or torch, got {mode!r}")
-    return mode
+    return env_choice("NESTED_KERNELS_MLP_TRITON_TOKENS", "torch", ("torch", "triton"))
 
 
 def _tile_group(a) -> int:
@@ -400,7 +391,6 @@ class _Args:
         has them (the forward's residuals); else {}."""
         if not self.prep:
             return {}
-        from .triton_prep import _prep_kernel
         H, C, f = self.H, self.C, self.flags
         shapes = _prep_shapes(self.B * self.T, H, C, f["HAS_BETA"], f["READ"] != 2, self.mom)
         pr = {n: (into or {}).get(n) for n in shapes}
@@ -410,6 +400,7 @@ class _Args:
             from .prep_torch import prep_rows
             prep_rows(self, pr)
             return pr
+        from .triton_prep import _prep_kernel
         d = self.d
         with _mma_mode():
             _prep_kernel[(self.n_tiles, H)](
