@@ -28,7 +28,9 @@ _GATES = (("log_alpha", "la", 0.0), ("beta", "beta", 0.0), ("mu", "mu", 1.0))
 
 class _Tile:
     """``chunk._tile``, compiled by torch.compile on CUDA (its elementwise work fused between the
-    products) unless NESTED_KERNELS_MLP_TRITON_TOKENS_COMPILE=0; eager elsewhere. H100 2026-12-06e
+    products) unless NESTED_KERNELS_MLP_TRITON_TOKENS_COMPILE=0; eager elsewhere. The first shape
+    compiles static; a call with another tile count recompiles once with dynamic sizes (torch's
+    automatic dynamic shapes), so batches of varying length do not compile again and again. H100 2026-12-06e
     (issue 4's shape, fwd+bwd of the op): 44.9 ms compiled, 59.6 ms eager (call 4). If compiling
     fails, a RuntimeWarning says so and this process goes on eagerly."""
     compiled = None
@@ -40,7 +42,7 @@ class _Tile:
         with the cotangents ``cots``."""
         if device.type == "cuda" and not cls.broken and env_flag("NESTED_KERNELS_MLP_TRITON_TOKENS_COMPILE", True):
             if cls.compiled is None:
-                cls.compiled = torch.compile(chunk._tile, dynamic=False)
+                cls.compiled = torch.compile(chunk._tile)
             try:
                 return cls._vjp(cls.compiled, args, opts, cots, leaves, n_out)
             except torch.OutOfMemoryError:
