@@ -29,9 +29,9 @@ per (sequence, head), default 8; a variant whose compile fails with NS > 1 is re
 halved, see :func:`_fallback_on_resources`), NESTED_KERNELS_MLP_TRITON_PTXAS (default "-O1"),
 NESTED_KERNELS_MLP_TRITON_MMA ("v2": mma.sync, default; "auto": Triton's choice),
 NESTED_KERNELS_MLP_TRITON_PREP ("1", default: the state-independent per-tile work — gates,
-(I + A_β)⁻¹, masked KKᵀ / QKᵀ — by the tile-parallel ``_prep_kernel`` (triton_prep.py) for all
-tiles at once, one launch per forward and one per backward; "0": formed inside the sequential
-kernels). H100 2026-11-26d (issue shape B4 T4096 H8 K=V=64 F256 C64 self / chunk / β = η / α + μ,
+(I + A_β)⁻¹, masked KKᵀ / QKᵀ — formed for all tiles at once, by batched torch ops or the
+tile-parallel ``_prep_kernel`` (NESTED_KERNELS_MLP_TRITON_PREP_ROWS), once per forward and kept
+with its residuals; "0": formed inside the sequential kernels). H100 2026-11-26d (issue shape B4 T4096 H8 K=V=64 F256 C64 self / chunk / β = η / α + μ,
 bf16, docs/gpu_runs/2026-11-26d_call5): SPLIT 1 + PREP 0 70.6 / 419 ms fwd / fwd+bwd, SPLIT 8
 56.9 / 289, SPLIT 8 + PREP 1 34.7 / 252; verify --quick passes with both (call 6).
 """
