@@ -22,6 +22,8 @@ that stops the momentum from being added to the weights: W_t = α_t W_{t−1} + 
 """
 from __future__ import annotations
 
+from typing import NamedTuple, Optional
+
 import torch
 
 from ...core.chunk_algebra import col, decay, masks, momentum, scal, solve
@@ -31,6 +33,37 @@ from .recurrence import act, gradient_factors, mlp_rows
 MAX_TILE = 64     # a longer chunk is processed as sub-tiles of at most this many tokens
 
 Tensor = torch.Tensor
+
+
+class TileGates(NamedTuple):
+    """A tile's gate quantities (t, j over its n tokens): Γ[t, j], Γ[t−1, j], γ_t, γ_{t−1}, Φ[t, j] =
+    Σ_i Γ[t,i] ρ_i D[i,j], Φ[t−1, j], ν_t = Σ_i Γ[t,i] ρ_i m_i, ν_{t−1} and D_full [..., n+1, n+1]
+    (index 0 = the tile start); without momentum Φ = Γ and ν, ν_{t−1}, D_full are None."""
+    G: Tensor
+    Gp: Tensor
+    g: Tensor
+    gp: Tensor
+    P: Tensor
+    Pp: Tensor
+    nu: Optional[Tensor]
+    nup: Optional[Tensor]
+    Dm: Optional[Tensor]
+
+
+def tile_gates(log_alpha: Optional[Tensor], mu: Optional[Tensor], rho: Optional[Tensor], n: int, device,
+               dtype) -> TileGates:
+    """The ``TileGates`` of a tile from log α, μ and the padding mask ρ [..., n] (log α None: α = 1;
+    μ None: no momentum). Without log α the matrices are unbatched [n, n]."""
+    strict, lower = masks(n, device)
+    G = decay(log_alpha, strict, lower, dtype)
+    Gc, Gp = G[..., 1:, 1:], G[..., :-1, 1:]
+    gam, gamp = G[..., 1:, 0], G[..., :-1, 0]
+    if mu is None:
+        return TileGates(Gc, Gp, gam, gamp, Gc, Gp, None, None, None)
+    Dm = momentum(mu, strict, lower)
+    RD = col(rho) * Dm[..., 1:, 1:]                   # ρ_i D[i, j]
+    rm = col(rho * Dm[..., 1:, 0])                    # ρ_i m_i
+    return TileGates(Gc, Gp, gam, gamp, Gc @ RD, Gp @ RD, (Gc @ rm)[..., 0], (Gp @ rm)[..., 0], Dm)
 
 
 def _tile(q, k, v, eta, log_alpha, beta, mu, rho, W1, W2, S1, S2, W1g, W2g, *, target, read,
@@ -44,19 +77,8 @@ def _tile(q, k, v, eta, log_alpha, beta, mu, rho, W1, W2, S1, S2, W1g, W2g, *, t
     """
     n = q.shape[-2]
     phi, _ = act(activation)
-    strict, lower = masks(n, q.device)
-    G = decay(log_alpha, strict, lower, q.dtype)
-    Gc, Gp = G[..., 1:, 1:], G[..., :-1, 1:]          # Γ[t, j], Γ[t−1, j]
-    gam, gamp = G[..., 1:, 0], G[..., :-1, 0]          # γ_t, γ_{t−1}
+    Gc, Gp, gam, gamp, Pc, Pp, nu, nup, Dm = tile_gates(log_alpha, mu, rho, n, q.device, q.dtype)
     mom = mu is not None
-    if mom:
-        Dm = momentum(mu, strict, lower)              # D_full; index 0 = tile start
-        Dc, m = Dm[..., 1:, 1:], Dm[..., 1:, 0]
-        RD = col(rho) * Dc                            # ρ_i D[i, j]
-        Pc, Pp = Gc @ RD, Gp @ RD                      # Φ[t, j] = Σ_i Γ[t,i] ρ_i D[i,j]; Φ[t−1, j]
-        nu, nup = (Gc @ col(rho * m))[..., 0], (Gp @ col(rho * m))[..., 0]   # ν_t, ν_{t−1}
-    else:
-        Pc, Pp = Gc, Gp
 
     # gradient factors of the whole tile at the chunk-start weights
     a, e, d = gradient_factors(W1g, W2g, k, v, target=target, activation=activation, residual=residual)

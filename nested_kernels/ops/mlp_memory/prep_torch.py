@@ -4,15 +4,16 @@ runs ``_prep_kernel`` instead).
 
 Everything the prep kernel forms per tile — the gate matrices Γ, Φ, D and vectors γ, ν, m, KKᵀ,
 (I + A_β)⁻¹, QKᵀ — is state-independent, so it is a handful of batched products, cumulative
-sums and one batched triangular solve over [tiles, H, C, C] (the torch backend's formulas:
-``core.chunk_algebra``), written into the kernels' per-token row layout through the tile table
+sums and one batched triangular solve over [tiles, H, C, C] (the torch backend's gate
+quantities, ``chunk.tile_gates``), written into the kernels' per-token row layout through the tile table
 (``tile_batch``: padding slots into a spare row; no device sync). float32 products.
 """
 from __future__ import annotations
 
 import torch
 
-from ...core.chunk_algebra import decay, masks, momentum
+from ...core.chunk_algebra import masks
+from .chunk import tile_gates
 from .tile_batch import at_rows, padded, put_rows, tf32, tile_rows
 
 # pv columns (triton_prep.PV_*): γ, γ_prev, ν, ν_prev, m, and the last valid row of Φ, Γ, D
@@ -25,30 +26,27 @@ def prep_rows(a, pr: dict) -> None:
     rows, valid, _ = tile_rows(a)
     C, R = a.C, a.B * a.T
     take = lambda x, fill: at_rows(padded(x, R, a.H, fill), rows)          # [tiles, H, C, d]  # noqa: E731
-    strict, lower = masks(C, a.device)
-    la = take(a.la, 0.0)[..., 0] if a.la is not None else None
-    G = decay(la, strict, lower, torch.float32).expand(rows.shape[0], a.H, C + 1, C + 1)
-    Gc, Gp = G[..., 1:, 1:], G[..., :-1, 1:]
-    v = dict(g=G[..., 1:, 0], gp=G[..., :-1, 0])
-    last = (valid.sum(-1) - 1).clamp(min=0)[:, None, None, None].expand(-1, a.H, 1, C)   # the tile's last row
+    strict = masks(C, a.device)[0][1:, 1:]
+    tiles = (rows.shape[0], a.H)
+    # log α = 0 rather than None when absent: batched gate matrices (exp(0) = 1 exactly)
+    la = take(a.la, 0.0)[..., 0] if a.la is not None else torch.zeros(*tiles, C, device=a.device)
+    mu = take(a.mu, 1.0)[..., 0] if a.mom else None
+    rho = valid[:, None, :].expand(*tiles, C).float() if a.mom else None     # ρ: 1 on every valid row
+    last = (valid.sum(-1) - 1).clamp(min=0)[:, None, None, None].expand(*tiles, 1, C)   # the tile's last row
     row_at = lambda M: M.gather(-2, last)[..., 0, :]                        # noqa: E731
     with tf32(False):
+        Gc, Gp, g, gp, Phi, Phip, nu, nup, Dm = tile_gates(la, mu, rho, C, a.device, torch.float32)
+        v = dict(g=g, gp=gp, PhiL=row_at(Phi), GL=row_at(Gc))
         if a.mom:
-            Dm = momentum(take(a.mu, 1.0)[..., 0], strict, lower)
-            D, m = Dm[..., 1:, 1:], Dm[..., 1:, 0]
-            Phi, Phip = Gc @ D, Gp @ D
-            v.update(nu=(Gc @ m[..., None])[..., 0], nup=(Gp @ m[..., None])[..., 0], m=m, DL=row_at(D))
-        else:
-            Phi, Phip = Gc, Gp
-        v.update(PhiL=row_at(Phi), GL=row_at(Gc))
-        out = dict(pv=torch.stack([v.get(n, torch.zeros_like(v["g"])) for n in _PV], -1))
+            v.update(nu=nu, nup=nup, m=Dm[..., 1:, 0], DL=row_at(Dm[..., 1:, 1:]))
+        out = dict(pv=torch.stack([v.get(n, torch.zeros_like(g)) for n in _PV], -1))
         k = take(a.k, 0.0)
         if "Ai" in pr:
             KK = k @ k.mT
-            A = torch.where(strict[1:, 1:], KK * Gp * take(a.beta, 0.0)[..., 0][..., None, :], 0.0)
+            A = torch.where(strict, KK * Gp * take(a.beta, 0.0)[..., 0][..., None, :], 0.0)
             eye = torch.eye(C, device=a.device).expand_as(A)
             out["Ai"] = torch.linalg.solve_triangular(eye + A, eye, upper=False, unitriangular=True)
-            out["pk"] = torch.where(strict[1:, 1:], KK * Phip, 0.0)
+            out["pk"] = torch.where(strict, KK * Phip, 0.0)
         if "qp" in pr:
             QK = (take(a.q, 0.0) * a.scale) @ k.mT
             after = a.flags["READ"] == 0
