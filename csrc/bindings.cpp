@@ -17,6 +17,7 @@
 #include "common/dtypes.h"
 #include "fast_mlp/outer_update.h"
 #include "linear_memory/step.h"
+#include "mlp_memory/walk.h"
 
 // Written by setup.py (build directory) with the architectures and nvcc of this build.
 #if __has_include("nested_kernels_build_config.h")
@@ -118,6 +119,60 @@ void linear_memory_step_py(std::uintptr_t q, std::uintptr_t k, std::uintptr_t v,
   nk::linear_memory_step(params, reinterpret_cast<cudaStream_t>(stream));
 }
 
+// The forward walk of mlp_memory (csrc/mlp_memory/walk.h). ``ptrs``: dict name -> device address
+// (0 for absent); ``dims``: dict of the integer / flag fields of MlpWalkParams.
+void mlp_memory_walk_py(py::dict ptrs, py::dict dims, double scale, std::uintptr_t stream) {
+  auto ptr = [&](const char* name) -> std::uintptr_t {
+    return ptrs.contains(name) ? ptrs[name].cast<std::uintptr_t>() : 0;
+  };
+  auto dim = [&](const char* name) -> long long {
+    NK_CHECK_ARG(dims.contains(name), std::string("mlp_memory_walk: dims lacks ") + name);
+    return dims[name].cast<long long>();
+  };
+  nk::MlpWalkParams p;
+  p.q = as_ptr<const void>(ptr("q"));
+  p.k = as_ptr<const void>(ptr("k"));
+  p.v = as_ptr<const void>(ptr("v"));
+  p.eta = as_ptr<const void>(ptr("eta"));
+  p.beta = as_ptr<const void>(ptr("beta"));
+  p.token_dtype = checked_dtype(static_cast<int>(dim("token_dtype")), "token");
+  p.eta_dtype = checked_dtype(static_cast<int>(dim("eta_dtype")), "eta");
+  p.beta_dtype = checked_dtype(static_cast<int>(dim("beta_dtype")), "beta");
+  p.W1 = as_ptr<float>(ptr("W1"));
+  p.W2 = as_ptr<float>(ptr("W2"));
+  p.S1 = as_ptr<float>(ptr("S1"));
+  p.S2 = as_ptr<float>(ptr("S2"));
+  p.pv = as_ptr<const float>(ptr("pv"));
+  p.ai = as_ptr<const float>(ptr("Ai"));
+  p.pk = as_ptr<const float>(ptr("pk"));
+  p.qp = as_ptr<const float>(ptr("qp"));
+  p.pm = as_ptr<const float>(ptr("pm"));
+  p.qg = as_ptr<const float>(ptr("qg"));
+  p.o = as_ptr<void>(ptr("o"));
+  p.sv1 = as_ptr<float>(ptr("sv_W1"));
+  p.sv2 = as_ptr<float>(ptr("sv_W2"));
+  p.svs1 = as_ptr<float>(ptr("sv_S1"));
+  p.svs2 = as_ptr<float>(ptr("sv_S2"));
+  p.sv_e = as_ptr<float>(ptr("sv_E"));
+  p.sv_ba = as_ptr<float>(ptr("sv_BA"));
+  p.tile_base = as_ptr<const long long>(ptr("tile_base"));
+  p.B = static_cast<int>(dim("B"));
+  p.T = static_cast<int>(dim("T"));
+  p.H = static_cast<int>(dim("H"));
+  p.D = static_cast<int>(dim("D"));
+  p.F = static_cast<int>(dim("F"));
+  p.C = static_cast<int>(dim("C"));
+  p.scale = static_cast<float>(scale);
+  p.act = static_cast<int>(dim("act"));
+  p.residual = dim("residual") != 0;
+  p.has_beta = dim("has_beta") != 0;
+  p.has_mu = dim("has_mu") != 0;
+  p.self_target = dim("self_target") != 0;
+  p.read = static_cast<int>(dim("read"));
+  p.save = dim("save") != 0;
+  nk::mlp_memory_walk(p, reinterpret_cast<cudaStream_t>(stream));
+}
+
 py::dict build_info() {
   py::dict info;
   info["cuda_archs"] = NK_BUILD_CUDA_ARCHS;
@@ -173,6 +228,16 @@ and o ([N, H, V], token dtype) are device addresses (int) on the current device;
 (sqn, sqh, skn, skh, svn, svh) in elements (unit last stride); each gate is (address or 0,
 stride_n, stride_h, dtype code); read: 0 after, 1 before, 2 chunk. Raises ValueError for bad
 arguments and RuntimeError for CUDA errors. Use linear_memory_step(backend="cuda") from Python.)doc");
+
+  m.def("mlp_memory_walk", &mlp_memory_walk_py, py::arg("ptrs"), py::arg("dims"), py::arg("scale"),
+        py::arg("stream"),
+        R"doc(The forward walk of mlp_memory over all tiles, one thread-block cluster per (sequence, head) (csrc/mlp_memory/walk.h).
+
+ptrs: dict of device addresses (q, k, v, eta, beta, W1, W2, S1, S2, pv, Ai, pk, qp, pm, qg, o,
+sv_W1, sv_W2, sv_S1, sv_S2, sv_E, sv_BA, tile_base; absent or 0: none); dims: dict of B, T, H, D,
+F, C, act, residual, has_beta, has_mu, self_target, read, save, token_dtype, eta_dtype, beta_dtype.
+States are updated in place. Raises ValueError for bad arguments and RuntimeError for CUDA errors.
+Use mlp_memory(backend="cuda") from Python.)doc");
 
   m.def("build_info", &build_info,
         "dict: CUDA architectures compiled, -gencode flags, nvcc version, CUDA runtime version "

@@ -185,7 +185,7 @@ def timing(args):
     rows = []
     shapes = ([] if args.only_large else [(args.B, args.T, args.H, 64, 256, 64)]) + \
         ([] if args.no_large else [(args.B, args.T, 4, 128, 512, 64)])
-    backends = ["triton"] + (["torch"] if not args.no_torch else [])
+    backends = ["triton"] + (["cuda"] if args.cuda else []) + (["torch"] if not args.no_torch else [])
     for B, T, H, K, F, C in shapes:
         dtype = torch.bfloat16
         floor = _floor(B, T, H, K, F, C)
@@ -253,6 +253,7 @@ def main():
                     help="float64 witness: the token loop (default) or the chunked torch backend")
     ap.add_argument("--no-torch", action="store_true", help="do not time the torch backend")
     ap.add_argument("--no-titans", action="store_true")
+    ap.add_argument("--cuda", action="store_true", help="also time the cuda backend (the CUDA forward walk)")
     ap.add_argument("--no-large", action="store_true", help="skip the K=V=128, F=512 timing")
     ap.add_argument("--only-large", action="store_true", help="time only K=V=128, F=512 (H4)")
     ap.add_argument("--B", type=int, default=4)

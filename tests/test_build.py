@@ -71,7 +71,7 @@ def _extension_or_skip():
 
 def test_extension_exports():
     ext = _extension_or_skip()
-    assert callable(ext.outer_update) and callable(ext.linear_memory_step)
+    assert callable(ext.outer_update) and callable(ext.linear_memory_step) and callable(ext.mlp_memory_walk)
     assert (ext.DTYPE_FLOAT32, ext.DTYPE_BFLOAT16, ext.DTYPE_FLOAT16) == (0, 1, 2)
     info = ext.build_info()
     for key in ("cuda_archs", "gencode", "nvcc_version", "cuda_runtime_compiled", "cuda_driver"):
@@ -92,6 +92,16 @@ def test_extension_rejects_bad_arguments_without_a_gpu():
     with pytest.raises(ValueError, match="non-negative"):
         ext.outer_update(**{**args, "P": -1})
     ext.outer_update(**{**args, "N": 0})  # nothing to do
+    dims = dict(B=1, T=64, H=1, D=64, F=256, C=64, act=0, residual=1, has_beta=0, has_mu=0, self_target=1,
+                read=2, save=0, token_dtype=1, eta_dtype=0, beta_dtype=0)
+    with pytest.raises(ValueError, match="K = V"):
+        ext.mlp_memory_walk({}, {**dims, "D": 48}, 1.0, 0)
+    with pytest.raises(ValueError, match="multiple of chunk_size"):
+        ext.mlp_memory_walk({}, {**dims, "T": 65}, 1.0, 0)
+    with pytest.raises(ValueError, match="null input"):
+        ext.mlp_memory_walk({}, dims, 1.0, 0)
+    with pytest.raises(ValueError, match="dims lacks"):
+        ext.mlp_memory_walk({}, {n: x for n, x in dims.items() if n != "read"}, 1.0, 0)
 
 
 def test_wrapper_validates_before_launch():

@@ -6,7 +6,7 @@ from typing import Optional, Union
 import torch
 
 from ...core import checks
-from ...core.backends import Backend, select_backend
+from ...core.backends import TRITON_FIRST, Backend, select_backend
 from ...core.custom_op import OpSpec, StepSpec
 from ...core.sequences import num_sequences
 from ...core.step_backend import with_state
@@ -43,8 +43,12 @@ BACKENDS = {"reference": Backend(reference.forward), "torch": Backend(chunk.forw
 try:  # Triton kernels; triton itself is imported only when they first run
     from .triton_backend import BACKEND as _TRITON_BACKEND, keeps_residuals
     BACKENDS["triton"] = _TRITON_BACKEND
+    from .cuda_walk import BACKEND as _CUDA_BACKEND     # the triton backend with a CUDA forward walk
+    BACKENDS["cuda"] = _CUDA_BACKEND
 except ImportError:  # pragma: no cover
     keeps_residuals = None
+# "auto": the CUDA forward walk is not yet measured against the Triton one (docs/mlp_memory_triton.md)
+AUTO_ORDER = TRITON_FIRST
 # residual output: the Triton backend's checkpoints and per-token rows, reused by its backward
 OP = OpSpec("mlp_memory", INPUTS, OUTPUTS, _fake, BACKENDS, residuals=("saved",))
 
@@ -159,8 +163,8 @@ def mlp_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.Ten
                   position0=pos0, cu_seqlens=cu_seqlens)
     cfg = dict(chunk_size=chunk_size, target=target, read=read, scale=float(scale),
                activation=activation, residual=residual, output_final_state=bool(output_final_state))
-    cfg["backend"] = select_backend("mlp_memory", backend, BACKENDS, device, inputs, cfg)
-    if cfg["backend"] == "triton":      # decided here, so that the fake forward's shapes agree
+    cfg["backend"] = select_backend("mlp_memory", backend, BACKENDS, device, inputs, cfg, AUTO_ORDER)
+    if cfg["backend"] in ("triton", "cuda"):      # decided here, so that the fake forward's shapes agree
         cfg["keep_residuals"] = keeps_residuals(inputs, cfg)
     out = OP(cfg, **inputs)
     if not output_final_state:

@@ -313,8 +313,9 @@ def _fresh(x: torch.Tensor, shape) -> torch.Tensor:
 class _Args:
     """Contiguous inputs, flags, start states and the tile table shared by both launchers."""
 
-    def __init__(self, inputs, cfg, bf: int = 16):
+    def __init__(self, inputs, cfg, bf: int = 16, walk: str = "triton"):
         c = lambda t: None if t is None else t.contiguous()  # noqa: E731
+        self.walk = walk          # what runs the forward walk: "triton" (_fwd_kernel) or "cuda" (cuda_walk)
         self.q, self.k, self.v, self.eta = (c(inputs[n]) for n in ("q", "k", "v", "eta"))
         self.la, self.beta, self.mu = c(inputs["log_alpha"]), c(inputs["beta"]), c(inputs["mu"])
         q = self.q
@@ -445,7 +446,11 @@ class _Args:
     def run_forward(self, st: dict, pr: dict, *, o=None, chunk_out=None, saved=None):
         """``_fwd_kernel`` on the states ``st`` (updated in place) with the prep rows ``pr``
         (``prep_rows``): outputs into ``o``, final chunk-start weights into ``chunk_out``,
-        checkpoints into ``saved`` (views of ``_residual_shapes``; B Aᵀ summed over the slices)."""
+        checkpoints into ``saved`` (views of ``_residual_shapes``; B Aᵀ summed over the slices).
+        With ``walk`` "cuda" the CUDA kernel runs instead (``cuda_walk.run_walk``)."""
+        if self.walk == "cuda":
+            from .cuda_walk import run_walk
+            return run_walk(self, st, pr, o=o, chunk_out=chunk_out, saved=saved)
         from .triton_fwd import _fwd_kernel
         d = self.d
         c1, c2 = chunk_out if chunk_out is not None else (None, None)
@@ -517,8 +522,8 @@ def _fallback_on_resources(kernel_fn, torch_fn):
     return run
 
 
-def _forward(inputs, cfg, bf: int = 16):
-    a = _Args(inputs, cfg, bf)
+def _forward(inputs, cfg, bf: int = 16, walk: str = "triton"):
+    a = _Args(inputs, cfg, bf, walk)
     B, T, H, V, N = a.B, a.T, a.H, a.V, a.N
     o = new_empty(B, T, H, V, dtype=a.q.dtype, device=a.device)
     st = a.start_states()
@@ -544,8 +549,8 @@ def _grad_or_none(grads, name):
     return None if g is None or g.numel() == 0 else g.contiguous()
 
 
-def _backward(inputs, outputs, grads, cfg, bf: int = 16):
-    a = _Args(inputs, cfg, bf)
+def _backward(inputs, outputs, grads, cfg, bf: int = 16, walk: str = "triton"):
+    a = _Args(inputs, cfg, bf, walk)
     B, T, H, K, V, F, N, C = a.B, a.T, a.H, a.K, a.V, a.F, a.N, a.C
     dev, f32, rows = a.device, torch.float32, a.B * a.T
     self_target = a.flags["SELF_TARGET"]

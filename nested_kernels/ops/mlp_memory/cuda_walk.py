@@ -1,0 +1,97 @@
+"""The ``cuda`` backend of ``mlp_memory``: the ``triton`` backend with its sequential forward walk
+(``_fwd_kernel``) replaced by the CUDA kernel ``nested_kernels._C.mlp_memory_walk``
+(csrc/mlp_memory/walk.cu): one thread-block cluster of F / 64 CTAs per (sequence, head), each CTA
+owning 64 hidden units, the frozen errors and the partial outputs summed through distributed
+shared memory, products on the tensor cores (WMMA, operands rounded to nearest tf32 like the
+Triton default ``tf32r``). The prep rows, the residual layout and the backward (the Triton
+adjoint chain and the token gradients of ``tile_grads``) are the ``triton`` backend's, so the walk
+writes exactly what ``_fwd_kernel`` writes: outputs, final states, tile-start checkpoints, E and
+B Aᵀ rows. See docs/mlp_memory_triton.md ("CUDA forward walk").
+
+Covered (else ``unsupported`` names why and ``auto`` moves on): an sm_90 GPU with the extension
+built and Triton importable, bfloat16 / float16 inputs, K = V ∈ {32, 64}, F ∈ {64, 128, 256, 512},
+chunk_size ∈ {16, 32, 64}, a fixed-length batch (no cu_seqlens, no resumed state) whose length is
+a multiple of chunk_size, the prep rows on (NESTED_KERNELS_MLP_TRITON_PREP=1, the default).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ...core.backends import Backend
+from ...core.extension import cuda_extension, cuda_extension_unavailable_reason
+from . import triton_backend as tb
+
+DIMS = (32, 64)
+HIDDEN = (64, 128, 256, 512)
+CHUNKS = (16, 32, 64)
+_DTYPE_CODES = {torch.float32: "DTYPE_FLOAT32", torch.bfloat16: "DTYPE_BFLOAT16", torch.float16: "DTYPE_FLOAT16"}
+
+
+def unsupported(inputs, cfg) -> Optional[str]:
+    q, w1 = inputs["q"], inputs["w1"]
+    if q.device.type != "cuda":
+        return f"the CUDA walk needs CUDA tensors (got {q.device})"
+    why = cuda_extension_unavailable_reason()
+    if why is not None:
+        return why
+    if torch.cuda.get_device_capability(q.device) < (9, 0):
+        return "the CUDA walk needs an sm_90 GPU (thread-block clusters)"
+    why = tb.unsupported(inputs, cfg)
+    if why is not None:
+        return why
+    try:
+        import triton  # noqa: F401  (the backward and the prep rows are the triton backend's)
+    except ImportError:
+        return "the CUDA walk's backward runs on Triton, which is not importable"
+    K, (V, F), C, T = q.shape[-1], w1.shape[-2:], cfg["chunk_size"], q.shape[1]
+    if q.dtype not in (torch.bfloat16, torch.float16):
+        return f"{q.dtype} inputs: the CUDA walk takes bfloat16 / float16 (tf32 products)"
+    if K != V or K not in DIMS:
+        return f"K={K}, V={V}: the CUDA walk takes K = V in {DIMS}"
+    if F not in HIDDEN:
+        return f"F={F}: the CUDA walk takes F in {HIDDEN}"
+    if C not in CHUNKS:
+        return f"chunk_size={C}: the CUDA walk takes chunk_size in {CHUNKS}"
+    if inputs["cu_seqlens"] is not None or inputs["position0"] is not None:
+        return "cu_seqlens or a resumed state: the CUDA walk takes fixed-length batches from a chunk start"
+    if T % C:
+        return f"T={T} is not a multiple of chunk_size={C}: the CUDA walk takes whole chunks only"
+    if not tb._prep_on():
+        return "NESTED_KERNELS_MLP_TRITON_PREP=0: the CUDA walk reads the prep rows"
+    return None
+
+
+def run_walk(a, st: dict, pr: dict, *, o=None, chunk_out=None, saved=None) -> None:
+    """``triton_backend._Args.run_forward``'s contract on the CUDA walk: the states ``st`` updated
+    in place, outputs into ``o``, checkpoints, E and B Aᵀ rows into ``saved``. Every tile is a
+    whole chunk here, so the final chunk-start weights are the final states (``chunk_out`` is not
+    written; ``_Args.chunk_start`` takes the states at a chunk boundary)."""
+    ext = cuda_extension()
+    addr = lambda t: 0 if t is None else t.data_ptr()  # noqa: E731
+    ptrs = dict(q=a.q, k=a.k, v=a.v, eta=a.eta, beta=a.beta, W1=st["W1"], W2=st["W2"], S1=st["S1"], S2=st["S2"],
+                o=o, tile_base=a.tile_base, **pr)
+    if saved is not None:
+        ptrs.update({"sv_" + n: saved.get(n) for n in ("W1", "W2", "S1", "S2", "E", "BA")})
+    code = lambda t: getattr(ext, _DTYPE_CODES[t.dtype]) if t is not None else ext.DTYPE_FLOAT32  # noqa: E731
+    f = a.flags
+    dims = dict(B=a.B, T=a.T, H=a.H, D=a.K, F=a.F, C=a.C, act=f["ACT"], residual=int(f["RESIDUAL"]),
+                has_beta=int(f["HAS_BETA"]), has_mu=int(f["HAS_MU"]), self_target=int(f["SELF_TARGET"]),
+                read=f["READ"], save=int(saved is not None), token_dtype=code(a.q), eta_dtype=code(a.eta),
+                beta_dtype=code(a.beta))
+    with torch.cuda.device(a.device):
+        ext.mlp_memory_walk({n: addr(t) for n, t in ptrs.items()}, dims, a.scale,
+                            torch.cuda.current_stream(a.device).cuda_stream)
+
+
+def _forward(inputs, cfg, bf: int = 16):
+    return tb._forward(inputs, cfg, bf, walk="cuda")
+
+
+def _backward(inputs, outputs, grads, cfg, bf: int = 16):
+    return tb._backward(inputs, outputs, grads, cfg, bf, walk="cuda")
+
+
+BACKEND = Backend(tb._fallback_on_resources(_forward, tb._torch_forward),
+                  tb._fallback_on_resources(_backward, tb._torch_backward), unsupported, tb.residuals)

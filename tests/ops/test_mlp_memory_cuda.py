@@ -1,0 +1,105 @@
+"""The ``cuda`` backend of ``mlp_memory``: the Triton backend with the forward walk of
+csrc/mlp_memory/walk.cu (``ops/mlp_memory/cuda_walk.py``).
+
+On the CPU: what it covers and refuses, and that ``auto`` does not pick it. On the GPU
+(``pytest -m gpu``): outputs, final states and the gradients of a random functional of all of them
+with respect to every input against the float64 reference (the backward is the Triton backend's,
+fed by the walk's checkpoints, E and B Aᵀ rows), with and without residuals kept, and the walk's
+outputs against the Triton walk's. Inputs are fresh random tensors; outputs NaN-poisoned.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nested_kernels.ops.mlp_memory import api, cuda_walk, mlp_memory
+from nested_kernels.testing import assert_run_close, rel_error, tolerance
+from test_mlp_memory_triton import make, run  # shared with the Triton backend's tests
+
+pytest.importorskip("triton")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cfg(**kw):
+    return dict(dict(chunk_size=64, target="self", read="chunk", scale=1.0, activation="gelu", residual=True,
+                     output_final_state=True), **kw)
+
+
+def inputs(B=1, T=128, H=2, K=64, V=64, F=256, dtype=torch.bfloat16, device="cpu", **kw):
+    x, _ = make(B=B, T=T, H=H, K=K, V=V, F=F)
+    out = {n: None if t is None else t.to(device, dtype) for n, t in x.items()}
+    out.update(w1_0=None, w2_0=None, s1_0=None, s2_0=None, w1_chunk0=None, w2_chunk0=None, position0=None,
+               cu_seqlens=None)
+    out.update(kw)
+    return out
+
+
+def test_registered_and_not_auto_on_cpu():
+    assert "cuda" in api.BACKENDS and api.AUTO_ORDER[0] == "triton"
+    why = cuda_walk.unsupported(inputs(), cfg())
+    assert "CUDA tensors" in why
+    x, _ = make(B=1, T=16, H=1, K=16, V=16, F=32)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        mlp_memory(*[x[n] for n in ("q", "k", "v", "eta", "w1", "w2")], chunk_size=16, backend="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("change,what", [
+    (dict(dtype=torch.float32), "bfloat16 / float16"),
+    (dict(K=64, V=32, F=256), "K = V"),
+    (dict(K=128, V=128, F=512), "K = V"),
+    (dict(F=32, K=32, V=32), "F=32"),
+    (dict(T=100), "multiple of chunk_size"),
+])
+def test_gpu_unsupported_reasons(change, what):
+    assert what in cuda_walk.unsupported(inputs(device=DEVICE, **change), cfg())
+
+
+@pytest.mark.gpu
+def test_gpu_unsupported_chunk_and_varlen():
+    assert "chunk_size" in cuda_walk.unsupported(inputs(device=DEVICE), cfg(chunk_size=128))
+    cu = torch.tensor([0, 64, 128], device=DEVICE)
+    x = inputs(device=DEVICE, cu_seqlens=cu)
+    assert "fixed-length" in cuda_walk.unsupported(x, cfg())
+    assert cuda_walk.unsupported(inputs(device=DEVICE), cfg()) is None
+
+
+# (gates, target, read, activation, residual, C, K, F): every gate set, target, read, activation
+GRID = [
+    ("abm", "self", "chunk", "gelu", True, 64, 64, 256),     # issue 4's configuration
+    ("abm", "external", "after", "silu", True, 32, 64, 256),
+    ("ab", "self", "before", "gelu", True, 16, 32, 128),
+    ("am", "external", "after", "gelu", False, 64, 64, 64),
+    ("m", "self", "chunk", "silu", True, 16, 64, 512),
+    ("", "external", "before", "silu", True, 32, 32, 128),
+    ("bm", "self", "after", "gelu", True, 64, 32, 256),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("gates,target,read,activation,residual,C,K,F", GRID)
+def test_gpu_matches_reference(dtype, gates, target, read, activation, residual, C, K, F):
+    x, st = make(B=2, T=4 * C, H=2, K=K, V=K, F=F, gates=gates, init=True, seed=21)
+    kw = dict(chunk_size=C, target=target, read=read, activation=activation, residual=residual)
+    got, dgot = run("cuda", x, st, dtype, **dict(kw))
+    ref, dref = run("reference", x, st, dtype, **dict(kw))
+    assert_run_close(got, dgot, ref, dref, tolerance("triton", dtype))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("keep", ["1", "0"])
+def test_gpu_walk_equals_triton_walk(keep, monkeypatch):
+    """Forward outputs and final states of the two walks agree to tf32 rounding; the backward
+    works from the CUDA walk's residuals and from its re-run (no residuals kept)."""
+    if keep == "0":
+        monkeypatch.setenv("NESTED_KERNELS_MLP_BWD_BYTES", "0")
+    x, st = make(B=2, T=256, H=4, K=64, V=64, F=256, gates="abm", init=True, seed=22)
+    kw = dict(chunk_size=64, target="self", read="after")
+    got, dgot = run("cuda", x, st, torch.bfloat16, **dict(kw))
+    tri, dtri = run("triton", x, st, torch.bfloat16, **dict(kw))
+    for n in ("o", "W1", "W2", "S1", "S2"):
+        assert rel_error(got[n].float(), tri[n].float()) < 5e-3, n
+    for n in dgot:
+        assert rel_error(dgot[n].float(), dtri[n].float()) < 1e-2, n
