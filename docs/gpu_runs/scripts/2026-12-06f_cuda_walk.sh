@@ -7,8 +7,8 @@
 . "$(dirname "$0")/lib.sh"
 MLP="python3 python/check_mlp_memory_triton.py"
 {
-fg build 300 python3 -m pip install -q --no-build-isolation --no-deps -e .
-fg tests 300 python3 -m pytest -q -m gpu tests/ops/test_mlp_memory_cuda.py -p no:cacheprovider -x
-fg time 200 $MLP --no-check --no-large --no-torch --cuda --variants "" --json "$OUT/time.json"
+fg build 240 python3 -m pip install -q --no-build-isolation --no-deps -e .
+fg tests 200 python3 -m pytest -q -m gpu tests/ops/test_mlp_memory_cuda.py -p no:cacheprovider -x
+fg time 120 $MLP --no-check --no-large --no-torch --cuda --variants "" --json "$OUT/time.json"
 echo "=== done ($(now))"
 } > "$OUT/cuda_walk.log" 2>&1
