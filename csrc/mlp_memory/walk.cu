@@ -65,14 +65,16 @@ __device__ __forceinline__ float act_grad(float z, int kind) {
 // C[M, N] (+)= A[M, Kd] · B[Kd, N] on the tensor cores, the warps of the CTA taking 16×16 tiles of C
 // in turn. A_COL: A is stored column-major (A[m][k] at A[k·lda + m]); B_COL likewise for B
 // (B[k][n] at B[n·ldb + k]). C is row-major. Operands are rounded to nearest tf32.
-template <bool A_COL, bool B_COL>
-__device__ void gemm(float* C, int ldc, const float* A, int lda, const float* B, int ldb, int M, int N,
-                     int Kd, bool accumulate) {
+// M, N, KD are compile-time so that the k loop unrolls and every fragment load of a tile is issued
+// before its products (operands in global memory / L2 then cost one latency per tile, not one per k
+// step).
+template <bool A_COL, bool B_COL, int M, int N, int KD>
+__device__ void gemm(float* C, int ldc, const float* A, int lda, const float* B, int ldb, bool accumulate) {
   using LA = typename std::conditional<A_COL, wmma::col_major, wmma::row_major>::type;
   using LB = typename std::conditional<B_COL, wmma::col_major, wmma::row_major>::type;
   const int warp = threadIdx.x / 32;
-  const int tiles_n = N / 16;
-  const int tiles = (M / 16) * tiles_n;
+  constexpr int tiles_n = N / 16;
+  constexpr int tiles = (M / 16) * tiles_n;
   for (int t = warp; t < tiles; t += kThreads / 32) {
     const int m0 = (t / tiles_n) * 16;
     const int n0 = (t % tiles_n) * 16;
@@ -82,7 +84,8 @@ __device__ void gemm(float* C, int ldc, const float* A, int lda, const float* B,
     } else {
       wmma::fill_fragment(c, 0.0f);
     }
-    for (int k0 = 0; k0 < Kd; k0 += 8) {
+#pragma unroll
+    for (int k0 = 0; k0 < KD; k0 += 8) {
       wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, LA> a;
       wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, LB> b;
       wmma::load_matrix_sync(a, A_COL ? A + (long long)k0 * lda + m0 : A + (long long)m0 * lda + k0, lda);
@@ -197,24 +200,27 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
     __syncthreads();
 
     // --- pass 1: this slice's share of the prediction at the chunk-start weights ---------------
-    gemm<false, true>(s.z, kLd, s.k, kLd, w2, D, C, kSlice, D, false);            // Z = K W2ᵀ
+    gemm<false, true, C, kSlice, D>(s.z, kLd, s.k, kLd, w2, D, false);            // Z = K W2ᵀ
     __syncthreads();
     each(s.a, C, kSlice, [&](int t, int c) { return act(s.z[t * kLd + c], p.act); });   // A = φ(Z)
     __syncthreads();
-    gemm<false, true>(s.po, kLd, s.a, kLd, w1, F, C, D, kSlice, false);           // P = A W1ᵀ
+    gemm<false, true, C, D, kSlice>(s.po, kLd, s.a, kLd, w1, F, false);           // P = A W1ᵀ
     if (p.self_target) {
       __syncthreads();
-      gemm<false, true>(s.t1, kLd, s.vu, kLd, w2, D, C, kSlice, D, false);
+      gemm<false, true, C, kSlice, D>(s.t1, kLd, s.vu, kLd, w2, D, false);
       __syncthreads();
       each(s.t1, C, kSlice, [&](int t, int c) { return -act(s.t1[t * kLd + c], p.act); });
       __syncthreads();
-      gemm<false, true>(s.po, kLd, s.t1, kLd, w1, F, C, D, kSlice, true);          // P −= φ(V W2ᵀ) W1ᵀ
+      gemm<false, true, C, D, kSlice>(s.po, kLd, s.t1, kLd, w1, F, true);          // P −= φ(V W2ᵀ) W1ᵀ
     }
     cluster.sync();
     // E = Σ_j P_j [+ K] − target
     each(s.e, C, D, [&](int t, int c) {
       float e = 0.0f;
-      for (int r = 0; r < ns; ++r) e += cluster.map_shared_rank(s.po, r)[t * kLd + c];
+#pragma unroll
+      for (int r = 0; r < 8; ++r) {
+        if (r < ns) e += cluster.map_shared_rank(s.po, r)[t * kLd + c];
+      }
       if (p.residual) e += s.k[t * kLd + c];
       if (!p.self_target || p.residual) e -= s.vu[t * kLd + c];
       return e;
@@ -228,7 +234,7 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
     }
 
     // --- pass 2: everything separable over the hidden units -------------------------------------
-    gemm<false, false>(s.d, kLd, s.e, kLd, w1, F, C, kSlice, D, false);           // E W1
+    gemm<false, false, C, kSlice, D>(s.d, kLd, s.e, kLd, w1, F, false);           // E W1
     __syncthreads();
     each(s.d, C, kSlice, [&](int t, int c) {                                       // w2v = −η (E W1) φ'(Z)
       return -s.eta[t] * s.d[t * kLd + c] * act_grad(s.z[t * kLd + c], p.act);
@@ -239,12 +245,12 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
       if (p.has_mu) {
         each(s.t1, C, D, [&](int t, int c) { return s.nup[t] * s.k[t * kLd + c]; });
         __syncthreads();
-        gemm<false, true>(s.z, kLd, s.t1, kLd, s2, D, C, kSlice, D, true);
+        gemm<false, true, C, kSlice, D>(s.z, kLd, s.t1, kLd, s2, D, true);
       }
       __syncthreads();
-      gemm<false, false>(s.z, kLd, p.pk + g0 * C, rowC, s.d, kLd, C, kSlice, C, true);
+      gemm<false, false, C, kSlice, C>(s.z, kLd, p.pk + g0 * C, rowC, s.d, kLd, true);
       __syncthreads();
-      gemm<false, false>(s.vu, kLd, p.ai + g0 * C, rowC, s.z, kLd, C, kSlice, C, false);
+      gemm<false, false, C, kSlice, C>(s.vu, kLd, p.ai + g0 * C, rowC, s.z, kLd, false);
       __syncthreads();
       each(s.vu, C, kSlice, [&](int t, int c) { return -s.beta[t] * s.vu[t * kLd + c]; });
       __syncthreads();
@@ -253,47 +259,47 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
     const bool store_o = p.o != nullptr;
     if (!read_tok) {
       if (store_o) {
-        gemm<false, true>(s.t1, kLd, s.q, kLd, w2, D, C, kSlice, D, false);
+        gemm<false, true, C, kSlice, D>(s.t1, kLd, s.q, kLd, w2, D, false);
         __syncthreads();
         each(s.t1, C, kSlice, [&](int t, int c) { return act(s.t1[t * kLd + c], p.act); });
         __syncthreads();
-        gemm<false, true>(s.po, kLd, s.t1, kLd, w1, F, C, D, kSlice, false);       // φ(Q W2ᵀ) W1ᵀ
+        gemm<false, true, C, D, kSlice>(s.po, kLd, s.t1, kLd, w1, F, false);       // φ(Q W2ᵀ) W1ᵀ
       }
     } else {
-      gemm<false, true>(s.t1, kLd, s.q, kLd, w2, D, C, kSlice, D, false);          // h = W2_t q_t
+      gemm<false, true, C, kSlice, D>(s.t1, kLd, s.q, kLd, w2, D, false);          // h = W2_t q_t
       __syncthreads();
       each(s.t1, C, kSlice, [&](int t, int c) { return s.gm[t] * s.t1[t * kLd + c]; });
       __syncthreads();
-      gemm<false, false>(s.t1, kLd, p.qp + g0 * C, rowC, s.d, kLd, C, kSlice, C, true);
+      gemm<false, false, C, kSlice, C>(s.t1, kLd, p.qp + g0 * C, rowC, s.d, kLd, true);
       if (p.has_beta) {
         __syncthreads();
         const float* qg = p.has_mu ? p.qg : p.qp;
-        gemm<false, false>(s.t1, kLd, qg + g0 * C, rowC, s.vu, kLd, C, kSlice, C, true);
+        gemm<false, false, C, kSlice, C>(s.t1, kLd, qg + g0 * C, rowC, s.vu, kLd, true);
       }
       if (p.has_mu) {
         each(s.t2, C, D, [&](int t, int c) { return s.nm[t] * s.q[t * kLd + c]; });
         __syncthreads();
-        gemm<false, true>(s.t1, kLd, s.t2, kLd, s2, D, C, kSlice, D, true);
+        gemm<false, true, C, kSlice, D>(s.t1, kLd, s.t2, kLd, s2, D, true);
       }
       __syncthreads();
       each(s.t1, C, kSlice, [&](int t, int c) { return act(s.t1[t * kLd + c], p.act); });   // Bq = φ(h)
       __syncthreads();
-      gemm<false, true>(s.ba, kLd, s.t1, kLd, s.a, kLd, C, C, kSlice, false);       // Bq Aᵀ
+      gemm<false, true, C, C, kSlice>(s.ba, kLd, s.t1, kLd, s.a, kLd, false);       // Bq Aᵀ
       if (store_o) {
         each(s.t2, C, kSlice, [&](int t, int c) { return s.gm[t] * s.t1[t * kLd + c]; });
         __syncthreads();
-        gemm<false, true>(s.po, kLd, s.t2, kLd, w1, F, C, D, kSlice, false);
+        gemm<false, true, C, D, kSlice>(s.po, kLd, s.t2, kLd, w1, F, false);
         if (p.has_mu) {
           __syncthreads();
           each(s.t2, C, kSlice, [&](int t, int c) { return s.nm[t] * s.t1[t * kLd + c]; });
           __syncthreads();
-          gemm<false, true>(s.po, kLd, s.t2, kLd, s1, F, C, D, kSlice, true);
+          gemm<false, true, C, D, kSlice>(s.po, kLd, s.t2, kLd, s1, F, true);
         }
         __syncthreads();      // + (B Aᵀ ⊙ Φ_m) w1v, w1v = −η E (linear in this slice's B Aᵀ)
         each(s.t1, C, C, [&](int t, int c) { return s.ba[t * kLd + c] * p.pm[(g0 + (long long)t * H) * C + c]; });
         each(s.t2, C, D, [&](int t, int c) { return -s.eta[t] * s.e[t * kLd + c]; });
         __syncthreads();
-        gemm<false, false>(s.po, kLd, s.t1, kLd, s.t2, kLd, C, D, C, true);
+        gemm<false, false, C, D, C>(s.po, kLd, s.t1, kLd, s.t2, kLd, true);
       }
     }
     cluster.sync();
@@ -304,7 +310,10 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
       for (int x = threadIdx.x; x < rows * D; x += kThreads) {
         const int t = t0 + x / D, c = x % D;
         float acc = p.residual ? s.q[t * kLd + c] : 0.0f;
-        for (int r = 0; r < ns; ++r) acc += cluster.map_shared_rank(s.po, r)[t * kLd + c];
+#pragma unroll
+        for (int r = 0; r < 8; ++r) {
+          if (r < ns) acc += cluster.map_shared_rank(s.po, r)[t * kLd + c];
+        }
         o[(g0 + (long long)t * H) * D + c] = from_float<TT>(acc);
       }
     }
@@ -312,7 +321,10 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
       for (int x = threadIdx.x; x < rows * C; x += kThreads) {
         const int t = t0 + x / C, c = x % C;
         float acc = 0.0f;
-        for (int r = 0; r < ns; ++r) acc += cluster.map_shared_rank(s.ba, r)[t * kLd + c];
+#pragma unroll
+        for (int r = 0; r < 8; ++r) {
+          if (r < ns) acc += cluster.map_shared_rank(s.ba, r)[t * kLd + c];
+        }
         p.sv_ba[(g0 + (long long)t * H) * C + c] = acc;
       }
     }
@@ -324,7 +336,7 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
       return p.has_beta ? x + s.gl[t] * s.vu[t * kLd + c] : x;
     });
     __syncthreads();
-    gemm<true, false>(s.t2, kLd, s.t1, kLd, s.k, kLd, kSlice, D, C, false);        // Xᵀ K  [64, D]
+    gemm<true, false, kSlice, D, C>(s.t2, kLd, s.t1, kLd, s.k, kLd, false);        // Xᵀ K  [64, D]
     __syncthreads();
     for (int x = threadIdx.x; x < kSlice * D; x += kThreads) {
       const int f = x / D, c = x % D;
@@ -333,7 +345,7 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
     }
     each(s.t1, C, D, [&](int t, int c) { return -s.phil[t] * s.eta[t] * s.e[t * kLd + c]; });
     __syncthreads();
-    gemm<true, false>(s.t2, kLd, s.t1, kLd, s.a, kLd, D, kSlice, C, false);        // (Φ[n] w1v)ᵀ A  [D, 64]
+    gemm<true, false, D, kSlice, C>(s.t2, kLd, s.t1, kLd, s.a, kLd, false);        // (Φ[n] w1v)ᵀ A  [D, 64]
     __syncthreads();
     for (int x = threadIdx.x; x < D * kSlice; x += kThreads) {
       const int r = x / kSlice, c = x % kSlice;
@@ -344,7 +356,7 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
     if (p.has_mu) {
       each(s.t1, C, D, [&](int t, int c) { return -s.dl[t] * s.eta[t] * s.e[t * kLd + c]; });
       __syncthreads();
-      gemm<true, false>(s.t2, kLd, s.t1, kLd, s.a, kLd, D, kSlice, C, false);      // (D[n] w1v)ᵀ A
+      gemm<true, false, D, kSlice, C>(s.t2, kLd, s.t1, kLd, s.a, kLd, false);      // (D[n] w1v)ᵀ A
       __syncthreads();
       for (int x = threadIdx.x; x < D * kSlice; x += kThreads) {
         const int r = x / kSlice, c = x % kSlice;
@@ -353,7 +365,7 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
       }
       each(s.t1, C, kSlice, [&](int t, int c) { return s.dl[t] * s.d[t * kLd + c]; });
       __syncthreads();
-      gemm<true, false>(s.t2, kLd, s.t1, kLd, s.k, kLd, kSlice, D, C, false);      // (D[n] w2v)ᵀ K
+      gemm<true, false, kSlice, D, C>(s.t2, kLd, s.t1, kLd, s.k, kLd, false);      // (D[n] w2v)ᵀ K
       __syncthreads();
       for (int x = threadIdx.x; x < kSlice * D; x += kThreads) {
         const int f = x / D, c = x % D;
