@@ -59,6 +59,7 @@ def test_gpu_unsupported_reasons(change, what):
 @pytest.mark.gpu
 def test_gpu_unsupported_chunk_and_varlen():
     assert "chunk_size" in cuda_walk.unsupported(inputs(device=DEVICE), cfg(chunk_size=128))
+    assert "K=32 with chunk_size=64" in cuda_walk.unsupported(inputs(device=DEVICE, K=32, V=32, F=128), cfg())
     cu = torch.tensor([0, 64, 128], device=DEVICE)
     x = inputs(device=DEVICE, cu_seqlens=cu)
     assert "fixed-length" in cuda_walk.unsupported(x, cfg())
@@ -73,7 +74,7 @@ GRID = [
     ("am", "external", "after", "gelu", False, 64, 64, 64),
     ("m", "self", "chunk", "silu", True, 16, 64, 512),
     ("", "external", "before", "silu", True, 32, 32, 128),
-    ("bm", "self", "after", "gelu", True, 64, 32, 256),
+    ("bm", "self", "after", "gelu", True, 32, 32, 256),   # C64 K32 failed (2026-12-06f): refused
 ]
 
 
