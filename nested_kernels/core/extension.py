@@ -9,6 +9,8 @@ import functools
 from types import ModuleType
 from typing import Optional
 
+import torch
+
 BUILD_HINT = (
     "the CUDA extension nested_kernels._C is not built. Build it with a CUDA compiler (nvcc) on PATH: "
     "`pip install --no-build-isolation -e .` (NESTED_KERNELS_CUDA=1 makes a missing nvcc an error, "
@@ -36,3 +38,14 @@ def cuda_extension() -> ModuleType:
 def cuda_extension_unavailable_reason() -> Optional[str]:
     """None when the extension is importable, else why not."""
     return _load()[1]
+
+
+_DTYPE_CODE_NAMES = {torch.float32: "DTYPE_FLOAT32", torch.bfloat16: "DTYPE_BFLOAT16",
+                     torch.float16: "DTYPE_FLOAT16"}
+
+
+def dtype_code(dtype) -> int:
+    """The extension's element-type code (``_C.DTYPE_*``, csrc/common/dtypes.h) of a torch dtype
+    (float32, bfloat16 or float16); a KeyError for any other."""
+    return getattr(cuda_extension(), _DTYPE_CODE_NAMES[dtype])
+

@@ -21,14 +21,9 @@ import torch
 
 from nested_kernels.core.alloc import new_empty
 from nested_kernels.core.checks import check_tensor, common_device
-from nested_kernels.core.extension import cuda_extension
+from nested_kernels.core.extension import cuda_extension, dtype_code
 
 INPUT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-_DTYPE_CODE_NAMES = {
-    torch.float32: "DTYPE_FLOAT32",
-    torch.bfloat16: "DTYPE_BFLOAT16",
-    torch.float16: "DTYPE_FLOAT16",
-}
 
 
 def outer_update(weight: torch.Tensor, left: torch.Tensor, right: torch.Tensor, eta: torch.Tensor,
@@ -93,7 +88,7 @@ def _launch(ext, weight, left, right, eta, retention, out, device) -> torch.Tens
             ext.outer_update(
                 out=result.data_ptr(), weight=weight_c.data_ptr(), left=left_c.data_ptr(),
                 right=right_c.data_ptr(), eta=eta_c.data_ptr(), N=N, n_tok=n_tok, P=P, Q=Q,
-                dtype=getattr(ext, _DTYPE_CODE_NAMES[left.dtype]), retention=retention,
+                dtype=dtype_code(left.dtype), retention=retention,
                 stream=stream,
             )
 

@@ -15,12 +15,11 @@ import torch
 
 from ...core.alloc import new_empty
 from ...core.backends import Backend
-from ...core.extension import cuda_extension, cuda_extension_unavailable_reason
+from ...core.extension import cuda_extension, cuda_extension_unavailable_reason, dtype_code
 from ...core.step_backend import float64_unsupported, position_counters, token_rows, state_unsupported
 
 MAX_K = 4096
 _READ = {"after": 0, "before": 1, "chunk": 2}
-_DTYPE_CODES = {torch.float32: "DTYPE_FLOAT32", torch.bfloat16: "DTYPE_BFLOAT16", torch.float16: "DTYPE_FLOAT16"}
 
 
 def unsupported(inputs, cfg) -> Optional[str]:
@@ -43,7 +42,7 @@ def forward(inputs, state, cfg):
     N, H, K, V = M.shape
     (q, k, v, eta, la, beta, mu), strides = token_rows(inputs)
     o = new_empty(N, H, V, dtype=q.dtype, device=q.device)
-    code = lambda t: getattr(ext, _DTYPE_CODES[t.dtype])  # noqa: E731
+    code = lambda t: dtype_code(t.dtype)  # noqa: E731
     gates = [(0, 0, 0, code(q)) if g is None else (g.data_ptr(), strides[2 * i + 6], strides[2 * i + 7], code(g))
              for i, g in enumerate((eta, la, beta, mu))]
     S = state["S"] if mu is not None else None

@@ -24,13 +24,12 @@ from typing import Optional
 import torch
 
 from ...core.backends import Backend
-from ...core.extension import cuda_extension, cuda_extension_unavailable_reason
+from ...core.extension import cuda_extension, cuda_extension_unavailable_reason, dtype_code
 from . import triton_backend as tb
 
 DIMS = (32, 64)
 HIDDEN = (64, 128, 256, 512)
 CHUNKS = (16, 32, 64)
-_DTYPE_CODES = {torch.float32: "DTYPE_FLOAT32", torch.bfloat16: "DTYPE_BFLOAT16", torch.float16: "DTYPE_FLOAT16"}
 
 
 def unsupported(inputs, cfg) -> Optional[str]:
@@ -78,7 +77,7 @@ def run_walk(a, st: dict, pr: dict, *, o=None, chunk_out=None, saved=None) -> No
                 o=o, tile_base=a.tile_base, **pr)
     if saved is not None:
         ptrs.update({"sv_" + n: saved.get(n) for n in ("W1", "W2", "S1", "S2", "E", "BA")})
-    code = lambda t: getattr(ext, _DTYPE_CODES[t.dtype]) if t is not None else ext.DTYPE_FLOAT32  # noqa: E731
+    code = lambda t: dtype_code(torch.float32 if t is None else t.dtype)  # noqa: E731
     f = a.flags
     dims = dict(B=a.B, T=a.T, H=a.H, D=a.K, F=a.F, C=a.C, act=f["ACT"], residual=int(f["RESIDUAL"]),
                 has_beta=int(f["HAS_BETA"]), has_mu=int(f["HAS_MU"]), self_target=int(f["SELF_TARGET"]),
