@@ -63,9 +63,10 @@ void outer_update_py(std::uintptr_t out, std::uintptr_t weight, std::uintptr_t l
   nk::outer_update(params, reinterpret_cast<cudaStream_t>(stream));
 }
 
-nk::DType checked_dtype(int code, const char* what) {
+// The DType of a code passed for argument ``what`` of binding ``op`` (a ValueError naming both if bad).
+nk::DType checked_dtype(int code, const char* op, const char* what) {
   NK_CHECK_ARG(nk::is_valid_dtype(code),
-               std::string("linear_memory_step: ") + what + " dtype code must be one of _C.DTYPE_*, got " +
+               std::string(op) + ": " + what + " dtype code must be one of _C.DTYPE_*, got " +
                    std::to_string(code));
   return static_cast<nk::DType>(code);
 }
@@ -78,7 +79,7 @@ nk::GateArg gate_arg(const py::tuple& g, const char* what) {
   arg.ptr = as_ptr<const void>(g[0].cast<std::uintptr_t>());
   arg.sn = g[1].cast<long long>();
   arg.sh = g[2].cast<long long>();
-  arg.dtype = checked_dtype(g[3].cast<int>(), what);
+  arg.dtype = checked_dtype(g[3].cast<int>(), "linear_memory_step", what);
   return arg;
 }
 
@@ -97,7 +98,7 @@ void linear_memory_step_py(std::uintptr_t q, std::uintptr_t k, std::uintptr_t v,
   params.v = as_ptr<const void>(v);
   long long* strides[6] = {&params.sqn, &params.sqh, &params.skn, &params.skh, &params.svn, &params.svh};
   for (int i = 0; i < 6; ++i) *strides[i] = token_strides[i].cast<long long>();
-  params.token_dtype = checked_dtype(token_dtype, "token");
+  params.token_dtype = checked_dtype(token_dtype, "linear_memory_step", "token");
   params.eta = gate_arg(eta, "eta");
   params.log_alpha = gate_arg(log_alpha, "log_alpha");
   params.beta = gate_arg(beta, "beta");
@@ -135,9 +136,9 @@ void mlp_memory_walk_py(py::dict ptrs, py::dict dims, double scale, std::uintptr
   p.v = as_ptr<const void>(ptr("v"));
   p.eta = as_ptr<const void>(ptr("eta"));
   p.beta = as_ptr<const void>(ptr("beta"));
-  p.token_dtype = checked_dtype(static_cast<int>(dim("token_dtype")), "token");
-  p.eta_dtype = checked_dtype(static_cast<int>(dim("eta_dtype")), "eta");
-  p.beta_dtype = checked_dtype(static_cast<int>(dim("beta_dtype")), "beta");
+  p.token_dtype = checked_dtype(static_cast<int>(dim("token_dtype")), "mlp_memory_walk", "token");
+  p.eta_dtype = checked_dtype(static_cast<int>(dim("eta_dtype")), "mlp_memory_walk", "eta");
+  p.beta_dtype = checked_dtype(static_cast<int>(dim("beta_dtype")), "mlp_memory_walk", "beta");
   p.W1 = as_ptr<float>(ptr("W1"));
   p.W2 = as_ptr<float>(ptr("W2"));
   p.S1 = as_ptr<float>(ptr("S1"));

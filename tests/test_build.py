@@ -100,6 +100,8 @@ def test_extension_rejects_bad_arguments_without_a_gpu():
         ext.mlp_memory_walk({}, {**dims, "T": 65}, 1.0, 0)
     with pytest.raises(ValueError, match="null input"):
         ext.mlp_memory_walk({}, dims, 1.0, 0)
+    with pytest.raises(ValueError, match="mlp_memory_walk: eta dtype code"):
+        ext.mlp_memory_walk({}, {**dims, "eta_dtype": 7}, 1.0, 0)
     with pytest.raises(ValueError, match="dims lacks"):
         ext.mlp_memory_walk({}, {n: x for n, x in dims.items() if n != "read"}, 1.0, 0)
 
