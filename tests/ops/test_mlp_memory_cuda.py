@@ -27,11 +27,10 @@ def cfg(**kw):
 
 
 def inputs(B=1, T=128, H=2, K=64, V=64, F=256, dtype=torch.bfloat16, device="cpu", **kw):
+    """The op's input dict (``api.INPUTS``; no initial state) of ``make``'s tensors, then ``kw``."""
     x, _ = make(B=B, T=T, H=H, K=K, V=V, F=F)
-    out = {n: None if t is None else t.to(device, dtype) for n, t in x.items()}
-    out.update(w1_0=None, w2_0=None, s1_0=None, s2_0=None, w1_chunk0=None, w2_chunk0=None, position0=None,
-               cu_seqlens=None)
-    out.update(kw)
+    out = dict.fromkeys(api.INPUTS)
+    out.update({n: None if t is None else t.to(device, dtype) for n, t in x.items()}, **kw)
     return out
 
 
