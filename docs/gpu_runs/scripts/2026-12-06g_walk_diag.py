@@ -4,7 +4,8 @@
 refusal lifted: relative error of every output and gradient of the cuda and of the triton backend
 against the float64 reference, per gate set / target / read, to tell the walk's fault from the
 backward's. ``profile``: the forward at issue 4's shape (B4 T4096 H8 K=V=64 F256 C64, self target,
-read chunk, β = η, α + μ, bf16) twice, for ncu to catch the second walk launch.
+read chunk, β = η, α + μ, bf16) twice, for ncu to catch the second walk launch. ``k32_knobs``
+(2026-12-06g call 2): the first failing case on the triton backend under knob variants.
 """
 import dataclasses
 import sys
@@ -40,6 +41,31 @@ def k32():
                 print(f"{gates} {target} {read} F{F} {b}: {type(e).__name__}: {e}", flush=True)
 
 
+def k32_knobs():
+    """The first failing K32 case on the triton backend under knob variants: which part fails."""
+    import os
+    from test_mlp_memory_triton import make, run
+    x, st = make(B=2, T=192, H=2, K=32, V=32, F=64, gates="bm", init=True, seed=21)
+    kw = dict(chunk_size=64, target="self", read="after", activation="gelu")
+    ref, dref = run("reference", x, st, torch.bfloat16, **kw)
+    variants = [("default", {}), ("F split off", {"NESTED_KERNELS_MLP_TRITON_SPLIT": "1"}),
+                ("eager VJP", {"NESTED_KERNELS_MLP_TRITON_TOKENS_COMPILE": "0"}),
+                ("PARTs 2+3", {"NESTED_KERNELS_MLP_TRITON_TOKENS": "triton"}),
+                ("ieee", {"NESTED_KERNELS_MLP_TRITON_PRECISION": "ieee"}),
+                ("one walk", {"NESTED_KERNELS_MLP_TRITON_BWD_SPLIT": "0"})]
+    for name, env in variants:
+        os.environ.update(env)
+        try:
+            got, dgot = run("triton", x, st, torch.bfloat16, **kw)
+            errs = {"d" + n: rel_error(dgot[n].double().cpu(), dref[n].double()) for n in dref}
+            print(f"{name:12s} o {rel_error(got['o'].double().cpu(), ref['o'].double()):.1e} | "
+                  + " ".join(f"{n} {e:.1e}" for n, e in errs.items()), flush=True)
+        except Exception as e:  # noqa: BLE001
+            print(f"{name}: {type(e).__name__}: {e}", flush=True)
+        for n in env:
+            del os.environ[n]
+
+
 def profile():
     from check_mlp_memory_triton import ARGS, make
     from nested_kernels.ops.mlp_memory import mlp_memory
@@ -54,4 +80,4 @@ def profile():
 
 
 if __name__ == "__main__":
-    {"k32": k32, "profile": profile}[sys.argv[1]]()
+    {"k32": k32, "k32_knobs": k32_knobs, "profile": profile}[sys.argv[1]]()
