@@ -51,3 +51,21 @@ def test_getenv_follows_os_environ(monkeypatch):
     del os.environ[name]
     assert getenv(name, "d") == "d"
 
+
+def test_frozen_knobs_answer_for_the_environment(monkeypatch):
+    """core.env.frozen_knobs: while open, NESTED_KERNELS_* names come from the snapshot (set or
+    not), other names from the environment; knob_snapshot holds the knobs set now, sorted."""
+    from nested_kernels.core.env import frozen_knobs, getenv, knob_snapshot
+    monkeypatch.setenv("NESTED_KERNELS_TEST_B", "2")
+    monkeypatch.setenv("NESTED_KERNELS_TEST_A", "1")
+    monkeypatch.setenv("NK_TEST_OTHER", "o")
+    snap = knob_snapshot()
+    assert [p for p in snap if p[0].startswith("NESTED_KERNELS_TEST_")] == [("NESTED_KERNELS_TEST_A", "1"),
+                                                                          ("NESTED_KERNELS_TEST_B", "2")]
+    with frozen_knobs([["NESTED_KERNELS_TEST_A", "x"]]):
+        assert getenv("NESTED_KERNELS_TEST_A") == "x" and getenv("NESTED_KERNELS_TEST_B", "d") == "d"
+        assert getenv("NK_TEST_OTHER") == "o"
+    with frozen_knobs(None):
+        assert getenv("NESTED_KERNELS_TEST_B") == "2"
+    assert getenv("NESTED_KERNELS_TEST_A") == "1"
+

@@ -10,7 +10,10 @@ function giving the outputs' shapes (the fake kernel) and its backends. The spec
 
 ``config`` is a JSON object with the non-tensor arguments, including the chosen ``backend`` and,
 under ``"absent"``, the names of the optional inputs that were not given: those travel as empty
-placeholders, because autograd ignores a ``Tensor?[]`` list that holds a None (torch 2.13).
+placeholders, because autograd ignores a ``Tensor?[]`` list that holds a None (torch 2.13), and
+under ``"knobs"`` the ``NESTED_KERNELS_*`` variables set at the call, which the registered op's
+forward, fake forward and backward read instead of the environment (``core.env.frozen_knobs``):
+the string keys torch.compile's caches, so a graph is never reused under other knobs.
 A :class:`StepSpec` registers ``nested_kernels::<name>(Tensor[] inputs, Tensor(a!)[] state,
 str config) -> Tensor``, a decode step that updates its state tensors in place.
 Tensors the ops return never alias their inputs.
@@ -37,6 +40,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .backends import Backend
+from .env import frozen_knobs, knob_snapshot
 
 _LIB = "nested_kernels"
 
@@ -117,11 +121,21 @@ def autograd_enabled_guard():
 
 
 def _pack(op_name: str, names: Sequence[str], inputs: Mapping, cfg: dict):
-    """(tensor list with placeholders for absent inputs, config JSON naming the absent ones)."""
+    """(tensor list with placeholders for absent inputs, config JSON naming the absent ones and
+    holding the knobs set now)."""
     named, absent = _named(op_name, names, inputs)
     present = next(t for t in named.values() if t is not None)
     tensors = [present.new_empty(0) if t is None else t for t in named.values()]
-    return tensors, _config(cfg, absent)
+    return tensors, _config({**cfg, "knobs": knob_snapshot()}, absent)
+
+
+def _under_knobs(method: Callable) -> Callable:
+    """``method`` (whose last argument is the config JSON) run with the knobs its config holds."""
+    @functools.wraps(method)
+    def run(self, *args):
+        with frozen_knobs(_parse(args[-1])[0].get("knobs")):
+            return method(self, *args)
+    return run
 
 
 def _unpack(names: Sequence[str], tensors, absent) -> dict:
@@ -206,10 +220,12 @@ class OpSpec:
         outs = [o.contiguous() for o in self.backends[cfg["backend"]].forward(named, cfg)]
         return outs + [outs[0].new_empty(0) for _ in range(len(self.outputs) - len(outs))]
 
+    @_under_knobs
     def _forward(self, inputs, config):
         cfg, absent = _parse(config)
         return self._run(_unpack(self.inputs, inputs, absent), cfg)
 
+    @_under_knobs
     def _fake(self, inputs, config):
         cfg, absent = _parse(config)
         named = _unpack(self.inputs, inputs, absent)
@@ -230,11 +246,13 @@ class OpSpec:
                 else (torch.zeros_like(named[n]) if _differentiable(named[n]) else torch.empty(0))
                 for n in self.inputs]
 
+    @_under_knobs
     def _backward(self, inputs, outputs, grads, config):
         cfg, absent = _parse(config)
         result = self._gradients(_unpack(self.inputs, inputs, absent), outputs, grads, cfg)
         return _unaliased(result, [*inputs, *outputs, *grads])
 
+    @_under_knobs
     def _fake_backward(self, inputs, outputs, grads, config):
         named = _unpack(self.inputs, inputs, _parse(config)[1])
         return [torch.empty_like(t) if _differentiable(t) else torch.empty(0) for t in named.values()]
@@ -314,11 +332,13 @@ class StepSpec:
         tensors, config = _pack(self.name, self.inputs, inputs, cfg)
         return self.op(tensors, states, config)
 
+    @_under_knobs
     def _forward(self, inputs, state, config):
         cfg, absent = _parse(config)
         return self.backends[cfg["backend"]].forward(_unpack(self.inputs, inputs, absent),
                                                      dict(zip(self.state, state)), cfg)
 
+    @_under_knobs
     def _fake(self, inputs, state, config):
         cfg, absent = _parse(config)
         return self._fake_output(_unpack(self.inputs, inputs, absent), dict(zip(self.state, state)), cfg)

@@ -6,12 +6,21 @@ Python mapping layers on each read (~1 µs), and one linear_memory forward + bac
 knobs (H100 host, 2026-11-26f: ~0.1 ms of its ~1.2 ms host time). The lookup goes straight to
 ``os.environ``'s own dictionary, with the encoded keys cached; where that dictionary is not there
 (not CPython), it falls back to ``os.environ.get``.
+
+``knob_snapshot()`` / ``frozen_knobs(pairs)``: the ``NESTED_KERNELS_*`` variables of a call
+through the registered op travel in its config (core.custom_op), and its forward, fake forward
+and backward read them from there, not from the environment. The config string keys
+torch.compile's graph caches, so a graph traced under one knob value (a residual size that
+depends on it, say) is never served to a call under another, and the fake and the real kernels
+of one call always see the same knobs.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from typing import Optional
+import threading
+from typing import Iterator, Optional, Sequence
 
 _DATA = getattr(os.environ, "_data", None)
 _ENCODE = getattr(os.environ, "encodekey", None)
@@ -23,8 +32,37 @@ def _key(name: str):
     return _ENCODE(name)
 
 
+KNOB_PREFIX = "NESTED_KERNELS_"
+_FROZEN = threading.local()       # .knobs: the dict of the innermost frozen_knobs (a thread's own;
+#                                   torch.compile traces getenv, and it cannot trace a ContextVar)
+
+
+def knob_snapshot() -> tuple:
+    """The ``NESTED_KERNELS_*`` variables set now, as sorted (name, value) pairs."""
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(KNOB_PREFIX)))
+
+
+@contextlib.contextmanager
+def frozen_knobs(pairs: Optional[Sequence]) -> Iterator[None]:
+    """While open, ``getenv`` answers ``NESTED_KERNELS_*`` names from ``pairs`` (a
+    ``knob_snapshot``, or its JSON form: lists of two) instead of the environment; None changes
+    nothing."""
+    if pairs is None:
+        yield
+        return
+    outer = getattr(_FROZEN, "knobs", None)
+    _FROZEN.knobs = dict(pairs)
+    try:
+        yield
+    finally:
+        _FROZEN.knobs = outer
+
+
 def getenv(name: str, default: Optional[str] = None) -> Optional[str]:
-    """``os.environ.get(name, default)``."""
+    """``os.environ.get(name, default)``, or the frozen value of a knob (``frozen_knobs``)."""
+    frozen = getattr(_FROZEN, "knobs", None)
+    if frozen is not None and name.startswith(KNOB_PREFIX):
+        return frozen.get(name, default)
     if _DATA is None or _ENCODE is None or _DECODE is None:
         return os.environ.get(name, default)
     value = _DATA.get(_key(name))

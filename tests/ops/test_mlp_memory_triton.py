@@ -193,6 +193,26 @@ def test_residuals_are_kept_when_grad_is_taken():
     assert out["saved"].numel() == sum(torch.Size(s).numel() for s in shapes.values())
 
 
+def test_fake_residuals_follow_the_knobs_of_the_call(monkeypatch):
+    """The registered op's config holds the knobs of its call (core.custom_op): its fake forward
+    sizes the residuals by NESTED_KERNELS_MLP_TRITON_PREP as it was then, whatever the environment
+    says later — 2026-12-06f's compiled graph, traced under one value, was served under another
+    (torch.compile's caches are keyed by the config) and failed its size assertion."""
+    from nested_kernels.core.custom_op import _pack
+    x, _ = make(B=2, T=20, H=3, gates="abm")
+    inputs = dict({n: None for n in api.INPUTS}, **{n: None if x[n] is None else x[n].float() for n in ARGS})
+    cfg = dict(chunk_size=16, target="external", read="after", activation="gelu", residual=True, scale=1.0,
+               output_final_state=False, backend="triton", keep_residuals=True)
+    configs, sizes = {}, {}
+    for prep in ("0", "1"):
+        monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PREP", prep)
+        tensors, configs[prep] = _pack(api.OP.name, api.OP.inputs, inputs, cfg)
+        sizes[prep] = triton_backend._numel(triton_backend._residual_shapes(inputs, cfg))
+    assert sizes["1"] > sizes["0"] and configs["1"] != configs["0"]
+    for prep in ("0", "1"):       # the environment now says PREP=1
+        assert api.OP._fake(tensors, configs[prep])[-1].numel() == sizes[prep]
+
+
 @pytest.mark.parametrize("read", ["after", "before", "chunk"])
 def test_prep_rows_by_torch_equal_the_kernels(read, monkeypatch):
     """The prep rows of prep_torch (NESTED_KERNELS_MLP_TRITON_PREP_ROWS=torch) equal those of
@@ -239,6 +259,16 @@ def test_half_precision_within_spec(dtype, prec, monkeypatch):
     check(x, st, dtype=dtype, target="self", read="after")
 
 
+def test_ill_conditioned_configurations():
+    """tf32 products are too coarse for the self target without α (``ill_conditioned``): only
+    there; the GPU test ``test_gpu_realistic`` runs such a case in every dtype."""
+    x, _ = make(T=8, gates="bm")
+    inputs = dict(x, log_alpha=None)
+    ill = triton_backend.ill_conditioned
+    assert ill(inputs, dict(target="self")) and not ill(inputs, dict(target="external"))
+    assert not ill(dict(inputs, log_alpha=x["eta"]), dict(target="self"))
+
+
 def test_default_precisions_and_split(monkeypatch):
     """Off the interpreter: tf32r operands for bfloat16 / float16 inputs, tf32x3 for float32, gate
     products tf32x3; the split backward's token parts bf16 for bfloat16 inputs unless the
@@ -249,6 +279,7 @@ def test_default_precisions_and_split(monkeypatch):
     prec = triton_backend._precision
     assert [prec(d) for d in (torch.bfloat16, torch.float16, torch.float32)] == [
         ("tf32r", "tf32x3"), ("tf32r", "tf32x3"), ("tf32x3", "tf32x3")]
+    assert prec(torch.bfloat16, ill=True) == prec(torch.float16, ill=True) == ("tf32x3", "tf32x3")
     monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PRECISION", "bf16")
     assert prec(torch.float32) == ("bf16", "tf32x3")
     monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PRECISION", "fp8")
@@ -260,6 +291,7 @@ def test_default_precisions_and_split(monkeypatch):
     monkeypatch.delenv("NESTED_KERNELS_MLP_TRITON_PRECISION")
     assert [tok("tf32r", torch.bfloat16), tok("tf32r", torch.float16), tok("tf32x3", torch.float32)] == [
         "bf16", "tf32r", "tf32x3"]
+    assert tok("tf32x3", torch.bfloat16) == "tf32x3"      # an ill-conditioned configuration keeps tf32x3
     monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION", "tf32r")
     assert tok("tf32r", torch.bfloat16) == "tf32r"
     monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION", "half")
@@ -579,7 +611,8 @@ def test_split_compile_failure_retries_with_fewer_slices(prep_knob, monkeypatch)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("gates,target,read,C,K,F", [("abm", "self", "chunk", 64, 64, 256),
                                                      ("ab", "external", "after", 32, 128, 256),
-                                                     ("am", "self", "before", 16, 32, 128)])
+                                                     ("am", "self", "before", 16, 32, 128),
+                                                     ("bm", "self", "after", 64, 32, 64)])   # ill_conditioned
 def test_gpu_realistic(dtype, gates, target, read, C, K, F):
     x, st = make(B=2, T=203, H=2, K=K, V=K, F=F, gates=gates, init=True, seed=11)
     check(x, st, dtype=dtype, chunk_size=C, target=target, read=read)

@@ -47,7 +47,7 @@ try:  # Triton kernels; triton itself is imported only when they first run
     BACKENDS["cuda"] = _CUDA_BACKEND
 except ImportError:  # pragma: no cover
     keeps_residuals = None
-# "auto": the CUDA forward walk is not yet measured against the Triton one (docs/mlp_memory_triton.md)
+# "auto": the CUDA forward walk is slower than the Triton one (H100 2026-12-06f, docs/mlp_memory_triton.md)
 AUTO_ORDER = TRITON_FIRST
 # residual output: the Triton backend's checkpoints and per-token rows, reused by its backward
 OP = OpSpec("mlp_memory", INPUTS, OUTPUTS, _fake, BACKENDS, residuals=("saved",))

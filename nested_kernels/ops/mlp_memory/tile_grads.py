@@ -65,8 +65,9 @@ def tile_grads(a, cfg, saved: dict, adj: dict, dO: torch.Tensor, group: int) -> 
     forward's tile-start checkpoints W1, W2 (S1, S2) [tiles, H, ·, ·]; ``adj``: the tile-end
     adjoints of PART 1, same shapes; dO [B, T, H, V]; ``group``: most tiles per autograd call
     (bounds the memory of its intermediates; the calls take equally many, the last one repeating
-    the last tile, so that the compiled ``_tile`` sees one shape). Products in tf32 for 16-bit
-    inputs, float32 otherwise. No device sync."""
+    the last tile, so that the compiled ``_tile`` sees one shape). Products in tf32 where the
+    kernels' operands are tf32-rounded or narrower (``a.prec``: 16-bit inputs by default), float32
+    where they are tf32x3 / ieee (float32 inputs, ``ill_conditioned`` configurations). No device sync."""
     rows_all, valid_all, resumed_all = tile_rows(a)
     R, H, nt = a.B * a.T, a.H, a.n_tiles
     toks = {n: padded(x, R, H, 0.0) for n, x in dict(q=a.q, k=a.k, v=a.v, eta=a.eta, dO=dO).items()}
@@ -80,7 +81,7 @@ def tile_grads(a, cfg, saved: dict, adj: dict, dO: torch.Tensor, group: int) -> 
     opts = dict(target=cfg["target"], read=cfg["read"], activation=cfg["activation"], residual=cfg["residual"])
     n_calls = -(-nt // group)
     size = -(-nt // n_calls)
-    with autograd_enabled_guard(), torch.enable_grad(), tf32(a.q.dtype != torch.float32):
+    with autograd_enabled_guard(), torch.enable_grad(), tf32(a.prec not in ("tf32x3", "ieee")):
         for g0 in range(0, nt, size):
             if g0 + size <= nt:
                 part = lambda x: x[g0:g0 + size]                          # noqa: E731
