@@ -54,7 +54,7 @@ def test_getenv_follows_os_environ(monkeypatch):
 
 def test_frozen_knobs_answer_for_the_environment(monkeypatch):
     """core.env.frozen_knobs: while open, NESTED_KERNELS_* names come from the snapshot (set or
-    not), other names from the environment; knob_snapshot holds the knobs set now, sorted."""
+    not), other names from the environment; knob_snapshot holds the knobs getenv sees, sorted."""
     from nested_kernels.core.env import frozen_knobs, getenv, knob_snapshot
     monkeypatch.setenv("NESTED_KERNELS_TEST_B", "2")
     monkeypatch.setenv("NESTED_KERNELS_TEST_A", "1")
@@ -65,6 +65,7 @@ def test_frozen_knobs_answer_for_the_environment(monkeypatch):
     with frozen_knobs([["NESTED_KERNELS_TEST_A", "x"]]):
         assert getenv("NESTED_KERNELS_TEST_A") == "x" and getenv("NESTED_KERNELS_TEST_B", "d") == "d"
         assert getenv("NK_TEST_OTHER") == "o"
+        assert knob_snapshot() == (("NESTED_KERNELS_TEST_A", "x"),) == knob_snapshot("NESTED_KERNELS_TEST")
     with frozen_knobs(None):
         assert getenv("NESTED_KERNELS_TEST_B") == "2"
     assert getenv("NESTED_KERNELS_TEST_A") == "1"

@@ -37,9 +37,12 @@ _FROZEN = threading.local()       # .knobs: the dict of the innermost frozen_kno
 #                                   torch.compile traces getenv, and it cannot trace a ContextVar)
 
 
-def knob_snapshot() -> tuple:
-    """The ``NESTED_KERNELS_*`` variables set now, as sorted (name, value) pairs."""
-    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(KNOB_PREFIX)))
+def knob_snapshot(prefix: str = KNOB_PREFIX) -> tuple:
+    """The knobs ``getenv`` sees now whose names start with ``prefix`` (the environment's, or the
+    frozen set inside ``frozen_knobs``), as sorted (name, value) pairs."""
+    frozen = getattr(_FROZEN, "knobs", None)
+    items = os.environ.items() if frozen is None else frozen.items()
+    return tuple(sorted((k, v) for k, v in items if k.startswith(prefix)))
 
 
 @contextlib.contextmanager

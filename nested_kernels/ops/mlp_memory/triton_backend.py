@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from typing import Optional
 
@@ -47,7 +46,7 @@ import torch
 
 from ...core.alloc import new_empty, residual_budget
 from ...core.backends import Backend, BackendFallbackWarning, will_differentiate
-from ...core.env import env_choice, getenv
+from ...core.env import env_choice, getenv, knob_snapshot
 from ...core.triton_launch import env_flag, env_int as _env_int, float64_unsupported, interpreting as _interpreting, \
     fixed_length, mma_sync, n_tiles, ptxas_options, tile_plan
 from ...core.sequences import num_sequences
@@ -494,7 +493,7 @@ _F_BLOCKS: dict = {}
 
 
 def _knobs() -> tuple:
-    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("NESTED_KERNELS_MLP_TRITON_")))
+    return knob_snapshot("NESTED_KERNELS_MLP_TRITON_")
 
 
 def _fallback_on_resources(kernel_fn, torch_fn):
