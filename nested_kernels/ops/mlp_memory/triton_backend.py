@@ -102,14 +102,16 @@ def _mma_mode():
 
 def ill_conditioned(inputs, cfg) -> bool:
     """Whether tf32 products cannot meet SPEC §7's bound here: the self target without α (no
-    decay). CPU emulation (every product's operands rounded to tf32, float64 otherwise; B2 H2
-    T192 C64 K=V=32 F64, read after, the test inputs of tests/ops/test_mlp_memory_triton.py):
-    worst gradient error 3.2e-1 with β + μ, 9.8e-2 with μ, 2.4e-2 with β, 1.2e-2 with η only,
-    1.1e-3 with α ∈ [0.8, 1] (3.6e-2 with α ∈ [0.999, 1]: weak decay is as bad, but is data, not
-    configuration — NESTED_KERNELS_MLP_TRITON_PRECISION=tf32x3 is the remedy there); the external
-    target 3.0e-3. The problem itself is that sensitive: perturbing the initial states by 2⁻¹¹
-    moves the exact gradients by 1.6e-2 (7e-4 with α). H100 (2026-12-06g calls 1, 2): 1.2e-1 to
-    4.4e-1 with tf32r products, 2.5e-3 with ieee products but for the tile VJP's tf32 dk 3.9e-2."""
+    decay). CPU emulation (python/emulate_mlp_memory_conditioning.py: every product's operands
+    rounded to tf32, float64 otherwise; B2 H2 T192 C64 K=V=32 F64, read after, the test inputs;
+    output in docs/gpu_runs/2026-12-06g_conditioning_cpu.txt): worst gradient error 2.9e-1 with
+    β + μ, 1.0e-1 with μ, 2.4e-2 with β, 1.2e-2 with η only; with α ∈ [0.8, 1] 5.6e-3, [0.97, 1]
+    2.9e-3, but [0.99, 1] 6.9e-2 and [0.999, 1] 9.3e-2 — weak decay is as bad, but is data, not
+    configuration: NESTED_KERNELS_MLP_TRITON_PRECISION=tf32x3 is the remedy there; the external
+    target ≤ 3.1e-3. The problem itself is that sensitive: perturbing only the initial states by
+    2⁻¹¹ moves the exact gradients by 1.4e-2 to 2.2e-1 in those configurations. H100 (2026-12-06g
+    calls 1, 2): 1.2e-1 to 4.4e-1 with tf32r products; ieee products 2.5e-3 but for the tile VJP's
+    tf32 (dk 3.9e-2)."""
     return cfg["target"] == "self" and inputs["log_alpha"] is None
 
 

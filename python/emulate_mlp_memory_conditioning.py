@@ -1,0 +1,91 @@
+"""Which mlp_memory configurations tf32 products cannot serve (CPU; backs
+``triton_backend.ill_conditioned``).
+
+    PYTHONPATH=.:tests/ops python python/emulate_mlp_memory_conditioning.py
+
+The torch backend's chunk algebra runs in float64 twice on the same bf16-rounded inputs (the
+test inputs of tests/ops/test_mlp_memory_triton.py: B2 H2 T192 C64 K=V=32 F64, read after, gelu,
+per-sequence initial states): exactly, and with the operands of every matrix product — forward and
+backward, as the kernels' tf32 dots — rounded to tf32's 11-bit significand (a dispatch mode over
+mm / bmm / addmm / baddbmm). Per configuration it prints the worst relative error of the outputs,
+final states and gradients, and how far the exact gradients move when only the initial states
+are perturbed by 2⁻¹¹ (the problem's own sensitivity). SPEC §7 bounds bf16 inputs at 2e-2.
+"""
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from nested_kernels import mlp_memory
+from nested_kernels.ops.mlp_memory import api, chunk
+from nested_kernels.testing import rel_error
+from test_mlp_memory_triton import make
+
+F64 = torch.float64
+ATEN = torch.ops.aten
+
+
+def tf32(x: torch.Tensor) -> torch.Tensor:
+    m, e = torch.frexp(x)
+    return torch.ldexp(torch.round(m * 2.0 ** 11) / 2.0 ** 11, e)
+
+
+class Tf32Products(TorchDispatchMode):
+    """Every matrix product's operands rounded to tf32 (results and sums stay float64)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (ATEN.mm.default, ATEN.bmm.default):
+            args = tuple(tf32(a) for a in args)
+        elif func in (ATEN.addmm.default, ATEN.baddbmm.default):
+            args = (args[0], tf32(args[1]), tf32(args[2])) + tuple(args[3:])
+        return func(*args, **(kwargs or {}))
+
+
+def run(x, st, cfg) -> dict:
+    """Outputs, final states and the gradients of a fixed random functional of them (float64)."""
+    L = {n: t.to(torch.bfloat16).to(F64).requires_grad_(True) for n, t in x.items() if t is not None}
+    S = {n: t.to(F64).requires_grad_(True) for n, t in st.items()}
+    o, fs = mlp_memory(L["q"], L["k"], L["v"], L["eta"], L["w1"], L["w2"], L.get("log_alpha"), L.get("beta"),
+                       L.get("mu"), initial_state=(S["W1"], S["W2"], S.get("S1"), S.get("S2")),
+                       output_final_state=True, backend="torch", **cfg)
+    outs = dict(o=o, W1=fs.W1, W2=fs.W2, **({"S1": fs.S1, "S2": fs.S2} if fs.S1 is not None else {}))
+    g = torch.Generator().manual_seed(123)
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=F64)).sum() for t in outs.values())
+    leaves = {**L, **{n + "0": t for n, t in S.items()}}
+    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+    res = {n: t.detach() for n, t in outs.items()}
+    res.update({"d" + n: d for n, d in zip(leaves, grads) if d is not None})
+    return res
+
+
+def worst(got: dict, ref: dict, grads: bool) -> str:
+    errs = {n: rel_error(got[n], ref[n]) for n in ref if n.startswith("d") == grads}
+    n = max(errs, key=errs.get)
+    return f"{errs[n]:.1e} ({n})"
+
+
+def main():
+    # the registered op runs its backend below the dispatcher, where a dispatch mode is off: call the
+    # torch backend's forward directly (autograd through it, as the op's torch backend does)
+    api.OP = lambda cfg, **inputs: dict(zip(api.OUTPUTS, chunk.forward(inputs, cfg)))
+    print(f"{'gates':6s} {'target':9s} {'α range':10s} {'tf32: outputs':>18s} {'tf32: gradients':>18s} "
+          f"{'exact, states ±2⁻¹¹':>22s}")
+    cases = [(g, "self", None) for g in ("bm", "m", "b", "")] + [("abm", "self", a) for a in (0.8, 0.97, 0.99, 0.999)] \
+        + [("bm", "external", None), ("abm", "external", 0.8)]
+    for gates, target, amin in cases:
+        x, st = make(B=2, T=192, H=2, K=32, V=32, F=64, gates=gates, init=True, seed=21)
+        if amin is not None:
+            u = torch.rand(x["q"].shape[:3], generator=torch.Generator().manual_seed(3), dtype=F64)
+            x["log_alpha"] = (amin + (1 - amin) * u).log()
+        cfg = dict(chunk_size=64, target=target, read="after", activation="gelu")
+        ref = run(x, st, cfg)
+        with Tf32Products():
+            rounded = run(x, st, cfg)
+        g = torch.Generator().manual_seed(5)
+        nudged = run(x, {n: t * (1 + 2.0 ** -11 * torch.randn(t.shape, generator=g, dtype=t.dtype))
+                         for n, t in st.items()}, cfg)
+        alpha = "none" if amin is None else f"[{amin}, 1]"
+        print(f"{gates or '-':6s} {target:9s} {alpha:10s} {worst(rounded, ref, False):>18s} "
+              f"{worst(rounded, ref, True):>18s} {worst(nudged, ref, True):>22s}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
