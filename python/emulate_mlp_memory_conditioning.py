@@ -1,7 +1,7 @@
 """Which mlp_memory configurations tf32 products cannot serve (CPU; backs
 ``triton_backend.ill_conditioned``).
 
-    PYTHONPATH=.:tests/ops python python/emulate_mlp_memory_conditioning.py
+    PYTHONPATH=. python python/emulate_mlp_memory_conditioning.py
 
 The torch backend's chunk algebra runs in float64 twice on the same bf16-rounded inputs (the
 test inputs of tests/ops/test_mlp_memory_triton.py: B2 H2 T192 C64 K=V=32 F64, read after, gelu,
@@ -11,13 +11,17 @@ mm / bmm / addmm / baddbmm). Per configuration it prints the worst relative erro
 final states and gradients, and how far the exact gradients move when only the initial states
 are perturbed by 2⁻¹¹ (the problem's own sensitivity). SPEC §7 bounds bf16 inputs at 2e-2.
 """
+import os
+import sys
+
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from nested_kernels import mlp_memory
-from nested_kernels.ops.mlp_memory import api, chunk
-from nested_kernels.testing import rel_error
-from test_mlp_memory_triton import make
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "ops"))
+from nested_kernels import mlp_memory  # noqa: E402
+from nested_kernels.ops.mlp_memory import api, chunk  # noqa: E402
+from nested_kernels.testing import rel_error  # noqa: E402
+from test_mlp_memory_triton import make  # noqa: E402  (the GPU tests' inputs)
 
 F64 = torch.float64
 ATEN = torch.ops.aten
