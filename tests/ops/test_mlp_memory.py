@@ -7,7 +7,7 @@ import torch
 from nested_kernels.core.custom_op import _pack
 from nested_kernels.ops.mlp_memory import MLPMemoryState, mlp_memory, mlp_memory_step
 from nested_kernels.ops.mlp_memory import api as mlp_api
-from nested_kernels.testing import assert_close_rel, rel_error
+from nested_kernels.testing import assert_close_rel
 
 H, K, F = 2, 4, 8
 GATE_SETS = ("", "a", "ab", "abm", "m")           # α (log_alpha), β, μ
@@ -426,6 +426,7 @@ ERRORS = {
     "residual_type": (dict(residual="yes"), "residual"),
     "scale": (dict(scale="big"), "scale"),
     "backend": (dict(backend="magic"), "backend"),
+    "precision": (dict(precision="fp64"), "precision"),
     "cu_dtype": (dict(cu_seqlens=torch.tensor([0.0, 4.0])), "cu_seqlens"),
     "cu_start": (dict(cu_seqlens=torch.tensor([1, 4])), "cu_seqlens"),
     "cu_decreasing": (dict(cu_seqlens=torch.tensor([0, 3, 2, 4])), "cu_seqlens"),

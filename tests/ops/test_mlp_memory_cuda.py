@@ -60,6 +60,8 @@ def test_gpu_unsupported_chunk_and_varlen():
     assert "chunk_size" in cuda_walk.unsupported(inputs(device=DEVICE), cfg(chunk_size=128))
     assert "self target without log_alpha" in cuda_walk.unsupported(inputs(device=DEVICE, log_alpha=None), cfg())
     assert cuda_walk.unsupported(inputs(device=DEVICE, log_alpha=None), cfg(target="external")) is None
+    assert cuda_walk.unsupported(inputs(device=DEVICE, log_alpha=None), cfg(precision="tf32")) is None
+    assert "precision='float32'" in cuda_walk.unsupported(inputs(device=DEVICE), cfg(precision="float32"))
     assert cuda_walk.unsupported(inputs(device=DEVICE, K=32, V=32, F=128), cfg()) is None
     cu = torch.tensor([0, 64, 128], device=DEVICE)
     x = inputs(device=DEVICE, cu_seqlens=cu)

@@ -259,14 +259,23 @@ def test_half_precision_within_spec(dtype, prec, monkeypatch):
     check(x, st, dtype=dtype, target="self", read="after")
 
 
-def test_ill_conditioned_configurations():
+def test_ill_conditioned_configurations(monkeypatch):
     """tf32 products are too coarse for the self target without α (``ill_conditioned``): only
-    there; the GPU test ``test_gpu_realistic`` runs such a case in every dtype."""
+    there (the GPU test ``test_gpu_realistic`` runs such a case in every dtype); the launcher's
+    product precision follows it and the op's ``precision`` (off the interpreter)."""
     x, _ = make(T=8, gates="bm")
     inputs = dict(x, log_alpha=None)
     ill = triton_backend.ill_conditioned
     assert ill(inputs, dict(target="self")) and not ill(inputs, dict(target="external"))
     assert not ill(dict(inputs, log_alpha=x["eta"]), dict(target="self"))
+    monkeypatch.setattr(triton_backend, "_interpreting", lambda: False)
+    monkeypatch.delenv("NESTED_KERNELS_MLP_TRITON_PRECISION", raising=False)
+    full = dict({n: None for n in api.INPUTS}, **{n: None if x[n] is None else x[n].to(torch.bfloat16) for n in ARGS})
+    cfg = dict(chunk_size=4, target="self", read="after", activation="gelu", residual=True, scale=1.0,
+               output_final_state=False, backend="triton")
+    prec = lambda **kw: triton_backend._Args(full, dict(cfg, **kw)).prec  # noqa: E731
+    assert prec() == prec(precision="float32") == "tf32x3"                 # self target, no α
+    assert prec(precision="tf32") == prec(target="external") == "tf32r"
 
 
 def test_default_precisions_and_split(monkeypatch):
@@ -280,6 +289,8 @@ def test_default_precisions_and_split(monkeypatch):
     assert [prec(d) for d in (torch.bfloat16, torch.float16, torch.float32)] == [
         ("tf32r", "tf32x3"), ("tf32r", "tf32x3"), ("tf32x3", "tf32x3")]
     assert prec(torch.bfloat16, ill=True) == prec(torch.float16, ill=True) == ("tf32x3", "tf32x3")
+    assert prec(torch.bfloat16, "float32") == ("tf32x3", "tf32x3")                      # the op's precision=
+    assert prec(torch.float32, "tf32") == prec(torch.bfloat16, "tf32", ill=True) == ("tf32r", "tf32x3")
     monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PRECISION", "bf16")
     assert prec(torch.float32) == ("bf16", "tf32x3")
     monkeypatch.setenv("NESTED_KERNELS_MLP_TRITON_PRECISION", "fp8")

@@ -93,6 +93,9 @@ def _check_state(initial_state: StateLike, N, H, K, V, F, chunk_size, mu, device
     return W1, W2, S1, S2, W1c, W2c, pos
 
 
+PRECISIONS = ("auto", "float32", "tf32")
+
+
 def _check_options(target, read, activation, residual, scale):
     checks.check_option("target", target, TARGETS)
     checks.check_option("read", read, READS)
@@ -135,7 +138,7 @@ def mlp_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.Ten
                chunk_size: int = 64, target: str = "external", read: str = "after", scale: float = 1.0,
                activation: str = "gelu", residual: bool = True, initial_state: StateLike = None,
                output_final_state: bool = False, cu_seqlens: Optional[torch.Tensor] = None,
-               backend: str = "auto"):
+               precision: str = "auto", backend: str = "auto"):
     """Chunked 2-layer MLP memory M(x) = [x +] W1 φ(W2 x) with DGD, retention and momentum (SPEC §3).
 
     q, k [B,T,H,K]; v [B,T,H,V] ([B,T,H,K] for target="self"); eta, log_alpha, beta, mu [B,T,H];
@@ -152,8 +155,15 @@ def mlp_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.Ten
     from w1, w2), a tuple (W1 [N,H,V,F], W2 [N,H,F,K], S1 or None, S2 or None) at a chunk boundary
     (overrides w1, w2), or an :class:`MLPMemoryState` from an earlier call (resumes mid-chunk).
     Returns (o [B,T,H,V] in q's dtype, final_state: MLPMemoryState or None).
+    ``precision``: the products of the kernel backends (triton, cuda). "auto": operands rounded to
+    tf32 for bfloat16 / float16 inputs, float32-accurate (tf32x3) for float32 inputs and for the
+    self target without log_alpha, whose gradients tf32 cannot meet SPEC §7 for; "float32":
+    float32-accurate always (slower; for the self target with α close to 1, which is as sensitive:
+    docs/mlp_memory_triton.md); "tf32": tf32 always (fastest). The reference and torch backends
+    compute in the inputs' precision whatever it says.
     ``backend``: "auto", "reference", "torch", "triton" or "cuda" (see core.backends).
     """
+    checks.check_option("precision", precision, PRECISIONS)
     N, H, K, V, F, device = _check_args(q, k, v, eta, w1, w2, log_alpha, beta, mu, chunk_size, target,
                                         read, scale, activation, residual, cu_seqlens)
     w1_0, w2_0, s1_0, s2_0, w1c0, w2c0, pos0 = _check_state(initial_state, N, H, K, V, F,
@@ -162,7 +172,8 @@ def mlp_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.Ten
                   w1_0=w1_0, w2_0=w2_0, s1_0=s1_0, s2_0=s2_0, w1_chunk0=w1c0, w2_chunk0=w2c0,
                   position0=pos0, cu_seqlens=cu_seqlens)
     cfg = dict(chunk_size=chunk_size, target=target, read=read, scale=float(scale),
-               activation=activation, residual=residual, output_final_state=bool(output_final_state))
+               activation=activation, residual=residual, output_final_state=bool(output_final_state),
+               precision=precision)
     cfg["backend"] = select_backend("mlp_memory", backend, BACKENDS, device, inputs, cfg, AUTO_ORDER)
     if cfg["backend"] in ("triton", "cuda"):      # decided here, so that the fake forward's shapes agree
         cfg["keep_residuals"] = keeps_residuals(inputs, cfg)

@@ -107,7 +107,7 @@ def ill_conditioned(inputs, cfg) -> bool:
     output in docs/gpu_runs/2026-12-06g_conditioning_cpu.txt): worst gradient error 2.9e-1 with
     β + μ, 1.0e-1 with μ, 2.4e-2 with β, 1.2e-2 with η only; with α ∈ [0.8, 1] 5.6e-3, [0.97, 1]
     2.9e-3, but [0.99, 1] 6.9e-2 and [0.999, 1] 9.3e-2 — weak decay is as bad, but is data, not
-    configuration: NESTED_KERNELS_MLP_TRITON_PRECISION=tf32x3 is the remedy there; the external
+    configuration: the op's precision="float32" is the remedy there; the external
     target ≤ 3.1e-3. The problem itself is that sensitive: perturbing only the initial states by
     2⁻¹¹ moves the exact gradients by 1.4e-2 to 2.2e-1 in those configurations. H100 (2026-12-06g
     calls 1, 2): 1.2e-1 to 4.4e-1 with tf32r products; ieee products 2.5e-3 but for the tile VJP's
@@ -115,11 +115,12 @@ def ill_conditioned(inputs, cfg) -> bool:
     return cfg["target"] == "self" and inputs["log_alpha"] is None
 
 
-def _precision(dtype: torch.dtype, ill: bool = False) -> tuple:
+def _precision(dtype: torch.dtype, choice: str = "auto", ill: bool = False) -> tuple:
     """(operand precision of the state/token products, precision of the n×n gate products and of
-    (I + A_β)⁻¹) for inputs of ``dtype``: tf32r (operands rounded to nearest tf32, one tf32 dot) for
-    bfloat16 / float16 inputs, tf32x3 for float32 and for ``ill``-conditioned configurations
-    (``ill_conditioned``); the gate products always tf32x3.
+    (I + A_β)⁻¹) for inputs of ``dtype`` and the op's ``precision`` ``choice``: "auto" — tf32r
+    (operands rounded to nearest tf32, one tf32 dot) for bfloat16 / float16 inputs, tf32x3 for
+    float32 and for ``ill``-conditioned configurations (``ill_conditioned``); "float32" — tf32x3;
+    "tf32" — tf32r; the gate products always tf32x3.
     tf32r: CPU emulation of rounded operands (python/emulate_mlp_memory_precision.py) 8.1e-4 /
     1.8e-3 worst error after T = 1000 / 4096 against SPEC §7's 2e-2 for 16-bit inputs; H100
     (2026-12-06b_call1) quick check 2.6e-3; 3.8× faster forward than tf32x3, whose operand copies
@@ -134,7 +135,9 @@ def _precision(dtype: torch.dtype, ill: bool = False) -> tuple:
     env = _operand_env("NESTED_KERNELS_MLP_TRITON_PRECISION")
     if _interpreting():
         return env or "ieee", "ieee"
-    return env or ("tf32x3" if dtype == torch.float32 or ill else "tf32r"), "tf32x3"
+    if choice == "auto":
+        choice = "float32" if dtype == torch.float32 or ill else "tf32"
+    return env or {"float32": "tf32x3", "tf32": "tf32r"}[choice], "tf32x3"
 
 
 def _operand_env(name: str) -> Optional[str]:
@@ -353,7 +356,7 @@ class _Args:
         self.at_boundary = (self.final_pos == 0).view(N, 1, 1, 1)
         self.in_first = ((plan.pos > 0) & (plan.pos + plan.lengths < C)).view(N, 1, 1, 1)
         self.BF = _block_f(self.F, bf)
-        self.prec, self.gprec = _precision(q.dtype, ill_conditioned(inputs, cfg))
+        self.prec, self.gprec = _precision(q.dtype, cfg.get("precision", "auto"), ill_conditioned(inputs, cfg))
         self.dummy = torch.empty(1, dtype=torch.float32, device=dev)
         self.flags = dict(ACT=_ACT[cfg["activation"]], RESIDUAL=bool(cfg["residual"]),
                           HAS_ALPHA=self.la is not None, HAS_BETA=self.beta is not None,
