@@ -1,7 +1,7 @@
 """Which mlp_memory configurations tf32 products cannot serve (CPU; backs
 ``triton_backend.ill_conditioned``).
 
-    PYTHONPATH=. python python/emulate_mlp_memory_conditioning.py
+    PYTHONPATH=. python python/emulate_mlp_memory_conditioning.py [--linear]
 
 The torch backend's chunk algebra runs in float64 twice on the same bf16-rounded inputs (the
 test inputs of tests/ops/test_mlp_memory_triton.py: B2 H2 T192 C64 K=V=32 F64, read after, gelu,
@@ -10,6 +10,9 @@ backward, as the kernels' tf32 dots — rounded to tf32's 11-bit significand (a 
 mm / bmm / addmm / baddbmm). Per configuration it prints the worst relative error of the outputs,
 final states and gradients, and how far the exact gradients move when only the initial states
 are perturbed by 2⁻¹¹ (the problem's own sensitivity). SPEC §7 bounds bf16 inputs at 2e-2.
+``--linear``: the same comparison for linear_memory's chunk algebra (B2 H2 T256 C64 K=V=64, every
+gate set, self and external targets), with tf32- and with bf16-rounded products: the contrast
+(2026-12-06g: ≤ 7.6e-4 and ≤ 6.1e-3, no ill-conditioned configuration).
 """
 import os
 import sys
@@ -18,29 +21,45 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "ops"))
-from nested_kernels import mlp_memory  # noqa: E402
+from nested_kernels import linear_memory, mlp_memory  # noqa: E402
+from nested_kernels.ops.linear_memory import api as lm_api, chunk as lm_chunk  # noqa: E402
 from nested_kernels.ops.mlp_memory import api, chunk  # noqa: E402
-from nested_kernels.testing import rel_error  # noqa: E402
+from nested_kernels.testing import linear_memory_draw, rel_error  # noqa: E402
 from test_mlp_memory_triton import make  # noqa: E402  (the GPU tests' inputs)
 
 F64 = torch.float64
 ATEN = torch.ops.aten
 
 
-def tf32(x: torch.Tensor) -> torch.Tensor:
+def rounded(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """x with its significand rounded to ``bits`` bits (tf32: 11, bf16: 8)."""
     m, e = torch.frexp(x)
-    return torch.ldexp(torch.round(m * 2.0 ** 11) / 2.0 ** 11, e)
+    return torch.ldexp(torch.round(m * 2.0 ** bits) / 2.0 ** bits, e)
 
 
-class Tf32Products(TorchDispatchMode):
-    """Every matrix product's operands rounded to tf32 (results and sums stay float64)."""
+class RoundedProducts(TorchDispatchMode):
+    """Every matrix product's operands rounded to ``bits`` (results and sums stay float64)."""
+
+    def __init__(self, bits: int = 11):
+        super().__init__()
+        self.bits = bits
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func in (ATEN.mm.default, ATEN.bmm.default):
-            args = tuple(tf32(a) for a in args)
+            args = tuple(rounded(a, self.bits) for a in args)
         elif func in (ATEN.addmm.default, ATEN.baddbmm.default):
-            args = (args[0], tf32(args[1]), tf32(args[2])) + tuple(args[3:])
+            args = (args[0], rounded(args[1], self.bits), rounded(args[2], self.bits)) + tuple(args[3:])
         return func(*args, **(kwargs or {}))
+
+
+def gradients(outs: dict, leaves: dict) -> dict:
+    """Outputs and the gradients of a fixed random functional of them."""
+    g = torch.Generator().manual_seed(123)
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=F64)).sum() for t in outs.values())
+    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+    res = {n: t.detach() for n, t in outs.items()}
+    res.update({"d" + n: d for n, d in zip(leaves, grads) if d is not None})
+    return res
 
 
 def run(x, st, cfg) -> dict:
@@ -51,13 +70,33 @@ def run(x, st, cfg) -> dict:
                        L.get("mu"), initial_state=(S["W1"], S["W2"], S.get("S1"), S.get("S2")),
                        output_final_state=True, backend="torch", **cfg)
     outs = dict(o=o, W1=fs.W1, W2=fs.W2, **({"S1": fs.S1, "S2": fs.S2} if fs.S1 is not None else {}))
-    g = torch.Generator().manual_seed(123)
-    loss = sum((t * torch.randn(t.shape, generator=g, dtype=F64)).sum() for t in outs.values())
-    leaves = {**L, **{n + "0": t for n, t in S.items()}}
-    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-    res = {n: t.detach() for n, t in outs.items()}
-    res.update({"d" + n: d for n, d in zip(leaves, grads) if d is not None})
-    return res
+    return gradients(outs, {**L, **{n + "0": t for n, t in S.items()}})
+
+
+def run_linear(x, st, cfg) -> dict:
+    """As ``run``, for linear_memory's torch backend."""
+    L = {n: t.to(torch.bfloat16).to(F64).requires_grad_(True) for n, t in x.items() if t is not None}
+    S = {n: t.to(F64).requires_grad_(True) for n, t in st.items() if t is not None and n != "position"}
+    o, fs = linear_memory(L["q"], L["k"], L["v"], L["eta"], L.get("log_alpha"), L.get("beta"), L.get("mu"),
+                          initial_state=(S["M"], S.get("S")), output_final_state=True, backend="torch", **cfg)
+    outs = dict(o=o, M=fs.M, **({"S": fs.S} if fs.S is not None else {}))
+    return gradients(outs, {**L, **{n + "0": t for n, t in S.items()}})
+
+
+def linear_main():
+    lm_api.OP = lambda cfg, **inputs: dict(zip(lm_api.OUTPUTS, lm_chunk.forward(inputs, cfg)))
+    print(f"{'gates':6s} {'target':9s} {'tf32: outputs':>18s} {'tf32: gradients':>18s} {'bf16: gradients':>18s}")
+    for gates in ("bm", "m", "b", "", "abm"):
+        for target in ("self", "external"):
+            x, st = linear_memory_draw(2, 256, 2, 64, 64, gates, seed=3)
+            cfg = dict(chunk_size=64, target=target, read="after")
+            ref = run_linear(x, st, cfg)
+            with RoundedProducts(11):
+                tf = run_linear(x, st, cfg)
+            with RoundedProducts(8):
+                bf = run_linear(x, st, cfg)
+            print(f"{gates or '-':6s} {target:9s} {worst(tf, ref, False):>18s} {worst(tf, ref, True):>18s} "
+                  f"{worst(bf, ref, True):>18s}", flush=True)
 
 
 def worst(got: dict, ref: dict, grads: bool) -> str:
@@ -81,15 +120,15 @@ def main():
             x["log_alpha"] = (amin + (1 - amin) * u).log()
         cfg = dict(chunk_size=64, target=target, read="after", activation="gelu")
         ref = run(x, st, cfg)
-        with Tf32Products():
-            rounded = run(x, st, cfg)
+        with RoundedProducts(11):
+            tf = run(x, st, cfg)
         g = torch.Generator().manual_seed(5)
         nudged = run(x, {n: t * (1 + 2.0 ** -11 * torch.randn(t.shape, generator=g, dtype=t.dtype))
                          for n, t in st.items()}, cfg)
         alpha = "none" if amin is None else f"[{amin}, 1]"
-        print(f"{gates or '-':6s} {target:9s} {alpha:10s} {worst(rounded, ref, False):>18s} "
-              f"{worst(rounded, ref, True):>18s} {worst(nudged, ref, True):>22s}", flush=True)
+        print(f"{gates or '-':6s} {target:9s} {alpha:10s} {worst(tf, ref, False):>18s} "
+              f"{worst(tf, ref, True):>18s} {worst(nudged, ref, True):>22s}", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    linear_main() if "--linear" in sys.argv[1:] else main()
