@@ -33,6 +33,8 @@ def _key(name: str):
 
 
 KNOB_PREFIX = "NESTED_KERNELS_"
+
+
 class _Frozen(threading.local):
     """``knobs``: the dict of the innermost ``frozen_knobs`` of this thread, or None. (A thread-local
     with a class default: reading it costs ~50 ns, a missing attribute's ``getattr`` default ~300;
