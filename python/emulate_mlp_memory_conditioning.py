@@ -1,5 +1,5 @@
-"""Which mlp_memory configurations tf32 products cannot serve (CPU; backs
-``triton_backend.ill_conditioned``).
+"""Where mlp_memory's tf32 products miss SPEC §7 (CPU; backs the op's ``precision`` keyword,
+docs/semantics.md): runaway dynamics, not a configuration.
 
     PYTHONPATH=. python python/emulate_mlp_memory_conditioning.py [--linear]
 
@@ -9,7 +9,9 @@ per-sequence initial states): exactly, and with the operands of every matrix pro
 backward, as the kernels' tf32 dots — rounded to tf32's 11-bit significand (a dispatch mode over
 mm / bmm / addmm / baddbmm). Per configuration it prints the worst relative error of the outputs,
 final states and gradients, and how far the exact gradients move when only the initial states
-are perturbed by 2⁻¹¹ (the problem's own sensitivity). SPEC §7 bounds bf16 inputs at 2e-2.
+are perturbed by 2⁻¹¹ (the problem's own sensitivity), and the largest |o| of the first and of the
+last chunk (whether the dynamics stay bounded); the self target without α also with η and β three
+times smaller (column "η, β ×"). SPEC §7 bounds bf16 inputs at 2e-2.
 ``--linear``: the same comparison for linear_memory's chunk algebra (B2 H2 T256 C64 K=V=64, every
 gate set, self and external targets), with tf32- and with bf16-rounded products: the contrast
 (2026-12-06g: ≤ 7.6e-4 and ≤ 6.1e-3, no ill-conditioned configuration).
@@ -105,16 +107,25 @@ def worst(got: dict, ref: dict, grads: bool) -> str:
     return f"{errs[n]:.1e} ({n})"
 
 
+def growth(o: torch.Tensor) -> str:
+    """Largest |o| over the first and the last chunk of 64 tokens: whether the dynamics stay bounded."""
+    return f"{o[:, :64].abs().max().item():.1e} → {o[:, -64:].abs().max().item():.1e}"
+
+
 def main():
     # the registered op runs its backend below the dispatcher, where a dispatch mode is off: call the
     # torch backend's forward directly (autograd through it, as the op's torch backend does)
     api.OP = lambda cfg, **inputs: dict(zip(api.OUTPUTS, chunk.forward(inputs, cfg)))
-    print(f"{'gates':6s} {'target':9s} {'α range':10s} {'tf32: outputs':>18s} {'tf32: gradients':>18s} "
-          f"{'exact, states ±2⁻¹¹':>22s}")
-    cases = [(g, "self", None) for g in ("bm", "m", "b", "")] + [("abm", "self", a) for a in (0.8, 0.97, 0.99, 0.999)] \
-        + [("bm", "external", None), ("abm", "external", 0.8)]
-    for gates, target, amin in cases:
+    print(f"{'gates':6s} {'target':9s} {'α range':10s} {'η, β ×':6s} {'tf32: outputs':>18s} {'tf32: gradients':>18s} "
+          f"{'exact, states ±2⁻¹¹':>22s} {'max|o| chunk 1 → 3':>20s}")
+    cases = [(g, "self", None, 1.0) for g in ("bm", "m", "b", "")] \
+        + [("abm", "self", a, 1.0) for a in (0.8, 0.97, 0.99, 0.999)] \
+        + [("bm", "external", None, 1.0), ("abm", "external", 0.8, 1.0)] + [(g, "self", None, 0.3) for g in ("bm", "m", "b", "")]
+    for gates, target, amin, steps in cases:
         x, st = make(B=2, T=192, H=2, K=32, V=32, F=64, gates=gates, init=True, seed=21)
+        x["eta"] = x["eta"] * steps
+        if x.get("beta") is not None:
+            x["beta"] = x["beta"] * steps
         if amin is not None:
             u = torch.rand(x["q"].shape[:3], generator=torch.Generator().manual_seed(3), dtype=F64)
             x["log_alpha"] = (amin + (1 - amin) * u).log()
@@ -126,8 +137,8 @@ def main():
         nudged = run(x, {n: t * (1 + 2.0 ** -11 * torch.randn(t.shape, generator=g, dtype=t.dtype))
                          for n, t in st.items()}, cfg)
         alpha = "none" if amin is None else f"[{amin}, 1]"
-        print(f"{gates or '-':6s} {target:9s} {alpha:10s} {worst(tf, ref, False):>18s} "
-              f"{worst(tf, ref, True):>18s} {worst(nudged, ref, True):>22s}", flush=True)
+        print(f"{gates or '-':6s} {target:9s} {alpha:10s} {steps:5.1f} {worst(tf, ref, False):>18s} "
+              f"{worst(tf, ref, True):>18s} {worst(nudged, ref, True):>22s} {growth(ref['o']):>20s}", flush=True)
 
 
 if __name__ == "__main__":

@@ -156,10 +156,9 @@ def mlp_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.Ten
     (overrides w1, w2), or an :class:`MLPMemoryState` from an earlier call (resumes mid-chunk).
     Returns (o [B,T,H,V] in q's dtype, final_state: MLPMemoryState or None).
     ``precision``: the products of the kernel backends (triton, cuda). "auto": operands rounded to
-    tf32 for bfloat16 / float16 inputs, float32-accurate (tf32x3) for float32 inputs and for the
-    self target without log_alpha, whose gradients tf32 cannot meet SPEC §7 for; "float32":
-    float32-accurate always (slower; for the self target with α close to 1, which is as sensitive:
-    docs/mlp_memory_triton.md); "tf32": tf32 always (fastest). The reference and torch backends
+    tf32 for bfloat16 / float16 inputs, float32-accurate (tf32x3) for float32 inputs; "float32":
+    float32-accurate always (slower; for runaway dynamics, where tf32's rounding grows with the
+    outputs and the gradients miss SPEC §7: docs/semantics.md); "tf32": tf32 always (fastest). The reference and torch backends
     compute in the inputs' precision whatever it says.
     ``backend``: "auto", "reference", "torch", "triton" or "cuda" (see core.backends).
     """

@@ -14,9 +14,8 @@ Covered (else ``unsupported`` names why and ``auto`` moves on): an sm_90 GPU wit
 built and Triton importable, bfloat16 / float16 inputs, K = V ∈ {32, 64}, F ∈ {64, 128, 256, 512},
 chunk_size ∈ {16, 32, 64}, a fixed-length batch (no cu_seqlens, no resumed state) whose length
 is a multiple of chunk_size, the prep rows on (NESTED_KERNELS_MLP_TRITON_PREP=1, the default);
-not precision="float32", nor with precision="auto" the self target without α (tf32 products are
-too coarse there, ``triton_backend.ill_conditioned``; 2026-12-06f's failing K = 32, chunk 64 case
-was that, the triton backend failing it too).
+not precision="float32" (2026-12-06f's failing K = 32, chunk 64 case was runaway test data, the
+triton backend failing it too: docs/mlp_memory_triton.md, "Where tf32 is too coarse").
 """
 from __future__ import annotations
 
@@ -60,9 +59,6 @@ def unsupported(inputs, cfg) -> Optional[str]:
     precision = cfg.get("precision", "auto")
     if precision == "float32":
         return "precision='float32': the CUDA walk has tf32 products only"
-    if precision == "auto" and tb.ill_conditioned(inputs, cfg):
-        return ("the self target without log_alpha needs float32-accurate products (tf32x3), the CUDA walk "
-                "has tf32 only (triton_backend.ill_conditioned; precision='tf32' forces tf32)")
     if inputs["cu_seqlens"] is not None or inputs["position0"] is not None:
         return "cu_seqlens or a resumed state: the CUDA walk takes fixed-length batches from a chunk start"
     if T % C:

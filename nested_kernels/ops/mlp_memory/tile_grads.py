@@ -67,7 +67,7 @@ def tile_grads(a, cfg, saved: dict, adj: dict, dO: torch.Tensor, group: int) -> 
     (bounds the memory of its intermediates; the calls take equally many, the last one repeating
     the last tile, so that the compiled ``_tile`` sees one shape). Products in tf32 where the
     kernels' operands are tf32-rounded or narrower (``a.prec``: 16-bit inputs by default), float32
-    where they are tf32x3 / ieee (float32 inputs, ``ill_conditioned`` configurations). No device sync."""
+    where they are tf32x3 / ieee (float32 inputs, precision="float32"). No device sync."""
     rows_all, valid_all, resumed_all = tile_rows(a)
     R, H, nt = a.B * a.T, a.H, a.n_tiles
     toks = {n: padded(x, R, H, 0.0) for n, x in dict(q=a.q, k=a.k, v=a.v, eta=a.eta, dO=dO).items()}

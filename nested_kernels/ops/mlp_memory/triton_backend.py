@@ -100,27 +100,14 @@ def _mma_mode():
     return mma_sync(env_choice("NESTED_KERNELS_MLP_TRITON_MMA", "v2", ("v2", "auto")) != "auto")
 
 
-def ill_conditioned(inputs, cfg) -> bool:
-    """Whether tf32 products cannot meet SPEC §7's bound here: the self target without α (no
-    decay). CPU emulation (python/emulate_mlp_memory_conditioning.py: every product's operands
-    rounded to tf32, float64 otherwise; B2 H2 T192 C64 K=V=32 F64, read after, the test inputs;
-    output in docs/gpu_runs/2026-12-06g_conditioning_cpu.txt): worst gradient error 2.9e-1 with
-    β + μ, 1.0e-1 with μ, 2.4e-2 with β, 1.2e-2 with η only; with α ∈ [0.8, 1] 5.6e-3, [0.97, 1]
-    2.9e-3, but [0.99, 1] 6.9e-2 and [0.999, 1] 9.3e-2 — weak decay is as bad, but is data, not
-    configuration: the op's precision="float32" is the remedy there; the external
-    target ≤ 3.1e-3. The problem itself is that sensitive: perturbing only the initial states by
-    2⁻¹¹ moves the exact gradients by 1.4e-2 to 2.2e-1 in those configurations. H100 (2026-12-06g
-    calls 1, 2): 1.2e-1 to 4.4e-1 with tf32r products; ieee products 2.5e-3 but for the tile VJP's
-    tf32 (dk 3.9e-2)."""
-    return cfg["target"] == "self" and inputs["log_alpha"] is None
-
-
-def _precision(dtype: torch.dtype, choice: str = "auto", ill: bool = False) -> tuple:
+def _precision(dtype: torch.dtype, choice: str = "auto") -> tuple:
     """(operand precision of the state/token products, precision of the n×n gate products and of
     (I + A_β)⁻¹) for inputs of ``dtype`` and the op's ``precision`` ``choice``: "auto" — tf32r
     (operands rounded to nearest tf32, one tf32 dot) for bfloat16 / float16 inputs, tf32x3 for
-    float32 and for ``ill``-conditioned configurations (``ill_conditioned``); "float32" — tf32x3;
-    "tf32" — tf32r; the gate products always tf32x3.
+    float32; "float32" — tf32x3; "tf32" — tf32r; the gate products always tf32x3. "float32" is
+    for runaway dynamics (docs/semantics.md, ``precision``): where the outputs grow by orders of
+    magnitude along the sequence, tf32's rounding grows with them (python/emulate_mlp_memory_
+    conditioning.py: gradient errors up to 2.9e-1 where |o| grows from 1e2 to 1e21 over 192 tokens).
     tf32r: CPU emulation of rounded operands (python/emulate_mlp_memory_precision.py) 8.1e-4 /
     1.8e-3 worst error after T = 1000 / 4096 against SPEC §7's 2e-2 for 16-bit inputs; H100
     (2026-12-06b_call1) quick check 2.6e-3; 3.8× faster forward than tf32x3, whose operand copies
@@ -136,7 +123,7 @@ def _precision(dtype: torch.dtype, choice: str = "auto", ill: bool = False) -> t
     if _interpreting():
         return env or "ieee", "ieee"
     if choice == "auto":
-        choice = "float32" if dtype == torch.float32 or ill else "tf32"
+        choice = "float32" if dtype == torch.float32 else "tf32"
     return env or {"float32": "tf32x3", "tf32": "tf32r"}[choice], "tf32x3"
 
 
@@ -156,7 +143,7 @@ def _tokens_precision(prec: str, dtype: torch.dtype) -> str:
     """Operand precision of the split backward's PART 2 and 3 (token and gate gradients, read
     chunk's dq): NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION; default bf16 for bfloat16 inputs on
     the GPU unless NESTED_KERNELS_MLP_TRITON_PRECISION chose the operands or ``prec`` is not tf32r
-    (an ``ill_conditioned`` configuration), else ``prec`` (the other parts'). Their errors do not
+    (precision="float32"), else ``prec`` (the other parts'). Their errors do not
     travel along the tile chain (PART 1 carries the weight adjoints), which is what made bf16
     operands everywhere miss the bound (emulated 1.8e-2 at T = 4096). H100 2026-12-06c call 1 (issue shape, bf16): quick check
     4.1e-3 / 4.3e-3 (bound 2e-2), fwd+bwd 61.1 ms against 66.1 with tf32r token parts. float16
@@ -356,7 +343,7 @@ class _Args:
         self.at_boundary = (self.final_pos == 0).view(N, 1, 1, 1)
         self.in_first = ((plan.pos > 0) & (plan.pos + plan.lengths < C)).view(N, 1, 1, 1)
         self.BF = _block_f(self.F, bf)
-        self.prec, self.gprec = _precision(q.dtype, cfg.get("precision", "auto"), ill_conditioned(inputs, cfg))
+        self.prec, self.gprec = _precision(q.dtype, cfg.get("precision", "auto"))
         self.dummy = torch.empty(1, dtype=torch.float32, device=dev)
         self.flags = dict(ACT=_ACT[cfg["activation"]], RESIDUAL=bool(cfg["residual"]),
                           HAS_ALPHA=self.la is not None, HAS_BETA=self.beta is not None,
