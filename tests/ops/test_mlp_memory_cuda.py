@@ -14,7 +14,7 @@ import torch
 
 from nested_kernels.ops.mlp_memory import api, cuda_walk, mlp_memory
 from nested_kernels.testing import assert_run_close, rel_error, tolerance
-from test_mlp_memory_triton import make, run  # shared with the Triton backend's tests
+from test_mlp_memory_triton import REALISTIC, STEADY_ETA, make, realistic_inputs, run  # shared with the Triton backend's tests
 
 pytest.importorskip("triton")
 
@@ -80,11 +80,40 @@ GRID = [
 ]
 
 
+def grid_inputs(gates, C, K, F):
+    return make(B=2, T=3 * C, H=2, K=K, V=K, F=F, gates=gates, init=True, seed=21, eta_max=STEADY_ETA)
+
+
+def walk_inputs():
+    return make(B=2, T=256, H=4, K=64, V=64, F=256, gates="abm", init=True, seed=22, eta_max=STEADY_ETA)
+
+
+def largest_output(x, st, **cfg) -> float:
+    """max |o| of the float64 torch backend on these inputs."""
+    o, _ = mlp_memory(*[x[n] for n in ("q", "k", "v", "eta", "w1", "w2", "log_alpha", "beta", "mu")],
+                      initial_state=(st["W1"], st["W2"], st.get("S1"), st.get("S2")), backend="torch", **cfg)
+    return o.abs().max().item()
+
+
+def test_gpu_data_stay_bounded():
+    """The GPU tests' inputs keep the memory's outputs bounded (|o| ≤ 1e3, float64): runaway data
+    (|o| growing to 1e22 over 200 tokens with η up to 0.3) made tf32 kernels look wrong and leave
+    float32's range (2026-12-06h, docs/mlp_memory_triton.md "Where tf32 is too coarse")."""
+    cases = [(realistic_inputs(g, K, F), dict(chunk_size=C, target=t, read=r)) for g, t, r, C, K, F in REALISTIC]
+    cases += [(grid_inputs(g, C, K, F), dict(chunk_size=C, target=t, read=r, activation=a, residual=res))
+              for g, t, r, a, res, C, K, F in GRID]
+    cases.append((walk_inputs(), dict(chunk_size=64, target="self", read="after")))
+    for (x, st), cfg in cases:
+        assert largest_output(x, st, **cfg) <= 1e3, cfg
+    x, st = make(B=2, T=192, H=2, K=32, V=32, F=64, gates="bm", init=True, seed=21)   # η up to 0.3
+    assert largest_output(x, st, chunk_size=64, target="self", read="after") > 1e15     # the runaway case
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("gates,target,read,activation,residual,C,K,F,dtype",
                          [g + (torch.bfloat16,) for g in GRID] + [GRID[0] + (torch.float16,), GRID[1] + (torch.float16,)])
 def test_gpu_matches_reference(dtype, gates, target, read, activation, residual, C, K, F):
-    x, st = make(B=2, T=3 * C, H=2, K=K, V=K, F=F, gates=gates, init=True, seed=21)
+    x, st = grid_inputs(gates, C, K, F)
     kw = dict(chunk_size=C, target=target, read=read, activation=activation, residual=residual)
     got, dgot = run("cuda", x, st, dtype, **dict(kw))
     ref, dref = run("reference", x, st, dtype, **dict(kw))
@@ -98,7 +127,7 @@ def test_gpu_walk_equals_triton_walk(keep, monkeypatch):
     works from the CUDA walk's residuals and from its re-run (no residuals kept)."""
     if keep == "0":
         monkeypatch.setenv("NESTED_KERNELS_MLP_BWD_BYTES", "0")
-    x, st = make(B=2, T=256, H=4, K=64, V=64, F=256, gates="abm", init=True, seed=22)
+    x, st = walk_inputs()
     kw = dict(chunk_size=64, target="self", read="after")
     got, dgot = run("cuda", x, st, torch.bfloat16, **dict(kw))
     tri, dtri = run("triton", x, st, torch.bfloat16, **dict(kw))
