@@ -8,7 +8,7 @@
 {
 fg build 120 python3 -m pip install -q --no-build-isolation --no-deps -e .
 fg runaway 120 python3 -m pytest -q -m gpu -p no:cacheprovider --tb=short tests/ops/test_mlp_memory_triton.py \
-  -k "runaway or (realistic and bm-external and prep1-split-torchtok)"
+  -k "(runaway or (realistic and bm-external)) and prep1-split-torchtok"
 fg cuda 270 python3 -m pytest -v -m gpu -p no:cacheprovider --tb=short -o faulthandler_timeout=60 --durations=0 \
   tests/ops/test_mlp_memory_cuda.py -k "walk_equals or matches_reference or unsupported"
 echo "=== done ($(now))"
