@@ -157,6 +157,10 @@ void mlp_memory_walk_py(py::dict ptrs, py::dict dims, double scale, std::uintptr
   p.sv_e = as_ptr<float>(ptr("sv_E"));
   p.sv_ba = as_ptr<float>(ptr("sv_BA"));
   p.tile_base = as_ptr<const long long>(ptr("tile_base"));
+  p.xp = as_ptr<float>(ptr("xp"));
+  p.xo = as_ptr<float>(ptr("xo"));
+  p.xba = as_ptr<float>(ptr("xba"));
+  p.sync = as_ptr<unsigned>(ptr("sync"));
   p.B = static_cast<int>(dim("B"));
   p.T = static_cast<int>(dim("T"));
   p.H = static_cast<int>(dim("H"));

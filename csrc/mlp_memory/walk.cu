@@ -109,24 +109,29 @@ __device__ __forceinline__ void each(float* dst, int rows, int cols, Fn f) {
   }
 }
 
-// Shared buffers: ten of [C, kLd] floats (token-major tiles), one of [64, kLd] (weight-sized
-// temporary), nine vectors of C.
+// Shared buffers: nine of [C, kLd] floats (token-major tiles; B Aᵀ reuses z's, dead by then), three
+// of [64, kLd] (a weight-sized temporary and this CTA's W1 / W2 slices, resident across the tiles),
+// nine vectors of C.
 struct Smem {
-  float *k, *q, *vu, *po, *e, *a, *z, *d, *t1, *t2, *ba;
+  float *k, *q, *vu, *po, *e, *a, *z, *d, *t1, *ba, *t2, *w1, *w2;
   float *eta, *beta, *gp, *nup, *gm, *nm, *phil, *gl, *dl;
 };
 
-__host__ __device__ constexpr size_t smem_floats(int C) { return (size_t)(10 * C + kSlice) * kLd + 9 * C; }
+__host__ __device__ constexpr size_t smem_floats(int C) { return (size_t)(9 * C + 3 * kSlice) * kLd + 9 * C; }
 
 __device__ Smem carve(float* base, int C) {
   Smem s;
-  float** tiles[] = {&s.k, &s.q, &s.vu, &s.po, &s.e, &s.a, &s.z, &s.d, &s.t1, &s.ba};
+  float** tiles[] = {&s.k, &s.q, &s.vu, &s.po, &s.e, &s.a, &s.z, &s.d, &s.t1};
   for (float** t : tiles) {
     *t = base;
     base += C * kLd;
   }
-  s.t2 = base;
-  base += kSlice * kLd;
+  s.ba = s.z;
+  float** slices[] = {&s.t2, &s.w1, &s.w2};
+  for (float** t : slices) {
+    *t = base;
+    base += kSlice * kLd;
+  }
   float** vecs[] = {&s.eta, &s.beta, &s.gp, &s.nup, &s.gm, &s.nm, &s.phil, &s.gl, &s.dl};
   for (float** v : vecs) {
     *v = base;
@@ -135,14 +140,85 @@ __device__ Smem carve(float* base, int C) {
   return s;
 }
 
-template <typename TT, int D, int C>
+// The ns CTAs of one (sequence, head) and how they exchange partial [C, kLd] buffers: a thread-block
+// cluster reading each other's shared memory (CLUSTER), or a cooperative grid writing the partials
+// to a global scratch [ns, C, kLd] and meeting at a counter in global memory (all CTAs of the grid
+// are resident: a cooperative launch guarantees it).
+template <bool CLUSTER, int C>
+struct Group {
+  int ns, j;
+  unsigned* counter;   // global barrier counter of this (sequence, head) (cooperative)
+  unsigned arrived;    // barriers passed so far (cooperative)
+
+  __device__ Group(const MlpWalkParams& p, int i_nh) : counter(nullptr), arrived(0) {
+    if constexpr (CLUSTER) {
+      cg::cluster_group cluster = cg::this_cluster();
+      ns = static_cast<int>(cluster.num_blocks());
+      j = static_cast<int>(cluster.block_rank());
+    } else {
+      ns = static_cast<int>(gridDim.x);
+      j = static_cast<int>(blockIdx.x);
+      counter = p.sync + i_nh;
+    }
+  }
+
+  // Every CTA of the group has reached this point (and its writes before it are visible).
+  __device__ void sync() {
+    if constexpr (CLUSTER) {
+      cg::this_cluster().sync();
+    } else {
+      __syncthreads();
+      arrived += ns;
+      if (threadIdx.x == 0) {
+        __threadfence();
+        atomicAdd(counter, 1u);
+        unsigned seen;
+        do {
+          asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(counter) : "memory");
+        } while (seen < arrived);
+        __threadfence();
+      }
+      __syncthreads();
+    }
+  }
+
+  // Publish this CTA's partial buffer ``buf`` ([C, kLd] in shared memory) for ``sum`` after the
+  // next sync; ``scratch``: this (sequence, head)'s global [ns, C, kLd] (cooperative).
+  __device__ void publish(const float* buf, float* scratch) const {
+    if constexpr (!CLUSTER) {
+      float* dst = scratch + (size_t)j * C * kLd;
+      for (int i = threadIdx.x; i < C * kLd; i += kThreads) dst[i] = buf[i];
+    }
+  }
+
+  // Σ over the group's CTAs of their published buffer at element i (= t·kLd + c).
+  __device__ float sum(float* buf, const float* scratch, int i) const {
+    float acc = 0.0f;
+#pragma unroll
+    for (int r = 0; r < 8; ++r) {
+      if (r < ns) {
+        if constexpr (CLUSTER) {
+          acc += cg::this_cluster().map_shared_rank(buf, r)[i];
+        } else {
+          acc += __ldcg(scratch + (size_t)r * C * kLd + i);
+        }
+      }
+    }
+    return acc;
+  }
+};
+
+template <typename TT, int D, int C, bool CLUSTER>
 __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ __align__(128) float smem[];
-  cg::cluster_group cluster = cg::this_cluster();
-  const int ns = static_cast<int>(cluster.num_blocks());
-  const int j = static_cast<int>(cluster.block_rank());
   const int i_nh = blockIdx.y;
+  Group<CLUSTER, C> group(p, i_nh);
+  const int ns = group.ns, j = group.j;
+  const size_t slot = (size_t)i_nh * ns * C * kLd;     // this (sequence, head)'s scratch [ns, C, kLd]
+  float* xp = p.xp ? p.xp + slot : nullptr;            // partial predictions / outputs / B Aᵀ (cooperative)
+  float* xo = p.xo ? p.xo + slot : nullptr;
+  float* xb = p.xba ? p.xba + slot : nullptr;
   const int H = p.H, F = p.F, T = p.T;
   const int i_n = i_nh / H, i_h = i_nh % H;
   const int fs = j * kSlice;
@@ -159,6 +235,12 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
   const long long tb = p.save ? p.tile_base[i_n] : 0;
   const bool read_tok = p.read != 2;
   const float* pvb = p.pv;
+  for (int x = threadIdx.x; x < D * kSlice; x += kThreads) {     // this CTA's weight slices, kept here
+    const int r = x / kSlice, c = x % kSlice;
+    s.w1[r * kLd + c] = w1[(long long)r * F + c];
+    const int f = x / D, cc = x % D;
+    s.w2[f * kLd + cc] = w2[x];
+  }
 
   for (int i = 0; i < n_tiles; ++i) {
     const long long r0 = (long long)i_n * T + (long long)i * C;    // first token row of the tile
@@ -189,8 +271,8 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
       const long long t2 = ((tb + i) * H + i_h) * F * D + (long long)fs * D;
       for (int x = threadIdx.x; x < D * kSlice; x += kThreads) {
         const int r = x / kSlice, c = x % kSlice;
-        p.sv1[t1 + (long long)r * F + c] = w1[(long long)r * F + c];
-        p.sv2[t2 + x] = w2[x];
+        p.sv1[t1 + (long long)r * F + c] = s.w1[r * kLd + c];
+        p.sv2[t2 + x] = s.w2[(x / D) * kLd + x % D];
         if (p.has_mu) {
           p.svs1[t1 + (long long)r * F + c] = s1[(long long)r * F + c];
           p.svs2[t2 + x] = s2[x];
@@ -200,32 +282,31 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
     __syncthreads();
 
     // --- pass 1: this slice's share of the prediction at the chunk-start weights ---------------
-    gemm<false, true, C, kSlice, D>(s.z, kLd, s.k, kLd, w2, D, false);            // Z = K W2ᵀ
+    gemm<false, true, C, kSlice, D>(s.z, kLd, s.k, kLd, s.w2, kLd, false);       // Z = K W2ᵀ
     __syncthreads();
     each(s.a, C, kSlice, [&](int t, int c) { return act(s.z[t * kLd + c], p.act); });   // A = φ(Z)
     __syncthreads();
-    gemm<false, true, C, D, kSlice>(s.po, kLd, s.a, kLd, w1, F, false);           // P = A W1ᵀ
+    gemm<false, true, C, D, kSlice>(s.po, kLd, s.a, kLd, s.w1, kLd, false);      // P = A W1ᵀ
     if (p.self_target) {
       __syncthreads();
-      gemm<false, true, C, kSlice, D>(s.t1, kLd, s.vu, kLd, w2, D, false);
+      gemm<false, true, C, kSlice, D>(s.t1, kLd, s.vu, kLd, s.w2, kLd, false);
       __syncthreads();
       each(s.t1, C, kSlice, [&](int t, int c) { return -act(s.t1[t * kLd + c], p.act); });
       __syncthreads();
-      gemm<false, true, C, D, kSlice>(s.po, kLd, s.t1, kLd, w1, F, true);          // P −= φ(V W2ᵀ) W1ᵀ
+      gemm<false, true, C, D, kSlice>(s.po, kLd, s.t1, kLd, s.w1, kLd, true);     // P −= φ(V W2ᵀ) W1ᵀ
     }
-    cluster.sync();
+    __syncthreads();
+    group.publish(s.po, xp);
+    group.sync();
     // E = Σ_j P_j [+ K] − target
     each(s.e, C, D, [&](int t, int c) {
-      float e = 0.0f;
-#pragma unroll
-      for (int r = 0; r < 8; ++r) {
-        if (r < ns) e += cluster.map_shared_rank(s.po, r)[t * kLd + c];
-      }
+      float e = group.sum(s.po, xp, t * kLd + c);
       if (p.residual) e += s.k[t * kLd + c];
       if (!p.self_target || p.residual) e -= s.vu[t * kLd + c];
       return e;
     });
-    cluster.sync();
+    if constexpr (CLUSTER) group.sync();    // the others have read this CTA's po
+    else __syncthreads();
     if (p.save && j == 0) {
       for (int x = threadIdx.x; x < C * D; x += kThreads) {
         const int t = x / D, c = x % D;
@@ -234,7 +315,7 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
     }
 
     // --- pass 2: everything separable over the hidden units -------------------------------------
-    gemm<false, false, C, kSlice, D>(s.d, kLd, s.e, kLd, w1, F, false);           // E W1
+    gemm<false, false, C, kSlice, D>(s.d, kLd, s.e, kLd, s.w1, kLd, false);      // E W1
     __syncthreads();
     each(s.d, C, kSlice, [&](int t, int c) {                                       // w2v = −η (E W1) φ'(Z)
       return -s.eta[t] * s.d[t * kLd + c] * act_grad(s.z[t * kLd + c], p.act);
@@ -259,14 +340,14 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
     const bool store_o = p.o != nullptr;
     if (!read_tok) {
       if (store_o) {
-        gemm<false, true, C, kSlice, D>(s.t1, kLd, s.q, kLd, w2, D, false);
+        gemm<false, true, C, kSlice, D>(s.t1, kLd, s.q, kLd, s.w2, kLd, false);
         __syncthreads();
         each(s.t1, C, kSlice, [&](int t, int c) { return act(s.t1[t * kLd + c], p.act); });
         __syncthreads();
-        gemm<false, true, C, D, kSlice>(s.po, kLd, s.t1, kLd, w1, F, false);       // φ(Q W2ᵀ) W1ᵀ
+        gemm<false, true, C, D, kSlice>(s.po, kLd, s.t1, kLd, s.w1, kLd, false);  // φ(Q W2ᵀ) W1ᵀ
       }
     } else {
-      gemm<false, true, C, kSlice, D>(s.t1, kLd, s.q, kLd, w2, D, false);          // h = W2_t q_t
+      gemm<false, true, C, kSlice, D>(s.t1, kLd, s.q, kLd, s.w2, kLd, false);     // h = W2_t q_t
       __syncthreads();
       each(s.t1, C, kSlice, [&](int t, int c) { return s.gm[t] * s.t1[t * kLd + c]; });
       __syncthreads();
@@ -288,7 +369,7 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
       if (store_o) {
         each(s.t2, C, kSlice, [&](int t, int c) { return s.gm[t] * s.t1[t * kLd + c]; });
         __syncthreads();
-        gemm<false, true, C, D, kSlice>(s.po, kLd, s.t2, kLd, w1, F, false);
+        gemm<false, true, C, D, kSlice>(s.po, kLd, s.t2, kLd, s.w1, kLd, false);
         if (p.has_mu) {
           __syncthreads();
           each(s.t2, C, kSlice, [&](int t, int c) { return s.nm[t] * s.t1[t * kLd + c]; });
@@ -302,33 +383,29 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
         gemm<false, false, C, D, C>(s.po, kLd, s.t1, kLd, s.t2, kLd, true);
       }
     }
-    cluster.sync();
+    __syncthreads();
+    const bool save_ba = read_tok && p.save;
+    if (store_o) group.publish(s.po, xo);
+    if (save_ba) group.publish(s.ba, xb);
+    group.sync();
     // sums over the slices: CTA j writes rows [j C / ns, (j + 1) C / ns) of o and of B Aᵀ
     const int rows = C / ns, t0 = j * rows;
     if (store_o) {
       TT* o = static_cast<TT*>(p.o);
       for (int x = threadIdx.x; x < rows * D; x += kThreads) {
         const int t = t0 + x / D, c = x % D;
-        float acc = p.residual ? s.q[t * kLd + c] : 0.0f;
-#pragma unroll
-        for (int r = 0; r < 8; ++r) {
-          if (r < ns) acc += cluster.map_shared_rank(s.po, r)[t * kLd + c];
-        }
+        const float acc = (p.residual ? s.q[t * kLd + c] : 0.0f) + group.sum(s.po, xo, t * kLd + c);
         o[(g0 + (long long)t * H) * D + c] = from_float<TT>(acc);
       }
     }
-    if (read_tok && p.save) {
+    if (save_ba) {
       for (int x = threadIdx.x; x < rows * C; x += kThreads) {
         const int t = t0 + x / C, c = x % C;
-        float acc = 0.0f;
-#pragma unroll
-        for (int r = 0; r < 8; ++r) {
-          if (r < ns) acc += cluster.map_shared_rank(s.ba, r)[t * kLd + c];
-        }
-        p.sv_ba[(g0 + (long long)t * H) * C + c] = acc;
+        p.sv_ba[(g0 + (long long)t * H) * C + c] = group.sum(s.ba, xb, t * kLd + c);
       }
     }
-    cluster.sync();
+    if constexpr (CLUSTER) group.sync();    // the others have read this CTA's po and ba
+    else __syncthreads();
 
     // --- tile-end states of this slice ------------------------------------------------------------
     each(s.t1, C, kSlice, [&](int t, int c) {                                      // X = Φ[n] w2v + Γ[n] U
@@ -340,8 +417,8 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
     __syncthreads();
     for (int x = threadIdx.x; x < kSlice * D; x += kThreads) {
       const int f = x / D, c = x % D;
-      const float w = gL * w2[x] + (p.has_mu ? nuL * s2[x] : 0.0f);
-      w2[x] = w + s.t2[f * kLd + c];
+      const float w = gL * s.w2[f * kLd + c] + (p.has_mu ? nuL * s2[x] : 0.0f);
+      s.w2[f * kLd + c] = w + s.t2[f * kLd + c];
     }
     each(s.t1, C, D, [&](int t, int c) { return -s.phil[t] * s.eta[t] * s.e[t * kLd + c]; });
     __syncthreads();
@@ -349,9 +426,8 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
     __syncthreads();
     for (int x = threadIdx.x; x < D * kSlice; x += kThreads) {
       const int r = x / kSlice, c = x % kSlice;
-      const long long g = (long long)r * F + c;
-      const float w = gL * w1[g] + (p.has_mu ? nuL * s1[g] : 0.0f);
-      w1[g] = w + s.t2[r * kLd + c];
+      const float w = gL * s.w1[r * kLd + c] + (p.has_mu ? nuL * s1[(long long)r * F + c] : 0.0f);
+      s.w1[r * kLd + c] = w + s.t2[r * kLd + c];
     }
     if (p.has_mu) {
       each(s.t1, C, D, [&](int t, int c) { return -s.dl[t] * s.eta[t] * s.e[t * kLd + c]; });
@@ -374,29 +450,57 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
     }
     __syncthreads();
   }
+  for (int x = threadIdx.x; x < D * kSlice; x += kThreads) {     // the final states of this slice
+    const int r = x / kSlice, c = x % kSlice;
+    w1[(long long)r * F + c] = s.w1[r * kLd + c];
+    w2[x] = s.w2[(x / D) * kLd + x % D];
+  }
 #else
   __trap();  // compiled for an architecture without thread-block clusters: never launched there
 #endif
 }
 
+// Whether the (F / 64)·B·H CTAs all fit the GPU at once (one per SM): then the cooperative kernel,
+// else clusters (which need their CTAs in one GPC: fewer fit, H100 2026-12-06g: 30 clusters of 4).
+template <typename TT, int D, int C>
+bool fits_cooperative(const MlpWalkParams& p, size_t smem) {
+  int device = 0, sms = 0, per_sm = 0, coop = 0;
+  NK_CUDA_CHECK(cudaGetDevice(&device));
+  NK_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device));
+  NK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  NK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, walk_kernel<TT, D, C, false>, kThreads, smem));
+  return coop && p.xp && p.xo && p.xba && p.sync && (long long)per_sm * sms >= (long long)(p.F / kSlice) * p.B * p.H;
+}
+
 template <typename TT, int D, int C>
 void launch(const MlpWalkParams& p, cudaStream_t stream) {
-  auto kernel = walk_kernel<TT, D, C>;
   const size_t smem = mlp_walk_smem_bytes(C);
-  NK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  NK_CUDA_CHECK(cudaFuncSetAttribute(walk_kernel<TT, D, C, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  NK_CUDA_CHECK(cudaFuncSetAttribute(walk_kernel<TT, D, C, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  const bool coop = fits_cooperative<TT, D, C>(p, smem);
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(p.F / kSlice, (unsigned)(p.B * p.H), 1);
   cfg.blockDim = dim3(kThreads, 1, 1);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = p.F / kSlice;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
+  if (coop) {
+    attr[0].id = cudaLaunchAttributeCooperative;
+    attr[0].val.cooperative = 1;
+  } else {
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = p.F / kSlice;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+  }
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  NK_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p));
+  if (coop) {
+    NK_CUDA_CHECK(cudaMemsetAsync(p.sync, 0, sizeof(unsigned) * p.B * p.H, stream));
+    NK_CUDA_CHECK(cudaLaunchKernelEx(&cfg, walk_kernel<TT, D, C, false>, p));
+  } else {
+    NK_CUDA_CHECK(cudaLaunchKernelEx(&cfg, walk_kernel<TT, D, C, true>, p));
+  }
 }
 
 template <typename TT, int D>

@@ -2,10 +2,14 @@
 // part of the chunked forward, the CUDA counterpart of the Triton ``_fwd_kernel`` with its prep
 // rows (nested_kernels/ops/mlp_memory/triton_fwd.py, triton_prep.py; docs/mlp_memory_triton.md).
 //
-// One thread-block cluster of ns = F / 64 CTAs per (sequence, head); CTA j owns the hidden units
-// [64 j, 64 j + 64): its columns of W1, S1 and rows of W2, S2, updated in place in global memory
-// (L2-resident). Per tile of C tokens the CTAs sum their partial predictions P (the frozen errors
-// E = Σ_j P_j + ...) and their partial outputs / B Aᵀ rows through distributed shared memory.
+// ns = F / 64 CTAs per (sequence, head); CTA j owns the hidden units [64 j, 64 j + 64): its columns
+// of W1, S1 and rows of W2, S2 (W1, W2 slices kept in shared memory across the tiles, S1, S2 updated
+// in place in global memory, L2-resident). Per tile of C tokens the CTAs sum their partial
+// predictions P (the frozen errors E = Σ_j P_j + ...) and their partial outputs / B Aᵀ rows: when
+// all CTAs fit the GPU at once, a cooperative launch exchanging them through a global scratch and
+// meeting at global counters (two barriers per tile); else one thread-block cluster per (sequence,
+// head) exchanging them through distributed shared memory (clusters must sit in one GPC, so fewer
+// fit at once: on an H100 30 clusters of 4, where issue 4's shape needs 32).
 // Products: tensor cores (WMMA m16n16k8, operands rounded to nearest tf32, float32 accumulation).
 //
 // Covered (the Python side checks, nested_kernels/ops/mlp_memory/cuda_walk.py): sm_90, K = V = D
@@ -23,6 +27,7 @@
 //   sv1, svs1      : [tiles, H, D, F] tile-start checkpoints (save); sv2, svs2 [tiles, H, F, D]
 //   sv_e           : [rows, H, D]    frozen errors (save); sv_ba [rows, H, C] B Aᵀ (save, reads ≠ chunk)
 //   tile_base      : [N] int64       first global tile of each sequence (save)
+//   xp, xo, xba    : [B·H, F/64, C, 68] float32 scratch, sync [B·H] uint32 (cooperative launch)
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -56,6 +61,10 @@ struct MlpWalkParams {
   float* sv_e = nullptr;
   float* sv_ba = nullptr;
   const long long* tile_base = nullptr;
+  float* xp = nullptr;          // cooperative exchange scratch, each [B·H, F / 64, C, 68] (null: clusters only)
+  float* xo = nullptr;
+  float* xba = nullptr;
+  unsigned* sync = nullptr;     // [B·H] barrier counters (zeroed by the launcher)
   int B = 0, T = 0, H = 0, D = 0, F = 0, C = 0;
   float scale = 1.0f;
   int act = 0;        // 0 gelu, 1 silu

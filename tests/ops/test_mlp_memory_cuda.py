@@ -34,6 +34,13 @@ def inputs(B=1, T=128, H=2, K=64, V=64, F=256, dtype=torch.bfloat16, device="cpu
     return out
 
 
+def test_exchange_knob(monkeypatch):
+    assert cuda_walk.exchange() == "auto"
+    monkeypatch.setenv("NESTED_KERNELS_MLP_CUDA_EXCHANGE", "dsmem")
+    with pytest.raises(ValueError, match="NESTED_KERNELS_MLP_CUDA_EXCHANGE"):
+        cuda_walk.exchange()
+
+
 def test_registered_and_not_auto_on_cpu():
     assert "cuda" in api.BACKENDS and api.AUTO_ORDER[0] == "triton"
     why = cuda_walk.unsupported(inputs(), cfg())
@@ -121,10 +128,12 @@ def test_gpu_matches_reference(dtype, gates, target, read, activation, residual,
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("keep", ["1", "0"])
-def test_gpu_walk_equals_triton_walk(keep, monkeypatch):
+@pytest.mark.parametrize("keep,exchange", [("1", "auto"), ("0", "auto"), ("1", "cluster")])
+def test_gpu_walk_equals_triton_walk(keep, exchange, monkeypatch):
     """Forward outputs and final states of the two walks agree to tf32 rounding; the backward
-    works from the CUDA walk's residuals and from its re-run (no residuals kept)."""
+    works from the CUDA walk's residuals and from its re-run (no residuals kept); both ways of
+    exchanging the partial sums (here "auto" is the cooperative launch: 16 CTAs fit any GPU)."""
+    monkeypatch.setenv("NESTED_KERNELS_MLP_CUDA_EXCHANGE", exchange)
     if keep == "0":
         monkeypatch.setenv("NESTED_KERNELS_MLP_BWD_BYTES", "0")
     x, st = walk_inputs()

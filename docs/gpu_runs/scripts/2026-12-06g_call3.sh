@@ -6,7 +6,6 @@
 # with chunk 64, walk vs Triton walk with both exchanges, refusals); (4) the ill-conditioned
 # configuration (self target without α) on triton in every dtype, now with tf32x3 products. Cut to the
 # device time left (548 s): the torch.compile test is not run.
-# Run on branch wip/mlp-walk-coop (the cooperative walk is not on main until these pass).
 . "$(dirname "$0")/lib.sh"
 MLP="python3 python/check_mlp_memory_triton.py --no-check --no-large --no-torch --cuda --variants="
 {

@@ -3,7 +3,6 @@
 # walk against the Triton walk (cooperative and cluster exchange, with and without kept residuals)
 # and the issue configuration against the float64 reference, then the timing at issue 4's shape
 # (cuda beside triton, no titans).
-# Run on branch wip/mlp-walk-coop (the cooperative walk is not on main until these pass).
 . "$(dirname "$0")/lib.sh"
 {
 fg build 100 python3 -m pip install -q --no-build-isolation --no-deps -e .

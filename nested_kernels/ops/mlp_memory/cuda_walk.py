@@ -1,9 +1,10 @@
 """The ``cuda`` backend of ``mlp_memory``: the ``triton`` backend with its sequential forward walk
 (``_fwd_kernel``) replaced by the CUDA kernel ``nested_kernels._C.mlp_memory_walk``
-(csrc/mlp_memory/walk.cu): one thread-block cluster of F / 64 CTAs per (sequence, head), each CTA
-owning 64 hidden units, the frozen errors and the partial outputs summed through distributed
-shared memory, products on the tensor cores (WMMA, operands rounded to nearest tf32 like the
-Triton default ``tf32r``). The prep rows, the residual layout and the backward (the Triton
+(csrc/mlp_memory/walk.cu): F / 64 CTAs per (sequence, head), each owning 64 hidden units (its W1 /
+W2 slices kept in shared memory), the frozen errors and the partial outputs summed across them —
+through a global scratch in a cooperative launch when all CTAs fit the GPU at once, else through
+distributed shared memory in thread-block clusters — products on the tensor cores (WMMA, operands
+rounded to nearest tf32 like the Triton default ``tf32r``). The prep rows, the residual layout and the backward (the Triton
 adjoint chain and the token gradients of ``tile_grads``) are the ``triton`` backend's, so the walk
 writes exactly what ``_fwd_kernel`` writes: outputs, final states, tile-start checkpoints, E and
 B Aᵀ rows. H100 2026-12-06f: correct where covered, but slower than the Triton walk (issue 4's
@@ -25,6 +26,7 @@ from typing import Optional
 import torch
 
 from ...core.backends import Backend
+from ...core.env import env_choice
 from ...core.extension import cuda_extension, cuda_extension_unavailable_reason, dtype_code
 from . import triton_backend as tb
 
@@ -68,6 +70,13 @@ def unsupported(inputs, cfg) -> Optional[str]:
     return None
 
 
+def exchange() -> str:
+    """NESTED_KERNELS_MLP_CUDA_EXCHANGE: how the CTAs of a (sequence, head) exchange their partial
+    sums — "auto" (default): a cooperative launch through a global scratch when all CTAs fit the
+    GPU at once, else thread-block clusters; "cluster": clusters always."""
+    return env_choice("NESTED_KERNELS_MLP_CUDA_EXCHANGE", "auto", ("auto", "cluster"))
+
+
 def run_walk(a, st: dict, pr: dict, *, o=None, chunk_out=None, saved=None) -> None:
     """``triton_backend._Args.run_forward``'s contract on the CUDA walk: the states ``st`` updated
     in place, outputs into ``o``, checkpoints, E and B Aᵀ rows into ``saved``. Every tile is a
@@ -77,6 +86,11 @@ def run_walk(a, st: dict, pr: dict, *, o=None, chunk_out=None, saved=None) -> No
     addr = lambda t: 0 if t is None else t.data_ptr()  # noqa: E731
     ptrs = dict(q=a.q, k=a.k, v=a.v, eta=a.eta, beta=a.beta, W1=st["W1"], W2=st["W2"], S1=st["S1"], S2=st["S2"],
                 o=o, tile_base=a.tile_base, **pr)
+    if exchange() == "auto":   # the cooperative launch's scratch and barrier counters (walk.h)
+        NH, ns = a.B * a.H, a.F // 64
+        scratch = torch.empty(3, NH, ns, a.C, 68, dtype=torch.float32, device=a.device)
+        ptrs.update(xp=scratch[0], xo=scratch[1], xba=scratch[2],
+                    sync=torch.empty(NH, dtype=torch.int32, device=a.device))
     if saved is not None:
         ptrs.update({"sv_" + n: saved.get(n) for n in ("W1", "W2", "S1", "S2", "E", "BA")})
     code = lambda t: dtype_code(torch.float32 if t is None else t.dtype)  # noqa: E731
