@@ -116,11 +116,12 @@ def main():
     # the registered op runs its backend below the dispatcher, where a dispatch mode is off: call the
     # torch backend's forward directly (autograd through it, as the op's torch backend does)
     api.OP = lambda cfg, **inputs: dict(zip(api.OUTPUTS, chunk.forward(inputs, cfg)))
-    print(f"{'gates':6s} {'target':9s} {'α range':10s} {'η, β ×':6s} {'tf32: outputs':>18s} {'tf32: gradients':>18s} "
-          f"{'exact, states ±2⁻¹¹':>22s} {'max|o| chunk 1 → 3':>20s}")
+    print(f"{'gates':6s} {'target':9s} {'α range':10s} {'η, β ×':6s} {'tf32: outputs':>18s} "
+          f"{'tf32: gradients':>18s} {'exact, states ±2⁻¹¹':>22s} {'max|o| chunk 1 → 3':>20s}")
     cases = [(g, "self", None, 1.0) for g in ("bm", "m", "b", "")] \
         + [("abm", "self", a, 1.0) for a in (0.8, 0.97, 0.99, 0.999)] \
-        + [("bm", "external", None, 1.0), ("abm", "external", 0.8, 1.0)] + [(g, "self", None, 0.3) for g in ("bm", "m", "b", "")]
+        + [("bm", "external", None, 1.0), ("abm", "external", 0.8, 1.0)] \
+        + [(g, "self", None, 0.3) for g in ("bm", "m", "b", "")]
     for gates, target, amin, steps in cases:
         x, st = make(B=2, T=192, H=2, K=32, V=32, F=64, gates=gates, init=True, seed=21)
         x["eta"] = x["eta"] * steps

@@ -14,7 +14,7 @@ import torch
 
 from nested_kernels.ops.mlp_memory import api, cuda_walk, mlp_memory
 from nested_kernels.testing import assert_run_close, rel_error, tolerance
-from test_mlp_memory_triton import REALISTIC, STEADY_ETA, make, realistic_inputs, run  # shared with the Triton backend's tests
+from test_mlp_memory_triton import REALISTIC, STEADY_ETA, make, realistic_inputs, run  # the Triton tests' data
 
 pytest.importorskip("triton")
 

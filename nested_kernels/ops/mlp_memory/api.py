@@ -158,8 +158,8 @@ def mlp_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.Ten
     ``precision``: the products of the kernel backends (triton, cuda). "auto": operands rounded to
     tf32 for bfloat16 / float16 inputs, float32-accurate (tf32x3) for float32 inputs; "float32":
     float32-accurate always (slower; for runaway dynamics, where tf32's rounding grows with the
-    outputs and the gradients miss SPEC §7: docs/semantics.md); "tf32": tf32 always (fastest). The reference and torch backends
-    compute in the inputs' precision whatever it says.
+    outputs and the gradients miss SPEC §7: docs/semantics.md); "tf32": tf32 always (fastest).
+    The reference and torch backends compute in the inputs' precision whatever it says.
     ``backend``: "auto", "reference", "torch", "triton" or "cuda" (see core.backends).
     """
     checks.check_option("precision", precision, PRECISIONS)
