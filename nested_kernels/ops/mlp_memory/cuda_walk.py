@@ -7,9 +7,10 @@ distributed shared memory in thread-block clusters — products on the tensor co
 rounded to nearest tf32 like the Triton default ``tf32r``). The prep rows, the residual layout
 and the backward (the Triton adjoint chain and the token gradients of ``tile_grads``) are the
 ``triton`` backend's, so the walk writes exactly what ``_fwd_kernel`` writes: outputs, final
-states, tile-start checkpoints, E and B Aᵀ rows. H100 2026-12-06h (issue 4's shape, cooperative exchange): forward 6.99 against the
-Triton walk's 7.78 ms, fwd+bwd 37.84 against 40.56 ms; ``auto`` takes triton first until the walk
-against the Triton walk has run on a GPU; docs/mlp_memory_triton.md ("CUDA forward walk").
+states, tile-start checkpoints, E and B Aᵀ rows. H100 2026-12-06h (issue 4's shape, cooperative
+exchange): forward 6.99 against the Triton walk's 7.78 ms, fwd+bwd 37.84 against 40.56 ms;
+``auto`` takes triton first until the walk against the Triton walk has run on a GPU;
+docs/mlp_memory_triton.md ("CUDA forward walk").
 
 Covered (else ``unsupported`` names why and ``auto`` moves on): an sm_90 GPU with the extension
 built and Triton importable, bfloat16 / float16 inputs, K = V ∈ {32, 64}, F ∈ {64, 128, 256, 512},
