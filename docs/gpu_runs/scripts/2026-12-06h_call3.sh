@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# 2026-12-06h call 3, on branch wip/h-coop (main + the cooperative CUDA walk): (1) build; (2) the CUDA
+# 2026-12-06h call 3, on main (the cooperative CUDA walk merged): (1) build; (2) the CUDA
 # walk against the Triton walk (cooperative with / without kept residuals, cluster) — call 2 ran out
 # of time in the first, it was compiling (KeyboardInterrupt printed), not hung; (3) the runaway case
 # with precision="float32" (bf16, fp32); (4) the realistic rows on bounded data (η ≤ 0.1), bf16.
