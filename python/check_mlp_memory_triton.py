@@ -233,7 +233,25 @@ def timing(args):
         for name, (t_f, t_fb) in results.items():
             if tri and name != "triton":
                 print(f"speed-up of triton over {name}: fwd {t_f / tri[0]:.1f}x, fwd+bwd {t_fb / tri[1]:.1f}x")
+        if "cuda" in results and tri:
+            worst = agreement(run_b("cuda"), run_b("triton"), leaves)
+            print(f"cuda against triton on these inputs (output and gradients, tf32 products both): worst "
+                  f"{worst[1]:.2e} ({worst[0]}; limit 1e-2)")
+            rows.append(dict(shape=(B, T, H, K, F, C), impl="cuda vs triton", worst=worst))
     return rows
+
+
+def agreement(f, g, leaves) -> tuple:
+    """(name, relative error) of the worst-agreeing of the output and the gradients of a fixed random
+    projection of it between ``f()`` and ``g()``."""
+    res = []
+    for fn in (f, g):
+        o = fn()
+        r = torch.randn(o.shape, generator=torch.Generator(device=o.device).manual_seed(7), device=o.device)
+        grads = torch.autograd.grad((o.float() * r).sum(), leaves, allow_unused=True)
+        res.append([("o", o)] + [(f"d{i}", d) for i, d in enumerate(grads) if d is not None])
+    errs = [(n, rel_error(a, b)) for (n, a), (_, b) in zip(*res)]
+    return max(errs, key=lambda e: e[1])
 
 
 def kernels():
@@ -253,7 +271,8 @@ def main():
                     help="float64 witness: the token loop (default) or the chunked torch backend")
     ap.add_argument("--no-torch", action="store_true", help="do not time the torch backend")
     ap.add_argument("--no-titans", action="store_true")
-    ap.add_argument("--cuda", action="store_true", help="also time the cuda backend (the CUDA forward walk)")
+    ap.add_argument("--cuda", action="store_true",
+                    help="also time the cuda backend (the CUDA forward walk) and compare it with triton there")
     ap.add_argument("--no-large", action="store_true", help="skip the K=V=128, F=512 timing")
     ap.add_argument("--only-large", action="store_true", help="time only K=V=128, F=512 (H4)")
     ap.add_argument("--B", type=int, default=4)
