@@ -1,10 +1,14 @@
-"""The GPU check programs' inputs (python/check_*.py) are meaningful: bounded dynamics."""
+"""The GPU checks' inputs (python/check_*.py, the verify command's GPU cases) are meaningful:
+bounded dynamics."""
 from __future__ import annotations
 
 import os
 import sys
 
+import pytest
 import torch
+
+from nested_kernels import cases
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
 import check_mlp_memory_triton as mlp_check  # noqa: E402
@@ -20,3 +24,19 @@ def test_mlp_memory_check_cases_stay_bounded():
         outs, _ = mlp_check.run("torch", x, st, torch.float64, dict(cfg), None if cu is None else torch.tensor(cu))
         largest = outs["o"].abs().max().item()
         assert largest <= 1e3, (name, largest)
+
+
+@pytest.mark.parametrize("op", cases.OPS)
+def test_verify_gpu_cases_stay_bounded(op):
+    """The GPU cases of ``python -m nested_kernels.verify`` keep every output finite and ≤ 1e3 in
+    float64 (the torch backend on the CPU, no gradients): the comparison with the reference means
+    something there."""
+    fn, backends = cases.load_op(op)
+    for case in cases.verification_cases(op, "cuda"):
+        t = cases.upcast(cases.make_inputs(case, "cpu", seed=0))
+        with torch.no_grad():
+            flat = cases.flatten_result(case, cases.call_op(fn, case, t, "torch"))
+        values = [v for v in flat.values() if v.is_floating_point() and v.numel()]
+        assert all(torch.isfinite(v).all() for v in values), str(case)
+        largest = max(v.abs().max().item() for v in values)
+        assert largest <= 1e3, (str(case), largest)
