@@ -92,11 +92,16 @@ CASES = [
 QUICK = [0, 1]
 
 
-def check_case(name, shape, gates, cfg, extra, dtype, ref_backend):
+def case_inputs(shape, gates, extra, device="cuda"):
+    """(inputs, initial state) of a CASES entry."""
     B, T, H, K, V = shape
     cu = extra.get("cu")
-    N = B if cu is None else len(cu) - 1
-    x, st = make(B, T, H, K, V, gates, N=N, resume=extra.get("resume"))
+    return make(B, T, H, K, V, gates, N=B if cu is None else len(cu) - 1, resume=extra.get("resume"), device=device)
+
+
+def check_case(name, shape, gates, cfg, extra, dtype, ref_backend):
+    cu = extra.get("cu")
+    x, st = case_inputs(shape, gates, extra)
     cu_t = None if cu is None else torch.tensor(cu, dtype=torch.int32, device="cuda")
     # the reference sees the same rounded inputs as the kernel
     xr = {n: None if t is None else t.to(dtype).to(F64) for n, t in x.items()}

@@ -11,6 +11,7 @@ import torch
 from nested_kernels import cases
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
+import check_linear_memory_triton as linear_check  # noqa: E402
 import check_mlp_memory_triton as mlp_check  # noqa: E402
 
 
@@ -22,6 +23,16 @@ def test_mlp_memory_check_cases_stay_bounded():
         x, st = mlp_check.case_inputs(shape, gates, extra, device="cpu")
         cu = extra.get("cu")
         outs, _ = mlp_check.run("torch", x, st, torch.float64, dict(cfg), None if cu is None else torch.tensor(cu))
+        largest = outs["o"].abs().max().item()
+        assert largest <= 1e3, (name, largest)
+
+
+def test_linear_memory_check_cases_stay_bounded():
+    """Likewise for check_linear_memory_triton.py (DGD with β ≤ α and η < 1 on unit keys: stable)."""
+    for name, shape, gates, cfg, extra in linear_check.CASES:
+        x, st = linear_check.case_inputs(shape, gates, extra, device="cpu")
+        cu = extra.get("cu")
+        outs, _ = linear_check.run("torch", x, st, torch.float64, dict(cfg), None if cu is None else torch.tensor(cu))
         largest = outs["o"].abs().max().item()
         assert largest <= 1e3, (name, largest)
 
