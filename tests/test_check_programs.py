@@ -15,24 +15,15 @@ import check_linear_memory_triton as linear_check  # noqa: E402
 import check_mlp_memory_triton as mlp_check  # noqa: E402
 
 
-def test_mlp_memory_check_cases_stay_bounded():
-    """Every case of check_mlp_memory_triton.py keeps |o| ≤ 1e3 in float64 (the torch backend on the
-    CPU): with η up to 0.1 and no α two of them ran away to 1e20 and NaN, where a comparison with
-    the reference says nothing (2026-12-06h)."""
-    for name, shape, gates, cfg, extra in mlp_check.CASES:
-        x, st = mlp_check.case_inputs(shape, gates, extra, device="cpu")
+@pytest.mark.parametrize("program", [mlp_check, linear_check], ids=["mlp_memory", "linear_memory"])
+def test_check_program_cases_stay_bounded(program):
+    """Every case of check_mlp_memory_triton.py / check_linear_memory_triton.py keeps |o| ≤ 1e3 in
+    float64 (the torch backend on the CPU): with η up to 0.1 and no α two mlp_memory cases ran away
+    to 1e20 and NaN, where a comparison with the reference says nothing (2026-12-06h)."""
+    for name, shape, gates, cfg, extra in program.CASES:
+        x, st = program.case_inputs(shape, gates, extra, device="cpu")
         cu = extra.get("cu")
-        outs, _ = mlp_check.run("torch", x, st, torch.float64, dict(cfg), None if cu is None else torch.tensor(cu))
-        largest = outs["o"].abs().max().item()
-        assert largest <= 1e3, (name, largest)
-
-
-def test_linear_memory_check_cases_stay_bounded():
-    """Likewise for check_linear_memory_triton.py (DGD with β ≤ α and η < 1 on unit keys: stable)."""
-    for name, shape, gates, cfg, extra in linear_check.CASES:
-        x, st = linear_check.case_inputs(shape, gates, extra, device="cpu")
-        cu = extra.get("cu")
-        outs, _ = linear_check.run("torch", x, st, torch.float64, dict(cfg), None if cu is None else torch.tensor(cu))
+        outs, _ = program.run("torch", x, st, torch.float64, dict(cfg), None if cu is None else torch.tensor(cu))
         largest = outs["o"].abs().max().item()
         assert largest <= 1e3, (name, largest)
 
