@@ -106,8 +106,9 @@ def _precision(dtype: torch.dtype, choice: str = "auto") -> tuple:
     (operands rounded to nearest tf32, one tf32 dot) for bfloat16 / float16 inputs, tf32x3 for
     float32; "float32" — tf32x3; "tf32" — tf32r; the gate products always tf32x3. "float32" is
     for runaway dynamics (docs/semantics.md, ``precision``): where the outputs grow by orders of
-    magnitude along the sequence, tf32's rounding grows with them (python/emulate_mlp_memory_
-    conditioning.py: gradient errors up to 2.9e-1 where |o| grows from 1e2 to 1e21 over 192 tokens).
+    magnitude along the sequence, tf32's rounding grows with them
+    (python/emulate_mlp_memory_conditioning.py: gradient errors up to 2.9e-1 where |o| grows from
+    1e2 to 1e21 over 192 tokens).
     tf32r: CPU emulation of rounded operands (python/emulate_mlp_memory_precision.py) 8.1e-4 /
     1.8e-3 worst error after T = 1000 / 4096 against SPEC §7's 2e-2 for 16-bit inputs; H100
     (2026-12-06b_call1) quick check 2.6e-3; 3.8× faster forward than tf32x3, whose operand copies
