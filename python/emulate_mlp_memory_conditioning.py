@@ -112,10 +112,34 @@ def growth(o: torch.Tensor) -> str:
     return f"{o[:, :64].abs().max().item():.1e} → {o[:, -64:].abs().max().item():.1e}"
 
 
-def main():
+def emulate(gates: str, target: str, amin, steps: float) -> tuple:
+    """(exact run, tf32-rounded run, exact run from nudged initial states) of one configuration on
+    the GPU tests' inputs (α ∈ [amin, 1] or none; η, β scaled by ``steps``)."""
+    x, st = make(B=2, T=192, H=2, K=32, V=32, F=64, gates=gates, init=True, seed=21)
+    x["eta"] = x["eta"] * steps
+    if x.get("beta") is not None:
+        x["beta"] = x["beta"] * steps
+    if amin is not None:
+        u = torch.rand(x["q"].shape[:3], generator=torch.Generator().manual_seed(3), dtype=F64)
+        x["log_alpha"] = (amin + (1 - amin) * u).log()
+    cfg = dict(chunk_size=64, target=target, read="after", activation="gelu")
     # the registered op runs its backend below the dispatcher, where a dispatch mode is off: call the
     # torch backend's forward directly (autograd through it, as the op's torch backend does)
+    registered = api.OP
     api.OP = lambda cfg, **inputs: dict(zip(api.OUTPUTS, chunk.forward(inputs, cfg)))
+    try:
+        ref = run(x, st, cfg)
+        with RoundedProducts(11):
+            tf = run(x, st, cfg)
+        g = torch.Generator().manual_seed(5)
+        nudged = run(x, {n: t * (1 + 2.0 ** -11 * torch.randn(t.shape, generator=g, dtype=t.dtype))
+                         for n, t in st.items()}, cfg)
+    finally:
+        api.OP = registered
+    return ref, tf, nudged
+
+
+def main():
     print(f"{'gates':6s} {'target':9s} {'α range':10s} {'η, β ×':6s} {'tf32: outputs':>18s} "
           f"{'tf32: gradients':>18s} {'exact, states ±2⁻¹¹':>22s} {'max|o| chunk 1 → 3':>20s}")
     cases = [(g, "self", None, 1.0) for g in ("bm", "m", "b", "")] \
@@ -123,20 +147,7 @@ def main():
         + [("bm", "external", None, 1.0), ("abm", "external", 0.8, 1.0)] \
         + [(g, "self", None, 0.3) for g in ("bm", "m", "b", "")]
     for gates, target, amin, steps in cases:
-        x, st = make(B=2, T=192, H=2, K=32, V=32, F=64, gates=gates, init=True, seed=21)
-        x["eta"] = x["eta"] * steps
-        if x.get("beta") is not None:
-            x["beta"] = x["beta"] * steps
-        if amin is not None:
-            u = torch.rand(x["q"].shape[:3], generator=torch.Generator().manual_seed(3), dtype=F64)
-            x["log_alpha"] = (amin + (1 - amin) * u).log()
-        cfg = dict(chunk_size=64, target=target, read="after", activation="gelu")
-        ref = run(x, st, cfg)
-        with RoundedProducts(11):
-            tf = run(x, st, cfg)
-        g = torch.Generator().manual_seed(5)
-        nudged = run(x, {n: t * (1 + 2.0 ** -11 * torch.randn(t.shape, generator=g, dtype=t.dtype))
-                         for n, t in st.items()}, cfg)
+        ref, tf, nudged = emulate(gates, target, amin, steps)
         alpha = "none" if amin is None else f"[{amin}, 1]"
         print(f"{gates or '-':6s} {target:9s} {alpha:10s} {steps:5.1f} {worst(tf, ref, False):>18s} "
               f"{worst(tf, ref, True):>18s} {worst(nudged, ref, True):>22s} {growth(ref['o']):>20s}", flush=True)
