@@ -206,6 +206,8 @@ PYBIND11_MODULE(_C, m) {
   m.attr("DTYPE_FLOAT32") = static_cast<int>(nk::DType::kFloat32);
   m.attr("DTYPE_BFLOAT16") = static_cast<int>(nk::DType::kBFloat16);
   m.attr("DTYPE_FLOAT16") = static_cast<int>(nk::DType::kFloat16);
+  m.attr("MLP_WALK_SLICE") = nk::kMlpWalkSlice;   // hidden units per CTA of mlp_memory_walk
+  m.attr("MLP_WALK_LD") = nk::kMlpWalkLd;         // last dim of its cooperative exchange scratch
 
   m.def("outer_update", &outer_update_py, py::call_guard<py::gil_scoped_release>(),
         py::arg("out"), py::arg("weight"), py::arg("left"), py::arg("right"), py::arg("eta"),
@@ -236,10 +238,13 @@ arguments and RuntimeError for CUDA errors. Use linear_memory_step(backend="cuda
 
   m.def("mlp_memory_walk", &mlp_memory_walk_py, py::arg("ptrs"), py::arg("dims"), py::arg("scale"),
         py::arg("stream"),
-        R"doc(The forward walk of mlp_memory over all tiles, one thread-block cluster per (sequence, head) (csrc/mlp_memory/walk.h).
+        R"doc(The forward walk of mlp_memory over all tiles, F / MLP_WALK_SLICE CTAs per (sequence, head):
+one cooperative launch when all fit the GPU and the scratch is given, else thread-block clusters
+(csrc/mlp_memory/walk.h).
 
 ptrs: dict of device addresses (q, k, v, eta, beta, W1, W2, S1, S2, pv, Ai, pk, qp, pm, qg, o,
-sv_W1, sv_W2, sv_S1, sv_S2, sv_E, sv_BA, tile_base; absent or 0: none); dims: dict of B, T, H, D,
+sv_W1, sv_W2, sv_S1, sv_S2, sv_E, sv_BA, tile_base, xp, xo, xba, sync; absent or 0: none; xp, xo,
+xba float32 [B*H, F / MLP_WALK_SLICE, C, MLP_WALK_LD], sync int32 [B*H]); dims: dict of B, T, H, D,
 F, C, act, residual, has_beta, has_mu, self_target, read, save, token_dtype, eta_dtype, beta_dtype.
 States are updated in place. Raises ValueError for bad arguments and RuntimeError for CUDA errors.
 Use mlp_memory(backend="cuda") from Python.)doc");

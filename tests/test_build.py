@@ -73,6 +73,7 @@ def test_extension_exports():
     ext = _extension_or_skip()
     assert callable(ext.outer_update) and callable(ext.linear_memory_step) and callable(ext.mlp_memory_walk)
     assert (ext.DTYPE_FLOAT32, ext.DTYPE_BFLOAT16, ext.DTYPE_FLOAT16) == (0, 1, 2)
+    assert (ext.MLP_WALK_SLICE, ext.MLP_WALK_LD) == (64, 68)     # sizes the walk's exchange scratch
     info = ext.build_info()
     for key in ("cuda_archs", "gencode", "nvcc_version", "cuda_runtime_compiled", "cuda_driver"):
         assert key in info, key

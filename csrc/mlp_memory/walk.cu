@@ -21,8 +21,8 @@ namespace cg = cooperative_groups;
 namespace wmma = nvcuda::wmma;
 
 constexpr int kThreads = 256;
-constexpr int kSlice = 64;             // hidden units per CTA
-constexpr int kLd = kSlice + 4;        // leading dimension of every shared buffer (padded: banks)
+constexpr int kSlice = kMlpWalkSlice;  // hidden units per CTA
+constexpr int kLd = kMlpWalkLd;        // leading dimension of every shared buffer (padded: banks)
 constexpr int kPv = 8;                 // columns of the pv prep rows
 enum Pv { kG = 0, kGp = 1, kNu = 2, kNup = 3, kM = 4, kPhiL = 5, kGL = 6, kDL = 7 };
 

@@ -27,7 +27,8 @@
 //   sv1, svs1      : [tiles, H, D, F] tile-start checkpoints (save); sv2, svs2 [tiles, H, F, D]
 //   sv_e           : [rows, H, D]    frozen errors (save); sv_ba [rows, H, C] B Aᵀ (save, reads ≠ chunk)
 //   tile_base      : [N] int64       first global tile of each sequence (save)
-//   xp, xo, xba    : [B·H, F/64, C, 68] float32 scratch, sync [B·H] uint32 (cooperative launch)
+//   xp, xo, xba    : [B·H, F / kMlpWalkSlice, C, kMlpWalkLd] float32 scratch, sync [B·H] uint32
+//                    (cooperative launch)
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -35,6 +36,9 @@
 #include "common/dtypes.h"
 
 namespace nk {
+
+constexpr int kMlpWalkSlice = 64;                 // hidden units per CTA
+constexpr int kMlpWalkLd = kMlpWalkSlice + 4;     // leading dimension of the shared buffers and the scratch
 
 struct MlpWalkParams {
   const void* q = nullptr;
@@ -61,7 +65,7 @@ struct MlpWalkParams {
   float* sv_e = nullptr;
   float* sv_ba = nullptr;
   const long long* tile_base = nullptr;
-  float* xp = nullptr;          // cooperative exchange scratch, each [B·H, F / 64, C, 68] (null: clusters only)
+  float* xp = nullptr;          // cooperative exchange scratch (shape above; null: clusters only)
   float* xo = nullptr;
   float* xba = nullptr;
   unsigned* sync = nullptr;     // [B·H] barrier counters (zeroed by the launcher)

@@ -88,8 +88,8 @@ def run_walk(a, st: dict, pr: dict, *, o=None, chunk_out=None, saved=None) -> No
     ptrs = dict(q=a.q, k=a.k, v=a.v, eta=a.eta, beta=a.beta, W1=st["W1"], W2=st["W2"], S1=st["S1"], S2=st["S2"],
                 o=o, tile_base=a.tile_base, **pr)
     if exchange() == "auto":   # the cooperative launch's scratch and barrier counters (walk.h)
-        NH, ns = a.B * a.H, a.F // 64
-        scratch = torch.empty(3, NH, ns, a.C, 68, dtype=torch.float32, device=a.device)
+        NH, ns = a.B * a.H, a.F // ext.MLP_WALK_SLICE
+        scratch = torch.empty(3, NH, ns, a.C, ext.MLP_WALK_LD, dtype=torch.float32, device=a.device)
         ptrs.update(xp=scratch[0], xo=scratch[1], xba=scratch[2],
                     sync=torch.empty(NH, dtype=torch.int32, device=a.device))
     if saved is not None:
