@@ -27,7 +27,7 @@ from nested_kernels import linear_memory, mlp_memory  # noqa: E402
 from nested_kernels.ops.linear_memory import api as lm_api, chunk as lm_chunk  # noqa: E402
 from nested_kernels.ops.mlp_memory import api, chunk  # noqa: E402
 from nested_kernels.testing import linear_memory_draw, rel_error  # noqa: E402
-from test_mlp_memory_triton import make  # noqa: E402  (the GPU tests' inputs)
+from test_mlp_memory_triton import runaway_inputs  # noqa: E402  (the GPU tests' inputs)
 
 F64 = torch.float64
 ATEN = torch.ops.aten
@@ -115,7 +115,7 @@ def growth(o: torch.Tensor) -> str:
 def emulate(gates: str, target: str, amin, steps: float) -> tuple:
     """(exact run, tf32-rounded run, exact run from nudged initial states) of one configuration on
     the GPU tests' inputs (α ∈ [amin, 1] or none; η, β scaled by ``steps``)."""
-    x, st = make(B=2, T=192, H=2, K=32, V=32, F=64, gates=gates, init=True, seed=21)
+    x, st = runaway_inputs(gates)
     x["eta"] = x["eta"] * steps
     if x.get("beta") is not None:
         x["beta"] = x["beta"] * steps

@@ -14,7 +14,8 @@ import torch
 
 from nested_kernels.ops.mlp_memory import api, cuda_walk, mlp_memory
 from nested_kernels.testing import assert_run_close, rel_error, tolerance
-from test_mlp_memory_triton import REALISTIC, STEADY_ETA, make, realistic_inputs, run  # the Triton tests' data
+from test_mlp_memory_triton import (ARGS, REALISTIC, STEADY_ETA, make, realistic_inputs,  # the Triton tests' data
+                                    run, runaway_inputs)
 
 pytest.importorskip("triton")
 
@@ -97,7 +98,7 @@ def walk_inputs():
 
 def largest_output(x, st, **cfg) -> float:
     """max |o| of the float64 torch backend on these inputs."""
-    o, _ = mlp_memory(*[x[n] for n in ("q", "k", "v", "eta", "w1", "w2", "log_alpha", "beta", "mu")],
+    o, _ = mlp_memory(*[x[n] for n in ARGS],
                       initial_state=(st["W1"], st["W2"], st.get("S1"), st.get("S2")), backend="torch", **cfg)
     return o.abs().max().item()
 
@@ -112,7 +113,7 @@ def test_gpu_data_stay_bounded():
     cases.append((walk_inputs(), dict(chunk_size=64, target="self", read="after")))
     for (x, st), cfg in cases:
         assert largest_output(x, st, **cfg) <= 1e3, cfg
-    x, st = make(B=2, T=192, H=2, K=32, V=32, F=64, gates="bm", init=True, seed=21)   # η up to 0.3
+    x, st = runaway_inputs()
     assert largest_output(x, st, chunk_size=64, target="self", read="after") > 1e15     # the runaway case
 
 
