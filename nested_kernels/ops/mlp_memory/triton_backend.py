@@ -144,10 +144,10 @@ def _tokens_precision(prec: str, dtype: torch.dtype) -> str:
     """Operand precision of the split backward's PART 2 and 3 (token and gate gradients, read
     chunk's dq): NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION; default bf16 for bfloat16 inputs on
     the GPU unless NESTED_KERNELS_MLP_TRITON_PRECISION chose the operands or ``prec`` is not tf32r
-    (precision="float32"), else ``prec`` (the other parts'). Their errors do not
-    travel along the tile chain (PART 1 carries the weight adjoints), which is what made bf16
-    operands everywhere miss the bound (emulated 1.8e-2 at T = 4096). H100 2026-12-06c call 1 (issue shape, bf16): quick check
-    4.1e-3 / 4.3e-3 (bound 2e-2), fwd+bwd 61.1 ms against 66.1 with tf32r token parts. float16
+    (precision="float32"), else ``prec`` (the other parts'). Their errors do not travel along the
+    tile chain (PART 1 carries the weight adjoints), which is what made bf16 operands everywhere
+    miss the bound (emulated 1.8e-2 at T = 4096). H100 2026-12-06c call 1 (issue shape, bf16):
+    quick check 4.1e-3 / 4.3e-3 (bound 2e-2), fwd+bwd 61.1 ms against 66.1 with tf32r token parts. float16
     inputs keep ``prec``: fp16 operands flush the decayed states (``_precision``)."""
     env = _operand_env("NESTED_KERNELS_MLP_TRITON_TOKENS_PRECISION")
     if env:
