@@ -45,6 +45,9 @@ def test_exchange_knob(monkeypatch):
 def test_auto_order_takes_cuda_where_the_walk_runs_in_one_round(monkeypatch):
     """auto: cuda first where the walk's (F / 64)·B·H CTAs fit one per SM, else triton first."""
     from types import SimpleNamespace as NS
+    from nested_kernels.core.extension import cuda_extension_unavailable_reason
+    if cuda_extension_unavailable_reason() is not None:
+        pytest.skip(cuda_extension_unavailable_reason())
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: NS(multi_processor_count=132))
     gpu = lambda B, H, F: dict(q=NS(device=torch.device("cuda", 0), shape=(B, 64, H, 64)),  # noqa: E731
                                w1=NS(shape=(H, 64, F)))

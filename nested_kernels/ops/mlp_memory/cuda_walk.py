@@ -37,13 +37,13 @@ CHUNKS = (16, 32, 64)
 
 
 def one_round(inputs) -> bool:
-    """Whether the walk's (F / 64)·B·H CTAs fit a CUDA device at once, one per SM (so that it runs
-    as one cooperative launch rather than clusters in rounds; walk.cu's ``fits_cooperative``
-    decides the launch exactly)."""
+    """Whether the walk's (F / MLP_WALK_SLICE)·B·H CTAs fit a CUDA device at once, one per SM (so
+    that it runs as one cooperative launch rather than clusters in rounds; walk.cu's
+    ``fits_cooperative`` decides the launch exactly). False without CUDA tensors or the extension."""
     q, w1 = inputs["q"], inputs["w1"]
-    if q.device.type != "cuda":
+    if q.device.type != "cuda" or cuda_extension_unavailable_reason() is not None:
         return False
-    ctas = w1.shape[-1] // 64 * q.shape[0] * q.shape[2]
+    ctas = w1.shape[-1] // cuda_extension().MLP_WALK_SLICE * q.shape[0] * q.shape[2]
     return ctas <= torch.cuda.get_device_properties(q.device).multi_processor_count
 
 
