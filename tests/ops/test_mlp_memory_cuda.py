@@ -42,8 +42,22 @@ def test_exchange_knob(monkeypatch):
         cuda_walk.exchange()
 
 
+def test_auto_order_takes_cuda_where_the_walk_runs_in_one_round(monkeypatch):
+    """auto: cuda first where the walk's (F / 64)·B·H CTAs fit one per SM, else triton first."""
+    from types import SimpleNamespace as NS
+    from nested_kernels.core.extension import cuda_extension_unavailable_reason
+    if cuda_extension_unavailable_reason() is not None:
+        pytest.skip(cuda_extension_unavailable_reason())
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: NS(multi_processor_count=132))
+    gpu = lambda B, H, F: dict(q=NS(device=torch.device("cuda", 0), shape=(B, 64, H, 64)),  # noqa: E731
+                               w1=NS(shape=(H, 64, F)))
+    assert api.auto_order(gpu(4, 8, 256))[0] == "cuda"          # issue 4's shape: 128 CTAs
+    assert api.auto_order(gpu(4, 8, 512))[0] == "triton"        # 256 CTAs: clusters in rounds
+    assert api.auto_order(inputs())[0] == "triton"              # CPU tensors
+
+
 def test_registered_and_not_auto_on_cpu():
-    assert "cuda" in api.BACKENDS and api.AUTO_ORDER[0] == "triton"
+    assert "cuda" in api.BACKENDS
     why = cuda_walk.unsupported(inputs(), cfg())
     assert "CUDA tensors" in why
     x, _ = make(B=1, T=16, H=1, K=16, V=16, F=32)

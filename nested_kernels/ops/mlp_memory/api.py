@@ -6,7 +6,7 @@ from typing import Optional, Union
 import torch
 
 from ...core import checks
-from ...core.backends import TRITON_FIRST, Backend, select_backend
+from ...core.backends import AUTO_ORDER, TRITON_FIRST, Backend, select_backend
 from ...core.custom_op import OpSpec, StepSpec
 from ...core.sequences import num_sequences
 from ...core.step_backend import with_state
@@ -43,12 +43,18 @@ BACKENDS = {"reference": Backend(reference.forward), "torch": Backend(chunk.forw
 try:  # Triton kernels; triton itself is imported only when they first run
     from .triton_backend import BACKEND as _TRITON_BACKEND, keeps_residuals
     BACKENDS["triton"] = _TRITON_BACKEND
-    from .cuda_walk import BACKEND as _CUDA_BACKEND     # the triton backend with a CUDA forward walk
-    BACKENDS["cuda"] = _CUDA_BACKEND
+    from . import cuda_walk as _CUDA_WALK               # the triton backend with a CUDA forward walk
+    BACKENDS["cuda"] = _CUDA_WALK.BACKEND
 except ImportError:  # pragma: no cover
     keeps_residuals = None
-# "auto": the CUDA forward walk is slower than the Triton one (H100 2026-12-06f, docs/mlp_memory_triton.md)
-AUTO_ORDER = TRITON_FIRST
+
+
+def auto_order(inputs) -> tuple:
+    """``backend="auto"``'s order: cuda first where its forward walk runs as one cooperative round
+    (``cuda_walk.one_round``; H100 2026-12-06h at issue 4's shape: forward 6.99 against 7.78 ms,
+    fwd+bwd 37.84 against 40.56), else triton first (the cluster walk, in several rounds, was
+    slower: 14.46 against 7.94 ms, 2026-12-06f; docs/mlp_memory_triton.md "CUDA forward walk")."""
+    return AUTO_ORDER if "cuda" in BACKENDS and _CUDA_WALK.one_round(inputs) else TRITON_FIRST
 # residual output: the Triton backend's checkpoints and per-token rows, reused by its backward
 OP = OpSpec("mlp_memory", INPUTS, OUTPUTS, _fake, BACKENDS, residuals=("saved",))
 
@@ -173,7 +179,7 @@ def mlp_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.Ten
     cfg = dict(chunk_size=chunk_size, target=target, read=read, scale=float(scale),
                activation=activation, residual=residual, output_final_state=bool(output_final_state),
                precision=precision)
-    cfg["backend"] = select_backend("mlp_memory", backend, BACKENDS, device, inputs, cfg, AUTO_ORDER)
+    cfg["backend"] = select_backend("mlp_memory", backend, BACKENDS, device, inputs, cfg, auto_order(inputs))
     if cfg["backend"] in ("triton", "cuda"):      # decided here, so that the fake forward's shapes agree
         cfg["keep_residuals"] = keeps_residuals(inputs, cfg)
     out = OP(cfg, **inputs)

@@ -9,7 +9,7 @@ and the backward (the Triton adjoint chain and the token gradients of ``tile_gra
 ``triton`` backend's, so the walk writes exactly what ``_fwd_kernel`` writes: outputs, final
 states, tile-start checkpoints, E and B Aᵀ rows. H100 2026-12-06h (issue 4's shape, cooperative
 exchange): forward 6.99 against the Triton walk's 7.78 ms, fwd+bwd 37.84 against 40.56 ms;
-``auto`` takes triton first until the walk against the Triton walk has run on a GPU;
+``auto`` takes it first where the walk runs in one cooperative round (``one_round``, ``api.auto_order``);
 docs/mlp_memory_triton.md ("CUDA forward walk").
 
 Covered (else ``unsupported`` names why and ``auto`` moves on): an sm_90 GPU with the extension
@@ -34,6 +34,17 @@ from . import triton_backend as tb
 DIMS = (32, 64)
 HIDDEN = (64, 128, 256, 512)
 CHUNKS = (16, 32, 64)
+
+
+def one_round(inputs) -> bool:
+    """Whether the walk's (F / MLP_WALK_SLICE)·B·H CTAs fit a CUDA device at once, one per SM (so
+    that it runs as one cooperative launch rather than clusters in rounds; walk.cu's
+    ``fits_cooperative`` decides the launch exactly). False without CUDA tensors or the extension."""
+    q, w1 = inputs["q"], inputs["w1"]
+    if q.device.type != "cuda" or cuda_extension_unavailable_reason() is not None:
+        return False
+    ctas = w1.shape[-1] // cuda_extension().MLP_WALK_SLICE * q.shape[0] * q.shape[2]
+    return ctas <= torch.cuda.get_device_properties(q.device).multi_processor_count
 
 
 def unsupported(inputs, cfg) -> Optional[str]:
