@@ -44,7 +44,7 @@ import triton
 import triton.language as tl
 
 from ...core.triton_helpers import gate_grads, mm, row_of, seq_bounds, sum2, tile_gates
-from .triton_fwd import _load_rows, _tile_rows, plain_x_rows
+from .triton_fwd import _load_rows, _tile_frame, plain_x_rows
 
 NSUM = tl.constexpr(12)     # row sums per token handed from _grad_dk_kernel to _grad_nn_rows_kernel (ROWS)
 
@@ -365,17 +365,9 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
     EXACT (chunk_size 1, external targets): RHS = γ_prev K M0 + ν_prev K S0 + P (ηV), R = (I + A)⁻¹
     RHS, W = −η(R − V) with A = strict(KKᵀ) ⊙ (Γ_prev β + Φ_prev η): dR gains −η dW, ZP = dRHS (ηV)ᵀ,
     Pᵀ dRHS goes to v and η instead of W, and dA also feeds Φ_prev and η."""
-    i_g = tl.program_id(0)
-    i_h = tl.program_id(1)
-    i_n, row0, s, e, resumed = _tile_rows(tile_seq, tile_idx, cu, pos, i_g, T, BT, IS_VARLEN, HAS_POS)
-    rt = tl.arange(0, BT)
+    i_g, i_h, i_n, s, e, resumed, rt, mt, grow, lower, strict, sel = _tile_frame(tile_seq, tile_idx, cu, pos, T, H,
+                                                                                BT, IS_VARLEN, HAS_POS)
     rk = tl.arange(0, K)
-    tok = s + rt
-    mt = tok < e
-    grow = (row0 + tok).to(tl.int64) * H + i_h
-    lower = rt[:, None] >= rt[None, :]
-    strict = rt[:, None] > rt[None, :]
-    sel = rt == (e - s - 1)
     sbase = (i_g.to(tl.int64) * H + i_h) * K * V
     fbase = (i_n.to(tl.int64) * H + i_h) * K * V
 
@@ -683,17 +675,9 @@ def _grad_nn_rows_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, tile_seq, tile_
     Z2 = dO Wᵀ, Z1 = dO Uᵀ, ZA = dRHS Rᵀ, ZP = dRHS Wpᵀ (Wp = W, or ηV for EXACT) — then, as in
     ``_grad_tile``, dη, d log α, dβ, dμ, and the QKᵀ/KKᵀ shares added to dq, dk (float32) BKQ
     columns at a time."""
-    i_g = tl.program_id(0)
-    i_h = tl.program_id(1)
-    i_n, row0, s, e, resumed = _tile_rows(tile_seq, tile_idx, cu, pos, i_g, T, BT, IS_VARLEN, HAS_POS)
-    rt = tl.arange(0, BT)
+    i_g, i_h, i_n, s, e, resumed, rt, mt, grow, lower, strict, sel = _tile_frame(tile_seq, tile_idx, cu, pos, T, H,
+                                                                                BT, IS_VARLEN, HAS_POS)
     rk = tl.arange(0, K)
-    tok = s + rt
-    mt = tok < e
-    grow = (row0 + tok).to(tl.int64) * H + i_h
-    lower = rt[:, None] >= rt[None, :]
-    strict = rt[:, None] > rt[None, :]
-    sel = rt == (e - s - 1)
     et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
 
     Z2 = tl.zeros([BT, BT], dtype=tl.float32)

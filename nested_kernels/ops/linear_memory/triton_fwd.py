@@ -62,6 +62,25 @@ def _tile_rows(tile_seq, tile_idx, cu, pos, i_g, T, BT: tl.constexpr, IS_VARLEN:
 
 
 @triton.jit
+def _tile_frame(tile_seq, tile_idx, cu, pos, T, H, BT: tl.constexpr, IS_VARLEN: tl.constexpr,
+                HAS_POS: tl.constexpr):
+    """The frame of a tile-parallel program (grid (tiles, H)): its tile and head, ``_tile_rows``,
+    and over the tile's BT slots rt the row mask mt, the flat rows grow (row·H + head), the
+    lower / strict triangles and the last row sel."""
+    i_g = tl.program_id(0)
+    i_h = tl.program_id(1)
+    i_n, row0, s, e, resumed = _tile_rows(tile_seq, tile_idx, cu, pos, i_g, T, BT, IS_VARLEN, HAS_POS)
+    rt = tl.arange(0, BT)
+    tok = s + rt
+    mt = tok < e
+    grow = (row0 + tok).to(tl.int64) * H + i_h
+    lower = rt[:, None] >= rt[None, :]
+    strict = rt[:, None] > rt[None, :]
+    sel = rt == (e - s - 1)
+    return i_g, i_h, i_n, s, e, resumed, rt, mt, grow, lower, strict, sel
+
+
+@triton.jit
 def _load_rows(ptr, grow, cols, mt, WIDTH: tl.constexpr):
     """Rows ``grow`` (flat row·H + head), columns ``cols`` of a [B·T, H, WIDTH] tensor, as float32."""
     return tl.load(ptr + grow[:, None] * WIDTH + cols[None, :], mask=mt[:, None], other=0.0).to(tl.float32)
@@ -101,17 +120,9 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
     now depends on S0 too: Wz = −diag(η) Zr (Xz gains diag(Φ[n]) Wz, Qz gains (QKᵀ⊙Φ_m) Wz and
     Yz = diag(D[n]) Wz is a new factor); ur = (I + A)⁻¹ P diag(η) V, uw = diag(η)(V − ur); the rest
     of the formulas are unchanged."""
-    i_g = tl.program_id(0)
-    i_h = tl.program_id(1)
-    i_n, row0, s, e, resumed = _tile_rows(tile_seq, tile_idx, cu, pos, i_g, T, BT, IS_VARLEN, HAS_POS)
-    rt = tl.arange(0, BT)
+    i_g, i_h, i_n, s, e, resumed, rt, mt, grow, lower, strict, sel = _tile_frame(tile_seq, tile_idx, cu, pos, T, H,
+                                                                                BT, IS_VARLEN, HAS_POS)
     rk = tl.arange(0, K)
-    tok = s + rt
-    mt = tok < e
-    grow = (row0 + tok).to(tl.int64) * H + i_h
-    lower = rt[:, None] >= rt[None, :]
-    strict = rt[:, None] > rt[None, :]
-    sel = rt == (e - s - 1)
     empty = (e - s - 1 < 0).to(tl.float32)
 
     et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
