@@ -186,7 +186,9 @@ def residuals(inputs, cfg) -> tuple:
 
 
 def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
-    """num_warps of ``kernel`` ("prep", "state": both sequential kernels, "out" or "grad"):
+    """num_warps of ``kernel`` ("prep", "state": both sequential kernels, "out", "grad" or
+    "grad_nn_rows": 8 above 32 tokens, sm_90 probe only — spill stores 5880 → 3462 B per thread,
+    α+β+μ C64 K=V=128 bf16, 2026-12-06i):
     NESTED_KERNELS_LM_TRITON_WARPS_<KERNEL> if set, else NESTED_KERNELS_LM_TRITON_WARPS, else 4 for
     tiles of at most 32 tokens; above, 4 for the prep and sequential kernels and for the gradient
     kernel of ``heavy`` tiles (β or μ), 8 for the rest. H100 sweeps 2026-11-26c (B4 T4096 H16
@@ -197,6 +199,8 @@ def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
         getenv("NESTED_KERNELS_LM_TRITON_WARPS")
     if env:
         return int(env)
+    if kernel == "grad_nn_rows":    # no K-wide chain: only the n×n live set, halved by 8 warps
+        return 8 if BT > 32 else 4
     return 8 if BT > 32 and kernel in ("out", "grad") and not (kernel == "grad" and heavy) else 4
 
 
@@ -500,7 +504,8 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
             _grad_nn_rows_kernel[(a.n_tiles, a.H)](
                 a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.tile_seq, a.tile_idx, a.cu, a.pos, dO, rows, sums,
                 dq, dk, deta, dla, dbeta, dmu, a.T, a.H, a.scale, K=a.K, V=a.V, BT=a.BT, BV=a.BV_GRAD, BKQ=min(a.K, 32),
-                HAS_ALPHA=a.la is not None, PREC=a.prec, READ=a.read, **_launch_options(grad_warps), **a.flags)
+                HAS_ALPHA=a.la is not None, PREC=a.prec, READ=a.read, **_launch_options(_warps(a.BT, "grad_nn_rows")),
+                **a.flags)
 
 
 def _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
