@@ -11,6 +11,8 @@ integer specialisation: T = 256, H = 16 stand for the issue shape (T = 4096, H =
     python python/compile_linear_memory_triton.py [--gates abm --target self --read before
         --C 64 --K 128 --V 128 --dtype bf16 --resume --mma v2|mixed|auto]
     python python/compile_linear_memory_triton.py --sweep [--jobs 2] [--cache /tmp/lm_probe.json]
+    python python/compile_linear_memory_triton.py --gates abm --instructions /tmp/ptx_a   # then, on another tree,
+        ... --instructions /tmp/ptx_b && diff -r /tmp/ptx_a /tmp/ptx_b   # same instructions?
 
 ``--sweep`` covers every configuration the backend accepts at K = 128 (V = 128, and V = 64 for
 external targets): gates none/a/b/m/ab/am/bm/abm × target × read × C ∈ {1 (external only), 16, 32, 64, 128} ×
@@ -26,6 +28,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
@@ -171,6 +174,19 @@ def compile_desc(d):
         return dict(error=f"{type(e).__name__}: {str(e)[:500]}")
 
 
+def instructions(d) -> str:
+    """The sm_90 PTX instructions of one description as a sorted multiset: debug sections,
+    comments and parameter declarations dropped, register numbers and labels normalised — equal
+    for two source trees when a refactor only reordered or renamed (order is not compared)."""
+    os.environ.pop("DISABLE_MMA_V3", None) if d["mma"] != "v2" else os.environ.update(DISABLE_MMA_V3="1")
+    opts = {k: v for k, v in d["opts"].items() if k != "ptx_options"}
+    ptx = compile_sm90(KERNELS[d["name"]], d["sig"], d["const"], opts, d["attrs"]).asm["ptx"]
+    body = ptx.split("\t.section")[0].splitlines()
+    keep = (re.sub(r"_param_\d+", "_param_N", re.sub(r"%[a-z]+\d+", "%R", re.sub(r"\$L__\w+", "L", line)))
+            for line in body if not re.match(r"\s*(\.loc|\.file|//|\.param|\$L__\w+:)", line))
+    return "\n".join(sorted(line for line in keep if line.strip())) + "\n"
+
+
 def verdict(r):
     if "error" in r:
         return "ERROR"
@@ -250,6 +266,8 @@ def main():
     ap.add_argument("--sweep-dtypes", default="bf16,fp16,fp32")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--cache", default=None, help="JSON file of compiled variants, reused across runs")
+    ap.add_argument("--instructions", default=None, metavar="DIR",
+                    help="also write each kernel's sorted PTX instructions to DIR (one configuration)")
     args = ap.parse_args()
     env = dict(e.split("=", 1) for e in args.env)
     if args.mma:
@@ -289,6 +307,11 @@ def main():
             print(label(cfg))
             for d, r in rows:
                 print(f"  {d['name']:22s} {d['mma']} warps {d['opts'].get('num_warps')} {fmt(r)}  {verdict(r)}")
+    if args.instructions and not args.sweep:
+        os.makedirs(args.instructions, exist_ok=True)
+        for i, d in enumerate(per_cfg[0][1]):
+            with open(os.path.join(args.instructions, f"{i:02d}{d['name']}.txt"), "w") as fh:
+                fh.write(instructions(d))
     if args.sweep:
         print("\nworst per kernel over the sweep:")
         for n, w in worst.items():
