@@ -319,6 +319,37 @@ def _nn_adjoints(q, k, la_ptr, beta_ptr, mu_ptr, deta, dbeta, grow, mt, rt, rk, 
 
 
 @triton.jit
+def _store_row_sums(sums, grow, mt, r_phi, r_g, r_d, da, db, dbt, dgp_s, dnup_s, deta_v, dg, dnu, dm):
+    """ROWS: a tile's row sums (``_nn_adjoints``' arguments of that name, in its order; dg, dnu, dm
+    the tile-end scalars on the last row, 0 elsewhere) into sums [B·T·H, NSUM] at rows ``grow``."""
+    sb = sums + grow * NSUM
+    tl.store(sb, r_phi, mask=mt)
+    tl.store(sb + 1, r_g, mask=mt)
+    tl.store(sb + 2, r_d, mask=mt)
+    tl.store(sb + 3, da, mask=mt)
+    tl.store(sb + 4, db, mask=mt)
+    tl.store(sb + 5, dbt, mask=mt)
+    tl.store(sb + 6, dgp_s, mask=mt)
+    tl.store(sb + 7, dnup_s, mask=mt)
+    tl.store(sb + 8, deta_v, mask=mt)
+    tl.store(sb + 9, dg, mask=mt)
+    tl.store(sb + 10, dnu, mask=mt)
+    tl.store(sb + 11, dm, mask=mt)
+
+
+@triton.jit
+def _load_row_sums(sums, grow, mt):
+    """The row sums ``_store_row_sums`` stored, in the same order."""
+    sb = sums + grow * NSUM
+    return (tl.load(sb, mask=mt, other=0.0), tl.load(sb + 1, mask=mt, other=0.0), tl.load(sb + 2, mask=mt, other=0.0),
+            tl.load(sb + 3, mask=mt, other=0.0), tl.load(sb + 4, mask=mt, other=0.0),
+            tl.load(sb + 5, mask=mt, other=0.0), tl.load(sb + 6, mask=mt, other=0.0),
+            tl.load(sb + 7, mask=mt, other=0.0), tl.load(sb + 8, mask=mt, other=0.0),
+            tl.load(sb + 9, mask=mt, other=0.0), tl.load(sb + 10, mask=mt, other=0.0),
+            tl.load(sb + 11, mask=mt, other=0.0))
+
+
+@triton.jit
 def _store_gate_grads(dla, dmu, grow, mt, lower, strict, G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip,
                       dg, dgp, dnu, dnup, dm, dD, HAS_ALPHA: tl.constexpr, HAS_MU: tl.constexpr,
                       PREC: tl.constexpr):
@@ -561,20 +592,9 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
             dK += dEF
             tl.store(dv + grow[:, None] * K + rk[None, :], -dEF, mask=mt[:, None])
 
-    if ROWS:        # the row sums, for _grad_nn_rows_kernel (tile-end scalars on the last row)
-        sb = sums + grow * NSUM
-        tl.store(sb, deta_v, mask=mt)
-        tl.store(sb + 1, r_phi, mask=mt)
-        tl.store(sb + 2, r_g, mask=mt)
-        tl.store(sb + 3, r_d, mask=mt)
-        tl.store(sb + 4, da, mask=mt)
-        tl.store(sb + 5, db, mask=mt)
-        tl.store(sb + 6, dbt, mask=mt)
-        tl.store(sb + 7, dgp_s, mask=mt)
-        tl.store(sb + 8, dnup_s, mask=mt)
-        tl.store(sb + 9, tl.where(sel, dg_n, 0.0), mask=mt)
-        tl.store(sb + 10, tl.where(sel, dnu_n, 0.0), mask=mt)
-        tl.store(sb + 11, tl.where(sel, dm_n, 0.0), mask=mt)
+    if ROWS:        # the row sums, for _grad_nn_rows_kernel
+        _store_row_sums(sums, grow, mt, r_phi, r_g, r_d, da, db, dbt, dgp_s, dnup_s, deta_v,
+                        tl.where(sel, dg_n, 0.0), tl.where(sel, dnu_n, 0.0), tl.where(sel, dm_n, 0.0))
 
     if NN:
         G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup, dm, dD, dQK, dKS, kx, qx = _nn_adjoints(
@@ -700,16 +720,11 @@ def _grad_nn_rows_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, tile_seq, tile_
                 W = et[:, None] * _load_rows(v, grow, rv, mt, V)
             ZP += mm(dRHS, tl.trans(W), PREC)
 
-    sb = sums + grow * NSUM
+    r_phi, r_g, r_d, da, db, dbt, dgp_s, dnup_s, deta_v, dg, dnu, dm = _load_row_sums(sums, grow, mt)
     # (keys and queries reloaded below in column blocks: the whole rows would stay live, registers)
     G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup, dm, dD, dQK, dKS, _, _ = _nn_adjoints(
         q, k, la_ptr, beta_ptr, mu_ptr, deta, dbeta, grow, mt, rt, rk, sel, lower, strict, scale, et,
-        Z2, Z1, ZA, ZP, tl.load(sb + 1, mask=mt, other=0.0), tl.load(sb + 2, mask=mt, other=0.0),
-        tl.load(sb + 3, mask=mt, other=0.0), tl.load(sb + 4, mask=mt, other=0.0),
-        tl.load(sb + 5, mask=mt, other=0.0), tl.load(sb + 6, mask=mt, other=0.0),
-        tl.load(sb + 7, mask=mt, other=0.0), tl.load(sb + 8, mask=mt, other=0.0),
-        tl.load(sb, mask=mt, other=0.0), tl.load(sb + 9, mask=mt, other=0.0),
-        tl.load(sb + 10, mask=mt, other=0.0), tl.load(sb + 11, mask=mt, other=0.0),
+        Z2, Z1, ZA, ZP, r_phi, r_g, r_d, da, db, dbt, dgp_s, dnup_s, deta_v, dg, dnu, dm,
         K, BT, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, READ, PREC)
     for kb in tl.static_range(K // BKQ):    # the n×n shares, added to dq, dk in column blocks (registers)
         rkb = kb * BKQ + tl.arange(0, BKQ)
