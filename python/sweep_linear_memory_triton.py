@@ -5,7 +5,7 @@ GPU call: which V block and warp count each kernel should default to.
     python python/sweep_linear_memory_triton.py --gates ,ab,abm --grad-split 0,1 --warps-grad 4,8
 
 Every configuration (gate set × the given values of NESTED_KERNELS_LM_TRITON_BV, _WARPS,
-_BV_GRAD, _BV_OUT, _STAGES, _MMA, _GRAD_SPLIT, _GRAD_ROWS, _GRAD_PLAIN, _BLOCK_PLAIN, _MMA_PLAIN, _MMA_GRAD_DK, _BV_GRAD_DK, _PTXAS and the per-kernel
+_BV_GRAD, _BV_OUT, _STAGES, _MMA, _GRAD_SPLIT, _GRAD_PLAIN, _BLOCK_PLAIN, _MMA_PLAIN, _MMA_GRAD_DK, _BV_GRAD_DK, _PTXAS and the per-kernel
 _WARPS_PREP / _STATE / _OUT / _GRAD / _PLAIN) runs python/profile_kernels.py twice in its own process: first all configurations at once
 with one call each (Triton's JIT compiles dominate and run on the CPU, so they overlap), then one after another with ``--reps`` profiled calls each (the GPU measured alone). Prints, per
 gate set, a table of the mean time per op call (fwd+bwd, µs) of every kernel under every
@@ -28,13 +28,12 @@ KNOBS = {"bv": "NESTED_KERNELS_LM_TRITON_BV", "warps": "NESTED_KERNELS_LM_TRITON
          "stages": "NESTED_KERNELS_LM_TRITON_STAGES", "mma": "NESTED_KERNELS_LM_TRITON_MMA",
          "mma_plain": "NESTED_KERNELS_LM_TRITON_MMA_PLAIN", "mma_grad_dk": "NESTED_KERNELS_LM_TRITON_MMA_GRAD_DK",
          "bv_grad_dk": "NESTED_KERNELS_LM_TRITON_BV_GRAD_DK",
-         "grad_split": "NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", "grad_rows": "NESTED_KERNELS_LM_TRITON_GRAD_ROWS",
-         "grad_plain": "NESTED_KERNELS_LM_TRITON_GRAD_PLAIN",
+         "grad_split": "NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", "grad_plain": "NESTED_KERNELS_LM_TRITON_GRAD_PLAIN",
          "block_plain": "NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", "ptxas": "NESTED_KERNELS_LM_TRITON_PTXAS",
          **{f"warps_{k}": f"NESTED_KERNELS_LM_TRITON_WARPS_{k.upper()}"
             for k in ("prep", "state", "out", "grad", "plain")}}
 KERNELS = ("_prep_kernel", "_state_fwd_kernel", "_out_kernel", "_state_bwd_kernel", "_grad_kernel",
-           "_grad_nn_kernel", "_grad_dk_kernel", "_grad_nn_rows_kernel", "_plain_dv_kernel", "_plain_dqk_kernel")
+           "_grad_nn_kernel", "_grad_dk_kernel", "_plain_dv_kernel", "_plain_dqk_kernel")
 
 
 def configs(args) -> list[dict]:
@@ -82,13 +81,13 @@ def main():
     for g in args.gates.split(","):
         print(f"\nlinear_memory gates '{g or 'eta only'}' C{args.chunk}: mean time per fwd+bwd call, µs")
         rows = [(lab, res) for (gg, lab), res in results.items() if gg == g]
-        print(f"{'configuration':28s}" + "".join(f"{k:>21s}" for k in KERNELS) + f"{'sum':>10s}")
+        print(f"{'configuration':28s}" + "".join(f"{k:>18s}" for k in KERNELS) + f"{'sum':>10s}")
         for lab, res in rows:
             if res is None:
                 print(f"{lab:28s}  FAILED (see the errors below)")
                 continue
             times = [res.get(k, float("nan")) for k in KERNELS]
-            print(f"{lab:28s}" + "".join(f"{t:21.1f}" for t in times) + f"{sum(t for t in times if t == t):10.1f}")
+            print(f"{lab:28s}" + "".join(f"{t:18.1f}" for t in times) + f"{sum(t for t in times if t == t):10.1f}")
         ok = [(lab, res) for lab, res in rows if res is not None]
         for k in KERNELS:
             timed = [(res[k], lab) for lab, res in ok if k in res]

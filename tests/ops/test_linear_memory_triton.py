@@ -308,8 +308,8 @@ def test_exact_rule_resumed_state(monkeypatch):
 
 # -- NESTED_KERNELS_LM_TRITON_GRAD_SPLIT: token gradients in two kernels -------------------------
 
-def record_launches(monkeypatch, names=("_grad_kernel", "_grad_nn_kernel", "_grad_dk_kernel", "_grad_nn_rows_kernel",
-                                        "_plain_dv_kernel", "_plain_dqk_kernel")) -> list:
+def record_launches(monkeypatch, names=("_grad_kernel", "_grad_nn_kernel", "_grad_dk_kernel", "_plain_dv_kernel",
+                                        "_plain_dqk_kernel")) -> list:
     """Names of the kernels among ``names`` (of triton_fwd / triton_bwd / triton_bwd_plain)
     launched, in order (they still run); by default the gradient kernels."""
     from nested_kernels.ops.linear_memory import triton_bwd, triton_bwd_plain, triton_fwd
@@ -350,19 +350,16 @@ SPLIT_CASES = {
 }
 
 
-@pytest.mark.parametrize("rows", ["0", "1"])
 @pytest.mark.parametrize("name", SPLIT_CASES)
-def test_grad_split(monkeypatch, name, rows):
+def test_grad_split(monkeypatch, name):
     """NESTED_KERNELS_LM_TRITON_GRAD_SPLIT=1: _grad_nn_kernel then _grad_dk_kernel instead of
-    _grad_kernel — or with NESTED_KERNELS_LM_TRITON_GRAD_ROWS=1 _grad_dk_kernel, storing its rows,
-    then _grad_nn_rows_kernel — float16 inputs (the split never runs for float32; "fp16" operands
-    stand for the GPU's bf16 path): outputs and every gradient against the float64 reference at the
-    float16 bound, and against the fused kernel (the same arithmetic but for the order of sums)."""
+    _grad_kernel, float16 inputs (the split never runs for float32; "fp16" operands stand for the
+    GPU's bf16 path): outputs and every gradient against the float64 reference at the float16
+    bound, and against the fused kernel (the same arithmetic but for the order of the dq, dk sums)."""
     make_kw, kw, knobs = SPLIT_CASES[name]
-    for knob, value in dict(knobs, GRAD_ROWS=rows).items():
+    for knob, value in knobs.items():
         monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
-    kernels = ["_grad_dk_kernel", "_grad_nn_rows_kernel"] if rows == "1" else SPLIT
-    o1 = check_kernel_knob(monkeypatch, "GRAD_SPLIT", kernels, make(**make_kw), torch.float16, kw)
+    o1 = check_kernel_knob(monkeypatch, "GRAD_SPLIT", SPLIT, make(**make_kw), torch.float16, kw)
     assert o1["o"].dtype == torch.float16
 
 

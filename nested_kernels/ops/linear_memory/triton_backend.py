@@ -33,9 +33,7 @@ NESTED_KERNELS_LM_TRITON_STORE (dtype of the stored factors and per-tile states:
 "fp32"; default bf16 for bfloat16 inputs, else fp32), NESTED_KERNELS_LM_TRITON_MMA,
 NESTED_KERNELS_LM_TRITON_PTXAS, NESTED_KERNELS_LM_TRITON_EXACT_TILE (tokens per tile for chunk_size 1),
 NESTED_KERNELS_LM_TRITON_GRAD_SPLIT (token gradients in one kernel or two; "0" or "1", default "1"
-with β or μ; never split for float32 inputs or tf32x3 products), NESTED_KERNELS_LM_TRITON_GRAD_ROWS (the
-split's n×n kernel from rows the dK kernel stores, instead of recomputing the chain; "0" or "1",
-default "0": not yet timed on a GPU), NESTED_KERNELS_LM_TRITON_GRAD_PLAIN,
+with β or μ; never split for float32 inputs or tf32x3 products), NESTED_KERNELS_LM_TRITON_GRAD_PLAIN,
 _BLOCK_PLAIN, _WARPS_PLAIN, _MMA_PLAIN (the plain-tile gradient kernels), _MMA_GRAD_DK,
 NESTED_KERNELS_LM_TRITON_KEEP_FACTORS (the forward keeps its factors for the backward).
 """
@@ -186,9 +184,7 @@ def residuals(inputs, cfg) -> tuple:
 
 
 def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
-    """num_warps of ``kernel`` ("prep", "state": both sequential kernels, "out", "grad" or
-    "grad_nn_rows": 8 above 32 tokens, sm_90 probe only — spill stores 5880 → 3462 B per thread,
-    α+β+μ C64 K=V=128 bf16, 2026-12-06i):
+    """num_warps of ``kernel`` ("prep", "state": both sequential kernels, "out" or "grad"):
     NESTED_KERNELS_LM_TRITON_WARPS_<KERNEL> if set, else NESTED_KERNELS_LM_TRITON_WARPS, else 4 for
     tiles of at most 32 tokens; above, 4 for the prep and sequential kernels and for the gradient
     kernel of ``heavy`` tiles (β or μ), 8 for the rest. H100 sweeps 2026-11-26c (B4 T4096 H16
@@ -199,8 +195,6 @@ def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
         getenv("NESTED_KERNELS_LM_TRITON_WARPS")
     if env:
         return int(env)
-    if kernel == "grad_nn_rows":    # no K-wide chain: only the n×n live set, halved by 8 warps
-        return 8 if BT > 32 else 4
     return 8 if BT > 32 and kernel in ("out", "grad") and not (kernel == "grad" and heavy) else 4
 
 
@@ -350,7 +344,6 @@ class _Args:
         self.BC = min(self.K, self.V, 32)
         self.prec = _precision(q.dtype)
         self.grad_split = _grad_split(q.dtype, self.prec, self.beta is not None or self.mu is not None)
-        self.grad_rows = self.grad_split and env_flag("NESTED_KERNELS_LM_TRITON_GRAD_ROWS", False)
         plain = _plain(inputs, cfg)
         self.grad_plain = _grad_plain(plain)
         self.store = _store_dtype(q.dtype)
@@ -468,25 +461,15 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
     blocks are NESTED_KERNELS_LM_TRITON_BV_GRAD_DK (default 64) and, at 64, it runs on wgmma (H100
     2026-11-26e, C64 K=V=128 bf16, µs per call: α+β 1956 → 1154, α+β+μ 4135 → 3457; the n×n kernel
     is slower on wgmma; float32 operands need more than an H100 block's shared memory); otherwise
-    both use BV_GRAD and mma.sync. With ``a.grad_rows`` the split runs the other way round:
-    ``_grad_dk_kernel`` first, storing each V block's W, U, R, dRHS ([B·T, H, 4, V], bf16 when the
-    products round their operands to bf16 anyway) and the row sums ([B·T·H, NSUM] float32), then
-    ``_grad_nn_rows_kernel``, which forms the n×n adjoints from them without the per-block chain
-    and adds the n×n shares to dq, dk."""
-    from .triton_bwd import NSUM, _grad_dk_kernel, _grad_kernel, _grad_nn_kernel, _grad_nn_rows_kernel
-    nn_buf = rows = sums = dmc0      # placeholders where unused
-    if a.grad_split:
+    both use BV_GRAD and mma.sync."""
+    from .triton_bwd import _grad_dk_kernel, _grad_kernel, _grad_nn_kernel
+    nn_buf = dmc0      # unused by the fused kernel
+    if a.grad_split:   # the n×n shares of dq, dk, handed from the first kernel to the second
+        nn_buf = new_empty(a.n_tiles, a.H, 2, a.BT, a.BT, dtype=torch.float32, device=a.device)
         wide = a.prec == "bf16" and a.BT <= 64     # wgmma dK fits: bf16 operands, tiles ≤ 64
         bv_dk = _block_v(a.K, a.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD_DK", 64 if wide else a.BV_GRAD)
-        dk_launch = (_grad_dk_kernel, bv_dk, "grad_dk" if wide and bv_dk == 64 else "grad")
-        if a.grad_rows:
-            rows = new_empty(a.B * a.T, a.H, 4, a.V, dtype=torch.bfloat16 if a.prec == "bf16" else torch.float32,
-                             device=a.device)
-            sums = new_empty(a.B * a.T * a.H, NSUM.value, dtype=torch.float32, device=a.device)
-            launches = (dk_launch,)
-        else:          # the n×n shares of dq, dk, handed from the first kernel to the second
-            nn_buf = new_empty(a.n_tiles, a.H, 2, a.BT, a.BT, dtype=torch.float32, device=a.device)
-            launches = ((_grad_nn_kernel, a.BV_GRAD, "grad"), dk_launch)
+        launches = ((_grad_nn_kernel, a.BV_GRAD, "grad"),
+                    (_grad_dk_kernel, bv_dk, "grad_dk" if wide and bv_dk == 64 else "grad"))
     else:
         launches = ((_grad_kernel, a.BV_GRAD, "grad"),)
     grad_warps = _warps(a.BT, "grad", a.beta is not None or a.mu is not None)
@@ -495,17 +478,9 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
             kernel[(a.n_tiles, a.H)](
                 a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.tile_seq, a.tile_idx, a.cu, a.pos,
                 f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
-                dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, sums,
+                dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
                 a.T, a.H, a.scale, K=a.K, V=a.V, BT=a.BT, BV=bv, HAS_ALPHA=a.la is not None,
-                SELF_TARGET=a.self_target, PREC=a.prec, READ=a.read, ROWS=a.grad_rows,
-                **_launch_options(grad_warps), **a.flags)
-    if a.grad_rows:
-        with _mma_mode("grad"):
-            _grad_nn_rows_kernel[(a.n_tiles, a.H)](
-                a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.tile_seq, a.tile_idx, a.cu, a.pos, dO, rows, sums,
-                dq, dk, deta, dla, dbeta, dmu, a.T, a.H, a.scale, K=a.K, V=a.V, BT=a.BT, BV=a.BV_GRAD, BKQ=min(a.K, 32),
-                HAS_ALPHA=a.la is not None, PREC=a.prec, READ=a.read, **_launch_options(_warps(a.BT, "grad_nn_rows")),
-                **a.flags)
+                SELF_TARGET=a.self_target, PREC=a.prec, READ=a.read, **_launch_options(grad_warps), **a.flags)
 
 
 def _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla):

@@ -31,12 +31,8 @@ tile-parallel kernel for the token gradients.
   first keeps only the n×n accumulators and writes the gate gradients, dη and the QKᵀ/KKᵀ shares
   of dq, dk, the second only dK, dQ (added to those shares), dv and dM_chunk0. Each has about half
   the live set, at the price of the per-block chain computed twice. One body (``_grad_tile``)
-  serves all three kernels.
-* ``_grad_dk_kernel`` with ROWS, then ``_grad_nn_rows_kernel`` — the split the other way round
-  (NESTED_KERNELS_LM_TRITON_GRAD_ROWS, opt-in): the dK kernel also stores each V block's W, U, R,
-  dRHS and the row sums, and the n×n kernel forms its four products from them instead of running
-  the per-block chain again. The after-loop n×n algebra (``_nn_adjoints``, ``_store_gate_grads``)
-  is shared by all n×n kernels.
+  serves all three kernels, its after-loop n×n algebra in ``_nn_adjoints`` and
+  ``_store_gate_grads``.
 """
 from __future__ import annotations
 
@@ -45,8 +41,6 @@ import triton.language as tl
 
 from ...core.triton_helpers import gate_grads, mm, row_of, seq_bounds, sum2, tile_gates
 from .triton_fwd import _load_rows, _tile_frame, plain_x_rows
-
-NSUM = tl.constexpr(12)     # row sums per token handed from _grad_dk_kernel to _grad_nn_rows_kernel (ROWS)
 
 
 # ------------------------------------------------------------------------------------------
@@ -319,37 +313,6 @@ def _nn_adjoints(q, k, la_ptr, beta_ptr, mu_ptr, deta, dbeta, grow, mt, rt, rk, 
 
 
 @triton.jit
-def _store_row_sums(sums, grow, mt, r_phi, r_g, r_d, da, db, dbt, dgp_s, dnup_s, deta_v, dg, dnu, dm):
-    """ROWS: a tile's row sums (``_nn_adjoints``' arguments of that name, in its order; dg, dnu, dm
-    the tile-end scalars on the last row, 0 elsewhere) into sums [B·T·H, NSUM] at rows ``grow``."""
-    sb = sums + grow * NSUM
-    tl.store(sb, r_phi, mask=mt)
-    tl.store(sb + 1, r_g, mask=mt)
-    tl.store(sb + 2, r_d, mask=mt)
-    tl.store(sb + 3, da, mask=mt)
-    tl.store(sb + 4, db, mask=mt)
-    tl.store(sb + 5, dbt, mask=mt)
-    tl.store(sb + 6, dgp_s, mask=mt)
-    tl.store(sb + 7, dnup_s, mask=mt)
-    tl.store(sb + 8, deta_v, mask=mt)
-    tl.store(sb + 9, dg, mask=mt)
-    tl.store(sb + 10, dnu, mask=mt)
-    tl.store(sb + 11, dm, mask=mt)
-
-
-@triton.jit
-def _load_row_sums(sums, grow, mt):
-    """The row sums ``_store_row_sums`` stored, in the same order."""
-    sb = sums + grow * NSUM
-    return (tl.load(sb, mask=mt, other=0.0), tl.load(sb + 1, mask=mt, other=0.0), tl.load(sb + 2, mask=mt, other=0.0),
-            tl.load(sb + 3, mask=mt, other=0.0), tl.load(sb + 4, mask=mt, other=0.0),
-            tl.load(sb + 5, mask=mt, other=0.0), tl.load(sb + 6, mask=mt, other=0.0),
-            tl.load(sb + 7, mask=mt, other=0.0), tl.load(sb + 8, mask=mt, other=0.0),
-            tl.load(sb + 9, mask=mt, other=0.0), tl.load(sb + 10, mask=mt, other=0.0),
-            tl.load(sb + 11, mask=mt, other=0.0))
-
-
-@triton.jit
 def _store_gate_grads(dla, dmu, grow, mt, lower, strict, G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip,
                       dg, dgp, dnu, dnup, dm, dD, HAS_ALPHA: tl.constexpr, HAS_MU: tl.constexpr,
                       PREC: tl.constexpr):
@@ -365,13 +328,12 @@ def _store_gate_grads(dla, dmu, grow, mt, lower, strict, G, Gp, g, gp, D, Dp, m,
 @triton.jit
 def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
                saved_m, saved_s, adj_m, adj_s, do,
-               dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, sums,
+               dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
                T, H, scale,
                K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
-               IS_VARLEN: tl.constexpr, PREC: tl.constexpr, NN: tl.constexpr, DK: tl.constexpr,
-               ROWS: tl.constexpr):
+               IS_VARLEN: tl.constexpr, PREC: tl.constexpr, NN: tl.constexpr, DK: tl.constexpr):
     """Gradients of the tokens of one tile given its start states (M0, S0), the adjoints of its end
     states (dMe, dSe) and dO. F is the chunk-start memory of the errors, self targets and "chunk"
     reads: M0, or M_chunk0 in a resumed tile (then dF → dM_chunk0).
@@ -389,9 +351,7 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
 
     ``_grad_kernel`` runs both (NN and DK); ``_grad_nn_kernel`` then ``_grad_dk_kernel`` run one
     each, so each keeps only its own accumulators live and both redo the per-block chain; the DK
-    kernel adds its dq, dk to the n×n shares stored by the NN kernel. ROWS (DK only): the row sums
-    are accumulated too, and each block's W, U, R, dRHS and, after the loop, the row sums are
-    stored for ``_grad_nn_rows_kernel``, which runs after it.
+    kernel adds its dq, dk to the n×n shares stored by the NN kernel.
 
     EXACT (chunk_size 1, external targets): RHS = γ_prev K M0 + ν_prev K S0 + P (ηV), R = (I + A)⁻¹
     RHS, W = −η(R − V) with A = strict(KKᵀ) ⊙ (Γ_prev β + Φ_prev η): dR gains −η dW, ZP = dRHS (ηV)ᵀ,
@@ -445,8 +405,7 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
         dQ = tl.zeros([BT, K], dtype=tl.float32)
         if SELF_TARGET:
             dEF = tl.zeros([BT, K], dtype=tl.float32)
-    SUMS: tl.constexpr = NN or ROWS
-    if SUMS:
+    if NN:
         z = tl.zeros([BT], dtype=tl.float32)
         deta_v = z
         r_phi = z            # Σ_v W ⊙ dX: row n of dΦ
@@ -460,7 +419,6 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
         dg_n = tl.sum(z, 0)  # Σ M0 ⊙ dMe, Σ S0 ⊙ dMe, Σ S0 ⊙ dSe
         dnu_n = dg_n
         dm_n = dg_n
-    if NN:
         Z2 = tl.zeros([BT, BT], dtype=tl.float32)     # placeholders where absent (unused)
         Z1 = Z2
         ZA = Z2
@@ -476,33 +434,28 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
         kx, vx, qx, rv, sv, M0, dMe, S0, dSe, F, dO, KM, KS, E, W, Wp, vb, R, U, X = _grad_block(
             q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, c, grow, rk, mt, sbase, fbase, resumed, scale,
             et, gp, nup, fL, gLr, bt, P, Ai, K, V, BV, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS, PREC)
-        if ROWS:    # what _grad_nn_rows_kernel multiplies: this block's W, U, R, dRHS (the last two below)
-            rb = rows + (grow * 4)[:, None] * V + rv[None, :]
-            tl.store(rb, W.to(rows.dtype.element_ty), mask=mt[:, None])
-            if HAS_BETA:
-                tl.store(rb + V, U.to(rows.dtype.element_ty), mask=mt[:, None])
 
         # tile-end states: M_n = γ_n M0 + ν_n S0 + Kᵀ X,  S_n = m_n S0 + Kᵀ(D[n,·]⊙W)
         if DK:
             dK += mm(X, tl.trans(dMe), PREC)
         dX = mm(kx, dMe, PREC)
         dW = fL[:, None] * dX
-        if SUMS:
+        if NN:
             r_phi += tl.sum(W * dX, 1)
             dg_n += sum2(M0 * dMe)
         if HAS_BETA:
             dU = gLr[:, None] * dX
-            if SUMS:
+            if NN:
                 r_g += tl.sum(U * dX, 1)
         if HAS_MU:
-            if SUMS:
+            if NN:
                 dnu_n += sum2(S0 * dMe)
                 dm_n += sum2(S0 * dSe)
             if DK:
                 dK += mm(dLr[:, None] * W, tl.trans(dSe), PREC)
             dY = mm(kx, dSe, PREC)
             dW += dLr[:, None] * dY
-            if SUMS:
+            if NN:
                 r_d += tl.sum(W * dY, 1)
 
         # outputs
@@ -514,12 +467,12 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
         else:
             if DK:
                 dQ += mm(a[:, None] * dO, tl.trans(M0), PREC)
-            if SUMS:
+            if NN:
                 da += tl.sum(dO * mm(qx, M0, PREC), 1)
             if HAS_MU:
                 if DK:
                     dQ += mm(b[:, None] * dO, tl.trans(S0), PREC)
-                if SUMS:
+                if NN:
                     db += tl.sum(dO * mm(qx, S0, PREC), 1)
             dW += mm(tl.trans(QHm), dO, PREC)
             if NN:
@@ -535,33 +488,29 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
         if HAS_BETA or EXACT:
             if HAS_BETA:
                 dR = -bt[:, None] * dU
-                if SUMS:
+                if NN:
                     dbt -= tl.sum(R * dU, 1)
                 if EXACT:
                     dR -= et[:, None] * dW
             else:
                 dR = -et[:, None] * dW
-            if EXACT and SUMS:
+            if EXACT and NN:
                 deta_v -= tl.sum((R - vb) * dW, 1)
             dRHS = mm(tl.trans(Ai), dR, PREC)
-            if ROWS:
-                tl.store(rb + 2 * V, R.to(rows.dtype.element_ty), mask=mt[:, None])
-                tl.store(rb + 3 * V, dRHS.to(rows.dtype.element_ty), mask=mt[:, None])
             if NN:
                 ZA += mm(dRHS, tl.trans(R), PREC)
                 ZP += mm(dRHS, tl.trans(Wp), PREC)
-            if SUMS:
                 dgp_s += tl.sum(dRHS * KM, 1)
             if DK:
                 dK += mm(gp[:, None] * dRHS, tl.trans(M0), PREC)
             if HAS_MU:
-                if SUMS:
+                if NN:
                     dnup_s += tl.sum(dRHS * KS, 1)
                 if DK:
                     dK += mm(nup[:, None] * dRHS, tl.trans(S0), PREC)
             dWp = mm(tl.trans(P), dRHS, PREC)
             if EXACT:   # Wp = ηV; V also enters W = −η(R − V)
-                if SUMS:
+                if NN:
                     deta_v += tl.sum(vb * dWp, 1)
                 if DK:
                     tl.store(dv + grow[:, None] * V + rv[None, :], et[:, None] * (dW + dWp), mask=mt[:, None])
@@ -571,7 +520,7 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
         # W = −η E, E = K F − target
         if not EXACT:
             dE = -et[:, None] * dW
-            if SUMS:
+            if NN:
                 deta_v -= tl.sum(E * dW, 1)
             if DK:
                 if SELF_TARGET:
@@ -591,10 +540,6 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
         if SELF_TARGET:
             dK += dEF
             tl.store(dv + grow[:, None] * K + rk[None, :], -dEF, mask=mt[:, None])
-
-    if ROWS:        # the row sums, for _grad_nn_rows_kernel
-        _store_row_sums(sums, grow, mt, r_phi, r_g, r_d, da, db, dbt, dgp_s, dnup_s, deta_v,
-                        tl.where(sel, dg_n, 0.0), tl.where(sel, dnu_n, 0.0), tl.where(sel, dm_n, 0.0))
 
     if NN:
         G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup, dm, dD, dQK, dKS, kx, qx = _nn_adjoints(
@@ -618,7 +563,7 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
                           dg, dgp, dnu, dnup, dm, dD, HAS_ALPHA, HAS_MU, PREC)
 
     if DK:
-        if not NN and not ROWS:  # _grad_dk_kernel: the n×n shares _grad_nn_kernel left in nn_buf
+        if not NN:  # _grad_dk_kernel: the n×n shares _grad_nn_kernel left in nn_buf
             nb = _nn_tile(nn_buf, i_g, i_h, H, rt, BT)
             kx = _load_rows(k, grow, rk, mt, K)
             if READ != 2:
@@ -634,109 +579,49 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
 @triton.jit
 def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
                  saved_m, saved_s, adj_m, adj_s, do,
-                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, sums,
+                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
                  T, H, scale,
                  K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                  HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                  EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
-                 IS_VARLEN: tl.constexpr, PREC: tl.constexpr, ROWS: tl.constexpr):
+                 IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
     """Grid (tiles, H): every token gradient of a tile in one kernel (``_grad_tile``, NN and DK)."""
     _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
-               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, sums,
+               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
                T, H, scale, K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS,
-               IS_VARLEN, PREC, True, True, False)
+               IS_VARLEN, PREC, True, True)
 
 
 @triton.jit
 def _grad_nn_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
                     saved_m, saved_s, adj_m, adj_s, do,
-                    dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, sums,
+                    dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
                     T, H, scale,
                     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                     HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                     EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
-                    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, ROWS: tl.constexpr):
+                    IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
     """Grid (tiles, H), first of the split: the n×n adjoints → dη, d log α, dβ, dμ and the QKᵀ/KKᵀ
     shares of dq, dk (stored) (``_grad_tile``, NN only)."""
     _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
-               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, sums,
+               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
                T, H, scale, K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS,
-               IS_VARLEN, PREC, True, False, False)
+               IS_VARLEN, PREC, True, False)
 
 
 @triton.jit
 def _grad_dk_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
                     saved_m, saved_s, adj_m, adj_s, do,
-                    dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, sums,
+                    dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
                     T, H, scale,
                     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                     HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                     EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
-                    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, ROWS: tl.constexpr):
-    """Grid (tiles, H): dK, dQ from the states and their adjoints, dv, a resumed tile's dM_chunk0
-    (``_grad_tile``, DK only). After ``_grad_nn_kernel`` it adds the n×n shares of dq, dk that kernel
-    stored; with ROWS it runs first instead and hands ``_grad_nn_rows_kernel`` each V block's W, U,
-    R, dRHS (rows [B·T, H, 4, V]) and the row sums (sums [B·T·H, NSUM])."""
+                    IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
+    """Grid (tiles, H), after ``_grad_nn_kernel``: dK, dQ from the states and their adjoints (added
+    to dq, dk), dv, a resumed tile's dM_chunk0 (``_grad_tile``, DK only)."""
     _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
-               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, sums,
+               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
                T, H, scale, K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS,
-               IS_VARLEN, PREC, False, True, ROWS)
+               IS_VARLEN, PREC, False, True)
 
-
-@triton.jit
-def _grad_nn_rows_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, tile_seq, tile_idx, cu, pos, do, rows, sums,
-                         dq, dk, deta, dla, dbeta, dmu, T, H, scale,
-                         K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-                         HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
-                         EXACT: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
-                         IS_VARLEN: tl.constexpr, PREC: tl.constexpr, BKQ: tl.constexpr):
-    """Grid (tiles, H), after ``_grad_dk_kernel`` with ROWS: the n×n adjoints of the split from the
-    rows that kernel stored instead of the per-block chain — per V block only the four products
-    Z2 = dO Wᵀ, Z1 = dO Uᵀ, ZA = dRHS Rᵀ, ZP = dRHS Wpᵀ (Wp = W, or ηV for EXACT) — then, as in
-    ``_grad_tile``, dη, d log α, dβ, dμ, and the QKᵀ/KKᵀ shares added to dq, dk (float32) BKQ
-    columns at a time."""
-    i_g, i_h, i_n, s, e, resumed, rt, mt, grow, lower, strict, sel = _tile_frame(tile_seq, tile_idx, cu, pos, T, H,
-                                                                                BT, IS_VARLEN, HAS_POS)
-    rk = tl.arange(0, K)
-    et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
-
-    Z2 = tl.zeros([BT, BT], dtype=tl.float32)
-    Z1 = tl.zeros([BT, BT], dtype=tl.float32)
-    ZA = tl.zeros([BT, BT], dtype=tl.float32)
-    ZP = tl.zeros([BT, BT], dtype=tl.float32)
-    for c in tl.range(V // BV, num_stages=1):
-        rv = c * BV + tl.arange(0, BV)
-        rb = rows + (grow * 4)[:, None] * V + rv[None, :]
-        W = tl.load(rb, mask=mt[:, None], other=0.0).to(tl.float32)
-        if READ != 2:
-            dO = _load_rows(do, grow, rv, mt, V)
-            Z2 += mm(dO, tl.trans(W), PREC)
-            if HAS_BETA:
-                Z1 += mm(dO, tl.trans(tl.load(rb + V, mask=mt[:, None], other=0.0).to(tl.float32)), PREC)
-        if HAS_BETA or EXACT:
-            dRHS = tl.load(rb + 3 * V, mask=mt[:, None], other=0.0).to(tl.float32)
-            ZA += mm(dRHS, tl.trans(tl.load(rb + 2 * V, mask=mt[:, None], other=0.0).to(tl.float32)), PREC)
-            if EXACT:
-                W = et[:, None] * _load_rows(v, grow, rv, mt, V)
-            ZP += mm(dRHS, tl.trans(W), PREC)
-
-    r_phi, r_g, r_d, da, db, dbt, dgp_s, dnup_s, deta_v, dg, dnu, dm = _load_row_sums(sums, grow, mt)
-    # (keys and queries reloaded below in column blocks: the whole rows would stay live, registers)
-    G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup, dm, dD, dQK, dKS, _, _ = _nn_adjoints(
-        q, k, la_ptr, beta_ptr, mu_ptr, deta, dbeta, grow, mt, rt, rk, sel, lower, strict, scale, et,
-        Z2, Z1, ZA, ZP, r_phi, r_g, r_d, da, db, dbt, dgp_s, dnup_s, deta_v, dg, dnu, dm,
-        K, BT, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, READ, PREC)
-    for kb in tl.static_range(K // BKQ):    # the n×n shares, added to dq, dk in column blocks (registers)
-        rkb = kb * BKQ + tl.arange(0, BKQ)
-        kxb = _load_rows(k, grow, rkb, mt, K)
-        pq = dq + grow[:, None] * K + rkb[None, :]
-        pk = dk + grow[:, None] * K + rkb[None, :]
-        dKb = tl.load(pk, mask=mt[:, None], other=0.0)
-        if READ != 2:
-            tl.store(pq, tl.load(pq, mask=mt[:, None], other=0.0) + mm(dQK, kxb, PREC) * scale, mask=mt[:, None])
-            dKb += mm(tl.trans(dQK), _load_rows(q, grow, rkb, mt, K) * scale, PREC)
-        if HAS_BETA or EXACT:
-            dKb += mm(dKS, kxb, PREC)
-        tl.store(pk, dKb, mask=mt[:, None])
-    _store_gate_grads(dla, dmu, grow, mt, lower, strict, G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip,
-                      dg, dgp, dnu, dnup, dm, dD, HAS_ALPHA, HAS_MU, PREC)
