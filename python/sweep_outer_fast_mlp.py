@@ -8,8 +8,9 @@ backward accumulates the adjoints the same way (for W2 with two products). This 
 launches (``_Consts.outer`` as the backend calls it, D 2048, F 8192, bf16 operands) for every
 (BP, BQ, BK, warps, stages, tma) of ``--configs`` (NESTED_KERNELS_FAST_MLP_OUTER,
 ``triton_backend._outer_config``; tma 1: the tensor-descriptor kernel) beside cuBLAS ``torch.bmm``
-of the same products without the epilogue, and prints TFLOP/s (2·G·n·P·Q per product) and the
-host's time to launch (µs, median, the GPU idle before each launch).
+of the same products without the epilogue, and prints TFLOP/s (2·G·n·P·Q per product), the
+host's time to launch (µs, median, the GPU idle before each launch) and the largest difference of
+the launch's bf16 copy from the first configuration's (relative to its largest element).
 """
 from __future__ import annotations
 
@@ -49,13 +50,17 @@ def main():
         }
         ms = cuda_time(lambda: torch.bmm(ed.transpose(1, 2), X), 2, args.reps)
         print(f"\nn = {n}: cuBLAS bmm LᵀR [F×n]·[n×D], bf16 out: {ms:.3f} ms = {flop / ms / 1e9:.0f} TFLOP/s")
+        first = {}
         for cfg in args.configs.split(";"):
             os.environ["NESTED_KERNELS_FAST_MLP_OUTER"] = cfg
             row = []
             for name, (fn, fl) in launches.items():
                 try:
+                    out = fn()[1].float()          # the bf16 copy, against the first config's
+                    diff = (out - first.setdefault(name, out)).abs().max().item() / out.abs().max().item()
                     t = cuda_time(fn, 2, args.reps)
-                    row.append(f"{name} {t:.3f} ({fl / t / 1e9:.0f} TF/s, host {host_us(fn):.0f} µs)")
+                    row.append(f"{name} {t:.3f} ({fl / t / 1e9:.0f} TF/s, host {host_us(fn):.0f} µs, "
+                               f"vs first {diff:.1e})")
                 except Exception as e:  # noqa: BLE001
                     row.append(f"{name} ERROR {type(e).__name__}: {str(e)[:80]}")
             print(f"  {cfg:22s} " + " | ".join(row), flush=True)
