@@ -3,8 +3,8 @@
 # maximum, of its product time and its weight traffic (H100 2026-12-06j call 3, G4 D2048 F8192 bf16,
 # n = 512: 0.445 ms per W1 update against cuBLAS's bare product 0.145 ms and ≈ 0.22 ms for the 670 MB
 # the epilogue moves; two 98 KB programs per SM). ncu (full set, SASS source) of one W1-update launch
-# of the tile grid and one of the persistent form is not on main: the tile grid only. Read from
-# details.txt: DRAM and L2 throughput, tensor pipe activity, achieved occupancy (2 CTAs per SM?),
+# of the default tile grid (the 5th launch: after the comparison call and the warm-ups). Read from
+# update_details.txt: DRAM and L2 throughput, tensor pipe activity, achieved occupancy (2 CTAs per SM?),
 # warp stall reasons (long scoreboard / barrier / TMA waits).
 . "$(dirname "$0")/lib.sh"
 {
