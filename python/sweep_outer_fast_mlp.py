@@ -1,6 +1,6 @@
 """GPU sweep of fast_mlp's update GEMM ``_outer_kernel`` (triton_kernels.py) at issue 5's shape.
 
-    python python/sweep_outer_fast_mlp.py [--n 1024,512] [--configs "128,128,64,8,3,0;128,128,64,8,3,1"]
+    python python/sweep_outer_fast_mlp.py [--n 1024,512] [--configs "128,128,64,8,3,0;128,128,64,8,3,1"] [--parts]
 
 Per chunk of n tokens and G = 4 sequences the forward updates W1 [F, D] and W2 [D, F] with
 OUT = r·W − Σ_t L_tᵀ R_t (float32 masters read and written, a bfloat16 copy written), and the
@@ -31,6 +31,7 @@ def main():
     ap.add_argument("--n", default="1024,512", help="tokens per chunk")
     ap.add_argument("--configs", default=DEFAULT_CONFIGS, help="';'-separated BP,BQ,BK,warps,stages,tma")
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--parts", action="store_true", help="also the W1 update taken apart (``parts``)")
     args = ap.parse_args()
     G, D, F, bf = 4, 2048, 8192, torch.bfloat16
     torch.manual_seed(0)
@@ -65,6 +66,27 @@ def main():
                     row.append(f"{name} ERROR {type(e).__name__}: {str(e)[:80]}")
             print(f"  {cfg:22s} " + " | ".join(row), flush=True)
         os.environ.pop("NESTED_KERNELS_FAST_MLP_OUTER", None)
+        if args.parts:
+            parts(c, ed, X, W1, flop, args.reps)
+
+
+def parts(c, L, R, W, flop, reps):
+    """The W1 update of the default configuration taken apart: what each of its passes adds to
+    the product (the same launch with parts of the epilogue switched off) and a copy of the
+    same bytes, to tell whether the product and the weight traffic overlap."""
+    G, P, Q = W.shape
+    cp = torch.empty(G, P, Q, dtype=L.dtype, device=L.device)
+    rows = {
+        "product, float32 out (no W, no copy)": lambda: c.outer(L, R, beta=-1.0),
+        "product, bf16 copy only (no W, no float32 out)": lambda: c.outer(L, R, beta=-1.0, copy=True, store=False),
+        "product + W read, float32 out": lambda: c.outer(L, R, W=W, alpha=0.9, beta=-1.0),
+        "full update (W read, float32 out, bf16 copy)": lambda: c.outer(L, R, W=W, alpha=0.9, beta=-1.0, copy=True),
+        "no product: torch W·0.9 and a bf16 copy of W (W read twice)": lambda: (torch.mul(W, 0.9), cp.copy_(W)),
+    }
+    print(f"  parts of the W1 update (G{G} P{P} Q{Q}, n = {L.shape[1]}):")
+    for name, fn in rows.items():
+        t = cuda_time(fn, 2, reps)
+        print(f"    {name:58s} {t:.3f} ms ({flop / t / 1e9:.0f} TF/s on the product)", flush=True)
 
 
 def host_us(fn, reps=20):
