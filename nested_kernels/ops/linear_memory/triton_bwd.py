@@ -624,4 +624,3 @@ def _grad_dk_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_
                saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
                T, H, scale, K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS,
                IS_VARLEN, PREC, False, True)
-
