@@ -1,8 +1,8 @@
 """GPU check of the ``triton`` backend of ``fast_mlp`` (needs CUDA; run on the GPU machine).
 
 1. Correctness at D = 512 / 1024 (F = 4D, swiglu F = 8D/3 rounded to 64), T ≈ 300 with partial
-   chunks, packed sequences, a resumed state with a pending update, bf16 and fp32, every mlp,
-   target and teach, against the float64 chunked torch backend (equal to the token-loop
+   chunks, one piece per sequence (chunk ≥ T), packed sequences, a resumed state with a pending
+   update, bf16 and fp32, every mlp, target and teach, against the float64 chunked torch backend (equal to the token-loop
    reference to 1e-10, tests/ops/test_fast_mlp.py) on the same rounded inputs: y, the final state
    and the gradients of a random functional of all of them w.r.t. every floating-point input.
    SPEC §7 bounds: 2e-3 (fp32), 2e-2 (bf16). Kernel outputs are NaN-poisoned.
@@ -136,6 +136,14 @@ def checks() -> bool:
             except Exception:
                 traceback.print_exc()
                 ok = False
+    try:   # one piece per sequence (chunk ≥ T), shared initial weights: their gradient is a sum over all tokens
+        x, _ = make(2, 301, 512, 2048, "gelu", seed=4)
+        for dtype in (torch.bfloat16, torch.float32):
+            ok &= check_case("B2 T301 D512 F2048 gelu C512 one piece", dtype, x, None, C=512, mode="target",
+                             mlp="gelu", retention=0.9)
+    except Exception:
+        traceback.print_exc()
+        ok = False
     try:   # packed sequences
         x, _ = make(1, 700, 512, 2048, "gelu", seed=3)
         cu = torch.tensor([0, 100, 100, 357, 700], dtype=torch.int32).cuda()

@@ -417,6 +417,39 @@ def test_update_gemm_on_tensor_descriptors(shared_w, monkeypatch):
     assert len(launched) == 3
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("w", ["none", "shared", "own"])
+@pytest.mark.parametrize("two", [False, True], ids=["one-product", "two-products"])
+def test_sum_g_on_cublas_matches_triton_on_gpu(w, two, monkeypatch):
+    """``sum_g`` updates whose token operands are flat [G·n, W] matrices run as cuBLAS GEMMs with
+    float32 output (``_sum_on_cublas``): against the Triton kernel's sum over the sequences (the
+    same operands made non-flat: n of n + 5 tokens per sequence) and float64, bf16 operands,
+    G3 n300 P192 Q160."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    g = torch.Generator(device="cuda").manual_seed(7)
+    G, n, P, Q, bf = 3, 300, 192, 160, torch.bfloat16
+    r = lambda *s: torch.randn(*s, generator=g, device="cuda")  # noqa: E731
+    L1, R1, L2, R2 = (r(G, n, x).to(bf) for x in (P, Q, P, Q))
+    W = None if w == "none" else r(P, Q) if w == "shared" else r(G, P, Q)
+    c = triton_backend._Consts(dict(mlp="gelu", chunk_size=512, residual=True, retention=1.0,
+                                    output_final_state=True), L1[:, :1], 16)
+    kw = dict(L2=L2, R2=R2) if two else {}
+    assert triton_backend._flat_products(L1, R1, L2, R2)
+    got = c.outer(L1, R1, W=W, alpha=0.9, beta=-1.0, sum_g=True, **kw)[0]
+    pad = lambda t: torch.cat([t, t[:, :5]], 1)[:, :n]  # noqa: E731  (sequence stride (n + 5)·W)
+    ref_ops = [pad(t) for t in (L1, R1, L2, R2)]
+    assert not triton_backend._flat_products(*ref_ops)
+    kw = dict(L2=ref_ops[2], R2=ref_ops[3]) if two else {}
+    want = c.outer(ref_ops[0], ref_ops[1], W=W, alpha=0.9, beta=-1.0, sum_g=True, **kw)[0]
+    d = lambda t: t.double()  # noqa: E731
+    exact = -(d(L1).mT @ d(R1) + (d(L2).mT @ d(R2) if two else 0)).sum(0)
+    if W is not None:
+        exact += 0.9 * (d(W) * G if W.dim() == 2 else d(W).sum(0))
+    assert got.shape == (P, Q) and got.dtype == torch.float32
+    assert rel_error(got, exact) < 1e-5 and rel_error(want, exact) < 1e-5
+
+
 _COMPILE_SM90 = """
 import triton
 from triton.backends.compiler import GPUTarget

@@ -47,13 +47,14 @@ from ...core.backends import Backend, will_differentiate
 from ...core.custom_op import _unaliased
 from ...core.env import getenv
 from ...core.sequences import num_sequences
-from ...core.triton_launch import float64_unsupported, interpreting as _interpreting
+from ...core.triton_launch import env_flag, float64_unsupported, interpreting as _interpreting
 from . import chunk
 from .inputs import prepare, state_dtype
 
 _ACT = {"gelu": 0, "silu": 1, "swiglu": 2}
 _MODE = {"target": 1, "teach": 2}
 BUDGET_ENV = "NESTED_KERNELS_FAST_MLP_BWD_BYTES"
+SUM_CUBLAS_ENV = "NESTED_KERNELS_FAST_MLP_SUM_CUBLAS"   # "0": sum_g updates on the Triton kernel only
 
 
 def unsupported(inputs, cfg) -> Optional[str]:
@@ -111,6 +112,8 @@ class _Consts:
         assert not (sum_g and (copy or U is not None)), "sum_g takes no copy and no U"
         G, n, P = L1.shape
         Q = R1.shape[-1]
+        if sum_g and env_flag(SUM_CUBLAS_ENV, True) and _flat_products(L1, R1, L2, R2):
+            return _sum_on_cublas(L1, R1, L2, R2, W, alpha, beta), None
         BP, BQ, BK, warps, stages, tma = _outer_config(n, self.interp)
         tma = tma and U is None and L1.element_size() == 2
         store = store or not copy or self.cd == out_dtype
@@ -149,6 +152,32 @@ class _Consts:
             INTERP=self.interp, PREC=self.prec,
             BP=BP, BQ=BQ, BK=BK, num_warps=warps, num_stages=stages)
         return out, cp
+
+
+def _flat_products(*ts) -> bool:
+    """Whether the [G, n, W] token operands (None: absent) are 16-bit CUDA tensors whose G·n rows
+    are one [G·n, W] matrix each (rows evenly strided across the sequences): then a sum over the
+    sequences of their products is one cuBLAS GEMM over all G·n tokens."""
+    return all(t is None or (t.is_cuda and t.element_size() == 2 and t.stride(-1) == 1
+                             and t.stride(0) == t.shape[1] * t.stride(1)) for t in ts)
+
+
+def _sum_on_cublas(L1, R1, L2, R2, W, alpha: float, beta: float) -> torch.Tensor:
+    """``_Consts.outer``'s ``sum_g`` result Σ_g (α·W_g + β·(L1_gᵀR1_g [+ L2_gᵀR2_g])) [P, Q] in
+    float32 by cuBLAS: the products as GEMMs over all G·n tokens with float32 output (the Triton
+    kernel loops over the sequences inside each tile: the static MLP's weight gradient at a
+    sequence's only piece, e.g. a CMS level with chunk_size ≥ T)."""
+    flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731  (a view: ``_flat_products``)
+    G, P, Q = L1.shape[0], L1.shape[-1], R1.shape[-1]
+    if W is None:       # beta 0: addmm ignores the (uninitialised) addend
+        out = torch.empty(P, Q, dtype=torch.float32, device=L1.device)
+    else:
+        out = alpha * (W.float() * G if W.dim() == 2 else W.float().sum(0))
+    out = torch.addmm(out, flat(L1).mT, flat(R1), beta=0.0 if W is None else 1.0, alpha=beta,
+                      out_dtype=torch.float32)
+    if L2 is not None:
+        out = torch.addmm(out, flat(L2).mT, flat(R2), beta=1.0, alpha=beta, out_dtype=torch.float32)
+    return out
 
 
 def triton_cdiv(a: int, b: int) -> int:
