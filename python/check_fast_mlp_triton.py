@@ -20,6 +20,8 @@
     python python/check_fast_mlp_triton.py --no-time        # checks only
     python python/check_fast_mlp_triton.py --json $OUT/fast_mlp_triton.json
     python python/check_fast_mlp_triton.py --no-check --chunks 128,256 --no-cms --no-big
+    python python/check_fast_mlp_triton.py --no-check --queued   # + device and host ms per call
+                                                                  #   launched back to back
 
 NESTED_KERNELS_FAST_MLP_FORM=dual (or materialized) checks and times one form of the backend
 everywhere it applies (docs/fast_mlp.md §1).
@@ -41,10 +43,11 @@ import torch.nn.functional as Fn  # noqa: E402
 from nested_kernels.ops.fast_mlp import FastMLPState, fast_mlp  # noqa: E402
 from nested_kernels.ops.fast_mlp.mlp import weight_shapes  # noqa: E402
 from nested_kernels.testing import rel_error  # noqa: E402
-from gpu_check_utils import TOL, cuda_time, write_json  # noqa: E402
+from gpu_check_utils import TOL, cuda_time, queued_time, write_json  # noqa: E402
 
 F64 = torch.float64
 ROWS = []
+QUEUED = []     # [True] with --queued
 
 
 def hidden(D, mlp):
@@ -180,6 +183,9 @@ def fwd_and_train(call, leaves, gy, reps):
     churn = {k: v - before[k] for k, v in _allocator_counts().items() if v != before[k]}
     if churn:       # device mallocs/frees inside the timed loop: the caching allocator is thrashing
         print(f"    (allocator during fwd+bwd warm-up and timing: {churn})", flush=True)
+    if QUEUED:      # host ms per call ≥ device ms: the host sets the pace even when queued ahead
+        dev, host = queued_time(train, reps)
+        print(f"    (fwd+bwd queued back to back: device {dev:.2f} ms, host {host:.2f} ms per call)", flush=True)
     return t_fwd, t_train
 
 
@@ -289,7 +295,10 @@ def main():
     ap.add_argument("--chunks", default="1024,512,64", help="chunk sizes timed at B4 T4096 D2048")
     ap.add_argument("--no-cms", action="store_true")
     ap.add_argument("--no-big", action="store_true")
+    ap.add_argument("--queued", action="store_true", help="also fwd+bwd calls launched back to back "
+                    "(gpu_check_utils.queued_time): device and host ms per call")
     args = ap.parse_args()
+    QUEUED[:] = [True] if args.queued else []
     ok = True
     if not args.no_check:
         ok = checks()

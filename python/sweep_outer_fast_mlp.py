@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import torch
 
-from gpu_check_utils import cuda_time
+from gpu_check_utils import queued_time
 from nested_kernels.ops.fast_mlp.triton_backend import _Consts
 
 DEFAULT_CONFIGS = "128,128,64,8,3,0;128,128,64,8,3,1;128,128,64,4,3,1"
@@ -49,7 +48,7 @@ def main():
             "bwd W2 adjoint (2 products)": (lambda: c.outer(eg, ed, L2=eg, R2=a, W=W2, alpha=0.9, copy=True),
                                             2 * flop),
         }
-        ms = cuda_time(lambda: torch.bmm(ed.transpose(1, 2), X), 2, args.reps)
+        ms = queued_time(lambda: torch.bmm(ed.transpose(1, 2), X), args.reps)[0]
         print(f"\nn = {n}: cuBLAS bmm LᵀR [F×n]·[n×D], bf16 out: {ms:.3f} ms = {flop / ms / 1e9:.0f} TFLOP/s")
         first = {}
         for cfg in args.configs.split(";"):
@@ -59,8 +58,8 @@ def main():
                 try:
                     out = fn()[1].float()          # the bf16 copy, against the first config's
                     diff = (out - first.setdefault(name, out)).abs().max().item() / out.abs().max().item()
-                    t = cuda_time(fn, 2, args.reps)
-                    row.append(f"{name} {t:.3f} ({fl / t / 1e9:.0f} TF/s, host {host_us(fn):.0f} µs, "
+                    t, host = queued_time(fn, args.reps)
+                    row.append(f"{name} {t:.3f} ({fl / t / 1e9:.0f} TF/s, host {host * 1e3:.0f} µs, "
                                f"vs first {diff:.1e})")
                 except Exception as e:  # noqa: BLE001
                     row.append(f"{name} ERROR {type(e).__name__}: {str(e)[:80]}")
@@ -85,19 +84,8 @@ def parts(c, L, R, W, flop, reps):
     }
     print(f"  parts of the W1 update (G{G} P{P} Q{Q}, n = {L.shape[1]}):")
     for name, fn in rows.items():
-        t = cuda_time(fn, 2, reps)
+        t = queued_time(fn, reps)[0]
         print(f"    {name:58s} {t:.3f} ms ({flop / t / 1e9:.0f} TF/s on the product)", flush=True)
-
-
-def host_us(fn, reps=20):
-    """Median host microseconds of one launch of ``fn`` (synchronised before each)."""
-    times = []
-    for _ in range(reps):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        times.append(1e6 * (time.perf_counter() - t0))
-    return sorted(times)[reps // 2]
 
 
 if __name__ == "__main__":
