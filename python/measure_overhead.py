@@ -2,7 +2,7 @@
 
     python python/measure_overhead.py [--profile] [--repeat 7] [--calls 300]
     python python/measure_overhead.py --triton-stub [--profile]
-    python python/measure_overhead.py --dual-stub [--profile]
+    python python/measure_overhead.py --fast-mlp-stub dual|materialized [--profile]
 
 For each call (backend "torch", tensors that do not require grad) it prints, in µs per call:
 
@@ -25,8 +25,9 @@ forward + backward whose inputs require them — the whole Python path (checks, 
 autograd function, the launchers' argument work) except Triton's own launch, which costs ~25 µs
 per launch on this machine (``JITFunction.run``'s hit path; six launches per η-only fwd+bwd).
 
-``--dual-stub`` does the same for fast_mlp's dual form (``ops/fast_mlp/dual.py``), whose walk over
-the chunks is launch-bound on the H100 (docs/fast_mlp.md §6): host µs per call and per chunk.
+``--fast-mlp-stub FORM`` does the same for fast_mlp's triton backend in one form (``dual``: the
+walk over the chunks, launch-bound on the H100, docs/fast_mlp.md §6; ``materialized``: the chunk
+loop of C ≥ 512) and counts the launches per chunk of each kernel: host µs per call and per chunk.
 """
 from __future__ import annotations
 
@@ -192,15 +193,29 @@ def triton_stub(calls: int, repeat: int, profile: bool) -> None:
             _profile(name, fn, calls)
 
 
-def dual_stub(calls: int, repeat: int, profile: bool) -> None:
-    """fast_mlp's dual form (triton backend) with its Triton kernels stubbed: the host µs of the
-    walk per chunk (Python, torch dispatch and the tiny CPU products of B4 T256 D16 F32 C16 — the
-    number of launches per chunk is that of any shape)."""
+class _CountedNoLaunch(_NoLaunch):
+    """``_NoLaunch`` that counts its launches in ``counts[name]``."""
+
+    def __init__(self, name, counts):
+        self.name, self.counts = name, counts
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.counts[self.name] = self.counts.get(self.name, 0) + 1
+        return launch
+
+
+def fast_mlp_stub(form: str, calls: int, repeat: int, profile: bool) -> None:
+    """fast_mlp's triton backend in ``form`` (dual or materialized) with its Triton kernels
+    stubbed: the host µs per call and per chunk (Python, torch dispatch and the tiny CPU products of
+    B4 T256 D16 F32 C16 — the number of launches per chunk is that of any shape) and the stubbed
+    launches per chunk of each kernel, each of which costs Triton's launch on a GPU on top."""
     from nested_kernels.ops.fast_mlp import api as fm_api, dual, triton_kernels
+    counts = {}
     for name in dir(triton_kernels):
         if name.endswith("_kernel"):
-            setattr(triton_kernels, name, _NoLaunch())
-    os.environ[dual.FORM_ENV] = "dual"
+            setattr(triton_kernels, name, _CountedNoLaunch(name, counts))
+    os.environ[dual.FORM_ENV] = form
     B, T, D, F, C = 4, 256, 16, 32, 16
     g = torch.Generator().manual_seed(0)
     x = torch.randn(B, T, D, generator=g).requires_grad_()
@@ -213,11 +228,14 @@ def dual_stub(calls: int, repeat: int, profile: bool) -> None:
     def forward_backward():
         y = fm_api.fast_mlp(x, w, 0.1, chunk_size=C, target=x.detach(), backend="triton")[0]
         torch.autograd.grad(y, (x, *w), torch.ones_like(y))
-    print(f"fast_mlp dual form, Triton kernels stubbed, B{B} T{T} D{D} F{F} C{C} ({T // C} chunks), "
-          f"CPU host µs per call / per chunk:")
+    print(f"fast_mlp {form} form, Triton kernels stubbed, B{B} T{T} D{D} F{F} C{C} ({T // C} chunks), "
+          f"CPU host µs per call / per chunk, stubbed launches per chunk:")
     for name, fn in (("forward (no grad)", forward), ("forward + backward", forward_backward)):
+        counts.clear()
+        fn()
+        launches = ", ".join(f"{k} {v / (T // C):g}" for k, v in sorted(counts.items()))
         us = _per_call_us(fn, calls, repeat)
-        print(f"  {name:20s} {us:8.1f} {us / (T // C):8.1f}")
+        print(f"  {name:20s} {us:8.1f} {us / (T // C):8.1f}   {launches}")
         if profile:
             _profile(name, fn, calls)
 
@@ -230,13 +248,14 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated substrings of the call names")
     parser.add_argument("--triton-stub", action="store_true",
                         help="linear_memory's triton backend with its kernels stubbed (see the module docstring)")
-    parser.add_argument("--dual-stub", action="store_true",
-                        help="fast_mlp's dual form with its Triton kernels stubbed (host µs per chunk)")
+    parser.add_argument("--fast-mlp-stub", choices=("dual", "materialized"),
+                        help="fast_mlp's triton backend in one form with its Triton kernels stubbed "
+                             "(host µs and launches per chunk)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if args.dual_stub:
+    if args.fast_mlp_stub:
         os.environ["TRITON_INTERPRET"] = "1"
-        dual_stub(min(args.calls, 50), args.repeat, args.profile)
+        fast_mlp_stub(args.fast_mlp_stub, min(args.calls, 50), args.repeat, args.profile)
         return
     if args.triton_stub:
         os.environ["TRITON_INTERPRET"] = "1"        # Triton backends on CPU tensors (kernels stubbed)
