@@ -114,20 +114,23 @@ def test_half_precision(dtype):
     check(x, st, dtype, C=4, retention=0.95, mlp=mlp)
 
 
-@pytest.mark.parametrize("mlp", ["gelu", "swiglu"])
-def test_descriptor_update_kernel_in_the_op(mlp, monkeypatch):
+@pytest.mark.parametrize("mlp,tma", [("gelu", 1), ("swiglu", 1), ("gelu", 2)],
+                         ids=["gelu", "swiglu", "gelu-pointer-stores"])
+def test_descriptor_update_kernel_in_the_op(mlp, tma, monkeypatch):
     """bf16 inputs with every update on the descriptor kernel (on the GPU: pieces of ≥ 256
     tokens), including the backward's last piece summed over the sequences into the shared
-    weights' gradient (``sum_g``)."""
+    weights' gradient (``sum_g``); tma 2: the results by plain stores (``PTR_STORES``)."""
     from nested_kernels.ops.fast_mlp import triton_kernels
-    monkeypatch.setenv("NESTED_KERNELS_FAST_MLP_OUTER", "32,32,16,4,1,1")
+    monkeypatch.setenv("NESTED_KERNELS_FAST_MLP_OUTER", f"32,32,16,4,1,{tma}")
     calls = []
     real = triton_kernels._outer_tma_kernel
     monkeypatch.setattr(triton_kernels, "_outer_tma_kernel", type("Spy", (), {
-        "__getitem__": lambda self, grid: lambda *a, **kw: calls.append(kw["SUM_G"]) or real[grid](*a, **kw)})())
+        "__getitem__": lambda self, grid: lambda *a, **kw: calls.append((kw["SUM_G"], kw["PTR_STORES"]))
+        or real[grid](*a, **kw)})())
     x, st = make(T=13, mlp=mlp, F=48 if mlp == "swiglu" else 32, seed=4, eta=0.25)   # stable η (§5)
     check(x, st, torch.bfloat16, C=4, retention=0.9, mlp=mlp)
-    assert calls.count(True) == 2 and calls.count(False) > 2
+    sums = [sum_g for sum_g, _ in calls]
+    assert sums.count(True) == 2 and sums.count(False) > 2 and {p for _, p in calls} == {tma == 2}
 
 
 def test_varlen_per_sequence_weights_eta_float():
@@ -383,18 +386,19 @@ def test_update_gemm_tiles_products_and_epilogue():
     assert rel_error(out, want) < 1e-5 and rel_error(cp, want) < 1e-5
 
 
+@pytest.mark.parametrize("tma", [1, 2], ids=["descriptors", "pointer-stores"])
 @pytest.mark.parametrize("shared_w", [True, False], ids=["shared-W", "own-W"])
-def test_update_gemm_on_tensor_descriptors(shared_w, monkeypatch):
+def test_update_gemm_on_tensor_descriptors(shared_w, tma, monkeypatch):
     """The descriptor (TMA) form of the update GEMM, bfloat16 operands over 3 × 5 tiles with
     partial edges and a token count that is not a multiple of the 16-token step: one or two
     products, float32 out and a bf16 copy or only the bf16 copy, and the sum over the sequences
-    (``sum_g``), against PyTorch in float64."""
+    (``sum_g``), against PyTorch in float64; tma 2: the master and its copy by plain stores."""
     from nested_kernels.ops.fast_mlp import triton_kernels
-    monkeypatch.setenv("NESTED_KERNELS_FAST_MLP_OUTER", "32,32,16,4,1,1")
+    monkeypatch.setenv("NESTED_KERNELS_FAST_MLP_OUTER", f"32,32,16,4,1,{tma}")
     launched = []
     real = triton_kernels._outer_tma_kernel
-    monkeypatch.setattr(triton_kernels, "_outer_tma_kernel",
-                        type("Spy", (), {"__getitem__": lambda self, grid: launched.append(grid) or real[grid]})())
+    spy = lambda grid: lambda *a, **kw: launched.append(kw["PTR_STORES"]) or real[grid](*a, **kw)  # noqa: E731
+    monkeypatch.setattr(triton_kernels, "_outer_tma_kernel", type("Spy", (), {"__getitem__": lambda self, g: spy(g)})())
     g = torch.Generator().manual_seed(6)
     G, n, P, Q = 2, 21, 3 * 32 - 8, 5 * 32 - 8
     bf = torch.bfloat16
@@ -414,7 +418,7 @@ def test_update_gemm_on_tensor_descriptors(shared_w, monkeypatch):
     out, cp = c.outer(L1, R1, L2=L2, R2=R2, W=W if shared_w else Wg, alpha=0.9, sum_g=True)
     want = (0.9 * d(Wg) + prod + d(L2).transpose(1, 2) @ d(R2)).sum(0)
     assert cp is None and out.shape == (P, Q) and rel_error(out, want) < 1e-6
-    assert len(launched) == 3
+    assert launched == [tma == 2] * 3
 
 
 @pytest.mark.gpu
@@ -457,25 +461,32 @@ from triton.compiler import ASTSource
 from nested_kernels.ops.fast_mlp.triton_kernels import _outer_tma_kernel as k
 BP, BQ, BK = 128, 128, 64
 tok = lambda w: f"tensordesc<bf16[1,{BK},{w}]>"
-for shared_w, has_2, store_out, sum_g in [(True, False, True, False), (False, True, True, True),
-                                         (False, False, False, False)]:
-    sig = dict(L1=tok(BP), R1=tok(BQ), L2=tok(BP), R2=tok(BQ),
-               W=f"tensordesc<bf16[{BP},{BQ}]>" if shared_w else f"tensordesc<fp32[1,{BP},{BQ}]>",
-               OUT=f"tensordesc<fp32[1,{BP},{BQ}]>", COPY=f"tensordesc<bf16[1,{BP},{BQ}]>",
-               n="i32", alpha="fp32", beta="fp32")
+for shared_w, has_2, store_out, sum_g, ptrs in [
+        (True, False, True, False, False), (False, True, True, True, False), (False, False, False, False, False),
+        (True, False, True, False, True), (False, True, True, True, True), (False, False, True, False, True)]:
+    w = f"tensordesc<bf16[{BP},{BQ}]>" if shared_w else f"tensordesc<fp32[1,{BP},{BQ}]>"
+    if ptrs:
+        weights = dict(W=w, OUT="*fp32", COPY="*bf16")
+    else:
+        weights = dict(W=w, OUT=f"tensordesc<fp32[1,{BP},{BQ}]>", COPY=f"tensordesc<bf16[1,{BP},{BQ}]>")
+    sig = dict(L1=tok(BP), R1=tok(BQ), L2=tok(BP), R2=tok(BQ), **weights, n="i32", alpha="fp32", beta="fp32",
+               **dict.fromkeys(("P", "Q", "sog", "sop", "scg", "scp"), "i32"))
     const = dict(HAS_2=has_2, HAS_W=True, W_SHARED=shared_w, STORE_OUT=store_out, STORE_COPY=not sum_g,
-                 ROUND=False, SUM_G=sum_g, INTERP=False, BP=BP, BQ=BQ, BK=BK)
+                 ROUND=False, SUM_G=sum_g, PTR_STORES=ptrs, INTERP=False, BP=BP, BQ=BQ, BK=BK)
     sig.update(dict.fromkeys(const, "constexpr"))
     src = ASTSource(k, sig, constexprs={(k.arg_names.index(c),): v for c, v in const.items()})
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=8, num_stages=3)).asm["ptx"]
-    assert "cp.async.bulk.tensor" in ptx and "wgmma.mma_async" in ptx, (shared_w, has_2, store_out)
+    assert "cp.async.bulk.tensor" in ptx and "wgmma.mma_async" in ptx, (shared_w, has_2, store_out, ptrs)
+    # the pointer stores' epilogue: no tensor-map stores
+    assert ("cp.async.bulk.tensor.3d.global.shared" not in ptx) == ptrs, (shared_w, has_2, store_out, ptrs)
 print("compiled")
 """
 
 
 def test_update_gemm_descriptor_kernel_compiles_for_sm90():
     """The descriptor kernel's variants (a shared bf16 W or per-sequence float32 W, one or two
-    products, with and without the float32 store, summed over the sequences) compile for sm_90 with TMA and wgmma — no GPU needed, but outside
+    products, with and without the float32 store, summed over the sequences; the results by
+    tensor-map or by plain stores) compile for sm_90 with TMA and wgmma — no GPU needed, but outside
     the interpreter (a subprocess), which runs the Python semantics and would not see a branch the
     compiler cannot build (a 3-offset load of a 2-D descriptor was such a bug)."""
     import os

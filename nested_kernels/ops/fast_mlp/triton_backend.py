@@ -115,7 +115,7 @@ class _Consts:
         if sum_g and env_flag(SUM_CUBLAS_ENV, True) and _flat_products(L1, R1, L2, R2):
             return _sum_on_cublas(L1, R1, L2, R2, W, alpha, beta), None
         BP, BQ, BK, warps, stages, tma = _outer_config(n, self.interp)
-        tma = tma and U is None and L1.element_size() == 2
+        tma = tma if U is None and L1.element_size() == 2 else 0
         store = store or not copy or self.cd == out_dtype
         cp = None
         if copy:
@@ -131,15 +131,18 @@ class _Consts:
         tiles = triton_cdiv(P, BP) * triton_cdiv(Q, BQ)
         grid = (tiles, 1 if sum_g else G)
         has_copy = cp is not None and cp is not out
-        desc = _descriptors((L1, R1, L2, R2, W, out_, cp if has_copy else None), (BK, BP), (BK, BQ), (BP, BQ)) \
-            if tma else None
+        ptr_stores = tma == 2       # the results by plain stores, not tensor-map stores
+        results = (None, None) if ptr_stores else (out_, cp if has_copy else None)
+        desc = _descriptors((L1, R1, L2, R2, W, *results), (BK, BP), (BK, BQ), (BP, BQ)) if tma else None
         if desc is not None:
             from .triton_kernels import _outer_tma_kernel
+            if ptr_stores:
+                desc[5:] = out_, cp_
             _outer_tma_kernel[grid](
-                *desc, n, float(alpha), float(beta), HAS_2=L2 is not None, HAS_W=W is not None,
-                W_SHARED=W_.dim() == 2, STORE_OUT=store, STORE_COPY=has_copy,
-                ROUND=out_dtype == torch.bfloat16, SUM_G=sum_g, INTERP=self.interp, BP=BP, BQ=BQ, BK=BK,
-                num_warps=warps, num_stages=stages)
+                *desc, n, float(alpha), float(beta), P, Q, *_st(out_), *_st(cp_),
+                HAS_2=L2 is not None, HAS_W=W is not None, W_SHARED=W_.dim() == 2, STORE_OUT=store,
+                STORE_COPY=has_copy, ROUND=out_dtype == torch.bfloat16, SUM_G=sum_g, PTR_STORES=ptr_stores,
+                INTERP=self.interp, BP=BP, BQ=BQ, BK=BK, num_warps=warps, num_stages=stages)
             return (out[0] if sum_g else out), cp
         if sum_g:                   # no descriptor kernel here: per sequence, then summed
             out = self.outer(L1, R1, L2=L2, R2=R2, W=W, alpha=alpha, beta=beta)[0]
@@ -189,7 +192,8 @@ TMA_MIN_TOKENS = 256    # pieces this long use the descriptor kernel (GPU calls 
 
 def _outer_config(n: int, interp: bool = False) -> tuple:
     """(BP, BQ, BK, warps, stages, tma) of the update GEMM over n tokens; tma 1: the descriptor
-    kernel ``_outer_tma_kernel`` where the tensors allow it (n ≥ TMA_MIN_TOKENS by default).
+    kernel ``_outer_tma_kernel`` where the tensors allow it (n ≥ TMA_MIN_TOKENS by default); tma 2:
+    the same kernel writing the master and its copy by plain stores (``PTR_STORES``).
     NESTED_KERNELS_FAST_MLP_OUTER overrides with five or six comma-separated integers (tma
     missing: 0)."""
     env = getenv("NESTED_KERNELS_FAST_MLP_OUTER")

@@ -278,17 +278,28 @@ def _w_tile(W, g, p0, q0, W_SHARED: tl.constexpr, BP: tl.constexpr, BQ: tl.const
 
 
 @triton.jit
-def _outer_tma_kernel(L1, R1, L2, R2, W, OUT, COPY, n, alpha, beta,
+def _tile_ptrs(X, g, p0, q0, tp, tq, sg, sp):
+    """Pointers of the [BP, BQ] tile at (p0, q0) of sequence g of X (strides (sg, sp), unit last):
+    the tile's corner in 64-bit arithmetic, the offsets inside it in 32-bit."""
+    corner = X + (g.to(tl.int64) * sg + p0.to(tl.int64) * sp + q0)
+    return corner + (tp[:, None] * sp + tq[None, :])
+
+
+@triton.jit
+def _outer_tma_kernel(L1, R1, L2, R2, W, OUT, COPY, n, alpha, beta, P, Q, sog, sop, scg, scp,
                       HAS_2: tl.constexpr, HAS_W: tl.constexpr, W_SHARED: tl.constexpr,
                       STORE_OUT: tl.constexpr, STORE_COPY: tl.constexpr, ROUND: tl.constexpr,
-                      SUM_G: tl.constexpr, INTERP: tl.constexpr,
+                      SUM_G: tl.constexpr, PTR_STORES: tl.constexpr, INTERP: tl.constexpr,
                       BP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr):
     """``_outer_kernel`` without U, on tensor descriptors: L1, R1, L2, R2 [G, n, P|Q] with blocks
     [1, BK, BP|BQ]; W [P, Q] (W_SHARED) or [G, P, Q], OUT and COPY [G, P, Q], blocks [(1,) BP, BQ].
     Tokens past n, rows past P and columns past Q are the descriptors' zero padding on loads and
-    clipping on stores. Grid: (tiles of one sequence, G), as ``_outer_kernel``; SUM_G: grid
-    (tiles, 1), OUT [1, P, Q] = the sum over the G sequences (the products of all G·n tokens)."""
-    nq = tl.cdiv(OUT.shape[2], BQ)
+    clipping on stores. PTR_STORES: OUT and COPY are pointers instead (strides (sog, sop), (scg,
+    scp), sizes P, Q), written by plain stores — no wait for a tensor-map store to leave shared
+    memory before the next store or the program's end. Grid: (tiles of one sequence, G), as
+    ``_outer_kernel``; SUM_G: grid (tiles, 1), OUT [1, P, Q] = the sum over the G sequences (the
+    products of all G·n tokens)."""
+    nq = tl.cdiv(Q, BQ)
     p0 = (tl.program_id(0) // nq) * BP
     q0 = (tl.program_id(0) % nq) * BQ
     acc = tl.zeros((BP, BQ), dtype=tl.float32)
@@ -302,7 +313,7 @@ def _outer_tma_kernel(L1, R1, L2, R2, W, OUT, COPY, n, alpha, beta,
             if HAS_W:
                 w += _w_tile(W, g, p0, q0, W_SHARED, BP, BQ)
             g += 1
-        g = 0
+        g = tl.program_id(1)        # 0: the grid has one row of programs
     else:
         g = tl.program_id(1)
         acc = _accum_tma(acc, L1, R1, g, p0, q0, n, INTERP, BP, BQ, BK)
@@ -315,7 +326,15 @@ def _outer_tma_kernel(L1, R1, L2, R2, W, OUT, COPY, n, alpha, beta,
         res += alpha * w
     if ROUND:
         res = cast(res, tl.bfloat16, INTERP).to(tl.float32)
-    if STORE_OUT:
-        OUT.store([g, p0, q0], cast(res, OUT.dtype, INTERP).reshape(1, BP, BQ))
-    if STORE_COPY:
-        COPY.store([g, p0, q0], cast(res, COPY.dtype, INTERP).reshape(1, BP, BQ))
+    if PTR_STORES:
+        rp, rq = p0 + tl.arange(0, BP), q0 + tl.arange(0, BQ)
+        m = (rp < P)[:, None] & (rq < Q)[None, :]
+        if STORE_OUT:
+            tl.store(OUT + _offs(g, rp, rq, sog, sop), cast(res, OUT.dtype.element_ty, INTERP), mask=m)
+        if STORE_COPY:
+            tl.store(COPY + _offs(g, rp, rq, scg, scp), cast(res, COPY.dtype.element_ty, INTERP), mask=m)
+    else:
+        if STORE_OUT:
+            OUT.store([g, p0, q0], cast(res, OUT.dtype, INTERP).reshape(1, BP, BQ))
+        if STORE_COPY:
+            COPY.store([g, p0, q0], cast(res, COPY.dtype, INTERP).reshape(1, BP, BQ))
