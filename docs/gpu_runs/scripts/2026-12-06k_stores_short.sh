@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# 2026-12-06k, the short form of 2026-12-06k_stores.sh for the device time left (≈ 1 min): the
+# 2026-12-06k (ran as call 4), the short form of a stores script for the device time left (≈ 1 min): the
 # update GEMM alone, tensor-map stores (tma 1) beside plain stores (tma 2), queued; the bf16
 # copies must agree ("vs first 0.0e+00").
 . "$(dirname "$0")/lib.sh"
