@@ -15,8 +15,8 @@ first-layer tensors hold [gate | up] side by side (2F columns, the up half at co
                        GEMM over the tokens (fp32 accumulation on tensor cores) whose epilogue
                        writes the new master weights (float32 or bfloat16) and their
                        compute-dtype copy in one pass.
-* ``_outer_tma_kernel`` the same without U on tensor descriptors (TMA loads and stores on sm_90),
-                       for 16-bit operands.
+* ``_outer_tma_kernel`` the same without U on tensor descriptors (TMA loads and stores on sm_90;
+                       PTR_STORES: the results by plain stores), for 16-bit operands.
 The interpreter (TRITON_INTERPRET=1) mis-handles bfloat16 arithmetic and runtime loop bounds
 with this numpy: INTERP switches to fp32 upcasts and a while loop.
 """
@@ -275,14 +275,6 @@ def _w_tile(W, g, p0, q0, W_SHARED: tl.constexpr, BP: tl.constexpr, BQ: tl.const
     else:
         w = W.load([g, p0, q0]).reshape(BP, BQ).to(tl.float32)
     return w
-
-
-@triton.jit
-def _tile_ptrs(X, g, p0, q0, tp, tq, sg, sp):
-    """Pointers of the [BP, BQ] tile at (p0, q0) of sequence g of X (strides (sg, sp), unit last):
-    the tile's corner in 64-bit arithmetic, the offsets inside it in 32-bit."""
-    corner = X + (g.to(tl.int64) * sg + p0.to(tl.int64) * sp + q0)
-    return corner + (tp[:, None] * sp + tq[None, :])
 
 
 @triton.jit
