@@ -305,7 +305,7 @@ def _outer_tma_kernel(L1, R1, L2, R2, W, OUT, COPY, n, alpha, beta, P, Q, sog, s
             if HAS_W:
                 w += _w_tile(W, g, p0, q0, W_SHARED, BP, BQ)
             g += 1
-        g = tl.program_id(1)        # 0: the grid has one row of programs
+        g = 0
     else:
         g = tl.program_id(1)
         acc = _accum_tma(acc, L1, R1, g, p0, q0, n, INTERP, BP, BQ, BK)
@@ -321,10 +321,11 @@ def _outer_tma_kernel(L1, R1, L2, R2, W, OUT, COPY, n, alpha, beta, P, Q, sog, s
     if PTR_STORES:
         rp, rq = p0 + tl.arange(0, BP), q0 + tl.arange(0, BQ)
         m = (rp < P)[:, None] & (rq < Q)[None, :]
+        gp = tl.program_id(1)       # g, as a tensor (SUM_G: 0, the grid's one row of programs)
         if STORE_OUT:
-            tl.store(OUT + _offs(g, rp, rq, sog, sop), cast(res, OUT.dtype.element_ty, INTERP), mask=m)
+            tl.store(OUT + _offs(gp, rp, rq, sog, sop), cast(res, OUT.dtype.element_ty, INTERP), mask=m)
         if STORE_COPY:
-            tl.store(COPY + _offs(g, rp, rq, scg, scp), cast(res, COPY.dtype.element_ty, INTERP), mask=m)
+            tl.store(COPY + _offs(gp, rp, rq, scg, scp), cast(res, COPY.dtype.element_ty, INTERP), mask=m)
     else:
         if STORE_OUT:
             OUT.store([g, p0, q0], cast(res, OUT.dtype, INTERP).reshape(1, BP, BQ))
