@@ -229,6 +229,19 @@ def _nn_tile(nn_buf, i_g, i_h, H, rt, BT: tl.constexpr):
 
 
 @triton.jit
+def _add_read_shares(dg, dPhi, dG, dnu, da, dHm, dGm, db, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr):
+    """The read's shares of the gate adjoints, into the tile's own accumulators (read after) or the
+    previous position's (read before / chunk): dg += da, dΦ += dHm [, dG += dGm] [, dν += db]."""
+    dg += da
+    dPhi += dHm
+    if HAS_BETA:
+        dG += dGm
+    if HAS_MU:
+        dnu += db
+    return dg, dPhi, dG, dnu
+
+
+@triton.jit
 def _nn_adjoints(q, k, la_ptr, beta_ptr, mu_ptr, deta, dbeta, grow, mt, rt, rk, sel, lower, strict, scale, et,
                  Z2, Z1, ZA, ZP, r_phi, r_g, r_d, da, db, dbt, dgp_s, dnup_s, deta_v, dg, dnu, dm,
                  K: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr,
@@ -269,25 +282,16 @@ def _nn_adjoints(q, k, la_ptr, beta_ptr, mu_ptr, deta, dbeta, grow, mt, rt, rk, 
             Gm = Gp
         dQK = Z2 * Hm
         dHm = Z2 * QKm
+        dGm = dHm           # read only with β
         if HAS_BETA:
             dQK += Z1 * Gm
             dGm = Z1 * QKm
         if READ == 0:
             dQK = tl.where(lower, dQK, 0.0)
-            dg += da
-            dPhi += dHm
-            if HAS_BETA:
-                dG += dGm
-            if HAS_MU:
-                dnu += db
+            dg, dPhi, dG, dnu = _add_read_shares(dg, dPhi, dG, dnu, da, dHm, dGm, db, HAS_BETA, HAS_MU)
         else:
             dQK = tl.where(strict, dQK, 0.0)
-            dgp += da
-            dPhip += dHm
-            if HAS_BETA:
-                dGp += dGm
-            if HAS_MU:
-                dnup += db
+            dgp, dPhip, dGp, dnup = _add_read_shares(dgp, dPhip, dGp, dnup, da, dHm, dGm, db, HAS_BETA, HAS_MU)
     if HAS_BETA or EXACT:
         KK = mm(kx, tl.trans(kx), PREC)
         dA = tl.where(strict, -ZA, 0.0)
