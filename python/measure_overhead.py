@@ -161,10 +161,17 @@ def _print_profile(name: str, prof: cProfile.Profile, calls: int, top: int = 14)
 
 
 class _NoLaunch:
-    """Stands in for a Triton kernel: ``kernel[grid](...)`` does nothing."""
+    """Stands in for a Triton kernel: ``kernel[grid](...)`` does nothing but count the launch in
+    ``counts[name]`` (when given a dict)."""
+
+    def __init__(self, name: str = "", counts: dict | None = None):
+        self.name, self.counts = name, counts
 
     def __getitem__(self, grid):
-        return lambda *args, **kwargs: None
+        def launch(*args, **kwargs):
+            if self.counts is not None:
+                self.counts[self.name] = self.counts.get(self.name, 0) + 1
+        return launch
 
 
 def triton_stub(calls: int, repeat: int, profile: bool) -> None:
@@ -193,18 +200,6 @@ def triton_stub(calls: int, repeat: int, profile: bool) -> None:
             _profile(name, fn, calls)
 
 
-class _CountedNoLaunch(_NoLaunch):
-    """``_NoLaunch`` that counts its launches in ``counts[name]``."""
-
-    def __init__(self, name, counts):
-        self.name, self.counts = name, counts
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            self.counts[self.name] = self.counts.get(self.name, 0) + 1
-        return launch
-
-
 def fast_mlp_stub(form: str, calls: int, repeat: int, profile: bool) -> None:
     """fast_mlp's triton backend in ``form`` (dual or materialized) with its Triton kernels
     stubbed: the host µs per call and per chunk (Python, torch dispatch and the tiny CPU products of
@@ -214,7 +209,7 @@ def fast_mlp_stub(form: str, calls: int, repeat: int, profile: bool) -> None:
     counts = {}
     for name in dir(triton_kernels):
         if name.endswith("_kernel"):
-            setattr(triton_kernels, name, _CountedNoLaunch(name, counts))
+            setattr(triton_kernels, name, _NoLaunch(name, counts))
     os.environ[dual.FORM_ENV] = form
     B, T, D, F, C = 4, 256, 16, 32, 16
     g = torch.Generator().manual_seed(0)
