@@ -382,6 +382,41 @@ def check_kernel_knob(monkeypatch, knob, kernels, inputs, dtype, kw) -> dict:
     return o1
 
 
+FUSE_CASES = {
+    # name: (make kwargs, linear_memory kwargs, other knobs)
+    "eta_only_after": (dict(T=37, gates="", seed=60), dict(chunk_size=16, target="external", read="after"), {}),
+    "abm_before_two_v_blocks": (dict(T=35, K=16, V=32, gates="abm", seed=61),
+                                dict(chunk_size=16, target="external", read="before"), dict(BV="16")),
+    "m_chunk_read": (dict(T=33, gates="m", seed=62), dict(chunk_size=16, target="external", read="chunk"), {}),
+    "varlen_resumed_ab_self": (dict(B=1, T=30, N=3, K=16, V=16, gates="ab", resume=[0, 4, 11], seed=63),
+                               dict(chunk_size=16, target="self", read="after",
+                                    cu_seqlens=torch.tensor([0, 9, 9, 30], dtype=torch.int32)), {}),
+    "exact_abm_after": (dict(T=21, gates="abm", seed=64), dict(chunk_size=1, target="external", read="after"),
+                        dict(EXACT_TILE="16")),
+}
+
+
+@pytest.mark.parametrize("name", FUSE_CASES)
+def test_fused_outputs(monkeypatch, name):
+    """NESTED_KERNELS_LM_TRITON_FUSE_OUT=1: the forward walk writes the outputs (no _out_kernel):
+    outputs and every gradient against the float64 reference and against the unfused kernels."""
+    make_kw, kw, knobs = FUSE_CASES[name]
+    for knob, value in knobs.items():
+        monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
+    x, st = make(**make_kw)
+    launched = record_launches(monkeypatch, ("_state_fwd_kernel", "_out_kernel"))
+    got = {}
+    for value, expected in (("1", ["_state_fwd_kernel"]), ("0", ["_state_fwd_kernel", "_out_kernel"])):
+        monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_FUSE_OUT", value)
+        launched.clear()
+        got[value] = run("triton", x, st, torch.float32, **dict(kw))
+        assert launched == expected
+    ref, dref = run("reference", x, st, torch.float32, **dict(kw))
+    (o1, d1), (o0, d0) = got["1"], got["0"]
+    assert_run_close(dict(o1), d1, ref, dref, tolerance("triton", torch.float32))
+    assert_run_close(o1, d1, o0, d0, 1e-5)
+
+
 PLAIN = ["_plain_dv_kernel", "_plain_dqk_kernel"]
 
 

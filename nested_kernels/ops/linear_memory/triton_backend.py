@@ -216,6 +216,13 @@ def _stages(kernel: str, store: torch.dtype) -> int:
     return 0 if _interpreting() else stages
 
 
+def _fuse_out() -> bool:
+    """NESTED_KERNELS_LM_TRITON_FUSE_OUT=1: the forward walk writes the outputs of each tile from
+    the start states it holds (``FUSE_OUT``) instead of ``_out_kernel`` reading them back (opt-in
+    until timed on a GPU)."""
+    return getenv("NESTED_KERNELS_LM_TRITON_FUSE_OUT", "0") == "1"
+
+
 def _mma_mode(kernel: str):
     """Compile with Ampere-style MMA (mma.sync) instead of Hopper's wgmma.
 
@@ -395,10 +402,10 @@ class _Args:
         f = {n: (factors[names.index(n)] if n in names else None) for n in _FACTOR_SLOTS}
         return dict(f, tsc=scalars, ainv=ainv if self.solve else None)
 
-    def states(self, f, finals, tiles):
+    def states(self, f, finals, tiles, o=None):
         """Run the recurrence from the factors ``f``, writing the tile-start states into ``tiles``
-        (M, S: [tiles, H, K, V]; S empty without mu) and the final states into ``finals`` (M, S,
-        M_chunk) when given."""
+        (M, S: [tiles, H, K, V]; S empty without mu), the final states into ``finals`` (M, S,
+        M_chunk) when given, and the outputs into ``o`` when given (``outputs``' work, fused)."""
         from .triton_fwd import _state_fwd_kernel
         m_out, s_out, mc_out = finals if finals is not None else (None, None, None)
         saved_m, saved_s = tiles[0], tiles[1] if self.mu is not None else None
@@ -406,10 +413,12 @@ class _Args:
             _state_fwd_kernel[(self.NV, self.N * self.H)](
                 self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["xu"], f["yu"], self.v, self.eta, self.la, f["tsc"],
                 self.m0, self.s0, self.mc0, self.pos, self.cu, self.tile_base, m_out, s_out, mc_out, saved_m,
-                saved_s, self.T, self.H, K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_OFF=self.has_off,
+                saved_s, f["qw"], f["qz"], f["ou"], o,
+                self.T, self.H, K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_OFF=self.has_off,
                 HAS_ALPHA=self.la is not None, PLAIN_X=self.plain_x,
                 HAS_M0=self.m0 is not None, HAS_S0=self.s0 is not None, OUTPUT_FINAL=finals is not None,
-                SAVE_STATES=True, PREC=self.prec, STAGES=_stages("state", self.store),
+                SAVE_STATES=True, FUSE_OUT=o is not None, READ=self.read, HAS_OU=self.has_ou,
+                PREC=self.prec, STAGES=_stages("state", self.store),
                 **_launch_options(_warps(self.BT, "state")),
                 **self.flags)
 
@@ -440,8 +449,11 @@ def forward(inputs, cfg):
             t[(B * T) // a.BT:].zero_()
     if N * H:
         f = a.prep(store_ainv=False, keep=keep if keep[0].numel() else None)
-        a.states(f, finals, tiles)
-        a.outputs(f, tiles, o)
+        if _fuse_out():
+            a.states(f, finals, tiles, o)
+        else:
+            a.states(f, finals, tiles)
+            a.outputs(f, tiles, o)
     if finals is None:
         return (o,) + empty_outputs(inputs["q"], V) + res
     M, S, Mc = finals

@@ -323,13 +323,14 @@ def _state_step(M, S, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, ts, row0, s, e,
 
 @triton.jit
 def _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc,
-                 mc_out, saved_m, saved_s, row0, i_h, i_v, H,
+                 mc_out, saved_m, saved_s, qw, qz, ou, o, row0, i_h, i_v, H,
                  K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                  HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
                  HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr,
-                 OUTPUT_FINAL: tl.constexpr, SAVE_STATES: tl.constexpr, PREC: tl.constexpr):
+                 OUTPUT_FINAL: tl.constexpr, SAVE_STATES: tl.constexpr, FUSE_OUT: tl.constexpr,
+                 READ: tl.constexpr, HAS_OU: tl.constexpr, PREC: tl.constexpr):
     """Tile i of the sequence walk: stores its start states (and the final M_chunk when it starts
-    the last, partial chunk), returns its end states."""
+    the last, partial chunk) and, with FUSE_OUT, its outputs from them; returns its end states."""
     g = tb + i
     if SAVE_STATES:
         sv = (g * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
@@ -340,21 +341,28 @@ def _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, y
         if (i == nt - 1) & (pf != 0) & ((i > 0) | (p == 0)):   # start of the last, partial chunk
             tl.store(mc_out + st, M)
     s = tl.maximum(i * BT - p, 0)
+    e = tl.minimum((i + 1) * BT - p, L)
+    if FUSE_OUT:
+        _tile_out(qw, qz, ou, o, M, S, row0, s, e, i_h, rk, rv, H, K, V, BT, HAS_MU, READ, HAS_OU, PREC)
     return _state_step(M, S, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc + (g * H + i_h) * 4,
-                       row0, s, tl.minimum((i + 1) * BT - p, L), i_h, i_v, H,
+                       row0, s, e, i_h, i_v, H,
                        K, V, BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, PREC)
 
 
 @triton.jit
 def _state_fwd_kernel(k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc, m0, s0, mc0, pos, cu, tile_base,
-                      m_out, s_out, mc_out, saved_m, saved_s,
+                      m_out, s_out, mc_out, saved_m, saved_s, qw, qz, ou, o,
                       T, H,
                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                       HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
                       HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr,
                       HAS_M0: tl.constexpr, HAS_S0: tl.constexpr, HAS_POS: tl.constexpr,
                       IS_VARLEN: tl.constexpr, OUTPUT_FINAL: tl.constexpr,
-                      SAVE_STATES: tl.constexpr, PREC: tl.constexpr, STAGES: tl.constexpr):
+                      SAVE_STATES: tl.constexpr, FUSE_OUT: tl.constexpr, READ: tl.constexpr,
+                      HAS_OU: tl.constexpr, PREC: tl.constexpr, STAGES: tl.constexpr):
+    """The sequential walk over the tiles of sequence i_n, head i_h, columns i_v·BV… of V; with
+    FUSE_OUT it also writes each tile's outputs (``_out_kernel``'s work) from the start states it
+    holds."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -386,16 +394,16 @@ def _state_fwd_kernel(k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc, m0, s0, mc
         i = i_n * 0
         while i < nt:
             M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, v, eta,
-                                la_ptr, tsc, mc_out, saved_m, saved_s, row0, i_h, i_v, H, K, V, BT, BV,
-                                HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, OUTPUT_FINAL,
-                                SAVE_STATES, PREC)
+                                la_ptr, tsc, mc_out, saved_m, saved_s, qw, qz, ou, o, row0, i_h, i_v, H, K, V, BT,
+                                BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, OUTPUT_FINAL,
+                                SAVE_STATES, FUSE_OUT, READ, HAS_OU, PREC)
             i += 1
     else:               # a for loop, software-pipelined: the next tiles' rows load during this one
         for i in tl.range(0, nt, num_stages=STAGES):
             M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, v, eta,
-                                la_ptr, tsc, mc_out, saved_m, saved_s, row0, i_h, i_v, H, K, V, BT, BV,
-                                HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, OUTPUT_FINAL,
-                                SAVE_STATES, PREC)
+                                la_ptr, tsc, mc_out, saved_m, saved_s, qw, qz, ou, o, row0, i_h, i_v, H, K, V, BT,
+                                BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, OUTPUT_FINAL,
+                                SAVE_STATES, FUSE_OUT, READ, HAS_OU, PREC)
     if OUTPUT_FINAL:
         tl.store(m_out + st, M)
         if HAS_MU:
@@ -416,16 +424,30 @@ def _out_kernel(qw, qz, ou, saved_m, saved_s, o, tile_seq, tile_idx, cu, pos, T,
     i_h = tl.program_id(1)
     i_v = tl.program_id(2)
     i_n, row0, s, e, resumed = _tile_rows(tile_seq, tile_idx, cu, pos, i_g, T, BT, IS_VARLEN, HAS_POS)
-    rt = tl.arange(0, BT)
     rk = tl.arange(0, K)
     rv = i_v * BV + tl.arange(0, BV)
-    mt = s + rt < e
-    grow = (row0 + s + rt).to(tl.int64) * H + i_h
     sv = (i_g.to(tl.int64) * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
-    out = mm(_load_rows(qw, grow, rk, mt, K), tl.load(saved_m + sv).to(tl.float32), PREC)
+    M = tl.load(saved_m + sv).to(tl.float32)
+    S = M
     if HAS_MU:
         if READ != 2:
-            out += mm(_load_rows(qz, grow, rk, mt, K), tl.load(saved_s + sv).to(tl.float32), PREC)
+            S = tl.load(saved_s + sv).to(tl.float32)
+    _tile_out(qw, qz, ou, o, M, S, row0, s, e, i_h, rk, rv, H, K, V, BT, HAS_MU, READ, HAS_OU, PREC)
+
+
+@triton.jit
+def _tile_out(qw, qz, ou, o, M, S, row0, s, e, i_h, rk, rv, H, K: tl.constexpr, V: tl.constexpr,
+              BT: tl.constexpr, HAS_MU: tl.constexpr, READ: tl.constexpr, HAS_OU: tl.constexpr,
+              PREC: tl.constexpr):
+    """O = Qw M0 + Qz S0 + ou of the tile's rows [s, e) on the columns rv, from its start states
+    M0, S0 (K×BV, float32)."""
+    rt = tl.arange(0, BT)
+    mt = s + rt < e
+    grow = (row0 + s + rt).to(tl.int64) * H + i_h
+    out = mm(_load_rows(qw, grow, rk, mt, K), M, PREC)
+    if HAS_MU:
+        if READ != 2:
+            out += mm(_load_rows(qz, grow, rk, mt, K), S, PREC)
     if HAS_OU:
         out += _load_rows(ou, grow, rv, mt, V)
     _store_rows(o, grow, rv, mt, out, V)
