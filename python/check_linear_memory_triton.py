@@ -88,6 +88,9 @@ CASES = [
     ("bm ext chunk C1 K=64 V=128 varlen", (1, 1003, 2, 64, 128), "bm",
      dict(chunk_size=1, target="external", read="chunk"), dict(cu=[0, 1, 500, 500, 1003])),
     ("none ext before C1 K=V=128", (2, 777, 2, 128, 128), "", dict(chunk_size=1, target="external", read="before"), {}),
+    ("abm self before C1 K=V=128", (2, 777, 2, 128, 128), "abm", dict(chunk_size=1, target="self", read="before"), {}),
+    ("am self after C1 K=V=64 varlen", (1, 1003, 2, 64, 64), "am",
+     dict(chunk_size=1, target="self", read="after"), dict(cu=[0, 1, 500, 500, 1003])),
 ]
 QUICK = [0, 1]
 

@@ -236,7 +236,7 @@ def sweep_configs(args):
     for g, target, read, C, V, resume, dtype in itertools.product(
             gates, ("external", "self"), ("after", "before", "chunk"), [int(c) for c in args.sweep_C.split(",")],
             (128, 64), (False, True), args.sweep_dtypes.split(",")):
-        if target == "self" and (V != 128 or C == 1):   # chunk_size 1: external targets only
+        if target == "self" and V != 128:
             continue
         yield dict(gates=g, target=target, read=read, C=C, K=128, V=V, dtype=dtype, resume=resume)
 

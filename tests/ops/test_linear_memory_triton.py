@@ -279,11 +279,12 @@ def test_exact_rule_default_tile_float16():
     check(x, st, dtype=torch.float16, chunk_size=1, target="external", read="after")
 
 
-def test_exact_rule_resumed_state(monkeypatch):
+@pytest.mark.parametrize("target", ["external", "self"])
+def test_exact_rule_resumed_state(monkeypatch, target):
     """A second call continues from the LinearMemoryState of a first one (position 0, its M_chunk
     unused): outputs of both calls, the final state and every gradient through both calls."""
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_EXACT_TILE", "16")
-    x, st = make(B=2, T=30, gates="abm", seed=23)
+    x, st = make(B=2, T=30, K=16, V=16, gates="abm", seed=23)
 
     def two_calls(backend):
         dev, dt = (DEVICE, torch.float32) if backend == "triton" else ("cpu", F64)
@@ -293,8 +294,8 @@ def test_exact_rule_resumed_state(monkeypatch):
         for part in (slice(0, 19), slice(19, None)):
             args = [leaves[n][:, part] if n in leaves else None
                     for n in ("q", "k", "v", "eta", "log_alpha", "beta", "mu")]
-            o, state = linear_memory(*args, chunk_size=1, initial_state=state, output_final_state=True,
-                                     backend=backend)
+            o, state = linear_memory(*args, chunk_size=1, target=target, initial_state=state,
+                                     output_final_state=True, backend=backend)
             outs.append(o)
         res = dict(o=torch.cat(outs, 1), M=state.M, S=state.S, M_chunk=state.M_chunk)
         grads = torch.autograd.grad(projection_loss(res), list(leaves.values()))
@@ -304,6 +305,39 @@ def test_exact_rule_resumed_state(monkeypatch):
     got, dgot = two_calls("triton")
     ref, dref = two_calls("reference")
     assert_run_close(got, dgot, ref, dref, tolerance("triton", torch.float32))
+
+
+# -- chunk_size 1 with self targets: the 2n×2n system in (r_t, s_t) of DESIGN §4 ------------------
+
+EXACT_SELF_GRID = [("", "after"), ("a", "before"), ("b", "chunk"), ("m", "after"), ("ab", "before"),
+                   ("am", "chunk"), ("bm", "after"), ("abm", "before")]
+
+
+@pytest.mark.parametrize("gates,read", EXACT_SELF_GRID)
+def test_exact_rule_self_target(monkeypatch, gates, read):
+    """Self targets at chunk_size 1: tiles of max(16, EXACT_TILE / 2) = 16 tokens (T = 21: two tiles,
+    the last partial), a 32×32 system per tile; every gate set and read; from (M0, S0)."""
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_EXACT_TILE", "16")
+    x, st = make(T=21, gates=gates, seed=60 + len(gates))
+    check(x, st, chunk_size=1, target="self", read=read, scale=0.8)
+
+
+def test_exact_rule_self_target_varlen_two_v_blocks(monkeypatch):
+    """Packed sequences (one empty), K = V = 32 on two V blocks, μ exactly 0 and negative."""
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_EXACT_TILE", "16")
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BV", "16")
+    cu = torch.tensor([0, 7, 7, 26], dtype=torch.int32)
+    x, st = make(B=1, T=26, N=3, K=32, V=32, gates="abm", seed=61)
+    x["mu"][0, ::4] = 0.0
+    x["mu"][0, 1::7] = -0.3
+    check(x, st, cu_seqlens=cu, chunk_size=1, target="self", read="after")
+
+
+def test_exact_rule_self_target_default_tile_float16():
+    """The default self tile of 32 tokens (a 64×64 system; T = 40: two tiles), B = H = 2, float16
+    inputs (with β: the split gradient kernels)."""
+    x, st = make(B=2, H=2, T=40, gates="ab", seed=62)
+    check(x, st, dtype=torch.float16, chunk_size=1, target="self", read="before")
 
 
 # -- NESTED_KERNELS_LM_TRITON_GRAD_SPLIT: token gradients in two kernels -------------------------
@@ -343,6 +377,8 @@ SPLIT_CASES = {
                        dict(chunk_size=16, target="self", read="before"), dict(BV_GRAD="16")),
     "exact_mu": (dict(T=37, gates="abm", seed=33), dict(chunk_size=1, target="external", read="before"),
                  dict(EXACT_TILE="16", PRECISION="fp16")),
+    "exact_self_abm": (dict(T=21, gates="abm", seed=36), dict(chunk_size=1, target="self", read="after"),
+                       dict(EXACT_TILE="16", PRECISION="fp16")),
     "varlen_resumed_abm_self_before": (dict(B=1, T=30, N=3, K=32, V=32, gates="abm", resume=[0, 4, 11], seed=34),
                                        dict(chunk_size=16, target="self", read="before",
                                             cu_seqlens=torch.tensor([0, 9, 9, 30], dtype=torch.int32)),
@@ -503,7 +539,7 @@ def _inputs(K=16, V=16, dtype=torch.float32):
 
 
 @pytest.mark.parametrize("C,K,V,dtype,target,what", [
-    (1, 16, 16, torch.float32, "self", "chunk_size=1 with target='self'"),
+    (1, 8, 8, torch.float32, "self", "K=8"),
     (8, 16, 16, torch.float32, "external", "chunk_size"),
     (256, 16, 16, torch.float32, "external", "chunk_size"),
     (16, 8, 16, torch.float32, "external", "K=8"),
@@ -521,17 +557,19 @@ def test_supported_configs_have_no_reason():
         for K, V in [(16, 16), (128, 128), (32, 128), (128, 16)]:
             cfg = dict(chunk_size=C, target="external", read="after", scale=1.0, output_final_state=False)
             assert triton_backend.unsupported(_inputs(K, V), cfg) is None
+            if K == V:
+                assert triton_backend.unsupported(_inputs(K, V), dict(cfg, target="self")) is None
 
 
 def test_registered_and_forced_fallback_message():
     assert api.BACKENDS["triton"] is triton_backend.BACKEND
     x, _ = make(T=4, gates="")
     args = [None if x[n] is None else x[n].float().to(DEVICE) for n in ("q", "k", "v", "eta")]
-    with pytest.raises(RuntimeError, match="chunk_size=1"):
-        linear_memory(*args, chunk_size=1, target="self", backend="triton")
+    with pytest.raises(RuntimeError, match="chunk_size=8"):
+        linear_memory(*args, chunk_size=8, target="self", backend="triton")
     # "auto" never picks a backend that refuses the inputs
-    o, _ = linear_memory(*args, chunk_size=1, target="self")
-    ref, _ = linear_memory(*[a.double().cpu() for a in args], chunk_size=1, target="self", backend="reference")
+    o, _ = linear_memory(*args, chunk_size=8, target="self")
+    ref, _ = linear_memory(*[a.double().cpu() for a in args], chunk_size=8, target="self", backend="reference")
     assert rel_error(o, ref) <= 1e-5
 
 

@@ -13,11 +13,11 @@ then the token gradients of every tile, in parallel: ``_plain_dv_kernel`` then
 ``_grad_split``). See docs/linear_memory_triton.md.
 
 Supported: chunk_size ∈ {16, 32, 64, 128}, and chunk_size 1 (the exact online rule, DESIGN §4:
-tiles of NESTED_KERNELS_LM_TRITON_EXACT_TILE tokens, errors solved for) with external targets;
+tiles of NESTED_KERNELS_LM_TRITON_EXACT_TILE tokens, half as many for self targets, errors solved
+for; self targets solve the 2n×2n system in (r_t, s_t));
 K, V ∈ {16, 32, 64, 128}; float32 / bfloat16 / float16 inputs (gates of any of these dtypes); every
 option of SPEC §2 (targets, reads, optional gates, cu_seqlens, initial states, resuming mid-chunk,
-final states). Anything else (chunk_size 1 with self targets among it) is refused by
-``unsupported`` and runs on the next backend (torch).
+final states). Anything else is refused by ``unsupported`` and runs on the next backend (torch).
 
 Triton is imported only when a kernel first runs, so importing the package never needs it.
 Tuning knobs (environment, read at each call): NESTED_KERNELS_LM_TRITON_BV (V block of the
@@ -64,9 +64,6 @@ def unsupported(inputs, cfg) -> Optional[str]:
     if C not in SUPPORTED_CHUNK:
         return (f"chunk_size={C}: the Triton kernels take chunk_size in {SUPPORTED_CHUNK} "
                 "(other sizes run on the torch backend)")
-    if C == 1 and cfg["target"] == "self":
-        return ("chunk_size=1 with target='self': the exact rule's 2n×2n system for self targets is "
-                "not written as a Triton kernel (runs on the torch backend)")
     q, v = inputs["q"], inputs["v"]
     K = q.shape[-1]
     V = K if cfg["target"] == "self" else v.shape[-1]
@@ -99,12 +96,20 @@ def _store_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
 
 
-def _exact_tile() -> int:
-    """Tokens per tile for chunk_size 1: NESTED_KERNELS_LM_TRITON_EXACT_TILE (16, 32 or 64; default 64)."""
+def _exact_tile(self_target: bool = False) -> int:
+    """Tokens per tile for chunk_size 1: NESTED_KERNELS_LM_TRITON_EXACT_TILE (16, 32 or 64; default 64)
+    for external targets; half of it, at least 16, for self targets, whose tile solves a system of
+    twice its tokens (r_t and s_t, DESIGN §4): the default 64 gives 32 tokens, a 64×64 system."""
     bt = int(getenv("NESTED_KERNELS_LM_TRITON_EXACT_TILE", "64"))
     if bt not in EXACT_TILES:
         raise ValueError(f"NESTED_KERNELS_LM_TRITON_EXACT_TILE={bt} must be one of {EXACT_TILES}")
-    return bt
+    return max(16, bt // 2) if self_target else bt
+
+
+def _ainv_width(BT: int, exact: bool, self_target: bool) -> int:
+    """Floats of (I + A)⁻¹ stored per token: a row of BT, or for self targets with chunk_size 1 two
+    rows (r_t, s_t) of the 2BT×2BT system."""
+    return 4 * BT if exact and self_target else BT
 
 
 def _resume_pos(inputs, cfg):
@@ -167,7 +172,8 @@ def residuals(inputs, cfg) -> tuple:
     B, T, H, K = q.shape
     V = K if cfg["target"] == "self" else inputs["v"].shape[-1]
     exact = cfg["chunk_size"] == 1
-    BT = _exact_tile() if exact else cfg["chunk_size"]
+    self_target = cfg["target"] == "self"
+    BT = _exact_tile(self_target) if exact else cfg["chunk_size"]
     cu = inputs["cu_seqlens"]
     n = n_tiles(B, T, BT, num_sequences(B, cu), fixed_length(cu, _resume_pos(inputs, cfg), T))
     store = _store_dtype(q.dtype)
@@ -179,7 +185,8 @@ def residuals(inputs, cfg) -> tuple:
     solve = inputs["beta"] is not None or exact
     names = _factor_names(mu, solve, exact, _read_mode(cfg), _plain_x(inputs, cfg))
     # the scalars are zeroed: the prep kernel writes 1–3 of each tile's 4 slots and no unused tile
-    return tiles + (empty(len(names), B * T, H, K), empty(B * T, H, BT, dtype=torch.float32) if solve else empty(0),
+    return tiles + (empty(len(names), B * T, H, K),
+                    empty(B * T, H, _ainv_width(BT, exact, self_target), dtype=torch.float32) if solve else empty(0),
                     torch.zeros(n, H, 4, dtype=torch.float32, device=q.device))
 
 
@@ -330,7 +337,7 @@ class _Args:
         # is a chunk boundary, so a resumed state has position 0 and its M_chunk is unused, and the
         # "chunk" read is the "before" read
         self.exact = self.C == 1
-        self.BT = _exact_tile() if self.exact else self.C
+        self.BT = _exact_tile(self.self_target) if self.exact else self.C
         self.scale = float(cfg["scale"])
         self.read = _read_mode(cfg)
         cu = inputs["cu_seqlens"]
@@ -392,7 +399,8 @@ class _Args:
     def _new_factors(self, store_ainv: bool) -> dict:
         f = {n: self._rows(self.K, n in self.factor_names) for n in _FACTOR_SLOTS}
         f["tsc"] = new_empty(self.n_tiles, self.H, 4, dtype=torch.float32, device=self.device)
-        f["ainv"] = new_empty(self.B * self.T, self.H, self.BT, dtype=torch.float32, device=self.device) \
+        f["ainv"] = new_empty(self.B * self.T, self.H, _ainv_width(self.BT, self.exact, self.self_target),
+                              dtype=torch.float32, device=self.device) \
             if store_ainv and self.solve else None
         return f
 
@@ -477,7 +485,8 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
     from .triton_bwd import _grad_dk_kernel, _grad_kernel, _grad_nn_kernel
     nn_buf = dmc0      # unused by the fused kernel
     if a.grad_split:   # the n×n shares of dq, dk, handed from the first kernel to the second
-        nn_buf = new_empty(a.n_tiles, a.H, 2, a.BT, a.BT, dtype=torch.float32, device=a.device)
+        slots = 3 if a.exact and a.self_target else 2       # self targets, chunk_size 1: and d(VKᵀ)
+        nn_buf = new_empty(a.n_tiles, a.H, slots, a.BT, a.BT, dtype=torch.float32, device=a.device)
         wide = a.prec == "bf16" and a.BT <= 64     # wgmma dK fits: bf16 operands, tiles ≤ 64
         bv_dk = _block_v(a.K, a.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD_DK", 64 if wide else a.BV_GRAD)
         launches = ((_grad_nn_kernel, a.BV_GRAD, "grad"),

@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from ...core.triton_helpers import gate_grads, mm, row_of, seq_bounds, sum2, tile_gates
-from .triton_fwd import _load_rows, _tile_frame, plain_x_rows
+from .triton_fwd import _load_rows, _tile_frame, ainv2_ptrs, plain_x_rows, rows2, uncols2, unrows2
 
 
 # ------------------------------------------------------------------------------------------
@@ -165,7 +165,9 @@ def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, c, grow, rk, m
     """Loads and recomputed forward chain of V block ``c`` of a tile (the per-block part that every
     gradient kernel shares). Returns kx, vx, qx [BT, K]; rv [BV] (columns), sv [K, BV] (state
     offsets); M0, dMe, S0, dSe, F [K, BV]; dO, KM = K M0, KS = K S0, E, W, Wp (what P multiplies),
-    vb (EXACT: the V block), R, U, X [BT, BV] — placeholders where absent (unused)."""
+    vb (EXACT: the V block; self targets: the unknowns s_t), R, U, X [BT, BV]; self targets with
+    EXACT: VM = V M0, VS = V S0 [BT, BV] and the solution R2 [2BT, BV] (rows r_t, s_t) — placeholders
+    where absent (unused)."""
     # keys, queries, values reloaded per block (L2 hits) instead of held in registers
     kx = _load_rows(k, grow, rk, mt, K)
     vx = kx
@@ -183,9 +185,16 @@ def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, c, grow, rk, m
     F = M0
     E = KM
     vb = KM
+    VM = KM
+    VS = KM
+    R2 = KM
     if EXACT:
-        vb = _load_rows(v, grow, rv, mt, V)
-        Wp = et[:, None] * vb       # what P multiplies in the RHS
+        if SELF_TARGET:
+            VM = mm(vx, M0, PREC)
+            Wp = KM
+        else:
+            vb = _load_rows(v, grow, rv, mt, V)
+            Wp = et[:, None] * vb       # what P multiplies in the RHS
     else:
         if HAS_POS:
             F = tl.where(resumed, tl.load(mc0 + fbase + sv, mask=resumed, other=0.0).to(tl.float32), M0)
@@ -205,7 +214,18 @@ def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, c, grow, rk, m
         S0 = tl.load(saved_s + sbase + sv).to(tl.float32)
         dSe = tl.load(adj_s + sbase + sv).to(tl.float32)
     R = KM
-    if HAS_BETA or EXACT:
+    if SELF_TARGET and EXACT:   # (r_t, s_t) from the 2n×2n system: RHS rows γ_prev z M0 + ν_prev z S0
+        RHS = gp[:, None] * KM
+        RHSv = gp[:, None] * VM
+        if HAS_MU:
+            KS = mm(kx, S0, PREC)
+            VS = mm(vx, S0, PREC)
+            RHS += nup[:, None] * KS
+            RHSv += nup[:, None] * VS
+        R2 = mm(Ai, rows2(RHS, RHSv), PREC)
+        R, vb = unrows2(R2)
+        W = -et[:, None] * (R - vb)
+    elif HAS_BETA or EXACT:
         RHS = gp[:, None] * KM + mm(P, Wp, PREC)
         if HAS_MU:
             KS = mm(kx, S0, PREC)
@@ -218,14 +238,14 @@ def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, c, grow, rk, m
     if HAS_BETA:
         U = -bt[:, None] * R
         X += gLr[:, None] * U
-    return kx, vx, qx, rv, sv, M0, dMe, S0, dSe, F, dO, KM, KS, E, W, Wp, vb, R, U, X
+    return kx, vx, qx, rv, sv, M0, dMe, S0, dSe, F, dO, KM, KS, E, W, Wp, vb, R, U, X, VM, VS, R2
 
 
 @triton.jit
-def _nn_tile(nn_buf, i_g, i_h, H, rt, BT: tl.constexpr):
-    """Pointers [BT, BT] to tile i_g, head i_h of the n×n hand-off buffer [tiles, H, 2, BT, BT]
-    (slot 0 dQK, slot + BT·BT dKS)."""
-    return nn_buf + (i_g.to(tl.int64) * H + i_h) * 2 * BT * BT + rt[:, None] * BT + rt[None, :]
+def _nn_tile(nn_buf, i_g, i_h, H, rt, BT: tl.constexpr, SLOTS: tl.constexpr):
+    """Pointers [BT, BT] to tile i_g, head i_h of the n×n hand-off buffer [tiles, H, SLOTS, BT, BT]
+    (slot 0 dQK, slot + BT·BT dKS, slot + 2·BT·BT d(VKᵀ) for self targets with EXACT)."""
+    return nn_buf + (i_g.to(tl.int64) * H + i_h) * SLOTS * BT * BT + rt[:, None] * BT + rt[None, :]
 
 
 @triton.jit
@@ -242,16 +262,22 @@ def _add_read_shares(dg, dPhi, dG, dnu, da, dHm, dGm, db, HAS_BETA: tl.constexpr
 
 
 @triton.jit
-def _nn_adjoints(q, k, la_ptr, beta_ptr, mu_ptr, deta, dbeta, grow, mt, rt, rk, sel, lower, strict, scale, et,
+def _nn_adjoints(q, k, v, la_ptr, beta_ptr, mu_ptr, deta, dbeta, grow, mt, rt, rk, sel, lower, strict, scale, et,
                  Z2, Z1, ZA, ZP, r_phi, r_g, r_d, da, db, dbt, dgp_s, dnup_s, deta_v, dg, dnu, dm,
                  K: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr,
-                 HAS_MU: tl.constexpr, EXACT: tl.constexpr, READ: tl.constexpr, PREC: tl.constexpr):
+                 HAS_MU: tl.constexpr, EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr,
+                 PREC: tl.constexpr):
     """The n×n adjoints of a tile, once after its V blocks, from the four products Z2 = dO Wᵀ,
     Z1 = dO Uᵀ, ZA = dRHS Rᵀ, ZP = dRHS Wpᵀ and the row sums (dg, dnu, dm: the tile-end scalars on
     the last row, 0 elsewhere). Stores dη and dβ. The gate matrices, keys and queries are reloaded
     and recomputed here rather than kept live across the loop (registers). Returns the gate
     matrices and their adjoints (for ``_store_gate_grads``), dQK (QKᵀ's adjoint, masked), dKS
-    (KKᵀ's, symmetrised) and the keys and queries (scaled) — placeholders where absent."""
+    (KKᵀ's, symmetrised), dVK (self targets with EXACT: the adjoint of VK[t, j] = v_tᵀk_j) and the
+    keys and queries (scaled) — placeholders where absent.
+
+    Self targets with EXACT: ZA = dRHS Xᵀ is 2n×2n (X the rows r_t, s_t), dA = −ZA on the system of
+    ``triton_fwd.self_exact_system``; its four n×n blocks (r or s equation × r or s unknown) give
+    dKK, dVK and the adjoints of c_0 = Γ_prev β + Φ_prev η and c_1 = −Φ_prev η; no P term."""
     G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, mu_ptr, grow, mt, rt, BT, HAS_ALPHA,
                                                                   HAS_MU, PREC)
     kx = _load_rows(k, grow, rk, mt, K)
@@ -273,6 +299,7 @@ def _nn_adjoints(q, k, la_ptr, beta_ptr, mu_ptr, deta, dbeta, grow, mt, rt, rk, 
     dD = tl.where(sel[:, None], r_d[None, :], 0.0)
     dQK = dGp
     dKS = dGp
+    dVK = dGp
     if READ != 2:
         if READ == 0:
             Hm = Phi
@@ -292,7 +319,28 @@ def _nn_adjoints(q, k, la_ptr, beta_ptr, mu_ptr, deta, dbeta, grow, mt, rt, rk, 
         else:
             dQK = tl.where(strict, dQK, 0.0)
             dgp, dPhip, dGp, dnup = _add_read_shares(dgp, dPhip, dGp, dnup, da, dHm, dGm, db, HAS_BETA, HAS_MU)
-    if HAS_BETA or EXACT:
+    if SELF_TARGET and EXACT:
+        KK = mm(kx, tl.trans(kx), PREC)
+        VK = mm(_load_rows(v, grow, rk, mt, K), tl.trans(kx), PREC)
+        dAr, dAs = unrows2(-ZA)     # the r_t and s_t equations
+        dAk0, dAk1 = uncols2(dAr)   # their r_j and s_j unknowns
+        dAv0, dAv1 = uncols2(dAs)
+        c1 = -Phip * et[None, :]
+        c0 = -c1
+        if HAS_BETA:
+            c0 += Gp * bt[None, :]
+        dKK = tl.where(strict, dAk0 * c0 + dAk1 * c1, 0.0)
+        dVK = tl.where(strict, dAv0 * c0 + dAv1 * c1, 0.0)
+        dc0 = tl.where(strict, dAk0 * KK + dAv0 * VK, 0.0)
+        dc01 = dc0 - tl.where(strict, dAk1 * KK + dAv1 * VK, 0.0)     # dc_0 − dc_1: Φ_prev η's share
+        if HAS_BETA:
+            dGp += dc0 * bt[None, :]
+            dbt += tl.sum(dc0 * Gp, 0)
+            tl.store(dbeta + grow, dbt, mask=mt)
+        dPhip += dc01 * et[None, :]
+        deta_v += tl.sum(dc01 * Phip, 0)
+        dKS = dKK + tl.trans(dKK)
+    elif HAS_BETA or EXACT:
         KK = mm(kx, tl.trans(kx), PREC)
         dA = tl.where(strict, -ZA, 0.0)
         dKK = tl.where(strict, ZP * Phip, 0.0)
@@ -313,7 +361,15 @@ def _nn_adjoints(q, k, la_ptr, beta_ptr, mu_ptr, deta, dbeta, grow, mt, rt, rk, 
         dnup = dg
         dm = dg
         dD = dG
-    return G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup, dm, dD, dQK, dKS, kx, qx
+    return G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup, dm, dD, dQK, dKS, dVK, kx, qx
+
+
+@triton.jit
+def _vk_shares(v, grow, rk, mt, kx, dVK, dV, dK, K: tl.constexpr, PREC: tl.constexpr):
+    """VK = V Kᵀ's adjoint dVK (self targets with EXACT) into dv and dk."""
+    dV += mm(dVK, kx, PREC)
+    dK += mm(tl.trans(dVK), _load_rows(v, grow, rk, mt, K), PREC)
+    return dV, dK
 
 
 @triton.jit
@@ -359,12 +415,17 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
 
     EXACT (chunk_size 1, external targets): RHS = γ_prev K M0 + ν_prev K S0 + P (ηV), R = (I + A)⁻¹
     RHS, W = −η(R − V) with A = strict(KKᵀ) ⊙ (Γ_prev β + Φ_prev η): dR gains −η dW, ZP = dRHS (ηV)ᵀ,
-    Pᵀ dRHS goes to v and η instead of W, and dA also feeds Φ_prev and η."""
+    Pᵀ dRHS goes to v and η instead of W, and dA also feeds Φ_prev and η. Self targets with EXACT
+    (the 2n×2n system in (r_t, s_t), ``triton_fwd.self_exact_system``): W = −η(R − S), so the solve's
+    adjoint takes the rows (dR, η dW) and the stored 2n×2n (I + A)⁻¹; the s-rows of dRHS go to v
+    (through V M0, V S0), ZA is 2n×2n and the n×n part also yields d(VKᵀ) (slot 2 of the hand-off
+    buffer in the split); no P term, no errors E."""
     i_g, i_h, i_n, s, e, resumed, rt, mt, grow, lower, strict, sel = _tile_frame(tile_seq, tile_idx, cu, pos, T, H,
                                                                                 BT, IS_VARLEN, HAS_POS)
     rk = tl.arange(0, K)
     sbase = (i_g.to(tl.int64) * H + i_h) * K * V
     fbase = (i_n.to(tl.int64) * H + i_h) * K * V
+    SLOTS: tl.constexpr = 3 if SELF_TARGET and EXACT else 2      # n×n hand-off slots (the split)
 
     # ---------------- per-tile constants (placeholders where absent) ----------------
     et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
@@ -381,7 +442,11 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
         gLr = row_of(G, sel)
     if HAS_BETA or EXACT:
         P = tl.where(strict, mm(kx, tl.trans(kx), PREC) * Phip, 0.0)
-        Ai = tl.load(ainv + grow[:, None] * BT + rt[None, :], mask=mt[:, None], other=0.0)
+        if SELF_TARGET and EXACT:
+            ap, am = ainv2_ptrs(ainv, grow, mt, BT)
+            Ai = tl.load(ap, mask=am[:, None], other=0.0)
+        else:
+            Ai = tl.load(ainv + grow[:, None] * BT + rt[None, :], mask=mt[:, None], other=0.0)
     if HAS_MU:
         dLr = row_of(D, sel)
     if READ == 2:
@@ -407,7 +472,7 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
     if DK:
         dK = tl.zeros([BT, K], dtype=tl.float32)
         dQ = tl.zeros([BT, K], dtype=tl.float32)
-        if SELF_TARGET:
+        if SELF_TARGET:     # dE Fᵀ; with EXACT: v's gradient
             dEF = tl.zeros([BT, K], dtype=tl.float32)
     if NN:
         z = tl.zeros([BT], dtype=tl.float32)
@@ -430,12 +495,14 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
         if READ != 2:
             if HAS_BETA:
                 Z1 = tl.zeros([BT, BT], dtype=tl.float32)
-        if HAS_BETA or EXACT:
+        if SELF_TARGET and EXACT:
+            ZA = tl.zeros([2 * BT, 2 * BT], dtype=tl.float32)
+        elif HAS_BETA or EXACT:
             ZA = tl.zeros([BT, BT], dtype=tl.float32)
             ZP = tl.zeros([BT, BT], dtype=tl.float32)
 
     for c in tl.range(V // BV, num_stages=1):   # no multi-buffered loads: shared memory is the limit
-        kx, vx, qx, rv, sv, M0, dMe, S0, dSe, F, dO, KM, KS, E, W, Wp, vb, R, U, X = _grad_block(
+        kx, vx, qx, rv, sv, M0, dMe, S0, dSe, F, dO, KM, KS, E, W, Wp, vb, R, U, X, VM, VS, R2 = _grad_block(
             q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, c, grow, rk, mt, sbase, fbase, resumed, scale,
             et, gp, nup, fL, gLr, bt, P, Ai, K, V, BV, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS, PREC)
 
@@ -500,10 +567,25 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
                 dR = -et[:, None] * dW
             if EXACT and NN:
                 deta_v -= tl.sum((R - vb) * dW, 1)
-            dRHS = mm(tl.trans(Ai), dR, PREC)
+            if SELF_TARGET and EXACT:   # the 2n×2n solve; S enters W = −η(R − S): dS = η dW
+                dRHS2 = mm(tl.trans(Ai), rows2(dR, et[:, None] * dW), PREC)
+                if NN:
+                    ZA += mm(dRHS2, tl.trans(R2), PREC)
+                dRHS, dRHSv = unrows2(dRHS2)    # the k and v rows of the RHS
+                if NN:
+                    dgp_s += tl.sum(dRHSv * VM, 1)
+                    if HAS_MU:
+                        dnup_s += tl.sum(dRHSv * VS, 1)
+                if DK:
+                    dEF += mm(gp[:, None] * dRHSv, tl.trans(M0), PREC)
+                    if HAS_MU:
+                        dEF += mm(nup[:, None] * dRHSv, tl.trans(S0), PREC)
+            else:
+                dRHS = mm(tl.trans(Ai), dR, PREC)
+                if NN:
+                    ZA += mm(dRHS, tl.trans(R), PREC)
+                    ZP += mm(dRHS, tl.trans(Wp), PREC)
             if NN:
-                ZA += mm(dRHS, tl.trans(R), PREC)
-                ZP += mm(dRHS, tl.trans(Wp), PREC)
                 dgp_s += tl.sum(dRHS * KM, 1)
             if DK:
                 dK += mm(gp[:, None] * dRHS, tl.trans(M0), PREC)
@@ -512,14 +594,15 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
                     dnup_s += tl.sum(dRHS * KS, 1)
                 if DK:
                     dK += mm(nup[:, None] * dRHS, tl.trans(S0), PREC)
-            dWp = mm(tl.trans(P), dRHS, PREC)
-            if EXACT:   # Wp = ηV; V also enters W = −η(R − V)
-                if NN:
-                    deta_v += tl.sum(vb * dWp, 1)
-                if DK:
-                    tl.store(dv + grow[:, None] * V + rv[None, :], et[:, None] * (dW + dWp), mask=mt[:, None])
-            else:
-                dW += dWp
+            if not (SELF_TARGET and EXACT):     # the P Wp term (none for self targets with EXACT)
+                dWp = mm(tl.trans(P), dRHS, PREC)
+                if EXACT:   # Wp = ηV; V also enters W = −η(R − V)
+                    if NN:
+                        deta_v += tl.sum(vb * dWp, 1)
+                    if DK:
+                        tl.store(dv + grow[:, None] * V + rv[None, :], et[:, None] * (dW + dWp), mask=mt[:, None])
+                else:
+                    dW += dWp
 
         # W = −η E, E = K F − target
         if not EXACT:
@@ -541,34 +624,38 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
                         tl.store(dmc0 + fbase + sv, tl.load(dmc0 + fbase + sv) + dF)
 
     if DK:
-        if SELF_TARGET:
+        if SELF_TARGET and not EXACT:
             dK += dEF
             tl.store(dv + grow[:, None] * K + rk[None, :], -dEF, mask=mt[:, None])
 
     if NN:
-        G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup, dm, dD, dQK, dKS, kx, qx = _nn_adjoints(
-            q, k, la_ptr, beta_ptr, mu_ptr, deta, dbeta, grow, mt, rt, rk, sel, lower, strict, scale, et,
-            Z2, Z1, ZA, ZP, r_phi, r_g, r_d, da, db, dbt, dgp_s, dnup_s, deta_v,
-            tl.where(sel, dg_n, 0.0), tl.where(sel, dnu_n, 0.0), tl.where(sel, dm_n, 0.0),
-            K, BT, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, READ, PREC)
+        G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup, dm, dD, dQK, dKS, dVK, kx, qx = \
+            _nn_adjoints(q, k, v, la_ptr, beta_ptr, mu_ptr, deta, dbeta, grow, mt, rt, rk, sel, lower, strict, scale,
+                         et, Z2, Z1, ZA, ZP, r_phi, r_g, r_d, da, db, dbt, dgp_s, dnup_s, deta_v,
+                         tl.where(sel, dg_n, 0.0), tl.where(sel, dnu_n, 0.0), tl.where(sel, dm_n, 0.0),
+                         K, BT, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, PREC)
         if DK:      # the fused kernel: the n×n shares of dq, dk at once
             if READ != 2:
                 dQ += mm(dQK, kx, PREC)
                 dK += mm(tl.trans(dQK), qx, PREC)
             if HAS_BETA or EXACT:
                 dK += mm(dKS, kx, PREC)
+            if SELF_TARGET and EXACT:
+                dEF, dK = _vk_shares(v, grow, rk, mt, kx, dVK, dEF, dK, K, PREC)
         else:       # _grad_nn_kernel: handed to _grad_dk_kernel (keeps kx, qx, dQ, dK out of this kernel)
-            nb = _nn_tile(nn_buf, i_g, i_h, H, rt, BT)
+            nb = _nn_tile(nn_buf, i_g, i_h, H, rt, BT, SLOTS)
             if READ != 2:
                 tl.store(nb, dQK)
             if HAS_BETA or EXACT:
                 tl.store(nb + BT * BT, dKS)
+            if SELF_TARGET and EXACT:
+                tl.store(nb + 2 * BT * BT, dVK)
         _store_gate_grads(dla, dmu, grow, mt, lower, strict, G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip,
                           dg, dgp, dnu, dnup, dm, dD, HAS_ALPHA, HAS_MU, PREC)
 
     if DK:
         if not NN:  # _grad_dk_kernel: the n×n shares _grad_nn_kernel left in nn_buf
-            nb = _nn_tile(nn_buf, i_g, i_h, H, rt, BT)
+            nb = _nn_tile(nn_buf, i_g, i_h, H, rt, BT, SLOTS)
             kx = _load_rows(k, grow, rk, mt, K)
             if READ != 2:
                 dQK = tl.load(nb)
@@ -576,8 +663,12 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
                 dK += mm(tl.trans(dQK), _load_rows(q, grow, rk, mt, K) * scale, PREC)
             if HAS_BETA or EXACT:
                 dK += mm(tl.load(nb + BT * BT), kx, PREC)
+            if SELF_TARGET and EXACT:
+                dEF, dK = _vk_shares(v, grow, rk, mt, kx, tl.load(nb + 2 * BT * BT), dEF, dK, K, PREC)
         tl.store(dq + grow[:, None] * K + rk[None, :], dQ * scale, mask=mt[:, None])
         tl.store(dk + grow[:, None] * K + rk[None, :], dK, mask=mt[:, None])
+        if SELF_TARGET and EXACT:
+            tl.store(dv + grow[:, None] * K + rk[None, :], dEF, mask=mt[:, None])
 
 
 @triton.jit

@@ -91,6 +91,51 @@ def _store_rows(ptr, grow, cols, mt, x, WIDTH: tl.constexpr):
     tl.store(ptr + grow[:, None] * WIDTH + cols[None, :], x.to(ptr.dtype.element_ty), mask=mt[:, None])
 
 
+# self targets with chunk_size 1 (DESIGN §4): the unknowns (r_t, s_t) ordered by time, rows 2t and 2t + 1
+@triton.jit
+def rows2(a, b):
+    """[2n, W] from two [n, W] blocks, interleaved by token: row 2t = a[t], row 2t + 1 = b[t]."""
+    return tl.reshape(tl.permute(tl.join(a, b), (0, 2, 1)), [2 * a.shape[0], a.shape[1]])
+
+
+@triton.jit
+def unrows2(x):
+    """(even rows, odd rows) of a [2n, W] block: the inverse of ``rows2``."""
+    return tl.split(tl.permute(tl.reshape(x, [x.shape[0] // 2, 2, x.shape[1]]), (0, 2, 1)))
+
+
+@triton.jit
+def uncols2(x):
+    """(even columns, odd columns) of an [m, 2n] block."""
+    return tl.split(tl.reshape(x, [x.shape[0], x.shape[1] // 2, 2]))
+
+
+@triton.jit
+def rep2(x):
+    """A length-n vector with every entry twice (the rows of ``rows2``)."""
+    return tl.reshape(tl.join(x, x), [2 * x.shape[0]])
+
+
+@triton.jit
+def self_exact_system(KK, VK, c0, c1, strict):
+    """The strictly lower 2n×2n matrix of a self-target exact tile: the coefficient of unknown
+    (j, b) in equation (t, a) is (z_{t,a}ᵀ k_j)·c_b[t, j] for j < t, z_{t,0} = k_t, z_{t,1} = v_t
+    (KK[t, j] = k_tᵀk_j, VK[t, j] = v_tᵀk_j; c_0 multiplies r_j, c_1 multiplies s_j)."""
+    a0 = tl.where(strict, c0, 0.0)
+    a1 = tl.where(strict, c1, 0.0)
+    return rows2(tl.reshape(tl.join(KK * a0, KK * a1), [KK.shape[0], 2 * KK.shape[1]]),
+                 tl.reshape(tl.join(VK * a0, VK * a1), [KK.shape[0], 2 * KK.shape[1]]))
+
+
+@triton.jit
+def ainv2_ptrs(ainv, grow, mt, BT: tl.constexpr):
+    """Pointers [2BT, 2BT] and row mask of the stored 2n×2n (I + A)⁻¹ of a self-target exact tile:
+    [B·T, H, 2, 2BT] float32, the two rows (r, s) of each token under its flat row."""
+    r2 = tl.arange(0, 2 * BT)
+    ptrs = ainv + rep2(grow)[:, None] * (4 * BT) + (r2 % 2)[:, None] * (2 * BT) + r2[None, :]
+    return ptrs, rep2(mt.to(tl.int32)) != 0
+
+
 # ------------------------------------------------------------------------------------------
 # tile-parallel preparation: (I + A)⁻¹ and the factors of every tile
 # ------------------------------------------------------------------------------------------
@@ -114,12 +159,16 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
     Qz = diag(b) Q + (QKᵀ⊙Γ_m) diag(−β) Zr (masked products of the read mode, a = γ or γ_prev,
     b = ν or ν_prev); the offsets follow the same formulas with (Ww, diag(γ_prev) K) → (uw, 0).
 
-    EXACT (chunk_size 1, external targets; DESIGN §4): the errors are taken at M_{t−1}, so
+    EXACT (chunk_size 1; DESIGN §4), external targets: the errors are taken at M_{t−1}, so
     W = −diag(η)(R − V) and A gains strict(KKᵀ) ⊙ Φ_prev·diag(η); R = (I + A)⁻¹(diag(γ_prev) K M0 +
     diag(ν_prev) K S0 + P diag(η) V), i.e. Wr = (I + A)⁻¹ diag(γ_prev) K, Ww = −diag(η) Wr, and W
     now depends on S0 too: Wz = −diag(η) Zr (Xz gains diag(Φ[n]) Wz, Qz gains (QKᵀ⊙Φ_m) Wz and
     Yz = diag(D[n]) Wz is a new factor); ur = (I + A)⁻¹ P diag(η) V, uw = diag(η)(V − ur); the rest
-    of the formulas are unchanged."""
+    of the formulas are unchanged. Self targets (EXACT and SELF_TARGET): s_t = M_{t−1}ᵀv_t is a
+    second unknown; (I + A)⁻¹ is that of the 2n×2n system of ``self_exact_system`` (rows 2t, 2t + 1:
+    r_t, s_t; stored as [B·T, H, 2, 2BT]), its right-hand side diag(γ_prev) Z M0 + diag(ν_prev) Z S0
+    with Z the rows k_1, v_1, k_2, v_2, …, so Wr, Ws (Zr, Zs) are its even and odd rows and
+    Ww = −diag(η)(Wr − Ws), Wz = −diag(η)(Zr − Zs); no offsets (no constant term)."""
     i_g, i_h, i_n, s, e, resumed, rt, mt, grow, lower, strict, sel = _tile_frame(tile_seq, tile_idx, cu, pos, T, H,
                                                                                 BT, IS_VARLEN, HAS_POS)
     rk = tl.arange(0, K)
@@ -151,9 +200,17 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
             cb = -bt * row_of(G, sel)
         else:
             Ac = Phip * et[None, :]
-        Ai = unit_lower_inverse(tl.where(strict, KK * Ac, 0.0), rt, LOG2BT, PREC)
-        if STORE_AINV:
-            _store_rows(ainv, grow, rt, mt, Ai, BT)
+        if SELF_TARGET and EXACT:   # the 2n×2n system in (r_1, s_1, r_2, s_2, …)
+            VK = mm(_load_rows(v, grow, rk, mt, K), tl.trans(kx), PREC)
+            Ai = unit_lower_inverse(self_exact_system(KK, VK, Ac, -Phip * et[None, :], strict),
+                                    tl.arange(0, 2 * BT), LOG2BT + 1, PREC)
+            if STORE_AINV:
+                ap, am = ainv2_ptrs(ainv, grow, mt, BT)
+                tl.store(ap, Ai, mask=am[:, None])
+        else:
+            Ai = unit_lower_inverse(tl.where(strict, KK * Ac, 0.0), rt, LOG2BT, PREC)
+            if STORE_AINV:
+                _store_rows(ainv, grow, rt, mt, Ai, BT)
         P = tl.where(strict, KK * Phip, 0.0)
     if READ != 2:
         qx = _load_rows(q, grow, rk, mt, K) * scale
@@ -180,8 +237,12 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
         rc = c * BC + tl.arange(0, BC)
         kc = _load_rows(k, grow, rc, mt, K)
         if EXACT:
-            wr = mm(Ai, gp[:, None] * kc, PREC)
-            ww = -et[:, None] * wr
+            if SELF_TARGET:     # R's and S's coefficients, W = −diag(η)(R − S)
+                wr, ws = unrows2(mm(Ai, rep2(gp)[:, None] * rows2(kc, _load_rows(v, grow, rc, mt, K)), PREC))
+                ww = -et[:, None] * (wr - ws)
+            else:
+                wr = mm(Ai, gp[:, None] * kc, PREC)
+                ww = -et[:, None] * wr
         else:
             if SELF_TARGET:
                 ww = -et[:, None] * (kc - _load_rows(v, grow, rc, mt, K))
@@ -213,10 +274,14 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
         for c in tl.static_range(K // BC):
             rc = c * BC + tl.arange(0, BC)
             kc = _load_rows(k, grow, rc, mt, K)
-            if HAS_BETA or EXACT:
+            if SELF_TARGET and EXACT:
+                zr, zs = unrows2(mm(Ai, rep2(nup)[:, None] * rows2(kc, _load_rows(v, grow, rc, mt, K)), PREC))
+                wz = -et[:, None] * (zr - zs)
+            elif HAS_BETA or EXACT:
                 zr = mm(Ai, nup[:, None] * kc, PREC)
             if EXACT:
-                wz = -et[:, None] * zr
+                if not SELF_TARGET:
+                    wz = -et[:, None] * zr
                 xzc = phin[:, None] * wz
                 if HAS_BETA:
                     xzc += cb[:, None] * zr
