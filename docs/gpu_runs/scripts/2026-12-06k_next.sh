@@ -16,6 +16,6 @@ fg sweep 90 python3 python/sweep_outer_fast_mlp.py --n 512,1024 --reps 20 \
   --configs "128,128,64,8,3,1;128,128,64,8,3,2;128,128,64,8,2,2;128,64,64,4,3,2;64,128,64,4,3,2;64,128,64,4,2,2"
 fg time_tma1 150 $FM --json "$OUT/time_tma1.json"
 fg time_tma2 150 env NESTED_KERNELS_FAST_MLP_OUTER=128,128,64,8,3,2 $FM --json "$OUT/time_tma2.json"
-fg prof512 80 python3 python/profile_kernels.py fast_mlp --chunk 512 --mlp gelu --gaps 12
+
 echo "=== done ($(now))"
 } > "$OUT/next.log" 2>&1
