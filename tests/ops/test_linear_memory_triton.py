@@ -262,15 +262,18 @@ def test_exact_rule(monkeypatch, gates, read):
     check(x, st, chunk_size=1, target="external", read=read, scale=0.8)
 
 
-def test_exact_rule_varlen_two_v_blocks(monkeypatch):
-    """Packed sequences (one empty), K = 16 ≠ V = 32 on two V blocks, μ exactly 0 and negative."""
+@pytest.mark.parametrize("target", ["external", "self"])
+def test_exact_rule_varlen_two_v_blocks(monkeypatch, target):
+    """Packed sequences (one empty) on two V blocks (K = 16 ≠ V = 32 for external targets, K = V = 32
+    for self targets), μ exactly 0 and negative."""
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_EXACT_TILE", "16")
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BV", "16")
-    cu = torch.tensor([0, 9, 9, 40], dtype=torch.int32)
-    x, st = make(B=1, T=40, N=3, K=16, V=32, gates="abm", seed=21)
+    T, K, read = (40, 16, "before") if target == "external" else (26, 32, "after")
+    cu = torch.tensor([0, 9, 9, T], dtype=torch.int32)
+    x, st = make(B=1, T=T, N=3, K=K, V=32, gates="abm", seed=21 if target == "external" else 61)
     x["mu"][0, ::4] = 0.0
     x["mu"][0, 1::7] = -0.3
-    check(x, st, cu_seqlens=cu, chunk_size=1, target="external", read="before")
+    check(x, st, cu_seqlens=cu, chunk_size=1, target=target, read=read)
 
 
 def test_exact_rule_default_tile_float16():
@@ -320,17 +323,6 @@ def test_exact_rule_self_target(monkeypatch, gates, read):
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_EXACT_TILE", "16")
     x, st = make(T=21, gates=gates, seed=60 + len(gates))
     check(x, st, chunk_size=1, target="self", read=read, scale=0.8)
-
-
-def test_exact_rule_self_target_varlen_two_v_blocks(monkeypatch):
-    """Packed sequences (one empty), K = V = 32 on two V blocks, μ exactly 0 and negative."""
-    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_EXACT_TILE", "16")
-    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BV", "16")
-    cu = torch.tensor([0, 7, 7, 26], dtype=torch.int32)
-    x, st = make(B=1, T=26, N=3, K=32, V=32, gates="abm", seed=61)
-    x["mu"][0, ::4] = 0.0
-    x["mu"][0, 1::7] = -0.3
-    check(x, st, cu_seqlens=cu, chunk_size=1, target="self", read="after")
 
 
 def test_exact_rule_self_target_default_tile_float16():
