@@ -9,10 +9,10 @@
 . "$(dirname "$0")/lib.sh"
 CK="python3 python/check_linear_memory_triton.py --no-check --timed 0,3 --queued"
 {
+fg c1self 120 python3 python/check_linear_memory_triton.py --cases 9,10,11 --no-timing
 fg verify_fuse 200 env NESTED_KERNELS_LM_TRITON_FUSE_OUT=1 python3 -m nested_kernels.verify --quick --ops linear_memory --backends triton
 fg time_off 100 $CK --json "$OUT/time_off.json"
 fg time_fuse 100 env NESTED_KERNELS_LM_TRITON_FUSE_OUT=1 $CK --json "$OUT/time_fuse.json"
-fg c1self 120 python3 python/check_linear_memory_triton.py --cases 9,10,11 --no-timing
 fg c1self_time 60 python3 python/check_linear_memory_triton.py --no-check --no-fla --C 1 --timed 4,5 --json "$OUT/time_c1.json"
 echo "=== done ($(now))"
 } > "$OUT/lm_fuse.log" 2>&1
