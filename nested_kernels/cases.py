@@ -254,6 +254,8 @@ def _linear_cases(device_type: str, quick: bool) -> list[Case]:
                 L(d, f16, chunk_size=16, label="all gates, fp16", inputs=dict(gates=allg)),
                 L(d, bf16, chunk_size=1, label="C = 1 all gates, bf16 inputs with fp32 gates",
                   inputs=dict(gates=allg, gate_dtype=torch.float32)),
+                L(dict(B=2, T=20, H=2, K=16, V=16), chunk_size=1, target="self", read="after",
+                  label="C = 1 self target (2n×2n system), all gates", inputs=dict(gates=allg, initial_state=True)),
             ]
         return cases
     H = 4
@@ -290,6 +292,12 @@ def _linear_cases(device_type: str, quick: bool) -> list[Case]:
               label="self target, all gates, bf16", inputs=dict(gates=allg, initial_state=True)),
             L(dict(B=1, T=1000, H=H, K=64, V=64), bf16, chunk_size=1, label="varlen, C = 1",
               inputs=dict(gates=allg, lengths=lengths, gate_dtype=torch.float32)),
+            # self targets at C = 1: the memory decays under α (max |M| ≈ 2e-10 after 500 tokens), so
+            # short sequences keep the final state meaningful
+            L(dict(B=2, T=100, H=H, K=128, V=128), bf16, chunk_size=1, target="self", read="before",
+              label="C = 1 self target (2n×2n system), all gates", inputs=dict(gates=allg, initial_state=True)),
+            L(dict(B=1, T=200, H=H, K=64, V=64), f32, chunk_size=1, target="self", label="C = 1 self target, varlen",
+              inputs=dict(gates=("log_alpha", "beta"), lengths=(1, 63, 0, 136), initial_state=True)),
             L(dict(B=2, T=500, H=H, K=64, V=64), f32, chunk_size=16, scale=0.125,
               label="titans (no beta), scale", inputs=dict(gates=("log_alpha", "mu"), initial_state=True)),
             L(dict(B=2, T=1000, H=H, K=64, V=128), f32, chunk_size=64, read="chunk",
