@@ -10,6 +10,7 @@
 CK="python3 python/check_linear_memory_triton.py --no-check --timed 0,3 --queued"
 {
 fg c1self 120 python3 python/check_linear_memory_triton.py --cases 9,10,11 --no-timing
+fg c1verify 150 python3 -m nested_kernels.verify --ops linear_memory --backends triton --case "C1 self"
 fg verify_fuse 200 env NESTED_KERNELS_LM_TRITON_FUSE_OUT=1 python3 -m nested_kernels.verify --quick --ops linear_memory --backends triton
 fg time_off 100 $CK --json "$OUT/time_off.json"
 fg time_fuse 100 env NESTED_KERNELS_LM_TRITON_FUSE_OUT=1 $CK --json "$OUT/time_fuse.json"
