@@ -5,6 +5,8 @@ Issue shapes (CUDA), B4 T4096 H16 K=V=128 bf16:
   nearest chunked peer.
 * C1 (exact online rule = delta rule with η as β): ours; fla ``chunk_delta_rule``.
 * C1 with momentum (momentum delta rule): ours; fla ``chunk_momentum_delta_rule``.
+* C1 with self targets, α + β (from an initial state: a self-target memory that starts at 0 stays
+  0): ours only.
 * titans shape, B4 T4096 H4 × 128 fp32, C64 with α, μ: ours; titans-pytorch ``NeuralMemory``
   depth 1 (dim 512, linear memory model; includes its projections and norms).
 Peers get the same random inputs (``nested_kernels.cases``), mapped to their arguments.
@@ -91,6 +93,13 @@ def cases(device) -> list[BenchCase]:
         all_of(module_available("fla.ops.momentum_delta_rule", needs_cuda=True),
                lambda d: "fla's momentum delta rule takes bf16/fp16 only" if dt == torch.float32 else None),
         cost(cm, ("mu",))))
+
+    # C1, self targets (HOPE's exact self-modifying rule, DESIGN §4's 2n×2n system): no peer has it
+    cs = Case(OP, _dims(tiny), dt, dict(chunk_size=1, target="self"),
+              dict(gates=("log_alpha", "beta"), initial_state=True))
+    out += ours(OP, cs, _shape(cs), roofline.linear_memory(
+        cs.dims["B"], cs.dims["T"], cs.dims["H"], cs.dims["K"], cs.dims["V"], 1, ("log_alpha", "beta"),
+        target="self", dtype=cs.dtype_name))
 
     # titans shape (fp32)
     ct = Case(OP, _dims(tiny, H=4), torch.float32, dict(chunk_size=16 if tiny else 64),
