@@ -334,8 +334,10 @@ def test_exact_rule_self_target_default_tile_float16():
 
 # -- NESTED_KERNELS_LM_TRITON_GRAD_SPLIT: token gradients in two kernels -------------------------
 
-def record_launches(monkeypatch, names=("_grad_kernel", "_grad_nn_kernel", "_grad_dk_kernel", "_plain_dv_kernel",
-                                        "_plain_dqk_kernel")) -> list:
+GRAD_KERNELS = ("_grad_kernel", "_grad_nn_kernel", "_grad_dk_kernel", "_plain_dv_kernel", "_plain_dqk_kernel")
+
+
+def record_launches(monkeypatch, names=GRAD_KERNELS) -> list:
     """Names of the kernels among ``names`` (of triton_fwd / triton_bwd / triton_bwd_plain)
     launched, in order (they still run); by default the gradient kernels."""
     from nested_kernels.ops.linear_memory import triton_bwd, triton_bwd_plain, triton_fwd
@@ -391,14 +393,16 @@ def test_grad_split(monkeypatch, name):
     assert o1["o"].dtype == torch.float16
 
 
-def check_kernel_knob(monkeypatch, knob, kernels, inputs, dtype, kw) -> dict:
-    """NESTED_KERNELS_LM_TRITON_<knob>=1 launches ``kernels`` instead of _grad_kernel (=0): its
-    outputs and every gradient against the float64 reference at ``dtype``'s bound and against
-    _grad_kernel's (the same arithmetic up to summation order). Returns the outputs with the knob on."""
+def check_kernel_knob(monkeypatch, knob, kernels, inputs, dtype, kw, off=("_grad_kernel",),
+                      recorded=GRAD_KERNELS) -> dict:
+    """NESTED_KERNELS_LM_TRITON_<knob>=1 launches ``kernels`` instead of ``off`` (=0; by default the
+    fused _grad_kernel), counting the launches of ``recorded``: its outputs and every gradient
+    against the float64 reference at ``dtype``'s bound and against the knob off (the same arithmetic
+    up to summation order). Returns the outputs with the knob on."""
     x, st = inputs
-    launched = record_launches(monkeypatch)
+    launched = record_launches(monkeypatch, recorded)
     got = {}
-    for value, expected in (("1", kernels), ("0", ["_grad_kernel"])):
+    for value, expected in (("1", list(kernels)), ("0", list(off))):
         monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
         launched.clear()
         got[value] = run("triton", x, st, dtype, **dict(kw))
@@ -431,18 +435,8 @@ def test_fused_outputs(monkeypatch, name):
     make_kw, kw, knobs = FUSE_CASES[name]
     for knob, value in knobs.items():
         monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
-    x, st = make(**make_kw)
-    launched = record_launches(monkeypatch, ("_state_fwd_kernel", "_out_kernel"))
-    got = {}
-    for value, expected in (("1", ["_state_fwd_kernel"]), ("0", ["_state_fwd_kernel", "_out_kernel"])):
-        monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_FUSE_OUT", value)
-        launched.clear()
-        got[value] = run("triton", x, st, torch.float32, **dict(kw))
-        assert launched == expected
-    ref, dref = run("reference", x, st, torch.float32, **dict(kw))
-    (o1, d1), (o0, d0) = got["1"], got["0"]
-    assert_run_close(dict(o1), d1, ref, dref, tolerance("triton", torch.float32))
-    assert_run_close(o1, d1, o0, d0, 1e-5)
+    check_kernel_knob(monkeypatch, "FUSE_OUT", ["_state_fwd_kernel"], make(**make_kw), torch.float32, kw,
+                      off=("_state_fwd_kernel", "_out_kernel"), recorded=("_state_fwd_kernel", "_out_kernel"))
 
 
 PLAIN = ["_plain_dv_kernel", "_plain_dqk_kernel"]
