@@ -9,9 +9,9 @@
 . "$(dirname "$0")/lib.sh"
 CK="python3 python/check_linear_memory_triton.py --no-check --timed 0 --queued"
 {
-fg verify_default 130 python3 -m nested_kernels.verify --quick --ops linear_memory --backends triton
-fg time_off 130 $CK --json "$OUT/time_off.json"
-fg time_fuse 90 env NESTED_KERNELS_LM_TRITON_FUSE_OUT=1 $CK --json "$OUT/time_fuse.json"
+fg verify_default 120 python3 -m nested_kernels.verify --quick --ops linear_memory --backends triton
+fg time_off 120 $CK --json "$OUT/time_off.json"
+fg time_fuse 60 env NESTED_KERNELS_LM_TRITON_FUSE_OUT=1 $CK --no-fla --json "$OUT/time_fuse.json"
 fg c1self 100 python3 python/check_linear_memory_triton.py --cases 9,10,11 --no-timing
 echo "=== done ($(now))"
 } > "$OUT/call1.log" 2>&1
