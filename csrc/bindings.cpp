@@ -17,6 +17,7 @@
 #include "common/dtypes.h"
 #include "fast_mlp/outer_update.h"
 #include "linear_memory/step.h"
+#include "linear_memory/walk.h"
 #include "mlp_memory/walk.h"
 
 // Written by setup.py (build directory) with the architectures and nvcc of this build.
@@ -178,6 +179,84 @@ void mlp_memory_walk_py(py::dict ptrs, py::dict dims, double scale, std::uintptr
   nk::mlp_memory_walk(p, reinterpret_cast<cudaStream_t>(stream));
 }
 
+// LmWalkParams of linear_memory_walk (csrc/linear_memory/walk.h). ``ptrs``: dict name -> device
+// address (absent or 0: none); ``dims``: dict of the integer / flag fields, each required.
+nk::LmWalkParams lm_walk_params(const py::dict& ptrs, const py::dict& dims) {
+  static const char* kPtrs[] = {"k", "v", "eta", "log_alpha", "xw", "xz", "yw", "yz", "qw", "qz", "xu", "yu", "tsc",
+                                "dO", "m0", "s0", "mc0", "pos", "cu", "tile_base", "m_out", "s_out", "mc_out",
+                                "tiles_m", "tiles_s", "dmf", "dsf", "dmcf", "dm0", "ds0", "dmc0"};
+  for (const auto& item : ptrs) {
+    const std::string name = item.first.cast<std::string>();
+    bool known = false;
+    for (const char* n : kPtrs) known = known || name == n;
+    NK_CHECK_ARG(known, "linear_memory_walk: unknown pointer " + name);
+  }
+  auto ptr = [&](const char* name) -> std::uintptr_t {
+    return ptrs.contains(name) && !ptrs[name].is_none() ? ptrs[name].cast<std::uintptr_t>() : 0;
+  };
+  auto dim = [&](const char* name) -> long long {
+    NK_CHECK_ARG(dims.contains(name), std::string("linear_memory_walk: dims lacks ") + name);
+    return dims[name].cast<long long>();
+  };
+  nk::LmWalkParams p;
+  p.k = as_ptr<const void>(ptr("k"));
+  p.v = as_ptr<const void>(ptr("v"));
+  p.eta = as_ptr<const void>(ptr("eta"));
+  p.log_alpha = as_ptr<const void>(ptr("log_alpha"));
+  p.xw = as_ptr<const void>(ptr("xw"));
+  p.xz = as_ptr<const void>(ptr("xz"));
+  p.yw = as_ptr<const void>(ptr("yw"));
+  p.yz = as_ptr<const void>(ptr("yz"));
+  p.qw = as_ptr<const void>(ptr("qw"));
+  p.qz = as_ptr<const void>(ptr("qz"));
+  p.xu = as_ptr<const void>(ptr("xu"));
+  p.yu = as_ptr<const void>(ptr("yu"));
+  p.tsc = as_ptr<const float>(ptr("tsc"));
+  p.dO = as_ptr<const void>(ptr("dO"));
+  p.m0 = as_ptr<const float>(ptr("m0"));
+  p.s0 = as_ptr<const float>(ptr("s0"));
+  p.mc0 = as_ptr<const float>(ptr("mc0"));
+  p.pos = as_ptr<const long long>(ptr("pos"));
+  p.cu = as_ptr<const long long>(ptr("cu"));
+  p.tile_base = as_ptr<const long long>(ptr("tile_base"));
+  p.m_out = as_ptr<float>(ptr("m_out"));
+  p.s_out = as_ptr<float>(ptr("s_out"));
+  p.mc_out = as_ptr<float>(ptr("mc_out"));
+  p.tiles_m = as_ptr<void>(ptr("tiles_m"));
+  p.tiles_s = as_ptr<void>(ptr("tiles_s"));
+  p.dmf = as_ptr<const float>(ptr("dmf"));
+  p.dsf = as_ptr<const float>(ptr("dsf"));
+  p.dmcf = as_ptr<const float>(ptr("dmcf"));
+  p.dm0 = as_ptr<float>(ptr("dm0"));
+  p.ds0 = as_ptr<float>(ptr("ds0"));
+  p.dmc0 = as_ptr<float>(ptr("dmc0"));
+  p.token_dtype = checked_dtype(static_cast<int>(dim("token_dtype")), "linear_memory_walk", "token");
+  p.eta_dtype = checked_dtype(static_cast<int>(dim("eta_dtype")), "linear_memory_walk", "eta");
+  p.alpha_dtype = checked_dtype(static_cast<int>(dim("alpha_dtype")), "linear_memory_walk", "log_alpha");
+  p.N = static_cast<int>(dim("N"));
+  p.T = static_cast<int>(dim("T"));
+  p.H = static_cast<int>(dim("H"));
+  p.K = static_cast<int>(dim("K"));
+  p.V = static_cast<int>(dim("V"));
+  p.BT = static_cast<int>(dim("BT"));
+  p.has_beta = dim("has_beta") != 0;
+  p.has_mu = dim("has_mu") != 0;
+  p.exact = dim("exact") != 0;
+  p.has_off = dim("has_off") != 0;
+  p.plain_x = dim("plain_x") != 0;
+  p.output_final = dim("output_final") != 0;
+  p.read = static_cast<int>(dim("read"));
+  return p;
+}
+
+void linear_memory_walk_py(py::dict ptrs, py::dict dims, bool backward, std::uintptr_t stream) {
+  nk::linear_memory_walk(lm_walk_params(ptrs, dims), backward, reinterpret_cast<cudaStream_t>(stream));
+}
+
+int linear_memory_walk_stages_py(py::dict dims, bool backward) {
+  return nk::linear_memory_walk_stages(lm_walk_params(py::dict(), dims), backward);
+}
+
 py::dict build_info() {
   py::dict info;
   info["cuda_archs"] = NK_BUILD_CUDA_ARCHS;
@@ -248,6 +327,22 @@ xba float32 [B*H, F / MLP_WALK_SLICE, C, MLP_WALK_LD], sync int32 [B*H]); dims: 
 F, C, act, residual, has_beta, has_mu, self_target, read, save, token_dtype, eta_dtype, beta_dtype.
 States are updated in place. Raises ValueError for bad arguments and RuntimeError for CUDA errors.
 Use mlp_memory(backend="cuda") from Python.)doc");
+
+  m.def("linear_memory_walk", &linear_memory_walk_py, py::arg("ptrs"), py::arg("dims"), py::arg("backward"),
+        py::arg("stream"),
+        R"doc(A sequential walk of the chunked linear_memory over all tiles: the forward state walk or
+(backward=True) the state-adjoint walk, one CTA per (V block, sequence·head) (csrc/linear_memory/walk.h).
+
+ptrs: dict of device addresses (k, v, eta, log_alpha, xw, xz, yw, yz, qw, qz, xu, yu, tsc, dO, m0, s0,
+mc0, pos, cu, tile_base, m_out, s_out, mc_out, tiles_m, tiles_s, dmf, dsf, dmcf, dm0, ds0, dmc0; absent
+or 0: none); dims: dict of token_dtype, eta_dtype, alpha_dtype, N, T, H, K, V, BT, has_beta, has_mu,
+exact, has_off, plain_x, output_final, read. Raises ValueError for bad arguments (unknown pointer
+names, sizes the walks do not take, missing pointers) and RuntimeError for CUDA errors. Use
+linear_memory(backend="cuda") from Python.)doc");
+
+  m.def("linear_memory_walk_stages", &linear_memory_walk_stages_py, py::arg("dims"), py::arg("backward"),
+        "Ring stages (1..3) linear_memory_walk would use for these dims, 0 when one stage does not fit a "
+        "block's shared memory; ValueError for dims the walks do not take.");
 
   m.def("build_info", &build_info,
         "dict: CUDA architectures compiled, -gencode flags, nvcc version, CUDA runtime version "

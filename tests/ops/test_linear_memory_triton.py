@@ -35,7 +35,7 @@ def make(B=1, T=37, H=1, K=16, V=16, *, gates="abm", N=None, seed=0, resume=None
 
 def run(backend, x, st, dtype, **kw):
     """(outputs dict, gradients dict) of a fixed random functional of o and the final state."""
-    dev = DEVICE if backend == "triton" else "cpu"
+    dev = "cpu" if backend in ("reference", "torch") else DEVICE
     dt = F64 if backend == "reference" else dtype
     leaves = {n: t.to(dev, dt).requires_grad_(True) for n, t in x.items() if t is not None}
     xx = {n: leaves.get(n) for n in x}

@@ -320,8 +320,9 @@ def _precision(dtype: torch.dtype) -> str:
 class _Args:
     """Contiguous inputs, flags, the tile table and the launchers shared by forward and backward."""
 
-    def __init__(self, inputs, cfg):
+    def __init__(self, inputs, cfg, walk: str = "triton"):
         c = lambda t: None if t is None else t.contiguous()  # noqa: E731
+        self.walk = walk      # what runs the two sequential walks: "triton" or "cuda" (cuda_walk.py)
         self.q, self.k, self.v, self.eta = (c(inputs[n]) for n in ("q", "k", "v", "eta"))
         self.la, self.beta, self.mu = c(inputs["log_alpha"]), c(inputs["beta"]), c(inputs["mu"])
         self.m0, self.s0, self.mc0 = c(inputs["m0"]), c(inputs["s0"]), c(inputs["m_chunk0"])
@@ -413,7 +414,11 @@ class _Args:
     def states(self, f, finals, tiles, o=None):
         """Run the recurrence from the factors ``f``, writing the tile-start states into ``tiles``
         (M, S: [tiles, H, K, V]; S empty without mu), the final states into ``finals`` (M, S,
-        M_chunk) when given, and the outputs into ``o`` when given (``outputs``' work, fused)."""
+        M_chunk) when given, and the outputs into ``o`` when given (``outputs``' work, fused; Triton
+        walk only). With ``walk`` "cuda" the CUDA walk runs instead (``cuda_walk.state_walk``)."""
+        if self.walk == "cuda":
+            from .cuda_walk import state_walk
+            return state_walk(self, f, finals, tiles)
         from .triton_fwd import _state_fwd_kernel
         m_out, s_out, mc_out = finals if finals is not None else (None, None, None)
         saved_m, saved_s = tiles[0], tiles[1] if self.mu is not None else None
@@ -430,6 +435,26 @@ class _Args:
                 **_launch_options(_warps(self.BT, "state")),
                 **self.flags)
 
+    def adjoints(self, f, dO, final_grads, adj, init_grads):
+        """The backward walk from the factors ``f`` and dO: the tile-end adjoints into ``adj`` (dM, dS:
+        [tiles, H, K, V] in the storage dtype; dS None without mu) and the gradients of the initial
+        states into ``init_grads`` (dM0, dS0, dM_chunk0; None where absent), from those of the final
+        states ``final_grads`` (dM, dS, dM_chunk; None: zero). With ``walk`` "cuda" the CUDA walk runs
+        (``cuda_walk.adjoint_walk``), else ``_state_bwd_kernel``."""
+        if self.walk == "cuda":
+            from .cuda_walk import adjoint_walk
+            return adjoint_walk(self, f, dO, final_grads, adj, init_grads)
+        from .triton_bwd import _state_bwd_kernel
+        (dMf, dSf, dMcf), (adj_m, adj_s), (dm0, ds0, dmc0) = final_grads, adj, init_grads
+        with _mma_mode("bwd"):
+            _state_bwd_kernel[(self.NV, self.N * self.H)](
+                self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["qw"], f["qz"], self.eta, self.la, f["tsc"], dO,
+                self.pos, self.cu, self.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, self.T, self.H,
+                HAS_ALPHA=self.la is not None, PLAIN_X=self.plain_x,
+                K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
+                HAS_DMCF=dMcf is not None, PREC=self.prec, STAGES=_stages("adjoint", self.store),
+                **_launch_options(_warps(self.BT, "state"), self.grad_plain), READ=self.read, **self.flags)
+
     def outputs(self, f, tiles, o):
         from .triton_fwd import _out_kernel
         with _mma_mode("fwd"):
@@ -442,8 +467,9 @@ class _Args:
                 **_launch_options(_warps(self.BT, "out")))
 
 
-def forward(inputs, cfg):
-    a = _Args(inputs, cfg)
+def forward(inputs, cfg, walk: str = "triton"):
+    """The op's forward; ``walk``: what runs the sequential state walk ("triton" or "cuda")."""
+    a = _Args(inputs, cfg, walk)
     B, T, H, K, V, N = a.B, a.T, a.H, a.K, a.V, a.N
     o = new_empty(B, T, H, V, dtype=a.q.dtype, device=a.device)
     finals = None
@@ -457,7 +483,7 @@ def forward(inputs, cfg):
             t[(B * T) // a.BT:].zero_()
     if N * H:
         f = a.prep(store_ainv=False, keep=keep if keep[0].numel() else None)
-        if _fuse_out():
+        if _fuse_out() and walk == "triton":
             a.states(f, finals, tiles, o)
         else:
             a.states(f, finals, tiles)
@@ -529,8 +555,9 @@ def _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
             dq, dk, dv, deta, dla, wde, part, a.T, H, n_rows, a.scale, BK=BK, NV=V // BV, **common)
 
 
-def backward(inputs, outputs, grads, cfg):
-    a = _Args(inputs, cfg)
+def backward(inputs, outputs, grads, cfg, walk: str = "triton"):
+    """The op's backward; ``walk``: what runs the sequential adjoint walk ("triton" or "cuda")."""
+    a = _Args(inputs, cfg, walk)
     B, T, H, K, V, N = a.B, a.T, a.H, a.K, a.V, a.N
     dev = a.device
     f32 = torch.float32
@@ -569,16 +596,7 @@ def backward(inputs, outputs, grads, cfg):
         saved_m, saved_s = tiles[0], tiles[1] if a.mu is not None else None
         adj_m = torch.empty_like(saved_m)
         adj_s = torch.empty_like(saved_m) if a.mu is not None else None
-        from .triton_bwd import _state_bwd_kernel
-        flags = dict(a.flags, READ=a.read)
-        with _mma_mode("bwd"):
-            _state_bwd_kernel[(a.NV, N * H)](
-                a.k, f["xw"], f["xz"], f["yw"], f["yz"], f["qw"], f["qz"], a.eta, a.la, f["tsc"], dO, a.pos,
-                a.cu, a.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, T, H,
-                HAS_ALPHA=a.la is not None, PLAIN_X=a.plain_x,
-                K=K, V=V, BT=a.BT, BV=a.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
-                HAS_DMCF=dMcf is not None, PREC=a.prec, STAGES=_stages("adjoint", a.store),
-                **_launch_options(_warps(a.BT, "state"), a.grad_plain), **flags)
+        a.adjoints(f, dO, (dMf, dSf, dMcf), (adj_m, adj_s), (dm0, ds0, dmc0))
         if a.grad_plain:
             _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla)
         else:

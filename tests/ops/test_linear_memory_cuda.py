@@ -1,0 +1,198 @@
+"""The ``cuda`` backend of ``linear_memory``: the Triton backend with the CUDA state walks of
+csrc/linear_memory/walk.cu (``ops/linear_memory/cuda_walk.py``).
+
+On the CPU: what it covers and refuses, that ``auto`` never picks it, the binding's argument checks
+(before any CUDA call) and that every covered configuration fits one ring stage of shared memory.
+On the GPU (``pytest -m gpu``): outputs, final states and the gradients of a random functional of
+all of them with respect to every input against the float64 reference and against the triton
+backend, over gates × target × read × chunk_size (1 = the exact rule) × K, V × fixed / varlen with
+an empty sequence / resumed, in bfloat16 and float16; fresh random inputs, outputs NaN-poisoned
+(conftest); and that the Triton walks do not run.
+"""
+from __future__ import annotations
+
+import importlib.util
+import itertools
+
+import pytest
+import torch
+
+from nested_kernels.ops.linear_memory import api, cuda_walk, linear_memory
+from nested_kernels.testing import assert_run_close, projection_loss, rel_error, tolerance
+from test_linear_memory_triton import DEVICE, make, run   # the Triton tests' data and runner
+
+pytest.importorskip("triton")
+
+needs_ext = pytest.mark.skipif(importlib.util.find_spec("nested_kernels._C") is None,
+                               reason="nested_kernels._C is not built")
+
+
+def cfg(**kw):
+    return dict(dict(chunk_size=64, target="external", read="after", scale=1.0, output_final_state=True), **kw)
+
+
+def inputs(K=64, V=64, dtype=torch.bfloat16, device="cpu", gates="abm", **kw):
+    """The op's input dict (``api.INPUTS``; no initial state) of ``make``'s tensors, then ``kw``."""
+    x, _ = make(T=8, K=K, V=V, gates=gates)
+    out = dict.fromkeys(api.INPUTS)
+    out.update({n: None if t is None else t.to(device, dtype) for n, t in x.items()}, **kw)
+    return out
+
+
+def test_registered_and_not_auto():
+    assert api.BACKENDS["cuda"] is cuda_walk.BACKEND
+    assert "cuda" not in api.AUTO_ORDER
+    assert "CUDA tensors" in cuda_walk.unsupported(inputs(), cfg())
+    x = inputs()
+    with pytest.raises(RuntimeError, match="CUDA"):
+        linear_memory(x["q"], x["k"], x["v"], x["eta"], chunk_size=16, backend="cuda")
+
+
+@pytest.mark.parametrize("change,kw,what", [
+    (dict(dtype=torch.float32), {}, "bfloat16 / float16"),
+    (dict(K=32, V=32), {}, "K=32"),
+    (dict(K=64, V=48), {}, "V=48"),
+    ({}, dict(chunk_size=128), "chunk_size=128"),
+])
+def test_walk_unsupported_reasons(change, kw, what, monkeypatch):
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PRECISION", "bf16")
+    assert what in cuda_walk.walk_unsupported(inputs(**change), cfg(**kw))
+
+
+def test_walk_numerics(monkeypatch):
+    """Only the Triton defaults of each input dtype (bf16 products over bf16 factors, tf32r over
+    float32) and one token dtype."""
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PRECISION", "bf16")
+    assert cuda_walk.walk_unsupported(inputs(), cfg()) is None
+    x = inputs()
+    assert "one token dtype" in cuda_walk.walk_unsupported(dict(x, k=x["k"].half()), cfg())
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_STORE", "fp32")
+    assert "_STORE" in cuda_walk.walk_unsupported(inputs(), cfg())
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PRECISION", "tf32r")
+    assert cuda_walk.walk_unsupported(inputs(dtype=torch.float16), cfg()) is None
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PRECISION", "tf32")
+    assert "tf32r" in cuda_walk.walk_unsupported(inputs(dtype=torch.float16), cfg())
+
+
+def _dims(ext, **kw):
+    d = dict(token_dtype=ext.DTYPE_BFLOAT16, eta_dtype=ext.DTYPE_FLOAT32, alpha_dtype=ext.DTYPE_FLOAT32, N=1, T=64,
+             H=1, K=128, V=128, BT=64, has_beta=0, has_mu=0, exact=0, has_off=1, plain_x=1, output_final=0, read=0)
+    return dict(d, **kw)
+
+
+@needs_ext
+def test_binding_rejects_bad_arguments_without_a_gpu():
+    import nested_kernels._C as ext
+    ext.linear_memory_walk({}, _dims(ext, N=0), False, 0)      # no work: nothing is checked past the sizes
+    for kw, what in [(dict(K=32), "K must be 64 or 128"), (dict(V=48), "V must be"), (dict(BT=128), "BT must be"),
+                     (dict(token_dtype=ext.DTYPE_FLOAT32), "bfloat16 or float16"), (dict(read=3), "read must be"),
+                     (dict(plain_x=1, has_mu=1), "no momentum"), (dict(N=70000), "65535"),
+                     (dict(eta_dtype=7), "eta dtype code")]:
+        with pytest.raises(ValueError, match=what):
+            ext.linear_memory_walk({}, _dims(ext, **kw), False, 0)
+    with pytest.raises(ValueError, match="null pointer"):
+        ext.linear_memory_walk({}, _dims(ext), False, 0)
+    with pytest.raises(ValueError, match="unknown pointer xq"):
+        ext.linear_memory_walk({"xq": 0}, _dims(ext), False, 0)
+    d = _dims(ext)
+    del d["BT"]
+    with pytest.raises(ValueError, match="dims lacks BT"):
+        ext.linear_memory_walk({}, d, False, 0)
+
+
+@needs_ext
+def test_every_covered_configuration_fits_shared_memory():
+    """At least one ring stage for every gate set, target, read, tile, K, V and dtype, both walks;
+    the η-only issue shape gets the deepest ring (3 stages)."""
+    import nested_kernels._C as ext
+    for dt, K, V, BT, beta, mu, exact, read, bwd in itertools.product(
+            (ext.DTYPE_BFLOAT16, ext.DTYPE_FLOAT16), (64, 128), (16, 128), (16, 32, 64), (0, 1), (0, 1), (0, 1),
+            (0, 2), (False, True)):
+        plain = int(not (beta or mu or exact))
+        d = _dims(ext, token_dtype=dt, K=K, V=V, BT=BT, has_beta=beta, has_mu=mu, exact=exact, read=read,
+                  plain_x=plain)
+        assert ext.linear_memory_walk_stages(d, bwd) >= 1, d
+    assert ext.linear_memory_walk_stages(_dims(ext), False) == 3
+    assert ext.linear_memory_walk_stages(_dims(ext), True) == 3
+
+
+# -- GPU ------------------------------------------------------------------------------------------
+
+# (gates, target, read, chunk_size, K, V, batch): every gate set, target, read and chunk size,
+# K ≠ V, fixed-length / varlen with an empty sequence / resumed mid-chunk
+GRID = [
+    ("", "external", "after", 64, 128, 128, "fixed"),       # the issue's case: plain tiles
+    ("a", "external", "before", 32, 64, 64, "varlen"),      # plain tiles with α
+    ("ab", "self", "chunk", 16, 64, 64, "fixed"),
+    ("abm", "external", "after", 64, 128, 128, "resumed"),
+    ("m", "self", "before", 32, 128, 128, "varlen"),
+    ("bm", "external", "chunk", 64, 64, 32, "fixed"),
+    ("am", "external", "after", 1, 64, 64, "fixed"),
+    ("abm", "self", "before", 1, 64, 64, "varlen"),
+    ("b", "external", "after", 1, 128, 16, "fixed"),
+    ("abm", "self", "after", 16, 64, 64, "resumed"),
+]
+LENGTHS = (67, 0, 233)
+
+
+def grid_case(gates, C, K, V, batch, seed):
+    """(x, st, extra kwargs) of a grid case: B = H = 2 and T = 203, or packed sequences of LENGTHS,
+    or two sequences resuming at positions inside a chunk; always an initial state."""
+    if batch == "varlen":
+        x, st = make(B=1, T=sum(LENGTHS), N=len(LENGTHS), H=2, K=K, V=V, gates=gates, seed=seed)
+        cu = torch.tensor([0, *itertools.accumulate(LENGTHS)], dtype=torch.int32)
+        return x, st, dict(cu_seqlens=cu)
+    resume = [5, C - 3] if batch == "resumed" else None
+    x, st = make(B=2, T=203, H=2, K=K, V=V, gates=gates, seed=seed, resume=resume)
+    return x, st, {}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("gates,target,read,C,K,V,batch", GRID)
+def test_gpu_matches_reference_and_triton(dtype, gates, target, read, C, K, V, batch):
+    x, st, extra = grid_case(gates, C, K, V, batch, seed=31 + len(gates))
+    kw = dict(chunk_size=C, target=target, read=read, scale=0.7, **extra)
+    got, dgot = run("cuda", x, st, dtype, **dict(kw))
+    tri, dtri = run("triton", x, st, dtype, **dict(kw))
+    ref, dref = run("reference", x, st, dtype, **dict(kw))
+    for n in got:       # the same numerics as the Triton walks, up to the order of the sums
+        if n != "position":
+            assert rel_error(got[n], tri[n]) < 5e-3, n
+    for n in dgot:
+        assert rel_error(dgot[n], dtri[n]) < 5e-3, "d" + n
+    assert_run_close(got, dgot, ref, dref, tolerance("cuda", dtype))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gpu_no_initial_or_final_state(dtype):
+    """Zero initial states, no final state: outputs and the token gradients against the reference."""
+    x, _ = make(B=2, T=150, H=2, K=128, V=128, gates="am", seed=41)
+
+    def call(backend):
+        dev, dt = ("cpu", torch.float64) if backend == "reference" else (DEVICE, dtype)
+        leaves = {n: t.to(dev, dt).requires_grad_(True) for n, t in x.items() if t is not None}
+        o, fs = linear_memory(*[leaves.get(n) for n in ("q", "k", "v", "eta", "log_alpha", "beta", "mu")],
+                              chunk_size=32, backend=backend)
+        assert fs is None
+        grads = torch.autograd.grad(projection_loss(dict(o=o)), list(leaves.values()))
+        return o, dict(zip(leaves, grads))
+
+    o, do = call("cuda")
+    ref, dref = call("reference")
+    tol = tolerance("cuda", dtype)
+    assert rel_error(o, ref) <= tol
+    for n in dref:
+        assert rel_error(do[n], dref[n]) <= tol, "d" + n
+
+
+@pytest.mark.gpu
+def test_gpu_triton_walks_do_not_run(monkeypatch):
+    """backend="cuda" runs neither ``_state_fwd_kernel`` nor ``_state_bwd_kernel``."""
+    from nested_kernels.ops.linear_memory import triton_bwd, triton_fwd
+    monkeypatch.setattr(triton_fwd, "_state_fwd_kernel", None)
+    monkeypatch.setattr(triton_bwd, "_state_bwd_kernel", None)
+    x, st, _ = grid_case("abm", 64, 64, 64, "fixed", seed=5)
+    got, dgot = run("cuda", x, st, torch.bfloat16, chunk_size=64)
+    assert torch.isfinite(got["o"]).all() and all(torch.isfinite(g).all() for g in dgot.values())
