@@ -18,6 +18,7 @@
     python python/check_linear_memory_triton.py --no-check      # timing only
     python python/check_linear_memory_triton.py --json $OUT/lm_triton.json
     NESTED_KERNELS_LM_TRITON_GRAD_SPLIT=1 python python/check_linear_memory_triton.py --quick  # split grad
+    python python/check_linear_memory_triton.py --no-check --backends triton,cuda   # timing beside the CUDA walks
 
 Every case runs in its own try/except: a failure prints its traceback and the script goes on.
 Exit status 1 when any check fails or raises.
@@ -220,7 +221,7 @@ def timing(args):
         except Exception as e:  # noqa: BLE001
             print(f"fla chunk_momentum_delta_rule ERROR {type(e).__name__}: {e}")
             traceback.print_exc()
-    backends = ["triton"] + (["torch"] if args.torch_baseline else [])
+    backends = args.backends.split(",") + (["torch"] if args.torch_baseline else [])
     chosen = [TIMED[int(i)] for i in args.timed.split(",")] if args.timed else TIMED
     for label, gates, target in chosen:
         x, _ = make(B, T, H, K, V, gates, seed=1)
@@ -264,6 +265,8 @@ def main():
     ap.add_argument("--ref", default="reference", choices=["reference", "torch"],
                     help="float64 witness: the token loop (default) or the chunked torch backend")
     ap.add_argument("--torch-baseline", action="store_true", help="also time the torch backend")
+    ap.add_argument("--backends", default="triton",
+                    help="comma-separated backends to time (e.g. triton,cuda: the cuda backend's CUDA walks)")
     ap.add_argument("--no-fla", action="store_true", help="skip the fla chunk_delta_rule peer")
     ap.add_argument("--B", type=int, default=4)
     ap.add_argument("--T", type=int, default=4096)

@@ -148,7 +148,7 @@ def grid_case(gates, C, K, V, batch, seed):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("gates,target,read,C,K,V,batch", GRID)
 def test_gpu_matches_reference_and_triton(dtype, gates, target, read, C, K, V, batch):
     x, st, extra = grid_case(gates, C, K, V, batch, seed=31 + len(gates))
@@ -165,7 +165,7 @@ def test_gpu_matches_reference_and_triton(dtype, gates, target, read, C, K, V, b
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_gpu_no_initial_or_final_state(dtype):
     """Zero initial states, no final state: outputs and the token gradients against the reference."""
     x, _ = make(B=2, T=150, H=2, K=128, V=128, gates="am", seed=41)
