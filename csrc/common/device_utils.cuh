@@ -4,7 +4,25 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "common/dtypes.h"
+
 namespace nk {
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+
+// Element i of a buffer of element type dt (a gate of any supported dtype) as float32.
+__device__ __forceinline__ float load_as_float(const void* p, long long i, DType dt) {
+  switch (dt) {
+    case DType::kBFloat16:
+      return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    case DType::kFloat16:
+      return __half2float(static_cast<const __half*>(p)[i]);
+    default:
+      return static_cast<const float*>(p)[i];
+  }
+}
 
 // Load one element of any supported input type as float32.
 __device__ __forceinline__ float load_as_float(const float* p) { return __ldg(p); }

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "common/cuda_check.h"
+#include "common/device_utils.cuh"
 
 namespace nk {
 namespace {
@@ -58,21 +59,6 @@ struct OpTF32 {   // float16 tokens, float32 factors and stored states; operands
 // ------------------------------------------------------------------------------------------------
 // fragments
 // ------------------------------------------------------------------------------------------------
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-
-__device__ __forceinline__ float load_gate(const void* p, long long i, DType dt) {
-  switch (dt) {
-    case DType::kBFloat16:
-      return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    case DType::kFloat16:
-      return __half2float(static_cast<const __half*>(p)[i]);
-    default:
-      return static_cast<const float*>(p)[i];
-  }
-}
-
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<uint32_t*>(&h);
@@ -399,8 +385,8 @@ __device__ __forceinline__ Gates load_gates(const LmWalkParams& p, const Frame& 
     const int slot = f.lane + 32 * h;
     const long long grow = (f.row0 + s + slot) * p.H + f.i_h;
     const bool ok = slot < n;
-    gt.eta[h] = ok ? load_gate(p.eta, grow, p.eta_dtype) : 0.0f;
-    gt.la[h] = ok && p.log_alpha ? load_gate(p.log_alpha, grow, p.alpha_dtype) : 0.0f;
+    gt.eta[h] = ok ? load_as_float(p.eta, grow, p.eta_dtype) : 0.0f;
+    gt.la[h] = ok && p.log_alpha ? load_as_float(p.log_alpha, grow, p.alpha_dtype) : 0.0f;
   }
   return gt;
 }
@@ -443,6 +429,52 @@ __device__ __forceinline__ void scale_cols(float (&a)[NT][4], const float* cw, f
     for (int e = 0; e < 4; ++e) a[n][e] *= sign * cw[n * 8 + 2 * t + (e & 1)];
 }
 
+// What both walks share: the frame, the warp's place in an [N, H, K, V] state and its scratch (bf16
+// staging rows, c), and the ring over the tiles in visiting order (forward 0, 1, …; backward
+// nt − 1, nt − 2, …).
+template <typename Fac, int BT>
+struct Walk {
+  Frame f;
+  int lane, m0;       // m0: the warp's first column in the CTA's V block
+  long long st;       // the warp's (k = 0, first column) in [N, H, K, V]
+  Fac* stage;
+  float* cw;
+  bool reverse;
+
+  __device__ Walk(const LmWalkParams& p, const Layout& lay, unsigned char* smem, bool rev)
+      : f(frame(p, BT)), reverse(rev) {
+    lane = f.lane;
+    m0 = 16 * f.warp;
+    st = f.nh * p.K * p.V + f.v0;
+    unsigned char* wreg = smem + lay.warp_off + f.warp * lay.warp_bytes;
+    stage = reinterpret_cast<Fac*>(wreg);
+    cw = reinterpret_cast<float*>(wreg + lay.warp_bytes) - BT;
+  }
+
+  __device__ int tile(int j) const { return reverse ? f.nt - 1 - j : j; }
+
+  // (k = 0, first column) of the warp in tile i of a [tiles, H, K, V] buffer
+  __device__ long long tile_at(const LmWalkParams& p, int i) const { return ((f.tb + i) * p.H + f.i_h) * p.K * p.V + f.v0; }
+
+  // the loads of the first stages − 1 visits
+  __device__ void start(const LmWalkParams& p, const Layout& lay, unsigned char* smem) const {
+    for (int j = 0; j < lay.stages - 1; ++j) {
+      if (j < f.nt) issue_tile(p, lay, f, tile(j), smem + j * lay.stage_bytes, BT);
+      cp_async_commit();
+    }
+  }
+
+  // visit j: start the loads of visit j + stages − 1, wait for those of visit j; its stage
+  __device__ const unsigned char* visit(const LmWalkParams& p, const Layout& lay, unsigned char* smem, int j) const {
+    const int nx = j + lay.stages - 1;
+    if (nx < f.nt) issue_tile(p, lay, f, tile(nx), smem + (nx % lay.stages) * lay.stage_bytes, BT);
+    cp_async_commit();
+    cp_async_wait(lay.stages - 1);
+    __syncthreads();
+    return smem + (j % lay.stages) * lay.stage_bytes;
+  }
+};
+
 // ------------------------------------------------------------------------------------------------
 // the kernels
 // ------------------------------------------------------------------------------------------------
@@ -454,12 +486,10 @@ __global__ void __launch_bounds__(128, 1) fwd_walk_kernel(const __grid_constant_
   using Tok = typename Op::Tok;
   using Fac = typename Op::Fac;
   constexpr int NK = K / 8, NT = BT / 8;
-  const Frame f = frame(p, BT);
-  const int lane = f.lane, m0 = 16 * f.warp;
-  const long long st = f.nh * K * p.V + f.v0;     // the warp's (k = 0, first column) in [N, H, K, V]
-  unsigned char* wreg = smem + lay.warp_off + f.warp * lay.warp_bytes;
-  Fac* stage = reinterpret_cast<Fac*>(wreg);
-  float* cw = reinterpret_cast<float*>(wreg + lay.warp_bytes) - BT;
+  const Walk<Fac, BT> w(p, lay, smem, false);
+  const Frame& f = w.f;
+  const int lane = w.lane, m0 = w.m0;
+  const long long st = w.st;
 
   float M[NK][4], S[NK][4];
   load_state(M, p.m0 ? p.m0 + st : nullptr, p.V, lane);
@@ -469,23 +499,15 @@ __global__ void __launch_bounds__(128, 1) fwd_walk_kernel(const __grid_constant_
     load_state(F, p.mc0 + st, p.V, lane);
     store_state(F, p.mc_out + st, p.V, lane);
   }
-  for (int j = 0; j < lay.stages - 1; ++j) {
-    if (j < f.nt) issue_tile(p, lay, f, j, smem + j * lay.stage_bytes, BT);
-    cp_async_commit();
-  }
+  w.start(p, lay, smem);
   Gates gt{};
   if (p.plain_x && f.nt > 0) gt = load_gates(p, f, 0, BT);
 
   for (int i = 0; i < f.nt; ++i) {
-    const int nx = i + lay.stages - 1;
-    if (nx < f.nt) issue_tile(p, lay, f, nx, smem + (nx % lay.stages) * lay.stage_bytes, BT);
-    cp_async_commit();
-    cp_async_wait(lay.stages - 1);
-    __syncthreads();
-    const unsigned char* sb = smem + (i % lay.stages) * lay.stage_bytes;
-    const long long tile_at = ((f.tb + i) * p.H + f.i_h) * K * p.V + f.v0;
-    store_tile(M, static_cast<Fac*>(p.tiles_m) + tile_at, p.V, stage, lane);
-    if (p.has_mu) store_tile(S, static_cast<Fac*>(p.tiles_s) + tile_at, p.V, stage, lane);
+    const unsigned char* sb = w.visit(p, lay, smem, i);
+    const long long tile_at = w.tile_at(p, i);
+    store_tile(M, static_cast<Fac*>(p.tiles_m) + tile_at, p.V, w.stage, lane);
+    if (p.has_mu) store_tile(S, static_cast<Fac*>(p.tiles_s) + tile_at, p.V, w.stage, lane);
     if (p.output_final && i == f.nt - 1 && f.pf != 0 && (i > 0 || f.pos == 0))   // start of the last, partial chunk
       store_state(M, p.mc_out + st, p.V, lane);
     const Tok* Ks = reinterpret_cast<const Tok*>(sb + lay.off[kBufK]);
@@ -494,7 +516,7 @@ __global__ void __launch_bounds__(128, 1) fwd_walk_kernel(const __grid_constant_
 
     float X[NT][4] = {};
     if (p.plain_x) {     // X = diag(c)(V − K M0)
-      plain_c(cw, gt, tile_end(f, i, BT) - tile_start(f, i, BT), p.log_alpha != nullptr, BT, lane);
+      plain_c(w.cw, gt, tile_end(f, i, BT) - tile_start(f, i, BT), p.log_alpha != nullptr, BT, lane);
       if (i + 1 < f.nt) gt = load_gates(p, f, i + 1, BT);
       mul_rows_t<Op, K, NT>(X, M, Ks, ldk, lane);
       const Tok* Vs = reinterpret_cast<const Tok*>(sb + lay.off[kBufRowV]);
@@ -504,7 +526,7 @@ __global__ void __launch_bounds__(128, 1) fwd_walk_kernel(const __grid_constant_
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int slot = n * 8 + 2 * t + (e & 1);
-          X[n][e] = cw[slot] * (to_float(Vs[slot * ldv + m0 + g + 8 * (e >> 1)]) - X[n][e]);
+          X[n][e] = w.cw[slot] * (to_float(Vs[slot * ldv + m0 + g + 8 * (e >> 1)]) - X[n][e]);
         }
     } else {             // X = Xw M0 + Xz S0 + xu
       mul_rows_t<Op, K, NT>(X, M, reinterpret_cast<const Fac*>(sb + lay.off[kBufXw]), lay.ld[kBufXw], lane);
@@ -549,12 +571,10 @@ __global__ void __launch_bounds__(128, 1) bwd_walk_kernel(const __grid_constant_
   using Tok = typename Op::Tok;
   using Fac = typename Op::Fac;
   constexpr int NK = K / 8, NT = BT / 8;
-  const Frame f = frame(p, BT);
-  const int lane = f.lane, m0 = 16 * f.warp;
-  const long long st = f.nh * K * p.V + f.v0;
-  unsigned char* wreg = smem + lay.warp_off + f.warp * lay.warp_bytes;
-  Fac* stage = reinterpret_cast<Fac*>(wreg);
-  float* cw = reinterpret_cast<float*>(wreg + lay.warp_bytes) - BT;
+  const Walk<Fac, BT> w(p, lay, smem, true);
+  const Frame& f = w.f;
+  const int lane = w.lane, m0 = w.m0;
+  const long long st = w.st;
 
   float dM[NK][4], dS[NK][4];
   load_state(dM, p.dmf ? p.dmf + st : nullptr, p.V, lane);
@@ -564,25 +584,16 @@ __global__ void __launch_bounds__(128, 1) bwd_walk_kernel(const __grid_constant_
   bool pending = p.dmcf != nullptr && f.pf != 0;
   if (p.dmcf && f.pf == 0) load_state(dM, p.dmcf + st, p.V, lane, true);
 
-  // visit j is tile nt − 1 − j
-  for (int j = 0; j < lay.stages - 1; ++j) {
-    if (j < f.nt) issue_tile(p, lay, f, f.nt - 1 - j, smem + j * lay.stage_bytes, BT);
-    cp_async_commit();
-  }
+  w.start(p, lay, smem);    // visit j is tile nt − 1 − j
   Gates gt{};
   if (p.plain_x && f.nt > 0) gt = load_gates(p, f, f.nt - 1, BT);
 
   for (int j = 0; j < f.nt; ++j) {
-    const int i = f.nt - 1 - j;
-    const int nx = j + lay.stages - 1;
-    if (nx < f.nt) issue_tile(p, lay, f, f.nt - 1 - nx, smem + (nx % lay.stages) * lay.stage_bytes, BT);
-    cp_async_commit();
-    cp_async_wait(lay.stages - 1);
-    __syncthreads();
-    const unsigned char* sb = smem + (j % lay.stages) * lay.stage_bytes;
-    const long long tile_at = ((f.tb + i) * p.H + f.i_h) * K * p.V + f.v0;
-    store_tile(dM, static_cast<Fac*>(p.tiles_m) + tile_at, p.V, stage, lane);
-    if (p.has_mu) store_tile(dS, static_cast<Fac*>(p.tiles_s) + tile_at, p.V, stage, lane);
+    const int i = w.tile(j);
+    const unsigned char* sb = w.visit(p, lay, smem, j);
+    const long long tile_at = w.tile_at(p, i);
+    store_tile(dM, static_cast<Fac*>(p.tiles_m) + tile_at, p.V, w.stage, lane);
+    if (p.has_mu) store_tile(dS, static_cast<Fac*>(p.tiles_s) + tile_at, p.V, w.stage, lane);
     const Tok* Ks = reinterpret_cast<const Tok*>(sb + lay.off[kBufK]);
     const int ldk = lay.ld[kBufK];
     const Tok* dO = reinterpret_cast<const Tok*>(sb + lay.off[kBufRowV]);
@@ -608,9 +619,9 @@ __global__ void __launch_bounds__(128, 1) bwd_walk_kernel(const __grid_constant_
       axpby(dM, ts[0], dM, 0.0f, false);
     }
     if (p.plain_x) {        // Xwᵀ dX = −Kᵀ(c ⊙ dX)
-      plain_c(cw, gt, tile_end(f, i, BT) - tile_start(f, i, BT), p.log_alpha != nullptr, BT, lane);
+      plain_c(w.cw, gt, tile_end(f, i, BT) - tile_start(f, i, BT), p.log_alpha != nullptr, BT, lane);
       if (i > 0) gt = load_gates(p, f, i - 1, BT);
-      scale_cols(dX, cw, -1.0f, lane);
+      scale_cols(dX, w.cw, -1.0f, lane);
       mul_rows<Op, BT, NK>(dM, dX, Ks, ldk, lane);
     } else {
       mul_rows<Op, BT, NK>(dM, dX, reinterpret_cast<const Fac*>(sb + lay.off[kBufXw]), lay.ld[kBufXw], lane);

@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "common/cuda_check.h"
+#include "common/device_utils.cuh"
 
 namespace nk {
 namespace {
@@ -26,9 +27,6 @@ constexpr int kLd = kMlpWalkLd;        // leading dimension of every shared buff
 constexpr int kPv = 8;                 // columns of the pv prep rows
 enum Pv { kG = 0, kGp = 1, kNu = 2, kNup = 3, kM = 4, kPhiL = 5, kGL = 6, kDL = 7 };
 
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
 template <typename T>
 __device__ __forceinline__ T from_float(float x);
 template <>
@@ -37,17 +35,6 @@ template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
 template <>
 __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half(x); }
-
-__device__ __forceinline__ float load_gate(const void* p, long long i, DType dt) {
-  switch (dt) {
-    case DType::kBFloat16:
-      return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    case DType::kFloat16:
-      return __half2float(static_cast<const __half*>(p)[i]);
-    default:
-      return static_cast<const float*>(p)[i];
-  }
-}
 
 __device__ __forceinline__ float act(float z, int kind) {
   if (kind == 0) return 0.5f * z * (1.0f + erff(z * 0.70710678118654752f));
@@ -252,8 +239,8 @@ __global__ void __launch_bounds__(kThreads) walk_kernel(MlpWalkParams p) {
     for (int t = threadIdx.x; t < C; t += kThreads) {
       const long long g = g0 + (long long)t * H;
       const float* pr = pvb + g * kPv;
-      s.eta[t] = load_gate(p.eta, g, p.eta_dtype);
-      s.beta[t] = p.has_beta ? load_gate(p.beta, g, p.beta_dtype) : 0.0f;
+      s.eta[t] = load_as_float(p.eta, g, p.eta_dtype);
+      s.beta[t] = p.has_beta ? load_as_float(p.beta, g, p.beta_dtype) : 0.0f;
       s.gp[t] = pr[kGp];
       s.nup[t] = p.has_mu ? pr[kNup] : 0.0f;
       s.gm[t] = p.read == 0 ? pr[kG] : pr[kGp];

@@ -40,6 +40,20 @@ def cuda_extension_unavailable_reason() -> Optional[str]:
     return _load()[1]
 
 
+def sm90_unavailable_reason(t: torch.Tensor, what: str) -> Optional[str]:
+    """Why ``what`` (kernels of the extension that run on sm_90 only, e.g. "the CUDA walk") cannot
+    run on tensor ``t``'s device: not a CUDA tensor, the extension missing, or an older GPU; None
+    when it can."""
+    if t.device.type != "cuda":
+        return f"{what} needs CUDA tensors (got {t.device})"
+    why = cuda_extension_unavailable_reason()
+    if why is not None:
+        return why
+    if torch.cuda.get_device_capability(t.device) < (9, 0):
+        return f"{what} needs an sm_90 GPU"
+    return None
+
+
 _DTYPE_CODE_NAMES = {torch.float32: "DTYPE_FLOAT32", torch.bfloat16: "DTYPE_BFLOAT16",
                      torch.float16: "DTYPE_FLOAT16"}
 

@@ -30,7 +30,7 @@ from typing import Optional
 import torch
 
 from ...core.backends import Backend
-from ...core.extension import cuda_extension, cuda_extension_unavailable_reason, dtype_code
+from ...core.extension import cuda_extension, dtype_code, sm90_unavailable_reason
 from . import triton_backend as tb
 
 DIMS_K = (64, 128)
@@ -64,15 +64,7 @@ def walk_unsupported(inputs, cfg) -> Optional[str]:
 
 
 def unsupported(inputs, cfg) -> Optional[str]:
-    q = inputs["q"]
-    if q.device.type != "cuda":
-        return f"the CUDA walks need CUDA tensors (got {q.device})"
-    why = cuda_extension_unavailable_reason()
-    if why is not None:
-        return why
-    if torch.cuda.get_device_capability(q.device) < (9, 0):
-        return "the CUDA walks need an sm_90 GPU (they are built for sm_90a only)"
-    why = tb.unsupported(inputs, cfg)
+    why = sm90_unavailable_reason(inputs["q"], "the CUDA walks") or tb.unsupported(inputs, cfg)
     if why is not None:
         return why
     if importlib.util.find_spec("triton") is None:     # prep, outputs and token gradients are Triton's

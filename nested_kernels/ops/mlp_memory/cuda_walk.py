@@ -28,7 +28,8 @@ import torch
 
 from ...core.backends import Backend
 from ...core.env import env_choice
-from ...core.extension import cuda_extension, cuda_extension_unavailable_reason, dtype_code
+from ...core.extension import cuda_extension, cuda_extension_unavailable_reason, dtype_code, \
+    sm90_unavailable_reason
 from . import triton_backend as tb
 
 DIMS = (32, 64)
@@ -49,14 +50,7 @@ def one_round(inputs) -> bool:
 
 def unsupported(inputs, cfg) -> Optional[str]:
     q, w1 = inputs["q"], inputs["w1"]
-    if q.device.type != "cuda":
-        return f"the CUDA walk needs CUDA tensors (got {q.device})"
-    why = cuda_extension_unavailable_reason()
-    if why is not None:
-        return why
-    if torch.cuda.get_device_capability(q.device) < (9, 0):
-        return "the CUDA walk needs an sm_90 GPU (thread-block clusters)"
-    why = tb.unsupported(inputs, cfg)
+    why = sm90_unavailable_reason(q, "the CUDA walk") or tb.unsupported(inputs, cfg)    # sm_90: thread-block clusters
     if why is not None:
         return why
     if importlib.util.find_spec("triton") is None:     # the backward is the triton backend's
