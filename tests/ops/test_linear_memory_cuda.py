@@ -196,3 +196,92 @@ def test_gpu_triton_walks_do_not_run(monkeypatch):
     x, st, _ = grid_case("abm", 64, 64, 64, "fixed", seed=5)
     got, dgot = run("cuda", x, st, torch.bfloat16, chunk_size=64)
     assert torch.isfinite(got["o"]).all() and all(torch.isfinite(g).all() for g in dgot.values())
+
+
+# -- the launcher against the binding, on the CPU -------------------------------------------------
+
+class _Stub:
+    """A Triton kernel that does nothing (``kernel[grid](...)``)."""
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
+_FLOAT32_PTRS = ("tsc", "m0", "s0", "mc0", "m_out", "s_out", "mc_out", "dmf", "dsf", "dmcf", "dm0", "ds0", "dmc0")
+
+
+@needs_ext
+@pytest.mark.skipif(torch.cuda.is_available(), reason="hands CPU addresses to the binding: CPU machine only")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("gates,target,read,C,batch", [
+    ("", "external", "after", 16, "fixed"), ("a", "external", "chunk", 16, "varlen"),
+    ("", "self", "before", 16, "fixed"), ("ab", "self", "chunk", 16, "resumed"),
+    ("abm", "external", "after", 16, "resumed"), ("m", "self", "before", 16, "varlen"),
+    ("bm", "external", "chunk", 16, "fixed"), ("am", "external", "after", 1, "fixed"),
+    ("abm", "self", "before", 1, "varlen"), ("b", "external", "chunk", 1, "fixed"),
+])
+@pytest.mark.parametrize("keep", [True, False], ids=["keep", "recompute"])
+def test_launcher_dicts_pass_the_binding_checks(dtype, gates, target, read, C, batch, keep, monkeypatch):
+    """forward and backward of the cuda backend with every Triton kernel stubbed out: each walk's
+    pointer / dims dictionaries pass the binding's checks (names, dtype codes, sizes, the pointers
+    the options need, a ring stage that fits) and stop only at the first CUDA call (no GPU here);
+    the pointers the kernels read as float32 / int64 are of those dtypes, all contiguous."""
+    import nested_kernels._C as ext
+    from nested_kernels.ops.linear_memory import triton_backend as tb, triton_bwd, triton_bwd_plain, triton_fwd
+    for mod, names in ((triton_fwd, ("_prep_kernel", "_out_kernel", "_state_fwd_kernel")),
+                       (triton_bwd, ("_grad_kernel", "_grad_nn_kernel", "_grad_dk_kernel", "_state_bwd_kernel")),
+                       (triton_bwd_plain, ("_plain_dv_kernel", "_plain_dqk_kernel"))):
+        for n in names:
+            monkeypatch.setattr(mod, n, _Stub() if "state" not in n else None)   # the Triton walks must not run
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PRECISION", "bf16" if dtype == torch.bfloat16 else "tf32r")
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_KEEP_FACTORS", "1" if keep else "0")
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_EXACT_TILE", "32")
+    calls = []
+
+    class Ext:      # the real binding; on this GPU-less machine it must get as far as cudaGetDevice
+        def linear_memory_walk(self, ptrs, dims, backward, stream):
+            with pytest.raises(RuntimeError, match="cudaGetDevice"):
+                ext.linear_memory_walk(ptrs, dims, backward, stream)
+            assert ext.linear_memory_walk_stages(dims, backward) >= 1
+            calls.append(backward)
+
+    real_launch = cuda_walk._launch
+
+    def launch(a, ptrs, backward, output_final=False):
+        for n, t in ptrs.items():
+            if t is not None:
+                assert t.is_contiguous(), n
+                if n in _FLOAT32_PTRS:
+                    assert t.dtype == torch.float32, n
+                if n in ("pos", "cu", "tile_base"):
+                    assert t.dtype == torch.int64, n
+                if n in ("xw", "xz", "yw", "yz", "qw", "qz", "xu", "yu", "tiles_m", "tiles_s"):
+                    assert t.dtype == cuda_walk.NUMERICS[dtype][1], n
+                if n in ("k", "v", "dO"):
+                    assert t.dtype == dtype, n
+        real_launch(a, ptrs, backward, output_final)
+
+    monkeypatch.setattr(cuda_walk, "_launch", launch)
+    monkeypatch.setattr(cuda_walk, "cuda_extension", lambda: Ext())
+    monkeypatch.setattr(torch.cuda, "device", lambda d: __import__("contextlib").nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda d=None: type("S", (), {"cuda_stream": 0})())
+
+    x, st, extra = grid_case(gates, max(C, 16), 64, 64 if target == "self" else 16, batch, seed=3)
+    inp = dict.fromkeys(api.INPUTS)
+    inp.update({n: None if t is None else t.to(dtype) for n, t in x.items()})
+    inp.update(m0=st["M"].float(), s0=None if st.get("S") is None else st["S"].float())
+    if "position" in st:
+        inp.update(m_chunk0=st["M_chunk"].float(), position0=st["position"])
+    if "cu_seqlens" in extra:
+        inp["cu_seqlens"] = extra["cu_seqlens"].to(torch.int64)
+    c = dict(chunk_size=C, target=target, read=read, scale=0.5, output_final_state=True, keep_factors=keep)
+    out = tb.forward(inp, c, walk="cuda")
+    assert calls == [False]
+    res = dict(zip(("tile_m", "tile_s", "tile_factors", "tile_ainv", "tile_scalars"), out[5:]))
+    if not keep:
+        res = {n: t.new_empty(0) for n, t in res.items()}      # the backward recomputes the tile states
+    grads = dict(o=torch.ones_like(out[0]), M=torch.ones_like(out[1]), M_chunk=torch.ones_like(out[3]))
+    if inp["mu"] is not None:
+        grads["S"] = torch.ones_like(out[2])
+    tb.backward(inp, res, grads, c, walk="cuda")
+    assert calls == [False] + ([] if keep else [False]) + [True]
