@@ -89,6 +89,8 @@ def our_backend_available(op: str, backend: str) -> Callable[[torch.device], Opt
         _, backends = nk_cases.load_op(module_op)
         if backend not in backends:
             return f"{module_op} has no {backend!r} backend"
+        if backends[backend].experimental:
+            return f"{module_op}'s {backend!r} backend is experimental: {backends[backend].experimental}"
         if backend not in available_backends(backends, device):
             return f"backend {backend!r} cannot run on {device.type} here"
         return None

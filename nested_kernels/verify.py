@@ -373,7 +373,7 @@ def _run(ops, backends, quick, device, ref_device, case_filter, seed, log, warni
                 rows.append(Row("-", op, "-", "-", NA, note=why))
             continue
         fn, op_backends = load_step(op) if op in STEP_OPS else load_op(op)
-        names = [b for b in available_backends(op_backends, device)
+        names = [b for b in available_backends(op_backends, device, experimental=bool(backends))
                  if (b in backends if backends else b != "reference")]
         if not names:
             have = ", ".join(op_backends)

@@ -2,6 +2,7 @@
 and a deliberately broken backend is reported as FAIL (exit code 1)."""
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -107,6 +108,27 @@ def test_fallback_is_an_error_not_a_pass(monkeypatch, capsys):
     code, text = _verify_as_torch_backend(Backend(forward), monkeypatch, capsys)
     assert code == 1, text
     assert "ERROR" in text and "fell back" in text
+
+
+def test_experimental_backend_only_when_named(monkeypatch, capsys):
+    """An experimental backend (``Backend.experimental``: e.g. kernels never run on a GPU) is left
+    out of ``auto``, ``available_backends`` and the verify command's default list, and runs when
+    named: here a broken torch backend, whose failure shows only when asked for."""
+    from nested_kernels.core.backends import available_backends, select_backend
+    api = _linear_api()
+    fake = dataclasses.replace(_broken(), experimental="not run on a GPU yet")
+    monkeypatch.setitem(api.BACKENDS, "torch", fake)
+    monkeypatch.setitem(api.OP.backends, "torch", fake)
+    cpu = torch.device("cpu")
+    assert "torch" not in available_backends(api.BACKENDS, cpu)
+    assert "torch" in available_backends(api.BACKENDS, cpu, experimental=True)
+    assert select_backend("linear_memory", "auto", api.BACKENDS, cpu, {}, {}) == "reference"
+    assert select_backend("linear_memory", "torch", api.BACKENDS, cpu, {}, {}) == "torch"
+    code = verify.main(["--quick", "--device", "cpu", "--ops", "linear_memory", "--case", "T = 1"])
+    text = capsys.readouterr().out
+    assert code == 0 and not re.search(r"^\s*(PASS\s+)?torch\s+linear_memory", text, re.M), text
+    code, text = _verify_as_torch_backend(fake, monkeypatch, capsys)
+    assert code == 1 and "FAIL" in text, text
 
 
 def test_jobs_split_the_cases_between_workers(tmp_path, capsys):

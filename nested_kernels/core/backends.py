@@ -49,11 +49,16 @@ class Backend:
     residuals(inputs, cfg) -> empty tensors shaped like the residual outputs ``forward`` returns
       after the op's public ones (tensors its ``backward`` reuses instead of recomputing them;
       see custom_op.OpSpec); None: the backend returns none (they travel as empty tensors).
+    experimental: why the backend is not offered by default yet (e.g. its kernels have not run on a
+      GPU), None when it is: ``"auto"`` and ``available_backends`` (the verify command's and the
+      bench's default lists) skip it; naming it (keyword, environment variable, ``--backends``)
+      runs it.
     """
     forward: Callable
     backward: Optional[Callable] = None
     unsupported: Callable[[Inputs, dict], Optional[str]] = _never
     residuals: Optional[Callable] = None
+    experimental: Optional[str] = None
 
 
 def triton_unavailable_reason(device: torch.device) -> Optional[str]:
@@ -102,16 +107,20 @@ def select_backend(op_name: str, backend: Optional[str], backends: Mapping[str, 
             raise RuntimeError(f"{op_name}: backend {name!r} (from {source}) cannot run these inputs: {why}")
         return name
     for candidate in order:
-        if candidate not in backends or (candidate == "triton" and device.type != "cuda"):
+        if candidate not in backends or backends[candidate].experimental or \
+                (candidate == "triton" and device.type != "cuda"):
             continue
         if _platform_reason(candidate, device) is None and backends[candidate].unsupported(inputs, cfg) is None:
             return candidate
     raise RuntimeError(f"{op_name}: no backend can run these inputs")  # reference supports everything
 
 
-def available_backends(backends: Mapping[str, Backend], device: torch.device) -> list[str]:
-    """Names of the backends whose platform is present for ``device`` (shape support aside)."""
-    return [n for n in BACKEND_NAMES if n in backends and _platform_reason(n, device) is None]
+def available_backends(backends: Mapping[str, Backend], device: torch.device,
+                       experimental: bool = False) -> list[str]:
+    """Names of the backends whose platform is present for ``device`` (shape support aside);
+    experimental ones (``Backend.experimental``) only when ``experimental``."""
+    return [n for n in BACKEND_NAMES if n in backends and _platform_reason(n, device) is None
+            and (experimental or not backends[n].experimental)]
 
 
 def will_differentiate(inputs: Inputs) -> bool:

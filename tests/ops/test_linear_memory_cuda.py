@@ -41,7 +41,7 @@ def inputs(K=64, V=64, dtype=torch.bfloat16, device="cpu", gates="abm", **kw):
 
 def test_registered_and_not_auto():
     assert api.BACKENDS["cuda"] is cuda_walk.BACKEND
-    assert "cuda" not in api.AUTO_ORDER
+    assert cuda_walk.BACKEND.experimental     # auto, verify and the bench skip it
     assert "CUDA tensors" in cuda_walk.unsupported(inputs(), cfg())
     x = inputs()
     with pytest.raises(RuntimeError, match="CUDA"):

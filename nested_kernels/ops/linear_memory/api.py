@@ -42,8 +42,6 @@ try:  # Triton kernels; triton itself is imported only when they first run
     BACKENDS["cuda"] = _CUDA_WALK
 except ImportError:  # pragma: no cover
     pass
-# "auto" never takes the cuda backend: its walks (csrc/linear_memory/walk.cu) have not run on a GPU yet
-AUTO_ORDER = ("triton", "torch", "reference")
 # residual outputs: the Triton backend's tile-start states and tile factors, reused by its backward
 OP = OpSpec("linear_memory", INPUTS, OUTPUTS, _fake, BACKENDS,
             residuals=("tile_m", "tile_s", "tile_factors", "tile_ainv", "tile_scalars"))
@@ -129,7 +127,7 @@ def linear_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eta: torch.
                   m_chunk0=mc0, position0=pos0, cu_seqlens=cu_seqlens)
     cfg = dict(chunk_size=chunk_size, target=target, read=read, scale=float(scale),
                output_final_state=bool(output_final_state))
-    cfg["backend"] = select_backend("linear_memory", backend, BACKENDS, device, inputs, cfg, AUTO_ORDER)
+    cfg["backend"] = select_backend("linear_memory", backend, BACKENDS, device, inputs, cfg)
     if cfg["backend"] in ("triton", "cuda"):    # decided here, so that the fake and the real forward agree
         cfg["keep_factors"] = will_differentiate(inputs)
     out = OP(cfg, **inputs)

@@ -9,8 +9,9 @@ the initial-state gradients [N, H, K, V] float32. Design: one CTA per (V block o
 columns, sequence·head), the state slices as mma.sync accumulators in registers, the tile rows in
 a cp.async ring (docs/linear_memory_cuda.md).
 
-**Not yet run on a GPU**: ``backend="auto"`` never takes it (``api.AUTO_ORDER``); ``backend="cuda"``
-or NESTED_KERNELS_BACKEND_LINEAR_MEMORY=cuda forces it. A GPU run of tests/ops/
+**Not yet run on a GPU**, so it is ``experimental`` (core.backends.Backend): ``backend="auto"``, the
+verify command's and the bench's default backend lists skip it; ``backend="cuda"``,
+NESTED_KERNELS_BACKEND_LINEAR_MEMORY=cuda or ``verify --backends cuda`` run it. A GPU run of tests/ops/
 test_linear_memory_cuda.py (docs/gpu_runs/scripts/2026-12-07b_lm_cuda_walk.sh) decides.
 
 Covered (else ``unsupported`` names why and dispatch moves on): an sm_90 GPU with the extension
@@ -120,4 +121,5 @@ def _backward(inputs, outputs, grads, cfg):
     return tb.backward(inputs, outputs, grads, cfg, walk="cuda")
 
 
-BACKEND = Backend(_forward, _backward, unsupported, tb.residuals)
+BACKEND = Backend(_forward, _backward, unsupported, tb.residuals,
+                  experimental="its CUDA walks have not run on a GPU yet")
