@@ -121,16 +121,25 @@ void linear_memory_step_py(std::uintptr_t q, std::uintptr_t k, std::uintptr_t v,
   nk::linear_memory_step(params, reinterpret_cast<cudaStream_t>(stream));
 }
 
+// The arguments of a walk binding passed by name: ``ptrs`` dict name -> device address (absent: 0),
+// ``dims`` dict of integer / flag fields, each required (a missing one is a ValueError naming ``op``).
+struct NamedArgs {
+  const py::dict& ptrs;
+  const py::dict& dims;
+  const char* op;
+  std::uintptr_t ptr(const char* name) const { return ptrs.contains(name) ? ptrs[name].cast<std::uintptr_t>() : 0; }
+  long long dim(const char* name) const {
+    NK_CHECK_ARG(dims.contains(name), std::string(op) + ": dims lacks " + name);
+    return dims[name].cast<long long>();
+  }
+};
+
 // The forward walk of mlp_memory (csrc/mlp_memory/walk.h). ``ptrs``: dict name -> device address
 // (0 for absent); ``dims``: dict of the integer / flag fields of MlpWalkParams.
 void mlp_memory_walk_py(py::dict ptrs, py::dict dims, double scale, std::uintptr_t stream) {
-  auto ptr = [&](const char* name) -> std::uintptr_t {
-    return ptrs.contains(name) ? ptrs[name].cast<std::uintptr_t>() : 0;
-  };
-  auto dim = [&](const char* name) -> long long {
-    NK_CHECK_ARG(dims.contains(name), std::string("mlp_memory_walk: dims lacks ") + name);
-    return dims[name].cast<long long>();
-  };
+  const NamedArgs args{ptrs, dims, "mlp_memory_walk"};
+  auto ptr = [&](const char* name) { return args.ptr(name); };
+  auto dim = [&](const char* name) { return args.dim(name); };
   nk::MlpWalkParams p;
   p.q = as_ptr<const void>(ptr("q"));
   p.k = as_ptr<const void>(ptr("k"));
@@ -180,7 +189,8 @@ void mlp_memory_walk_py(py::dict ptrs, py::dict dims, double scale, std::uintptr
 }
 
 // LmWalkParams of linear_memory_walk (csrc/linear_memory/walk.h). ``ptrs``: dict name -> device
-// address (absent or 0: none); ``dims``: dict of the integer / flag fields, each required.
+// address (absent or 0: none; unknown names are a ValueError); ``dims``: dict of the integer / flag
+// fields, each required.
 nk::LmWalkParams lm_walk_params(const py::dict& ptrs, const py::dict& dims) {
   static const char* kPtrs[] = {"k", "v", "eta", "log_alpha", "xw", "xz", "yw", "yz", "qw", "qz", "xu", "yu", "tsc",
                                 "dO", "m0", "s0", "mc0", "pos", "cu", "tile_base", "m_out", "s_out", "mc_out",
@@ -191,13 +201,9 @@ nk::LmWalkParams lm_walk_params(const py::dict& ptrs, const py::dict& dims) {
     for (const char* n : kPtrs) known = known || name == n;
     NK_CHECK_ARG(known, "linear_memory_walk: unknown pointer " + name);
   }
-  auto ptr = [&](const char* name) -> std::uintptr_t {
-    return ptrs.contains(name) && !ptrs[name].is_none() ? ptrs[name].cast<std::uintptr_t>() : 0;
-  };
-  auto dim = [&](const char* name) -> long long {
-    NK_CHECK_ARG(dims.contains(name), std::string("linear_memory_walk: dims lacks ") + name);
-    return dims[name].cast<long long>();
-  };
+  const NamedArgs args{ptrs, dims, "linear_memory_walk"};
+  auto ptr = [&](const char* name) { return args.ptr(name); };
+  auto dim = [&](const char* name) { return args.dim(name); };
   nk::LmWalkParams p;
   p.k = as_ptr<const void>(ptr("k"));
   p.v = as_ptr<const void>(ptr("v"));
