@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -59,6 +58,17 @@ def test_default_arch_list():
     ]
     with pytest.raises(SystemExit):
         build.parse_archs("volta")
+
+
+def test_runs_on_matches_arch_kinds_to_capabilities():
+    """Which GPUs the code of a NESTED_KERNELS_CUDA_ARCHS entry runs on (sm90_unavailable_reason
+    refuses a GPU that no built sm_9x code runs on instead of failing at launch)."""
+    from nested_kernels.core.extension import runs_on
+
+    assert runs_on("90a", (9, 0)) and not runs_on("90a", (9, 1)) and not runs_on("90a", (10, 0))
+    assert runs_on("90", (9, 0)) and runs_on("90", (9, 2)) and not runs_on("90", (10, 0))
+    assert runs_on("100f", (10, 3)) and not runs_on("100f", (12, 0))
+    assert runs_on("80", (8, 6)) and not runs_on("86", (8, 0))
 
 
 def _extension_or_skip():

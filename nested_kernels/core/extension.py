@@ -49,9 +49,26 @@ def sm90_unavailable_reason(t: torch.Tensor, what: str) -> Optional[str]:
     why = cuda_extension_unavailable_reason()
     if why is not None:
         return why
-    if torch.cuda.get_device_capability(t.device) < (9, 0):
+    capability = torch.cuda.get_device_capability(t.device)
+    if capability < (9, 0):
         return f"{what} needs an sm_90 GPU"
+    archs = cuda_extension().build_info()["cuda_archs"]
+    if not any(runs_on(arch, capability) for arch in archs.split(";") if arch[:1] == "9"):
+        return (f"{what}: the extension was built for sm_{archs.replace(';', ', sm_')}, which has "
+                f"no sm_9x code this GPU (sm_{capability[0]}{capability[1]}) runs; rebuild with "
+                f"NESTED_KERNELS_CUDA_ARCHS naming it")
     return None
+
+
+def runs_on(arch: str, capability: tuple[int, int]) -> bool:
+    """Whether machine code built for ``arch`` (a NESTED_KERNELS_CUDA_ARCHS entry such as "90a",
+    "90" or "80") runs on a GPU of compute ``capability``: "90a" only on 9.0 itself (arch-specific),
+    "90" and "100f" (family) on the same major version from that minor on."""
+    digits = arch.rstrip("af")
+    major, minor = int(digits[:-1]), int(digits[-1])
+    if arch.endswith("a"):
+        return capability == (major, minor)
+    return capability[0] == major and capability[1] >= minor
 
 
 _DTYPE_CODE_NAMES = {torch.float32: "DTYPE_FLOAT32", torch.bfloat16: "DTYPE_BFLOAT16",
