@@ -14,6 +14,9 @@ walk, the chain and the token part of the split) and prep kernels from explicit 
   dropped;
 * ``reordered`` — the same instructions with registers renumbered, in another order (e.g. a store
   moved): the same arithmetic, but ptxas may schedule it differently;
+* ``arguments`` — as ``reordered`` once the parameter list and the parameter indices are dropped:
+  the kernel gained or lost arguments that this variant does not read (check that the launcher
+  passes the ones it reads);
 * ``DIFFERENT`` / ``missing`` — anything else. Exit status 1 if any variant is DIFFERENT or missing.
 """
 from __future__ import annotations
@@ -59,10 +62,19 @@ def _renumbered(text: str) -> list[str]:
     return sorted(re.sub(r"%(r|rd|rs|p|f|fd)\d+", r"%\1", line) for line in text.splitlines())
 
 
+def _without_parameter_numbers(text: str) -> str:
+    """The PTX with the parameter list dropped and every parameter index replaced by N."""
+    lines = (line for line in text.splitlines() if not re.match(r"\s*\.param\b.*_param_\d+,?$", line))
+    return "\n".join(re.sub(r"_param_\d+", "_param_N", line) for line in lines)
+
+
 def verdict(a: str, b: str) -> str:
     if a == b:
         return "identical"
-    return "reordered" if _renumbered(a) == _renumbered(b) else "DIFFERENT"
+    if _renumbered(a) == _renumbered(b):
+        return "reordered"
+    return "arguments" if _renumbered(_without_parameter_numbers(a)) == _renumbered(_without_parameter_numbers(b)) \
+        else "DIFFERENT"
 
 
 def dump(root: str, out: str, more: bool) -> None:

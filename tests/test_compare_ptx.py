@@ -1,6 +1,6 @@
 """The verdicts of ``python/compare_ptx_triton.py`` (PTX of two trees compared): debug lines and
-labels never count, a reordering with renumbered registers is "reordered", any other change
-"DIFFERENT"."""
+labels never count, a reordering with renumbered registers is "reordered", new unread arguments
+"arguments", any other change "DIFFERENT"."""
 from __future__ import annotations
 
 import os
@@ -33,3 +33,14 @@ def test_verdicts():
     moved = "\n".join([lines[0], lines[1], lines[3], lines[2]]).replace("%r3", "%r7").replace("%r1", "%r5") + "\n"
     assert verdict(a, moved) == "reordered"
     assert verdict(a, a.replace("4;", "8;")) == "DIFFERENT"
+
+
+def test_new_arguments_are_their_own_verdict():
+    """A kernel that gained an argument it does not read: its parameter list and the indices of
+    the parameters it loads change, nothing else."""
+    param = "\t.param .u64 .ptr .global .align 1 k_param_{},\n"
+    body = "\tld.param.b64 \t%rd1, [k_param_{}];\n\tld.global.b32 \t%r1, [%rd1];\n"
+    old = ".entry k(\n" + param.format(0) + ")\n" + body.format(0)
+    new = ".entry k(\n" + param.format(0) + param.format(1) + ")\n" + body.format(1)
+    assert verdict(old, new) == "arguments"
+    assert verdict(old, new.replace("ld.global.b32", "ld.global.b16")) == "DIFFERENT"

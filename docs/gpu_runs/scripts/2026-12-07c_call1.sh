@@ -3,7 +3,8 @@
 # background: the issue-shape timing (B4 T4096 H16 K=V=128 C64 bf16, η only, fla chunk_delta_rule
 # in the same process, --queued) with the defaults, with NESTED_KERNELS_LM_TRITON_FUSE_OUT=1 (GPU
 # verify 7/7 in 2026-12-07a_call1, kernel code unchanged since) and with
-# NESTED_KERNELS_LM_TRITON_PLAIN_OUT=1 (new: the forward is the walk alone, never GPU-run); (2) four
+# NESTED_KERNELS_LM_TRITON_PLAIN_OUT=1 (new: the forward and the backward's adjoint walk form plain
+# tiles from the inputs, no prep kernel; never GPU-run), also with 8 warps in the walks; (2) four
 # processes at once: the experimental CUDA walks' GPU tests (csrc/linear_memory/walk.cu against
 # float64 and the triton backend, bf16 / fp16), the C1 self-target check cases 9–11 against
 # float64, and PLAIN_OUT's tests (tests/ops/test_linear_memory_triton.py -k plain_outputs, on the GPU);
@@ -13,17 +14,19 @@ CK="python3 python/check_linear_memory_triton.py --no-check --timed 0 --queued"
 TESTS="python3 -m pytest -q -m gpu tests/ops/test_linear_memory_cuda.py -p no:cacheprovider"
 {
 bg build 280 env NVCC_THREADS=4 python3 -m pip install -q --no-build-isolation --no-deps -e .
-fg time_off 150 $CK --json "$OUT/time_off.json"
+fg time_off 130 $CK --json "$OUT/time_off.json"
 fg time_fuse 80 env NESTED_KERNELS_LM_TRITON_FUSE_OUT=1 $CK --no-fla --json "$OUT/time_fuse.json"
 fg time_plain 80 env NESTED_KERNELS_LM_TRITON_PLAIN_OUT=1 $CK --no-fla --json "$OUT/time_plain.json"
+fg time_plain8 60 env NESTED_KERNELS_LM_TRITON_PLAIN_OUT=1 NESTED_KERNELS_LM_TRITON_WARPS_STATE=8 $CK --no-fla \
+    --json "$OUT/time_plain8.json"
 wait
 tail -3 "$OUT/build.log"
-bg tests_bf16 150 $TESTS -k "bf16 or triton_walks"
-bg tests_fp16 150 $TESTS -k fp16
-bg c1self 150 python3 python/check_linear_memory_triton.py --cases 9,10,11 --no-timing
-bg plain 150 python3 -m pytest -q -p no:cacheprovider tests/ops/test_linear_memory_triton.py -k plain_outputs
+bg tests_bf16 140 $TESTS -k "bf16 or triton_walks"
+bg tests_fp16 140 $TESTS -k fp16
+bg c1self 140 python3 python/check_linear_memory_triton.py --cases 9,10,11 --no-timing
+bg plain 140 python3 -m pytest -q -p no:cacheprovider tests/ops/test_linear_memory_triton.py -k plain_outputs
 wait
 cat "$OUT/tests_bf16.log" "$OUT/tests_fp16.log" "$OUT/c1self.log" "$OUT/plain.log"
-fg time_cuda 90 $CK --no-fla --backends triton,cuda --json "$OUT/time_cuda.json"
+fg time_cuda 70 $CK --no-fla --backends triton,cuda --json "$OUT/time_cuda.json"
 echo "=== done ($(now))"
 } > "$OUT/call1.log" 2>&1
