@@ -7,7 +7,7 @@
 # tiles from the inputs, no prep kernel; never GPU-run), also with 8 warps in the walks; (2) four
 # processes at once: the experimental CUDA walks' GPU tests (csrc/linear_memory/walk.cu against
 # float64 and the triton backend, bf16 / fp16), the C1 self-target check cases 9–11 against
-# float64, and PLAIN_OUT's tests (tests/ops/test_linear_memory_triton.py -k plain_outputs, on the GPU);
+# float64, and PLAIN_OUT against float64 (check cases 4, 12, 13: plain tiles, bf16 / fp16);
 # (3) timing cuda vs triton walks, η only.
 . "$(dirname "$0")/lib.sh"
 CK="python3 python/check_linear_memory_triton.py --no-check --timed 0 --queued"
@@ -24,7 +24,8 @@ tail -3 "$OUT/build.log"
 bg tests_bf16 140 $TESTS -k "bf16 or triton_walks"
 bg tests_fp16 140 $TESTS -k fp16
 bg c1self 140 python3 python/check_linear_memory_triton.py --cases 9,10,11 --no-timing
-bg plain 140 python3 -m pytest -q -p no:cacheprovider tests/ops/test_linear_memory_triton.py -k plain_outputs
+bg plain 140 env NESTED_KERNELS_LM_TRITON_PLAIN_OUT=1 python3 python/check_linear_memory_triton.py --cases 4,12,13 \
+    --no-timing --dtypes bf16,fp16
 wait
 cat "$OUT/tests_bf16.log" "$OUT/tests_fp16.log" "$OUT/c1self.log" "$OUT/plain.log"
 fg time_cuda 70 $CK --no-fla --backends triton,cuda --json "$OUT/time_cuda.json"
