@@ -443,20 +443,16 @@ def test_fused_outputs(monkeypatch, name):
 @pytest.mark.parametrize("gates", ["", "a"])
 def test_plain_outputs(monkeypatch, gates, read):
     """NESTED_KERNELS_LM_TRITON_PLAIN_OUT=1: the forward of plain external tiles is the walk alone
-    (outputs formed from q, k, v, η, log α; no _prep_kernel, no _out_kernel) and so is the
-    backward's adjoint walk (no _prep_kernel there either): two V blocks (BV=16, K=16, V=32), a varlen batch with an empty
+    (outputs formed from q, k, v, η, log α; no _prep_kernel, no _out_kernel) and the backward runs
+    _prep_kernel for its factors: two V blocks (BV=16, K=16, V=32), a varlen batch with an empty
     sequence and partial tiles, final states; outputs, final states and every gradient against
     the float64 reference and against the knob off."""
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BV", "16")
     kw = dict(chunk_size=16, target="external", read=read, scale=0.7,
               cu_seqlens=torch.tensor([0, 21, 21, 40], dtype=torch.int32))
     walk = ("_prep_kernel", "_state_fwd_kernel", "_out_kernel")
-    inputs = make(B=1, T=40, N=3, K=16, V=32, gates=gates, seed=70 + len(gates))
-    check_kernel_knob(monkeypatch, "PLAIN_OUT", ["_state_fwd_kernel"], inputs, torch.float32, kw, off=walk,
-                      recorded=walk)
-    # with _grad_kernel (GRAD_PLAIN=0), which reads factors, the backward runs _prep_kernel
-    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_PLAIN", "0")
-    check_kernel_knob(monkeypatch, "PLAIN_OUT", ["_state_fwd_kernel", "_prep_kernel"], inputs, torch.float32, kw,
+    check_kernel_knob(monkeypatch, "PLAIN_OUT", ["_state_fwd_kernel", "_prep_kernel"],
+                      make(B=1, T=40, N=3, K=16, V=32, gates=gates, seed=70 + len(gates)), torch.float32, kw,
                       off=walk, recorded=walk)
 
 

@@ -157,8 +157,7 @@ def _plain_out(inputs, cfg) -> bool:
     """Whether the forward of these inputs is the walk alone (PLAIN_OUT: no ``_prep_kernel``, no
     ``_out_kernel``; the walk forms each tile's outputs from q, k, v, η, log α): plain tiles with
     external targets (``_plain_x``) and NESTED_KERNELS_LM_TRITON_PLAIN_OUT=1 (opt-in until timed on
-    a GPU). No factors are kept: the backward's adjoint walk forms the tiles from the inputs too
-    (``triton_bwd._plain_adjoint``)."""
+    a GPU). No factors are kept for the backward, which then runs ``_prep_kernel`` for them."""
     return env_flag("NESTED_KERNELS_LM_TRITON_PLAIN_OUT", False) and _plain_x(inputs, cfg)
 
 
@@ -452,22 +451,18 @@ class _Args:
         """The backward walk from the factors ``f`` and dO: the tile-end adjoints into ``adj`` (dM, dS:
         [tiles, H, K, V] in the storage dtype; dS None without mu) and the gradients of the initial
         states into ``init_grads`` (dM0, dS0, dM_chunk0; None where absent), from those of the final
-        states ``final_grads`` (dM, dS, dM_chunk; None: zero). ``f`` None: plain tiles from the
-        inputs alone (``_plain_out``). With ``walk`` "cuda" the CUDA walk runs
+        states ``final_grads`` (dM, dS, dM_chunk; None: zero). With ``walk`` "cuda" the CUDA walk runs
         (``cuda_walk.adjoint_walk``), else ``_state_bwd_kernel``."""
         if self.walk == "cuda":
             from .cuda_walk import adjoint_walk
             return adjoint_walk(self, f, dO, final_grads, adj, init_grads)
         from .triton_bwd import _state_bwd_kernel
         (dMf, dSf, dMcf), (adj_m, adj_s), (dm0, ds0, dmc0) = final_grads, adj, init_grads
-        plain_out = f is None       # PLAIN_OUT (``_plain_out``): no factors
-        if plain_out:
-            f = dict.fromkeys(_FACTOR_SLOTS + ("tsc",))
         with _mma_mode("bwd"):
             _state_bwd_kernel[(self.NV, self.N * self.H)](
-                self.q, self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["qw"], f["qz"], self.eta, self.la, f["tsc"],
-                dO, self.pos, self.cu, self.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, self.T,
-                self.H, self.scale, HAS_ALPHA=self.la is not None, PLAIN_X=self.plain_x, PLAIN_OUT=plain_out,
+                self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["qw"], f["qz"], self.eta, self.la, f["tsc"], dO,
+                self.pos, self.cu, self.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, self.T, self.H,
+                HAS_ALPHA=self.la is not None, PLAIN_X=self.plain_x,
                 K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
                 HAS_DMCF=dMcf is not None, PREC=self.prec, STAGES=_stages("adjoint", self.store),
                 **_launch_options(_warps(self.BT, "state"), self.grad_plain), READ=self.read, **self.flags)
@@ -607,8 +602,6 @@ def backward(inputs, outputs, grads, cfg, walk: str = "triton"):
         recompute = tiles[0].numel() == 0   # the forward's residuals did not come (e.g. another backend ran it)
         if outputs["tile_factors"].numel() and not recompute:
             f = a.kept(outputs["tile_factors"], outputs["tile_ainv"], outputs["tile_scalars"])
-        elif walk == "triton" and _plain_out(inputs, cfg) and a.grad_plain and not recompute:
-            f = None            # the adjoint walk forms the plain tiles from the inputs
         else:
             f = a.prep(store_ainv=True, offsets=recompute)
         if recompute:

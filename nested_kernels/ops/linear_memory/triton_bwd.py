@@ -39,7 +39,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ...core.triton_helpers import at, gate_grads, mm, row_of, seq_bounds, sum2, tile_gates
+from ...core.triton_helpers import gate_grads, mm, row_of, seq_bounds, sum2, tile_gates
 from .triton_fwd import _load_rows, _tile_frame, ainv2_ptrs, plain_x_rows, rows2, uncols2, unrows2
 
 
@@ -47,66 +47,31 @@ from .triton_fwd import _load_rows, _tile_frame, ainv2_ptrs, plain_x_rows, rows2
 # sequential: adjoints of the states
 # ------------------------------------------------------------------------------------------
 @triton.jit
-def _plain_adjoint(dM, q, k, eta, la_ptr, do, grow, mt, sel, rt, rk, rv, scale,
-                   K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr,
-                   READ: tl.constexpr, PREC: tl.constexpr):
-    """dM0 of a plain tile (triton_fwd._plain_tile, PLAIN_OUT) from its end adjoint dM and dO,
-    straight from q, k, η, log α: with M_n = γ_n M0 + Kᵀ diag(Φ[n] η)(V − K M0) and
-    O = diag(a) Q M0 + (QKᵀ ⊙ Φ_m) diag(η)(V − K M0) (Q M0 for the "chunk" read),
-    dM0 = γ_n dM + Qᵀ diag(a) dO − Kᵀ diag(η)(diag(Φ[n]) K dM + (QKᵀ ⊙ Φ_m)ᵀ dO)."""
-    kx = _load_rows(k, grow, rk, mt, K)
-    dO = _load_rows(do, grow, rv, mt, V)
-    et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
-    G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, la_ptr, grow, mt, rt, BT, HAS_ALPHA, False,
-                                                                PREC)
-    qx = _load_rows(q, grow, rk, mt, K) * scale
-    dE = row_of(Phi, sel)[:, None] * mm(kx, dM, PREC)
-    if READ == 2:
-        dQ = dO
-    else:
-        QK = mm(qx, tl.trans(kx), PREC)
-        if READ == 0:
-            dQ = g[:, None] * dO
-            dE += mm(tl.trans(tl.where(rt[:, None] >= rt[None, :], QK * Phi, 0.0)), dO, PREC)
-        else:
-            dQ = gp[:, None] * dO
-            dE += mm(tl.trans(tl.where(rt[:, None] > rt[None, :], QK * Phip, 0.0)), dO, PREC)
-    return (at(g, sel) * dM + mm(tl.trans(qx), dQ, PREC)
-            - mm(tl.trans(kx), et[:, None] * dE, PREC))
-
-
-@triton.jit
-def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, q, k, xw, xz, yw, yz, qw, qz, eta, la_ptr, tsc, do,
-                   adj_m, adj_s, row0, i_h, H, scale,
+def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz, qw, qz, eta, la_ptr, tsc, do,
+                   adj_m, adj_s, row0, i_h, H,
                    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, HAS_BETA: tl.constexpr,
                    HAS_MU: tl.constexpr, EXACT: tl.constexpr, READ: tl.constexpr, HAS_ALPHA: tl.constexpr,
-                   PLAIN_X: tl.constexpr, PLAIN_OUT: tl.constexpr, PREC: tl.constexpr):
+                   PLAIN_X: tl.constexpr, PREC: tl.constexpr):
     """Tile i of the backward walk: stores the adjoints of its end states, returns those of its
-    start states (dM, dS) and the pending gradient of the final M_chunk (dFc). PLAIN_OUT: a plain
-    tile without factors (``_plain_adjoint``)."""
+    start states (dM, dS) and the pending gradient of the final M_chunk (dFc)."""
     g = tb + i
     sv = (g * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
     tl.store(adj_m + sv, dM.to(adj_m.dtype.element_ty))
     if HAS_MU:
         tl.store(adj_s + sv, dS.to(adj_s.dtype.element_ty))
     s = tl.maximum(i * BT - p, 0)
-    e = tl.minimum((i + 1) * BT - p, L)
-    mt = s + rt < e
+    mt = s + rt < tl.minimum((i + 1) * BT - p, L)
     grow = (row0 + s + rt).to(tl.int64) * H + i_h
-    if PLAIN_OUT:
-        dM0 = _plain_adjoint(dM, q, k, eta, la_ptr, do, grow, mt, rt == e - s - 1, rt, rk, rv, scale, K, V, BT,
-                             HAS_ALPHA, READ, PREC)
+    ts = tsc + (g * H + i_h) * 4
+    kx = _load_rows(k, grow, rk, mt, K)
+    dO = _load_rows(do, grow, rv, mt, V)
+    dX = mm(kx, dM, PREC)
+    if PLAIN_X:     # Xw = −diag(c) K (triton_fwd.plain_x_rows)
+        dM0 = tl.load(ts) * dM - mm(tl.trans(kx), plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA)[:, None] * dX,
+                                    PREC)
     else:
-        ts = tsc + (g * H + i_h) * 4
-        kx = _load_rows(k, grow, rk, mt, K)
-        dO = _load_rows(do, grow, rv, mt, V)
-        dX = mm(kx, dM, PREC)
-        if PLAIN_X:     # Xw = −diag(c) K (triton_fwd.plain_x_rows)
-            dM0 = tl.load(ts) * dM - mm(tl.trans(kx), plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA)[:, None] * dX,
-                                        PREC)
-        else:
-            dM0 = tl.load(ts) * dM + mm(tl.trans(_load_rows(xw, grow, rk, mt, K)), dX, PREC)
-        dM0 += mm(tl.trans(_load_rows(qw, grow, rk, mt, K)), dO, PREC)
+        dM0 = tl.load(ts) * dM + mm(tl.trans(_load_rows(xw, grow, rk, mt, K)), dX, PREC)
+    dM0 += mm(tl.trans(_load_rows(qw, grow, rk, mt, K)), dO, PREC)
     if HAS_MU:
         dY = mm(kx, dS, PREC)
         dM0 += mm(tl.trans(_load_rows(yw, grow, rk, mt, K)), dY, PREC)
@@ -126,12 +91,12 @@ def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, q, k, xw, xz, yw, y
 
 
 @triton.jit
-def _state_bwd_kernel(q, k, xw, xz, yw, yz, qw, qz, eta, la_ptr, tsc, do, pos, cu, tile_base, dm_fin, ds_fin,
+def _state_bwd_kernel(k, xw, xz, yw, yz, qw, qz, eta, la_ptr, tsc, do, pos, cu, tile_base, dm_fin, ds_fin,
                       dmc_fin, adj_m, adj_s, dm0, ds0, dmc0,
-                      T, H, scale,
+                      T, H,
                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                       HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, READ: tl.constexpr,
-                      HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr, PLAIN_OUT: tl.constexpr,
+                      HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr,
                       HAS_POS: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_DMF: tl.constexpr,
                       HAS_DSF: tl.constexpr, HAS_DMCF: tl.constexpr, PREC: tl.constexpr,
                       STAGES: tl.constexpr):
@@ -172,15 +137,15 @@ def _state_bwd_kernel(q, k, xw, xz, yw, yz, qw, qz, eta, la_ptr, tsc, do, pos, c
     if STAGES == 0:     # the interpreter's loop (it cannot take range over a loaded bound)
         i = nt - 1
         while i >= 0:
-            dM, dS, dFc = _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, q, k, xw, xz, yw, yz, qw, qz,
-                                         eta, la_ptr, tsc, do, adj_m, adj_s, row0, i_h, H, scale, K, V, BT,
-                                         HAS_BETA, HAS_MU, EXACT, READ, HAS_ALPHA, PLAIN_X, PLAIN_OUT, PREC)
+            dM, dS, dFc = _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz, qw, qz,
+                                         eta, la_ptr, tsc, do, adj_m, adj_s, row0, i_h, H, K, V, BT, HAS_BETA,
+                                         HAS_MU, EXACT, READ, HAS_ALPHA, PLAIN_X, PREC)
             i -= 1
     else:               # a for loop, software-pipelined: the previous tiles' rows load during this one
         for j in tl.range(0, nt, num_stages=STAGES):
-            dM, dS, dFc = _adjoint_visit(dM, dS, dFc, nt - 1 - j, p, L, tb, st, rt, rk, rv, q, k, xw, xz, yw,
-                                         yz, qw, qz, eta, la_ptr, tsc, do, adj_m, adj_s, row0, i_h, H, scale, K, V,
-                                         BT, HAS_BETA, HAS_MU, EXACT, READ, HAS_ALPHA, PLAIN_X, PLAIN_OUT, PREC)
+            dM, dS, dFc = _adjoint_visit(dM, dS, dFc, nt - 1 - j, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz,
+                                         qw, qz, eta, la_ptr, tsc, do, adj_m, adj_s, row0, i_h, H, K, V, BT,
+                                         HAS_BETA, HAS_MU, EXACT, READ, HAS_ALPHA, PLAIN_X, PREC)
     tl.store(dm0 + st, dM)
     if HAS_MU:
         tl.store(ds0 + st, dS)
