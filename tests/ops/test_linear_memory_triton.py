@@ -439,40 +439,6 @@ def test_fused_outputs(monkeypatch, name):
                       off=("_state_fwd_kernel", "_out_kernel"), recorded=("_state_fwd_kernel", "_out_kernel"))
 
 
-@pytest.mark.parametrize("read", ["after", "before", "chunk"])
-@pytest.mark.parametrize("gates", ["", "a"])
-def test_plain_outputs(monkeypatch, gates, read):
-    """NESTED_KERNELS_LM_TRITON_PLAIN_OUT=1: the forward of plain external tiles is the walk alone
-    (outputs formed from q, k, v, η, log α; no _prep_kernel, no _out_kernel) and the backward runs
-    _prep_kernel for its factors: two V blocks (BV=16, K=16, V=32), a varlen batch with an empty
-    sequence and partial tiles, final states; outputs, final states and every gradient against
-    the float64 reference and against the knob off."""
-    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BV", "16")
-    kw = dict(chunk_size=16, target="external", read=read, scale=0.7,
-              cu_seqlens=torch.tensor([0, 21, 21, 40], dtype=torch.int32))
-    walk = ("_prep_kernel", "_state_fwd_kernel", "_out_kernel")
-    check_kernel_knob(monkeypatch, "PLAIN_OUT", ["_state_fwd_kernel", "_prep_kernel"],
-                      make(B=1, T=40, N=3, K=16, V=32, gates=gates, seed=70 + len(gates)), torch.float32, kw,
-                      off=walk, recorded=walk)
-
-
-def test_plain_outputs_not_for_beta_self_or_resumed(monkeypatch):
-    """PLAIN_OUT leaves tiles that are not plain and external to the factor kernels (whose factors
-    the backward then reuses); a bad knob value is a ValueError."""
-    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PLAIN_OUT", "1")
-    walk = ("_prep_kernel", "_state_fwd_kernel", "_out_kernel")
-    launched = record_launches(monkeypatch, walk)
-    for make_kw, kw in ((dict(T=20, gates="ab", seed=74), dict(target="external")),
-                        (dict(T=20, gates="", seed=75), dict(target="self")),
-                        (dict(T=20, gates="", resume=[5], seed=76), dict(target="external"))):
-        launched.clear()
-        run("triton", *make(**make_kw), torch.float32, chunk_size=16, **kw)
-        assert launched == list(walk), (make_kw, kw)
-    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PLAIN_OUT", "yes")
-    with pytest.raises(ValueError, match="PLAIN_OUT"):
-        run("triton", *make(T=20, gates=""), torch.float32, chunk_size=16)
-
-
 PLAIN = ["_plain_dv_kernel", "_plain_dqk_kernel"]
 
 

@@ -153,14 +153,6 @@ def _factor_names(mu: bool, solve: bool, exact: bool, read: int, plain_x: bool =
     return names
 
 
-def _plain_out(inputs, cfg) -> bool:
-    """Whether the forward of these inputs is the walk alone (PLAIN_OUT: no ``_prep_kernel``, no
-    ``_out_kernel``; the walk forms each tile's outputs from q, k, v, η, log α): plain tiles with
-    external targets (``_plain_x``) and NESTED_KERNELS_LM_TRITON_PLAIN_OUT=1 (opt-in until timed on
-    a GPU). No factors are kept for the backward, which then runs ``_prep_kernel`` for them."""
-    return env_flag("NESTED_KERNELS_LM_TRITON_PLAIN_OUT", False) and _plain_x(inputs, cfg)
-
-
 def _keep_factors() -> bool:
     """Whether the forward keeps its tile factors (and (I + A)⁻¹) for the backward, which then
     skips ``_prep_kernel``: NESTED_KERNELS_LM_TRITON_KEEP_FACTORS "1" (default) or "0" (the backward
@@ -188,7 +180,7 @@ def residuals(inputs, cfg) -> tuple:
     empty = lambda *shape, dtype=store: new_empty(*shape, dtype=dtype, device=q.device)  # noqa: E731
     mu = inputs["mu"] is not None
     tiles = (empty(n, H, K, V), empty(n, H, K, V) if mu else empty(0))
-    if not (cfg.get("keep_factors") and _keep_factors()) or _plain_out(inputs, cfg):
+    if not (cfg.get("keep_factors") and _keep_factors()):
         return tiles + (empty(0), empty(0), empty(0))
     solve = inputs["beta"] is not None or exact
     names = _factor_names(mu, solve, exact, _read_mode(cfg), _plain_x(inputs, cfg))
@@ -423,24 +415,20 @@ class _Args:
         """Run the recurrence from the factors ``f``, writing the tile-start states into ``tiles``
         (M, S: [tiles, H, K, V]; S empty without mu), the final states into ``finals`` (M, S,
         M_chunk) when given, and the outputs into ``o`` when given (``outputs``' work, fused; Triton
-        walk only). ``f`` None: plain tiles walked from the inputs alone (``_plain_out``; needs
-        ``o``). With ``walk`` "cuda" the CUDA walk runs instead (``cuda_walk.state_walk``)."""
+        walk only). With ``walk`` "cuda" the CUDA walk runs instead (``cuda_walk.state_walk``)."""
         if self.walk == "cuda":
             from .cuda_walk import state_walk
             return state_walk(self, f, finals, tiles)
         from .triton_fwd import _state_fwd_kernel
         m_out, s_out, mc_out = finals if finals is not None else (None, None, None)
         saved_m, saved_s = tiles[0], tiles[1] if self.mu is not None else None
-        plain_out = f is None       # PLAIN_OUT (``_plain_out``): no factors
-        if plain_out:
-            f = dict.fromkeys(_FACTOR_SLOTS + ("xu", "yu", "ou", "tsc"))
         with _mma_mode("fwd"):
             _state_fwd_kernel[(self.NV, self.N * self.H)](
-                self.q, self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["xu"], f["yu"], self.v, self.eta, self.la,
-                f["tsc"], self.m0, self.s0, self.mc0, self.pos, self.cu, self.tile_base, m_out, s_out, mc_out,
-                saved_m, saved_s, f["qw"], f["qz"], f["ou"], o,
-                self.T, self.H, self.scale, K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_OFF=self.has_off,
-                HAS_ALPHA=self.la is not None, PLAIN_X=self.plain_x, PLAIN_OUT=plain_out,
+                self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["xu"], f["yu"], self.v, self.eta, self.la, f["tsc"],
+                self.m0, self.s0, self.mc0, self.pos, self.cu, self.tile_base, m_out, s_out, mc_out, saved_m,
+                saved_s, f["qw"], f["qz"], f["ou"], o,
+                self.T, self.H, K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_OFF=self.has_off,
+                HAS_ALPHA=self.la is not None, PLAIN_X=self.plain_x,
                 HAS_M0=self.m0 is not None, HAS_S0=self.s0 is not None, OUTPUT_FINAL=finals is not None,
                 SAVE_STATES=True, FUSE_OUT=o is not None, READ=self.read, HAS_OU=self.has_ou,
                 PREC=self.prec, STAGES=_stages("state", self.store),
@@ -493,9 +481,7 @@ def forward(inputs, cfg, walk: str = "triton"):
     if not a.fixed:     # slots past the last tile (at most 2N, all after the first B·T // BT) stay 0
         for t in tiles:
             t[(B * T) // a.BT:].zero_()
-    if N * H and walk == "triton" and _plain_out(inputs, cfg):
-        a.states(None, finals, tiles, o)
-    elif N * H:
+    if N * H:
         f = a.prep(store_ainv=False, keep=keep if keep[0].numel() else None)
         if _fuse_out() and walk == "triton":
             a.states(f, finals, tiles, o)

@@ -387,46 +387,15 @@ def _state_step(M, S, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, ts, row0, s, e,
 
 
 @triton.jit
-def _plain_tile(M, q, k, v, eta, la_ptr, o, row0, s, e, i_h, rk, rv, H, scale,
-                K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr,
-                READ: tl.constexpr, PREC: tl.constexpr):
-    """A plain tile (``_plain_x`` with PLAIN_OUT: external targets, η and optionally log α) walked
-    straight from q, k, v, η, log α, with no factors: the frozen steps W = diag(η)(V − K M0), the
-    outputs O = diag(a) Q M0 + (QKᵀ ⊙ Φ_m) W (``_prep_kernel``'s Qw M0 + ou: Φ_m, a of the read
-    mode; Q M0 for the "chunk" read) stored on the columns rv, and the end state
-    M_n = γ_n M0 + Kᵀ diag(Φ[n]) W returned."""
-    rt = tl.arange(0, BT)
-    mt = s + rt < e
-    grow = (row0 + s + rt).to(tl.int64) * H + i_h
-    kx = _load_rows(k, grow, rk, mt, K)
-    et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
-    G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, la_ptr, grow, mt, rt, BT, HAS_ALPHA, False,
-                                                                PREC)
-    W = et[:, None] * (_load_rows(v, grow, rv, mt, V) - mm(kx, M, PREC))
-    qx = _load_rows(q, grow, rk, mt, K) * scale
-    out = mm(qx, M, PREC)
-    if READ != 2:
-        QK = mm(qx, tl.trans(kx), PREC)
-        if READ == 0:
-            out = g[:, None] * out + mm(tl.where(rt[:, None] >= rt[None, :], QK * Phi, 0.0), W, PREC)
-        else:
-            out = gp[:, None] * out + mm(tl.where(rt[:, None] > rt[None, :], QK * Phip, 0.0), W, PREC)
-    _store_rows(o, grow, rv, mt, out, V)
-    sel = rt == (e - s - 1)
-    return at(g, sel) * M + mm(tl.trans(kx), row_of(Phi, sel)[:, None] * W, PREC)
-
-
-@triton.jit
-def _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, q, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc,
-                 mc_out, saved_m, saved_s, qw, qz, ou, o, row0, i_h, i_v, H, scale,
+def _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc,
+                 mc_out, saved_m, saved_s, qw, qz, ou, o, row0, i_h, i_v, H,
                  K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                  HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
-                 HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr, PLAIN_OUT: tl.constexpr,
+                 HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr,
                  OUTPUT_FINAL: tl.constexpr, SAVE_STATES: tl.constexpr, FUSE_OUT: tl.constexpr,
                  READ: tl.constexpr, HAS_OU: tl.constexpr, PREC: tl.constexpr):
     """Tile i of the sequence walk: stores its start states (and the final M_chunk when it starts
-    the last, partial chunk) and, with FUSE_OUT, its outputs from them; returns its end states.
-    PLAIN_OUT: the tile is ``_plain_tile``'s (no factors; outputs always written)."""
+    the last, partial chunk) and, with FUSE_OUT, its outputs from them; returns its end states."""
     g = tb + i
     if SAVE_STATES:
         sv = (g * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
@@ -438,33 +407,27 @@ def _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, q, k, xw, xz, yw, yz, xu
             tl.store(mc_out + st, M)
     s = tl.maximum(i * BT - p, 0)
     e = tl.minimum((i + 1) * BT - p, L)
-    if PLAIN_OUT:
-        M_new = _plain_tile(M, q, k, v, eta, la_ptr, o, row0, s, e, i_h, rk, rv, H, scale, K, V, BT, HAS_ALPHA,
-                            READ, PREC)
-        S_new = S
-    else:
-        if FUSE_OUT:
-            _tile_out(qw, qz, ou, o, M, S, row0, s, e, i_h, rk, rv, H, K, V, BT, HAS_MU, READ, HAS_OU, PREC)
-        M_new, S_new = _state_step(M, S, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc + (g * H + i_h) * 4,
-                                   row0, s, e, i_h, i_v, H,
-                                   K, V, BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, PREC)
-    return M_new, S_new
+    if FUSE_OUT:
+        _tile_out(qw, qz, ou, o, M, S, row0, s, e, i_h, rk, rv, H, K, V, BT, HAS_MU, READ, HAS_OU, PREC)
+    return _state_step(M, S, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc + (g * H + i_h) * 4,
+                       row0, s, e, i_h, i_v, H,
+                       K, V, BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, PREC)
 
 
 @triton.jit
-def _state_fwd_kernel(q, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc, m0, s0, mc0, pos, cu, tile_base,
+def _state_fwd_kernel(k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc, m0, s0, mc0, pos, cu, tile_base,
                       m_out, s_out, mc_out, saved_m, saved_s, qw, qz, ou, o,
-                      T, H, scale,
+                      T, H,
                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                       HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
-                      HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr, PLAIN_OUT: tl.constexpr,
+                      HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr,
                       HAS_M0: tl.constexpr, HAS_S0: tl.constexpr, HAS_POS: tl.constexpr,
                       IS_VARLEN: tl.constexpr, OUTPUT_FINAL: tl.constexpr,
                       SAVE_STATES: tl.constexpr, FUSE_OUT: tl.constexpr, READ: tl.constexpr,
                       HAS_OU: tl.constexpr, PREC: tl.constexpr, STAGES: tl.constexpr):
     """The sequential walk over the tiles of sequence i_n, head i_h, columns i_v·BV… of V; with
     FUSE_OUT it also writes each tile's outputs (``_out_kernel``'s work) from the start states it
-    holds; with PLAIN_OUT it needs no factors at all (``_plain_tile``) and writes the outputs."""
+    holds."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -495,17 +458,17 @@ def _state_fwd_kernel(q, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc, m0, s0,
     if STAGES == 0:     # the interpreter's loop (it cannot take range over a loaded bound)
         i = i_n * 0
         while i < nt:
-            M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, q, k, xw, xz, yw, yz, xu, yu, v, eta,
-                                la_ptr, tsc, mc_out, saved_m, saved_s, qw, qz, ou, o, row0, i_h, i_v, H, scale, K,
-                                V, BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, PLAIN_OUT,
-                                OUTPUT_FINAL, SAVE_STATES, FUSE_OUT, READ, HAS_OU, PREC)
+            M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, v, eta,
+                                la_ptr, tsc, mc_out, saved_m, saved_s, qw, qz, ou, o, row0, i_h, i_v, H, K, V, BT,
+                                BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, OUTPUT_FINAL,
+                                SAVE_STATES, FUSE_OUT, READ, HAS_OU, PREC)
             i += 1
     else:               # a for loop, software-pipelined: the next tiles' rows load during this one
         for i in tl.range(0, nt, num_stages=STAGES):
-            M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, q, k, xw, xz, yw, yz, xu, yu, v, eta,
-                                la_ptr, tsc, mc_out, saved_m, saved_s, qw, qz, ou, o, row0, i_h, i_v, H, scale, K,
-                                V, BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, PLAIN_OUT,
-                                OUTPUT_FINAL, SAVE_STATES, FUSE_OUT, READ, HAS_OU, PREC)
+            M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, v, eta,
+                                la_ptr, tsc, mc_out, saved_m, saved_s, qw, qz, ou, o, row0, i_h, i_v, H, K, V, BT,
+                                BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, OUTPUT_FINAL,
+                                SAVE_STATES, FUSE_OUT, READ, HAS_OU, PREC)
     if OUTPUT_FINAL:
         tl.store(m_out + st, M)
         if HAS_MU:
