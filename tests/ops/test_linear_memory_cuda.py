@@ -177,7 +177,12 @@ def test_grid_cases_are_well_conditioned(gates, target, read, C, K, V, batch, et
 def test_gpu_matches_reference_and_triton(dtype, gates, target, read, C, K, V, batch, eta_scale):
     x, st, extra = grid_case(gates, C, K, V, batch, 31 + len(gates), eta_scale)
     kw = dict(chunk_size=C, target=target, read=read, scale=0.7, **extra)
-    got, dgot = run("cuda", x, st, dtype, **dict(kw))
+    try:
+        got, dgot = run("cuda", x, st, dtype, **dict(kw))
+    except RuntimeError as exc:     # a configuration the backend refuses (triton_backend.unsupported)
+        if "cannot run these inputs" not in str(exc):
+            raise
+        pytest.skip(str(exc))
     tri, dtri = run("triton", x, st, dtype, **dict(kw))
     ref, dref = run("reference", x, st, dtype, **dict(kw))
     for n in got:       # the same numerics as the Triton walks, up to the order of the sums
