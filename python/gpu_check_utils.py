@@ -132,8 +132,8 @@ def import_peer(module, name, label):
 def run_checks(args, cases, quick, check_case, empty_cache=False):
     """Every case of ``cases`` (tuples whose first item is the name; the ``--cases`` indices, else
     ``quick`` with ``--quick``) in every dtype of ``--dtypes``: ``check_case(case, dtype)`` returns
-    (ok, errors, worst, position ok, seconds); one PASS / FAIL / ERROR line each. Returns
-    (failures, rows)."""
+    (ok, errors, worst, position ok, seconds); one PASS / FAIL / ERROR line each, SKIP where the
+    backend refuses the case. Returns (failures, rows)."""
     failures, rows = 0, []
     idx = [int(i) for i in args.cases.split(",")] if args.cases else (quick if args.quick else range(len(cases)))
     dtypes = [DT[d] for d in args.dtypes.split(",")]
@@ -150,10 +150,14 @@ def run_checks(args, cases, quick, check_case, empty_cache=False):
                 rows.append(dict(case=label, ok=ok, errors=errs))
                 failures += not ok
             except Exception as e:  # noqa: BLE001
-                failures += 1
-                print(f"ERROR {label}: {type(e).__name__}: {e}")
-                traceback.print_exc()
-                rows.append(dict(case=label, ok=False, error=f"{type(e).__name__}: {e}"))
+                if isinstance(e, RuntimeError) and "cannot run these inputs" in str(e):   # select_backend's refusal
+                    print(f"SKIP {label}: {e}")
+                    rows.append(dict(case=label, ok=True, skipped=str(e)))
+                else:
+                    failures += 1
+                    print(f"ERROR {label}: {type(e).__name__}: {e}")
+                    traceback.print_exc()
+                    rows.append(dict(case=label, ok=False, error=f"{type(e).__name__}: {e}"))
             if empty_cache:
                 torch.cuda.empty_cache()
     return failures, rows

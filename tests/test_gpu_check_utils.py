@@ -12,12 +12,14 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
 from gpu_check_utils import import_peer, run_checks, write_json  # noqa: E402
 
-CASES = [("pass case", 1), ("fail case", 2), ("raising case", 3)]
+CASES = [("pass case", 1), ("fail case", 2), ("raising case", 3), ("refused case", 4)]
 
 
 def _check(case, dtype):
     if case[1] == 3:
         raise ValueError("boom")
+    if case[1] == 4:
+        raise RuntimeError("linear_memory: backend 'triton' (from the call) cannot run these inputs: no")
     errs = {"o": 1e-4 * case[1] ** 8, "dq": 1e-5}
     return errs["o"] <= 2e-2, errs, "o", case[1] == 1, 0.5
 
@@ -33,8 +35,10 @@ def test_run_checks_lines_rows_and_failures(capsys):
         "FAIL fail case [bfloat16]: worst o 2.56e-02 (position mismatch)  (triton fwd+bwd 0.50s incl. compile)",
         "      o 2.6e-02  dq 1.0e-05",
         "ERROR raising case [bfloat16]: ValueError: boom",
+        "SKIP refused case [bfloat16]: linear_memory: backend 'triton' (from the call) cannot run these inputs: no",
     ]
-    assert [r["ok"] for r in rows] == [True, False, False] and rows[2]["error"] == "ValueError: boom"
+    assert [r["ok"] for r in rows] == [True, False, False, True] and rows[2]["error"] == "ValueError: boom"
+    assert "skipped" in rows[3]
 
 
 def test_run_checks_selects_quick_and_listed_cases(capsys):

@@ -553,6 +553,22 @@ def test_bf16_operands_refuse_exact_self_targets_with_beta(monkeypatch):
     assert triton_backend.unsupported(with_beta, cfg) is None
 
 
+def test_exact_self_targets_with_mu_need_the_knob_on_a_gpu(monkeypatch):
+    """chunk_size 1, self targets and μ on a CUDA device go to the torch backend until their
+    kernels are GPU-verified, unless NESTED_KERNELS_LM_TRITON_C1_SELF_MU=1 (CPU tensors — the
+    interpreter tests — always run them)."""
+    cfg = dict(chunk_size=1, target="self", read="after", scale=1.0, output_final_state=True)
+    x = _inputs()
+    with_mu = dict(x, mu=torch.rand_like(x["eta"]))
+    assert triton_backend.unsupported(with_mu, cfg) is None          # CPU tensors
+    fake_cuda = dict(with_mu, q=torch.empty(x["q"].shape, device="meta"))
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda t: t.device.type == "meta"))
+    assert "mu" in triton_backend.unsupported(fake_cuda, cfg)
+    assert triton_backend.unsupported(fake_cuda, dict(cfg, chunk_size=16)) is None
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_C1_SELF_MU", "1")
+    assert triton_backend.unsupported(fake_cuda, cfg) is None
+
+
 def test_supported_configs_have_no_reason():
     for C in triton_backend.SUPPORTED_CHUNK:
         for K, V in [(16, 16), (128, 128), (32, 128), (128, 16)]:
