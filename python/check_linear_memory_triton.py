@@ -98,7 +98,7 @@ CASES = [
      dict(chunk_size=1, target="self", read="after"), dict(cu=[0, 1, 500, 500, 1003])),
     ("abm self after C1 K=V=128 T=65", (2, 65, 2, 128, 128), "abm", dict(chunk_size=1, target="self", read="after"),
      {}),
-    # plain tiles (η, log α; external) at the issue's K = V = 128, C64: the PLAIN_OUT walks' cases
+    # plain tiles (η, log α; external) at the issue's K = V = 128, C64 (case 4 is the only other plain one, K = 32)
     ("none ext after C64 K=V=128", (2, 1000, 2, 128, 128), "", dict(chunk_size=64, target="external", read="after"),
      {}),
     ("a ext before C64 K=V=128 varlen", (1, 1517, 2, 128, 128), "a",

@@ -52,8 +52,8 @@ def sm90_unavailable_reason(t: torch.Tensor, what: str) -> Optional[str]:
     capability = torch.cuda.get_device_capability(t.device)
     if capability < (9, 0):
         return f"{what} needs an sm_90 GPU"
-    archs = cuda_extension().build_info()["cuda_archs"]
-    if not any(runs_on(arch, capability) for arch in archs.split(";") if arch[:1] == "9"):
+    archs = cuda_extension().build_info()["cuda_archs"]    # "unknown": not built by setup.py, cannot tell
+    if archs != "unknown" and not any(runs_on(arch, capability) for arch in archs.split(";") if arch[:1] == "9"):
         return (f"{what}: the extension was built for sm_{archs.replace(';', ', sm_')}, which has "
                 f"no sm_9x code this GPU (sm_{capability[0]}{capability[1]}) runs; rebuild with "
                 f"NESTED_KERNELS_CUDA_ARCHS naming it")

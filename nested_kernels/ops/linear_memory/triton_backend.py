@@ -71,15 +71,15 @@ def unsupported(inputs, cfg) -> Optional[str]:
     for name, d in (("K", K), ("V", V)):
         if d not in SUPPORTED_DIM:
             return f"{name}={d}: the Triton kernels take K, V in {SUPPORTED_DIM}"
-    if C == 1 and cfg["target"] == "self" and inputs["beta"] is not None and _precision(q.dtype) == "bf16":
-        # H100 2026-12-07c: "ab self before C1 K=V=128 T=130" final M 2.1e-2 from float64 on the
-        # same rounded inputs (float16 with tf32r operands 3.2e-3, float32 1.5e-5)
-        return ("chunk_size=1 with self targets and beta in bfloat16: the Triton kernels' bf16 operands "
-                "miss the 2e-2 bound on the final state (runs on the torch backend)")
-    if C == 1 and cfg["target"] == "self" and inputs["mu"] is not None and q.is_cuda \
-            and not env_flag("NESTED_KERNELS_LM_TRITON_C1_SELF_MU", False):
-        return ("chunk_size=1 with self targets and mu: the Triton kernels have not been verified on a GPU "
-                "(runs on the torch backend; NESTED_KERNELS_LM_TRITON_C1_SELF_MU=1 runs them)")
+    if C == 1 and cfg["target"] == "self":
+        if inputs["beta"] is not None and _precision(q.dtype) == "bf16":
+            # H100 2026-12-07c: "ab self before C1 K=V=128 T=130" final M 2.1e-2 from float64 on the
+            # same rounded inputs (float16 with tf32r operands 3.2e-3, float32 1.5e-5)
+            return ("chunk_size=1 with self targets and beta in bfloat16: the Triton kernels' bf16 operands "
+                    "miss the 2e-2 bound on the final state (runs on the torch backend)")
+        if inputs["mu"] is not None and q.is_cuda and not env_flag("NESTED_KERNELS_LM_TRITON_C1_SELF_MU", False):
+            return ("chunk_size=1 with self targets and mu: the Triton kernels have not been verified on a GPU "
+                    "(runs on the torch backend; NESTED_KERNELS_LM_TRITON_C1_SELF_MU=1 runs them)")
     return float64_unsupported(inputs)
 
 
