@@ -103,6 +103,8 @@ CASES = [
      {}),
     ("a ext before C64 K=V=128 varlen", (1, 1517, 2, 128, 128), "a",
      dict(chunk_size=64, target="external", read="before"), dict(cu=[0, 333, 1000, 1000, 1517])),
+    ("a ext chunk C32 K=64 V=128 scaled", (2, 999, 2, 64, 128), "a",
+     dict(chunk_size=32, target="external", read="chunk", scale=0.125), {}),
 ]
 QUICK = [0, 1]
 

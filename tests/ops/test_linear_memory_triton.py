@@ -439,6 +439,67 @@ def test_fused_outputs(monkeypatch, name):
                       off=("_state_fwd_kernel", "_out_kernel"), recorded=("_state_fwd_kernel", "_out_kernel"))
 
 
+PLAIN_A_CASES = {
+    # name: (make kwargs, linear_memory kwargs, other knobs)
+    "eta_only_after": (dict(T=37, gates="", seed=70), dict(chunk_size=16, read="after"), {}),
+    "alpha_before_two_v_blocks_scaled": (dict(T=35, K=16, V=32, gates="a", seed=71),
+                                         dict(chunk_size=16, read="before", scale=0.7), dict(BV="16")),
+    "alpha_chunk_read": (dict(T=33, gates="a", seed=72), dict(chunk_size=16, read="chunk"), {}),
+    "varlen_alpha_after_c32": (dict(B=1, T=70, N=3, K=32, V=16, gates="a", seed=73),
+                               dict(chunk_size=32, read="after",
+                                    cu_seqlens=torch.tensor([0, 29, 29, 70], dtype=torch.int32)), {}),
+}
+
+
+@pytest.mark.parametrize("name", PLAIN_A_CASES)
+def test_plain_a_outputs(monkeypatch, name):
+    """NESTED_KERNELS_LM_TRITON_PLAIN_A=1 (plain external tiles, fused outputs): the prep stores
+    each tile's n×n A instead of per-token Qw and ou, both walks take it (their PLAIN_A is on);
+    outputs, final states and every gradient against the float64 reference and against the knob
+    off."""
+    from nested_kernels.ops.linear_memory import triton_bwd, triton_fwd
+    make_kw, kw, knobs = PLAIN_A_CASES[name]
+    for knob, value in knobs.items():
+        monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
+    flags = []
+    for mod, kernel in ((triton_fwd, "_prep_kernel"), (triton_fwd, "_state_fwd_kernel"),
+                        (triton_bwd, "_state_bwd_kernel")):
+        real = getattr(mod, kernel)
+        monkeypatch.setattr(mod, kernel, type("Spy", (), {"__getitem__": lambda self, grid, real=real, kernel=kernel:
+                            lambda *a, **k: flags.append((kernel, k["PLAIN_A"])) or real[grid](*a, **k)})())
+    x, st = make(**make_kw)
+    kw = dict(kw, target="external")
+    got = {}
+    for value in ("1", "0"):
+        monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PLAIN_A", value)
+        flags.clear()
+        got[value] = run("triton", x, st, torch.float32, **dict(kw))
+        assert {on for _, on in flags} == {value == "1"} and len(flags) == 3, flags
+    ref, dref = run("reference", x, st, torch.float32, **dict(kw))
+    (o1, d1), (o0, d0) = got["1"], got["0"]
+    assert_run_close(dict(o1), d1, ref, dref, tolerance("triton", torch.float32))
+    assert_run_close(o1, d1, o0, d0, 1e-5)
+
+
+def test_plain_a_needs_fused_outputs_and_plain_tiles(monkeypatch):
+    """PLAIN_A applies to plain external tiles with fused outputs on the Triton walks only."""
+    from nested_kernels.ops.linear_memory.triton_backend import _plain_a
+    x, _ = make(T=20, gates="a", seed=74)
+    inputs = dict(x, m0=None, s0=None, m_chunk0=None, position0=None, cu_seqlens=None, beta=None, mu=None)
+    cfg = dict(chunk_size=16, target="external", read="after", backend="triton")
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PLAIN_A", "1")
+    assert _plain_a(inputs, cfg, "triton")
+    assert not _plain_a(inputs, cfg, "cuda")
+    assert not _plain_a(dict(inputs, beta=inputs["eta"]), cfg, "triton")
+    assert not _plain_a(inputs, dict(cfg, target="self"), "triton")
+    assert not _plain_a(inputs, dict(cfg, chunk_size=1), "triton")
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_FUSE_OUT", "0")
+    assert not _plain_a(inputs, cfg, "triton")
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_FUSE_OUT", "1")
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PLAIN_A", "0")
+    assert not _plain_a(inputs, cfg, "triton")
+
+
 PLAIN = ["_plain_dv_kernel", "_plain_dqk_kernel"]
 
 

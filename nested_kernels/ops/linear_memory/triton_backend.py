@@ -153,6 +153,16 @@ def _plain_x(inputs, cfg) -> bool:
     return cfg["target"] == "external" and _plain(inputs, cfg)
 
 
+def _plain_a(inputs, cfg, walk: str) -> bool:
+    """Whether the forward walk writes the outputs of ``_plain_x`` tiles as diag(a) Q M0 + A (V − K M0)
+    from the tile's n×n A = (QKᵀ⊙Φ_m) diag(η) (``_prep_kernel``'s PLAIN_A, kept for the backward
+    walk) instead of from per-token Qw and ou: the prep reads q, k, η, log α and writes n² values
+    per tile instead of n(K + V). Triton walks with fused outputs (``_fuse_out``) only;
+    NESTED_KERNELS_LM_TRITON_PLAIN_A "1" or "0" (default)."""
+    return (walk == "triton" and _plain_x(inputs, cfg) and _fuse_out()
+            and env_flag("NESTED_KERNELS_LM_TRITON_PLAIN_A", False))
+
+
 def _factor_names(mu: bool, solve: bool, exact: bool, read: int, plain_x: bool = False) -> tuple:
     """The K-wide factors that ``_prep_kernel`` writes for these options (triton_fwd.py)."""
     if plain_x:
@@ -176,8 +186,9 @@ def residuals(inputs, cfg) -> tuple:
     S [tiles, H, K, V] in the storage dtype (S empty without mu) and, when a gradient will be taken
     (cfg["keep_factors"], set by the API) and NESTED_KERNELS_LM_TRITON_KEEP_FACTORS is not "0", the
     tile factors [n_factors, B·T, H, K] (storage
-    dtype), (I + A)⁻¹ rows [B·T, H, BT] float32 (empty without a solve) and the tile-end scalars
-    [tiles, H, 4] float32 — all O(T·K) or per tile, no per-token state (SPEC §7)."""
+    dtype; with ``_plain_a`` the tiles' A [1, tiles, H, BT·BT]), (I + A)⁻¹ rows [B·T, H, BT] float32
+    (empty without a solve) and the tile-end scalars [tiles, H, 4] float32 — all O(T·K) or per
+    tile, no per-token state (SPEC §7)."""
     q = inputs["q"]
     B, T, H, K = q.shape
     V = K if cfg["target"] == "self" else inputs["v"].shape[-1]
@@ -194,8 +205,10 @@ def residuals(inputs, cfg) -> tuple:
         return tiles + (empty(0), empty(0), empty(0))
     solve = inputs["beta"] is not None or exact
     names = _factor_names(mu, solve, exact, _read_mode(cfg), _plain_x(inputs, cfg))
+    walk = "cuda" if cfg.get("backend") == "cuda" else "triton"
+    factors = empty(1, n, H, BT * BT) if _plain_a(inputs, cfg, walk) else empty(len(names), B * T, H, K)
     # the scalars are zeroed: the prep kernel writes 1–3 of each tile's 4 slots and no unused tile
-    return tiles + (empty(len(names), B * T, H, K),
+    return tiles + (factors,
                     empty(B * T, H, _ainv_width(BT, exact, self_target), dtype=torch.float32) if solve else empty(0),
                     torch.zeros(n, H, 4, dtype=torch.float32, device=q.device))
 
@@ -379,6 +392,7 @@ class _Args:
         self.has_ou = self.has_off and (self.read != 2 or self.pos is not None)
         self.solve = has_beta or self.exact      # a tile has an (I + A)⁻¹
         self.plain_x = plain and not self.self_target      # _plain_x
+        self.plain_a = _plain_a(inputs, cfg, walk)
         self.factor_names = _factor_names(has_mu, self.solve, self.exact, self.read, self.plain_x)
         self.flags = dict(HAS_BETA=has_beta, HAS_MU=has_mu, EXACT=self.exact, HAS_POS=self.pos is not None,
                           IS_VARLEN=self.cu is not None)
@@ -394,7 +408,8 @@ class _Args:
         written there."""
         from .triton_fwd import _prep_kernel
         K, V, mu = self.K, self.V, self.mu is not None
-        has_off, has_ou = self.has_off and offsets, self.has_ou and offsets
+        has_off = self.has_off and offsets and not self.plain_a     # PLAIN_A: no offsets
+        has_ou = self.has_ou and has_off
         f = dict(xu=self._rows(V, has_off and not self.plain_x), yu=self._rows(V, mu and has_off),
                  ou=self._rows(V, has_ou))
         f.update(self.kept(*keep) if keep is not None else self._new_factors(store_ainv))
@@ -406,11 +421,13 @@ class _Args:
                 K=K, V=V, BT=self.BT, BC=self.BC, LOG2BT=self.BT.bit_length() - 1,
                 HAS_ALPHA=self.la is not None, SELF_TARGET=self.self_target, READ=self.read,
                 HAS_OFF=has_off, HAS_OU=has_ou, STORE_AINV=f["ainv"] is not None, PLAIN_X=self.plain_x,
-                PREC=self.prec, **_launch_options(_warps(self.BT, "prep")), **self.flags)
+                PLAIN_A=self.plain_a, PREC=self.prec, **_launch_options(_warps(self.BT, "prep")), **self.flags)
         return f
 
     def _new_factors(self, store_ainv: bool) -> dict:
         f = {n: self._rows(self.K, n in self.factor_names) for n in _FACTOR_SLOTS}
+        if self.plain_a:
+            f["qw"] = new_empty(self.n_tiles, self.H, self.BT * self.BT, dtype=self.store, device=self.device)
         f["tsc"] = new_empty(self.n_tiles, self.H, 4, dtype=torch.float32, device=self.device)
         f["ainv"] = new_empty(self.B * self.T, self.H, _ainv_width(self.BT, self.exact, self.self_target),
                               dtype=torch.float32, device=self.device) \
@@ -418,7 +435,8 @@ class _Args:
         return f
 
     def kept(self, factors, ainv, scalars) -> dict:
-        """The factor dict over the residuals (factors [n_factors, B·T, H, K], ainv, scalars)."""
+        """The factor dict over the residuals (factors [n_factors, B·T, H, K] or PLAIN_A's
+        [1, tiles, H, BT·BT], ainv, scalars)."""
         names = self.factor_names
         f = {n: (factors[names.index(n)] if n in names else None) for n in _FACTOR_SLOTS}
         return dict(f, tsc=scalars, ainv=ainv if self.solve else None)
@@ -436,11 +454,11 @@ class _Args:
         saved_m, saved_s = tiles[0], tiles[1] if self.mu is not None else None
         with _mma_mode("fwd"):
             _state_fwd_kernel[(self.NV, self.N * self.H)](
-                self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["xu"], f["yu"], self.v, self.eta, self.la, f["tsc"],
+                self.q, self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["xu"], f["yu"], self.v, self.eta, self.la, f["tsc"],
                 self.m0, self.s0, self.mc0, self.pos, self.cu, self.tile_base, m_out, s_out, mc_out, saved_m,
                 saved_s, f["qw"], f["qz"], f["ou"], o,
-                self.T, self.H, K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_OFF=self.has_off,
-                HAS_ALPHA=self.la is not None, PLAIN_X=self.plain_x,
+                self.T, self.H, self.scale, K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_OFF=self.has_off,
+                HAS_ALPHA=self.la is not None, PLAIN_X=self.plain_x, PLAIN_A=self.plain_a and o is not None,
                 HAS_M0=self.m0 is not None, HAS_S0=self.s0 is not None, OUTPUT_FINAL=finals is not None,
                 SAVE_STATES=True, FUSE_OUT=o is not None, READ=self.read, HAS_OU=self.has_ou,
                 PREC=self.prec, STAGES=_stages("state", self.store),
@@ -460,9 +478,9 @@ class _Args:
         (dMf, dSf, dMcf), (adj_m, adj_s), (dm0, ds0, dmc0) = final_grads, adj, init_grads
         with _mma_mode("bwd"):
             _state_bwd_kernel[(self.NV, self.N * self.H)](
-                self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["qw"], f["qz"], self.eta, self.la, f["tsc"], dO,
-                self.pos, self.cu, self.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, self.T, self.H,
-                HAS_ALPHA=self.la is not None, PLAIN_X=self.plain_x,
+                self.q, self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["qw"], f["qz"], self.eta, self.la, f["tsc"],
+                dO, self.pos, self.cu, self.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, self.T,
+                self.H, self.scale, HAS_ALPHA=self.la is not None, PLAIN_X=self.plain_x, PLAIN_A=self.plain_a,
                 K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
                 HAS_DMCF=dMcf is not None, PREC=self.prec, STAGES=_stages("adjoint", self.store),
                 **_launch_options(_warps(self.BT, "state"), self.grad_plain), READ=self.read, **self.flags)

@@ -40,20 +40,21 @@ import triton
 import triton.language as tl
 
 from ...core.triton_helpers import gate_grads, mm, row_of, seq_bounds, sum2, tile_gates
-from .triton_fwd import _load_rows, _tile_frame, ainv2_ptrs, plain_x_rows, rows2, uncols2, unrows2
+from .triton_fwd import _load_rows, _tile_frame, ainv2_ptrs, plain_rows, plain_x_rows, rows2, tile_square, uncols2, unrows2
 
 
 # ------------------------------------------------------------------------------------------
 # sequential: adjoints of the states
 # ------------------------------------------------------------------------------------------
 @triton.jit
-def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz, qw, qz, eta, la_ptr, tsc, do,
-                   adj_m, adj_s, row0, i_h, H,
+def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, q, k, xw, xz, yw, yz, qw, qz, eta, la_ptr, tsc, do,
+                   adj_m, adj_s, row0, i_h, H, scale,
                    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, HAS_BETA: tl.constexpr,
                    HAS_MU: tl.constexpr, EXACT: tl.constexpr, READ: tl.constexpr, HAS_ALPHA: tl.constexpr,
-                   PLAIN_X: tl.constexpr, PREC: tl.constexpr):
+                   PLAIN_X: tl.constexpr, PLAIN_A: tl.constexpr, PREC: tl.constexpr):
     """Tile i of the backward walk: stores the adjoints of its end states, returns those of its
-    start states (dM, dS) and the pending gradient of the final M_chunk (dFc)."""
+    start states (dM, dS) and the pending gradient of the final M_chunk (dFc). PLAIN_A (A in
+    ``qw``; triton_fwd._plain_a_step): dM0 = γ_n dM − Kᵀ(diag(c) K dM + Aᵀ dO) + scale·Qᵀ diag(a) dO."""
     g = tb + i
     sv = (g * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
     tl.store(adj_m + sv, dM.to(adj_m.dtype.element_ty))
@@ -66,12 +67,20 @@ def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz, 
     kx = _load_rows(k, grow, rk, mt, K)
     dO = _load_rows(do, grow, rv, mt, V)
     dX = mm(kx, dM, PREC)
-    if PLAIN_X:     # Xw = −diag(c) K (triton_fwd.plain_x_rows)
+    if PLAIN_A:
+        c, a = plain_rows(eta, la_ptr, grow, mt, HAS_ALPHA, READ)
+        dD = c[:, None] * dX
+        if READ != 2:
+            dD += mm(tl.trans(tl.load(tile_square(qw, g, i_h, H, rt, BT)).to(tl.float32)), dO, PREC)
+        dM0 = tl.load(ts) * dM - mm(tl.trans(kx), dD, PREC) + \
+            mm(tl.trans(_load_rows(q, grow, rk, mt, K)), (a * scale)[:, None] * dO, PREC)
+    elif PLAIN_X:     # Xw = −diag(c) K (triton_fwd.plain_x_rows)
         dM0 = tl.load(ts) * dM - mm(tl.trans(kx), plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA)[:, None] * dX,
                                     PREC)
+        dM0 += mm(tl.trans(_load_rows(qw, grow, rk, mt, K)), dO, PREC)
     else:
         dM0 = tl.load(ts) * dM + mm(tl.trans(_load_rows(xw, grow, rk, mt, K)), dX, PREC)
-    dM0 += mm(tl.trans(_load_rows(qw, grow, rk, mt, K)), dO, PREC)
+        dM0 += mm(tl.trans(_load_rows(qw, grow, rk, mt, K)), dO, PREC)
     if HAS_MU:
         dY = mm(kx, dS, PREC)
         dM0 += mm(tl.trans(_load_rows(yw, grow, rk, mt, K)), dY, PREC)
@@ -91,12 +100,12 @@ def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz, 
 
 
 @triton.jit
-def _state_bwd_kernel(k, xw, xz, yw, yz, qw, qz, eta, la_ptr, tsc, do, pos, cu, tile_base, dm_fin, ds_fin,
+def _state_bwd_kernel(q, k, xw, xz, yw, yz, qw, qz, eta, la_ptr, tsc, do, pos, cu, tile_base, dm_fin, ds_fin,
                       dmc_fin, adj_m, adj_s, dm0, ds0, dmc0,
-                      T, H,
+                      T, H, scale,
                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                       HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, READ: tl.constexpr,
-                      HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr,
+                      HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr, PLAIN_A: tl.constexpr,
                       HAS_POS: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_DMF: tl.constexpr,
                       HAS_DSF: tl.constexpr, HAS_DMCF: tl.constexpr, PREC: tl.constexpr,
                       STAGES: tl.constexpr):
@@ -137,15 +146,15 @@ def _state_bwd_kernel(k, xw, xz, yw, yz, qw, qz, eta, la_ptr, tsc, do, pos, cu, 
     if STAGES == 0:     # the interpreter's loop (it cannot take range over a loaded bound)
         i = nt - 1
         while i >= 0:
-            dM, dS, dFc = _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz, qw, qz,
-                                         eta, la_ptr, tsc, do, adj_m, adj_s, row0, i_h, H, K, V, BT, HAS_BETA,
-                                         HAS_MU, EXACT, READ, HAS_ALPHA, PLAIN_X, PREC)
+            dM, dS, dFc = _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, q, k, xw, xz, yw, yz, qw, qz,
+                                         eta, la_ptr, tsc, do, adj_m, adj_s, row0, i_h, H, scale, K, V, BT,
+                                         HAS_BETA, HAS_MU, EXACT, READ, HAS_ALPHA, PLAIN_X, PLAIN_A, PREC)
             i -= 1
     else:               # a for loop, software-pipelined: the previous tiles' rows load during this one
         for j in tl.range(0, nt, num_stages=STAGES):
-            dM, dS, dFc = _adjoint_visit(dM, dS, dFc, nt - 1 - j, p, L, tb, st, rt, rk, rv, k, xw, xz, yw, yz,
-                                         qw, qz, eta, la_ptr, tsc, do, adj_m, adj_s, row0, i_h, H, K, V, BT,
-                                         HAS_BETA, HAS_MU, EXACT, READ, HAS_ALPHA, PLAIN_X, PREC)
+            dM, dS, dFc = _adjoint_visit(dM, dS, dFc, nt - 1 - j, p, L, tb, st, rt, rk, rv, q, k, xw, xz, yw,
+                                         yz, qw, qz, eta, la_ptr, tsc, do, adj_m, adj_s, row0, i_h, H, scale, K, V,
+                                         BT, HAS_BETA, HAS_MU, EXACT, READ, HAS_ALPHA, PLAIN_X, PLAIN_A, PREC)
     tl.store(dm0 + st, dM)
     if HAS_MU:
         tl.store(ds0 + st, dS)

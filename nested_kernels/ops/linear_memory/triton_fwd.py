@@ -147,10 +147,14 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                  LOG2BT: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr,
                  HAS_MU: tl.constexpr, EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr,
                  HAS_POS: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_OFF: tl.constexpr,
-                 HAS_OU: tl.constexpr, STORE_AINV: tl.constexpr, PLAIN_X: tl.constexpr, PREC: tl.constexpr):
+                 HAS_OU: tl.constexpr, STORE_AINV: tl.constexpr, PLAIN_X: tl.constexpr,
+                 PLAIN_A: tl.constexpr, PREC: tl.constexpr):
     """Factors of one tile (see the module docstring). PLAIN_X (``plain_x_rows``: external
     targets, no β, μ, resumed chunk or chunk_size 1): Xw = −diag(c) K and xu = diag(c) V with
     c = Φ[n]·η, which the walks form from k, v, η and log α, so xw and xu are not stored.
+    PLAIN_A (a PLAIN_X tile whose walk writes the outputs): instead of Qw and ou only the tile's
+    A = (QKᵀ⊙Φ_m) diag(η) [BT, BT] (scale in Q; none for the "chunk" read) goes to ``qw``
+    ([tiles, H, BT·BT]): O = diag(a) Q M0 + A (V − K M0) (``_plain_a_step``).
     With Ww = −diag(η)(K − [self] V) the step
     coefficient of M0 (0 in a resumed tile) and uw its offset (η v external; in a resumed tile the
     whole W at F):  R-coefficient Wr = (I + A)⁻¹(diag(γ_prev) K + P Ww), Zr = (I + A)⁻¹ diag(ν_prev) K,
@@ -232,42 +236,45 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
             if HAS_MU:
                 b = nup
 
-    # coefficients of M0 (columns of K)
-    for c in tl.static_range(K // BC):
-        rc = c * BC + tl.arange(0, BC)
-        kc = _load_rows(k, grow, rc, mt, K)
-        if EXACT:
-            if SELF_TARGET:     # R's and S's coefficients, W = −diag(η)(R − S)
-                wr, ws = unrows2(mm(Ai, rep2(gp)[:, None] * rows2(kc, _load_rows(v, grow, rc, mt, K)), PREC))
-                ww = -et[:, None] * (wr - ws)
+    if PLAIN_A:
+        if READ != 2:
+            tl.store(tile_square(qw, i_g, i_h, H, rt, BT), (QH * et[None, :]).to(qw.dtype.element_ty))
+    else:   # coefficients of M0 (columns of K)
+        for c in tl.static_range(K // BC):
+            rc = c * BC + tl.arange(0, BC)
+            kc = _load_rows(k, grow, rc, mt, K)
+            if EXACT:
+                if SELF_TARGET:     # R's and S's coefficients, W = −diag(η)(R − S)
+                    wr, ws = unrows2(mm(Ai, rep2(gp)[:, None] * rows2(kc, _load_rows(v, grow, rc, mt, K)), PREC))
+                    ww = -et[:, None] * (wr - ws)
+                else:
+                    wr = mm(Ai, gp[:, None] * kc, PREC)
+                    ww = -et[:, None] * wr
             else:
-                wr = mm(Ai, gp[:, None] * kc, PREC)
-                ww = -et[:, None] * wr
-        else:
-            if SELF_TARGET:
-                ww = -et[:, None] * (kc - _load_rows(v, grow, rc, mt, K))
+                if SELF_TARGET:
+                    ww = -et[:, None] * (kc - _load_rows(v, grow, rc, mt, K))
+                else:
+                    ww = -et[:, None] * kc
+                if HAS_POS:
+                    ww = tl.where(resumed, 0.0, ww)
+                if HAS_BETA:
+                    wr = mm(Ai, gp[:, None] * kc + mm(P, ww, PREC), PREC)
+            if HAS_BETA:
+                _store_rows(xw, grow, rc, mt, cb[:, None] * wr + phin[:, None] * ww, K)
+            elif not PLAIN_X:
+                _store_rows(xw, grow, rc, mt, phin[:, None] * ww, K)
+            if HAS_MU:
+                _store_rows(yw, grow, rc, mt, dn[:, None] * ww, K)
+            qc = _load_rows(q, grow, rc, mt, K) * scale
+            if READ == 2:
+                if HAS_POS:
+                    qc = tl.where(resumed, 0.0, qc)
+                _store_rows(qw, grow, rc, mt, qc, K)
             else:
-                ww = -et[:, None] * kc
-            if HAS_POS:
-                ww = tl.where(resumed, 0.0, ww)
-            if HAS_BETA:
-                wr = mm(Ai, gp[:, None] * kc + mm(P, ww, PREC), PREC)
-        if HAS_BETA:
-            _store_rows(xw, grow, rc, mt, cb[:, None] * wr + phin[:, None] * ww, K)
-        elif not PLAIN_X:
-            _store_rows(xw, grow, rc, mt, phin[:, None] * ww, K)
-        if HAS_MU:
-            _store_rows(yw, grow, rc, mt, dn[:, None] * ww, K)
-        qc = _load_rows(q, grow, rc, mt, K) * scale
-        if READ == 2:
-            if HAS_POS:
-                qc = tl.where(resumed, 0.0, qc)
-            _store_rows(qw, grow, rc, mt, qc, K)
-        else:
-            qo = a[:, None] * qc + mm(QH, ww, PREC)
-            if HAS_BETA:
-                qo += mm(QG, wr, PREC)
-            _store_rows(qw, grow, rc, mt, qo, K)
+                qo = a[:, None] * qc + mm(QH, ww, PREC)
+                if HAS_BETA:
+                    qo += mm(QG, wr, PREC)
+                _store_rows(qw, grow, rc, mt, qo, K)
 
     # coefficients of S0 (columns of K; W depends on S0 only with EXACT)
     if HAS_MU:
@@ -335,16 +342,36 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
 
 
 @triton.jit
-def plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA: tl.constexpr):
-    """c = Φ[n]·η of a PLAIN_X tile's rows (0 past its end), so that X = diag(c)(V − K M0) is the
-    tile's frozen-step matrix; Φ[n]_t = Π_{l=t+1..n} α_l, the decay from token t to the tile's last
-    valid token n, as _prep_kernel forms it (exp of a difference of the same cumulative sums)."""
+def plain_rows(eta, la_ptr, grow, mt, HAS_ALPHA: tl.constexpr, READ: tl.constexpr):
+    """(c, a) of a plain tile's rows (c 0 past its end): c = Φ[n]·η, so that X = diag(c)(V − K M0)
+    is the tile's frozen-step matrix, with Φ[n]_t = Π_{l=t+1..n} α_l the decay from token t to the
+    tile's last valid token n, as _prep_kernel forms it (exp of a difference of the same cumulative
+    sums); a the decay of M0 in the read of ``READ`` (γ_t "after", γ_{t−1} "before", 1 "chunk")."""
     c = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
+    a = c * 0.0 + 1.0
     if HAS_ALPHA:
-        cs = tl.cumsum(tl.load(la_ptr + grow, mask=mt, other=0.0).to(tl.float32), 0)
+        la = tl.load(la_ptr + grow, mask=mt, other=0.0).to(tl.float32)
+        cs = tl.cumsum(la, 0)
         n = tl.sum(mt.to(tl.int32), 0) - 1
         c *= tl.exp(at(cs, tl.arange(0, cs.shape[0]) == n) - cs)
+        if READ == 0:
+            a = tl.exp(cs)
+        elif READ == 1:
+            a = tl.exp(cs - la)
+    return c, a
+
+
+@triton.jit
+def plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA: tl.constexpr):
+    """c of ``plain_rows``."""
+    c, _ = plain_rows(eta, la_ptr, grow, mt, HAS_ALPHA, 2)
     return c
+
+
+@triton.jit
+def tile_square(ptr, g, i_h, H, rt, BT: tl.constexpr):
+    """Pointers to tile g's BT×BT matrix of head i_h in a [tiles, H, BT·BT] tensor (PLAIN_A's A)."""
+    return ptr + (g.to(tl.int64) * H + i_h) * BT * BT + rt[:, None] * BT + rt[None, :]
 
 
 # ------------------------------------------------------------------------------------------
@@ -387,15 +414,38 @@ def _state_step(M, S, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, ts, row0, s, e,
 
 
 @triton.jit
-def _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc,
-                 mc_out, saved_m, saved_s, qw, qz, ou, o, row0, i_h, i_v, H,
+def _plain_a_step(M, q, k, v, amat, eta, la_ptr, ts, o, row0, s, e, g, i_h, i_v, H, scale,
+                  K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                  HAS_ALPHA: tl.constexpr, READ: tl.constexpr, PREC: tl.constexpr):
+    """A PLAIN_A tile (column slice K×BV of its start state M0): with D = V − K M0 it writes
+    O = diag(a)·scale·Q M0 + A D (A from _prep_kernel, none for the "chunk" read) and returns
+    M_n = γ_n M0 + Kᵀ diag(c) D (c, a: ``plain_rows``)."""
+    rt = tl.arange(0, BT)
+    rk = tl.arange(0, K)
+    rv = i_v * BV + tl.arange(0, BV)
+    mt = s + rt < e
+    grow = (row0 + s + rt).to(tl.int64) * H + i_h
+    kx = _load_rows(k, grow, rk, mt, K)
+    D = _load_rows(v, grow, rv, mt, V) - mm(kx, M, PREC)
+    c, a = plain_rows(eta, la_ptr, grow, mt, HAS_ALPHA, READ)
+    out = (a * scale)[:, None] * mm(_load_rows(q, grow, rk, mt, K), M, PREC)
+    if READ != 2:
+        out += mm(tl.load(tile_square(amat, g, i_h, H, rt, BT)).to(tl.float32), D, PREC)
+    _store_rows(o, grow, rv, mt, out, V)
+    return tl.load(ts) * M + mm(tl.trans(kx), c[:, None] * D, PREC)
+
+
+@triton.jit
+def _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, q, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc,
+                 mc_out, saved_m, saved_s, qw, qz, ou, o, row0, i_h, i_v, H, scale,
                  K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                  HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
-                 HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr,
+                 HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr, PLAIN_A: tl.constexpr,
                  OUTPUT_FINAL: tl.constexpr, SAVE_STATES: tl.constexpr, FUSE_OUT: tl.constexpr,
                  READ: tl.constexpr, HAS_OU: tl.constexpr, PREC: tl.constexpr):
     """Tile i of the sequence walk: stores its start states (and the final M_chunk when it starts
-    the last, partial chunk) and, with FUSE_OUT, its outputs from them; returns its end states."""
+    the last, partial chunk) and, with FUSE_OUT, its outputs from them (PLAIN_A: by
+    ``_plain_a_step``, whose A is in ``qw``); returns its end states."""
     g = tb + i
     if SAVE_STATES:
         sv = (g * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
@@ -407,20 +457,26 @@ def _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, y
             tl.store(mc_out + st, M)
     s = tl.maximum(i * BT - p, 0)
     e = tl.minimum((i + 1) * BT - p, L)
-    if FUSE_OUT:
-        _tile_out(qw, qz, ou, o, M, S, row0, s, e, i_h, rk, rv, H, K, V, BT, HAS_MU, READ, HAS_OU, PREC)
-    return _state_step(M, S, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc + (g * H + i_h) * 4,
-                       row0, s, e, i_h, i_v, H,
-                       K, V, BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, PREC)
+    ts = tsc + (g * H + i_h) * 4
+    if PLAIN_A:
+        M_new = _plain_a_step(M, q, k, v, qw, eta, la_ptr, ts, o, row0, s, e, g, i_h, i_v, H, scale,
+                              K, V, BT, BV, HAS_ALPHA, READ, PREC)
+        S_new = S
+    else:
+        if FUSE_OUT:
+            _tile_out(qw, qz, ou, o, M, S, row0, s, e, i_h, rk, rv, H, K, V, BT, HAS_MU, READ, HAS_OU, PREC)
+        M_new, S_new = _state_step(M, S, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, ts, row0, s, e, i_h, i_v, H,
+                                   K, V, BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, PREC)
+    return M_new, S_new
 
 
 @triton.jit
-def _state_fwd_kernel(k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc, m0, s0, mc0, pos, cu, tile_base,
+def _state_fwd_kernel(q, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc, m0, s0, mc0, pos, cu, tile_base,
                       m_out, s_out, mc_out, saved_m, saved_s, qw, qz, ou, o,
-                      T, H,
+                      T, H, scale,
                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                       HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
-                      HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr,
+                      HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr, PLAIN_A: tl.constexpr,
                       HAS_M0: tl.constexpr, HAS_S0: tl.constexpr, HAS_POS: tl.constexpr,
                       IS_VARLEN: tl.constexpr, OUTPUT_FINAL: tl.constexpr,
                       SAVE_STATES: tl.constexpr, FUSE_OUT: tl.constexpr, READ: tl.constexpr,
@@ -458,16 +514,16 @@ def _state_fwd_kernel(k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc, m0, s0, mc
     if STAGES == 0:     # the interpreter's loop (it cannot take range over a loaded bound)
         i = i_n * 0
         while i < nt:
-            M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, v, eta,
-                                la_ptr, tsc, mc_out, saved_m, saved_s, qw, qz, ou, o, row0, i_h, i_v, H, K, V, BT,
-                                BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, OUTPUT_FINAL,
+            M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, q, k, xw, xz, yw, yz, xu, yu, v, eta,
+                                la_ptr, tsc, mc_out, saved_m, saved_s, qw, qz, ou, o, row0, i_h, i_v, H, scale, K, V,
+                                BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, PLAIN_A, OUTPUT_FINAL,
                                 SAVE_STATES, FUSE_OUT, READ, HAS_OU, PREC)
             i += 1
     else:               # a for loop, software-pipelined: the next tiles' rows load during this one
         for i in tl.range(0, nt, num_stages=STAGES):
-            M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, k, xw, xz, yw, yz, xu, yu, v, eta,
-                                la_ptr, tsc, mc_out, saved_m, saved_s, qw, qz, ou, o, row0, i_h, i_v, H, K, V, BT,
-                                BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, OUTPUT_FINAL,
+            M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, q, k, xw, xz, yw, yz, xu, yu, v, eta,
+                                la_ptr, tsc, mc_out, saved_m, saved_s, qw, qz, ou, o, row0, i_h, i_v, H, scale, K, V,
+                                BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, PLAIN_A, OUTPUT_FINAL,
                                 SAVE_STATES, FUSE_OUT, READ, HAS_OU, PREC)
     if OUTPUT_FINAL:
         tl.store(m_out + st, M)
