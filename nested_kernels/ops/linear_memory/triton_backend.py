@@ -158,9 +158,11 @@ def _plain_a(inputs, cfg, walk: str) -> bool:
     from the tile's n×n A = (QKᵀ⊙Φ_m) diag(η) (``_prep_kernel``'s PLAIN_A, kept for the backward
     walk) instead of from per-token Qw and ou: the prep reads q, k, η, log α and writes n² values
     per tile instead of n(K + V). Triton walks with fused outputs (``_fuse_out``) only;
-    NESTED_KERNELS_LM_TRITON_PLAIN_A "1" or "0" (default)."""
+    NESTED_KERNELS_LM_TRITON_PLAIN_A "1" (default) or "0". H100 2026-12-07d call 3 (B4 T4096 H16
+    K=V=128 C64 bf16, η only, µs of device time per fwd+bwd call): prep 209 → 63, forward walk
+    249 → 281, backward walk 286 → 324, all kernels 1368 → 1286; forward 0.775 → 0.499 ms synced."""
     return (walk == "triton" and _plain_x(inputs, cfg) and _fuse_out()
-            and env_flag("NESTED_KERNELS_LM_TRITON_PLAIN_A", False))
+            and env_flag("NESTED_KERNELS_LM_TRITON_PLAIN_A", True))
 
 
 def _factor_names(mu: bool, solve: bool, exact: bool, read: int, plain_x: bool = False) -> tuple:
