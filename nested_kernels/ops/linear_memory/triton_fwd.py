@@ -378,16 +378,22 @@ def tile_square(ptr, g, i_h, H, rt, BT: tl.constexpr):
 # sequential state recurrence
 # ------------------------------------------------------------------------------------------
 @triton.jit
+def _walk_rows(row0, s, e, i_h, i_v, H, K: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr):
+    """(rt, rk, rv, mt, grow) of a walk's tile of rows [s, e): token, K and V-block column indices,
+    the valid rows, the flat rows (row·H + head)."""
+    rt = tl.arange(0, BT)
+    rv = i_v * BV + tl.arange(0, BV)
+    mt = s + rt < e
+    return rt, tl.arange(0, K), rv, mt, (row0 + s + rt).to(tl.int64) * H + i_h
+
+
+@triton.jit
 def _state_step(M, S, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, ts, row0, s, e, i_h, i_v, H,
                 K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                 HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
                 HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr, PREC: tl.constexpr):
     """(M_n, S_n) of one tile from its start states (column slices K×BV) and its factors."""
-    rt = tl.arange(0, BT)
-    rk = tl.arange(0, K)
-    rv = i_v * BV + tl.arange(0, BV)
-    mt = s + rt < e
-    grow = (row0 + s + rt).to(tl.int64) * H + i_h
+    rt, rk, rv, mt, grow = _walk_rows(row0, s, e, i_h, i_v, H, K, BT, BV)
     kx = _load_rows(k, grow, rk, mt, K)
     if PLAIN_X:
         c = plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA)
@@ -420,11 +426,7 @@ def _plain_a_step(M, q, k, v, amat, eta, la_ptr, ts, o, row0, s, e, g, i_h, i_v,
     """A PLAIN_A tile (column slice K×BV of its start state M0): with D = V − K M0 it writes
     O = diag(a)·scale·Q M0 + A D (A from _prep_kernel, none for the "chunk" read) and returns
     M_n = γ_n M0 + Kᵀ diag(c) D (c, a: ``plain_rows``)."""
-    rt = tl.arange(0, BT)
-    rk = tl.arange(0, K)
-    rv = i_v * BV + tl.arange(0, BV)
-    mt = s + rt < e
-    grow = (row0 + s + rt).to(tl.int64) * H + i_h
+    rt, rk, rv, mt, grow = _walk_rows(row0, s, e, i_h, i_v, H, K, BT, BV)
     kx = _load_rows(k, grow, rk, mt, K)
     D = _load_rows(v, grow, rv, mt, V) - mm(kx, M, PREC)
     c, a = plain_rows(eta, la_ptr, grow, mt, HAS_ALPHA, READ)
