@@ -46,6 +46,19 @@ def test_profiler_takes_the_registered_op():
     assert {"nested_kernels::linear_memory", "nested_kernels::linear_memory_backward"} <= names
 
 
+def test_source_digest_keys_the_config(tmp_path):
+    """The config string holds the package's source digest, which any edit of a source changes
+    (torch.compile's disk caches key on the config: an upgrade never gets an old graph)."""
+    from nested_kernels.core.custom_op import CODE, source_digest
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    before = source_digest(tmp_path)
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    assert source_digest(tmp_path) != before
+    _, config = _pack("op", ("a",), dict(a=torch.ones(1)), dict(chunk_size=3))
+    assert f'"code":"{CODE}"' in config
+
+
 def test_config_cached_per_option_set():
     cfg = dict(chunk_size=3, read="after", scale=0.5)
     a, b = _config(dict(cfg), ("mu",)), _config(dict(cfg), ("mu",))

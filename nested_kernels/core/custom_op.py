@@ -33,7 +33,9 @@ distinct string.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
 import torch
@@ -120,13 +122,27 @@ def autograd_enabled_guard():
     return torch._C._ForceDispatchKeyGuard(torch._C._dispatch_tls_local_include_set(), exclude)
 
 
+def source_digest(root: Path) -> str:
+    """A digest of the ``*.py`` files under ``root`` (their paths and contents)."""
+    h = hashlib.sha1()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+# the package's source digest, in every config: torch.compile's caches (on disk, kept across
+# upgrades) key on the config string, and a graph traced by another version of the package may
+# hold its residual shapes (a changed default, say) — never served to this one
+CODE = source_digest(Path(__file__).resolve().parents[1])
+
+
 def _pack(op_name: str, names: Sequence[str], inputs: Mapping, cfg: dict):
     """(tensor list with placeholders for absent inputs, config JSON naming the absent ones and
-    holding the knobs set now)."""
+    holding the knobs set now and the package's source digest ``CODE``)."""
     named, absent = _named(op_name, names, inputs)
     present = next(t for t in named.values() if t is not None)
     tensors = [present.new_empty(0) if t is None else t for t in named.values()]
-    return tensors, _config({**cfg, "knobs": knob_snapshot()}, absent)
+    return tensors, _config({**cfg, "knobs": knob_snapshot(), "code": CODE}, absent)
 
 
 def _under_knobs(method: Callable) -> Callable:
