@@ -70,20 +70,3 @@ def test_frozen_knobs_answer_for_the_environment(monkeypatch):
         assert getenv("NESTED_KERNELS_TEST_B") == "2"
     assert getenv("NESTED_KERNELS_TEST_A") == "1"
 
-
-
-def test_knob_key_is_the_snapshot_kept_while_unchanged(monkeypatch):
-    """core.env.knob_key: knob_snapshot's value, the same tuple while neither the environment nor
-    the frozen knobs changed, a new one as soon as either does."""
-    from nested_kernels.core.env import frozen_knobs, knob_key, knob_snapshot
-    monkeypatch.setenv("NESTED_KERNELS_TEST_A", "1")
-    key = knob_key()
-    assert key == knob_snapshot() and knob_key() is key
-    monkeypatch.setenv("NESTED_KERNELS_TEST_A", "2")
-    assert knob_key() == knob_snapshot() != key
-    monkeypatch.setenv("NK_TEST_OTHER", "o")     # any change forms it again, with the same value
-    assert knob_key() == knob_snapshot()
-    with frozen_knobs([["NESTED_KERNELS_TEST_A", "x"]]):
-        assert knob_key() == (("NESTED_KERNELS_TEST_A", "x"),)
-    monkeypatch.delenv("NESTED_KERNELS_TEST_A")
-    assert knob_key() == knob_snapshot() and ("NESTED_KERNELS_TEST_A", "2") not in knob_key()

@@ -6,8 +6,6 @@ fails the comparison with the reference instead of passing by luck.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from .env import getenv
@@ -17,10 +15,9 @@ def poison_enabled() -> bool:
     return getenv("NESTED_KERNELS_POISON") == "1"
 
 
-def new_empty(*shape, dtype: torch.dtype, device, poison: Optional[bool] = None) -> torch.Tensor:
-    """``torch.empty``, poisoned when ``poison`` (None: ``poison_enabled()``)."""
+def new_empty(*shape, dtype: torch.dtype, device) -> torch.Tensor:
     t = torch.empty(*shape, dtype=dtype, device=device)
-    if poison_enabled() if poison is None else poison:
+    if poison_enabled():
         t.fill_(float("nan") if t.is_floating_point() else torch.iinfo(dtype).max)
     return t
 
