@@ -482,7 +482,8 @@ def test_plain_a_outputs(monkeypatch, name):
 
 
 def test_plain_a_needs_fused_outputs_and_plain_tiles(monkeypatch):
-    """PLAIN_A applies to plain external tiles with fused outputs on the Triton walks only."""
+    """PLAIN_A applies to plain external tiles of at most 64 tokens with fused outputs on the
+    Triton walks only."""
     from nested_kernels.ops.linear_memory.triton_backend import _plain_a
     x, _ = make(T=20, gates="a", seed=74)
     inputs = dict(x, m0=None, s0=None, m_chunk0=None, position0=None, cu_seqlens=None, beta=None, mu=None)
@@ -493,6 +494,7 @@ def test_plain_a_needs_fused_outputs_and_plain_tiles(monkeypatch):
     assert not _plain_a(dict(inputs, beta=inputs["eta"]), cfg, "triton")
     assert not _plain_a(inputs, dict(cfg, target="self"), "triton")
     assert not _plain_a(inputs, dict(cfg, chunk_size=1), "triton")
+    assert not _plain_a(inputs, dict(cfg, chunk_size=128), "triton")
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_FUSE_OUT", "0")
     assert not _plain_a(inputs, cfg, "triton")
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_FUSE_OUT", "1")
@@ -740,6 +742,7 @@ def test_stages_knob(monkeypatch):
     monkeypatch.delenv("NESTED_KERNELS_LM_TRITON_STAGES_ADJOINT")
     assert [triton_backend._stages("state", d) for d in (torch.bfloat16, torch.float32)] == [2, 0]
     assert triton_backend._stages("adjoint", torch.bfloat16) == 0
+    assert [triton_backend._stages("adjoint", d, plain_a=True) for d in (torch.bfloat16, torch.float32)] == [2, 0]
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_STAGES_STATE", "5")
     with pytest.raises(ValueError, match="NESTED_KERNELS_LM_TRITON_STAGES"):
         triton_backend._stages("state", torch.bfloat16)

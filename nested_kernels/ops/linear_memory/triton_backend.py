@@ -160,11 +160,13 @@ def _plain_a(inputs, cfg, walk: str) -> bool:
     """Whether the forward walk writes the outputs of ``_plain_x`` tiles as diag(a) Q M0 + A (V − K M0)
     from the tile's n×n A = (QKᵀ⊙Φ_m) diag(η) (``_prep_kernel``'s PLAIN_A, kept for the backward
     walk) instead of from per-token Qw and ou: the prep reads q, k, η, log α and writes n² values
-    per tile instead of n(K + V). Triton walks with fused outputs (``_fuse_out``) only;
+    per tile instead of n(K + V). Triton walks with fused outputs (``_fuse_out``) and chunk_size ≤ 64
+    only (at 128 the 128×128 A makes both walks spill: sm_90 probe, α read "before" K=V=128 bf16,
+    752 / 924 B of spill stores per thread in the forward / backward walk against 392 / 180 B);
     NESTED_KERNELS_LM_TRITON_PLAIN_A "1" (default) or "0". H100 2026-12-07d call 3 (B4 T4096 H16
     K=V=128 C64 bf16, η only, µs of device time per fwd+bwd call): prep 209 → 63, forward walk
     249 → 281, backward walk 286 → 324, all kernels 1368 → 1286; forward 0.775 → 0.499 ms synced."""
-    return (walk == "triton" and _plain_x(inputs, cfg) and _fuse_out()
+    return (walk == "triton" and _plain_x(inputs, cfg) and cfg["chunk_size"] <= 64 and _fuse_out()
             and env_flag("NESTED_KERNELS_LM_TRITON_PLAIN_A", True))
 
 
@@ -233,19 +235,22 @@ def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
     return 8 if BT > 32 and kernel in ("out", "grad") and not (kernel == "grad" and heavy) else 4
 
 
-def _stages(kernel: str, store: torch.dtype) -> int:
+def _stages(kernel: str, store: torch.dtype, plain_a: bool = False) -> int:
     """Software-pipelining depth of a sequential tile walk (``STAGES`` of _state_fwd_kernel,
     ``kernel == "state"``, or _state_bwd_kernel, ``"adjoint"``): NESTED_KERNELS_LM_TRITON_STAGES_<KERNEL>
     if set, else NESTED_KERNELS_LM_TRITON_STAGES, else 2 for the forward walk over bfloat16 factors
-    and 0 otherwise (H100 sweep 2026-11-26c, B4 T4096 H16 K=V=128 C64 bf16, 4 warps: forward walk
-    363 → 172 µs η only, 700 → 338 µs α+β+μ; the backward walk is slower pipelined, and float32
-    factors need more shared memory than an H100 block has). 0 is a while loop, which Triton does
+    and for the backward walk of ``plain_a`` tiles (``_plain_a``) over bfloat16, 0 otherwise (H100
+    sweep 2026-11-26c, B4 T4096 H16 K=V=128 C64 bf16, 4 warps: forward walk 363 → 172 µs η only,
+    700 → 338 µs α+β+μ; the backward walk was slower pipelined then; with PLAIN_A's loads of q and
+    A it is faster: 2026-12-07d call 5, η only, device time per fwd+bwd call 1.274 → 1.248 ms,
+    check cases 12–14 bf16 PASS; float32 factors need more shared memory than an H100 block
+    has). 0 is a while loop, which Triton does
     not pipeline; 1..4 a ``tl.range`` loop of that depth (the next tiles' rows load while the
     current one computes). The interpreter always takes the while loop: it cannot run ``range``
     over a bound loaded from memory."""
     env = getenv(f"NESTED_KERNELS_LM_TRITON_STAGES_{kernel.upper()}") or \
         getenv("NESTED_KERNELS_LM_TRITON_STAGES")
-    stages = int(env) if env else (2 if kernel == "state" and store == torch.bfloat16 else 0)
+    stages = int(env) if env else (2 if (kernel == "state" or plain_a) and store == torch.bfloat16 else 0)
     if not 0 <= stages <= 4:
         raise ValueError(f"NESTED_KERNELS_LM_TRITON_STAGES[_{kernel.upper()}]={stages} must be in 0..4")
     return 0 if _interpreting() else stages
@@ -487,7 +492,7 @@ class _Args:
                 dO, self.pos, self.cu, self.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, self.T,
                 self.H, self.scale, HAS_ALPHA=self.la is not None, PLAIN_X=self.plain_x, PLAIN_A=self.plain_a,
                 K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
-                HAS_DMCF=dMcf is not None, PREC=self.prec, STAGES=_stages("adjoint", self.store),
+                HAS_DMCF=dMcf is not None, PREC=self.prec, STAGES=_stages("adjoint", self.store, self.plain_a),
                 **_launch_options(_warps(self.BT, "state"), self.grad_plain), READ=self.read, **self.flags)
 
     def outputs(self, f, tiles, o):
