@@ -495,6 +495,11 @@ def test_plain_a_needs_fused_outputs_and_plain_tiles(monkeypatch):
     assert not _plain_a(inputs, dict(cfg, target="self"), "triton")
     assert not _plain_a(inputs, dict(cfg, chunk_size=1), "triton")
     assert not _plain_a(inputs, dict(cfg, chunk_size=128), "triton")
+    keep = dict(cfg, keep_factors=True, scale=1.0, output_final_state=False)
+    tiles = -(-20 // 16)
+    assert triton_backend.residuals(inputs, keep)[2].shape == (1, tiles, 1, 16 * 16)   # A per tile
+    # the forward of the CUDA walks passes its walk (the config need not name the backend)
+    assert triton_backend.residuals(inputs, keep, "cuda")[2].shape == (1, 20, 1, 16)   # Qw rows
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_FUSE_OUT", "0")
     assert not _plain_a(inputs, cfg, "triton")
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_FUSE_OUT", "1")

@@ -187,7 +187,7 @@ def _keep_factors() -> bool:
     return env_flag("NESTED_KERNELS_LM_TRITON_KEEP_FACTORS", True)
 
 
-def residuals(inputs, cfg) -> tuple:
+def residuals(inputs, cfg, walk: Optional[str] = None) -> tuple:
     """Empty stand-ins of the forward's residual outputs (OpSpec ``residuals``), which the backward
     reuses instead of running the recurrence and the prep kernel again: the tile-start states M and
     S [tiles, H, K, V] in the storage dtype (S empty without mu) and, when a gradient will be taken
@@ -195,7 +195,8 @@ def residuals(inputs, cfg) -> tuple:
     tile factors [n_factors, B·T, H, K] (storage
     dtype; with ``_plain_a`` the tiles' A [1, tiles, H, BT·BT]), (I + A)⁻¹ rows [B·T, H, BT] float32
     (empty without a solve) and the tile-end scalars [tiles, H, 4] float32 — all O(T·K) or per
-    tile, no per-token state (SPEC §7)."""
+    tile, no per-token state (SPEC §7). ``walk``: the forward's (None: "cuda" for the cuda
+    backend's config, else "triton")."""
     q = inputs["q"]
     B, T, H, K = q.shape
     V = K if cfg["target"] == "self" else inputs["v"].shape[-1]
@@ -212,7 +213,8 @@ def residuals(inputs, cfg) -> tuple:
         return tiles + (empty(0), empty(0), empty(0))
     solve = inputs["beta"] is not None or exact
     names = _factor_names(mu, solve, exact, _read_mode(cfg), _plain_x(inputs, cfg))
-    walk = "cuda" if cfg.get("backend") == "cuda" else "triton"
+    if walk is None:
+        walk = "cuda" if cfg.get("backend") == "cuda" else "triton"
     factors = empty(1, n, H, BT * BT) if _plain_a(inputs, cfg, walk) else empty(len(names), B * T, H, K)
     # the scalars are zeroed: the prep kernel writes 1–3 of each tile's 4 slots and no unused tile
     return tiles + (factors,
@@ -516,7 +518,7 @@ def forward(inputs, cfg, walk: str = "triton"):
     if cfg["output_final_state"]:
         st = lambda: new_empty(N, H, K, V, dtype=torch.float32, device=a.device)  # noqa: E731
         finals = (st(), st() if a.mu is not None else None, st())
-    res = residuals(inputs, cfg)     # the tile-start states (and tile factors), kept for the backward
+    res = residuals(inputs, cfg, walk)     # the tile-start states (and tile factors), kept for the backward
     tiles, keep = res[:2], res[2:]
     if not a.fixed:     # slots past the last tile (at most 2N, all after the first B·T // BT) stay 0
         for t in tiles:

@@ -74,12 +74,12 @@ def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, q, k, xw, xz, yw, y
             dD += mm(tl.trans(tl.load(tile_square(qw, g, i_h, H, rt, BT)).to(tl.float32)), dO, PREC)
         dM0 = tl.load(ts) * dM - mm(tl.trans(kx), dD, PREC) + \
             mm(tl.trans(_load_rows(q, grow, rk, mt, K)), (a * scale)[:, None] * dO, PREC)
-    elif PLAIN_X:     # Xw = −diag(c) K (triton_fwd.plain_x_rows)
-        dM0 = tl.load(ts) * dM - mm(tl.trans(kx), plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA)[:, None] * dX,
-                                    PREC)
-        dM0 += mm(tl.trans(_load_rows(qw, grow, rk, mt, K)), dO, PREC)
     else:
-        dM0 = tl.load(ts) * dM + mm(tl.trans(_load_rows(xw, grow, rk, mt, K)), dX, PREC)
+        if PLAIN_X:     # Xw = −diag(c) K (triton_fwd.plain_x_rows)
+            dM0 = tl.load(ts) * dM - mm(tl.trans(kx), plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA)[:, None] * dX,
+                                        PREC)
+        else:
+            dM0 = tl.load(ts) * dM + mm(tl.trans(_load_rows(xw, grow, rk, mt, K)), dX, PREC)
         dM0 += mm(tl.trans(_load_rows(qw, grow, rk, mt, K)), dO, PREC)
     if HAS_MU:
         dY = mm(kx, dS, PREC)
