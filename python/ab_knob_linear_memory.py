@@ -21,6 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from check_linear_memory_triton import _fla_delta_rule, make
 from gpu_check_utils import time_fwd_bwd, write_json
+from profile_kernels import device_activities
 from nested_kernels.ops.linear_memory import linear_memory
 
 
@@ -33,8 +34,7 @@ def device_ms(fn, reps: int) -> float:
         for _ in range(reps):
             fn()
         torch.cuda.synchronize()
-    return sum(e.time_range.end - e.time_range.start for e in prof.events()
-               if e.device_type == torch.autograd.DeviceType.CUDA) / reps / 1e3
+    return sum(end - start for start, end, _ in device_activities(prof)) / reps / 1e3
 
 
 def main():
