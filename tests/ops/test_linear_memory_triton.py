@@ -623,18 +623,19 @@ def test_bf16_operands_refuse_exact_self_targets_with_beta(monkeypatch):
 
 def test_exact_self_targets_with_mu_need_the_knob_on_a_gpu(monkeypatch):
     """chunk_size 1, self targets and μ on a CUDA device go to the torch backend in the dtypes
-    their kernels have not been GPU-verified in (all but float16), unless
+    their kernels have not been GPU-verified in (bfloat16; float16 and float32 passed), unless
     NESTED_KERNELS_LM_TRITON_C1_SELF_MU=1 (CPU tensors — the interpreter tests — always run them)."""
     cfg = dict(chunk_size=1, target="self", read="after", scale=1.0, output_final_state=True)
     x = _inputs()
     with_mu = dict(x, mu=torch.rand_like(x["eta"]))
     assert triton_backend.unsupported(with_mu, cfg) is None          # CPU tensors
-    fake_cuda = dict(with_mu, q=torch.empty(x["q"].shape, device="meta"))
+    fake_cuda = dict(with_mu, q=torch.empty(x["q"].shape, device="meta", dtype=torch.bfloat16))
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda t: t.device.type == "meta"))
     assert "mu" in triton_backend.unsupported(fake_cuda, cfg)
     assert triton_backend.unsupported(fake_cuda, dict(cfg, chunk_size=16)) is None
-    half = dict(fake_cuda, q=torch.empty(x["q"].shape, device="meta", dtype=torch.float16))
-    assert triton_backend.unsupported(half, cfg) is None
+    for dtype in (torch.float16, torch.float32):
+        verified = dict(fake_cuda, q=torch.empty(x["q"].shape, device="meta", dtype=dtype))
+        assert triton_backend.unsupported(verified, cfg) is None
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_C1_SELF_MU", "1")
     assert triton_backend.unsupported(fake_cuda, cfg) is None
 

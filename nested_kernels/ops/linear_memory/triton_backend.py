@@ -77,12 +77,13 @@ def unsupported(inputs, cfg) -> Optional[str]:
             # same rounded inputs (float16 with tf32r operands 3.2e-3, float32 1.5e-5)
             return ("chunk_size=1 with self targets and beta in bfloat16: the Triton kernels' bf16 operands "
                     "miss the 2e-2 bound on the final state (runs on the torch backend)")
-        # H100 2026-12-07d: "abm self after C1 K=V=128 T=65" float16 PASS (4.7e-3); bfloat16 without β
-        # and float32 have not run on a GPU
-        if (inputs["mu"] is not None and q.is_cuda and q.dtype != torch.float16
+        # H100 "abm self after C1 K=V=128 T=65": float16 PASS (4.7e-3, 2026-12-07d), float32 PASS
+        # (9.6e-6, 2026-12-07e); bfloat16 without β has not run on a GPU
+        if (inputs["mu"] is not None and q.is_cuda and q.dtype == torch.bfloat16
                 and not env_flag("NESTED_KERNELS_LM_TRITON_C1_SELF_MU", False)):
             return ("chunk_size=1 with self targets and mu: the Triton kernels have been verified on a GPU in "
-                    "float16 only (runs on the torch backend; NESTED_KERNELS_LM_TRITON_C1_SELF_MU=1 runs them)")
+                    "float16 and float32 only (runs on the torch backend; NESTED_KERNELS_LM_TRITON_C1_SELF_MU=1 "
+                    "runs them)")
     return float64_unsupported(inputs)
 
 
