@@ -19,8 +19,10 @@ import cProfile
 import json
 import pstats
 
+import time
+
 import torch
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from nested_kernels import cases as nk_cases
 
@@ -53,6 +55,10 @@ def main():
     ap.add_argument("--order", type=int, default=0, metavar="N",
                     help="also the last call's N longest device activities in launch order (kernels "
                          "that share a name, e.g. the parts of one Triton kernel, apart)")
+    ap.add_argument("--synced", type=int, default=0, metavar="N",
+                    help="also N calls each followed by a synchronize, as a benchmark times them: "
+                         "per call where the device waited on the host (before its first kernel, "
+                         "between kernels, while the backward was being set up)")
     ap.add_argument("--shapes", type=int, default=0, metavar="N",
                     help="also the N torch ops with the most device time, grouped by input shapes")
     args = ap.parse_args()
@@ -76,10 +82,14 @@ def main():
     leaves = {n: x.requires_grad_() for n, x in t.items()
               if isinstance(x, torch.Tensor) and x.is_floating_point() and wanted(n)}
 
-    def step():
-        out = nk_cases.flatten_result(case, nk_cases.call_op(fn, case, t, args.backend))
-        o = next(v for n, v in out.items() if not n.startswith("final."))
-        torch.autograd.grad(o, list(leaves.values()), torch.randn_like(o), allow_unused=True)
+    def step(do=None):
+        with record_function("nk_forward"):
+            out = nk_cases.flatten_result(case, nk_cases.call_op(fn, case, t, args.backend))
+            o = next(v for n, v in out.items() if not n.startswith("final."))
+        with record_function("nk_backward"):
+            torch.autograd.grad(o, list(leaves.values()), torch.randn_like(o) if do is None else do,
+                                allow_unused=True)
+        return o
 
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     step()
@@ -101,6 +111,8 @@ def main():
         print_gaps(prof, args.gaps, args.reps)
     if args.order:
         print_order(prof, args.order, args.reps)
+    if args.synced and args.device == "cuda":
+        print_synced(step, args.synced)
     if args.host:
         prof_host = cProfile.Profile()
         with torch.no_grad():
@@ -151,6 +163,49 @@ def device_activities(prof):
     """(start, end, name) of every device activity of the profile, in start order."""
     return sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
                   if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
+def print_synced(step, reps):
+    """``reps`` calls, each fwd + bwd then a synchronize (the gradient dO made beforehand), first
+    unprofiled (wall ms per call), then under torch.profiler: per call, in µs from its start, when
+    the host finished the forward and the backward, when the device began and ended, and its idle
+    time (waiting on the host) before the first kernel, in gaps, and the longest gap's neighbours."""
+    do = torch.randn_like(step())
+    torch.cuda.synchronize()
+    walls = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        step(do)
+        torch.cuda.synchronize()
+        walls.append((time.perf_counter() - t0) * 1e3)
+    print(f"synced calls: wall ms per call (unprofiled) median {sorted(walls)[reps // 2]:.3f}, "
+          f"min {min(walls):.3f}")
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            with record_function("nk_call"):
+                step(do)
+                torch.cuda.synchronize()
+    marks = {}
+    for e in prof.events():
+        if e.name in ("nk_call", "nk_forward", "nk_backward") and e.device_type == torch.autograd.DeviceType.CPU:
+            marks.setdefault(e.name, []).append((e.time_range.start, e.time_range.end))
+    acts = device_activities(prof)
+    print("profiled, µs from the call's start: host fwd done, bwd done | device first, last | idle "
+          "before first, in gaps (longest: after → before)")
+    for (c0, c1), (_, f1), (_, b1) in zip(*(sorted(marks[n]) for n in ("nk_call", "nk_forward", "nk_backward"))):
+        mine = [a for a in acts if c0 <= a[0] <= c1]
+        if not mine:
+            continue
+        gaps, end, prev = [], mine[0][1], mine[0][2]
+        for a, b, name in mine[1:]:
+            if a > end:
+                gaps.append((a - end, prev, name))
+            if b > end:
+                end, prev = b, name
+        g = max(gaps) if gaps else (0.0, "", "")
+        print(f"  wall {c1 - c0:7.0f}: host {f1 - c0:6.0f} {b1 - c0:6.0f} | device {mine[0][0] - c0:6.0f} "
+              f"{end - c0:6.0f} | idle {mine[0][0] - c0:5.0f} + {sum(x for x, _, _ in gaps):5.0f} in {len(gaps)} "
+              f"(longest {g[0]:.0f}: {g[1][:30]} → {g[2][:30]})")
 
 
 def print_order(prof, n, reps):
