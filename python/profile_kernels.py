@@ -59,6 +59,10 @@ def main():
                     help="also N calls each followed by a synchronize, as a benchmark times them: "
                          "per call where the device waited on the host (before its first kernel, "
                          "between kernels, while the backward was being set up)")
+    ap.add_argument("--marks", type=int, default=0, metavar="N",
+                    help="also N synced calls unprofiled, with the host's clock read around every "
+                         "Triton launch and a CUDA event after it: medians per launch of when the host "
+                         "began and returned from it and when the device finished it")
     ap.add_argument("--shapes", type=int, default=0, metavar="N",
                     help="also the N torch ops with the most device time, grouped by input shapes")
     args = ap.parse_args()
@@ -82,13 +86,15 @@ def main():
     leaves = {n: x.requires_grad_() for n, x in t.items()
               if isinstance(x, torch.Tensor) and x.is_floating_point() and wanted(n)}
 
-    def step(do=None):
+    def step(do=None, mark=lambda name: None):
         with record_function("nk_forward"):
             out = nk_cases.flatten_result(case, nk_cases.call_op(fn, case, t, args.backend))
             o = next(v for n, v in out.items() if not n.startswith("final."))
+        mark("forward")
         with record_function("nk_backward"):
             torch.autograd.grad(o, list(leaves.values()), torch.randn_like(o) if do is None else do,
                                 allow_unused=True)
+        mark("backward")
         return o
 
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
@@ -113,6 +119,8 @@ def main():
         print_order(prof, args.order, args.reps)
     if args.synced and args.device == "cuda":
         print_synced(step, args.synced)
+    if args.marks and args.device == "cuda":
+        print_marks(step, args.marks)
     if args.host:
         prof_host = cProfile.Profile()
         with torch.no_grad():
@@ -206,6 +214,53 @@ def print_synced(step, reps):
         print(f"  wall {c1 - c0:7.0f}: host {f1 - c0:6.0f} {b1 - c0:6.0f} | device {mine[0][0] - c0:6.0f} "
               f"{end - c0:6.0f} | idle {mine[0][0] - c0:5.0f} + {sum(x for x, _, _ in gaps):5.0f} in {len(gaps)} "
               f"(longest {g[0]:.0f}: {g[1][:30]} → {g[2][:30]})")
+
+
+def print_marks(step, reps):
+    """``reps`` synced fwd + bwd calls without a profiler; every Triton launch (``JITFunction.run``)
+    is wrapped to read the host's clock before and after it and to record a CUDA event after it.
+    Prints, per launch in order, the medians over the calls of µs from the call's start: host
+    launch begin / return, device done (its event), then when the host returned from the forward
+    and the backward and when the synchronize returned. A kernel done about its own duration after
+    its launch began kept the device waiting on the host."""
+    from triton.runtime.jit import JITFunction
+    do = torch.randn_like(step())
+    torch.cuda.synchronize()
+    run, rows, calls = JITFunction.run, [], []
+
+    def timed_run(self, *a, **kw):
+        t = time.perf_counter()
+        out = run(self, *a, **kw)
+        ev = torch.cuda.Event(enable_timing=True)
+        ev.record()
+        rows.append((getattr(self, "__name__", "?"), t, time.perf_counter(), ev))
+        return out
+
+    JITFunction.run = timed_run
+    try:
+        for _ in range(reps + 1):       # the first call warms the wrapper's path
+            rows.clear()
+            marks = {}
+            start = torch.cuda.Event(enable_timing=True)
+            start.record()
+            t0 = time.perf_counter()
+            step(do, lambda name: marks.__setitem__(name, time.perf_counter()))
+            torch.cuda.synchronize()
+            marks["synchronized"] = time.perf_counter()
+            us = lambda t: (t - t0) * 1e6  # noqa: E731
+            calls.append(([(n, us(a), us(b), start.elapsed_time(ev) * 1e3) for n, a, b, ev in rows],
+                          {n: us(t) for n, t in marks.items()}))
+    finally:
+        JITFunction.run = run
+    calls = calls[1:]
+    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    print(f"unprofiled synced calls ({reps}), medians in µs from the call's start "
+          "(host launch begin, return; device done):")
+    for i, (name, *_rest) in enumerate(calls[0][0]):
+        cols = [med([c[0][i][j] for c in calls]) for j in (1, 2, 3)]
+        print(f"  {name[:40]:40s} {cols[0]:8.0f} {cols[1]:8.0f} {cols[2]:8.0f}")
+    for name in calls[0][1]:
+        print(f"  host: {name} returned at {med([c[1][name] for c in calls]):.0f}")
 
 
 def print_order(prof, n, reps):
