@@ -47,6 +47,7 @@ import torch
 from ...core.alloc import new_empty
 from ...core.backends import Backend
 from ...core.env import getenv
+from ...core.fast_launch import launch
 from ...core.sequences import num_sequences
 from ...core.triton_launch import env_flag, fixed_length, float64_unsupported, interpreting as _interpreting, \
     mma_sync, n_tiles, ptxas_options, tile_plan
@@ -427,7 +428,7 @@ class _Args:
                  ou=self._rows(V, has_ou))
         f.update(self.kept(*keep) if keep is not None else self._new_factors(store_ainv))
         with _mma_mode("fwd"):
-            _prep_kernel[(self.n_tiles, self.H)](
+            launch(_prep_kernel, (self.n_tiles, self.H),
                 self.q, self.k, self.v, self.eta, self.la, self.beta, self.mu, self.mc0, self.tile_seq,
                 self.tile_idx, self.cu, self.pos, f["ainv"], f["xw"], f["xz"], f["yw"], f["yz"], f["qw"],
                 f["qz"], f["xu"], f["yu"], f["ou"], f["tsc"], self.T, self.H, self.scale,
@@ -466,7 +467,7 @@ class _Args:
         m_out, s_out, mc_out = finals if finals is not None else (None, None, None)
         saved_m, saved_s = tiles[0], tiles[1] if self.mu is not None else None
         with _mma_mode("fwd"):
-            _state_fwd_kernel[(self.NV, self.N * self.H)](
+            launch(_state_fwd_kernel, (self.NV, self.N * self.H),
                 self.q, self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["xu"], f["yu"], self.v, self.eta, self.la, f["tsc"],
                 self.m0, self.s0, self.mc0, self.pos, self.cu, self.tile_base, m_out, s_out, mc_out, saved_m,
                 saved_s, f["qw"], f["qz"], f["ou"], o,
@@ -490,7 +491,7 @@ class _Args:
         from .triton_bwd import _state_bwd_kernel
         (dMf, dSf, dMcf), (adj_m, adj_s), (dm0, ds0, dmc0) = final_grads, adj, init_grads
         with _mma_mode("bwd"):
-            _state_bwd_kernel[(self.NV, self.N * self.H)](
+            launch(_state_bwd_kernel, (self.NV, self.N * self.H),
                 self.q, self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["qw"], f["qz"], self.eta, self.la, f["tsc"],
                 dO, self.pos, self.cu, self.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, self.T,
                 self.H, self.scale, HAS_ALPHA=self.la is not None, PLAIN_X=self.plain_x, PLAIN_A=self.plain_a,
@@ -501,7 +502,7 @@ class _Args:
     def outputs(self, f, tiles, o):
         from .triton_fwd import _out_kernel
         with _mma_mode("fwd"):
-            _out_kernel[(self.n_tiles, self.H, self.V // self.BV_OUT)](
+            launch(_out_kernel, (self.n_tiles, self.H, self.V // self.BV_OUT),
                 f["qw"], f["qz"], f["ou"], tiles[0], tiles[1] if self.mu is not None else None, o,
                 self.tile_seq, self.tile_idx, self.cu, self.pos, self.T, self.H, K=self.K, V=self.V, BT=self.BT,
                 BV=self.BV_OUT,
@@ -565,7 +566,7 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
     grad_warps = _warps(a.BT, "grad", a.beta is not None or a.mu is not None)
     for kernel, bv, mma in launches:     # _grad_dk_kernel adds to the dq, dk of _grad_nn_kernel
         with _mma_mode(mma):
-            kernel[(a.n_tiles, a.H)](
+            launch(kernel, (a.n_tiles, a.H),
                 a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.tile_seq, a.tile_idx, a.cu, a.pos,
                 f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
@@ -590,10 +591,10 @@ def _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
     common = dict(K=K, V=V, BT=a.BT, HAS_ALPHA=a.la is not None, SELF_TARGET=a.self_target, READ=a.read, NP=NP,
                   IS_VARLEN=a.cu is not None, PREC=a.prec, **_launch_options(_warps(a.BT, "plain"), True))
     with _mma_mode("plain" if BV == BK == 64 else "bwd"):
-        _plain_dv_kernel[(V // BV, a.n_tiles, H)](
+        launch(_plain_dv_kernel, (V // BV, a.n_tiles, H),
             a.q, a.k, a.v, a.eta, a.la, a.tile_seq, a.tile_idx, a.cu, saved_m, adj_m, dO,
             dv, wde, part, a.T, H, n_rows, a.scale, BV=BV, **common)
-        _plain_dqk_kernel[(K // BK, a.n_tiles, H)](
+        launch(_plain_dqk_kernel, (K // BK, a.n_tiles, H),
             a.q, a.k, a.v, a.eta, a.la, a.tile_seq, a.tile_idx, a.cu, saved_m, adj_m, dO,
             dq, dk, dv, deta, dla, wde, part, a.T, H, n_rows, a.scale, BK=BK, NV=V // BV, **common)
 

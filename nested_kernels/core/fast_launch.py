@@ -1,0 +1,85 @@
+"""Triton launches without ``JITFunction.run``'s per-call work.
+
+``launch(kernel, grid, *args, **kwargs)`` does what ``kernel[grid](*args, **kwargs)`` does. The
+first call of a signature goes through Triton (binding, specialization, compilation, launch) and
+keeps the compiled kernel Triton launched; later calls of that signature hand their arguments to
+the compiled kernel's launcher directly. The H100 machine's host spent 70–160 µs in each
+``JITFunction.run`` of linear_memory's kernels (2026-12-07e, ``python python/profile_kernels.py
+linear_memory --gates "" --marks 20``), on the path of every synced call.
+
+The signature holds more than Triton specializes on, so a kept kernel is always the one Triton
+would pick: per positional argument its type, and for tensors their dtype and whether the data
+pointer is 16-byte aligned, for ints and bools their value (floats are never specialized); every
+keyword argument (constexprs, num_warps, ptxas options) by value; the current device and
+DISABLE_MMA_V3 (``triton_launch.mma_sync``). Arguments of other types (tensor descriptors) always
+take Triton's path.
+
+Off — every launch through Triton — under the interpreter, while Triton's launch hooks are set
+(profilers such as proton read them), and with NESTED_KERNELS_FAST_LAUNCH=0.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .triton_launch import env_flag, interpreting
+
+_KEPT: dict = {}
+_MAX_KEPT = 4096
+
+
+def _arg_key(a):
+    if isinstance(a, torch.Tensor):
+        return a.dtype, a.data_ptr() % 16 == 0
+    if a is None or isinstance(a, (bool, int)):
+        return a if type(a) is not bool else ("b", a)
+    if isinstance(a, float):
+        return float
+    raise TypeError(type(a).__name__)
+
+
+def _key(kernel, device: int, args, kwargs):
+    """The signature of a launch (module docstring), or None where an argument is not one of the
+    kinds it covers."""
+    try:
+        key = (kernel, device, os.environ.get("DISABLE_MMA_V3"), tuple(_arg_key(a) for a in args),
+               tuple(kwargs.items()))
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _hooks_set() -> bool:
+    from triton import knobs
+    return knobs.runtime.launch_enter_hook is not None or knobs.runtime.launch_exit_hook is not None
+
+
+def enabled() -> bool:
+    """Whether ``launch`` may skip Triton's path (module docstring)."""
+    return not interpreting() and env_flag("NESTED_KERNELS_FAST_LAUNCH", True) and not _hooks_set()
+
+
+def launch(kernel, grid: tuple, *args, **kwargs) -> None:
+    """``kernel[grid](*args, **kwargs)`` for a ``@triton.jit`` kernel and a tuple grid."""
+    if not enabled():
+        kernel[grid](*args, **kwargs)
+        return
+    device = torch.cuda.current_device()
+    key = _key(kernel, device, args, kwargs)
+    kept = _KEPT.get(key) if key is not None else None
+    if kept is None:
+        compiled = kernel[grid](*args, **kwargs)
+        if key is not None and compiled is not None:
+            if len(_KEPT) >= _MAX_KEPT:
+                _KEPT.clear()
+            tail = kernel.params[len(args):]
+            _KEPT[key] = (compiled, tuple(p.name for p in tail),
+                          {p.name: p.default for p in tail if p.has_default})
+        return
+    compiled, tail, defaults = kept
+    g0, g1, g2 = (tuple(grid) + (1, 1))[:3]
+    compiled.run(g0, g1, g2, torch._C._cuda_getCurrentRawStream(device), compiled.function,
+                 compiled.packed_metadata, None, None, None,
+                 *args, *[kwargs[n] if n in kwargs else defaults[n] for n in tail])

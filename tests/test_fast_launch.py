@@ -1,0 +1,67 @@
+"""core.fast_launch: the launch signature on the CPU; on a GPU, kept kernels against Triton's
+own launches (the same results for aligned and misaligned views, every keyword and default)."""
+import pytest
+import torch
+
+from nested_kernels.core import fast_launch
+from nested_kernels.core.fast_launch import _key
+
+
+def test_signature_separates_what_triton_specializes_on():
+    x = torch.zeros(64)
+    base = _key("k", 0, (x, 8, 1.0, None, True), dict(BLOCK=16, num_warps=4))
+    assert base == _key("k", 0, (torch.ones(64), 8, 2.5, None, True), dict(BLOCK=16, num_warps=4))
+    assert base != _key("k", 0, (x[1:], 8, 1.0, None, True), dict(BLOCK=16, num_warps=4))        # alignment
+    assert base != _key("k", 0, (x.double(), 8, 1.0, None, True), dict(BLOCK=16, num_warps=4))    # dtype
+    assert base != _key("k", 0, (x, 16, 1.0, None, True), dict(BLOCK=16, num_warps=4))           # int value
+    assert base != _key("k", 0, (x, 8, 1.0, x, True), dict(BLOCK=16, num_warps=4))               # None vs tensor
+    assert base != _key("k", 0, (x, 8, 1.0, None, 1), dict(BLOCK=16, num_warps=4))               # bool vs int
+    assert base != _key("k", 0, (x, 8, 1.0, None, True), dict(BLOCK=32, num_warps=4))            # constexpr
+    assert base != _key("k", 0, (x, 8, 1.0, None, True), dict(BLOCK=16, num_warps=8))            # option
+    assert base != _key("k", 1, (x, 8, 1.0, None, True), dict(BLOCK=16, num_warps=4))            # device
+    assert base != _key("j", 0, (x, 8, 1.0, None, True), dict(BLOCK=16, num_warps=4))            # kernel
+
+
+def test_signature_refuses_other_arguments():
+    assert _key("k", 0, (object(),), {}) is None
+    assert _key("k", 0, (), dict(opts=[1])) is None       # unhashable keyword
+
+
+def test_off_under_the_interpreter_and_by_the_knob(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert not fast_launch.enabled()
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setenv("NESTED_KERNELS_FAST_LAUNCH", "0")
+    assert not fast_launch.enabled()
+
+
+@pytest.mark.gpu
+def test_kept_kernels_match_triton_launches(monkeypatch):
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _axpb(x, y, n, a, b_ptr, ADD_B: tl.constexpr, BLOCK: tl.constexpr, SHIFT: tl.constexpr = 0.0):
+        r = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        v = tl.load(x + r, mask=r < n) * a + SHIFT
+        if ADD_B:
+            v += tl.load(b_ptr)
+        tl.store(y + r, v, mask=r < n)
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.delenv("NESTED_KERNELS_FAST_LAUNCH", raising=False)
+    assert fast_launch.enabled()
+    through_triton = []
+    run = _axpb.run
+    monkeypatch.setattr(_axpb, "run", lambda *a, **kw: through_triton.append(1) or run(*a, **kw))
+    x = torch.randn(1000, device="cuda")
+    b = torch.randn(1, device="cuda")
+    for xs in (x, x[1:], x[3:]):                  # aligned, then views 4 and 12 bytes off
+        n = xs.numel()
+        for add_b in (False, True):
+            for a in (0.5, 1.5, 2.5):             # the first call goes through Triton, the others are kept
+                y = torch.full((n + 7,), float("nan"), device="cuda")[:n]
+                fast_launch.launch(_axpb, (triton.cdiv(n, 128),), xs, y, n, a, b if add_b else None,
+                                   ADD_B=add_b, BLOCK=128, num_warps=4)
+                torch.testing.assert_close(y, xs * a + (b if add_b else 0))
+    assert len(through_triton) == 6
