@@ -15,10 +15,12 @@ DISABLE_MMA_V3 (``triton_launch.mma_sync``). Arguments of other types (tensor de
 take Triton's path.
 
 Off — every launch through Triton — under the interpreter, while Triton's launch hooks are set
-(profilers such as proton read them), and with NESTED_KERNELS_FAST_LAUNCH=0.
+(profilers such as proton read them), with NESTED_KERNELS_FAST_LAUNCH=0, and for callables other
+than ``@triton.jit`` functions (the tests' launch spies).
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -51,6 +53,12 @@ def _key(kernel, device: int, args, kwargs):
     return key
 
 
+@functools.lru_cache(maxsize=None)
+def _jit_function() -> type:
+    from triton.runtime.jit import JITFunction
+    return JITFunction
+
+
 def _hooks_set() -> bool:
     from triton import knobs
     return knobs.runtime.launch_enter_hook is not None or knobs.runtime.launch_exit_hook is not None
@@ -63,7 +71,7 @@ def enabled() -> bool:
 
 def launch(kernel, grid: tuple, *args, **kwargs) -> None:
     """``kernel[grid](*args, **kwargs)`` for a ``@triton.jit`` kernel and a tuple grid."""
-    if not enabled():
+    if not (enabled() and isinstance(kernel, _jit_function())):
         kernel[grid](*args, **kwargs)
         return
     device = torch.cuda.current_device()
