@@ -515,18 +515,19 @@ def forward(inputs, cfg, walk: str = "triton"):
     """The op's forward; ``walk``: what runs the sequential state walk ("triton" or "cuda")."""
     a = _Args(inputs, cfg, walk)
     B, T, H, K, V, N = a.B, a.T, a.H, a.K, a.V, a.N
-    o = new_empty(B, T, H, V, dtype=a.q.dtype, device=a.device)
-    finals = None
-    if cfg["output_final_state"]:
-        st = lambda: new_empty(N, H, K, V, dtype=torch.float32, device=a.device)  # noqa: E731
-        finals = (st(), st() if a.mu is not None else None, st())
     res = residuals(inputs, cfg, walk)     # the tile-start states (and tile factors), kept for the backward
     tiles, keep = res[:2], res[2:]
     if not a.fixed:     # slots past the last tile (at most 2N, all after the first B·T // BT) stay 0
         for t in tiles:
             t[(B * T) // a.BT:].zero_()
+    f = a.prep(store_ainv=False, keep=keep if keep[0].numel() else None) if N * H else None
+    # the outputs are allocated after the first launch, which the device waits for
+    o = new_empty(B, T, H, V, dtype=a.q.dtype, device=a.device)
+    finals = None
+    if cfg["output_final_state"]:
+        st = lambda: new_empty(N, H, K, V, dtype=torch.float32, device=a.device)  # noqa: E731
+        finals = (st(), st() if a.mu is not None else None, st())
     if N * H:
-        f = a.prep(store_ainv=False, keep=keep if keep[0].numel() else None)
         if _fuse_out() and walk == "triton":
             a.states(f, finals, tiles, o)
         else:
@@ -613,19 +614,20 @@ def backward(inputs, outputs, grads, cfg, walk: str = "triton"):
     if a.mu is None:
         dSf = None
 
-    row = lambda *shape, dtype=f32: new_empty(rows, H, *shape, dtype=dtype, device=dev)  # noqa: E731
-    # the kernels store dv once, and dq, dk once unless split (the second kernel adds to the first's
-    # float32 shares), so these come out in the inputs' dtype with no conversion pass
-    dq, dk = (row(K, dtype=f32 if a.grad_split else inputs[n].dtype) for n in "qk")
-    dv = row(K if a.self_target else V, dtype=(inputs["v"] if inputs["v"] is not None else a.q).dtype)
-    deta = row()
-    dla = row() if a.la is not None else None
-    dbeta = row() if a.beta is not None else None
-    dmu = row() if a.mu is not None else None
     st = lambda: new_empty(N, H, K, V, dtype=f32, device=dev)  # noqa: E731
     dm0 = st()
     ds0 = st() if a.mu is not None else None
     dmc0 = st() if a.pos is not None else None
+    # the token gradients are allocated after the walk's launch, which the device waits for
+    row = lambda *shape, dtype=f32: new_empty(rows, H, *shape, dtype=dtype, device=dev)  # noqa: E731
+
+    def token_grads():
+        # the kernels store dv once, and dq, dk once unless split (the second kernel adds to the
+        # first's float32 shares), so these come out in the inputs' dtype with no conversion pass
+        dq, dk = (row(K, dtype=f32 if a.grad_split else inputs[n].dtype) for n in "qk")
+        dv = row(K if a.self_target else V, dtype=(inputs["v"] if inputs["v"] is not None else a.q).dtype)
+        return (dq, dk, dv, row(), row() if a.la is not None else None, row() if a.beta is not None else None,
+                row() if a.mu is not None else None)
 
     if N * H:
         tiles = (outputs["tile_m"], outputs["tile_s"])
@@ -641,11 +643,13 @@ def backward(inputs, outputs, grads, cfg, walk: str = "triton"):
         adj_m = torch.empty_like(saved_m)
         adj_s = torch.empty_like(saved_m) if a.mu is not None else None
         a.adjoints(f, dO, (dMf, dSf, dMcf), (adj_m, adj_s), (dm0, ds0, dmc0))
+        dq, dk, dv, deta, dla, dbeta, dmu = token_grads()
         if a.grad_plain:
             _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla)
         else:
             _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbeta, dmu, dmc0)
     else:
+        dq, dk, dv, deta, dla, dbeta, dmu = token_grads()
         dm0.zero_()
         for t in (ds0, dmc0):
             if t is not None:
