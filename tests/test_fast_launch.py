@@ -27,11 +27,25 @@ def test_signature_refuses_other_arguments():
     assert _key("k", 0, (), dict(opts=[1])) is None       # unhashable keyword
 
 
-def test_off_under_the_interpreter_and_by_the_knob(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    assert not fast_launch.enabled()
+def test_opt_in_and_off_under_the_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    monkeypatch.setenv("NESTED_KERNELS_FAST_LAUNCH", "0")
+    monkeypatch.delenv("NESTED_KERNELS_FAST_LAUNCH", raising=False)
+    assert not fast_launch.enabled()
+    monkeypatch.setenv("NESTED_KERNELS_FAST_LAUNCH", "1")
+    assert fast_launch.enabled()
+    from triton import knobs
+    hooks = knobs.runtime.launch_enter_hook
+    if hasattr(hooks, "add"):             # a HookChain (Triton 3.6): a profiler's hook turns it off
+        hooks.add(print)
+        try:
+            assert not fast_launch.enabled()
+        finally:
+            hooks.remove(print)
+    monkeypatch.setattr(knobs.runtime, "launch_exit_hook", print)
+    assert not fast_launch.enabled()
+    monkeypatch.setattr(knobs.runtime, "launch_exit_hook", None)
+    assert fast_launch.enabled()
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert not fast_launch.enabled()
 
 
@@ -49,7 +63,7 @@ def test_kept_kernels_match_triton_launches(monkeypatch):
         tl.store(y + r, v, mask=r < n)
 
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    monkeypatch.delenv("NESTED_KERNELS_FAST_LAUNCH", raising=False)
+    monkeypatch.setenv("NESTED_KERNELS_FAST_LAUNCH", "1")
     assert fast_launch.enabled()
     through_triton = []
     run = _axpb.run

@@ -11,12 +11,14 @@ The signature holds more than Triton specializes on, so a kept kernel is always 
 would pick: per positional argument its type, and for tensors their dtype and whether the data
 pointer is 16-byte aligned, for ints and bools their value (floats are never specialized); every
 keyword argument (constexprs, num_warps, ptxas options) by value; the current device and
-DISABLE_MMA_V3 (``triton_launch.mma_sync``). Arguments of other types (tensor descriptors) always
-take Triton's path.
+DISABLE_MMA_V3 (``triton_launch.mma_sync``); not Triton's own debug settings (TRITON_DEBUG and
+the like), which must not change after a kernel's first launch. Arguments of other types (tensor
+descriptors) always take Triton's path.
 
-Off — every launch through Triton — under the interpreter, while Triton's launch hooks are set
-(profilers such as proton read them), with NESTED_KERNELS_FAST_LAUNCH=0, and for callables other
-than ``@triton.jit`` functions (the tests' launch spies).
+Opt-in, NESTED_KERNELS_FAST_LAUNCH=1, until its GPU test and timing have run (written 2026-12-07e
+without a GPU: ``docs/gpu_runs/scripts/2026-12-07e_call4.sh``). Off — every launch through Triton
+— under the interpreter, while Triton's launch hooks are set (profilers such as proton read them),
+and for callables other than ``@triton.jit`` functions (the tests' launch spies).
 """
 from __future__ import annotations
 
@@ -54,27 +56,35 @@ def _key(kernel, device: int, args, kwargs):
 
 
 @functools.lru_cache(maxsize=None)
-def _jit_function() -> type:
-    from triton.runtime.jit import JITFunction
-    return JITFunction
-
-
-def _hooks_set() -> bool:
+def _runtime() -> tuple:
+    """(JITFunction, Triton's runtime knobs, which hold the launch hooks)."""
     from triton import knobs
-    return knobs.runtime.launch_enter_hook is not None or knobs.runtime.launch_exit_hook is not None
+    from triton.runtime.jit import JITFunction
+    return JITFunction, knobs.runtime
+
+
+@functools.lru_cache(maxsize=None)
+def _driver():
+    """(current device, current raw stream of a device): the functions ``JITFunction.run`` calls."""
+    from triton.runtime import driver
+    return driver.active.get_current_device, driver.active.get_current_stream
 
 
 def enabled() -> bool:
     """Whether ``launch`` may skip Triton's path (module docstring)."""
-    return not interpreting() and env_flag("NESTED_KERNELS_FAST_LAUNCH", True) and not _hooks_set()
+    if interpreting() or not env_flag("NESTED_KERNELS_FAST_LAUNCH", False):
+        return False
+    runtime = _runtime()[1]     # a hook is None, a function, or (Triton 3.6) a HookChain of ``calls``
+    return not any(getattr(h, "calls", h) for h in (runtime.launch_enter_hook, runtime.launch_exit_hook))
 
 
 def launch(kernel, grid: tuple, *args, **kwargs) -> None:
     """``kernel[grid](*args, **kwargs)`` for a ``@triton.jit`` kernel and a tuple grid."""
-    if not (enabled() and isinstance(kernel, _jit_function())):
+    if not (enabled() and isinstance(kernel, _runtime()[0])):
         kernel[grid](*args, **kwargs)
         return
-    device = torch.cuda.current_device()
+    current_device, current_stream = _driver()
+    device = current_device()
     key = _key(kernel, device, args, kwargs)
     kept = _KEPT.get(key) if key is not None else None
     if kept is None:
@@ -88,6 +98,6 @@ def launch(kernel, grid: tuple, *args, **kwargs) -> None:
         return
     compiled, tail, defaults = kept
     g0, g1, g2 = (tuple(grid) + (1, 1))[:3]
-    compiled.run(g0, g1, g2, torch._C._cuda_getCurrentRawStream(device), compiled.function,
+    compiled.run(g0, g1, g2, current_stream(device), compiled.function,
                  compiled.packed_metadata, None, None, None,
                  *args, *[kwargs[n] if n in kwargs else defaults[n] for n in tail])
