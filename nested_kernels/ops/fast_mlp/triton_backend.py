@@ -46,6 +46,7 @@ from ...core.alloc import new_empty, residual_budget
 from ...core.backends import Backend, will_differentiate
 from ...core.custom_op import _unaliased
 from ...core.env import getenv
+from ...core.fast_launch import launch
 from ...core.sequences import num_sequences
 from ...core.triton_launch import env_flag, float64_unsupported, interpreting as _interpreting
 from . import chunk
@@ -98,7 +99,7 @@ class _Consts:
         if n == 0 or G == 0:
             return
         grid = (triton_cdiv(n, self.BR), triton_cdiv(width, self.BC), G)
-        kernel[grid](*args, BR=self.BR, BC=self.BC, **meta)
+        launch(kernel, grid, *args, BR=self.BR, BC=self.BC, **meta)
 
     def outer(self, L1, R1, *, L2=None, R2=None, W=None, U=None, alpha=0.0, beta=1.0,
               out_dtype=torch.float32, copy: bool = False, store: bool = True, into=None,
@@ -138,7 +139,7 @@ class _Consts:
             from .triton_kernels import _outer_tma_kernel
             if ptr_stores:
                 desc[5:] = out_, cp_
-            _outer_tma_kernel[grid](
+            launch(_outer_tma_kernel, grid,
                 *desc, n, float(alpha), float(beta), P, Q, *_st(out_), *_st(cp_),
                 HAS_2=L2 is not None, HAS_W=W is not None, W_SHARED=W_.dim() == 2, STORE_OUT=store,
                 STORE_COPY=has_copy, ROUND=out_dtype == torch.bfloat16, SUM_G=sum_g, PTR_STORES=ptr_stores,
@@ -147,7 +148,7 @@ class _Consts:
         if sum_g:                   # no descriptor kernel here: per sequence, then summed
             out = self.outer(L1, R1, L2=L2, R2=R2, W=W, alpha=alpha, beta=beta)[0]
             return out.sum(0), None
-        _outer_kernel[grid](
+        launch(_outer_kernel, grid,
             L1, R1, L2_, R2_, W_, U_, out_, cp_, n, P, Q, *_st(L1), *_st(R1), *_st(L2_), *_st(R2_),
             *_st(W_), *_st(U_), *_st(out_), *_st(cp_), float(alpha), float(beta),
             HAS_2=L2 is not None, HAS_W=W is not None, HAS_U=U is not None, STORE_OUT=store,

@@ -17,6 +17,7 @@ import torch
 from ...core.alloc import new_empty
 from ...core.backends import Backend
 from ...core.env import getenv
+from ...core.fast_launch import launch
 from ...core.step_backend import float64_unsupported, state_unsupported
 from ...core.triton_launch import interpreting
 from .mlp import num_weights
@@ -67,11 +68,11 @@ def forward(inputs, state, cfg):
     BD, BF = _blocks()
     pos = state["position"]
     w_out = W[2] if swiglu else W[1]
-    _fm_hidden_kernel[(-(-F // BF), N)](x, sxn, W[0], W[1] if swiglu else None, hid, pos, N,
-                                        cfg["chunk_size"], D=D, F=F, BD=BD, BF=BF, SWIGLU=swiglu)
-    _fm_out_kernel[(-(-D // (BF // 2)), N)](x, sxn, sig, ssn, w_out, hid, y, g, N, D=D, F=F, BD=BF // 2, BF=2 * BD,
-                                     ACT=act, SWIGLU=swiglu, RESIDUAL=bool(cfg["residual"]), TEACH=teach)
-    _fm_update_kernel[(-(-F // BF), N)](
+    launch(_fm_hidden_kernel, (-(-F // BF), N), x, sxn, W[0], W[1] if swiglu else None, hid, pos, N,
+           cfg["chunk_size"], D=D, F=F, BD=BD, BF=BF, SWIGLU=swiglu)
+    launch(_fm_out_kernel, (-(-D // (BF // 2)), N), x, sxn, sig, ssn, w_out, hid, y, g, N, D=D, F=F,
+           BD=BF // 2, BF=2 * BD, ACT=act, SWIGLU=swiglu, RESIDUAL=bool(cfg["residual"]), TEACH=teach)
+    launch(_fm_update_kernel, (-(-F // BF), N),
         x, sxn, eta, sen, float(cfg["eta_value"] or 0.0), *W, *U, hid, g, pos, N, float(cfg["retention"]),
         D=D, F=F, BD=BD, BF=BF, ACT=act, SWIGLU=swiglu, ETA_SCALAR=eta is None, INTERP=interpreting())
     return y

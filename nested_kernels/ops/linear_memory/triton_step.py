@@ -13,6 +13,7 @@ from typing import Optional
 from ...core.alloc import new_empty
 from ...core.backends import Backend
 from ...core.env import getenv
+from ...core.fast_launch import launch
 from ...core.step_backend import (float64_unsupported, next_pow2, position_counters, token_rows,
                                   state_unsupported)
 
@@ -45,7 +46,7 @@ def forward(inputs, state, cfg):
         return o
     BV = block_v(K, V)
     grid = (-(-V // BV), N * H)
-    _lm_step_kernel[grid](
+    launch(_lm_step_kernel, grid,
         *tokens, M, state["S"] if inputs["mu"] is not None else None,
         state["M_chunk"], state["position"], position_counters(M.device, N), o, *strides,
         H, cfg["chunk_size"], float(cfg["scale"]),

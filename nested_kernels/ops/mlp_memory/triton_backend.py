@@ -47,6 +47,7 @@ import torch
 from ...core.alloc import new_empty, residual_budget
 from ...core.backends import Backend, BackendFallbackWarning, will_differentiate
 from ...core.env import env_choice, getenv, knob_snapshot
+from ...core.fast_launch import launch
 from ...core.triton_launch import env_flag, env_int as _env_int, float64_unsupported, interpreting as _interpreting, \
     fixed_length, mma_sync, n_tiles, ptxas_options, tile_plan
 from ...core.sequences import num_sequences
@@ -377,7 +378,7 @@ class _Args:
         coop = dict(launch_cooperative_grid=True) if self.NS > 1 else {}
         with _mma_mode():
             try:
-                kernel[(self.N * self.H, self.NS)](*args, **{**self.consts, **kw}, **coop)
+                launch(kernel, (self.N * self.H, self.NS), *args, **{**self.consts, **kw}, **coop)
             except RuntimeError as e:
                 if self.NS == 1 or "PassManager::run failed" not in str(e):
                     raise
@@ -410,7 +411,7 @@ class _Args:
         from .triton_prep import _prep_kernel
         d = self.d
         with _mma_mode():
-            _prep_kernel[(self.n_tiles, H)](
+            launch(_prep_kernel, (self.n_tiles, H),
                 self.q, self.k, d(self.la), d(self.beta), d(self.mu), self.tile_seq, self.tile_idx,
                 d(self.cu), d(self.pos), *(d(pr.get(n)) for n in ("pv", "Ai", "pk", "qp", "qg", "pm")),
                 self.T, H, self.scale, K=self.K, BT=C, LOG2BT=C.bit_length() - 1, PREC=self.prec,

@@ -13,6 +13,7 @@ from typing import Optional
 from ...core.alloc import new_empty
 from ...core.backends import Backend
 from ...core.env import getenv
+from ...core.fast_launch import launch
 from ...core.step_backend import (float64_unsupported, next_pow2, position_counters, token_rows,
                                   state_unsupported)
 
@@ -47,7 +48,7 @@ def forward(inputs, state, cfg):
         return o
     mom = inputs["mu"] is not None
     BK, BV = next_pow2(K), next_pow2(V)
-    _mm_step_kernel[(N * H,)](
+    launch(_mm_step_kernel, (N * H,),
         *tokens, W1, W2, state["S1"] if mom else None, state["S2"] if mom else None,
         state["W1_chunk"], state["W2_chunk"], state["position"], position_counters(W1.device, N), o,
         *strides,
