@@ -207,17 +207,24 @@ def residuals(inputs, cfg, walk: Optional[str] = None) -> tuple:
     BT = _exact_tile(self_target) if exact else cfg["chunk_size"]
     cu = inputs["cu_seqlens"]
     n = n_tiles(B, T, BT, num_sequences(B, cu), fixed_length(cu, _resume_pos(inputs, cfg), T))
-    store = _store_dtype(q.dtype)
-    empty = lambda *shape, dtype=store: new_empty(*shape, dtype=dtype, device=q.device)  # noqa: E731
-    mu = inputs["mu"] is not None
-    tiles = (empty(n, H, K, V), empty(n, H, K, V) if mu else empty(0))
-    if not (cfg.get("keep_factors") and _keep_factors()):
-        return tiles + (empty(0), empty(0), empty(0))
-    solve = inputs["beta"] is not None or exact
-    names = _factor_names(mu, solve, exact, _read_mode(cfg), _plain_x(inputs, cfg))
     if walk is None:
         walk = "cuda" if cfg.get("backend") == "cuda" else "triton"
-    factors = empty(1, n, H, BT * BT) if _plain_a(inputs, cfg, walk) else empty(len(names), B * T, H, K)
+    solve = inputs["beta"] is not None or exact
+    plain_a = _plain_a(inputs, cfg, walk)
+    n_factors = len(_factor_names(inputs["mu"] is not None, solve, exact, _read_mode(cfg), _plain_x(inputs, cfg)))
+    return _new_residuals(q, B, T, H, K, V, BT, n, inputs["mu"] is not None, solve, exact, self_target,
+                          plain_a, n_factors, cfg.get("keep_factors", False))
+
+
+def _new_residuals(q, B, T, H, K, V, BT, n, mu, solve, exact, self_target, plain_a, n_factors, keep) -> tuple:
+    """``residuals``' tensors (on q's device) from what they depend on; the forward's ``_Args``
+    has all of it at hand."""
+    store = _store_dtype(q.dtype)
+    empty = lambda *shape, dtype=store: new_empty(*shape, dtype=dtype, device=q.device)  # noqa: E731
+    tiles = (empty(n, H, K, V), empty(n, H, K, V) if mu else empty(0))
+    if not (keep and _keep_factors()):
+        return tiles + (empty(0), empty(0), empty(0))
+    factors = empty(1, n, H, BT * BT) if plain_a else empty(n_factors, B * T, H, K)
     # the scalars are zeroed: the prep kernel writes 1–3 of each tile's 4 slots and no unused tile
     return tiles + (factors,
                     empty(B * T, H, _ainv_width(BT, exact, self_target), dtype=torch.float32) if solve else empty(0),
@@ -515,7 +522,9 @@ def forward(inputs, cfg, walk: str = "triton"):
     """The op's forward; ``walk``: what runs the sequential state walk ("triton" or "cuda")."""
     a = _Args(inputs, cfg, walk)
     B, T, H, K, V, N = a.B, a.T, a.H, a.K, a.V, a.N
-    res = residuals(inputs, cfg, walk)     # the tile-start states (and tile factors), kept for the backward
+    # the tile-start states (and tile factors), kept for the backward: ``residuals``
+    res = _new_residuals(a.q, B, T, H, K, V, a.BT, a.n_tiles, a.mu is not None, a.solve, a.exact, a.self_target,
+                         a.plain_a, len(a.factor_names), cfg.get("keep_factors", False))
     tiles, keep = res[:2], res[2:]
     if not a.fixed:     # slots past the last tile (at most 2N, all after the first B·T // BT) stay 0
         for t in tiles:
