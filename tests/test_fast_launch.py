@@ -25,6 +25,7 @@ def test_signature_separates_what_triton_specializes_on():
 def test_signature_refuses_other_arguments():
     assert _key("k", 0, (object(),), {}) is None
     assert _key("k", 0, (), dict(opts=[1])) is None       # unhashable keyword
+    assert _key("k", 0, (), dict(x=torch.zeros(2))) is None     # a tensor by keyword
 
 
 def test_opt_in_and_off_under_the_interpreter(monkeypatch):

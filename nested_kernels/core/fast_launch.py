@@ -23,10 +23,10 @@ and for callables other than ``@triton.jit`` functions (the tests' launch spies)
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 
+from .env import getenv
 from .triton_launch import env_flag, interpreting
 
 _KEPT: dict = {}
@@ -46,9 +46,11 @@ def _arg_key(a):
 def _key(kernel, device: int, args, kwargs):
     """The signature of a launch (module docstring), or None where an argument is not one of the
     kinds it covers."""
+    kw = tuple(kwargs.items())
+    if any(isinstance(v, torch.Tensor) for _, v in kw):      # a tensor by keyword: Triton's path
+        return None
     try:
-        key = (kernel, device, os.environ.get("DISABLE_MMA_V3"), tuple(_arg_key(a) for a in args),
-               tuple(kwargs.items()))
+        key = (kernel, device, getenv("DISABLE_MMA_V3"), tuple(_arg_key(a) for a in args), kw)
         hash(key)
     except TypeError:
         return None
