@@ -217,28 +217,36 @@ def print_synced(step, reps):
 
 
 def print_marks(step, reps):
-    """``reps`` synced fwd + bwd calls without a profiler; every Triton launch (``JITFunction.run``)
-    is wrapped to read the host's clock before and after it and to record a CUDA event after it.
-    Prints, per launch in order, the medians over the calls of µs from the call's start: host
-    launch begin / return, device done (its event), then when the host returned from the forward
-    and the backward and when the synchronize returned. A kernel done about its own duration after
-    its launch began kept the device waiting on the host."""
+    """``reps`` synced fwd + bwd calls without a profiler; every Triton launch is wrapped to read the
+    host's clock before and after it and to record a CUDA event after it (``JITFunction.run`` and
+    the compiled kernel's launcher, which core.fast_launch calls directly). Prints, per launch in
+    order, the medians over the calls of µs from the call's start: host launch begin / return,
+    device done (its event), then when the host returned from the forward and the backward and when
+    the synchronize returned. A kernel done about its own duration after its launch began kept the
+    device waiting on the host."""
+    from triton.compiler.compiler import CompiledKernel
     from triton.runtime.jit import JITFunction
     do = torch.randn_like(step())
     torch.cuda.synchronize()
-    run, rows, calls = JITFunction.run, [], []
+    run, launcher, rows, calls, begun = JITFunction.run, CompiledKernel.run, [], [], []
 
-    def timed_run(self, *a, **kw):
-        t = time.perf_counter()
-        out = run(self, *a, **kw)
-        ev = torch.cuda.Event(enable_timing=True)
-        ev.record()
-        rows.append((getattr(self, "__name__", "?"), t, time.perf_counter(), ev))
-        return out
+    def timed_run(self, *a, **kw):      # Triton's path: the launch begins here
+        begun.append(time.perf_counter())
+        return run(self, *a, **kw)
 
-    JITFunction.run = timed_run
+    def timed_launcher(kernel):
+        def call(*a, **kw):
+            t = begun.pop() if begun else time.perf_counter()
+            out = launcher.fget(kernel)(*a, **kw)
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            rows.append((kernel.name, t, time.perf_counter(), ev))
+            return out
+        return call
+
+    JITFunction.run, CompiledKernel.run = timed_run, property(timed_launcher)
     try:
-        for _ in range(reps + 1):       # the first call warms the wrapper's path
+        for _ in range(reps + 1):       # the first call warms the wrappers' path
             rows.clear()
             marks = {}
             start = torch.cuda.Event(enable_timing=True)
@@ -251,7 +259,7 @@ def print_marks(step, reps):
             calls.append(([(n, us(a), us(b), start.elapsed_time(ev) * 1e3) for n, a, b, ev in rows],
                           {n: us(t) for n, t in marks.items()}))
     finally:
-        JITFunction.run = run
+        JITFunction.run, CompiledKernel.run = run, launcher
     calls = calls[1:]
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     print(f"unprofiled synced calls ({reps}), medians in µs from the call's start "
