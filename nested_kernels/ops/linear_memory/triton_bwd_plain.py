@@ -59,6 +59,50 @@ def _read_mask(qx, kx, Phi, Phip, rt, READ: tl.constexpr, PREC: tl.constexpr):
 
 
 @triton.jit
+def _z_share(Z, Phi, Phip, rt, READ: tl.constexpr):
+    """The n×n adjoint of QKᵀ from Z = dO Wᵀ: masked and gated by the read ("after": t ≥ j with Φ,
+    "before": t > j with Φ_prev)."""
+    if READ == 0:
+        share = tl.where(rt[:, None] >= rt[None, :], Z * Phi, 0.0)
+    else:
+        share = tl.where(rt[:, None] > rt[None, :], Z * Phip, 0.0)
+    return share
+
+
+@triton.jit
+def _read_gamma(g, gp, READ: tl.constexpr):
+    """The decay of M0 in each token's read: γ ("after") or γ_prev ("before")."""
+    if READ == 0:
+        a = g
+    else:
+        a = gp
+    return a
+
+
+@triton.jit
+def _plain_dla(G, Gp, g, gp, D, Dp, m, mp, Z, QKm, r_phi, da, dg_n, sel, rt, BT: tl.constexpr,
+               READ: tl.constexpr, PREC: tl.constexpr):
+    """d log α of a tile from its gate adjoints: row n of dΦ (``r_phi`` = Σ W ⊙ K dMe), the read's
+    Z ⊙ QKᵀ, dγ of the read (``da`` = Σ dO ⊙ Q M0) and dγ_n (``dg_n`` = Σ M0 ⊙ dMe)."""
+    lower = rt[:, None] >= rt[None, :]
+    strict = rt[:, None] > rt[None, :]
+    zero = tl.zeros([BT, BT], dtype=tl.float32)
+    dPhi = tl.where(sel[:, None], r_phi[None, :], 0.0)
+    dPhip = zero
+    dg = tl.where(sel, dg_n, 0.0)
+    dgp = da * 0.0
+    if READ == 0:
+        dPhi += Z * QKm
+        dg += da
+    elif READ == 1:
+        dPhip += Z * QKm
+        dgp += da
+    dla_v, dmu_v = gate_grads(G, Gp, g, gp, D, Dp, m, mp, zero, zero, dPhi, dPhip, dg, dgp, dg, dgp, dg,
+                              zero, lower, strict, True, False, PREC)
+    return dla_v
+
+
+@triton.jit
 def _plain_dv_kernel(q, k, v, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, adj_m, do,
                      dv, wde, part, T, H, n_rows, scale,
                      K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
@@ -132,18 +176,15 @@ def _plain_dqk_kernel(q, k, v, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, adj
     dO = _load_rows(do, grow, rv, mt, V)
     if READ == 2:
         dQ = mm(dO, tl.trans(M0), PREC)
+        Z = tl.zeros([BT, BT], dtype=tl.float32)      # no read share (the "chunk" read)
+        QKm = Z
     else:
         kx = _load_rows(k, grow, rk, mt, K)
         qx = _load_rows(q, grow, rk, mt, K) * scale
         QKm, Hm = _read_mask(qx, kx, Phi, Phip, rt, READ, PREC)
         Z = mm(dO, tl.trans(W), PREC)
-        if READ == 0:
-            dQK = tl.where(rt[:, None] >= rt[None, :], Z * Phi, 0.0)
-            a = g
-        else:
-            dQK = tl.where(rt[:, None] > rt[None, :], Z * Phip, 0.0)
-            a = gp
-        dQ = mm(a[:, None] * dO, tl.trans(M0), PREC)
+        dQK = _z_share(Z, Phi, Phip, rt, READ)
+        dQ = mm(_read_gamma(g, gp, READ)[:, None] * dO, tl.trans(M0), PREC)
         dQ += mm(dQK, _load_rows(k, grow, rkb, mt, K), PREC)
         dK += mm(tl.trans(dQK), _load_rows(q, grow, rkb, mt, K) * scale, PREC)
     _store_rows(dq, grow, rkb, mt, dQ * scale, K)
@@ -164,19 +205,88 @@ def _plain_dqk_kernel(q, k, v, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, adj
                 dgs += tl.load(pp + 3, mask=mt, other=0.0)
         tl.store(deta + grow, de, mask=mt)
         if HAS_ALPHA:
-            lower = rt[:, None] >= rt[None, :]
-            strict = rt[:, None] > rt[None, :]
-            zero = tl.zeros([BT, BT], dtype=tl.float32)
-            dPhi = tl.where(sel[:, None], r_phi[None, :], 0.0)
-            dPhip = zero
-            dg = tl.where(sel, tl.sum(dgs, 0), 0.0)
-            dgp = de * 0.0
-            if READ == 0:
-                dPhi += Z * QKm
-                dg += da
-            elif READ == 1:
-                dPhip += Z * QKm
-                dgp += da
-            dla_v, dmu_v = gate_grads(G, Gp, g, gp, D, Dp, m, mp, zero, zero, dPhi, dPhip, dg, dgp, dg, dgp, dg,
-                                      zero, lower, strict, HAS_ALPHA, False, PREC)
-            tl.store(dla + grow, dla_v, mask=mt)
+            tl.store(dla + grow, _plain_dla(G, Gp, g, gp, D, Dp, m, mp, Z, QKm, r_phi, da, tl.sum(dgs, 0), sel, rt,
+                                            BT, READ, PREC), mask=mt)
+
+
+@triton.jit
+def _operand(x, PREC: tl.constexpr):
+    """A product operand held between products: bfloat16 for bf16 products (half the registers of
+    float32; ``mm`` rounds to it anyway), else float32."""
+    if PREC == "bf16":
+        y = x.to(tl.bfloat16)
+    else:
+        y = x.to(tl.float32)
+    return y
+
+
+@triton.jit
+def _plain_grad_kernel(q, k, v, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, adj_m, do,
+                       dq, dk, dv, deta, dla, T, H, scale,
+                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                       HAS_ALPHA: tl.constexpr, READ: tl.constexpr, IS_VARLEN: tl.constexpr,
+                       PREC: tl.constexpr):
+    """Grid (1, tiles, H), external targets: both kernels above in one program per tile and head,
+    in two passes over the V blocks. The first does ``_plain_dv_kernel``'s work block by block and
+    adds each block's share of dK and of Z = dO Wᵀ, so W, dE and the row partials stay on chip;
+    with Z complete, dK is stored; the second pass reads M0 and dO again for dQ (holding dQ and dK
+    at once, all of K, spills)."""
+    rt, mt, grow, sel, tile = _plain_rows(tile_seq, tile_idx, cu, T, H, BT, IS_VARLEN)
+    rk = tl.arange(0, K)
+    et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
+    G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, la_ptr, grow, mt, rt, BT, HAS_ALPHA,
+                                                                  False, PREC)
+    phi_n = row_of(Phi, sel)
+    kx = _operand(_load_rows(k, grow, rk, mt, K), PREC)
+    Z = tl.zeros([BT, BT], dtype=tl.float32)
+    QKm = Z             # the "chunk" read has no read share
+    if READ != 2:
+        qx = _operand(_load_rows(q, grow, rk, mt, K) * scale, PREC)
+        QKm, Hm = _read_mask(qx, kx, Phi, Phip, rt, READ, PREC)
+        Hm = _operand(Hm, PREC)
+    dK = tl.zeros([BT, K], dtype=tl.float32)
+    de = tl.zeros([BT], dtype=tl.float32)
+    r_phi = de
+    da = de
+    dg_n = 0.0
+    for j in tl.static_range(V // BV):
+        rv = j * BV + tl.arange(0, BV)
+        sv = tile * K * V + rk[:, None] * V + rv[None, :]
+        M0 = _operand(tl.load(saved_m + sv), PREC)
+        dMe = _operand(tl.load(adj_m + sv), PREC)
+        E = mm(kx, M0, PREC) - _load_rows(v, grow, rv, mt, V)
+        W = -et[:, None] * E
+        dX = mm(kx, dMe, PREC)
+        dW = phi_n[:, None] * dX
+        if READ != 2:
+            dO = _load_rows(do, grow, rv, mt, V)
+            dW += mm(tl.trans(Hm), dO, PREC)
+            Z += mm(dO, tl.trans(W), PREC)
+        dE = -et[:, None] * dW
+        _store_rows(dv, grow, rv, mt, -dE, V)
+        dK += mm(phi_n[:, None] * W, tl.trans(dMe), PREC) + mm(dE, tl.trans(M0), PREC)
+        de += -tl.sum(E * dW, 1)
+        if HAS_ALPHA:
+            r_phi += tl.sum(W * dX, 1)
+            if READ != 2:
+                da += tl.sum(dO * mm(qx, M0, PREC), 1)
+            dg_n += tl.sum(tl.sum(M0.to(tl.float32) * dMe.to(tl.float32), 1), 0)
+    if READ != 2:
+        dQK = _z_share(Z, Phi, Phip, rt, READ)
+        dK += mm(tl.trans(dQK), qx, PREC)
+    _store_rows(dk, grow, rk, mt, dK, K)
+    tl.store(deta + grow, de, mask=mt)
+    if HAS_ALPHA:
+        tl.store(dla + grow, _plain_dla(G, Gp, g, gp, D, Dp, m, mp, Z, QKm, r_phi, da, dg_n, sel, rt, BT, READ, PREC),
+                 mask=mt)
+    dQ = tl.zeros([BT, K], dtype=tl.float32)
+    for j in tl.static_range(V // BV):
+        rv = j * BV + tl.arange(0, BV)
+        M0 = _operand(tl.load(saved_m + tile * K * V + rk[:, None] * V + rv[None, :]), PREC)
+        dO = _load_rows(do, grow, rv, mt, V)
+        if READ != 2:
+            dO = _read_gamma(g, gp, READ)[:, None] * dO
+        dQ += mm(dO, tl.trans(M0), PREC)
+    if READ != 2:
+        dQ += mm(dQK, kx, PREC)
+    _store_rows(dq, grow, rk, mt, dQ * scale, K)
