@@ -333,9 +333,9 @@ def _grad_plain(plain: bool) -> bool:
 
 def _plain_fused() -> bool:
     """Whether the token gradients of plain tiles with external targets run as one program per tile
-    and head (``_plain_grad_kernel``: W, dE and the row partials stay on chip; q, k, dO read once;
-    ≈ 0.72 GB of traffic per call at issue 3's shape against ≈ 2.0 GB for ``_plain_dv_kernel`` +
-    ``_plain_dqk_kernel``) instead of the two kernels: NESTED_KERNELS_LM_TRITON_PLAIN_FUSED "1" or
+    and head (``_plain_grad_kernel``: W, dE and the row partials stay on chip, q and k are read
+    once; ≈ 0.92 GB of traffic per call at issue 3's shape against ≈ 2.0 GB for
+    ``_plain_dv_kernel`` + ``_plain_dqk_kernel``) instead of the two kernels: NESTED_KERNELS_LM_TRITON_PLAIN_FUSED "1" or
     "0" (default until it is timed on a GPU; written 2026-12-07e)."""
     return env_flag("NESTED_KERNELS_LM_TRITON_PLAIN_FUSED", False)
 
