@@ -22,10 +22,64 @@ def test_signature_separates_what_triton_specializes_on():
     assert base != _key("j", 0, (x, 8, 1.0, None, True), dict(BLOCK=16, num_warps=4))            # kernel
 
 
-def test_signature_refuses_other_arguments():
+def test_signature_refuses_other_arguments(monkeypatch):
     assert _key("k", 0, (object(),), {}) is None
-    assert _key("k", 0, (), dict(opts=[1])) is None       # unhashable keyword
     assert _key("k", 0, (), dict(x=torch.zeros(2))) is None     # a tensor by keyword
+    # an unhashable keyword value: Triton's path, nothing kept
+    monkeypatch.setattr(fast_launch, "enabled", lambda: True)
+    monkeypatch.setattr(fast_launch, "_runtime", lambda: (Launched, None))
+    monkeypatch.setattr(fast_launch, "_driver", lambda: (lambda: 0, lambda device: 0))
+    kernel = Launched()
+    fast_launch.launch(kernel, (1,), 1.0, opts=[1])
+    fast_launch.launch(kernel, (1,), 1.0, opts=[1])
+    assert kernel.calls == 2 and not any(k[0] is kernel for k in fast_launch._KEPT)
+
+
+def test_kept_launch_hands_the_launcher_every_parameter_in_order(monkeypatch):
+    """The second launch of a signature calls the kept kernel's launcher with the grid padded to
+    three, the stream, no metadata or hooks, then every parameter in the kernel's order: the
+    positional arguments, the keyword constexprs, the defaults of those not given."""
+    monkeypatch.setattr(fast_launch, "enabled", lambda: True)
+    monkeypatch.setattr(fast_launch, "_runtime", lambda: (Launched, None))
+    monkeypatch.setattr(fast_launch, "_driver", lambda: (lambda: 0, lambda device: "stream0"))
+    kernel = Launched()
+    x = torch.zeros(4)
+    fast_launch.launch(kernel, (3,), x, 5, BLOCK=16, num_warps=4)
+    assert kernel.calls == 1
+    fast_launch.launch(kernel, (7, 2), x, 5, BLOCK=16, num_warps=4)
+    assert kernel.calls == 1
+    assert kernel.compiled.got == [(7, 2, 1, "stream0", "fn", "meta", None, None, None, x, 5, 16, 0.5)]
+
+
+class Param:
+    def __init__(self, name, default=None):
+        self.name, self.has_default, self.default = name, default is not None, default
+
+
+class Compiled:
+    function, packed_metadata = "fn", "meta"
+
+    def __init__(self):
+        self.got = []
+
+    def run(self, *args):
+        self.got.append(args)
+
+
+class Launched:
+    """Stands in for a JITFunction (x, n, BLOCK: constexpr, SHIFT: constexpr = 0.5): counts the
+    launches that reach ``kernel[grid](...)``, which return its compiled kernel."""
+    calls = 0
+    params = [Param("x"), Param("n"), Param("BLOCK"), Param("SHIFT", 0.5)]
+
+    def __init__(self):
+        self.compiled = Compiled()
+
+    def __getitem__(self, grid):
+        def run(*args, **kwargs):
+            self.calls += 1
+            return self.compiled
+        return run
 
 
 def test_opt_in_and_off_under_the_interpreter(monkeypatch):

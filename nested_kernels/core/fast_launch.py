@@ -44,17 +44,16 @@ def _arg_key(a):
 
 
 def _key(kernel, device: int, args, kwargs):
-    """The signature of a launch (module docstring), or None where an argument is not one of the
-    kinds it covers."""
+    """The signature of a launch (module docstring), or None where a positional argument is not one
+    of the kinds it covers or a keyword argument is a tensor (an unhashable keyword value makes
+    ``launch`` take Triton's path when it looks the signature up)."""
     kw = tuple(kwargs.items())
     if any(isinstance(v, torch.Tensor) for _, v in kw):      # a tensor by keyword: Triton's path
         return None
     try:
-        key = (kernel, device, getenv("DISABLE_MMA_V3"), tuple(_arg_key(a) for a in args), kw)
-        hash(key)
+        return kernel, device, getenv("DISABLE_MMA_V3"), tuple(_arg_key(a) for a in args), kw
     except TypeError:
         return None
-    return key
 
 
 @functools.lru_cache(maxsize=None)
@@ -88,7 +87,10 @@ def launch(kernel, grid: tuple, *args, **kwargs) -> None:
     current_device, current_stream = _driver()
     device = current_device()
     key = _key(kernel, device, args, kwargs)
-    kept = _KEPT.get(key) if key is not None else None
+    try:
+        kept = _KEPT.get(key) if key is not None else None
+    except TypeError:       # an unhashable keyword value
+        key = kept = None
     if kept is None:
         compiled = kernel[grid](*args, **kwargs)
         if key is not None and compiled is not None:
