@@ -1,6 +1,9 @@
 """core.triton_launch.tile_plan (the cached plan of a fixed-length batch is the general plan cut to
 its exact tile count; batches with cu_seqlens or resumed positions get the sync-free bound) and
-core.env.getenv."""
+core.env.getenv, mma_sync."""
+import os
+
+import pytest
 import torch
 
 from nested_kernels.core import triton_launch as tl_
@@ -70,3 +73,23 @@ def test_frozen_knobs_answer_for_the_environment(monkeypatch):
         assert getenv("NESTED_KERNELS_TEST_B") == "2"
     assert getenv("NESTED_KERNELS_TEST_A") == "1"
 
+
+
+def test_mma_sync_sets_and_restores_disable_mma_v3(monkeypatch):
+    mma_sync = tl_.mma_sync
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.delenv("DISABLE_MMA_V3", raising=False)
+    with mma_sync():
+        assert os.environ["DISABLE_MMA_V3"] == "1"
+    assert "DISABLE_MMA_V3" not in os.environ
+    with mma_sync(False):
+        assert "DISABLE_MMA_V3" not in os.environ
+    monkeypatch.setenv("DISABLE_MMA_V3", "0")
+    with pytest.raises(RuntimeError):
+        with mma_sync():
+            assert os.environ["DISABLE_MMA_V3"] == "1"
+            raise RuntimeError("a failed launch")
+    assert os.environ["DISABLE_MMA_V3"] == "0"
+    monkeypatch.setenv("TRITON_INTERPRET", "1")        # the interpreter never compiles: unchanged
+    with mma_sync():
+        assert os.environ["DISABLE_MMA_V3"] == "0"

@@ -22,7 +22,6 @@ imports Triton).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from typing import NamedTuple, Optional
@@ -126,17 +125,22 @@ def _fixed_plan(B, T, BT, C, device) -> TilePlan:
         return _plan(B, T, BT, C, None, None, device)
 
 
-@contextlib.contextmanager
-def mma_sync(on: bool = True):
-    if not on or interpreting():
-        yield
-        return
-    old = getenv("DISABLE_MMA_V3")
-    os.environ["DISABLE_MMA_V3"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["DISABLE_MMA_V3"]
-        else:
-            os.environ["DISABLE_MMA_V3"] = old
+class mma_sync:
+    """Context manager (module docstring); a class, not a generator: it wraps every launch, and a
+    generator-based one costs ~3 µs more per launch."""
+    __slots__ = ("on", "old")
+
+    def __init__(self, on: bool = True):
+        self.on = on and not interpreting()
+
+    def __enter__(self):
+        if self.on:
+            self.old = getenv("DISABLE_MMA_V3")
+            os.environ["DISABLE_MMA_V3"] = "1"
+
+    def __exit__(self, *exc):
+        if self.on:
+            if self.old is None:
+                del os.environ["DISABLE_MMA_V3"]
+            else:
+                os.environ["DISABLE_MMA_V3"] = self.old
