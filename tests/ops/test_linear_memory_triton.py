@@ -526,18 +526,18 @@ def test_plain_gradients(monkeypatch, gates, target, read):
                       make(B=1, T=40, N=3, K=32, V=32, gates=gates, seed=40 + len(gates)), torch.float32, kw)
 
 
-@pytest.mark.parametrize("read", ["after", "before", "chunk"])
+@pytest.mark.parametrize("read,K,V", [("after", 32, 32), ("before", 16, 32), ("chunk", 32, 16)])
 @pytest.mark.parametrize("gates", ["", "a"])
-def test_plain_fused_gradients(monkeypatch, gates, read):
+def test_plain_fused_gradients(monkeypatch, gates, read, K, V):
     """NESTED_KERNELS_LM_TRITON_PLAIN_FUSED=1: plain tiles with external targets take
-    _plain_grad_kernel (one program per tile and head walking two V blocks of 16, K = V = 32) instead
+    _plain_grad_kernel (one program per tile and head walking the V blocks of 16, K ≠ V too) instead
     of _plain_dv_kernel + _plain_dqk_kernel; a varlen batch with an empty sequence and partial tiles;
     outputs and every gradient against the float64 reference and against the two kernels."""
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", "16")
     kw = dict(chunk_size=16, target="external", read=read, scale=0.7,
               cu_seqlens=torch.tensor([0, 17, 17, 40], dtype=torch.int32))
     check_kernel_knob(monkeypatch, "PLAIN_FUSED", ["_plain_grad_kernel"],
-                      make(B=1, T=40, N=3, K=32, V=32, gates=gates, seed=80 + len(gates)), torch.float32, kw,
+                      make(B=1, T=40, N=3, K=K, V=V, gates=gates, seed=80 + len(gates)), torch.float32, kw,
                       off=PLAIN)
 
 
