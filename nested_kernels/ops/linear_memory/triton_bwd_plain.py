@@ -234,16 +234,15 @@ def _plain_grad_kernel(q, k, v, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, ad
     rt, mt, grow, sel, tile = _plain_rows(tile_seq, tile_idx, cu, T, H, BT, IS_VARLEN)
     rk = tl.arange(0, K)
     et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
+    # the gate matrices are formed again after the first pass (not held through it: registers)
     G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, la_ptr, grow, mt, rt, BT, HAS_ALPHA,
                                                                   False, PREC)
     phi_n = row_of(Phi, sel)
     kx = _operand(_load_rows(k, grow, rk, mt, K), PREC)
     Z = tl.zeros([BT, BT], dtype=tl.float32)
-    QKm = Z             # the "chunk" read has no read share
     if READ != 2:
         qx = _operand(_load_rows(q, grow, rk, mt, K) * scale, PREC)
-        QKm, Hm = _read_mask(qx, kx, Phi, Phip, rt, READ, PREC)
-        Hm = _operand(Hm, PREC)
+        Hm = _operand(_read_mask(qx, kx, Phi, Phip, rt, READ, PREC)[1], PREC)
     dK = tl.zeros([BT, K], dtype=tl.float32)
     de = tl.zeros([BT], dtype=tl.float32)
     r_phi = de
@@ -271,9 +270,14 @@ def _plain_grad_kernel(q, k, v, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, ad
             if READ != 2:
                 da += tl.sum(dO * mm(qx, M0, PREC), 1)
             dg_n += tl.sum(tl.sum(M0.to(tl.float32) * dMe.to(tl.float32), 1), 0)
+    G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, la_ptr, grow, mt, rt, BT, HAS_ALPHA,
+                                                                  False, PREC)
+    QKm = Z             # the "chunk" read has no read share
     if READ != 2:
         dQK = _z_share(Z, Phi, Phip, rt, READ)
         dK += mm(tl.trans(dQK), qx, PREC)
+        if HAS_ALPHA:
+            QKm = _read_mask(qx, kx, Phi, Phip, rt, READ, PREC)[0]
     _store_rows(dk, grow, rk, mt, dK, K)
     tl.store(deta + grow, de, mask=mt)
     if HAS_ALPHA:
