@@ -46,37 +46,31 @@ def _plain_rows(tile_seq, tile_idx, cu, T, H, BT: tl.constexpr, IS_VARLEN: tl.co
 
 
 @triton.jit
+def _by_read(after, before, READ: tl.constexpr):
+    """``after`` for the "after" read, ``before`` for "before" (Φ or Φ_prev, γ or γ_prev)."""
+    if READ == 0:
+        x = after
+    else:
+        x = before
+    return x
+
+
+@triton.jit
+def _read_tri(X, rt, READ: tl.constexpr):
+    """X where the read sees token j from token t — t ≥ j ("after"), t > j ("before") — else 0."""
+    if READ == 0:
+        y = tl.where(rt[:, None] >= rt[None, :], X, 0.0)
+    else:
+        y = tl.where(rt[:, None] > rt[None, :], X, 0.0)
+    return y
+
+
+@triton.jit
 def _read_mask(qx, kx, Phi, Phip, rt, READ: tl.constexpr, PREC: tl.constexpr):
     """(QKᵀ masked by the read, the same times its gate Φ_m): "after" keeps t ≥ j with Φ, "before"
     t > j with Φ_prev."""
-    QK = mm(qx, tl.trans(kx), PREC)
-    if READ == 0:
-        QKm = tl.where(rt[:, None] >= rt[None, :], QK, 0.0)
-        return QKm, QKm * Phi
-    else:
-        QKm = tl.where(rt[:, None] > rt[None, :], QK, 0.0)
-        return QKm, QKm * Phip
-
-
-@triton.jit
-def _z_share(Z, Phi, Phip, rt, READ: tl.constexpr):
-    """The n×n adjoint of QKᵀ from Z = dO Wᵀ: masked and gated by the read ("after": t ≥ j with Φ,
-    "before": t > j with Φ_prev)."""
-    if READ == 0:
-        share = tl.where(rt[:, None] >= rt[None, :], Z * Phi, 0.0)
-    else:
-        share = tl.where(rt[:, None] > rt[None, :], Z * Phip, 0.0)
-    return share
-
-
-@triton.jit
-def _read_gamma(g, gp, READ: tl.constexpr):
-    """The decay of M0 in each token's read: γ ("after") or γ_prev ("before")."""
-    if READ == 0:
-        a = g
-    else:
-        a = gp
-    return a
+    QKm = _read_tri(mm(qx, tl.trans(kx), PREC), rt, READ)
+    return QKm, QKm * _by_read(Phi, Phip, READ)
 
 
 @triton.jit
@@ -183,8 +177,8 @@ def _plain_dqk_kernel(q, k, v, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, adj
         qx = _load_rows(q, grow, rk, mt, K) * scale
         QKm, Hm = _read_mask(qx, kx, Phi, Phip, rt, READ, PREC)
         Z = mm(dO, tl.trans(W), PREC)
-        dQK = _z_share(Z, Phi, Phip, rt, READ)
-        dQ = mm(_read_gamma(g, gp, READ)[:, None] * dO, tl.trans(M0), PREC)
+        dQK = _read_tri(Z * _by_read(Phi, Phip, READ), rt, READ)
+        dQ = mm(_by_read(g, gp, READ)[:, None] * dO, tl.trans(M0), PREC)
         dQ += mm(dQK, _load_rows(k, grow, rkb, mt, K), PREC)
         dK += mm(tl.trans(dQK), _load_rows(q, grow, rkb, mt, K) * scale, PREC)
     _store_rows(dq, grow, rkb, mt, dQ * scale, K)
@@ -274,7 +268,7 @@ def _plain_grad_kernel(q, k, v, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, ad
                                                                   False, PREC)
     QKm = Z             # the "chunk" read has no read share
     if READ != 2:
-        dQK = _z_share(Z, Phi, Phip, rt, READ)
+        dQK = _read_tri(Z * _by_read(Phi, Phip, READ), rt, READ)
         dK += mm(tl.trans(dQK), qx, PREC)
         if HAS_ALPHA:
             QKm = _read_mask(qx, kx, Phi, Phip, rt, READ, PREC)[0]
@@ -289,7 +283,7 @@ def _plain_grad_kernel(q, k, v, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, ad
         M0 = _operand(tl.load(saved_m + tile * K * V + rk[:, None] * V + rv[None, :]), PREC)
         dO = _load_rows(do, grow, rv, mt, V)
         if READ != 2:
-            dO = _read_gamma(g, gp, READ)[:, None] * dO
+            dO = _by_read(g, gp, READ)[:, None] * dO
         dQ += mm(dO, tl.trans(M0), PREC)
     if READ != 2:
         dQ += mm(dQK, kx, PREC)
