@@ -152,6 +152,18 @@ def print_gaps(prof, n, reps):
     acts = device_activities(prof)
     if not acts:
         return
+    gaps, busy, end = idle_gaps(acts)
+    span = end - acts[0][0]
+    idle = sum(g for g, _, _ in gaps)
+    print(f"device: {span / reps / 1e3:.3f} ms per call from first to last activity, busy "
+          f"{busy / reps / 1e3:.3f} ms, idle {idle / reps / 1e3:.3f} ms in {len(gaps)} gaps; longest:")
+    for g, a, b in sorted(gaps, reverse=True)[:n]:
+        print(f"  {g:9.1f} µs  after {a[:50]:50s}  before {b[:50]}")
+
+
+def idle_gaps(acts):
+    """(gaps, busy, end) of device activities (start, end, name) in start order: the idle gaps
+    between them as (length, activity before, activity after), the busy time, the last end."""
     gaps, busy, end, prev = [], 0.0, acts[0][0], acts[0][2]
     for a, b, name in acts:
         if a > end:
@@ -159,12 +171,7 @@ def print_gaps(prof, n, reps):
         busy += max(0.0, b - max(a, end))
         if b > end:
             end, prev = b, name
-    span = end - acts[0][0]
-    idle = sum(g for g, _, _ in gaps)
-    print(f"device: {span / reps / 1e3:.3f} ms per call from first to last activity, busy "
-          f"{busy / reps / 1e3:.3f} ms, idle {idle / reps / 1e3:.3f} ms in {len(gaps)} gaps; longest:")
-    for g, a, b in sorted(gaps, reverse=True)[:n]:
-        print(f"  {g:9.1f} µs  after {a[:50]:50s}  before {b[:50]}")
+    return gaps, busy, end
 
 
 def device_activities(prof):
@@ -204,12 +211,7 @@ def print_synced(step, reps):
         mine = [a for a in acts if c0 <= a[0] <= c1]
         if not mine:
             continue
-        gaps, end, prev = [], mine[0][1], mine[0][2]
-        for a, b, name in mine[1:]:
-            if a > end:
-                gaps.append((a - end, prev, name))
-            if b > end:
-                end, prev = b, name
+        gaps, _, end = idle_gaps(mine)
         g = max(gaps) if gaps else (0.0, "", "")
         print(f"  wall {c1 - c0:7.0f}: host {f1 - c0:6.0f} {b1 - c0:6.0f} | device {mine[0][0] - c0:6.0f} "
               f"{end - c0:6.0f} | idle {mine[0][0] - c0:5.0f} + {sum(x for x, _, _ in gaps):5.0f} in {len(gaps)} "

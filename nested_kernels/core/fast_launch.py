@@ -73,7 +73,7 @@ def _driver():
 
 def enabled() -> bool:
     """Whether ``launch`` may skip Triton's path (module docstring)."""
-    if interpreting() or not env_flag("NESTED_KERNELS_FAST_LAUNCH", False):
+    if not env_flag("NESTED_KERNELS_FAST_LAUNCH", False) or interpreting():     # off: one read
         return False
     runtime = _runtime()[1]     # a hook is None, a function, or (Triton 3.6) a HookChain of ``calls``
     return not any(getattr(h, "calls", h) for h in (runtime.launch_enter_hook, runtime.launch_exit_hook))
