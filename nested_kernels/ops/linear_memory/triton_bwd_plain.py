@@ -74,17 +74,19 @@ def _read_mask(qx, kx, Phi, Phip, rt, READ: tl.constexpr, PREC: tl.constexpr):
 
 
 @triton.jit
-def _plain_dla(G, Gp, g, gp, D, Dp, m, mp, Z, QKm, r_phi, da, dg_n, sel, rt, BT: tl.constexpr,
+def _plain_dla(G, Gp, g, gp, D, Dp, m, mp, Z, QKm, r_phi, da, dg_n, de, sel, rt, BT: tl.constexpr,
                READ: tl.constexpr, PREC: tl.constexpr):
     """d log α of a tile from its gate adjoints: row n of dΦ (``r_phi`` = Σ W ⊙ K dMe), the read's
-    Z ⊙ QKᵀ, dγ of the read (``da`` = Σ dO ⊙ Q M0) and dγ_n (``dg_n`` = Σ M0 ⊙ dMe)."""
+    Z ⊙ QKᵀ, dγ of the read (``da`` = Σ dO ⊙ Q M0) and dγ_n (``dg_n`` = Σ M0 ⊙ dMe). dγ_prev starts
+    as ``de`` (the rows' dη) times 0, as _plain_dqk_kernel formed it before this helper: the same
+    sm_90 instructions (compare_ptx_triton.py)."""
     lower = rt[:, None] >= rt[None, :]
     strict = rt[:, None] > rt[None, :]
     zero = tl.zeros([BT, BT], dtype=tl.float32)
     dPhi = tl.where(sel[:, None], r_phi[None, :], 0.0)
     dPhip = zero
     dg = tl.where(sel, dg_n, 0.0)
-    dgp = da * 0.0
+    dgp = de * 0.0
     if READ == 0:
         dPhi += Z * QKm
         dg += da
@@ -199,7 +201,7 @@ def _plain_dqk_kernel(q, k, v, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, adj
                 dgs += tl.load(pp + 3, mask=mt, other=0.0)
         tl.store(deta + grow, de, mask=mt)
         if HAS_ALPHA:
-            tl.store(dla + grow, _plain_dla(G, Gp, g, gp, D, Dp, m, mp, Z, QKm, r_phi, da, tl.sum(dgs, 0), sel, rt,
+            tl.store(dla + grow, _plain_dla(G, Gp, g, gp, D, Dp, m, mp, Z, QKm, r_phi, da, tl.sum(dgs, 0), de, sel, rt,
                                             BT, READ, PREC), mask=mt)
 
 
@@ -275,7 +277,7 @@ def _plain_grad_kernel(q, k, v, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, ad
     _store_rows(dk, grow, rk, mt, dK, K)
     tl.store(deta + grow, de, mask=mt)
     if HAS_ALPHA:
-        tl.store(dla + grow, _plain_dla(G, Gp, g, gp, D, Dp, m, mp, Z, QKm, r_phi, da, dg_n, sel, rt, BT, READ, PREC),
+        tl.store(dla + grow, _plain_dla(G, Gp, g, gp, D, Dp, m, mp, Z, QKm, r_phi, da, dg_n, de, sel, rt, BT, READ, PREC),
                  mask=mt)
     dQ = tl.zeros([BT, K], dtype=tl.float32)
     for j in tl.static_range(V // BV):
