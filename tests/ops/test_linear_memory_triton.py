@@ -334,8 +334,7 @@ def test_exact_rule_self_target_default_tile_float16():
 
 # -- NESTED_KERNELS_LM_TRITON_GRAD_SPLIT: token gradients in two kernels -------------------------
 
-GRAD_KERNELS = ("_grad_kernel", "_grad_nn_kernel", "_grad_dk_kernel", "_plain_dv_kernel", "_plain_dqk_kernel",
-                "_plain_grad_kernel")
+GRAD_KERNELS = ("_grad_kernel", "_grad_nn_kernel", "_grad_dk_kernel", "_plain_dv_kernel", "_plain_dqk_kernel")
 
 
 def record_launches(monkeypatch, names=GRAD_KERNELS) -> list:
@@ -524,30 +523,6 @@ def test_plain_gradients(monkeypatch, gates, target, read):
               cu_seqlens=torch.tensor([0, 17, 17, 40], dtype=torch.int32))
     check_kernel_knob(monkeypatch, "GRAD_PLAIN", PLAIN,
                       make(B=1, T=40, N=3, K=32, V=32, gates=gates, seed=40 + len(gates)), torch.float32, kw)
-
-
-@pytest.mark.parametrize("read,K,V", [("after", 32, 32), ("before", 16, 32), ("chunk", 32, 16)])
-@pytest.mark.parametrize("gates", ["", "a"])
-def test_plain_fused_gradients(monkeypatch, gates, read, K, V):
-    """NESTED_KERNELS_LM_TRITON_PLAIN_FUSED=1: plain tiles with external targets take
-    _plain_grad_kernel (one program per tile and head walking the V blocks of 16, K ≠ V too) instead
-    of _plain_dv_kernel + _plain_dqk_kernel; a varlen batch with an empty sequence and partial tiles;
-    outputs and every gradient against the float64 reference and against the two kernels."""
-    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", "16")
-    kw = dict(chunk_size=16, target="external", read=read, scale=0.7,
-              cu_seqlens=torch.tensor([0, 17, 17, 40], dtype=torch.int32))
-    check_kernel_knob(monkeypatch, "PLAIN_FUSED", ["_plain_grad_kernel"],
-                      make(B=1, T=40, N=3, K=K, V=V, gates=gates, seed=80 + len(gates)), torch.float32, kw,
-                      off=PLAIN)
-
-
-def test_plain_fused_not_for_self_targets(monkeypatch):
-    """Self targets keep the two plain kernels with NESTED_KERNELS_LM_TRITON_PLAIN_FUSED=1 (their dv
-    is a K-side product, which the fused kernel does not form)."""
-    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PLAIN_FUSED", "1")
-    launched = record_launches(monkeypatch)
-    run("triton", *make(T=20, gates="a", seed=83), torch.float32, chunk_size=16, target="self")
-    assert launched == PLAIN
 
 
 def test_plain_not_for_beta_mu_or_resumed(monkeypatch):
@@ -824,17 +799,3 @@ def test_gpu_plain(dtype, gates, target, read, C, K, V):
     x, st = make(B=1, T=300, N=3, H=2, K=K, V=V, gates=gates, seed=12)
     check(x, st, dtype=dtype, chunk_size=C, target=target, read=read,
           cu_seqlens=torch.tensor([0, 67, 67, 300], dtype=torch.int32))
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-@pytest.mark.parametrize("gates,read,C,K,V", [("", "after", 64, 128, 128), ("a", "before", 64, 64, 128),
-                                              ("a", "chunk", 32, 128, 64)])
-def test_gpu_plain_fused(monkeypatch, dtype, gates, read, C, K, V):
-    """_plain_grad_kernel (NESTED_KERNELS_LM_TRITON_PLAIN_FUSED=1) on the GPU, with a varlen batch."""
-    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PLAIN_FUSED", "1")
-    launched = record_launches(monkeypatch)
-    x, st = make(B=1, T=300, N=3, H=2, K=K, V=V, gates=gates, seed=13)
-    check(x, st, dtype=dtype, chunk_size=C, target="external", read=read,
-          cu_seqlens=torch.tensor([0, 67, 67, 300], dtype=torch.int32))
-    assert launched == ["_plain_grad_kernel"]

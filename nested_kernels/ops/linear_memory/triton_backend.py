@@ -35,8 +35,7 @@ NESTED_KERNELS_LM_TRITON_STORE (dtype of the stored factors and per-tile states:
 NESTED_KERNELS_LM_TRITON_PTXAS, NESTED_KERNELS_LM_TRITON_EXACT_TILE (tokens per tile for chunk_size 1),
 NESTED_KERNELS_LM_TRITON_GRAD_SPLIT (token gradients in one kernel or two; "0" or "1", default "1"
 with β or μ; never split for float32 inputs or tf32x3 products), NESTED_KERNELS_LM_TRITON_GRAD_PLAIN,
-_BLOCK_PLAIN, _WARPS_PLAIN, _MMA_PLAIN (the plain-tile gradient kernels), _PLAIN_FUSED and
-_WARPS_PLAIN_FUSED (one plain gradient kernel instead of two, opt-in), _MMA_GRAD_DK,
+_BLOCK_PLAIN, _WARPS_PLAIN, _MMA_PLAIN (the plain-tile gradient kernels), _MMA_GRAD_DK,
 NESTED_KERNELS_LM_TRITON_KEEP_FACTORS (the forward keeps its factors for the backward).
 """
 from __future__ import annotations
@@ -233,10 +232,10 @@ def _new_residuals(q, B, T, H, K, V, BT, n, mu, solve, exact, self_target, plain
 
 
 def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
-    """num_warps of ``kernel`` ("prep", "state": both sequential kernels, "out", "grad", "plain" or
-    "plain_fused", ``_plain_grads``' kernels):
+    """num_warps of ``kernel`` ("prep", "state": both sequential kernels, "out", "grad" or "plain",
+    ``_plain_grads``' kernels):
     NESTED_KERNELS_LM_TRITON_WARPS_<KERNEL> if set, else NESTED_KERNELS_LM_TRITON_WARPS, else 4 for
-    tiles of at most 32 tokens; above, 8 for "out", "plain_fused" and the gradient kernel of tiles
+    tiles of at most 32 tokens; above, 8 for "out" and the gradient kernel of tiles
     that are not ``heavy`` (β or μ), 4 for the rest. H100 sweeps 2026-11-26c (B4 T4096 H16
     K=V=128 C64 bf16, µs per fwd+bwd call, 8 → 4 warps): prep 858 → 522 (η only), 8430 → 5420
     (α+β+μ); both walks faster; grad 1317 → 1879 (η only) but 19228 → 16054 (α+β+μ)
@@ -245,7 +244,7 @@ def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
         getenv("NESTED_KERNELS_LM_TRITON_WARPS")
     if env:
         return int(env)
-    return 8 if BT > 32 and kernel in ("out", "grad", "plain_fused") and not (kernel == "grad" and heavy) else 4
+    return 8 if BT > 32 and kernel in ("out", "grad") and not (kernel == "grad" and heavy) else 4
 
 
 def _stages(kernel: str, store: torch.dtype, plain_a: bool = False) -> int:
@@ -329,15 +328,6 @@ def _grad_plain(plain: bool) -> bool:
     chunk) run as ``_plain_dv_kernel`` then ``_plain_dqk_kernel`` (triton_bwd_plain.py) instead of
     ``_grad_kernel``: NESTED_KERNELS_LM_TRITON_GRAD_PLAIN "1" (default) or "0"."""
     return env_flag("NESTED_KERNELS_LM_TRITON_GRAD_PLAIN", True) and plain
-
-
-def _plain_fused() -> bool:
-    """Whether the token gradients of plain tiles with external targets run as one program per tile
-    and head (``_plain_grad_kernel``: W, dE and the row partials stay on chip, q and k are read
-    once; ≈ 0.92 GB of traffic per call at issue 3's shape against ≈ 2.0 GB for
-    ``_plain_dv_kernel`` + ``_plain_dqk_kernel``) instead of the two kernels: NESTED_KERNELS_LM_TRITON_PLAIN_FUSED "1" or
-    "0" (default until it is timed on a GPU; written 2026-12-07e)."""
-    return env_flag("NESTED_KERNELS_LM_TRITON_PLAIN_FUSED", False)
 
 
 def _launch_options(warps: int, light: bool = False) -> dict:
@@ -600,18 +590,10 @@ def _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
     pass between them in a [B·T, H, 2, V] scratch (bfloat16 when the products round their operands
     to bfloat16 anyway), the row partials in [V/BV, B·T·H, NP] float32. Blocks BV of V and BK of K:
     NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN (default 64, at most V and K)."""
-    from .triton_bwd_plain import _plain_dqk_kernel, _plain_dv_kernel, _plain_grad_kernel
+    from .triton_bwd_plain import _plain_dqk_kernel, _plain_dv_kernel
     K, V, H = a.K, a.V, a.H
     BV = _block_v(K, V, "NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", 64)
     BK = _block_v(V, K, "NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", 64)
-    if _plain_fused() and not a.self_target:
-        with _mma_mode("plain" if BV == 64 else "bwd"):
-            launch(_plain_grad_kernel, (1, a.n_tiles, H),
-                   a.q, a.k, a.v, a.eta, a.la, a.tile_seq, a.tile_idx, a.cu, saved_m, adj_m, dO,
-                   dq, dk, dv, deta, dla, a.T, H, a.scale, K=K, V=V, BT=a.BT, BV=BV, HAS_ALPHA=a.la is not None,
-                   READ=a.read, IS_VARLEN=a.cu is not None, PREC=a.prec,
-                   **_launch_options(_warps(a.BT, "plain_fused"), True))
-        return
     n_rows = a.B * a.T * H
     NP = 4 if a.la is not None else 1
     wde = new_empty(a.B * a.T, H, 2, V, dtype=torch.bfloat16 if a.prec == "bf16" else torch.float32,
