@@ -15,8 +15,10 @@ DISABLE_MMA_V3 (``triton_launch.mma_sync``); not Triton's own debug settings (TR
 the like), which must not change after a kernel's first launch. Arguments of other types (tensor
 descriptors) always take Triton's path.
 
-Opt-in, NESTED_KERNELS_FAST_LAUNCH=1, until its GPU test and timing have run (written 2026-12-07e
-without a GPU: ``docs/gpu_runs/scripts/2026-12-07e_call4.sh``). Off — every launch through Triton
+Opt-in, NESTED_KERNELS_FAST_LAUNCH=1, until every op's GPU check has run with it (H100 2026-12-07f:
+its GPU test and linear_memory's pass with it, ≈ 20 / 50 µs less per synced forward / forward +
+backward at issue 3's shape; the other ops' quick verify waits in
+``docs/gpu_runs/scripts/2026-12-07f_next.sh``). Off — every launch through Triton
 — under the interpreter, while Triton's launch hooks are set (profilers such as proton read them),
 and for callables other than ``@triton.jit`` functions (the tests' launch spies).
 """
