@@ -1,7 +1,7 @@
 """Host overhead of every public op and step call, on the CPU with tiny tensors.
 
     python python/measure_overhead.py [--profile] [--repeat 7] [--calls 300]
-    python python/measure_overhead.py --triton-stub [--profile]
+    python python/measure_overhead.py --triton-stub [--profile | --instructions [--calls 50]]
     python python/measure_overhead.py --fast-mlp-stub dual|materialized [--profile]
 
 For each call (backend "torch", tensors that do not require grad) it prints, in µs per call:
@@ -24,6 +24,10 @@ H16 K=V=128 C64, T 256 to spare the CPU's allocator) with every Triton kernel re
 forward + backward whose inputs require them — the whole Python path (checks, dispatch, the eager
 autograd function, the launchers' argument work) except Triton's own launch, which costs ~25 µs
 per launch on this machine (``JITFunction.run``'s hit path; six launches per η-only fwd+bwd).
+With ``--instructions`` it counts instead the instructions per call under valgrind's callgrind
+(only the calls are collected; repeatable within 0.3 %, unlike times on a shared CPU; ≈ 3 min).
+2026-12-07f, 30 calls: main 684–686 k per forward, 1.711–1.712 M per forward + backward; with the
+cached launch configuration (``_Config``) 617–619 k and 1.501–1.505 M (−10 %, −12 %).
 
 ``--fast-mlp-stub FORM`` does the same for fast_mlp's triton backend in one form (``dual``: the
 walk over the chunks, launch-bound on the H100, docs/fast_mlp.md §6; ``materialized``: the chunk
@@ -33,10 +37,14 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import ctypes
 import dataclasses
 import os
 import pstats
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 
@@ -174,7 +182,9 @@ class _NoLaunch:
         return launch
 
 
-def triton_stub(calls: int, repeat: int, profile: bool) -> None:
+def _triton_stub_calls() -> dict:
+    """linear_memory's triton backend with every Triton kernel a no-op: {name: call} for a forward
+    without gradients and a forward + backward (B4 T256 H16 K=V=128 C64 η only)."""
     from nested_kernels.ops.linear_memory import triton_bwd, triton_bwd_plain, triton_fwd
     for module in (triton_fwd, triton_bwd, triton_bwd_plain):
         for name in dir(module):
@@ -193,11 +203,52 @@ def triton_stub(calls: int, repeat: int, profile: bool) -> None:
     def forward_backward():
         torch.autograd.grad(lm_api.linear_memory(q, k, v, eta, chunk_size=64, backend="triton")[0],
                             (q, k, v, eta), do)
-    print(f"linear_memory triton backend, kernels stubbed, B{B} T{T} H{H} K=V={K} C64 η only, CPU host µs per call:")
-    for name, fn in (("forward (no grad)", forward), ("forward + backward", forward_backward)):
+    return {"forward (no grad)": forward, "forward + backward": forward_backward}
+
+
+def triton_stub(calls: int, repeat: int, profile: bool) -> None:
+    print("linear_memory triton backend, kernels stubbed, B4 T256 H16 K=V=128 C64 η only, CPU host µs per call:")
+    for name, fn in _triton_stub_calls().items():
         print(f"  {name:20s} {_per_call_us(fn, calls, repeat):8.1f}")
         if profile:
             _profile(name, fn, calls)
+
+
+def _in_qsort(body) -> None:
+    """Run ``body()`` inside libc's qsort (from its comparison callback), the one function that
+    ``_collected``'s callgrind collects in: nothing else of the process calls it."""
+    CMP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+    done = []
+
+    def compare(a, b):
+        if not done:
+            done.append(body())
+        return 0
+    pair = (ctypes.c_int * 2)(0, 1)
+    ctypes.CDLL(None).qsort(pair, 2, ctypes.sizeof(ctypes.c_int), CMP(compare))
+
+
+def _collected(name: str, calls: int) -> int:
+    """Instructions valgrind's callgrind counts in ``calls`` stubbed calls of ``name`` (a child run
+    of this script: set-up and 5 warm-up calls uncounted, then the calls inside ``_in_qsort``)."""
+    cmd = ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=qsort*",
+           "--callgrind-out-file=/dev/null", sys.executable, os.path.abspath(__file__), "--triton-stub",
+           "--run-only", name, "--calls", str(calls)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+    return int(re.search(r"Collected : (\d+)", out).group(1))
+
+
+def triton_stub_instructions(calls: int) -> None:
+    """Instructions per stubbed call, counted by callgrind in ``calls`` calls (one child run per
+    call, ≈ 1.5 min each on the 2-core CI machine): repeatable where timings on a shared CPU are
+    not. They count Python and torch's CPU work; CPU allocations stand in for the CUDA caching
+    allocator's."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind on PATH")
+    print(f"linear_memory triton backend, kernels stubbed, B4 T256 H16 K=V=128 C64 η only, "
+          f"instructions per call (callgrind, {calls} calls):")
+    for name in _triton_stub_calls():
+        print(f"  {name:20s} {_collected(name, calls) / calls:12,.0f}", flush=True)
 
 
 def fast_mlp_stub(form: str, calls: int, repeat: int, profile: bool) -> None:
@@ -243,6 +294,10 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated substrings of the call names")
     parser.add_argument("--triton-stub", action="store_true",
                         help="linear_memory's triton backend with its kernels stubbed (see the module docstring)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="with --triton-stub: instructions per call counted by valgrind's callgrind "
+                             "instead of times (deterministic)")
+    parser.add_argument("--run-only", metavar="NAME", help=argparse.SUPPRESS)   # the callgrind child
     parser.add_argument("--fast-mlp-stub", choices=("dual", "materialized"),
                         help="fast_mlp's triton backend in one form with its Triton kernels stubbed "
                              "(host µs and launches per chunk)")
@@ -254,7 +309,15 @@ def main() -> None:
         return
     if args.triton_stub:
         os.environ["TRITON_INTERPRET"] = "1"        # Triton backends on CPU tensors (kernels stubbed)
-        triton_stub(min(args.calls, 100), args.repeat, args.profile)
+        if args.run_only:
+            fn = _triton_stub_calls()[args.run_only]
+            for _ in range(5):
+                fn()
+            _in_qsort(lambda: [fn() for _ in range(args.calls)])
+        elif args.instructions:
+            triton_stub_instructions(min(args.calls, 50))
+        else:
+            triton_stub(min(args.calls, 100), args.repeat, args.profile)
         return
     rows = []
     for op in CASES:
