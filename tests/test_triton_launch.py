@@ -93,3 +93,20 @@ def test_mma_sync_sets_and_restores_disable_mma_v3(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")        # the interpreter never compiles: unchanged
     with mma_sync():
         assert os.environ["DISABLE_MMA_V3"] == "0"
+
+
+def test_knob_key_is_the_snapshot_kept_while_unchanged(monkeypatch):
+    """core.env.knob_key: knob_snapshot's value, the same tuple while neither the environment nor
+    the frozen knobs changed, a new one as soon as either does."""
+    from nested_kernels.core.env import frozen_knobs, knob_key, knob_snapshot
+    monkeypatch.setenv("NESTED_KERNELS_TEST_A", "1")
+    key = knob_key()
+    assert key == knob_snapshot() and knob_key() is key
+    monkeypatch.setenv("NESTED_KERNELS_TEST_A", "2")
+    assert knob_key() == knob_snapshot() != key
+    monkeypatch.setenv("NK_TEST_OTHER", "o")     # any change forms it again, with the same value
+    assert knob_key() == knob_snapshot()
+    with frozen_knobs([["NESTED_KERNELS_TEST_A", "x"]]):
+        assert knob_key() == (("NESTED_KERNELS_TEST_A", "x"),)
+    monkeypatch.delenv("NESTED_KERNELS_TEST_A")
+    assert knob_key() == knob_snapshot() and ("NESTED_KERNELS_TEST_A", "2") not in knob_key()

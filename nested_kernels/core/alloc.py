@@ -6,6 +6,8 @@ fails the comparison with the reference instead of passing by luck.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from .env import getenv
@@ -15,9 +17,10 @@ def poison_enabled() -> bool:
     return getenv("NESTED_KERNELS_POISON") == "1"
 
 
-def new_empty(*shape, dtype: torch.dtype, device) -> torch.Tensor:
+def new_empty(*shape, dtype: torch.dtype, device, poison: Optional[bool] = None) -> torch.Tensor:
+    """``torch.empty``, poisoned when ``poison`` (None: ``poison_enabled()``)."""
     t = torch.empty(*shape, dtype=dtype, device=device)
-    if poison_enabled():
+    if poison_enabled() if poison is None else poison:
         t.fill_(float("nan") if t.is_floating_point() else torch.iinfo(dtype).max)
     return t
 

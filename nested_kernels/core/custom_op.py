@@ -251,22 +251,22 @@ class OpSpec:
         return outs + [outs[0].new_empty(0) for _ in range(len(self.outputs) - len(outs))]
 
     def _gradients(self, named: dict, outputs, grads, cfg: dict) -> list:
-        """The backend's gradient of every input (zeros where it gave none, empty for the
-        non-floating ones); ``grads``: None for outputs without a gradient."""
+        """The backend's gradient of every input (zeros where it gave none, None for the absent and
+        the non-floating ones); ``grads``: None for outputs without a gradient."""
         backend = self.backends[cfg["backend"]]
         if backend.backward is not None:
             got = backend.backward(named, dict(zip(self.outputs, outputs)), dict(zip(self.outputs, grads)), cfg)
         else:
             got = autograd_backward(backend.forward, self.inputs, named, grads, cfg)
         return [got[n] if _differentiable(named[n]) and got.get(n) is not None
-                else (torch.zeros_like(named[n]) if _differentiable(named[n]) else torch.empty(0))
+                else (torch.zeros_like(named[n]) if _differentiable(named[n]) else None)
                 for n in self.inputs]
 
     @_under_knobs
     def _backward(self, inputs, outputs, grads, config):
         cfg, absent = _parse(config)
         result = self._gradients(_unpack(self.inputs, inputs, absent), outputs, grads, cfg)
-        return _unaliased(result, [*inputs, *outputs, *grads])
+        return _unaliased([torch.empty(0) if g is None else g for g in result], [*inputs, *outputs, *grads])
 
     @_under_knobs
     def _fake_backward(self, inputs, outputs, grads, config):

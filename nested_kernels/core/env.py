@@ -12,7 +12,8 @@ through the registered op travel in its config (core.custom_op), and its forward
 and backward read them from there, not from the environment. The config string keys
 torch.compile's graph caches, so a graph traced under one knob value (a residual size that
 depends on it, say) is never served to a call under another, and the fake and the real kernels
-of one call always see the same knobs.
+of one call always see the same knobs. ``knob_key()``: the same snapshot, formed again only when
+the environment or the frozen knobs changed (a key for caches of what the knobs decide).
 """
 from __future__ import annotations
 
@@ -51,6 +52,23 @@ def knob_snapshot(prefix: str = KNOB_PREFIX) -> tuple:
     frozen = _FROZEN.knobs
     items = os.environ.items() if frozen is None else frozen.items()
     return tuple(sorted((k, v) for k, v in items if k.startswith(prefix)))
+
+
+def knob_key() -> tuple:
+    """``knob_snapshot()``, as a cache key for what the knobs decide: formed again only when the
+    environment or the frozen knobs changed since the last call, else (two dictionary comparisons)
+    the same tuple. Not for code that torch.compile traces (it keeps a module global)."""
+    global _LAST
+    frozen, env, last = _FROZEN.knobs, os.environ if _DATA is None else _DATA, _LAST
+    if last[0] == frozen and last[1] == env:
+        return last[2]
+    copy = dict(env)    # taken first: a change during the snapshot only makes the next call form it again
+    _LAST = (frozen, copy, knob_snapshot())
+    return _LAST[2]
+
+
+# knob_key's last answer: (frozen knobs, a copy of the environment's dictionary, knob_snapshot())
+_LAST: tuple = (None, None, ())
 
 
 @contextlib.contextmanager

@@ -736,6 +736,43 @@ def test_per_kernel_warps(monkeypatch):
     assert (triton_backend._warps(64, "grad", heavy=True), triton_backend._warps(32, "out")) == (4, 4)
 
 
+def test_launch_configuration_follows_the_knobs(monkeypatch):
+    """The launch configuration is cached per set of knobs, shapes and options
+    (triton_backend._config): a knob set, changed, made invalid or removed between calls takes
+    effect at the next call, and frozen knobs (core.env.frozen_knobs) answer instead of the
+    environment."""
+    from nested_kernels.core.env import frozen_knobs
+    from nested_kernels.ops.linear_memory import triton_fwd
+    warps = []
+
+    class Stub:
+        def __getitem__(self, grid):
+            return lambda *a, **kw: warps.append(kw["num_warps"])
+    monkeypatch.setattr(triton_fwd, "_prep_kernel", Stub())
+    monkeypatch.setattr(triton_fwd, "_state_fwd_kernel", Stub())
+    x, _ = make(T=20, gates="a")
+    args = [x[n].float().to(DEVICE) for n in ("q", "k", "v", "eta")]
+
+    def prep_warps():
+        warps.clear()
+        with torch.no_grad():
+            linear_memory(*args, chunk_size=16, backend="triton")
+        return warps[0]
+    for name in ("NESTED_KERNELS_LM_TRITON_WARPS", "NESTED_KERNELS_LM_TRITON_WARPS_PREP"):
+        monkeypatch.delenv(name, raising=False)
+    assert prep_warps() == 4
+    for value in ("2", "8"):
+        monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_WARPS_PREP", value)
+        assert prep_warps() == int(value)
+    with frozen_knobs([["NESTED_KERNELS_LM_TRITON_WARPS_PREP", "1"]]):
+        assert prep_warps() == 1
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_WARPS_PREP", "x")
+    with pytest.raises(ValueError):
+        prep_warps()
+    monkeypatch.delenv("NESTED_KERNELS_LM_TRITON_WARPS_PREP")
+    assert prep_warps() == 4
+
+
 def test_stages_knob(monkeypatch):
     """The pipelining depth of the sequential walks: 0..4 per walk, always 0 (the while loop)
     under the interpreter; anything else is a ValueError naming the variable."""

@@ -21,7 +21,8 @@ option of SPEC §2 (targets, reads, optional gates, cu_seqlens, initial states, 
 final states). Anything else is refused by ``unsupported`` and runs on the next backend (torch).
 
 Triton is imported only when a kernel first runs, so importing the package never needs it.
-Tuning knobs (environment, read at each call): NESTED_KERNELS_LM_TRITON_BV (V block of the
+Tuning knobs (environment, read at each call; what they decide is kept per distinct set of knobs,
+shapes and options: ``_config``): NESTED_KERNELS_LM_TRITON_BV (V block of the
 sequential kernels), NESTED_KERNELS_LM_TRITON_BV_OUT (output kernel, default 64),
 NESTED_KERNELS_LM_TRITON_BV_GRAD (gradient kernel, default the BV of the sequential kernels),
 NESTED_KERNELS_LM_TRITON_BV_GRAD_DK (the split's dK kernel, default 64 with bf16 operands),
@@ -44,9 +45,9 @@ from typing import Optional
 
 import torch
 
-from ...core.alloc import new_empty
+from ...core.alloc import new_empty, poison_enabled
 from ...core.backends import Backend
-from ...core.env import getenv
+from ...core.env import getenv, knob_key
 from ...core.fast_launch import launch
 from ...core.sequences import num_sequences
 from ...core.triton_launch import env_flag, fixed_length, float64_unsupported, interpreting as _interpreting, \
@@ -199,36 +200,9 @@ def residuals(inputs, cfg, walk: Optional[str] = None) -> tuple:
     (empty without a solve) and the tile-end scalars [tiles, H, 4] float32 — all O(T·K) or per
     tile, no per-token state (SPEC §7). ``walk``: the forward's (None: "cuda" for the cuda
     backend's config, else "triton")."""
-    q = inputs["q"]
-    B, T, H, K = q.shape
-    V = K if cfg["target"] == "self" else inputs["v"].shape[-1]
-    exact = cfg["chunk_size"] == 1
-    self_target = cfg["target"] == "self"
-    BT = _exact_tile(self_target) if exact else cfg["chunk_size"]
-    cu = inputs["cu_seqlens"]
-    n = n_tiles(B, T, BT, num_sequences(B, cu), fixed_length(cu, _resume_pos(inputs, cfg), T))
     if walk is None:
         walk = "cuda" if cfg.get("backend") == "cuda" else "triton"
-    solve = inputs["beta"] is not None or exact
-    plain_a = _plain_a(inputs, cfg, walk)
-    n_factors = len(_factor_names(inputs["mu"] is not None, solve, exact, _read_mode(cfg), _plain_x(inputs, cfg)))
-    return _new_residuals(q, B, T, H, K, V, BT, n, inputs["mu"] is not None, solve, exact, self_target,
-                          plain_a, n_factors, cfg.get("keep_factors", False))
-
-
-def _new_residuals(q, B, T, H, K, V, BT, n, mu, solve, exact, self_target, plain_a, n_factors, keep) -> tuple:
-    """``residuals``' tensors (on q's device) from what they depend on; the forward's ``_Args``
-    has all of it at hand."""
-    store = _store_dtype(q.dtype)
-    empty = lambda *shape, dtype=store: new_empty(*shape, dtype=dtype, device=q.device)  # noqa: E731
-    tiles = (empty(n, H, K, V), empty(n, H, K, V) if mu else empty(0))
-    if not (keep and _keep_factors()):
-        return tiles + (empty(0), empty(0), empty(0))
-    factors = empty(1, n, H, BT * BT) if plain_a else empty(n_factors, B * T, H, K)
-    # the scalars are zeroed: the prep kernel writes 1–3 of each tile's 4 slots and no unused tile
-    return tiles + (factors,
-                    empty(B * T, H, _ainv_width(BT, exact, self_target), dtype=torch.float32) if solve else empty(0),
-                    torch.zeros(n, H, 4, dtype=torch.float32, device=q.device))
+    return _config(inputs, cfg, walk).residuals(inputs["q"].device)
 
 
 def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
@@ -277,8 +251,8 @@ def _fuse_out() -> bool:
     return env_flag("NESTED_KERNELS_LM_TRITON_FUSE_OUT", True)
 
 
-def _mma_mode(kernel: str):
-    """Compile with Ampere-style MMA (mma.sync) instead of Hopper's wgmma.
+def _mma_v2(kernel: str) -> bool:
+    """Whether ``kernel`` compiles with Ampere-style MMA (mma.sync, ``mma_sync``) instead of Hopper's wgmma.
 
     NESTED_KERNELS_LM_TRITON_MMA: "v2" (default: every kernel), "mixed" (wgmma for the forward
     kernels, ``kernel == "fwd"``) or "auto" (Triton's choice) — except for the gradient kernel
@@ -300,11 +274,11 @@ def _mma_mode(kernel: str):
         mode = getenv(name, "auto")
         if mode not in ("v2", "auto"):
             raise ValueError(f"{name} must be v2 or auto, got {mode!r}")
-        return mma_sync(mode == "v2")
+        return mode == "v2"
     mode = getenv("NESTED_KERNELS_LM_TRITON_MMA", "v2")
     if mode not in ("v2", "mixed", "auto"):
         raise ValueError(f"NESTED_KERNELS_LM_TRITON_MMA must be v2, mixed or auto, got {mode!r}")
-    return mma_sync(kernel == "grad" or not (mode == "auto" or (mode == "mixed" and kernel == "fwd")))
+    return kernel == "grad" or not (mode == "auto" or (mode == "mixed" and kernel == "fwd"))
 
 
 def _grad_split(dtype: torch.dtype, prec: str, heavy: bool) -> bool:
@@ -340,6 +314,11 @@ def _launch_options(warps: int, light: bool = False) -> dict:
     return ptxas_options("NESTED_KERNELS_LM_TRITON_PTXAS", dict(num_warps=warps), "" if light else "-O1")
 
 
+def _kernel_options(BT: int, kernel: str, heavy: bool = False, light: bool = False) -> dict:
+    """``_launch_options`` with the ``_warps`` of ``kernel``."""
+    return _launch_options(_warps(BT, kernel, heavy), light)
+
+
 # tl.dot input precisions of float32 operands, or "bf16" / "fp16": both operands rounded to that type
 _PRECISIONS = ("tf32", "tf32r", "tf32x3", "ieee", "bf16", "fp16")
 
@@ -364,63 +343,129 @@ def _precision(dtype: torch.dtype) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "tf32r"}.get(dtype, "tf32x3")
 
 
-class _Args:
-    """Contiguous inputs, flags, the tile table and the launchers shared by forward and backward."""
+class _Config:
+    """What the launches of a call take from its shapes, dtypes, options and knobs, not from
+    tensor values: dimensions, tiles, flags and block sizes (read here, as every call did before the
+    cache), and the knob reads of single launches (``knob``). One per distinct set (``_config``)."""
 
-    def __init__(self, inputs, cfg, walk: str = "triton"):
-        c = lambda t: None if t is None else t.contiguous()  # noqa: E731
+    def __init__(self, inputs, cfg, walk: str):
         self.walk = walk      # what runs the two sequential walks: "triton" or "cuda" (cuda_walk.py)
-        self.q, self.k, self.v, self.eta = (c(inputs[n]) for n in ("q", "k", "v", "eta"))
-        self.la, self.beta, self.mu = c(inputs["log_alpha"]), c(inputs["beta"]), c(inputs["mu"])
-        self.m0, self.s0, self.mc0 = c(inputs["m0"]), c(inputs["s0"]), c(inputs["m_chunk0"])
-        if self.mu is None:
-            self.s0 = None
-        q = self.q
-        self.device = q.device
+        q, v, mu, beta = inputs["q"], inputs["v"], inputs["mu"], inputs["beta"]
         self.B, self.T, self.H, self.K = q.shape
         self.self_target = cfg["target"] == "self"
-        self.V = self.K if self.self_target else self.v.shape[-1]
+        self.V = self.K if self.self_target else v.shape[-1]
         self.C = cfg["chunk_size"]
         # chunk_size 1 (exact rule, DESIGN §4): tiles of BT tokens, errors solved for; every token
         # is a chunk boundary, so a resumed state has position 0 and its M_chunk is unused, and the
         # "chunk" read is the "before" read
         self.exact = self.C == 1
         self.BT = _exact_tile(self.self_target) if self.exact else self.C
-        self.scale = float(cfg["scale"])
         self.read = _read_mode(cfg)
         cu = inputs["cu_seqlens"]
-        self.cu = None if cu is None else cu.to(torch.int64).contiguous()
-        self.N = self.B if cu is None else cu.numel() - 1
-        pos = _resume_pos(inputs, cfg)
-        self.pos = None if pos is None else pos.to(torch.int64).contiguous()
-        if self.pos is None:
-            self.mc0 = None
-        plan = tile_plan(self.B, self.T, self.BT, self.C, self.cu, self.pos, self.device)
-        self.tile_base, self.tile_seq, self.tile_idx = plan.tile_base, plan.tile_seq, plan.tile_idx
-        self.n_tiles, self.final_pos = plan.n_tiles, plan.final_pos
-        self.fixed = fixed_length(self.cu, self.pos, self.T)
+        self.N = num_sequences(self.B, cu)
+        self.resumed = _resume_pos(inputs, cfg) is not None
+        self.fixed = fixed_length(cu, inputs["position0"] if self.resumed else None, self.T)
+        self.n_tiles = n_tiles(self.B, self.T, self.BT, self.N, self.fixed)
         self.BV = _block_v(self.K, self.V)
         self.NV = self.V // self.BV
         self.BV_OUT = _block_v(self.K, self.V, "NESTED_KERNELS_LM_TRITON_BV_OUT", 64)
         self.BV_GRAD = _block_v(self.K, self.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD", self.BV)
         self.BC = min(self.K, self.V, 32)
         self.prec = _precision(q.dtype)
-        self.grad_split = _grad_split(q.dtype, self.prec, self.beta is not None or self.mu is not None)
+        self.grad_split = _grad_split(q.dtype, self.prec, beta is not None or mu is not None)
         plain = _plain(inputs, cfg)
         self.grad_plain = _grad_plain(plain)
         self.store = _store_dtype(q.dtype)
-        has_mu, has_beta = self.mu is not None, self.beta is not None
-        self.has_off = not self.self_target or self.pos is not None
-        self.has_ou = self.has_off and (self.read != 2 or self.pos is not None)
-        self.solve = has_beta or self.exact      # a tile has an (I + A)⁻¹
+        self.poison = poison_enabled()
+        self.keep_factors = bool(cfg.get("keep_factors"))     # the API's: a gradient will be taken
+        self.has_off = not self.self_target or self.resumed
+        self.has_ou = self.has_off and (self.read != 2 or self.resumed)
+        self.solve = beta is not None or self.exact      # a tile has an (I + A)⁻¹
         self.plain_x = plain and not self.self_target      # _plain_x
         self.plain_a = _plain_a(inputs, cfg, walk)
-        self.factor_names = _factor_names(has_mu, self.solve, self.exact, self.read, self.plain_x)
-        self.flags = dict(HAS_BETA=has_beta, HAS_MU=has_mu, EXACT=self.exact, HAS_POS=self.pos is not None,
-                          IS_VARLEN=self.cu is not None)
+        self.factor_names = _factor_names(mu is not None, self.solve, self.exact, self.read, self.plain_x)
+        self.flags = dict(HAS_BETA=beta is not None, HAS_MU=mu is not None, EXACT=self.exact,
+                          HAS_POS=self.resumed, IS_VARLEN=cu is not None)
+        self.memo = {}
+
+    def knob(self, fn, *args):
+        """``fn(*args)``, a knob read of one launch (its warps, stages, MMA, blocks), kept for the
+        next calls of this configuration: the key of ``_config`` holds every knob's value."""
+        try:
+            return self.memo[fn, args]
+        except KeyError:
+            value = self.memo[fn, args] = fn(*args)
+            return value
+
+    def residuals(self, device) -> tuple:
+        """``residuals`` of this configuration, on ``device``."""
+        n, H, K, V, BT = self.n_tiles, self.H, self.K, self.V, self.BT
+        empty = lambda *shape, dtype=self.store: new_empty(  # noqa: E731
+            *shape, dtype=dtype, device=device, poison=self.poison)
+        mu = self.flags["HAS_MU"]
+        tiles = (empty(n, H, K, V), empty(n, H, K, V) if mu else empty(0))
+        if not (self.keep_factors and self.knob(_keep_factors)):
+            return tiles + (empty(0), empty(0), empty(0))
+        rows = self.B * self.T
+        factors = empty(1, n, H, BT * BT) if self.plain_a else empty(len(self.factor_names), rows, H, K)
+        # the scalars are zeroed: the prep kernel writes 1–3 of each tile's 4 slots and no unused tile
+        return tiles + (factors,
+                        empty(rows, H, _ainv_width(BT, self.exact, self.self_target), dtype=torch.float32)
+                        if self.solve else empty(0),
+                        torch.zeros(n, H, 4, dtype=torch.float32, device=device))
+
+
+def _config(inputs, cfg, walk: str) -> _Config:
+    """The ``_Config`` of a call, made once per key: the walk, the options it reads, the knobs
+    (``knob_key``) and TRITON_INTERPRET, and every input's shape and dtype (None when absent).
+    Symbolic shapes (a fake forward under torch.compile) get a fresh one."""
+    knobs = knob_key()
+    key = (walk, knobs, _interpreting(), cfg["chunk_size"], cfg["target"], cfg["read"], cfg.get("keep_factors"),
+           *[(n, None if t is None else (t.shape, t.dtype)) for n, t in inputs.items()])
+    try:
+        return _CONFIGS[key]
+    except KeyError:
+        config = _Config(inputs, cfg, walk)
+    except TypeError:       # unhashable symbolic sizes
+        return _Config(inputs, cfg, walk)
+    if knob_key() is knobs:     # no knob changed while it was made
+        if len(_CONFIGS) >= 256:
+            _CONFIGS.clear()
+        _CONFIGS[key] = config
+    return config
+
+
+_CONFIGS: dict = {}
+
+
+class _Args(_Config):
+    """A call's tensors (contiguous; cu_seqlens and position0 int64), tile table and scale, with the
+    attributes of its cached ``_Config`` (copied, not recomputed; the ``knob`` memo is shared) and
+    the launchers shared by forward and backward."""
+
+    def __init__(self, inputs, cfg, walk: str = "triton"):
+        self.__dict__.update(_config(inputs, cfg, walk).__dict__)
+        self.scale = float(cfg["scale"])
+        c = lambda t: None if t is None else t.contiguous()  # noqa: E731
+        self.q, self.k, self.v, self.eta = (c(inputs[n]) for n in ("q", "k", "v", "eta"))
+        self.la, self.beta, self.mu = c(inputs["log_alpha"]), c(inputs["beta"]), c(inputs["mu"])
+        self.m0 = c(inputs["m0"])
+        self.s0 = c(inputs["s0"]) if self.mu is not None else None
+        self.mc0 = c(inputs["m_chunk0"]) if self.resumed else None
+        self.device = self.q.device
+        cu = inputs["cu_seqlens"]
+        self.cu = None if cu is None else cu.to(torch.int64).contiguous()
+        self.pos = inputs["position0"].to(torch.int64).contiguous() if self.resumed else None
+        plan = tile_plan(self.B, self.T, self.BT, self.C, self.cu, self.pos, self.device)
+        self.tile_base, self.tile_seq, self.tile_idx = plan.tile_base, plan.tile_seq, plan.tile_idx
+        self.final_pos = plan.final_pos
+
+    def empty(self, *shape, dtype: torch.dtype) -> torch.Tensor:
+        """A new output on the call's device (``core.alloc.new_empty``)."""
+        return new_empty(*shape, dtype=dtype, device=self.device, poison=self.poison)
 
     def _rows(self, width, cond=True):
-        return new_empty(self.B * self.T, self.H, width, dtype=self.store, device=self.device) if cond else None
+        return self.empty(self.B * self.T, self.H, width, dtype=self.store) if cond else None
 
     def prep(self, store_ainv: bool, offsets: bool = True, keep=None):
         """Factors of every tile (dict of per-token [B·T, H, ·] tensors, tile-end scalars) and,
@@ -435,7 +480,7 @@ class _Args:
         f = dict(xu=self._rows(V, has_off and not self.plain_x), yu=self._rows(V, mu and has_off),
                  ou=self._rows(V, has_ou))
         f.update(self.kept(*keep) if keep is not None else self._new_factors(store_ainv))
-        with _mma_mode("fwd"):
+        with mma_sync(self.knob(_mma_v2, "fwd")):
             launch(_prep_kernel, (self.n_tiles, self.H),
                 self.q, self.k, self.v, self.eta, self.la, self.beta, self.mu, self.mc0, self.tile_seq,
                 self.tile_idx, self.cu, self.pos, f["ainv"], f["xw"], f["xz"], f["yw"], f["yz"], f["qw"],
@@ -443,17 +488,16 @@ class _Args:
                 K=K, V=V, BT=self.BT, BC=self.BC, LOG2BT=self.BT.bit_length() - 1,
                 HAS_ALPHA=self.la is not None, SELF_TARGET=self.self_target, READ=self.read,
                 HAS_OFF=has_off, HAS_OU=has_ou, STORE_AINV=f["ainv"] is not None, PLAIN_X=self.plain_x,
-                PLAIN_A=self.plain_a, PREC=self.prec, **_launch_options(_warps(self.BT, "prep")), **self.flags)
+                PLAIN_A=self.plain_a, PREC=self.prec, **self.knob(_kernel_options, self.BT, "prep"), **self.flags)
         return f
 
     def _new_factors(self, store_ainv: bool) -> dict:
         f = {n: self._rows(self.K, n in self.factor_names) for n in _FACTOR_SLOTS}
         if self.plain_a:
-            f["qw"] = new_empty(self.n_tiles, self.H, self.BT * self.BT, dtype=self.store, device=self.device)
-        f["tsc"] = new_empty(self.n_tiles, self.H, 4, dtype=torch.float32, device=self.device)
-        f["ainv"] = new_empty(self.B * self.T, self.H, _ainv_width(self.BT, self.exact, self.self_target),
-                              dtype=torch.float32, device=self.device) \
-            if store_ainv and self.solve else None
+            f["qw"] = self.empty(self.n_tiles, self.H, self.BT * self.BT, dtype=self.store)
+        f["tsc"] = self.empty(self.n_tiles, self.H, 4, dtype=torch.float32)
+        f["ainv"] = self.empty(self.B * self.T, self.H, _ainv_width(self.BT, self.exact, self.self_target),
+                               dtype=torch.float32) if store_ainv and self.solve else None
         return f
 
     def kept(self, factors, ainv, scalars) -> dict:
@@ -474,7 +518,7 @@ class _Args:
         from .triton_fwd import _state_fwd_kernel
         m_out, s_out, mc_out = finals if finals is not None else (None, None, None)
         saved_m, saved_s = tiles[0], tiles[1] if self.mu is not None else None
-        with _mma_mode("fwd"):
+        with mma_sync(self.knob(_mma_v2, "fwd")):
             launch(_state_fwd_kernel, (self.NV, self.N * self.H),
                 self.q, self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["xu"], f["yu"], self.v, self.eta, self.la, f["tsc"],
                 self.m0, self.s0, self.mc0, self.pos, self.cu, self.tile_base, m_out, s_out, mc_out, saved_m,
@@ -483,9 +527,8 @@ class _Args:
                 HAS_ALPHA=self.la is not None, PLAIN_X=self.plain_x, PLAIN_A=self.plain_a and o is not None,
                 HAS_M0=self.m0 is not None, HAS_S0=self.s0 is not None, OUTPUT_FINAL=finals is not None,
                 SAVE_STATES=True, FUSE_OUT=o is not None, READ=self.read, HAS_OU=self.has_ou,
-                PREC=self.prec, STAGES=_stages("state", self.store),
-                **_launch_options(_warps(self.BT, "state")),
-                **self.flags)
+                PREC=self.prec, STAGES=self.knob(_stages, "state", self.store),
+                **self.knob(_kernel_options, self.BT, "state"), **self.flags)
 
     def adjoints(self, f, dO, final_grads, adj, init_grads):
         """The backward walk from the factors ``f`` and dO: the tile-end adjoints into ``adj`` (dM, dS:
@@ -498,47 +541,45 @@ class _Args:
             return adjoint_walk(self, f, dO, final_grads, adj, init_grads)
         from .triton_bwd import _state_bwd_kernel
         (dMf, dSf, dMcf), (adj_m, adj_s), (dm0, ds0, dmc0) = final_grads, adj, init_grads
-        with _mma_mode("bwd"):
+        with mma_sync(self.knob(_mma_v2, "bwd")):
             launch(_state_bwd_kernel, (self.NV, self.N * self.H),
                 self.q, self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["qw"], f["qz"], self.eta, self.la, f["tsc"],
                 dO, self.pos, self.cu, self.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, self.T,
                 self.H, self.scale, HAS_ALPHA=self.la is not None, PLAIN_X=self.plain_x, PLAIN_A=self.plain_a,
                 K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
-                HAS_DMCF=dMcf is not None, PREC=self.prec, STAGES=_stages("adjoint", self.store, self.plain_a),
-                **_launch_options(_warps(self.BT, "state"), self.grad_plain), READ=self.read, **self.flags)
+                HAS_DMCF=dMcf is not None, PREC=self.prec, STAGES=self.knob(_stages, "adjoint", self.store, self.plain_a),
+                **self.knob(_kernel_options, self.BT, "state", False, self.grad_plain), READ=self.read, **self.flags)
 
     def outputs(self, f, tiles, o):
         from .triton_fwd import _out_kernel
-        with _mma_mode("fwd"):
+        with mma_sync(self.knob(_mma_v2, "fwd")):
             launch(_out_kernel, (self.n_tiles, self.H, self.V // self.BV_OUT),
                 f["qw"], f["qz"], f["ou"], tiles[0], tiles[1] if self.mu is not None else None, o,
                 self.tile_seq, self.tile_idx, self.cu, self.pos, self.T, self.H, K=self.K, V=self.V, BT=self.BT,
                 BV=self.BV_OUT,
                 HAS_MU=self.mu is not None, READ=self.read, HAS_OU=self.has_ou,
                 HAS_POS=self.pos is not None, IS_VARLEN=self.cu is not None, PREC=self.prec,
-                **_launch_options(_warps(self.BT, "out")))
+                **self.knob(_kernel_options, self.BT, "out"))
 
 
 def forward(inputs, cfg, walk: str = "triton"):
     """The op's forward; ``walk``: what runs the sequential state walk ("triton" or "cuda")."""
     a = _Args(inputs, cfg, walk)
     B, T, H, K, V, N = a.B, a.T, a.H, a.K, a.V, a.N
-    # the tile-start states (and tile factors), kept for the backward: ``residuals``
-    res = _new_residuals(a.q, B, T, H, K, V, a.BT, a.n_tiles, a.mu is not None, a.solve, a.exact, a.self_target,
-                         a.plain_a, len(a.factor_names), cfg.get("keep_factors", False))
+    res = a.residuals(a.device)     # the tile-start states (and tile factors), kept for the backward
     tiles, keep = res[:2], res[2:]
     if not a.fixed:     # slots past the last tile (at most 2N, all after the first B·T // BT) stay 0
         for t in tiles:
             t[(B * T) // a.BT:].zero_()
     f = a.prep(store_ainv=False, keep=keep if keep[0].numel() else None) if N * H else None
     # the outputs are allocated after the first launch, which the device waits for
-    o = new_empty(B, T, H, V, dtype=a.q.dtype, device=a.device)
+    o = a.empty(B, T, H, V, dtype=a.q.dtype)
     finals = None
     if cfg["output_final_state"]:
-        st = lambda: new_empty(N, H, K, V, dtype=torch.float32, device=a.device)  # noqa: E731
+        st = lambda: a.empty(N, H, K, V, dtype=torch.float32)  # noqa: E731
         finals = (st(), st() if a.mu is not None else None, st())
     if N * H:
-        if _fuse_out() and walk == "triton":
+        if a.knob(_fuse_out) and walk == "triton":
             a.states(f, finals, tiles, o)
         else:
             a.states(f, finals, tiles)
@@ -567,22 +608,22 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
     nn_buf = dmc0      # unused by the fused kernel
     if a.grad_split:   # the n×n shares of dq, dk, handed from the first kernel to the second
         slots = 3 if a.exact and a.self_target else 2       # self targets, chunk_size 1: and d(VKᵀ)
-        nn_buf = new_empty(a.n_tiles, a.H, slots, a.BT, a.BT, dtype=torch.float32, device=a.device)
+        nn_buf = a.empty(a.n_tiles, a.H, slots, a.BT, a.BT, dtype=torch.float32)
         wide = a.prec == "bf16" and a.BT <= 64     # wgmma dK fits: bf16 operands, tiles ≤ 64
-        bv_dk = _block_v(a.K, a.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD_DK", 64 if wide else a.BV_GRAD)
+        bv_dk = a.knob(_block_v, a.K, a.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD_DK", 64 if wide else a.BV_GRAD)
         launches = ((_grad_nn_kernel, a.BV_GRAD, "grad"),
                     (_grad_dk_kernel, bv_dk, "grad_dk" if wide and bv_dk == 64 else "grad"))
     else:
         launches = ((_grad_kernel, a.BV_GRAD, "grad"),)
-    grad_warps = _warps(a.BT, "grad", a.beta is not None or a.mu is not None)
+    options = a.knob(_kernel_options, a.BT, "grad", a.beta is not None or a.mu is not None)
     for kernel, bv, mma in launches:     # _grad_dk_kernel adds to the dq, dk of _grad_nn_kernel
-        with _mma_mode(mma):
+        with mma_sync(a.knob(_mma_v2, mma)):
             launch(kernel, (a.n_tiles, a.H),
                 a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.tile_seq, a.tile_idx, a.cu, a.pos,
                 f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
                 a.T, a.H, a.scale, K=a.K, V=a.V, BT=a.BT, BV=bv, HAS_ALPHA=a.la is not None,
-                SELF_TARGET=a.self_target, PREC=a.prec, READ=a.read, **_launch_options(grad_warps), **a.flags)
+                SELF_TARGET=a.self_target, PREC=a.prec, READ=a.read, **options, **a.flags)
 
 
 def _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
@@ -592,16 +633,15 @@ def _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
     NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN (default 64, at most V and K)."""
     from .triton_bwd_plain import _plain_dqk_kernel, _plain_dv_kernel
     K, V, H = a.K, a.V, a.H
-    BV = _block_v(K, V, "NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", 64)
-    BK = _block_v(V, K, "NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", 64)
+    BV = a.knob(_block_v, K, V, "NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", 64)
+    BK = a.knob(_block_v, V, K, "NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", 64)
     n_rows = a.B * a.T * H
     NP = 4 if a.la is not None else 1
-    wde = new_empty(a.B * a.T, H, 2, V, dtype=torch.bfloat16 if a.prec == "bf16" else torch.float32,
-                    device=a.device)
-    part = new_empty(V // BV, n_rows, NP, dtype=torch.float32, device=a.device)
+    wde = a.empty(a.B * a.T, H, 2, V, dtype=torch.bfloat16 if a.prec == "bf16" else torch.float32)
+    part = a.empty(V // BV, n_rows, NP, dtype=torch.float32)
     common = dict(K=K, V=V, BT=a.BT, HAS_ALPHA=a.la is not None, SELF_TARGET=a.self_target, READ=a.read, NP=NP,
-                  IS_VARLEN=a.cu is not None, PREC=a.prec, **_launch_options(_warps(a.BT, "plain"), True))
-    with _mma_mode("plain" if BV == BK == 64 else "bwd"):
+                  IS_VARLEN=a.cu is not None, PREC=a.prec, **a.knob(_kernel_options, a.BT, "plain", False, True))
+    with mma_sync(a.knob(_mma_v2, "plain" if BV == BK == 64 else "bwd")):
         launch(_plain_dv_kernel, (V // BV, a.n_tiles, H),
             a.q, a.k, a.v, a.eta, a.la, a.tile_seq, a.tile_idx, a.cu, saved_m, adj_m, dO,
             dv, wde, part, a.T, H, n_rows, a.scale, BV=BV, **common)
@@ -614,22 +654,20 @@ def backward(inputs, outputs, grads, cfg, walk: str = "triton"):
     """The op's backward; ``walk``: what runs the sequential adjoint walk ("triton" or "cuda")."""
     a = _Args(inputs, cfg, walk)
     B, T, H, K, V, N = a.B, a.T, a.H, a.K, a.V, a.N
-    dev = a.device
     f32 = torch.float32
-    rows = B * T
     dO = _grad_or_none(grads, "o")
     if dO is None:
-        dO = torch.zeros(B, T, H, V, dtype=a.q.dtype, device=dev)
+        dO = torch.zeros(B, T, H, V, dtype=a.q.dtype, device=a.device)
     dMf, dSf, dMcf = (_grad_or_none(grads, n) for n in ("M", "S", "M_chunk"))
     if a.mu is None:
         dSf = None
 
-    st = lambda: new_empty(N, H, K, V, dtype=f32, device=dev)  # noqa: E731
+    st = lambda: a.empty(N, H, K, V, dtype=f32)  # noqa: E731
     dm0 = st()
     ds0 = st() if a.mu is not None else None
     dmc0 = st() if a.pos is not None else None
     # the token gradients are allocated after the walk's launch, which the device waits for
-    row = lambda *shape, dtype=f32: new_empty(rows, H, *shape, dtype=dtype, device=dev)  # noqa: E731
+    row = lambda *shape, dtype=f32: a.empty(B, T, H, *shape, dtype=dtype)  # noqa: E731
 
     def token_grads():
         # the kernels store dv once, and dq, dk once unless split (the second kernel adds to the
@@ -647,7 +685,7 @@ def backward(inputs, outputs, grads, cfg, walk: str = "triton"):
         else:
             f = a.prep(store_ainv=True, offsets=recompute)
         if recompute:
-            tiles = residuals(inputs, cfg)[:2]
+            tiles = a.residuals(a.device)[:2]
             a.states(f, None, tiles)
         saved_m, saved_s = tiles[0], tiles[1] if a.mu is not None else None
         adj_m = torch.empty_like(saved_m)
@@ -665,26 +703,9 @@ def backward(inputs, outputs, grads, cfg, walk: str = "triton"):
             if t is not None:
                 t.zero_()
 
-    out = {}
-
-    def put(name, g, shape):
-        x = inputs[name]
-        if x is not None and g is not None:
-            out[name] = g.reshape(shape).to(x.dtype)
-
-    put("q", dq, (B, T, H, K))
-    put("k", dk, (B, T, H, K))
-    put("v", dv, (B, T, H, K if a.self_target else V))
-    put("eta", deta, (B, T, H))
-    put("log_alpha", dla, (B, T, H))
-    put("beta", dbeta, (B, T, H))
-    put("mu", dmu, (B, T, H))
-    put("m0", dm0, (N, H, K, V))
-    if inputs["s0"] is not None and ds0 is not None:
-        put("s0", ds0, (N, H, K, V))
-    if dmc0 is not None:
-        put("m_chunk0", dmc0, (N, H, K, V))
-    return out
+    # each allocated in the shape of its input
+    got = dict(q=dq, k=dk, v=dv, eta=deta, log_alpha=dla, beta=dbeta, mu=dmu, m0=dm0, s0=ds0, m_chunk0=dmc0)
+    return {n: g.to(inputs[n].dtype) for n, g in got.items() if inputs[n] is not None and g is not None}
 
 
 BACKEND = Backend(forward, backward, unsupported, residuals)
