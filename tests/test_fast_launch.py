@@ -26,10 +26,7 @@ def test_signature_refuses_other_arguments(monkeypatch):
     assert _key("k", 0, (object(),), {}) is None
     assert _key("k", 0, (), dict(x=torch.zeros(2))) is None     # a tensor by keyword
     # an unhashable keyword value: Triton's path, nothing kept
-    monkeypatch.setattr(fast_launch, "enabled", lambda: True)
-    monkeypatch.setattr(fast_launch, "_runtime", lambda: (Launched, None))
-    monkeypatch.setattr(fast_launch, "_driver", lambda: (lambda: 0, lambda device: 0))
-    kernel = Launched()
+    kernel = stand_in_launches(monkeypatch)
     fast_launch.launch(kernel, (1,), 1.0, opts=[1])
     fast_launch.launch(kernel, (1,), 1.0, opts=[1])
     assert kernel.calls == 2 and not any(k[0] is kernel for k in fast_launch._KEPT)
@@ -39,16 +36,22 @@ def test_kept_launch_hands_the_launcher_every_parameter_in_order(monkeypatch):
     """The second launch of a signature calls the kept kernel's launcher with the grid padded to
     three, the stream, no metadata or hooks, then every parameter in the kernel's order: the
     positional arguments, the keyword constexprs, the defaults of those not given."""
-    monkeypatch.setattr(fast_launch, "enabled", lambda: True)
-    monkeypatch.setattr(fast_launch, "_runtime", lambda: (Launched, None))
-    monkeypatch.setattr(fast_launch, "_driver", lambda: (lambda: 0, lambda device: "stream0"))
-    kernel = Launched()
+    kernel = stand_in_launches(monkeypatch)
     x = torch.zeros(4)
     fast_launch.launch(kernel, (3,), x, 5, BLOCK=16, num_warps=4)
     assert kernel.calls == 1
     fast_launch.launch(kernel, (7, 2), x, 5, BLOCK=16, num_warps=4)
     assert kernel.calls == 1
     assert kernel.compiled.got == [(7, 2, 1, "stream0", "fn", "meta", None, None, None, x, 5, 16, 0.5)]
+
+
+def stand_in_launches(monkeypatch) -> "Launched":
+    """Fast launch on, with ``Launched`` as the JITFunction type and a driver whose device is 0 and
+    whose stream is "stream0"; returns a fresh stand-in kernel."""
+    monkeypatch.setattr(fast_launch, "enabled", lambda: True)
+    monkeypatch.setattr(fast_launch, "_runtime", lambda: (Launched, None))
+    monkeypatch.setattr(fast_launch, "_driver", lambda: (lambda: 0, lambda device: "stream0"))
+    return Launched()
 
 
 class Param:

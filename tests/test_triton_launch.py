@@ -74,7 +74,6 @@ def test_frozen_knobs_answer_for_the_environment(monkeypatch):
     assert getenv("NESTED_KERNELS_TEST_A") == "1"
 
 
-
 def test_mma_sync_sets_and_restores_disable_mma_v3(monkeypatch):
     mma_sync = tl_.mma_sync
     monkeypatch.setenv("TRITON_INTERPRET", "0")
