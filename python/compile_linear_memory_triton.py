@@ -135,7 +135,8 @@ def launches(cfg, env):
                       m_chunk0=z(N, H, K, V, d=torch.float32) if resume else None,
                       position0=torch.tensor([3 % C, 0]) if resume else None,
                       cu_seqlens=torch.tensor([0, 100, T], dtype=torch.int32) if resume else None)
-        c = dict(chunk_size=C, target=target, read=read, scale=1.0, output_final_state=True)
+        # keep_factors: the API sets it when a gradient will be taken (the backward reuses the factors)
+        c = dict(chunk_size=C, target=target, read=read, scale=1.0, output_final_state=True, keep_factors=True)
         with capture() as sink:
             outs = tbk.forward(inputs, c)
             names = ("o", "M", "S", "M_chunk")

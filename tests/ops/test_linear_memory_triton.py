@@ -334,7 +334,8 @@ def test_exact_rule_self_target_default_tile_float16():
 
 # -- NESTED_KERNELS_LM_TRITON_GRAD_SPLIT: token gradients in two kernels -------------------------
 
-GRAD_KERNELS = ("_grad_kernel", "_grad_nn_kernel", "_grad_dk_kernel", "_plain_dv_kernel", "_plain_dqk_kernel")
+GRAD_KERNELS = ("_grad_kernel", "_grad_nn_kernel", "_grad_dk_kernel", "_plain_dv_kernel", "_plain_dqk_kernel",
+                "_plain_d_kernel")
 
 
 def record_launches(monkeypatch, names=GRAD_KERNELS) -> list:
@@ -497,7 +498,11 @@ def test_plain_a_needs_fused_outputs_and_plain_tiles(monkeypatch):
     assert not _plain_a(inputs, dict(cfg, chunk_size=128), "triton")
     keep = dict(cfg, keep_factors=True, scale=1.0, output_final_state=False)
     tiles = -(-20 // 16)
-    assert triton_backend.residuals(inputs, keep)[2].shape == (1, tiles, 1, 16 * 16)   # A per tile
+    assert triton_backend.residuals(inputs, keep)[2].shape == (tiles * 1 * 16 * 16,)   # A per tile
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PLAIN_D", "1")      # and the rows D
+    assert triton_backend.residuals(inputs, keep)[2].shape == (tiles * 1 * 16 * 16 + 20 * 1 * 16,)
+    assert triton_backend.residuals(inputs, dict(keep, keep_factors=False))[2].numel() == 0
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PLAIN_D", "0")
     # the forward of the CUDA walks passes its walk (the config need not name the backend)
     assert triton_backend.residuals(inputs, keep, "cuda")[2].shape == (1, 20, 1, 16)   # Qw rows
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_FUSE_OUT", "0")
@@ -523,6 +528,49 @@ def test_plain_gradients(monkeypatch, gates, target, read):
               cu_seqlens=torch.tensor([0, 17, 17, 40], dtype=torch.int32))
     check_kernel_knob(monkeypatch, "GRAD_PLAIN", PLAIN,
                       make(B=1, T=40, N=3, K=32, V=32, gates=gates, seed=40 + len(gates)), torch.float32, kw)
+
+
+PLAIN_D_CASES = {
+    # name: (make kwargs, linear_memory kwargs, NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN or None: unset)
+    "eta_only_after_two_k_blocks": (dict(B=1, T=40, N=3, K=32, V=32, gates="", seed=80),
+                                    dict(chunk_size=16, read="after", scale=0.7,
+                                         cu_seqlens=torch.tensor([0, 17, 17, 40], dtype=torch.int32)), "16"),
+    "alpha_before_two_k_blocks": (dict(B=1, T=40, N=3, K=32, V=16, gates="a", seed=81),
+                                  dict(chunk_size=16, read="before", scale=0.7,
+                                       cu_seqlens=torch.tensor([0, 17, 17, 40], dtype=torch.int32)), "16"),
+    # BLOCK_PLAIN 16 < K/2: with log α the kernel takes BK = K/2 (two atomic shares of d log α)
+    "alpha_after_k64_block_floor": (dict(T=37, K=64, V=16, gates="a", seed=82),
+                                    dict(chunk_size=32, read="after"), "16"),
+    "alpha_chunk_read_one_k_block": (dict(T=35, K=16, V=32, gates="a", seed=83),
+                                     dict(chunk_size=16, read="chunk"), None),
+    "eta_only_chunk_read": (dict(T=33, gates="", seed=84), dict(chunk_size=16, read="chunk"), "16"),
+}
+
+
+@pytest.mark.parametrize("name", PLAIN_D_CASES)
+def test_plain_d_gradients(monkeypatch, name):
+    """NESTED_KERNELS_LM_TRITON_PLAIN_D=1 (PLAIN_A tiles, factors kept): the forward walk keeps
+    D = V − K M0, the backward walk stores dW, and _plain_d_kernel alone forms every token gradient
+    (varlen batches with an empty sequence, partial tiles, one or two K blocks, every read):
+    outputs and every gradient against the float64 reference and against the two plain kernels."""
+    make_kw, kw, block = PLAIN_D_CASES[name]
+    if block:
+        monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", block)
+    check_kernel_knob(monkeypatch, "PLAIN_D", ["_plain_d_kernel"], make(**make_kw), torch.float32,
+                      dict(kw, target="external"), off=PLAIN)
+
+
+def test_plain_d_float16_operands(monkeypatch):
+    """PLAIN_D with float16 inputs and "fp16" operands (the interpreter's stand-in for the GPU's
+    bf16 path, whose D, dW and products are 16-bit): at the float16 bound of the float64 reference."""
+    for knob, value in (("PRECISION", "fp16"), ("STORE", "bf16"), ("PLAIN_D", "1")):
+        monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
+    launched = record_launches(monkeypatch)
+    x, st = make(T=45, K=64, V=64, gates="a", seed=85)
+    kw = dict(chunk_size=32, target="external", read="after")
+    o, d = run("triton", x, st, torch.float16, **kw)
+    assert launched == ["_plain_d_kernel"]
+    assert_run_close(dict(o), d, *run("reference", x, st, torch.float16, **kw), tolerance("triton", torch.float16))
 
 
 def test_plain_not_for_beta_mu_or_resumed(monkeypatch):

@@ -173,6 +173,17 @@ def _plain_a(inputs, cfg, walk: str) -> bool:
             and env_flag("NESTED_KERNELS_LM_TRITON_PLAIN_A", True))
 
 
+def _plain_d() -> bool:
+    """Whether ``_plain_a`` tiles whose forward keeps its factors take their token gradients from
+    rows the two walks store — D = V − K M0 (forward, kept with A) and the steps' adjoint dW
+    (backward walk) — in one ``_plain_d_kernel`` instead of ``_plain_dv_kernel`` recomputing them
+    from M0 and dMe and handing W, dE to ``_plain_dqk_kernel`` (``_plain_grads``):
+    NESTED_KERNELS_LM_TRITON_PLAIN_D "1" or "0" (default). It moves ≈ 30 % fewer bytes at issue
+    3's shape (the dv kernel's pass over M0, dMe, q, k, v and dO goes; the walks store two V-wide
+    rows per token) and keeps D from the forward to the backward (one V-wide row per token)."""
+    return env_flag("NESTED_KERNELS_LM_TRITON_PLAIN_D", False)
+
+
 def _factor_names(mu: bool, solve: bool, exact: bool, read: int, plain_x: bool = False) -> tuple:
     """The K-wide factors that ``_prep_kernel`` writes for these options (triton_fwd.py)."""
     if plain_x:
@@ -206,11 +217,12 @@ def residuals(inputs, cfg, walk: Optional[str] = None) -> tuple:
 
 
 def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
-    """num_warps of ``kernel`` ("prep", "state": both sequential kernels, "out", "grad" or "plain",
-    ``_plain_grads``' kernels):
+    """num_warps of ``kernel`` ("prep", "state": both sequential kernels, "out", "grad", "plain",
+    ``_plain_grads``' kernels, or "plain_d", ``_plain_d_kernel``):
     NESTED_KERNELS_LM_TRITON_WARPS_<KERNEL> if set, else NESTED_KERNELS_LM_TRITON_WARPS, else 4 for
-    tiles of at most 32 tokens; above, 8 for "out" and the gradient kernel of tiles
-    that are not ``heavy`` (β or μ), 4 for the rest. H100 sweeps 2026-11-26c (B4 T4096 H16
+    tiles of at most 32 tokens; above, 8 for "out", "plain_d" (sm_90 probe, C64 K=V=128 bf16, spill
+    stores per thread at 4 / 8 warps: η only 84 / 0 B, read "before" with log α 1708 / 620 B) and
+    the gradient kernel of tiles that are not ``heavy`` (β or μ), 4 for the rest. H100 sweeps 2026-11-26c (B4 T4096 H16
     K=V=128 C64 bf16, µs per fwd+bwd call, 8 → 4 warps): prep 858 → 522 (η only), 8430 → 5420
     (α+β+μ); both walks faster; grad 1317 → 1879 (η only) but 19228 → 16054 (α+β+μ)
     (python/sweep_linear_memory_triton.py, docs/gpu_runs/2026-11-26c_call*)."""
@@ -218,7 +230,7 @@ def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
         getenv("NESTED_KERNELS_LM_TRITON_WARPS")
     if env:
         return int(env)
-    return 8 if BT > 32 and kernel in ("out", "grad") and not (kernel == "grad" and heavy) else 4
+    return 8 if BT > 32 and kernel in ("out", "grad", "plain_d") and not (kernel == "grad" and heavy) else 4
 
 
 def _stages(kernel: str, store: torch.dtype, plain_a: bool = False) -> int:
@@ -383,6 +395,7 @@ class _Config:
         self.solve = beta is not None or self.exact      # a tile has an (I + A)⁻¹
         self.plain_x = plain and not self.self_target      # _plain_x
         self.plain_a = _plain_a(inputs, cfg, walk)
+        self.plain_d = self.plain_a and self.keep_factors and _keep_factors() and _plain_d()
         self.factor_names = _factor_names(mu is not None, self.solve, self.exact, self.read, self.plain_x)
         self.flags = dict(HAS_BETA=beta is not None, HAS_MU=mu is not None, EXACT=self.exact,
                           HAS_POS=self.resumed, IS_VARLEN=cu is not None)
@@ -407,7 +420,10 @@ class _Config:
         if not (self.keep_factors and self.knob(_keep_factors)):
             return tiles + (empty(0), empty(0), empty(0))
         rows = self.B * self.T
-        factors = empty(1, n, H, BT * BT) if self.plain_a else empty(len(self.factor_names), rows, H, K)
+        if self.plain_a:    # the tiles' A, then with plain_d the rows D (``kept``)
+            factors = empty(n * H * BT * BT + (rows * H * self.V if self.plain_d else 0))
+        else:
+            factors = empty(len(self.factor_names), rows, H, K)
         # the scalars are zeroed: the prep kernel writes 1–3 of each tile's 4 slots and no unused tile
         return tiles + (factors,
                         empty(rows, H, _ainv_width(BT, self.exact, self.self_target), dtype=torch.float32)
@@ -501,10 +517,17 @@ class _Args(_Config):
         return f
 
     def kept(self, factors, ainv, scalars) -> dict:
-        """The factor dict over the residuals (factors [n_factors, B·T, H, K] or PLAIN_A's
-        [1, tiles, H, BT·BT], ainv, scalars)."""
-        names = self.factor_names
-        f = {n: (factors[names.index(n)] if n in names else None) for n in _FACTOR_SLOTS}
+        """The factor dict over the residuals (factors [n_factors, B·T, H, K], or PLAIN_A's flat A
+        [tiles, H, BT·BT] and, with plain_d, D [B·T, H, V] after it; ainv, scalars)."""
+        if self.plain_a:
+            na = self.n_tiles * self.H * self.BT * self.BT
+            f = dict.fromkeys(_FACTOR_SLOTS, None)
+            f["qw"] = factors[:na].view(self.n_tiles, self.H, self.BT * self.BT)
+            if self.plain_d:
+                f["d"] = factors[na:].view(self.B * self.T, self.H, self.V)
+        else:
+            names = self.factor_names
+            f = {n: (factors[names.index(n)] if n in names else None) for n in _FACTOR_SLOTS}
         return dict(f, tsc=scalars, ainv=ainv if self.solve else None)
 
     def states(self, f, finals, tiles, o=None):
@@ -522,20 +545,22 @@ class _Args(_Config):
             launch(_state_fwd_kernel, (self.NV, self.N * self.H),
                 self.q, self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["xu"], f["yu"], self.v, self.eta, self.la, f["tsc"],
                 self.m0, self.s0, self.mc0, self.pos, self.cu, self.tile_base, m_out, s_out, mc_out, saved_m,
-                saved_s, f["qw"], f["qz"], f["ou"], o,
+                saved_s, f["qw"], f["qz"], f["ou"], o, f.get("d"),
                 self.T, self.H, self.scale, K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_OFF=self.has_off,
                 HAS_ALPHA=self.la is not None, PLAIN_X=self.plain_x, PLAIN_A=self.plain_a and o is not None,
                 HAS_M0=self.m0 is not None, HAS_S0=self.s0 is not None, OUTPUT_FINAL=finals is not None,
                 SAVE_STATES=True, FUSE_OUT=o is not None, READ=self.read, HAS_OU=self.has_ou,
-                PREC=self.prec, STAGES=self.knob(_stages, "state", self.store),
+                SAVE_D=f.get("d") is not None and o is not None, PREC=self.prec,
+                STAGES=self.knob(_stages, "state", self.store),
                 **self.knob(_kernel_options, self.BT, "state"), **self.flags)
 
-    def adjoints(self, f, dO, final_grads, adj, init_grads):
+    def adjoints(self, f, dO, final_grads, adj, init_grads, dw=None):
         """The backward walk from the factors ``f`` and dO: the tile-end adjoints into ``adj`` (dM, dS:
         [tiles, H, K, V] in the storage dtype; dS None without mu) and the gradients of the initial
         states into ``init_grads`` (dM0, dS0, dM_chunk0; None where absent), from those of the final
-        states ``final_grads`` (dM, dS, dM_chunk; None: zero). With ``walk`` "cuda" the CUDA walk runs
-        (``cuda_walk.adjoint_walk``), else ``_state_bwd_kernel``."""
+        states ``final_grads`` (dM, dS, dM_chunk; None: zero); PLAIN_A tiles' dW rows into ``dw``
+        when given. With ``walk`` "cuda" the CUDA walk runs (``cuda_walk.adjoint_walk``), else
+        ``_state_bwd_kernel``."""
         if self.walk == "cuda":
             from .cuda_walk import adjoint_walk
             return adjoint_walk(self, f, dO, final_grads, adj, init_grads)
@@ -544,10 +569,10 @@ class _Args(_Config):
         with mma_sync(self.knob(_mma_v2, "bwd")):
             launch(_state_bwd_kernel, (self.NV, self.N * self.H),
                 self.q, self.k, f["xw"], f["xz"], f["yw"], f["yz"], f["qw"], f["qz"], self.eta, self.la, f["tsc"],
-                dO, self.pos, self.cu, self.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, self.T,
+                dO, self.pos, self.cu, self.tile_base, dMf, dSf, dMcf, adj_m, adj_s, dm0, ds0, dmc0, dw, self.T,
                 self.H, self.scale, HAS_ALPHA=self.la is not None, PLAIN_X=self.plain_x, PLAIN_A=self.plain_a,
                 K=self.K, V=self.V, BT=self.BT, BV=self.BV, HAS_DMF=dMf is not None, HAS_DSF=dSf is not None,
-                HAS_DMCF=dMcf is not None, PREC=self.prec, STAGES=self.knob(_stages, "adjoint", self.store, self.plain_a),
+                HAS_DMCF=dMcf is not None, STORE_DW=dw is not None, PREC=self.prec, STAGES=self.knob(_stages, "adjoint", self.store, self.plain_a),
                 **self.knob(_kernel_options, self.BT, "state", False, self.grad_plain), READ=self.read, **self.flags)
 
     def outputs(self, f, tiles, o):
@@ -650,6 +675,25 @@ def _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
             dq, dk, dv, deta, dla, wde, part, a.T, H, n_rows, a.scale, BK=BK, NV=V // BV, **common)
 
 
+def _plain_d_grads(a, d_rows, dw, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
+    """Token gradients of PLAIN_A tiles by ``_plain_d_kernel`` (grid K/BK, tiles, H) from the rows D
+    the forward kept and dW the backward walk stored (``_plain_d``); d log α (zeroed here) gets one
+    atomic share per K block, so BK is at least K/2 with log α: two shares added to zero in either
+    order give the same sum. BK: NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN (default 64, at most K)."""
+    from .triton_bwd_plain import _plain_d_kernel
+    K, V = a.K, a.V
+    BK = a.knob(_block_v, V, K, "NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", 64)
+    if a.la is not None:
+        BK = max(BK, K // 2)
+        dla.zero_()
+    with mma_sync(a.knob(_mma_v2, "plain" if BK == 64 and V >= 64 else "bwd")):
+        launch(_plain_d_kernel, (K // BK, a.n_tiles, a.H),
+            a.q, a.k, a.eta, a.la, a.tile_seq, a.tile_idx, a.cu, saved_m, adj_m, dO, d_rows, dw,
+            dq, dk, dv, deta, dla, a.T, a.H, a.scale, K=K, V=V, BT=a.BT, BK=BK, HAS_ALPHA=a.la is not None,
+            READ=a.read, IS_VARLEN=a.cu is not None, PREC=a.prec,
+            **a.knob(_kernel_options, a.BT, "plain_d", False, True))
+
+
 def backward(inputs, outputs, grads, cfg, walk: str = "triton"):
     """The op's backward; ``walk``: what runs the sequential adjoint walk ("triton" or "cuda")."""
     a = _Args(inputs, cfg, walk)
@@ -690,9 +734,14 @@ def backward(inputs, outputs, grads, cfg, walk: str = "triton"):
         saved_m, saved_s = tiles[0], tiles[1] if a.mu is not None else None
         adj_m = torch.empty_like(saved_m)
         adj_s = torch.empty_like(saved_m) if a.mu is not None else None
-        a.adjoints(f, dO, (dMf, dSf, dMcf), (adj_m, adj_s), (dm0, ds0, dmc0))
+        d_rows = f.get("d")     # plain_d: the forward kept D, the walk stores dW
+        dw = None if d_rows is None else \
+            a.empty(B * T, H, V, dtype=torch.bfloat16 if a.prec == "bf16" else torch.float32)
+        a.adjoints(f, dO, (dMf, dSf, dMcf), (adj_m, adj_s), (dm0, ds0, dmc0), dw)
         dq, dk, dv, deta, dla, dbeta, dmu = token_grads()
-        if a.grad_plain:
+        if d_rows is not None:
+            _plain_d_grads(a, d_rows, dw, saved_m, adj_m, dO, dq, dk, dv, deta, dla)
+        elif a.grad_plain:
             _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla)
         else:
             _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbeta, dmu, dmc0)

@@ -40,7 +40,8 @@ import triton
 import triton.language as tl
 
 from ...core.triton_helpers import gate_grads, mm, row_of, seq_bounds, sum2, tile_gates
-from .triton_fwd import _load_rows, _tile_frame, ainv2_ptrs, plain_rows, plain_x_rows, rows2, tile_square, uncols2, unrows2
+from .triton_fwd import _load_rows, _store_rows, _tile_frame, ainv2_ptrs, plain_rows, plain_x_rows, rows2, tile_square, \
+    uncols2, unrows2
 
 
 # ------------------------------------------------------------------------------------------
@@ -48,13 +49,15 @@ from .triton_fwd import _load_rows, _tile_frame, ainv2_ptrs, plain_rows, plain_x
 # ------------------------------------------------------------------------------------------
 @triton.jit
 def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, q, k, xw, xz, yw, yz, qw, qz, eta, la_ptr, tsc, do,
-                   adj_m, adj_s, row0, i_h, H, scale,
+                   adj_m, adj_s, dw, row0, i_h, H, scale,
                    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, HAS_BETA: tl.constexpr,
                    HAS_MU: tl.constexpr, EXACT: tl.constexpr, READ: tl.constexpr, HAS_ALPHA: tl.constexpr,
-                   PLAIN_X: tl.constexpr, PLAIN_A: tl.constexpr, PREC: tl.constexpr):
+                   PLAIN_X: tl.constexpr, PLAIN_A: tl.constexpr, STORE_DW: tl.constexpr, PREC: tl.constexpr):
     """Tile i of the backward walk: stores the adjoints of its end states, returns those of its
     start states (dM, dS) and the pending gradient of the final M_chunk (dFc). PLAIN_A (A in
-    ``qw``; triton_fwd._plain_a_step): dM0 = γ_n dM − Kᵀ(diag(c) K dM + Aᵀ dO) + scale·Qᵀ diag(a) dO."""
+    ``qw``; triton_fwd._plain_a_step): with the steps' adjoint dW = diag(Φ[n]) K dM + Aᵀ dO,
+    dM0 = γ_n dM − Kᵀ diag(η) dW + scale·Qᵀ diag(a) dO; with STORE_DW, dW's rows go to ``dw``
+    ([B·T, H, V], for ``_plain_d_kernel``)."""
     g = tb + i
     sv = (g * H + i_h) * K * V + rk[:, None] * V + rv[None, :]
     tl.store(adj_m + sv, dM.to(adj_m.dtype.element_ty))
@@ -68,11 +71,13 @@ def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, q, k, xw, xz, yw, y
     dO = _load_rows(do, grow, rv, mt, V)
     dX = mm(kx, dM, PREC)
     if PLAIN_A:
-        c, a = plain_rows(eta, la_ptr, grow, mt, HAS_ALPHA, READ)
-        dD = c[:, None] * dX
+        et, phin, a = plain_rows(eta, la_ptr, grow, mt, HAS_ALPHA, READ)
+        dW = phin[:, None] * dX
         if READ != 2:
-            dD += mm(tl.trans(tl.load(tile_square(qw, g, i_h, H, rt, BT)).to(tl.float32)), dO, PREC)
-        dM0 = tl.load(ts) * dM - mm(tl.trans(kx), dD, PREC) + \
+            dW += mm(tl.trans(tl.load(tile_square(qw, g, i_h, H, rt, BT)).to(tl.float32)), dO, PREC)
+        if STORE_DW:
+            _store_rows(dw, grow, rv, mt, dW, V)
+        dM0 = tl.load(ts) * dM - mm(tl.trans(kx), et[:, None] * dW, PREC) + \
             mm(tl.trans(_load_rows(q, grow, rk, mt, K)), (a * scale)[:, None] * dO, PREC)
     else:
         if PLAIN_X:     # Xw = −diag(c) K (triton_fwd.plain_x_rows)
@@ -101,13 +106,13 @@ def _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, q, k, xw, xz, yw, y
 
 @triton.jit
 def _state_bwd_kernel(q, k, xw, xz, yw, yz, qw, qz, eta, la_ptr, tsc, do, pos, cu, tile_base, dm_fin, ds_fin,
-                      dmc_fin, adj_m, adj_s, dm0, ds0, dmc0,
+                      dmc_fin, adj_m, adj_s, dm0, ds0, dmc0, dw,
                       T, H, scale,
                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                       HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, READ: tl.constexpr,
                       HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr, PLAIN_A: tl.constexpr,
                       HAS_POS: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_DMF: tl.constexpr,
-                      HAS_DSF: tl.constexpr, HAS_DMCF: tl.constexpr, PREC: tl.constexpr,
+                      HAS_DSF: tl.constexpr, HAS_DMCF: tl.constexpr, STORE_DW: tl.constexpr, PREC: tl.constexpr,
                       STAGES: tl.constexpr):
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
@@ -147,14 +152,15 @@ def _state_bwd_kernel(q, k, xw, xz, yw, yz, qw, qz, eta, la_ptr, tsc, do, pos, c
         i = nt - 1
         while i >= 0:
             dM, dS, dFc = _adjoint_visit(dM, dS, dFc, i, p, L, tb, st, rt, rk, rv, q, k, xw, xz, yw, yz, qw, qz,
-                                         eta, la_ptr, tsc, do, adj_m, adj_s, row0, i_h, H, scale, K, V, BT,
-                                         HAS_BETA, HAS_MU, EXACT, READ, HAS_ALPHA, PLAIN_X, PLAIN_A, PREC)
+                                         eta, la_ptr, tsc, do, adj_m, adj_s, dw, row0, i_h, H, scale, K, V, BT,
+                                         HAS_BETA, HAS_MU, EXACT, READ, HAS_ALPHA, PLAIN_X, PLAIN_A, STORE_DW, PREC)
             i -= 1
     else:               # a for loop, software-pipelined: the previous tiles' rows load during this one
         for j in tl.range(0, nt, num_stages=STAGES):
             dM, dS, dFc = _adjoint_visit(dM, dS, dFc, nt - 1 - j, p, L, tb, st, rt, rk, rv, q, k, xw, xz, yw,
-                                         yz, qw, qz, eta, la_ptr, tsc, do, adj_m, adj_s, row0, i_h, H, scale, K, V,
-                                         BT, HAS_BETA, HAS_MU, EXACT, READ, HAS_ALPHA, PLAIN_X, PLAIN_A, PREC)
+                                         yz, qw, qz, eta, la_ptr, tsc, do, adj_m, adj_s, dw, row0, i_h, H, scale, K,
+                                         V, BT, HAS_BETA, HAS_MU, EXACT, READ, HAS_ALPHA, PLAIN_X, PLAIN_A, STORE_DW,
+                                         PREC)
     tl.store(dm0 + st, dM)
     if HAS_MU:
         tl.store(ds0 + st, dS)

@@ -203,3 +203,59 @@ def _plain_dqk_kernel(q, k, v, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, adj
         if HAS_ALPHA:
             tl.store(dla + grow, _plain_dla(G, Gp, g, gp, D, Dp, m, mp, Z, QKm, r_phi, da, tl.sum(dgs, 0), de, sel, rt,
                                             BT, READ, PREC), mask=mt)
+
+
+@triton.jit
+def _plain_d_kernel(q, k, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, adj_m, do, d_rows, dw,
+                    dq, dk, dv, deta, dla, T, H, scale,
+                    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+                    HAS_ALPHA: tl.constexpr, READ: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
+    """All token gradients of a PLAIN_A tile's K block, from the rows D = V − K M0 the forward walk
+    kept and the steps' adjoint dW the backward walk stored (W = ηD, dE = −η dW): dq, dk as
+    ``_plain_dqk_kernel``; the first K block also dv = η dW and dη = Σ D ⊙ dW. With log α each K
+    block adds its share of d log α to ``dla`` (zeroed; the gate adjoints are linear in the
+    partial sums over K: Σ K ⊙ (W dMeᵀ), Σ Q ⊙ (dO M0ᵀ), Σ M0 ⊙ dMe, and the first block adds the
+    read's Z ⊙ QKᵀ)."""
+    i_k = tl.program_id(0)
+    rt, mt, grow, sel, tile = _plain_rows(tile_seq, tile_idx, cu, T, H, BT, IS_VARLEN)
+    rk = tl.arange(0, K)
+    rkb = i_k * BK + tl.arange(0, BK)
+    rv = tl.arange(0, V)
+    sv = tile * K * V + rkb[:, None] * V + rv[None, :]
+    G, Gp, g, gp, Dg, Dgp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, la_ptr, grow, mt, rt, BT, HAS_ALPHA,
+                                                                    False, PREC)
+    et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
+    Dr = _load_rows(d_rows, grow, rv, mt, V)
+    dW = _load_rows(dw, grow, rv, mt, V)
+    W = et[:, None] * Dr
+    M0 = tl.load(saved_m + sv).to(tl.float32)
+    dMe = tl.load(adj_m + sv).to(tl.float32)
+    dKa = mm(W, tl.trans(dMe), PREC)
+    dK = row_of(Phi, sel)[:, None] * dKa - mm(et[:, None] * dW, tl.trans(M0), PREC)
+    dO = _load_rows(do, grow, rv, mt, V)
+    P = mm(dO, tl.trans(M0), PREC)
+    qb = _load_rows(q, grow, rkb, mt, K) * scale
+    if READ == 2:
+        dQ = P
+        Z = tl.zeros([BT, BT], dtype=tl.float32)      # no read share (the "chunk" read)
+        QKm = Z
+    else:
+        kx = _load_rows(k, grow, rk, mt, K)
+        QKm, Hm = _read_mask(_load_rows(q, grow, rk, mt, K) * scale, kx, Phi, Phip, rt, READ, PREC)
+        Z = mm(dO, tl.trans(W), PREC)
+        dQK = _read_tri(Z * _by_read(Phi, Phip, READ), rt, READ)
+        dQ = _by_read(g, gp, READ)[:, None] * P + mm(dQK, _load_rows(k, grow, rkb, mt, K), PREC)
+        dK += mm(tl.trans(dQK), qb, PREC)
+    _store_rows(dq, grow, rkb, mt, dQ * scale, K)
+    _store_rows(dk, grow, rkb, mt, dK, K)
+    de = tl.sum(Dr * dW, 1)
+    if i_k == 0:
+        _store_rows(dv, grow, rv, mt, et[:, None] * dW, V)
+        tl.store(deta + grow, de, mask=mt)
+    if HAS_ALPHA:
+        r_phi = tl.sum(_load_rows(k, grow, rkb, mt, K) * dKa, 1)
+        da = tl.sum(qb * P, 1)
+        first = (i_k == 0).to(tl.float32)
+        tl.atomic_add(dla + grow, _plain_dla(G, Gp, g, gp, Dg, Dgp, m, mp, Z * first, QKm, r_phi, da,
+                                             tl.sum(tl.sum(M0 * dMe, 1), 0), de, sel, rt, BT, READ, PREC),
+                      mask=mt, sem="relaxed")

@@ -153,8 +153,8 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
     targets, no β, μ, resumed chunk or chunk_size 1): Xw = −diag(c) K and xu = diag(c) V with
     c = Φ[n]·η, which the walks form from k, v, η and log α, so xw and xu are not stored.
     PLAIN_A (a PLAIN_X tile whose walk writes the outputs): instead of Qw and ou only the tile's
-    A = (QKᵀ⊙Φ_m) diag(η) [BT, BT] (scale in Q; none for the "chunk" read) goes to ``qw``
-    ([tiles, H, BT·BT]): O = diag(a) Q M0 + A (V − K M0) (``_plain_a_step``).
+    A = QKᵀ⊙Φ_m [BT, BT] (scale in Q; none for the "chunk" read) goes to ``qw``
+    ([tiles, H, BT·BT]): O = diag(a) Q M0 + A diag(η)(V − K M0) (``_plain_a_step``).
     With Ww = −diag(η)(K − [self] V) the step
     coefficient of M0 (0 in a resumed tile) and uw its offset (η v external; in a resumed tile the
     whole W at F):  R-coefficient Wr = (I + A)⁻¹(diag(γ_prev) K + P Ww), Zr = (I + A)⁻¹ diag(ν_prev) K,
@@ -238,7 +238,7 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
 
     if PLAIN_A:
         if READ != 2:
-            tl.store(tile_square(qw, i_g, i_h, H, rt, BT), (QH * et[None, :]).to(qw.dtype.element_ty))
+            tl.store(tile_square(qw, i_g, i_h, H, rt, BT), QH.to(qw.dtype.element_ty))
     else:   # coefficients of M0 (columns of K)
         for c in tl.static_range(K // BC):
             rc = c * BC + tl.arange(0, BC)
@@ -343,29 +343,30 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
 
 @triton.jit
 def plain_rows(eta, la_ptr, grow, mt, HAS_ALPHA: tl.constexpr, READ: tl.constexpr):
-    """(c, a) of a plain tile's rows (c 0 past its end): c = Φ[n]·η, so that X = diag(c)(V − K M0)
-    is the tile's frozen-step matrix, with Φ[n]_t = Π_{l=t+1..n} α_l the decay from token t to the
-    tile's last valid token n, as _prep_kernel forms it (exp of a difference of the same cumulative
-    sums); a the decay of M0 in the read of ``READ`` (γ_t "after", γ_{t−1} "before", 1 "chunk")."""
-    c = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
-    a = c * 0.0 + 1.0
+    """(η, Φ[n], a) of a plain tile's rows (0 past its end): X = diag(η·Φ[n])(V − K M0) is the
+    tile's frozen-step matrix, with Φ[n]_t = Π_{l=t+1..n} α_l the decay from token t to the tile's
+    last valid token n, as _prep_kernel forms it (exp of a difference of the same cumulative sums);
+    a the decay of M0 in the read of ``READ`` (γ_t "after", γ_{t−1} "before", 1 "chunk")."""
+    et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
+    phin = et * 0.0 + 1.0
+    a = phin
     if HAS_ALPHA:
         la = tl.load(la_ptr + grow, mask=mt, other=0.0).to(tl.float32)
         cs = tl.cumsum(la, 0)
         n = tl.sum(mt.to(tl.int32), 0) - 1
-        c *= tl.exp(at(cs, tl.arange(0, cs.shape[0]) == n) - cs)
+        phin = tl.exp(at(cs, tl.arange(0, cs.shape[0]) == n) - cs)
         if READ == 0:
             a = tl.exp(cs)
         elif READ == 1:
             a = tl.exp(cs - la)
-    return c, a
+    return et, phin, a
 
 
 @triton.jit
 def plain_x_rows(eta, la_ptr, grow, mt, HAS_ALPHA: tl.constexpr):
-    """c of ``plain_rows``."""
-    c, _ = plain_rows(eta, la_ptr, grow, mt, HAS_ALPHA, 2)
-    return c
+    """c = η·Φ[n] of ``plain_rows``: X = diag(c)(V − K M0)."""
+    et, phin, _ = plain_rows(eta, la_ptr, grow, mt, HAS_ALPHA, 2)
+    return et * phin
 
 
 @triton.jit
@@ -420,31 +421,35 @@ def _state_step(M, S, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, ts, row0, s, e,
 
 
 @triton.jit
-def _plain_a_step(M, q, k, v, amat, eta, la_ptr, ts, o, row0, s, e, g, i_h, i_v, H, scale,
+def _plain_a_step(M, q, k, v, amat, eta, la_ptr, ts, o, d_rows, row0, s, e, g, i_h, i_v, H, scale,
                   K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
-                  HAS_ALPHA: tl.constexpr, READ: tl.constexpr, PREC: tl.constexpr):
+                  HAS_ALPHA: tl.constexpr, READ: tl.constexpr, SAVE_D: tl.constexpr, PREC: tl.constexpr):
     """A PLAIN_A tile (column slice K×BV of its start state M0): with D = V − K M0 it writes
-    O = diag(a)·scale·Q M0 + A D (A from _prep_kernel, none for the "chunk" read) and returns
-    M_n = γ_n M0 + Kᵀ diag(c) D (c, a: ``plain_rows``)."""
+    O = diag(a)·scale·Q M0 + A diag(η) D (A from _prep_kernel, none for the "chunk" read) and, with
+    SAVE_D, D's rows into ``d_rows`` ([B·T, H, V], for ``_plain_d_kernel``); returns
+    M_n = γ_n M0 + Kᵀ diag(η·Φ[n]) D (η, Φ[n], a: ``plain_rows``)."""
     rt, rk, rv, mt, grow = _walk_rows(row0, s, e, i_h, i_v, H, K, BT, BV)
     kx = _load_rows(k, grow, rk, mt, K)
     D = _load_rows(v, grow, rv, mt, V) - mm(kx, M, PREC)
-    c, a = plain_rows(eta, la_ptr, grow, mt, HAS_ALPHA, READ)
+    if SAVE_D:
+        _store_rows(d_rows, grow, rv, mt, D, V)
+    et, phin, a = plain_rows(eta, la_ptr, grow, mt, HAS_ALPHA, READ)
+    W = et[:, None] * D
     out = (a * scale)[:, None] * mm(_load_rows(q, grow, rk, mt, K), M, PREC)
     if READ != 2:
-        out += mm(tl.load(tile_square(amat, g, i_h, H, rt, BT)).to(tl.float32), D, PREC)
+        out += mm(tl.load(tile_square(amat, g, i_h, H, rt, BT)).to(tl.float32), W, PREC)
     _store_rows(o, grow, rv, mt, out, V)
-    return tl.load(ts) * M + mm(tl.trans(kx), c[:, None] * D, PREC)
+    return tl.load(ts) * M + mm(tl.trans(kx), phin[:, None] * W, PREC)
 
 
 @triton.jit
 def _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, q, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc,
-                 mc_out, saved_m, saved_s, qw, qz, ou, o, row0, i_h, i_v, H, scale,
+                 mc_out, saved_m, saved_s, qw, qz, ou, o, d_rows, row0, i_h, i_v, H, scale,
                  K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                  HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
                  HAS_ALPHA: tl.constexpr, PLAIN_X: tl.constexpr, PLAIN_A: tl.constexpr,
                  OUTPUT_FINAL: tl.constexpr, SAVE_STATES: tl.constexpr, FUSE_OUT: tl.constexpr,
-                 READ: tl.constexpr, HAS_OU: tl.constexpr, PREC: tl.constexpr):
+                 READ: tl.constexpr, HAS_OU: tl.constexpr, SAVE_D: tl.constexpr, PREC: tl.constexpr):
     """Tile i of the sequence walk: stores its start states (and the final M_chunk when it starts
     the last, partial chunk) and, with FUSE_OUT, its outputs from them (PLAIN_A: by
     ``_plain_a_step``, whose A is in ``qw``); returns its end states."""
@@ -461,8 +466,8 @@ def _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, q, k, xw, xz, yw, yz, xu
     e = tl.minimum((i + 1) * BT - p, L)
     ts = tsc + (g * H + i_h) * 4
     if PLAIN_A:
-        M_new = _plain_a_step(M, q, k, v, qw, eta, la_ptr, ts, o, row0, s, e, g, i_h, i_v, H, scale,
-                              K, V, BT, BV, HAS_ALPHA, READ, PREC)
+        M_new = _plain_a_step(M, q, k, v, qw, eta, la_ptr, ts, o, d_rows, row0, s, e, g, i_h, i_v, H, scale,
+                              K, V, BT, BV, HAS_ALPHA, READ, SAVE_D, PREC)
         S_new = S
     else:
         if FUSE_OUT:
@@ -474,7 +479,7 @@ def _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, q, k, xw, xz, yw, yz, xu
 
 @triton.jit
 def _state_fwd_kernel(q, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc, m0, s0, mc0, pos, cu, tile_base,
-                      m_out, s_out, mc_out, saved_m, saved_s, qw, qz, ou, o,
+                      m_out, s_out, mc_out, saved_m, saved_s, qw, qz, ou, o, d_rows,
                       T, H, scale,
                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                       HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, HAS_OFF: tl.constexpr,
@@ -482,10 +487,10 @@ def _state_fwd_kernel(q, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc, m0, s0,
                       HAS_M0: tl.constexpr, HAS_S0: tl.constexpr, HAS_POS: tl.constexpr,
                       IS_VARLEN: tl.constexpr, OUTPUT_FINAL: tl.constexpr,
                       SAVE_STATES: tl.constexpr, FUSE_OUT: tl.constexpr, READ: tl.constexpr,
-                      HAS_OU: tl.constexpr, PREC: tl.constexpr, STAGES: tl.constexpr):
+                      HAS_OU: tl.constexpr, SAVE_D: tl.constexpr, PREC: tl.constexpr, STAGES: tl.constexpr):
     """The sequential walk over the tiles of sequence i_n, head i_h, columns i_v·BV… of V; with
     FUSE_OUT it also writes each tile's outputs (``_out_kernel``'s work) from the start states it
-    holds."""
+    holds (and with SAVE_D, PLAIN_A tiles' rows V − K M0: ``_plain_a_step``)."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -517,16 +522,16 @@ def _state_fwd_kernel(q, k, xw, xz, yw, yz, xu, yu, v, eta, la_ptr, tsc, m0, s0,
         i = i_n * 0
         while i < nt:
             M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, q, k, xw, xz, yw, yz, xu, yu, v, eta,
-                                la_ptr, tsc, mc_out, saved_m, saved_s, qw, qz, ou, o, row0, i_h, i_v, H, scale, K, V,
-                                BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, PLAIN_A, OUTPUT_FINAL,
-                                SAVE_STATES, FUSE_OUT, READ, HAS_OU, PREC)
+                                la_ptr, tsc, mc_out, saved_m, saved_s, qw, qz, ou, o, d_rows, row0, i_h, i_v, H, scale, K,
+                                V, BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, PLAIN_A,
+                                OUTPUT_FINAL, SAVE_STATES, FUSE_OUT, READ, HAS_OU, SAVE_D, PREC)
             i += 1
     else:               # a for loop, software-pipelined: the next tiles' rows load during this one
         for i in tl.range(0, nt, num_stages=STAGES):
             M, S = _state_visit(M, S, i, nt, p, pf, L, tb, st, rk, rv, q, k, xw, xz, yw, yz, xu, yu, v, eta,
-                                la_ptr, tsc, mc_out, saved_m, saved_s, qw, qz, ou, o, row0, i_h, i_v, H, scale, K, V,
-                                BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, PLAIN_A, OUTPUT_FINAL,
-                                SAVE_STATES, FUSE_OUT, READ, HAS_OU, PREC)
+                                la_ptr, tsc, mc_out, saved_m, saved_s, qw, qz, ou, o, d_rows, row0, i_h, i_v, H, scale, K,
+                                V, BT, BV, HAS_BETA, HAS_MU, EXACT, HAS_OFF, HAS_ALPHA, PLAIN_X, PLAIN_A,
+                                OUTPUT_FINAL, SAVE_STATES, FUSE_OUT, READ, HAS_OU, SAVE_D, PREC)
     if OUTPUT_FINAL:
         tl.store(m_out + st, M)
         if HAS_MU:
