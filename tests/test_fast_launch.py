@@ -85,11 +85,11 @@ class Launched:
         return run
 
 
-def test_opt_in_and_off_under_the_interpreter(monkeypatch):
+def test_on_by_default_and_off_under_the_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    monkeypatch.delenv("NESTED_KERNELS_FAST_LAUNCH", raising=False)
+    monkeypatch.setenv("NESTED_KERNELS_FAST_LAUNCH", "0")
     assert not fast_launch.enabled()
-    monkeypatch.setenv("NESTED_KERNELS_FAST_LAUNCH", "1")
+    monkeypatch.delenv("NESTED_KERNELS_FAST_LAUNCH", raising=False)
     assert fast_launch.enabled()
     from triton import knobs
     hooks = knobs.runtime.launch_enter_hook

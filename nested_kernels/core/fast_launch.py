@@ -15,12 +15,12 @@ DISABLE_MMA_V3 (``triton_launch.mma_sync``); not Triton's own debug settings (TR
 the like), which must not change after a kernel's first launch. Arguments of other types (tensor
 descriptors) always take Triton's path.
 
-Opt-in, NESTED_KERNELS_FAST_LAUNCH=1, until every op's GPU check has run with it (H100 2026-12-07f:
-its GPU test and linear_memory's pass with it, ≈ 20 / 50 µs less per synced forward / forward +
-backward at issue 3's shape; the other ops' quick verify waits in
-``docs/gpu_runs/scripts/2026-12-07f_next.sh``). Off — every launch through Triton
-— under the interpreter, while Triton's launch hooks are set (profilers such as proton read them),
-and for callables other than ``@triton.jit`` functions (the tests' launch spies).
+On by default; NESTED_KERNELS_FAST_LAUNCH=0 turns it off (H100 2026-12-07f: its GPU test and
+linear_memory's pass with it, ≈ 20 / 50 µs less per synced forward / forward + backward at issue
+3's shape; 2026-12-07g: the quick verify of mlp_memory, fast_mlp and the three decode steps' Triton
+backends, 15 / 15). Off — every launch through Triton — under the interpreter, while Triton's
+launch hooks are set (profilers such as proton read them), and for callables other than
+``@triton.jit`` functions (the tests' launch spies).
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def _driver():
 
 def enabled() -> bool:
     """Whether ``launch`` may skip Triton's path (module docstring)."""
-    if not env_flag("NESTED_KERNELS_FAST_LAUNCH", False) or interpreting():     # off: one read
+    if not env_flag("NESTED_KERNELS_FAST_LAUNCH", True) or interpreting():     # off: one read
         return False
     runtime = _runtime()[1]     # a hook is None, a function, or (Triton 3.6) a HookChain of ``calls``
     return not any(getattr(h, "calls", h) for h in (runtime.launch_enter_hook, runtime.launch_exit_hook))

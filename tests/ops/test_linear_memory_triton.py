@@ -524,6 +524,7 @@ def test_plain_gradients(monkeypatch, gates, target, read):
     a varlen batch with an empty sequence and partial tiles; outputs and every gradient against the
     float64 reference and against _grad_kernel (NESTED_KERNELS_LM_TRITON_GRAD_PLAIN=0)."""
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", "16")
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PLAIN_D", "0")     # these kernels, not _plain_d_kernel
     kw = dict(chunk_size=16, target=target, read=read, scale=0.7,
               cu_seqlens=torch.tensor([0, 17, 17, 40], dtype=torch.int32))
     check_kernel_knob(monkeypatch, "GRAD_PLAIN", PLAIN,
@@ -839,20 +840,24 @@ def test_stages_knob(monkeypatch):
         triton_backend._stages("state", torch.bfloat16)
 
 
-@pytest.mark.parametrize("gates", ["abm", "a"])
+@pytest.mark.parametrize("gates", ["abm", "a", ""])
 def test_opcheck_with_residual_outputs(gates):
     """The registered op with the Triton backend: fake shapes (residual tile states included; with
-    η and α only the tiles keep one factor, Qw: the walks form Xw and xu themselves), autograd
-    registration and schema (torch.library.opcheck), under the interpreter."""
+    η and α only the tiles keep their n×n A: the walks form the rest themselves; with η only also
+    the rows D of PLAIN_D), autograd registration and schema (torch.library.opcheck), under the
+    interpreter."""
     from nested_kernels.core.custom_op import _pack
     x, st = make(T=20, gates=gates, seed=23)
     inputs = {n: None if t is None else t.float().requires_grad_(True) for n, t in x.items()}
     s0 = None if st["S"] is None else st["S"].float().requires_grad_(True)
     inputs.update(m0=st["M"].float().requires_grad_(True), s0=s0, m_chunk0=None, position0=None, cu_seqlens=None)
     plain = triton_backend._plain_x(inputs, dict(chunk_size=16, target="external"))
-    assert plain == (gates == "a")
+    assert plain == (gates in ("a", ""))
     res = triton_backend.residuals(inputs, dict(chunk_size=16, target="external", read="after", keep_factors=True))
-    assert res[2].shape[0] == (1 if plain else len(triton_backend._factor_names(True, True, False, 0)))
+    # plain (PLAIN_A): the tiles' n×n A, flat, and without log α (PLAIN_D) the rows D; else the
+    # K-wide factor rows
+    flat = 2 * 16 * 16 + (20 * 16 if gates == "" else 0)
+    assert res[2].shape == ((flat,) if plain else (len(triton_backend._factor_names(True, True, False, 0)), 20, 1, 16))
     for keep in (False, True):      # keep_factors: the API's choice when a gradient will be taken
         cfg = dict(chunk_size=16, target="external", read="after", scale=1.0, output_final_state=True,
                    backend="triton", keep_factors=keep)

@@ -173,15 +173,18 @@ def _plain_a(inputs, cfg, walk: str) -> bool:
             and env_flag("NESTED_KERNELS_LM_TRITON_PLAIN_A", True))
 
 
-def _plain_d() -> bool:
+def _plain_d(has_alpha: bool) -> bool:
     """Whether ``_plain_a`` tiles whose forward keeps its factors take their token gradients from
     rows the two walks store — D = V − K M0 (forward, kept with A) and the steps' adjoint dW
     (backward walk) — in one ``_plain_d_kernel`` instead of ``_plain_dv_kernel`` recomputing them
     from M0 and dMe and handing W, dE to ``_plain_dqk_kernel`` (``_plain_grads``):
-    NESTED_KERNELS_LM_TRITON_PLAIN_D "1" or "0" (default). It moves ≈ 30 % fewer bytes at issue
-    3's shape (the dv kernel's pass over M0, dMe, q, k, v and dO goes; the walks store two V-wide
-    rows per token) and keeps D from the forward to the backward (one V-wide row per token)."""
-    return env_flag("NESTED_KERNELS_LM_TRITON_PLAIN_D", False)
+    NESTED_KERNELS_LM_TRITON_PLAIN_D "1" or "0"; by default on without log α. H100 2026-12-07g
+    (B4 T4096 H16 K=V=128 C64 bf16, device time per fwd+bwd call beside fla chunk_delta_rule):
+    η only 1.263 → 1.228 ms (fla 1.796; per kernel, µs: forward walk 285 → 303 and backward walk
+    294 → 313 for the rows they store, 306 + 326 → 551 for the token gradients); with log α
+    1.746 → 2.599 ms (the kernel's d log α algebra spills: 620 B per thread at 8 warps). The
+    forward keeps D until the backward: one V-wide row per token in the storage dtype."""
+    return env_flag("NESTED_KERNELS_LM_TRITON_PLAIN_D", not has_alpha)
 
 
 def _factor_names(mu: bool, solve: bool, exact: bool, read: int, plain_x: bool = False) -> tuple:
@@ -395,7 +398,8 @@ class _Config:
         self.solve = beta is not None or self.exact      # a tile has an (I + A)⁻¹
         self.plain_x = plain and not self.self_target      # _plain_x
         self.plain_a = _plain_a(inputs, cfg, walk)
-        self.plain_d = self.plain_a and self.keep_factors and _keep_factors() and _plain_d()
+        self.plain_d = self.plain_a and self.keep_factors and _keep_factors() and _plain_d(
+            inputs["log_alpha"] is not None)
         self.factor_names = _factor_names(mu is not None, self.solve, self.exact, self.read, self.plain_x)
         self.flags = dict(HAS_BETA=beta is not None, HAS_MU=mu is not None, EXACT=self.exact,
                           HAS_POS=self.resumed, IS_VARLEN=cu is not None)
