@@ -8,8 +8,9 @@ Backward: the tile-start states
 the forward kept (its residual outputs; recomputed when they did not come), the tile factors the
 forward kept (or the prep kernel's coefficients, no offsets, when it did not: ``_keep_factors``),
 ``_state_bwd_kernel`` (sequential, carries the state adjoints backwards and stores them per tile),
-then the token gradients of every tile, in parallel: ``_plain_dv_kernel`` then
-``_plain_dqk_kernel`` for tiles without β and μ (``_grad_plain``), else ``_grad_kernel`` or
+then the token gradients of every tile, in parallel: ``_plain_d_kernel`` for PLAIN_A tiles
+without log α (``_plain_d``), ``_plain_dv_kernel`` then ``_plain_dqk_kernel`` for the other tiles
+without β and μ (``_grad_plain``), else ``_grad_kernel`` or
 ``_grad_nn_kernel`` then ``_grad_dk_kernel`` (the default for bf16 inputs with β or μ:
 ``_grad_split``). See docs/linear_memory_triton.md.
 
@@ -36,7 +37,8 @@ NESTED_KERNELS_LM_TRITON_STORE (dtype of the stored factors and per-tile states:
 NESTED_KERNELS_LM_TRITON_PTXAS, NESTED_KERNELS_LM_TRITON_EXACT_TILE (tokens per tile for chunk_size 1),
 NESTED_KERNELS_LM_TRITON_GRAD_SPLIT (token gradients in one kernel or two; "0" or "1", default "1"
 with β or μ; never split for float32 inputs or tf32x3 products), NESTED_KERNELS_LM_TRITON_GRAD_PLAIN,
-_BLOCK_PLAIN, _WARPS_PLAIN, _MMA_PLAIN (the plain-tile gradient kernels), _MMA_GRAD_DK,
+_BLOCK_PLAIN, _WARPS_PLAIN, _MMA_PLAIN (the plain-tile gradient kernels), _PLAIN_D and _WARPS_PLAIN_D
+(``_plain_d_kernel``), _MMA_GRAD_DK,
 NESTED_KERNELS_LM_TRITON_KEEP_FACTORS (the forward keeps its factors for the backward).
 """
 from __future__ import annotations
@@ -160,8 +162,8 @@ def _plain_x(inputs, cfg) -> bool:
 
 
 def _plain_a(inputs, cfg, walk: str) -> bool:
-    """Whether the forward walk writes the outputs of ``_plain_x`` tiles as diag(a) Q M0 + A (V − K M0)
-    from the tile's n×n A = (QKᵀ⊙Φ_m) diag(η) (``_prep_kernel``'s PLAIN_A, kept for the backward
+    """Whether the forward walk writes the outputs of ``_plain_x`` tiles as diag(a) Q M0 + A diag(η)(V − K M0)
+    from the tile's n×n A = QKᵀ⊙Φ_m (``_prep_kernel``'s PLAIN_A, kept for the backward
     walk) instead of from per-token Qw and ou: the prep reads q, k, η, log α and writes n² values
     per tile instead of n(K + V). Triton walks with fused outputs (``_fuse_out``) and chunk_size ≤ 64
     only (at 128 the 128×128 A makes both walks spill: sm_90 probe, α read "before" K=V=128 bf16,
@@ -690,7 +692,7 @@ def _plain_d_grads(a, d_rows, dw, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
     if a.la is not None:
         BK = max(BK, K // 2)
         dla.zero_()
-    with mma_sync(a.knob(_mma_v2, "plain" if BK == 64 and V >= 64 else "bwd")):
+    with mma_sync(a.knob(_mma_v2, "plain" if BK >= 64 and V >= 64 else "bwd")):
         launch(_plain_d_kernel, (K // BK, a.n_tiles, a.H),
             a.q, a.k, a.eta, a.la, a.tile_seq, a.tile_idx, a.cu, saved_m, adj_m, dO, d_rows, dw,
             dq, dk, dv, deta, dla, a.T, a.H, a.scale, K=K, V=V, BT=a.BT, BK=BK, HAS_ALPHA=a.la is not None,

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# For a session after 2026-12-07g (≤ 9 min, no build). (1) linear_memory's quick verify with the
+# defaults of 2026-12-07g (PLAIN_D for η-only PLAIN_A tiles, A without η, fast launch on): its
+# GPU tests and check cases 12–14 passed on the branch (2026-12-07g call 1), the whole quick set has
+# not run since. (2) _plain_d_kernel with one program per tile and head (BLOCK_PLAIN 128: D, dW,
+# dO, q, k read once; sm_90 probe 200 B of spill stores per thread at 8 warps) against 64, beside
+# fla at issue 3's shape. (3) The walks' V block 16 against 32 (2026-12-07f_next.sh step 2, cut by
+# its step limit in 2026-12-07g call 3 while fla compiled: longer limits here).
+. "$(dirname "$0")/lib.sh"
+AB="python3 python/ab_knob_linear_memory.py"
+{
+fg verify 240 python3 -m nested_kernels.verify --quick --backends triton --ops linear_memory --jobs 8
+fg ab_block 150 $AB NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN=64,128 --rounds 3 --json "$OUT/ab_block.json"
+fg ab_bv 140 $AB NESTED_KERNELS_LM_TRITON_BV=32,16 --rounds 3 --json "$OUT/ab_bv.json"
+echo "=== done ($(now))"
+} > "$OUT/next.log" 2>&1
