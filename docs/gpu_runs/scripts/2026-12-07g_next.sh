@@ -5,12 +5,15 @@
 # not run since. (2) _plain_d_kernel with one program per tile and head (BLOCK_PLAIN 128: D, dW,
 # dO, q, k read once; sm_90 probe 200 B of spill stores per thread at 8 warps) against 64, beside
 # fla at issue 3's shape. (3) The walks' V block 16 against 32 (2026-12-07f_next.sh step 2, cut by
-# its step limit in 2026-12-07g call 3 while fla compiled: longer limits here).
+# its step limit in 2026-12-07g call 3 while fla compiled: longer limits here; sm_90 probe: the
+# backward walk's 108 B of spill stores per thread go at 16) and wgmma for the prep and the walks
+# (MMA auto; "mixed" faulted for α+β in 2026-11-26e, η only never timed since PLAIN_A), one run.
 . "$(dirname "$0")/lib.sh"
 AB="python3 python/ab_knob_linear_memory.py"
 {
-fg verify 240 python3 -m nested_kernels.verify --quick --backends triton --ops linear_memory --jobs 8
+fg verify 200 python3 -m nested_kernels.verify --quick --backends triton --ops linear_memory --jobs 8
 fg ab_block 150 $AB NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN=64,128 --rounds 3 --json "$OUT/ab_block.json"
-fg ab_bv 140 $AB NESTED_KERNELS_LM_TRITON_BV=32,16 --rounds 3 --json "$OUT/ab_bv.json"
+fg ab_bv 180 $AB NESTED_KERNELS_LM_TRITON_BV=32,16,32 NESTED_KERNELS_LM_TRITON_MMA=v2,v2,auto --rounds 2 \
+    --json "$OUT/ab_bv.json"
 echo "=== done ($(now))"
 } > "$OUT/next.log" 2>&1
