@@ -146,6 +146,7 @@ def _read_mode(cfg) -> int:
 
 # the K-wide factor slots of _prep_kernel, in its argument order
 _FACTOR_SLOTS = ("xw", "xz", "yw", "yz", "qw", "qz")
+_NO_FACTORS = dict.fromkeys(_FACTOR_SLOTS)
 
 
 def _plain(inputs, cfg) -> bool:
@@ -524,13 +525,11 @@ class _Args(_Config):
 
     def kept(self, factors, ainv, scalars) -> dict:
         """The factor dict over the residuals (factors [n_factors, B·T, H, K], or PLAIN_A's flat A
-        [tiles, H, BT·BT] and, with plain_d, D [B·T, H, V] after it; ainv, scalars)."""
-        if self.plain_a:
-            na = self.n_tiles * self.H * self.BT * self.BT
-            f = dict.fromkeys(_FACTOR_SLOTS, None)
-            f["qw"] = factors[:na].view(self.n_tiles, self.H, self.BT * self.BT)
+        [tiles, H, BT·BT] and, with plain_d, D [B·T, H, V] after it, both flat; ainv, scalars)."""
+        if self.plain_a:    # the kernels index A and D from their first element
+            f = dict(_NO_FACTORS, qw=factors)
             if self.plain_d:
-                f["d"] = factors[na:].view(self.B * self.T, self.H, self.V)
+                f["d"] = factors[self.n_tiles * self.H * self.BT * self.BT:]
         else:
             names = self.factor_names
             f = {n: (factors[names.index(n)] if n in names else None) for n in _FACTOR_SLOTS}
