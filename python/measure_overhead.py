@@ -27,7 +27,9 @@ per launch on this machine (``JITFunction.run``'s hit path; six launches per η-
 With ``--instructions`` it counts instead the instructions per call under valgrind's callgrind
 (only the calls are collected; repeatable within 0.3 %, unlike times on a shared CPU; ≈ 3 min).
 2026-12-07f, 30 calls: main 684–686 k per forward, 1.711–1.712 M per forward + backward; with the
-cached launch configuration (``_Config``) 617–619 k and 1.501–1.505 M (−10 %, −12 %).
+cached launch configuration (``_Config``) 617–619 k and 1.501–1.505 M (−10 %, −12 %). 2026-12-07g
+(PLAIN_D: one gradient launch instead of two, its residual handed to the kernels flat): 631 k and
+1.452 M.
 
 ``--fast-mlp-stub FORM`` does the same for fast_mlp's triton backend in one form (``dual``: the
 walk over the chunks, launch-bound on the H100, docs/fast_mlp.md §6; ``materialized``: the chunk

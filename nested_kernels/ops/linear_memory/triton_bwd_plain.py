@@ -46,6 +46,19 @@ def _plain_rows(tile_seq, tile_idx, cu, T, H, BT: tl.constexpr, IS_VARLEN: tl.co
 
 
 @triton.jit
+def _k_block(tile_seq, tile_idx, cu, T, H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+             BK: tl.constexpr, IS_VARLEN: tl.constexpr):
+    """A K-block program's frame (K block program_id 0): (its index, ``_plain_rows``' rows, valid
+    mask, flat rows and last-token one-hot, every K column, the block's K columns, every V column,
+    the offsets of the block's [BK, V] rows in the tile's [K, V] state)."""
+    i_k = tl.program_id(0)
+    rt, mt, grow, sel, tile = _plain_rows(tile_seq, tile_idx, cu, T, H, BT, IS_VARLEN)
+    rkb = i_k * BK + tl.arange(0, BK)
+    rv = tl.arange(0, V)
+    return i_k, rt, mt, grow, sel, tl.arange(0, K), rkb, rv, tile * K * V + rkb[:, None] * V + rv[None, :]
+
+
+@triton.jit
 def _by_read(after, before, READ: tl.constexpr):
     """``after`` for the "after" read, ``before`` for "before" (Φ or Φ_prev, γ or γ_prev)."""
     if READ == 0:
@@ -152,12 +165,7 @@ def _plain_dqk_kernel(q, k, v, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, adj
                       HAS_ALPHA: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr,
                       NP: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
     """dq, dk (and dv of self targets) of one K block; the first K block also dη and d log α."""
-    i_k = tl.program_id(0)
-    rt, mt, grow, sel, tile = _plain_rows(tile_seq, tile_idx, cu, T, H, BT, IS_VARLEN)
-    rk = tl.arange(0, K)
-    rkb = i_k * BK + tl.arange(0, BK)
-    rv = tl.arange(0, V)
-    sv = tile * K * V + rkb[:, None] * V + rv[None, :]
+    i_k, rt, mt, grow, sel, rk, rkb, rv, sv = _k_block(tile_seq, tile_idx, cu, T, H, K, V, BT, BK, IS_VARLEN)
     G, Gp, g, gp, D, Dp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, la_ptr, grow, mt, rt, BT, HAS_ALPHA,
                                                                   False, PREC)
     M0 = tl.load(saved_m + sv).to(tl.float32)
@@ -216,12 +224,7 @@ def _plain_d_kernel(q, k, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, adj_m, d
     block adds its share of d log α to ``dla`` (zeroed; the gate adjoints are linear in the
     partial sums over K: Σ K ⊙ (W dMeᵀ), Σ Q ⊙ (dO M0ᵀ), Σ M0 ⊙ dMe, and the first block adds the
     read's Z ⊙ QKᵀ)."""
-    i_k = tl.program_id(0)
-    rt, mt, grow, sel, tile = _plain_rows(tile_seq, tile_idx, cu, T, H, BT, IS_VARLEN)
-    rk = tl.arange(0, K)
-    rkb = i_k * BK + tl.arange(0, BK)
-    rv = tl.arange(0, V)
-    sv = tile * K * V + rkb[:, None] * V + rv[None, :]
+    i_k, rt, mt, grow, sel, rk, rkb, rv, sv = _k_block(tile_seq, tile_idx, cu, T, H, K, V, BT, BK, IS_VARLEN)
     G, Gp, g, gp, Dg, Dgp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, la_ptr, grow, mt, rt, BT, HAS_ALPHA,
                                                                     False, PREC)
     et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
