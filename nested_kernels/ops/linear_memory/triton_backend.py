@@ -38,7 +38,7 @@ NESTED_KERNELS_LM_TRITON_PTXAS, NESTED_KERNELS_LM_TRITON_EXACT_TILE (tokens per 
 NESTED_KERNELS_LM_TRITON_GRAD_SPLIT (token gradients in one kernel or two; "0" or "1", default "1"
 with β or μ; never split for float32 inputs or tf32x3 products), NESTED_KERNELS_LM_TRITON_GRAD_PLAIN,
 _BLOCK_PLAIN, _WARPS_PLAIN, _MMA_PLAIN (the plain-tile gradient kernels), _PLAIN_D and _WARPS_PLAIN_D
-(``_plain_d_kernel``), _MMA_GRAD_DK,
+(``_plain_d_kernel``), _PLAIN_D_FORM, _MMA_GRAD_DK,
 NESTED_KERNELS_LM_TRITON_KEEP_FACTORS (the forward keeps its factors for the backward).
 """
 from __future__ import annotations
@@ -403,6 +403,8 @@ class _Config:
         self.plain_a = _plain_a(inputs, cfg, walk)
         self.plain_d = self.plain_a and self.keep_factors and _keep_factors() and _plain_d(
             inputs["log_alpha"] is not None)
+        self.BK_D = _plain_d_block(self.K, self.V, inputs["log_alpha"] is not None) if self.plain_d else 0
+        self.keep_d = self.plain_d and (self.BK_D < self.K or not _plain_d_forms())
         self.factor_names = _factor_names(mu is not None, self.solve, self.exact, self.read, self.plain_x)
         self.flags = dict(HAS_BETA=beta is not None, HAS_MU=mu is not None, EXACT=self.exact,
                           HAS_POS=self.resumed, IS_VARLEN=cu is not None)
@@ -427,8 +429,8 @@ class _Config:
         if not (self.keep_factors and self.knob(_keep_factors)):
             return tiles + (empty(0), empty(0), empty(0))
         rows = self.B * self.T
-        if self.plain_a:    # the tiles' A, then with plain_d the rows D (``kept``)
-            factors = empty(n * H * BT * BT + (rows * H * self.V if self.plain_d else 0))
+        if self.plain_a:    # the tiles' A, then with keep_d the rows D (``kept``)
+            factors = empty(n * H * BT * BT + (rows * H * self.V if self.keep_d else 0))
         else:
             factors = empty(len(self.factor_names), rows, H, K)
         # the scalars are zeroed: the prep kernel writes 1–3 of each tile's 4 slots and no unused tile
@@ -525,10 +527,10 @@ class _Args(_Config):
 
     def kept(self, factors, ainv, scalars) -> dict:
         """The factor dict over the residuals (factors [n_factors, B·T, H, K], or PLAIN_A's flat A
-        [tiles, H, BT·BT] and, with plain_d, D [B·T, H, V] after it, both flat; ainv, scalars)."""
+        [tiles, H, BT·BT] and, with keep_d, D [B·T, H, V] after it, both flat; ainv, scalars)."""
         if self.plain_a:    # the kernels index A and D from their first element
             f = dict(_NO_FACTORS, qw=factors)
-            if self.plain_d:
+            if self.keep_d:
                 f["d"] = factors[self.n_tiles * self.H * self.BT * self.BT:]
         else:
             names = self.factor_names
@@ -680,22 +682,37 @@ def _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
             dq, dk, dv, deta, dla, wde, part, a.T, H, n_rows, a.scale, BK=BK, NV=V // BV, **common)
 
 
+def _plain_d_block(K: int, V: int, has_alpha: bool) -> int:
+    """K block of ``_plain_d_kernel``: NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN (default 64, at most K),
+    at least K/2 with log α, whose d log α gets one atomic share per K block: two shares added to
+    zero in either order give the same sum. At K the program holds all of M0 and can form D = V − K M0
+    itself (``_plain_d_forms``), and the forward then keeps no D."""
+    BK = _block_v(V, K, "NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", 64)
+    return max(BK, K // 2) if has_alpha else BK
+
+
+def _plain_d_forms() -> bool:
+    """Whether ``_plain_d_kernel`` with one K block (BK = K: it holds all of M0) forms D = V − K M0
+    itself instead of reading the rows the forward walk kept (then not kept):
+    NESTED_KERNELS_LM_TRITON_PLAIN_D_FORM "1" (default) or "0". sm_90 probe (η only, C64 K=V=128
+    bf16, 8 warps), spill stores per thread: 892 B forming D, 200 B reading it; the forward walk
+    spills 36 B storing D, 0 B without."""
+    return env_flag("NESTED_KERNELS_LM_TRITON_PLAIN_D_FORM", True)
+
+
 def _plain_d_grads(a, d_rows, dw, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
-    """Token gradients of PLAIN_A tiles by ``_plain_d_kernel`` (grid K/BK, tiles, H) from the rows D
-    the forward kept and dW the backward walk stored (``_plain_d``); d log α (zeroed here) gets one
-    atomic share per K block, so BK is at least K/2 with log α: two shares added to zero in either
-    order give the same sum. BK: NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN (default 64, at most K)."""
+    """Token gradients of PLAIN_A tiles by ``_plain_d_kernel`` (grid K/BK_D, tiles, H) from the rows
+    D the forward kept (None: formed by the kernel, BK_D = K) and dW the backward walk stored
+    (``_plain_d``); d log α is zeroed here for the kernel's atomic shares."""
     from .triton_bwd_plain import _plain_d_kernel
-    K, V = a.K, a.V
-    BK = a.knob(_block_v, V, K, "NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", 64)
+    K, V, BK = a.K, a.V, a.BK_D
     if a.la is not None:
-        BK = max(BK, K // 2)
         dla.zero_()
     with mma_sync(a.knob(_mma_v2, "plain" if BK >= 64 and V >= 64 else "bwd")):
         launch(_plain_d_kernel, (K // BK, a.n_tiles, a.H),
-            a.q, a.k, a.eta, a.la, a.tile_seq, a.tile_idx, a.cu, saved_m, adj_m, dO, d_rows, dw,
+            a.q, a.k, a.v, a.eta, a.la, a.tile_seq, a.tile_idx, a.cu, saved_m, adj_m, dO, d_rows, dw,
             dq, dk, dv, deta, dla, a.T, a.H, a.scale, K=K, V=V, BT=a.BT, BK=BK, HAS_ALPHA=a.la is not None,
-            READ=a.read, IS_VARLEN=a.cu is not None, PREC=a.prec,
+            READ=a.read, IS_VARLEN=a.cu is not None, KEEP_D=d_rows is not None, PREC=a.prec,
             **a.knob(_kernel_options, a.BT, "plain_d", False, True))
 
 
@@ -729,6 +746,7 @@ def backward(inputs, outputs, grads, cfg, walk: str = "triton"):
     if N * H:
         tiles = (outputs["tile_m"], outputs["tile_s"])
         recompute = tiles[0].numel() == 0   # the forward's residuals did not come (e.g. another backend ran it)
+        plain_d = bool(outputs["tile_factors"].numel()) and not recompute and a.plain_d
         if outputs["tile_factors"].numel() and not recompute:
             f = a.kept(outputs["tile_factors"], outputs["tile_ainv"], outputs["tile_scalars"])
         else:
@@ -739,13 +757,12 @@ def backward(inputs, outputs, grads, cfg, walk: str = "triton"):
         saved_m, saved_s = tiles[0], tiles[1] if a.mu is not None else None
         adj_m = torch.empty_like(saved_m)
         adj_s = torch.empty_like(saved_m) if a.mu is not None else None
-        d_rows = f.get("d")     # plain_d: the forward kept D, the walk stores dW
-        dw = None if d_rows is None else \
-            a.empty(B * T, H, V, dtype=torch.bfloat16 if a.prec == "bf16" else torch.float32)
+        # plain_d: the walk stores dW (and the forward kept D unless the kernel forms it)
+        dw = a.empty(B * T, H, V, dtype=torch.bfloat16 if a.prec == "bf16" else torch.float32) if plain_d else None
         a.adjoints(f, dO, (dMf, dSf, dMcf), (adj_m, adj_s), (dm0, ds0, dmc0), dw)
         dq, dk, dv, deta, dla, dbeta, dmu = token_grads()
-        if d_rows is not None:
-            _plain_d_grads(a, d_rows, dw, saved_m, adj_m, dO, dq, dk, dv, deta, dla)
+        if plain_d:
+            _plain_d_grads(a, f.get("d"), dw, saved_m, adj_m, dO, dq, dk, dv, deta, dla)
         elif a.grad_plain:
             _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla)
         else:

@@ -214,12 +214,14 @@ def _plain_dqk_kernel(q, k, v, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, adj
 
 
 @triton.jit
-def _plain_d_kernel(q, k, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, adj_m, do, d_rows, dw,
+def _plain_d_kernel(q, k, v, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, adj_m, do, d_rows, dw,
                     dq, dk, dv, deta, dla, T, H, scale,
                     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                    HAS_ALPHA: tl.constexpr, READ: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
-    """All token gradients of a PLAIN_A tile's K block, from the rows D = V − K M0 the forward walk
-    kept and the steps' adjoint dW the backward walk stored (W = ηD, dE = −η dW): dq, dk as
+                    HAS_ALPHA: tl.constexpr, READ: tl.constexpr, IS_VARLEN: tl.constexpr,
+                    KEEP_D: tl.constexpr, PREC: tl.constexpr):
+    """All token gradients of a PLAIN_A tile's K block, from the rows D = V − K M0 (kept by the
+    forward walk with KEEP_D, else formed here: BK = K, the program holds all of M0) and the steps'
+    adjoint dW the backward walk stored (W = ηD, dE = −η dW): dq, dk as
     ``_plain_dqk_kernel``; the first K block also dv = η dW and dη = Σ D ⊙ dW. With log α each K
     block adds its share of d log α to ``dla`` (zeroed; the gate adjoints are linear in the
     partial sums over K: Σ K ⊙ (W dMeᵀ), Σ Q ⊙ (dO M0ᵀ), Σ M0 ⊙ dMe, and the first block adds the
@@ -228,10 +230,13 @@ def _plain_d_kernel(q, k, eta, la_ptr, tile_seq, tile_idx, cu, saved_m, adj_m, d
     G, Gp, g, gp, Dg, Dgp, m, mp, Phi, Phip, nu, nup = tile_gates(la_ptr, la_ptr, grow, mt, rt, BT, HAS_ALPHA,
                                                                     False, PREC)
     et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
-    Dr = _load_rows(d_rows, grow, rv, mt, V)
+    M0 = tl.load(saved_m + sv).to(tl.float32)
+    if KEEP_D:
+        Dr = _load_rows(d_rows, grow, rv, mt, V)
+    else:
+        Dr = _load_rows(v, grow, rv, mt, V) - mm(_load_rows(k, grow, rk, mt, K), M0, PREC)
     dW = _load_rows(dw, grow, rv, mt, V)
     W = et[:, None] * Dr
-    M0 = tl.load(saved_m + sv).to(tl.float32)
     dMe = tl.load(adj_m + sv).to(tl.float32)
     dKa = mm(W, tl.trans(dMe), PREC)
     dK = row_of(Phi, sel)[:, None] * dKa - mm(et[:, None] * dW, tl.trans(M0), PREC)
