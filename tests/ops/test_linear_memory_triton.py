@@ -499,18 +499,18 @@ def test_plain_a_needs_fused_outputs_and_plain_tiles(monkeypatch):
     keep = dict(cfg, keep_factors=True, scale=1.0, output_final_state=False)
     tiles = -(-20 // 16)
     assert triton_backend.residuals(inputs, keep)[2].shape == (tiles * 1 * 16 * 16,)   # A per tile
-    # PLAIN_D keeps the rows D too, unless _plain_d_kernel's K block is all of K (it forms D itself)
-    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PLAIN_D", "1")
-    assert triton_backend.residuals(inputs, keep)[2].shape == (tiles * 1 * 16 * 16,)      # K = 16
+    # PLAIN_D keeps the rows D too, unless _plain_d_kernel's K block is all of K and it forms D
+    # itself (PLAIN_D_FORM=1)
     x32, _ = make(T=20, K=32, V=16, gates="", seed=74)
     wide = dict(inputs, **x32)
-    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", "16")
-    assert triton_backend.residuals(wide, keep)[2].shape == (tiles * 1 * 16 * 16 + 20 * 1 * 16,)
+    with_d = (tiles * 1 * 16 * 16 + 20 * 1 * 16,)
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PLAIN_D", "1")
+    for block, form, shape in (("16", "0", with_d), ("16", "1", with_d), ("32", "0", with_d),
+                               ("32", "1", (tiles * 1 * 16 * 16,))):
+        monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", block)
+        monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PLAIN_D_FORM", form)
+        assert triton_backend.residuals(wide, keep)[2].shape == shape, (block, form)
     assert triton_backend.residuals(wide, dict(keep, keep_factors=False))[2].numel() == 0
-    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", "32")
-    assert triton_backend.residuals(wide, keep)[2].shape == (tiles * 1 * 16 * 16,)
-    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PLAIN_D_FORM", "0")      # one K block reading D
-    assert triton_backend.residuals(wide, keep)[2].shape == (tiles * 1 * 16 * 16 + 20 * 1 * 16,)
     monkeypatch.delenv("NESTED_KERNELS_LM_TRITON_PLAIN_D_FORM")
     monkeypatch.delenv("NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN")
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PLAIN_D", "0")
@@ -556,7 +556,8 @@ PLAIN_D_CASES = {
     "alpha_chunk_read_one_k_block": (dict(T=35, K=16, V=32, gates="a", seed=83),
                                      dict(chunk_size=16, read="chunk"), None),
     "eta_only_chunk_read": (dict(T=33, gates="", seed=84), dict(chunk_size=16, read="chunk"), "16"),
-    # one K block (BK = K): the kernel forms D = V − K M0 itself, the forward keeps no D
+    # one K block (BK = K) and PLAIN_D_FORM=1: the kernel forms D = V − K M0 itself, the forward
+    # keeps no D
     "eta_only_before_d_formed": (dict(B=1, T=40, N=3, K=32, V=32, gates="", seed=86),
                                  dict(chunk_size=16, read="before", scale=0.7,
                                       cu_seqlens=torch.tensor([0, 17, 17, 40], dtype=torch.int32)), "32"),
@@ -564,9 +565,9 @@ PLAIN_D_CASES = {
 }
 
 
-def test_plain_d_one_k_block_reading_d(monkeypatch):
-    """NESTED_KERNELS_LM_TRITON_PLAIN_D_FORM=0: one K block reads the D the forward kept instead of
-    forming it: the same values (up to summation order) as forming it, and the float64 reference."""
+def test_plain_d_one_k_block_forming_d(monkeypatch):
+    """NESTED_KERNELS_LM_TRITON_PLAIN_D_FORM=1: one K block forms D instead of reading the D the
+    forward kept: the same values (up to summation order) as reading it, and the float64 reference."""
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PLAIN_D", "1")
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", "32")
     check_kernel_knob(monkeypatch, "PLAIN_D_FORM", ["_plain_d_kernel"], make(T=37, K=32, V=32, gates="", seed=88),
@@ -582,6 +583,7 @@ def test_plain_d_gradients(monkeypatch, name):
     make_kw, kw, block = PLAIN_D_CASES[name]
     if block:
         monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", block)
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PLAIN_D_FORM", "1" if name.endswith("_d_formed") else "0")
     check_kernel_knob(monkeypatch, "PLAIN_D", ["_plain_d_kernel"], make(**make_kw), torch.float32,
                       dict(kw, target="external"), off=PLAIN)
 
@@ -868,8 +870,9 @@ def test_stages_knob(monkeypatch):
 @pytest.mark.parametrize("gates", ["abm", "a", ""])
 def test_opcheck_with_residual_outputs(gates):
     """The registered op with the Triton backend: fake shapes (residual tile states included; with
-    η and α only the tiles keep their n×n A: the walks form the rest themselves), autograd
-    registration and schema (torch.library.opcheck), under the interpreter."""
+    η and α only the tiles keep their n×n A: the walks form the rest themselves; with η only also
+    the rows D of PLAIN_D), autograd registration and schema (torch.library.opcheck), under the
+    interpreter."""
     from nested_kernels.core.custom_op import _pack
     x, st = make(T=20, gates=gates, seed=23)
     inputs = {n: None if t is None else t.float().requires_grad_(True) for n, t in x.items()}
@@ -878,9 +881,10 @@ def test_opcheck_with_residual_outputs(gates):
     plain = triton_backend._plain_x(inputs, dict(chunk_size=16, target="external"))
     assert plain == (gates in ("a", ""))
     res = triton_backend.residuals(inputs, dict(chunk_size=16, target="external", read="after", keep_factors=True))
-    # plain (PLAIN_A): the tiles' n×n A, flat (at K = 16 PLAIN_D's kernel forms D itself: no rows
-    # D); else the K-wide factor rows
-    assert res[2].shape == ((2 * 16 * 16,) if plain else (len(triton_backend._factor_names(True, True, False, 0)), 20, 1, 16))
+    # plain (PLAIN_A): the tiles' n×n A, flat, and without log α (PLAIN_D) the rows D; else the
+    # K-wide factor rows
+    flat = 2 * 16 * 16 + (20 * 16 if gates == "" else 0)
+    assert res[2].shape == ((flat,) if plain else (len(triton_backend._factor_names(True, True, False, 0)), 20, 1, 16))
     for keep in (False, True):      # keep_factors: the API's choice when a gradient will be taken
         cfg = dict(chunk_size=16, target="external", read="after", scale=1.0, output_final_state=True,
                    backend="triton", keep_factors=keep)

@@ -3,9 +3,10 @@
 # defaults of 2026-12-07g (PLAIN_D for η-only PLAIN_A tiles, A without η, fast launch on): its
 # GPU tests and check cases 12–14 passed on the branch (2026-12-07g call 1), the whole quick set has
 # not run since. (2) _plain_d_kernel with one program per tile and head (BLOCK_PLAIN 128: dW, dO, q,
-# k read once), forming D = V − K M0 itself (the default at one K block: the forward keeps no D;
-# sm_90 probe 892 B of spill stores per thread at 8 warps) or reading the kept D (PLAIN_D_FORM 0,
-# 200 B), checked (case 12, bf16) and then timed against 64 beside fla at issue 3's shape. (3) The walks' V block 16 against 32 (2026-12-07f_next.sh step 2, cut by
+# k read once), forming D = V − K M0 itself (PLAIN_D_FORM 1, opt-in: the forward keeps no D; sm_90
+# probe 892 B of spill stores per thread at 8 warps) or reading the kept D (PLAIN_D_FORM 0, the
+# default, 200 B), checked (case 12, bf16) and then timed against 64 beside fla at issue 3's shape.
+# If forming D passes and pays, make it the default (triton_backend._plain_d_forms). (3) The walks' V block 16 against 32 (2026-12-07f_next.sh step 2, cut by
 # its step limit in 2026-12-07g call 3 while fla compiled: longer limits here; sm_90 probe: the
 # backward walk's 108 B of spill stores per thread go at 16) and wgmma for the prep and the walks
 # (MMA auto; "mixed" faulted for α+β in 2026-11-26e, η only never timed since PLAIN_A), one run.

@@ -694,10 +694,10 @@ def _plain_d_block(K: int, V: int, has_alpha: bool) -> int:
 def _plain_d_forms() -> bool:
     """Whether ``_plain_d_kernel`` with one K block (BK = K: it holds all of M0) forms D = V − K M0
     itself instead of reading the rows the forward walk kept (then not kept):
-    NESTED_KERNELS_LM_TRITON_PLAIN_D_FORM "1" (default) or "0". sm_90 probe (η only, C64 K=V=128
-    bf16, 8 warps), spill stores per thread: 892 B forming D, 200 B reading it; the forward walk
-    spills 36 B storing D, 0 B without."""
-    return env_flag("NESTED_KERNELS_LM_TRITON_PLAIN_D_FORM", True)
+    NESTED_KERNELS_LM_TRITON_PLAIN_D_FORM "1" or "0" (default, until it has run on a GPU: the path
+    that ran there reads D). sm_90 probe (η only, C64 K=V=128 bf16, 8 warps), spill stores per
+    thread: 892 B forming D, 200 B reading it; the forward walk spills 36 B storing D, 0 B without."""
+    return env_flag("NESTED_KERNELS_LM_TRITON_PLAIN_D_FORM", False)
 
 
 def _plain_d_grads(a, d_rows, dw, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
