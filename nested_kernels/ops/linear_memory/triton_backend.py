@@ -395,13 +395,16 @@ class _Config:
         self.grad_plain = _grad_plain(plain)
         self.store = _store_dtype(q.dtype)
         self.poison = poison_enabled()
-        self.keep_factors = bool(cfg.get("keep_factors"))     # the API's: a gradient will be taken
+        # W / dE (plain kernels) and dW (PLAIN_D) between kernels: bfloat16 where the products round to it anyway
+        self.scratch = torch.bfloat16 if self.prec == "bf16" else torch.float32
+        # the forward keeps its factors: a gradient will be taken (the API's cfg) and the knob allows it
+        self.keep_factors = bool(cfg.get("keep_factors")) and _keep_factors()
         self.has_off = not self.self_target or self.resumed
         self.has_ou = self.has_off and (self.read != 2 or self.resumed)
         self.solve = beta is not None or self.exact      # a tile has an (I + A)⁻¹
         self.plain_x = plain and not self.self_target      # _plain_x
         self.plain_a = _plain_a(inputs, cfg, walk)
-        self.plain_d = self.plain_a and self.keep_factors and _keep_factors() and _plain_d(
+        self.plain_d = self.plain_a and self.keep_factors and _plain_d(
             inputs["log_alpha"] is not None)
         self.BK_D = _plain_d_block(self.K, self.V, inputs["log_alpha"] is not None) if self.plain_d else 0
         self.keep_d = self.plain_d and (self.BK_D < self.K or not _plain_d_forms())
@@ -426,7 +429,7 @@ class _Config:
             *shape, dtype=dtype, device=device, poison=self.poison)
         mu = self.flags["HAS_MU"]
         tiles = (empty(n, H, K, V), empty(n, H, K, V) if mu else empty(0))
-        if not (self.keep_factors and self.knob(_keep_factors)):
+        if not self.keep_factors:
             return tiles + (empty(0), empty(0), empty(0))
         rows = self.B * self.T
         if self.plain_a:    # the tiles' A, then with keep_d the rows D (``kept``)
@@ -669,7 +672,7 @@ def _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
     BK = a.knob(_block_v, V, K, "NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", 64)
     n_rows = a.B * a.T * H
     NP = 4 if a.la is not None else 1
-    wde = a.empty(a.B * a.T, H, 2, V, dtype=torch.bfloat16 if a.prec == "bf16" else torch.float32)
+    wde = a.empty(a.B * a.T, H, 2, V, dtype=a.scratch)
     part = a.empty(V // BV, n_rows, NP, dtype=torch.float32)
     common = dict(K=K, V=V, BT=a.BT, HAS_ALPHA=a.la is not None, SELF_TARGET=a.self_target, READ=a.read, NP=NP,
                   IS_VARLEN=a.cu is not None, PREC=a.prec, **a.knob(_kernel_options, a.BT, "plain", False, True))
@@ -746,8 +749,8 @@ def backward(inputs, outputs, grads, cfg, walk: str = "triton"):
     if N * H:
         tiles = (outputs["tile_m"], outputs["tile_s"])
         recompute = tiles[0].numel() == 0   # the forward's residuals did not come (e.g. another backend ran it)
-        plain_d = bool(outputs["tile_factors"].numel()) and not recompute and a.plain_d
-        if outputs["tile_factors"].numel() and not recompute:
+        factors_kept = bool(outputs["tile_factors"].numel()) and not recompute
+        if factors_kept:
             f = a.kept(outputs["tile_factors"], outputs["tile_ainv"], outputs["tile_scalars"])
         else:
             f = a.prep(store_ainv=True, offsets=recompute)
@@ -758,7 +761,8 @@ def backward(inputs, outputs, grads, cfg, walk: str = "triton"):
         adj_m = torch.empty_like(saved_m)
         adj_s = torch.empty_like(saved_m) if a.mu is not None else None
         # plain_d: the walk stores dW (and the forward kept D unless the kernel forms it)
-        dw = a.empty(B * T, H, V, dtype=torch.bfloat16 if a.prec == "bf16" else torch.float32) if plain_d else None
+        plain_d = factors_kept and a.plain_d
+        dw = a.empty(B * T, H, V, dtype=a.scratch) if plain_d else None
         a.adjoints(f, dO, (dMf, dSf, dMcf), (adj_m, adj_s), (dm0, ds0, dmc0), dw)
         dq, dk, dv, deta, dla, dbeta, dmu = token_grads()
         if plain_d:
