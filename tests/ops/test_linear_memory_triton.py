@@ -588,6 +588,17 @@ def test_plain_d_gradients(monkeypatch, name):
                       dict(kw, target="external"), off=PLAIN)
 
 
+def test_plain_d_block_defaults(monkeypatch):
+    """_plain_d_kernel's K block: all of K up to 128 without log α (one program per tile and head),
+    64 with it but never below K/2, and NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN over both."""
+    monkeypatch.delenv("NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", raising=False)
+    assert [triton_backend._plain_d_block(K, 128, False) for K in (32, 64, 128, 256)] == [32, 64, 128, 128]
+    assert [triton_backend._plain_d_block(K, 128, True) for K in (32, 64, 128, 256)] == [32, 64, 64, 128]
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", "32")
+    assert triton_backend._plain_d_block(128, 128, False) == 32
+    assert triton_backend._plain_d_block(128, 128, True) == 64
+
+
 def test_plain_d_float16_operands(monkeypatch):
     """PLAIN_D with float16 inputs and "fp16" operands (the interpreter's stand-in for the GPU's
     bf16 path, whose D, dW and products are 16-bit): at the float16 bound of the float64 reference."""

@@ -686,20 +686,22 @@ def _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
 
 
 def _plain_d_block(K: int, V: int, has_alpha: bool) -> int:
-    """K block of ``_plain_d_kernel``: NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN (default 64, at most K),
-    at least K/2 with log α, whose d log α gets one atomic share per K block: two shares added to
-    zero in either order give the same sum. At K the program holds all of M0 and can form D = V − K M0
-    itself (``_plain_d_forms``), and the forward then keeps no D."""
-    BK = _block_v(V, K, "NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", 64)
+    """K block of ``_plain_d_kernel``: NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN, at most K; by default 128
+    without log α (one program per tile and head reads dW, dO, q and k once: 1.151 against 1.228 ms
+    at 64, H100 2026-12-07h call 3) and 64 with it. With log α at least K/2: its d log α gets one
+    atomic share per K block, and two shares added to zero in either order give the same sum. At K
+    the program holds all of M0 and can form D = V − K M0 itself (``_plain_d_forms``)."""
+    BK = _block_v(V, K, "NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", 64 if has_alpha else 128)
     return max(BK, K // 2) if has_alpha else BK
 
 
 def _plain_d_forms() -> bool:
     """Whether ``_plain_d_kernel`` with one K block (BK = K: it holds all of M0) forms D = V − K M0
     itself instead of reading the rows the forward walk kept (then not kept):
-    NESTED_KERNELS_LM_TRITON_PLAIN_D_FORM "1" or "0" (default, until it has run on a GPU: the path
-    that ran there reads D). sm_90 probe (η only, C64 K=V=128 bf16, 8 warps), spill stores per
-    thread: 892 B forming D, 200 B reading it; the forward walk spills 36 B storing D, 0 B without."""
+    NESTED_KERNELS_LM_TRITON_PLAIN_D_FORM "1" or "0" (default): forming D saves the forward's D
+    rows but spills (sm_90 probe, η only C64 K=V=128 bf16, 8 warps: 892 B of spill stores per
+    thread against 200 B reading D) and was slower on an H100: 1.606 against 1.151 ms per fwd+bwd
+    call (2026-12-07h call 1)."""
     return env_flag("NESTED_KERNELS_LM_TRITON_PLAIN_D_FORM", False)
 
 
