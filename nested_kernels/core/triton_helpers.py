@@ -14,7 +14,8 @@ importing the package never imports Triton).
   float32 rounded to tf32 (to nearest).
 * ``cast`` — float32 x in ``dtype``, bfloat16 rounded to nearest even also under the interpreter
   (whose own conversion truncates; the GPU rounds to nearest even).
-* ``unit_lower_inverse`` — (I + A)⁻¹ of a strictly lower-triangular tile (DESIGN §2).
+* ``unit_lower_inverse`` — (I + A)⁻¹ of a strictly lower-triangular tile (DESIGN §2); ``mm_solve``
+  the products it takes (never 16-bit operands).
 * ``finish_position`` — the end of a fused decode step: the programs of sequence ``i_n`` count
   themselves on ``counters[i_n]`` (acquire/release atomics); the last of ``total`` programs writes
   the new position and zeroes the counter. Every program has read the old position before it
@@ -252,13 +253,20 @@ def unit_lower_inverse(A, rt, LOG2BT: tl.constexpr, PREC: tl.constexpr):
         br = rt // s
         sel = ((br % 2) == 1)[:, None] & (br[None, :] == (br - 1)[:, None])
         Lo = tl.where(sel, A, 0.0)
-        if PREC == "bf16" or PREC == "fp16":
-            B = B - tl.dot(tl.dot(B, Lo, input_precision="tf32"), B, input_precision="tf32")
-        elif PREC == "tf32r":
-            B = B - mm(mm(B, Lo, PREC), B, PREC)
-        else:
-            B = B - tl.dot(tl.dot(B, Lo, input_precision=PREC), B, input_precision=PREC)
+        B = B - mm_solve(mm_solve(B, Lo, PREC), B, PREC)
     return B
+
+
+@triton.jit
+def mm_solve(a, b, PREC: tl.constexpr):
+    """a @ b for the products that form or multiply (I + A)⁻¹ as an n×n matrix: never 16-bit
+    operands (tf32 where PREC asks for bf16 / fp16), else ``mm``'s PREC."""
+    if PREC == "bf16" or PREC == "fp16":
+        return tl.dot(a, b, input_precision="tf32")
+    elif PREC == "tf32r":
+        return mm(a, b, PREC)
+    else:
+        return tl.dot(a, b, input_precision=PREC)
 
 
 @triton.jit

@@ -588,6 +588,89 @@ def test_plain_d_gradients(monkeypatch, name):
                       dict(kw, target="external"), off=PLAIN)
 
 
+MATRIX_CASES = {
+    # name: (make kwargs, linear_memory kwargs, other knobs)
+    "ab_after": (dict(T=37, K=16, V=32, gates="ab", seed=90), dict(chunk_size=16, read="after"), {}),
+    "abm_before_varlen": (dict(B=1, T=40, N=3, gates="abm", seed=91),
+                          dict(chunk_size=16, read="before", scale=0.7,
+                               cu_seqlens=torch.tensor([0, 17, 17, 40], dtype=torch.int32)), {}),
+    "abm_chunk_read": (dict(T=35, K=32, V=16, gates="abm", seed=92), dict(chunk_size=16, read="chunk"), {}),
+    # K = V = 64: two column blocks of 32 in every loop
+    "bm_after_two_column_blocks": (dict(T=45, K=64, V=64, gates="bm", seed=93), dict(chunk_size=32, read="after"),
+                                   {}),
+    # the backward recomputes the factors without offsets
+    "abm_after_factors_not_kept": (dict(T=37, gates="abm", seed=94), dict(chunk_size=16, read="after"),
+                                   dict(KEEP_FACTORS="0")),
+}
+
+
+def record_prep_matrix(monkeypatch) -> list:
+    """The MATRIX flag of every _prep_kernel launch, in order (the kernels still run)."""
+    from nested_kernels.ops.linear_memory import triton_fwd
+    flags, kernel = [], triton_fwd._prep_kernel
+
+    class Recorded:
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                flags.append(kw["MATRIX"])
+                return kernel[grid](*args, **kw)
+            return launch
+
+    monkeypatch.setattr(triton_fwd, "_prep_kernel", Recorded())
+    return flags
+
+
+@pytest.mark.parametrize("name", MATRIX_CASES)
+def test_prep_matrix(monkeypatch, name):
+    """NESTED_KERNELS_LM_TRITON_PREP_MATRIX=1: tiles with external targets and β take their factors
+    from n×n matrices formed once (_matrix_factors): outputs and every gradient against the float64
+    reference and against the column-block form (the same values up to rounding)."""
+    make_kw, kw, knobs = MATRIX_CASES[name]
+    for knob, value in knobs.items():
+        monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
+    x, st = make(**make_kw)
+    flags = record_prep_matrix(monkeypatch)
+    got = {}
+    for value in ("1", "0"):
+        monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PREP_MATRIX", value)
+        flags.clear()
+        got[value] = run("triton", x, st, torch.float32, target="external", **kw)
+        assert flags and set(flags) == {value == "1"}
+    ref, dref = run("reference", x, st, torch.float32, target="external", **kw)
+    (o1, d1), (o0, d0) = got["1"], got["0"]
+    assert_run_close(dict(o1), d1, ref, dref, tolerance("triton", torch.float32))
+    assert_run_close(o1, d1, o0, d0, 1e-5)
+
+
+def test_prep_matrix_float16_operands(monkeypatch):
+    """PREP_MATRIX with float16 inputs and "fp16" operands (the interpreter's stand-in for the GPU's
+    16-bit products; the n×n matrices are formed at tf32, ``mm_solve``): at the float16 bound."""
+    for knob, value in (("PRECISION", "fp16"), ("STORE", "bf16"), ("PREP_MATRIX", "1")):
+        monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
+    flags = record_prep_matrix(monkeypatch)
+    x, st = make(T=45, K=32, V=32, gates="abm", seed=95)
+    kw = dict(chunk_size=32, target="external", read="before")
+    o, d = run("triton", x, st, torch.float16, **kw)
+    assert flags and all(flags)
+    assert_run_close(dict(o), d, *run("reference", x, st, torch.float16, **kw), tolerance("triton", torch.float16))
+
+
+@pytest.mark.parametrize("make_kw,kw", [
+    (dict(T=21, gates="abm", seed=96), dict(chunk_size=16, target="self", read="after")),
+    (dict(T=21, gates="abm", seed=97), dict(chunk_size=1, target="external", read="after")),
+    (dict(B=1, T=30, N=2, gates="ab", resume=[3, 5], seed=98),
+     dict(chunk_size=16, target="external", read="after", cu_seqlens=torch.tensor([0, 12, 30], dtype=torch.int32))),
+    (dict(T=21, gates="am", seed=99), dict(chunk_size=16, target="external", read="after")),
+])
+def test_prep_matrix_only_external_beta_tiles(monkeypatch, make_kw, kw):
+    """Self targets, chunk_size 1, resumed chunks and tiles without β keep the column-block form."""
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PREP_MATRIX", "1")
+    flags = record_prep_matrix(monkeypatch)
+    x, st = make(**make_kw)
+    run("triton", x, st, torch.float32, **kw)
+    assert flags and not any(flags)
+
+
 def test_plain_d_block_defaults(monkeypatch):
     """_plain_d_kernel's K block: all of K up to 128 without log α (one program per tile and head),
     64 with it but never below K/2, and NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN over both."""

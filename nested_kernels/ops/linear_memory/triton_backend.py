@@ -38,7 +38,7 @@ NESTED_KERNELS_LM_TRITON_PTXAS, NESTED_KERNELS_LM_TRITON_EXACT_TILE (tokens per 
 NESTED_KERNELS_LM_TRITON_GRAD_SPLIT (token gradients in one kernel or two; "0" or "1", default "1"
 with β or μ; never split for float32 inputs or tf32x3 products), NESTED_KERNELS_LM_TRITON_GRAD_PLAIN,
 _BLOCK_PLAIN, _WARPS_PLAIN, _MMA_PLAIN (the plain-tile gradient kernels), _PLAIN_D and _WARPS_PLAIN_D
-(``_plain_d_kernel``), _PLAIN_D_FORM, _MMA_GRAD_DK,
+(``_plain_d_kernel``), _PLAIN_D_FORM, _MMA_GRAD_DK, _PREP_MATRIX (``_prep_matrix``),
 NESTED_KERNELS_LM_TRITON_KEEP_FACTORS (the forward keeps its factors for the backward).
 """
 from __future__ import annotations
@@ -408,6 +408,8 @@ class _Config:
             inputs["log_alpha"] is not None)
         self.BK_D = _plain_d_block(self.K, self.V, inputs["log_alpha"] is not None) if self.plain_d else 0
         self.keep_d = self.plain_d and (self.BK_D < self.K or not _plain_d_forms())
+        self.matrix = (beta is not None and not self.exact and not self.resumed and not self.self_target
+                       and _prep_matrix())
         self.factor_names = _factor_names(mu is not None, self.solve, self.exact, self.read, self.plain_x)
         self.flags = dict(HAS_BETA=beta is not None, HAS_MU=mu is not None, EXACT=self.exact,
                           HAS_POS=self.resumed, IS_VARLEN=cu is not None)
@@ -516,7 +518,8 @@ class _Args(_Config):
                 K=K, V=V, BT=self.BT, BC=self.BC, LOG2BT=self.BT.bit_length() - 1,
                 HAS_ALPHA=self.la is not None, SELF_TARGET=self.self_target, READ=self.read,
                 HAS_OFF=has_off, HAS_OU=has_ou, STORE_AINV=f["ainv"] is not None, PLAIN_X=self.plain_x,
-                PLAIN_A=self.plain_a, PREC=self.prec, **self.knob(_kernel_options, self.BT, "prep"), **self.flags)
+                PLAIN_A=self.plain_a, MATRIX=self.matrix, PREC=self.prec, **self.knob(_kernel_options, self.BT, "prep"),
+                **self.flags)
         return f
 
     def _new_factors(self, store_ainv: bool) -> dict:
@@ -693,6 +696,15 @@ def _plain_d_block(K: int, V: int, has_alpha: bool) -> int:
     the program holds all of M0 and can form D = V − K M0 itself (``_plain_d_forms``)."""
     BK = _block_v(V, K, "NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", 64 if has_alpha else 128)
     return max(BK, K // 2) if has_alpha else BK
+
+
+def _prep_matrix() -> bool:
+    """Whether ``_prep_kernel`` forms the factors of tiles with external targets and β (not
+    resumed, chunk_size > 1) from n×n matrices (``triton_fwd._matrix_factors``: one product per
+    factor and column block instead of two to four): NESTED_KERNELS_LM_TRITON_PREP_MATRIX "1" or
+    "0" (default, until it has run on a GPU). sm_90 probe, C64 K=V=128 bf16, 4 warps, spill stores
+    per thread: see docs/linear_memory_triton.md."""
+    return env_flag("NESTED_KERNELS_LM_TRITON_PREP_MATRIX", False)
 
 
 def _plain_d_forms() -> bool:

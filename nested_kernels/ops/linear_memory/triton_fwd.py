@@ -39,7 +39,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ...core.triton_helpers import at, mm, row_of, seq_bounds, tile_gates, unit_lower_inverse
+from ...core.triton_helpers import at, mm, mm_solve, row_of, seq_bounds, tile_gates, unit_lower_inverse
 
 
 # ------------------------------------------------------------------------------------------
@@ -148,14 +148,15 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                  HAS_MU: tl.constexpr, EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr,
                  HAS_POS: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_OFF: tl.constexpr,
                  HAS_OU: tl.constexpr, STORE_AINV: tl.constexpr, PLAIN_X: tl.constexpr,
-                 PLAIN_A: tl.constexpr, PREC: tl.constexpr):
+                 PLAIN_A: tl.constexpr, MATRIX: tl.constexpr, PREC: tl.constexpr):
     """Factors of one tile (see the module docstring). PLAIN_X (``plain_x_rows``: external
     targets, no β, μ, resumed chunk or chunk_size 1): Xw = −diag(c) K and xu = diag(c) V with
     c = Φ[n]·η, which the walks form from k, v, η and log α, so xw and xu are not stored.
     PLAIN_A (a PLAIN_X tile whose walk writes the outputs): instead of Qw and ou only the tile's
     A = QKᵀ⊙Φ_m [BT, BT] (scale in Q; none for the "chunk" read) goes to ``qw``
     ([tiles, H, BT·BT]): O = diag(a) Q M0 + A diag(η)(V − K M0) (``_plain_a_step``).
-    With Ww = −diag(η)(K − [self] V) the step
+    MATRIX (external targets with β, not resumed, not EXACT): the same factors from n×n
+    matrices formed once (``_matrix_factors``). With Ww = −diag(η)(K − [self] V) the step
     coefficient of M0 (0 in a resumed tile) and uw its offset (η v external; in a resumed tile the
     whole W at F):  R-coefficient Wr = (I + A)⁻¹(diag(γ_prev) K + P Ww), Zr = (I + A)⁻¹ diag(ν_prev) K,
     ur = (I + A)⁻¹ P uw with P = strict(KKᵀ) ⊙ Φ_prev;  Xw = diag(−β Γ[n]) Wr + diag(Φ[n]) Ww,
@@ -236,109 +237,172 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
             if HAS_MU:
                 b = nup
 
-    if PLAIN_A:
-        if READ != 2:
-            tl.store(tile_square(qw, i_g, i_h, H, rt, BT), QH.to(qw.dtype.element_ty))
-    else:   # coefficients of M0 (columns of K)
-        for c in tl.static_range(K // BC):
-            rc = c * BC + tl.arange(0, BC)
-            kc = _load_rows(k, grow, rc, mt, K)
-            if EXACT:
-                if SELF_TARGET:     # R's and S's coefficients, W = −diag(η)(R − S)
-                    wr, ws = unrows2(mm(Ai, rep2(gp)[:, None] * rows2(kc, _load_rows(v, grow, rc, mt, K)), PREC))
-                    ww = -et[:, None] * (wr - ws)
-                else:
-                    wr = mm(Ai, gp[:, None] * kc, PREC)
-                    ww = -et[:, None] * wr
-            else:
-                if SELF_TARGET:
-                    ww = -et[:, None] * (kc - _load_rows(v, grow, rc, mt, K))
-                else:
-                    ww = -et[:, None] * kc
-                if HAS_POS:
-                    ww = tl.where(resumed, 0.0, ww)
-                if HAS_BETA:
-                    wr = mm(Ai, gp[:, None] * kc + mm(P, ww, PREC), PREC)
-            if HAS_BETA:
-                _store_rows(xw, grow, rc, mt, cb[:, None] * wr + phin[:, None] * ww, K)
-            elif not PLAIN_X:
-                _store_rows(xw, grow, rc, mt, phin[:, None] * ww, K)
-            if HAS_MU:
-                _store_rows(yw, grow, rc, mt, dn[:, None] * ww, K)
-            qc = _load_rows(q, grow, rc, mt, K) * scale
-            if READ == 2:
-                if HAS_POS:
-                    qc = tl.where(resumed, 0.0, qc)
-                _store_rows(qw, grow, rc, mt, qc, K)
-            else:
-                qo = a[:, None] * qc + mm(QH, ww, PREC)
-                if HAS_BETA:
-                    qo += mm(QG, wr, PREC)
-                _store_rows(qw, grow, rc, mt, qo, K)
-
-    # coefficients of S0 (columns of K; W depends on S0 only with EXACT)
-    if HAS_MU:
-        for c in tl.static_range(K // BC):
-            rc = c * BC + tl.arange(0, BC)
-            kc = _load_rows(k, grow, rc, mt, K)
-            if SELF_TARGET and EXACT:
-                zr, zs = unrows2(mm(Ai, rep2(nup)[:, None] * rows2(kc, _load_rows(v, grow, rc, mt, K)), PREC))
-                wz = -et[:, None] * (zr - zs)
-            elif HAS_BETA or EXACT:
-                zr = mm(Ai, nup[:, None] * kc, PREC)
-            if EXACT:
-                if not SELF_TARGET:
-                    wz = -et[:, None] * zr
-                xzc = phin[:, None] * wz
-                if HAS_BETA:
-                    xzc += cb[:, None] * zr
-                _store_rows(xz, grow, rc, mt, xzc, K)
-                _store_rows(yz, grow, rc, mt, dn[:, None] * wz, K)
-            elif HAS_BETA:
-                _store_rows(xz, grow, rc, mt, cb[:, None] * zr, K)
+    if MATRIX:
+        if not HAS_MU:   # placeholders for what this tile has not
+            dn = phin
+            b = gp
+        if READ == 2:
+            a = gp
+            b = gp
+            QH = P
+            QG = P
+        _matrix_factors(q, k, v, grow, mt, et, gp, nup, cb, phin, dn, a, b, Ai, P, QH, QG, xw, xz, yw, qw, qz,
+                        xu, yu, ou, scale, K, V, BC, HAS_MU, HAS_OFF, HAS_OU, READ, PREC)
+    else:
+        if PLAIN_A:
             if READ != 2:
-                qo = b[:, None] * _load_rows(q, grow, rc, mt, K) * scale
-                if HAS_BETA:
-                    qo += mm(QG, zr, PREC)
+                tl.store(tile_square(qw, i_g, i_h, H, rt, BT), QH.to(qw.dtype.element_ty))
+        else:   # coefficients of M0 (columns of K)
+            for c in tl.static_range(K // BC):
+                rc = c * BC + tl.arange(0, BC)
+                kc = _load_rows(k, grow, rc, mt, K)
                 if EXACT:
-                    qo += mm(QH, wz, PREC)
-                _store_rows(qz, grow, rc, mt, qo, K)
+                    if SELF_TARGET:     # R's and S's coefficients, W = −diag(η)(R − S)
+                        wr, ws = unrows2(mm(Ai, rep2(gp)[:, None] * rows2(kc, _load_rows(v, grow, rc, mt, K)), PREC))
+                        ww = -et[:, None] * (wr - ws)
+                    else:
+                        wr = mm(Ai, gp[:, None] * kc, PREC)
+                        ww = -et[:, None] * wr
+                else:
+                    if SELF_TARGET:
+                        ww = -et[:, None] * (kc - _load_rows(v, grow, rc, mt, K))
+                    else:
+                        ww = -et[:, None] * kc
+                    if HAS_POS:
+                        ww = tl.where(resumed, 0.0, ww)
+                    if HAS_BETA:
+                        wr = mm(Ai, gp[:, None] * kc + mm(P, ww, PREC), PREC)
+                if HAS_BETA:
+                    _store_rows(xw, grow, rc, mt, cb[:, None] * wr + phin[:, None] * ww, K)
+                elif not PLAIN_X:
+                    _store_rows(xw, grow, rc, mt, phin[:, None] * ww, K)
+                if HAS_MU:
+                    _store_rows(yw, grow, rc, mt, dn[:, None] * ww, K)
+                qc = _load_rows(q, grow, rc, mt, K) * scale
+                if READ == 2:
+                    if HAS_POS:
+                        qc = tl.where(resumed, 0.0, qc)
+                    _store_rows(qw, grow, rc, mt, qc, K)
+                else:
+                    qo = a[:, None] * qc + mm(QH, ww, PREC)
+                    if HAS_BETA:
+                        qo += mm(QG, wr, PREC)
+                    _store_rows(qw, grow, rc, mt, qo, K)
 
-    # offsets (columns of V)
+        # coefficients of S0 (columns of K; W depends on S0 only with EXACT)
+        if HAS_MU:
+            for c in tl.static_range(K // BC):
+                rc = c * BC + tl.arange(0, BC)
+                kc = _load_rows(k, grow, rc, mt, K)
+                if SELF_TARGET and EXACT:
+                    zr, zs = unrows2(mm(Ai, rep2(nup)[:, None] * rows2(kc, _load_rows(v, grow, rc, mt, K)), PREC))
+                    wz = -et[:, None] * (zr - zs)
+                elif HAS_BETA or EXACT:
+                    zr = mm(Ai, nup[:, None] * kc, PREC)
+                if EXACT:
+                    if not SELF_TARGET:
+                        wz = -et[:, None] * zr
+                    xzc = phin[:, None] * wz
+                    if HAS_BETA:
+                        xzc += cb[:, None] * zr
+                    _store_rows(xz, grow, rc, mt, xzc, K)
+                    _store_rows(yz, grow, rc, mt, dn[:, None] * wz, K)
+                elif HAS_BETA:
+                    _store_rows(xz, grow, rc, mt, cb[:, None] * zr, K)
+                if READ != 2:
+                    qo = b[:, None] * _load_rows(q, grow, rc, mt, K) * scale
+                    if HAS_BETA:
+                        qo += mm(QG, zr, PREC)
+                    if EXACT:
+                        qo += mm(QH, wz, PREC)
+                    _store_rows(qz, grow, rc, mt, qo, K)
+
+        # offsets (columns of V)
+        if HAS_OFF:
+            for c in tl.static_range(V // BC):
+                rc = c * BC + tl.arange(0, BC)
+                if SELF_TARGET:
+                    uw = tl.zeros([BT, BC], dtype=tl.float32)
+                else:
+                    uw = et[:, None] * _load_rows(v, grow, rc, mt, V)
+                oc = tl.zeros([BT, BC], dtype=tl.float32)
+                if HAS_POS:
+                    if resumed:   # W at the chunk-start memory F = M_chunk0, an input
+                        F = tl.load(mc0 + (i_n.to(tl.int64) * H + i_h) * K * V + rk[:, None] * V + rc[None, :]).to(tl.float32)
+                        if SELF_TARGET:
+                            tg = mm(_load_rows(v, grow, rk, mt, K), F, PREC)
+                        else:
+                            tg = _load_rows(v, grow, rc, mt, V)
+                        uw = -et[:, None] * (mm(kx, F, PREC) - tg)
+                        if READ == 2:
+                            oc = mm(_load_rows(q, grow, rk, mt, K) * scale, F, PREC)
+                if HAS_BETA or EXACT:
+                    ur = mm(Ai, mm(P, uw, PREC), PREC)
+                    if EXACT:
+                        uw -= et[:, None] * ur
+                if HAS_BETA:
+                    _store_rows(xu, grow, rc, mt, cb[:, None] * ur + phin[:, None] * uw, V)
+                elif not PLAIN_X:
+                    _store_rows(xu, grow, rc, mt, phin[:, None] * uw, V)
+                if HAS_MU:
+                    _store_rows(yu, grow, rc, mt, dn[:, None] * uw, V)
+                if HAS_OU:
+                    if READ != 2:
+                        oc = mm(QH, uw, PREC)
+                        if HAS_BETA:
+                            oc += mm(QG, ur, PREC)
+                    _store_rows(ou, grow, rc, mt, oc, V)
+
+
+@triton.jit
+def _matrix_factors(q, k, v, grow, mt, et, gp, nup, cb, phin, dn, a, b, Ai, P, QH, QG, xw, xz, yw, qw, qz,
+                    xu, yu, ou, scale, K: tl.constexpr, V: tl.constexpr, BC: tl.constexpr, HAS_MU: tl.constexpr,
+                    HAS_OFF: tl.constexpr, HAS_OU: tl.constexpr, READ: tl.constexpr, PREC: tl.constexpr):
+    """``_prep_kernel``'s factors of a tile with external targets and β, not resumed, not EXACT
+    (MATRIX): with Ww = −diag(η) K every factor is an n×n matrix times columns of K or V, formed
+    once (``mm_solve``) so that each column block takes one product per factor:
+    Wr = (I + A)⁻¹(diag(γ_prev) + P Ww) = Mk K with Mk = Ai diag(γ_prev) − (Ai P) diag(η),
+    Xw = diag(−β Γ[n]) Mk K − diag(Φ[n] η) K, Qw = diag(a) Q + Nk K with QGA = (QKᵀ⊙Γ_m) diag(−β) Ai,
+    Uq = QKᵀ⊙Φ_m + QGA P, Nk = QGA diag(γ_prev) − Uq diag(η); Xz = diag(−β Γ[n]) Ai diag(ν_prev) K,
+    Qz = diag(b) Q + QGA diag(ν_prev) K; offsets (uw = diag(η) V): xu = diag(−β Γ[n]) (Ai P) uw +
+    diag(Φ[n]) uw, yu = diag(D[n]) uw, ou = Uq uw. Four n×n matrices live at most (Ai, Ai P, QGA,
+    Uq), against Ai, P and the two masked products of the column-block form."""
+    if READ != 2:
+        QGA = mm_solve(QG, Ai, PREC)
+    if HAS_MU:   # coefficients of S0: Zr = Ai diag(ν_prev) K
+        for c in tl.static_range(K // BC):
+            rc = c * BC + tl.arange(0, BC)
+            kn = nup[:, None] * _load_rows(k, grow, rc, mt, K)
+            _store_rows(xz, grow, rc, mt, cb[:, None] * mm(Ai, kn, PREC), K)
+            if READ != 2:
+                _store_rows(qz, grow, rc, mt, b[:, None] * _load_rows(q, grow, rc, mt, K) * scale
+                            + mm(QGA, kn, PREC), K)
+    AP = mm_solve(Ai, P, PREC)
+    if READ != 2:
+        Uq = QH + mm_solve(QGA, P, PREC)
     if HAS_OFF:
         for c in tl.static_range(V // BC):
             rc = c * BC + tl.arange(0, BC)
-            if SELF_TARGET:
-                uw = tl.zeros([BT, BC], dtype=tl.float32)
-            else:
-                uw = et[:, None] * _load_rows(v, grow, rc, mt, V)
-            oc = tl.zeros([BT, BC], dtype=tl.float32)
-            if HAS_POS:
-                if resumed:   # W at the chunk-start memory F = M_chunk0, an input
-                    F = tl.load(mc0 + (i_n.to(tl.int64) * H + i_h) * K * V + rk[:, None] * V + rc[None, :]).to(tl.float32)
-                    if SELF_TARGET:
-                        tg = mm(_load_rows(v, grow, rk, mt, K), F, PREC)
-                    else:
-                        tg = _load_rows(v, grow, rc, mt, V)
-                    uw = -et[:, None] * (mm(kx, F, PREC) - tg)
-                    if READ == 2:
-                        oc = mm(_load_rows(q, grow, rk, mt, K) * scale, F, PREC)
-            if HAS_BETA or EXACT:
-                ur = mm(Ai, mm(P, uw, PREC), PREC)
-                if EXACT:
-                    uw -= et[:, None] * ur
-            if HAS_BETA:
-                _store_rows(xu, grow, rc, mt, cb[:, None] * ur + phin[:, None] * uw, V)
-            elif not PLAIN_X:
-                _store_rows(xu, grow, rc, mt, phin[:, None] * uw, V)
+            uw = et[:, None] * _load_rows(v, grow, rc, mt, V)
+            _store_rows(xu, grow, rc, mt, cb[:, None] * mm(AP, uw, PREC) + phin[:, None] * uw, V)
             if HAS_MU:
                 _store_rows(yu, grow, rc, mt, dn[:, None] * uw, V)
             if HAS_OU:
-                if READ != 2:
-                    oc = mm(QH, uw, PREC)
-                    if HAS_BETA:
-                        oc += mm(QG, ur, PREC)
-                _store_rows(ou, grow, rc, mt, oc, V)
+                _store_rows(ou, grow, rc, mt, mm(Uq, uw, PREC), V)
+    Mk = Ai * gp[None, :] - AP * et[None, :]
+    if READ != 2:
+        Nk = QGA * gp[None, :] - Uq * et[None, :]
+    for c in tl.static_range(K // BC):
+        rc = c * BC + tl.arange(0, BC)
+        kc = _load_rows(k, grow, rc, mt, K)
+        _store_rows(xw, grow, rc, mt, cb[:, None] * mm(Mk, kc, PREC) - (phin * et)[:, None] * kc, K)
+        if HAS_MU:
+            _store_rows(yw, grow, rc, mt, -(dn * et)[:, None] * kc, K)
+        qc = _load_rows(q, grow, rc, mt, K) * scale
+        if READ == 2:
+            _store_rows(qw, grow, rc, mt, qc, K)
+        else:
+            _store_rows(qw, grow, rc, mt, a[:, None] * qc + mm(Nk, kc, PREC), K)
 
 
 @triton.jit
