@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# For a session after 2026-12-07h (≤ 9 min, no build): linear_memory's PREP_MATRIX (opt-in since
-# 2026-12-07h, CPU-tested only): _prep_kernel forms the factors of external-target tiles with β
-# from n×n matrices (triton_fwd._matrix_factors: one product per factor and column block, the n×n
-# ones at tf32). (1) the quick verify and check case 0 (abm ext after C64 K=V=64) in three dtypes
-# with it on; (2) per-kernel sweep of α+β and α+β+μ at issue 3's shape over PREP_MATRIX 0/1 ×
-# WARPS_PREP 4/8 (sm_90 probe, spill stores per thread, 4 / 8 warps: ab after 1228 / 1020 B off,
-# 1264 / 1160 on; abm after 2176 / 1408 off, 2488 / 1724 on). If it passes and the prep is faster,
-# make it the default (triton_backend._prep_matrix) and the faster warps WARPS_PREP's default.
+# For a session after 2026-12-07h (≤ 9.5 min, no build; carry .whl and .gpu_base = the package of
+# commit 9fdcf6c, `rm -rf .gpu_base && mkdir .gpu_base && git archive 9fdcf6c nested_kernels | tar -x -C .gpu_base`).
+# linear_memory's _prep_kernel since 2026-12-07h forms the masked read products (QKᵀ⊙·) and P before
+# the (I + A)⁻¹ solve, so q, k and the gate matrices are not held through it (same arithmetic, new
+# order; sm_90 probe, C64 K=V=128 bf16, 4 warps, spill stores per thread: α+β after 1228 → 616 B,
+# HOPE α+β self 1252 → 684, C1 α+β self fp16 1952 → 1148, α+β+μ about unchanged). Not yet run on a
+# GPU: (1) the quick verify and check cases 1 (HOPE, C64) and 6 (α+β+μ, C1) with the defaults;
+# (2) per-kernel sweep of α+β and α+β+μ, PREP_MATRIX 0 / 1 (opt-in since 2026-12-07h), against the
+# package before the reorder (.gpu_base). If the matrix form's prep is faster, run
+# 2026-12-07h_next2.sh (its checks) and make it the default (triton_backend._prep_matrix).
 . "$(dirname "$0")/lib.sh"
+SWEEP="python3 python/sweep_linear_memory_triton.py --gates ab,abm"
+BASE="env PYTHONPATH=$PWD/.gpu_base:$PYTHONPATH"
 {
-fg verify 220 env NESTED_KERNELS_LM_TRITON_PREP_MATRIX=1 python3 -m nested_kernels.verify --quick --backends triton \
-    --ops linear_memory --jobs 8
-fg check 100 env NESTED_KERNELS_LM_TRITON_PREP_MATRIX=1 python3 python/check_linear_memory_triton.py --cases 0 \
-    --dtypes bf16,fp16,fp32 --no-timing
-fg sweep 200 python3 python/sweep_linear_memory_triton.py --gates ab,abm --prep-matrix 0,1 --warps-prep 4,8 \
-    --json "$OUT/sweep_prep.json"
+fg verify 180 python3 -m nested_kernels.verify --quick --backends triton --ops linear_memory --jobs 8
+fg check 100 python3 python/check_linear_memory_triton.py --cases 1,6 --dtypes bf16 --no-timing
+fg sweep_main 150 $SWEEP --prep-matrix 0,1 --json "$OUT/sweep_main.json"
+fg sweep_base 100 $BASE $SWEEP --json "$OUT/sweep_base.json"
 echo "=== done ($(now))"
 } > "$OUT/next.log" 2>&1
