@@ -642,17 +642,23 @@ def test_prep_matrix(monkeypatch, name):
     assert_run_close(o1, d1, o0, d0, 1e-5)
 
 
-def test_prep_matrix_float16_operands(monkeypatch):
-    """PREP_MATRIX with float16 inputs and "fp16" operands (the interpreter's stand-in for the GPU's
-    16-bit products; the n×n matrices are formed at tf32, ``mm_solve``): at the float16 bound."""
-    for knob, value in (("PRECISION", "fp16"), ("STORE", "bf16"), ("PREP_MATRIX", "1")):
-        monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
-    flags = record_prep_matrix(monkeypatch)
-    x, st = make(T=45, K=32, V=32, gates="abm", seed=95)
-    kw = dict(chunk_size=32, target="external", read="before")
+def check_float16_operands(monkeypatch, knob, inputs, kw):
+    """NESTED_KERNELS_LM_TRITON_<knob>=1 with float16 inputs, "fp16" operands (the interpreter's
+    stand-in for the GPU's 16-bit products) and bf16 storage: at the float16 bound of the float64
+    reference."""
+    for name, value in (("PRECISION", "fp16"), ("STORE", "bf16"), (knob, "1")):
+        monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{name}", value)
+    x, st = inputs
     o, d = run("triton", x, st, torch.float16, **kw)
-    assert flags and all(flags)
     assert_run_close(dict(o), d, *run("reference", x, st, torch.float16, **kw), tolerance("triton", torch.float16))
+
+
+def test_prep_matrix_float16_operands(monkeypatch):
+    """PREP_MATRIX with 16-bit operands (the n×n matrices formed at tf32, ``mm_solve``)."""
+    flags = record_prep_matrix(monkeypatch)
+    check_float16_operands(monkeypatch, "PREP_MATRIX", make(T=45, K=32, V=32, gates="abm", seed=95),
+                           dict(chunk_size=32, target="external", read="before"))
+    assert flags and all(flags)
 
 
 @pytest.mark.parametrize("make_kw,kw", [
@@ -683,16 +689,11 @@ def test_plain_d_block_defaults(monkeypatch):
 
 
 def test_plain_d_float16_operands(monkeypatch):
-    """PLAIN_D with float16 inputs and "fp16" operands (the interpreter's stand-in for the GPU's
-    bf16 path, whose D, dW and products are 16-bit): at the float16 bound of the float64 reference."""
-    for knob, value in (("PRECISION", "fp16"), ("STORE", "bf16"), ("PLAIN_D", "1")):
-        monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
+    """PLAIN_D with 16-bit operands (the GPU's bf16 path, whose D, dW and products are 16-bit)."""
     launched = record_launches(monkeypatch)
-    x, st = make(T=45, K=64, V=64, gates="a", seed=85)
-    kw = dict(chunk_size=32, target="external", read="after")
-    o, d = run("triton", x, st, torch.float16, **kw)
+    check_float16_operands(monkeypatch, "PLAIN_D", make(T=45, K=64, V=64, gates="a", seed=85),
+                           dict(chunk_size=32, target="external", read="after"))
     assert launched == ["_plain_d_kernel"]
-    assert_run_close(dict(o), d, *run("reference", x, st, torch.float16, **kw), tolerance("triton", torch.float16))
 
 
 def test_plain_not_for_beta_mu_or_resumed(monkeypatch):
