@@ -5,17 +5,18 @@
 # the (I + A)⁻¹ solve, so q, k and the gate matrices are not held through it (same arithmetic, new
 # order; sm_90 probe, C64 K=V=128 bf16, 4 warps, spill stores per thread: α+β after 1228 → 616 B,
 # HOPE α+β self 1252 → 684, C1 α+β self fp16 1952 → 1148, α+β+μ about unchanged). Not yet run on a
-# GPU: (1) the quick verify and check cases 1 (HOPE, C64) and 6 (α+β+μ, C1) with the defaults;
-# (2) per-kernel sweep of α+β and α+β+μ, PREP_MATRIX 0 / 1 (opt-in since 2026-12-07h), against the
-# package before the reorder (.gpu_base). If the matrix form's prep is faster, run
+# GPU: (1) the quick verify (its C1 and C64 α+β+μ cases) and check case 1 (HOPE, C64) with the
+# defaults; (2) per-kernel sweep of α+β and α+β+μ, PREP_MATRIX 0 / 1 (opt-in since 2026-12-07h) ×
+# WARPS_PREP 4 / 8 (probe: 8 warps halve α+β+μ's spills), against the package before the reorder
+# (.gpu_base). If the matrix form's prep is faster, run
 # 2026-12-07h_next2.sh (its checks) and make it the default (triton_backend._prep_matrix).
 . "$(dirname "$0")/lib.sh"
 SWEEP="python3 python/sweep_linear_memory_triton.py --gates ab,abm"
 BASE="env PYTHONPATH=$PWD/.gpu_base:$PYTHONPATH"
 {
 fg verify 180 python3 -m nested_kernels.verify --quick --backends triton --ops linear_memory --jobs 8
-fg check 100 python3 python/check_linear_memory_triton.py --cases 1,6 --dtypes bf16 --no-timing
-fg sweep_main 150 $SWEEP --prep-matrix 0,1 --json "$OUT/sweep_main.json"
+fg check 60 python3 python/check_linear_memory_triton.py --cases 1 --dtypes bf16 --no-timing
+fg sweep_main 220 $SWEEP --prep-matrix 0,1 --warps-prep 4,8 --json "$OUT/sweep_main.json"
 fg sweep_base 100 $BASE $SWEEP --json "$OUT/sweep_base.json"
 echo "=== done ($(now))"
 } > "$OUT/next.log" 2>&1
