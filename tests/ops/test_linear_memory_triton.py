@@ -338,9 +338,10 @@ GRAD_KERNELS = ("_grad_kernel", "_grad_nn_kernel", "_grad_dk_kernel", "_plain_dv
                 "_plain_d_kernel")
 
 
-def record_launches(monkeypatch, names=GRAD_KERNELS) -> list:
-    """Names of the kernels among ``names`` (of triton_fwd / triton_bwd / triton_bwd_plain)
-    launched, in order (they still run); by default the gradient kernels."""
+def record_launches(monkeypatch, names=GRAD_KERNELS, what=lambda name, kw: name) -> list:
+    """``what(name, launch keywords)`` of every launch of the kernels among ``names`` (of triton_fwd /
+    triton_bwd / triton_bwd_plain), in order (they still run): by default the names of the gradient
+    kernels launched."""
     from nested_kernels.ops.linear_memory import triton_bwd, triton_bwd_plain, triton_fwd
     launched = []
 
@@ -350,7 +351,7 @@ def record_launches(monkeypatch, names=GRAD_KERNELS) -> list:
 
         def __getitem__(self, grid):
             def launch(*args, **kw):
-                launched.append(self.name)
+                launched.append(what(self.name, kw))
                 return self.fn[grid](*args, **kw)
             return launch
 
@@ -606,18 +607,7 @@ MATRIX_CASES = {
 
 def record_prep_matrix(monkeypatch) -> list:
     """The MATRIX flag of every _prep_kernel launch, in order (the kernels still run)."""
-    from nested_kernels.ops.linear_memory import triton_fwd
-    flags, kernel = [], triton_fwd._prep_kernel
-
-    class Recorded:
-        def __getitem__(self, grid):
-            def launch(*args, **kw):
-                flags.append(kw["MATRIX"])
-                return kernel[grid](*args, **kw)
-            return launch
-
-    monkeypatch.setattr(triton_fwd, "_prep_kernel", Recorded())
-    return flags
+    return record_launches(monkeypatch, ("_prep_kernel",), lambda name, kw: kw["MATRIX"])
 
 
 @pytest.mark.parametrize("name", MATRIX_CASES)

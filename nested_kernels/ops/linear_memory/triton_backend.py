@@ -404,9 +404,9 @@ class _Config:
         self.solve = beta is not None or self.exact      # a tile has an (I + A)⁻¹
         self.plain_x = plain and not self.self_target      # _plain_x
         self.plain_a = _plain_a(inputs, cfg, walk)
-        self.plain_d = self.plain_a and self.keep_factors and _plain_d(
-            inputs["log_alpha"] is not None)
-        self.BK_D = _plain_d_block(self.K, self.V, inputs["log_alpha"] is not None) if self.plain_d else 0
+        has_alpha = inputs["log_alpha"] is not None
+        self.plain_d = self.plain_a and self.keep_factors and _plain_d(has_alpha)
+        self.BK_D = _plain_d_block(self.K, self.V, has_alpha) if self.plain_d else 0
         self.keep_d = self.plain_d and (self.BK_D < self.K or not _plain_d_forms())
         self.matrix = (beta is not None and not self.exact and not self.resumed and not self.self_target
                        and _prep_matrix())

@@ -363,7 +363,7 @@ def _matrix_factors(q, k, v, grow, mt, et, gp, nup, cb, phin, dn, a, b, Ai, P, Q
     """``_prep_kernel``'s factors of a tile with external targets and β, not resumed, not EXACT
     (MATRIX): with Ww = −diag(η) K every factor is an n×n matrix times columns of K or V, formed
     once (``mm_solve``) so that each column block takes one product per factor:
-    Wr = (I + A)⁻¹(diag(γ_prev) + P Ww) = Mk K with Mk = Ai diag(γ_prev) − (Ai P) diag(η),
+    Wr = (I + A)⁻¹(diag(γ_prev) K + P Ww) = Mk K with Mk = Ai diag(γ_prev) − (Ai P) diag(η),
     Xw = diag(−β Γ[n]) Mk K − diag(Φ[n] η) K, Qw = diag(a) Q + Nk K with QGA = (QKᵀ⊙Γ_m) diag(−β) Ai,
     Uq = QKᵀ⊙Φ_m + QGA P, Nk = QGA diag(γ_prev) − Uq diag(η); Xz = diag(−β Γ[n]) Ai diag(ν_prev) K,
     Qz = diag(b) Q + QGA diag(ν_prev) K; offsets (uw = diag(η) V): xu = diag(−β Γ[n]) (Ai P) uw +
