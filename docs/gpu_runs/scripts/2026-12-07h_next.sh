@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# For a session after 2026-12-07h (≤ 9.5 min, no build; carry .whl and .gpu_base = the package of
-# commit 9fdcf6c, `rm -rf .gpu_base && mkdir .gpu_base && git archive 9fdcf6c nested_kernels | tar -x -C .gpu_base`).
-# linear_memory's _prep_kernel since 2026-12-07h forms the masked read products (QKᵀ⊙·) and P before
+# For a session after 2026-12-07h (≤ 9.5 min, no build), run with branch wip/prep-order checked out;
+# carry .whl and .gpu_base = main's package (`rm -rf .gpu_base && mkdir .gpu_base && git archive main
+# nested_kernels | tar -x -C .gpu_base`). On that branch linear_memory's _prep_kernel forms the masked read products (QKᵀ⊙·) and P before
 # the (I + A)⁻¹ solve, so q, k and the gate matrices are not held through it (same arithmetic, new
 # order; sm_90 probe, C64 K=V=128 bf16, 4 warps, spill stores per thread: α+β after 1228 → 616 B,
 # HOPE α+β self 1252 → 684, C1 α+β self fp16 1952 → 1148, α+β+μ about unchanged). Not yet run on a
 # GPU: (1) the quick verify (its C1 and C64 α+β+μ cases) and check case 1 (HOPE, C64) with the
 # defaults; (2) per-kernel sweep of α+β and α+β+μ, PREP_MATRIX 0 / 1 (opt-in since 2026-12-07h) ×
 # WARPS_PREP 4 / 8 (probe: 8 warps halve α+β+μ's spills), against the package before the reorder
-# (.gpu_base). If the matrix form's prep is faster, run
-# 2026-12-07h_next2.sh (its checks) and make it the default (triton_backend._prep_matrix).
+# (main's, .gpu_base). Both pass and the prep is faster → merge the branch. If the matrix form's prep
+# is faster, run 2026-12-07h_next2.sh (its checks) and make it the default (triton_backend._prep_matrix).
 . "$(dirname "$0")/lib.sh"
 SWEEP="python3 python/sweep_linear_memory_triton.py --gates ab,abm"
 BASE="env PYTHONPATH=$PWD/.gpu_base:$PYTHONPATH"
