@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# For a session after 2026-12-07h (≤ 9.5 min, no build), run with branch wip/prep-order checked out;
+# For a session after 2026-12-07h (≤ 9.5 min, no build), run with branch wip/prep-order checked out
+# (or `git apply docs/wip/prep_order.patch`);
 # carry .whl and .gpu_base = main's package (`rm -rf .gpu_base && mkdir .gpu_base && git archive main
 # nested_kernels | tar -x -C .gpu_base`). On that branch linear_memory's _prep_kernel forms the masked read products (QKᵀ⊙·) and P before
 # the (I + A)⁻¹ solve, so q, k and the gate matrices are not held through it (same arithmetic, new
