@@ -195,28 +195,9 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
         tl.store(ts + 2, at(m, sel) + empty, mask=sv)
 
     kx = _load_rows(k, grow, rk, mt, K)
-    if HAS_BETA or EXACT:
-        KK = mm(kx, tl.trans(kx), PREC)
-        if HAS_BETA:
-            bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
-            Ac = Gp * bt[None, :]
-            if EXACT:
-                Ac += Phip * et[None, :]
-            cb = -bt * row_of(G, sel)
-        else:
-            Ac = Phip * et[None, :]
-        if SELF_TARGET and EXACT:   # the 2n×2n system in (r_1, s_1, r_2, s_2, …)
-            VK = mm(_load_rows(v, grow, rk, mt, K), tl.trans(kx), PREC)
-            Ai = unit_lower_inverse(self_exact_system(KK, VK, Ac, -Phip * et[None, :], strict),
-                                    tl.arange(0, 2 * BT), LOG2BT + 1, PREC)
-            if STORE_AINV:
-                ap, am = ainv2_ptrs(ainv, grow, mt, BT)
-                tl.store(ap, Ai, mask=am[:, None])
-        else:
-            Ai = unit_lower_inverse(tl.where(strict, KK * Ac, 0.0), rt, LOG2BT, PREC)
-            if STORE_AINV:
-                _store_rows(ainv, grow, rt, mt, Ai, BT)
-        P = tl.where(strict, KK * Phip, 0.0)
+    if HAS_BETA:
+        bt = tl.load(beta_ptr + grow, mask=mt, other=0.0).to(tl.float32)
+    # the masked read products and P before the solve: q, k and the gate matrices are not held through it
     if READ != 2:
         qx = _load_rows(q, grow, rk, mt, K) * scale
         QK = mm(qx, tl.trans(kx), PREC)
@@ -236,6 +217,27 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                 QG = QKm * Gp * (-bt)[None, :]
             if HAS_MU:
                 b = nup
+    if HAS_BETA or EXACT:
+        KK = mm(kx, tl.trans(kx), PREC)
+        if HAS_BETA:
+            Ac = Gp * bt[None, :]
+            if EXACT:
+                Ac += Phip * et[None, :]
+            cb = -bt * row_of(G, sel)
+        else:
+            Ac = Phip * et[None, :]
+        P = tl.where(strict, KK * Phip, 0.0)
+        if SELF_TARGET and EXACT:   # the 2n×2n system in (r_1, s_1, r_2, s_2, …)
+            VK = mm(_load_rows(v, grow, rk, mt, K), tl.trans(kx), PREC)
+            Ai = unit_lower_inverse(self_exact_system(KK, VK, Ac, -Phip * et[None, :], strict),
+                                    tl.arange(0, 2 * BT), LOG2BT + 1, PREC)
+            if STORE_AINV:
+                ap, am = ainv2_ptrs(ainv, grow, mt, BT)
+                tl.store(ap, Ai, mask=am[:, None])
+        else:
+            Ai = unit_lower_inverse(tl.where(strict, KK * Ac, 0.0), rt, LOG2BT, PREC)
+            if STORE_AINV:
+                _store_rows(ainv, grow, rt, mt, Ai, BT)
 
     if MATRIX:
         if not HAS_MU:   # placeholders for what this tile has not
