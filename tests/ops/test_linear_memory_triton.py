@@ -334,8 +334,8 @@ def test_exact_rule_self_target_default_tile_float16():
 
 # -- NESTED_KERNELS_LM_TRITON_GRAD_SPLIT: token gradients in two kernels -------------------------
 
-GRAD_KERNELS = ("_grad_kernel", "_grad_nn_kernel", "_grad_dk_kernel", "_plain_dv_kernel", "_plain_dqk_kernel",
-                "_plain_d_kernel")
+GRAD_KERNELS = ("_grad_kernel", "_grad_rows_kernel", "_grad_nn_kernel", "_grad_dk_kernel", "_plain_dv_kernel",
+                "_plain_dqk_kernel", "_plain_d_kernel")
 
 
 def record_launches(monkeypatch, names=GRAD_KERNELS, what=lambda name, kw: name) -> list:
@@ -393,6 +393,52 @@ def test_grad_split(monkeypatch, name):
         monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
     o1 = check_kernel_knob(monkeypatch, "GRAD_SPLIT", SPLIT, make(**make_kw), torch.float16, kw)
     assert o1["o"].dtype == torch.float16
+
+
+
+ROWS_CASES = {
+    # name: (make kwargs, linear_memory kwargs, other knobs)
+    "abm_external_after_two_v_blocks": (dict(T=35, K=16, V=32, gates="abm", seed=90),
+                                        dict(chunk_size=16, target="external", read="after"),
+                                        dict(PRECISION="fp16", BV_GRAD="16", BV_ROWS="16")),
+    "ab_self_before": (dict(T=37, K=32, V=32, gates="ab", seed=91), dict(chunk_size=16, target="self", read="before"),
+                       dict(BV_GRAD="16")),
+    "abm_self_after": (dict(T=33, gates="abm", seed=92), dict(chunk_size=16, target="self", read="after"), {}),
+    "am_chunk_read": (dict(T=37, K=16, V=32, gates="am", seed=93), dict(chunk_size=16, target="external", read="chunk"),
+                      dict(BV_ROWS="16")),
+    "exact_mu": (dict(T=37, gates="abm", seed=94), dict(chunk_size=1, target="external", read="before"),
+                 dict(EXACT_TILE="16", PRECISION="fp16")),
+    "exact_self_abm": (dict(T=21, gates="abm", seed=95), dict(chunk_size=1, target="self", read="after"),
+                       dict(EXACT_TILE="16", PRECISION="fp16")),
+    "varlen_abm_before": (dict(B=1, T=30, N=3, K=16, V=16, gates="abm", seed=96),
+                          dict(chunk_size=16, target="external", read="before",
+                               cu_seqlens=torch.tensor([0, 9, 9, 30], dtype=torch.int32)), {}),
+}
+
+
+@pytest.mark.parametrize("name", ROWS_CASES)
+def test_grad_rows(monkeypatch, name):
+    """NESTED_KERNELS_LM_TRITON_GRAD_ROWS=1: _grad_rows_kernel stores the products with the tile
+    states, and _grad_nn_kernel reads them instead of loading the states: outputs and every
+    gradient against the float64 reference at the float16 bound and against the split without it."""
+    make_kw, kw, knobs = ROWS_CASES[name]
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", "1")
+    for knob, value in knobs.items():
+        monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
+    check_kernel_knob(monkeypatch, "GRAD_ROWS", ["_grad_rows_kernel"] + SPLIT, make(**make_kw), torch.float16, kw,
+                      off=SPLIT)
+
+
+def test_grad_rows_not_for_resumed_tiles(monkeypatch):
+    """A resumed chunk (errors at its chunk-start memory) keeps the split without the rows."""
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", "1")
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_ROWS", "1")
+    launched = record_launches(monkeypatch)
+    x, st = make(T=37, gates="ab", resume=[5], seed=97)
+    ref, dref = run("reference", x, st, torch.float16, chunk_size=16)
+    o, d = run("triton", x, st, torch.float16, chunk_size=16)
+    assert launched == SPLIT
+    assert_run_close(dict(o), d, ref, dref, tolerance("triton", torch.float16))
 
 
 def check_kernel_knob(monkeypatch, knob, kernels, inputs, dtype, kw, off=("_grad_kernel",),

@@ -236,7 +236,7 @@ def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
         getenv("NESTED_KERNELS_LM_TRITON_WARPS")
     if env:
         return int(env)
-    return 8 if BT > 32 and kernel in ("out", "grad", "plain_d") and not (kernel == "grad" and heavy) else 4
+    return 8 if BT > 32 and kernel in ("out", "grad", "plain_d", "rows") and not (kernel == "grad" and heavy) else 4
 
 
 def _stages(kernel: str, store: torch.dtype, plain_a: bool = False) -> int:
@@ -315,6 +315,15 @@ def _grad_split(dtype: torch.dtype, prec: str, heavy: bool) -> bool:
     return env_flag("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", heavy) and dtype != torch.float32 and prec != "tf32x3"
 
 
+def _grad_rows() -> bool:
+    """Whether the split's ``_grad_nn_kernel`` takes every product with the tile states (K M0, K S0,
+    V M0, V S0, K dMe, K dSe and the read's Σ dO ⊙ Q M0, Σ dO ⊙ Q S0) from rows that
+    ``_grad_rows_kernel`` stores first ([B·T, H, 2–6, V] float32), so that it loads no state and
+    runs no K-deep product: NESTED_KERNELS_LM_TRITON_GRAD_ROWS "1" or "0" (default, until it has run
+    on a GPU). Not for resumed tiles (their errors are taken at the chunk-start memory)."""
+    return env_flag("NESTED_KERNELS_LM_TRITON_GRAD_ROWS", False)
+
+
 def _grad_plain(plain: bool) -> bool:
     """Whether the token gradients of ``plain`` tiles (no β, no μ, chunk_size > 1, no resumed
     chunk) run as ``_plain_dv_kernel`` then ``_plain_dqk_kernel`` (triton_bwd_plain.py) instead of
@@ -391,6 +400,7 @@ class _Config:
         self.BC = min(self.K, self.V, 32)
         self.prec = _precision(q.dtype)
         self.grad_split = _grad_split(q.dtype, self.prec, beta is not None or mu is not None)
+        self.grad_rows = self.grad_split and not self.resumed and _grad_rows()
         plain = _plain(inputs, cfg)
         self.grad_plain = _grad_plain(plain)
         self.store = _store_dtype(q.dtype)
@@ -644,6 +654,9 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
     both use BV_GRAD and mma.sync."""
     from .triton_bwd import _grad_dk_kernel, _grad_kernel, _grad_nn_kernel
     nn_buf = dmc0      # unused by the fused kernel
+    rows = rsum = tsum = dmc0   # unused without GRAD_ROWS
+    if a.grad_rows:
+        rows, rsum, tsum = _state_rows(a, saved_m, saved_s, adj_m, adj_s, dO)
     if a.grad_split:   # the n×n shares of dq, dk, handed from the first kernel to the second
         slots = 3 if a.exact and a.self_target else 2       # self targets, chunk_size 1: and d(VKᵀ)
         nn_buf = a.empty(a.n_tiles, a.H, slots, a.BT, a.BT, dtype=torch.float32)
@@ -659,9 +672,28 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
             launch(kernel, (a.n_tiles, a.H),
                 a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.tile_seq, a.tile_idx, a.cu, a.pos,
                 f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
-                dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
+                dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, rsum, tsum,
                 a.T, a.H, a.scale, K=a.K, V=a.V, BT=a.BT, BV=bv, HAS_ALPHA=a.la is not None,
-                SELF_TARGET=a.self_target, PREC=a.prec, READ=a.read, **options, **a.flags)
+                SELF_TARGET=a.self_target, PREC=a.prec, READ=a.read, ROWS=a.grad_rows and kernel is _grad_nn_kernel,
+                **options, **a.flags)
+
+
+def _state_rows(a, saved_m, saved_s, adj_m, adj_s, dO):
+    """``_grad_rows_kernel`` (GRAD_ROWS): the products of every tile with its states and their
+    adjoints, for ``_grad_nn_kernel``. Returns (rows, rsum, tsum) as its docstring describes them;
+    V blocks of NESTED_KERNELS_LM_TRITON_BV_ROWS (default 32)."""
+    from .triton_bwd import _grad_rows_kernel, row_slots
+    mu, exact, self_target = a.mu is not None, a.exact, a.self_target
+    rows = a.empty(a.B * a.T, a.H, row_slots(mu, exact, self_target), a.V, dtype=torch.float32)
+    rsum = a.empty(a.B * a.T, a.H, 2, dtype=torch.float32)
+    tsum = a.empty(a.n_tiles, a.H, 4, dtype=torch.float32)
+    with mma_sync(a.knob(_mma_v2, "fwd")):
+        launch(_grad_rows_kernel, (a.n_tiles, a.H),
+            a.q, a.k, a.v, a.tile_seq, a.tile_idx, a.cu, saved_m, saved_s, adj_m, adj_s, dO, rows, rsum, tsum,
+            a.T, a.H, a.scale, K=a.K, V=a.V, BT=a.BT, BV=a.knob(_block_v, a.K, a.V, "NESTED_KERNELS_LM_TRITON_BV_ROWS", 32),
+            HAS_MU=mu, EXACT=exact, SELF_TARGET=self_target, READ=a.read, IS_VARLEN=a.cu is not None, PREC=a.prec,
+            **a.knob(_kernel_options, a.BT, "rows"))
+    return rows, rsum, tsum
 
 
 def _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla):
