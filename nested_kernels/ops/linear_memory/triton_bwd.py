@@ -577,10 +577,14 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
             ZP = tl.zeros([BT, BT], dtype=tl.float32)
 
     for c in tl.range(V // BV, num_stages=1):   # no multi-buffered loads: shared memory is the limit
-        kx, vx, qx, rv, sv, M0, dMe, S0, dSe, F, dO, KM, KS, E, W, Wp, vb, R, U, X, VM, VS, R2, dX, dY = \
+        kb, vxb, qb, rv, sv, M0, dMe, S0, dSe, F, dO, KM, KS, E, W, Wp, vb, R, U, X, VM, VS, R2, dX, dY = \
             _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, rows, c, grow, rk, mt, sbase, fbase,
                         resumed, scale, et, gp, nup, fL, gLr, bt, P, Ai, K, V, BV, HAS_BETA, HAS_MU, EXACT,
                         SELF_TARGET, READ, HAS_POS, PREC, ROWS)
+        if not ROWS:    # (ROWS: placeholders of another shape, which must not replace the tile's kx, qx)
+            kx = kb
+            vx = vxb
+            qx = qb
 
         # tile-end states: M_n = γ_n M0 + ν_n S0 + Kᵀ X,  S_n = m_n S0 + Kᵀ(D[n,·]⊙W)
         if DK:
