@@ -224,9 +224,9 @@ def residuals(inputs, cfg, walk: Optional[str] = None) -> tuple:
 
 def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
     """num_warps of ``kernel`` ("prep", "state": both sequential kernels, "out", "grad", "plain",
-    ``_plain_grads``' kernels, or "plain_d", ``_plain_d_kernel``):
+    ``_plain_grads``' kernels, "plain_d", ``_plain_d_kernel``, or "rows", ``_grad_rows_kernel``):
     NESTED_KERNELS_LM_TRITON_WARPS_<KERNEL> if set, else NESTED_KERNELS_LM_TRITON_WARPS, else 4 for
-    tiles of at most 32 tokens; above, 8 for "out", "plain_d" (sm_90 probe, C64 K=V=128 bf16, spill
+    tiles of at most 32 tokens; above, 8 for "out", "plain_d", "rows" (sm_90 probe, C64 K=V=128 bf16, spill
     stores per thread at 4 / 8 warps: η only 84 / 0 B, read "before" with log α 1708 / 620 B) and
     the gradient kernel of tiles that are not ``heavy`` (β or μ), 4 for the rest. H100 sweeps 2026-11-26c (B4 T4096 H16
     K=V=128 C64 bf16, µs per fwd+bwd call, 8 → 4 warps): prep 858 → 522 (η only), 8430 → 5420
@@ -687,12 +687,12 @@ def _state_rows(a, saved_m, saved_s, adj_m, adj_s, dO):
     rows = a.empty(a.B * a.T, a.H, row_slots(mu, exact, self_target), a.V, dtype=torch.float32)
     rsum = a.empty(a.B * a.T, a.H, 2, dtype=torch.float32)
     tsum = a.empty(a.n_tiles, a.H, 4, dtype=torch.float32)
+    bv = a.knob(_block_v, a.K, a.V, "NESTED_KERNELS_LM_TRITON_BV_ROWS", 32)
     with mma_sync(a.knob(_mma_v2, "fwd")):
         launch(_grad_rows_kernel, (a.n_tiles, a.H),
             a.q, a.k, a.v, a.tile_seq, a.tile_idx, a.cu, saved_m, saved_s, adj_m, adj_s, dO, rows, rsum, tsum,
-            a.T, a.H, a.scale, K=a.K, V=a.V, BT=a.BT, BV=a.knob(_block_v, a.K, a.V, "NESTED_KERNELS_LM_TRITON_BV_ROWS", 32),
-            HAS_MU=mu, EXACT=exact, SELF_TARGET=self_target, READ=a.read, IS_VARLEN=a.cu is not None, PREC=a.prec,
-            **a.knob(_kernel_options, a.BT, "rows"))
+            a.T, a.H, a.scale, K=a.K, V=a.V, BT=a.BT, BV=bv, HAS_MU=mu, EXACT=exact, SELF_TARGET=self_target,
+            READ=a.read, IS_VARLEN=a.cu is not None, PREC=a.prec, **a.knob(_kernel_options, a.BT, "rows"))
     return rows, rsum, tsum
 
 
