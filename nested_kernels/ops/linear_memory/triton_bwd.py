@@ -181,38 +181,19 @@ def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, rows, c, grow,
     gradient kernel shares). Returns kx, vx, qx [BT, K]; rv [BV] (columns), sv [K, BV] (state
     offsets); M0, dMe, S0, dSe, F [K, BV]; dO, KM = K M0, KS = K S0, E, W, Wp (what P multiplies),
     vb (EXACT: the V block; self targets: the unknowns s_t), R, U, X [BT, BV]; self targets with
-    EXACT: VM = V M0, VS = V S0 [BT, BV] and the solution R2 [2BT, BV] (rows r_t, s_t); the rows of
-    the end-state adjoints dX = K dMe, dY = K dSe [BT, BV] — placeholders where absent (unused).
-    ROWS (``_grad_nn_kernel`` only, no resumed tile): the products with the states (KM, KS, VM, VS,
-    dX, dY) come from the rows ``_grad_rows_kernel`` stored, and no state is loaded."""
-    rv = c * BV + tl.arange(0, BV)
-    sv = rk[:, None] * V + rv[None, :]
-    dO = _load_rows(do, grow, rv, mt, V)
+    EXACT: VM = V M0, VS = V S0 [BT, BV] and the solution R2 [2BT, BV] (rows r_t, s_t) — placeholders
+    where absent (unused). ROWS (``_grad_nn_kernel`` only, no resumed tile): no keys, queries,
+    values or states are loaded (placeholders of other shapes in their place); every product with
+    a state comes from the rows of ``_grad_rows_kernel`` (``_state_product``)."""
     if ROWS:
-        NR: tl.constexpr = row_slots(HAS_MU, EXACT, SELF_TARGET)
-        KM = _load_rows(rows, grow, rv, mt, NR * V)
-        dX = _load_rows(rows + V, grow, rv, mt, NR * V)
-        kx = KM     # placeholders: no keys, queries, values or states here
-        vx = KM
-        qx = KM
-        M0 = KM
-        dMe = KM
-        F = KM
-        S0 = KM
-        dSe = KM
-        KS = KM
-        dY = KM
-        VM = KM
-        VS = KM
-        if HAS_MU:
-            KS = _load_rows(rows + 2 * V, grow, rv, mt, NR * V)
-            dY = _load_rows(rows + 3 * V, grow, rv, mt, NR * V)
-        if SELF_TARGET:
-            VM = _load_rows(rows + _vm_slot(HAS_MU) * V, grow, rv, mt, NR * V)
-            if EXACT and HAS_MU:
-                VS = _load_rows(rows + 5 * V, grow, rv, mt, NR * V)
-        KF = KM
-        VF = VM
+        rv = c * BV + tl.arange(0, BV)
+        sv = rk[:, None] * V + rv[None, :]
+        dO = _load_rows(do, grow, rv, mt, V)
+        kx = dO
+        vx = dO
+        qx = dO
+        M0 = dO
+        dMe = dO
     else:
         # keys, queries, values reloaded per block (L2 hits) instead of held in registers
         kx = _load_rows(k, grow, rk, mt, K)
@@ -222,67 +203,53 @@ def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, rows, c, grow,
             vx = _load_rows(v, grow, rk, mt, K)
         if READ != 2 or HAS_POS:
             qx = _load_rows(q, grow, rk, mt, K) * scale
+        rv = c * BV + tl.arange(0, BV)
+        sv = rk[:, None] * V + rv[None, :]
         M0 = tl.load(saved_m + sbase + sv).to(tl.float32)
         dMe = tl.load(adj_m + sbase + sv).to(tl.float32)
-        KM = mm(kx, M0, PREC)
-        dX = mm(kx, dMe, PREC)
-        F = M0
-        KF = KM
-        VM = KM
-        VS = KM
-        VF = KM
-        if SELF_TARGET:
-            VM = mm(vx, M0, PREC)
-            VF = VM
-        if HAS_POS and not EXACT:
-            F = tl.where(resumed, tl.load(mc0 + fbase + sv, mask=resumed, other=0.0).to(tl.float32), M0)
-            KF = mm(kx, F, PREC)
-            if SELF_TARGET:
-                VF = mm(vx, F, PREC)
-        S0 = M0
-        dSe = dMe
-        KS = KM
-        dY = dX
-        if HAS_MU:
-            S0 = tl.load(saved_s + sbase + sv).to(tl.float32)
-            dSe = tl.load(adj_s + sbase + sv).to(tl.float32)
-            KS = mm(kx, S0, PREC)
-            dY = mm(kx, dSe, PREC)
-            if SELF_TARGET and EXACT:
-                VS = mm(vx, S0, PREC)
-    E, W, Wp, vb, R, U, X, R2 = _block_chain(v, grow, rv, mt, KM, KS, VM, VS, KF, VF, et, gp, nup, fL, gLr, bt, P,
-                                              Ai, V, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, PREC)
-    return kx, vx, qx, rv, sv, M0, dMe, S0, dSe, F, dO, KM, KS, E, W, Wp, vb, R, U, X, VM, VS, R2, dX, dY
-
-
-@triton.jit
-def _block_chain(v, grow, rv, mt, KM, KS, VM, VS, KF, VF, et, gp, nup, fL, gLr, bt, P, Ai, V: tl.constexpr,
-                 HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr, EXACT: tl.constexpr, SELF_TARGET: tl.constexpr,
-                 PREC: tl.constexpr):
-    """The forward chain of a V block from its products with the states: KM = K M0, KS = K S0,
-    VM = V M0, VS = V S0 (self targets) and KF, VF (the same at the chunk-start memory F, the
-    errors' memory). Returns E, W, Wp, vb, R, U, X, R2 as ``_grad_block`` describes them."""
+        dO = _load_rows(do, grow, rv, mt, V)
+    KM = _state_product(rows, 0, grow, rv, mt, kx, M0, V, HAS_MU, EXACT, SELF_TARGET, PREC, ROWS)
+    F = M0
     E = KM
     vb = KM
+    VM = KM
+    VS = KM
     R2 = KM
     if EXACT:
         if SELF_TARGET:
+            VM = _state_product(rows, 4, grow, rv, mt, vx, M0, V, HAS_MU, EXACT, SELF_TARGET, PREC, ROWS)
             Wp = KM
         else:
             vb = _load_rows(v, grow, rv, mt, V)
             Wp = et[:, None] * vb       # what P multiplies in the RHS
     else:
+        if HAS_POS:
+            F = tl.where(resumed, tl.load(mc0 + fbase + sv, mask=resumed, other=0.0).to(tl.float32), M0)
+            KF = mm(kx, F, PREC)
+        else:
+            KF = KM
         if SELF_TARGET:
-            E = KF - VF
+            if HAS_POS:
+                E = KF - mm(vx, F, PREC)
+            else:
+                E = KF - _state_product(rows, 4, grow, rv, mt, vx, F, V, HAS_MU, EXACT, SELF_TARGET, PREC, ROWS)
         else:
             E = KF - _load_rows(v, grow, rv, mt, V)
         W = -et[:, None] * E
         Wp = W
+    S0 = M0
+    dSe = dMe
+    KS = KM
+    if HAS_MU and not ROWS:
+        S0 = tl.load(saved_s + sbase + sv).to(tl.float32)
+        dSe = tl.load(adj_s + sbase + sv).to(tl.float32)
     R = KM
     if SELF_TARGET and EXACT:   # (r_t, s_t) from the 2n×2n system: RHS rows γ_prev z M0 + ν_prev z S0
         RHS = gp[:, None] * KM
         RHSv = gp[:, None] * VM
         if HAS_MU:
+            KS = _state_product(rows, 2, grow, rv, mt, kx, S0, V, HAS_MU, EXACT, SELF_TARGET, PREC, ROWS)
+            VS = _state_product(rows, 5, grow, rv, mt, vx, S0, V, HAS_MU, EXACT, SELF_TARGET, PREC, ROWS)
             RHS += nup[:, None] * KS
             RHSv += nup[:, None] * VS
         R2 = mm(Ai, rows2(RHS, RHSv), PREC)
@@ -291,6 +258,7 @@ def _block_chain(v, grow, rv, mt, KM, KS, VM, VS, KF, VF, et, gp, nup, fL, gLr, 
     elif HAS_BETA or EXACT:
         RHS = gp[:, None] * KM + mm(P, Wp, PREC)
         if HAS_MU:
+            KS = _state_product(rows, 2, grow, rv, mt, kx, S0, V, HAS_MU, EXACT, SELF_TARGET, PREC, ROWS)
             RHS += nup[:, None] * KS
         R = mm(Ai, RHS, PREC)
         if EXACT:
@@ -300,19 +268,32 @@ def _block_chain(v, grow, rv, mt, KM, KS, VM, VS, KF, VF, et, gp, nup, fL, gLr, 
     if HAS_BETA:
         U = -bt[:, None] * R
         X += gLr[:, None] * U
-    return E, W, Wp, vb, R, U, X, R2
+    return kx, vx, qx, rv, sv, M0, dMe, S0, dSe, F, dO, KM, KS, E, W, Wp, vb, R, U, X, VM, VS, R2
 
 
 @triton.constexpr_function
 def row_slots(has_mu, exact, self_target):
-    """Slots of the rows buffer of ``_grad_rows_kernel`` ([B·T, H, slots, V] float32): KM, dX, then
-    with μ KS, dY, then with self targets VM, then with self targets, EXACT and μ VS."""
+    """Slots of the rows buffer of ``_grad_rows_kernel`` ([B·T, H, slots, V] float32): 0 KM, 1 dX,
+    then with μ 2 KS, 3 dY, then with self targets VM, then with self targets, EXACT and μ VS."""
     return 2 + 2 * bool(has_mu) + bool(self_target) + bool(self_target and exact and has_mu)
 
 
 @triton.constexpr_function
-def _vm_slot(has_mu):
-    return 4 if has_mu else 2
+def _slot(kind, has_mu):
+    """Slot of ``kind`` (the numbering with μ: 0 KM, 1 dX, 2 KS, 3 dY, 4 VM, 5 VS) in the rows buffer."""
+    return kind if has_mu or kind < 2 else kind - 2
+
+
+@triton.jit
+def _state_product(rows, KIND: tl.constexpr, grow, rv, mt, x, M, V: tl.constexpr, HAS_MU: tl.constexpr,
+                   EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, PREC: tl.constexpr, ROWS: tl.constexpr):
+    """x M [BT, BV] (keys or values times a state or its adjoint), or with ROWS its row of kind
+    ``KIND`` (``_slot``) stored by ``_grad_rows_kernel``."""
+    if ROWS:
+        NR: tl.constexpr = row_slots(HAS_MU, EXACT, SELF_TARGET)
+        return _load_rows(rows + _slot(KIND, HAS_MU) * V, grow, rv, mt, NR * V)
+    else:
+        return mm(x, M, PREC)
 
 
 @triton.jit
@@ -577,7 +558,7 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
             ZP = tl.zeros([BT, BT], dtype=tl.float32)
 
     for c in tl.range(V // BV, num_stages=1):   # no multi-buffered loads: shared memory is the limit
-        kb, vxb, qb, rv, sv, M0, dMe, S0, dSe, F, dO, KM, KS, E, W, Wp, vb, R, U, X, VM, VS, R2, dX, dY = \
+        kb, vxb, qb, rv, sv, M0, dMe, S0, dSe, F, dO, KM, KS, E, W, Wp, vb, R, U, X, VM, VS, R2 = \
             _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, rows, c, grow, rk, mt, sbase, fbase,
                         resumed, scale, et, gp, nup, fL, gLr, bt, P, Ai, K, V, BV, HAS_BETA, HAS_MU, EXACT,
                         SELF_TARGET, READ, HAS_POS, PREC, ROWS)
@@ -589,6 +570,7 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
         # tile-end states: M_n = γ_n M0 + ν_n S0 + Kᵀ X,  S_n = m_n S0 + Kᵀ(D[n,·]⊙W)
         if DK:
             dK += mm(X, tl.trans(dMe), PREC)
+        dX = _state_product(rows, 1, grow, rv, mt, kx, dMe, V, HAS_MU, EXACT, SELF_TARGET, PREC, ROWS)
         dW = fL[:, None] * dX
         if NN:
             r_phi += tl.sum(W * dX, 1)
@@ -604,6 +586,7 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
                 dm_n += sum2(S0 * dSe)
             if DK:
                 dK += mm(dLr[:, None] * W, tl.trans(dSe), PREC)
+            dY = _state_product(rows, 3, grow, rv, mt, kx, dSe, V, HAS_MU, EXACT, SELF_TARGET, PREC, ROWS)
             dW += dLr[:, None] * dY
             if NN:
                 r_d += tl.sum(W * dY, 1)
@@ -852,7 +835,7 @@ def _grad_rows_kernel(q, k, v, tile_seq, tile_idx, cu, saved_m, saved_s, adj_m, 
             dO = _load_rows(do, grow, rv, mt, V)
             da += tl.sum(dO * mm(qx, M0, PREC), 1)
         if SELF_TARGET:
-            _store_rows(rows + _vm_slot(HAS_MU) * V, grow, rv, mt, mm(vx, M0, PREC), NR * V)
+            _store_rows(rows + _slot(4, HAS_MU) * V, grow, rv, mt, mm(vx, M0, PREC), NR * V)
         if HAS_MU:
             S0 = tl.load(saved_s + sbase + sv).to(tl.float32)
             dSe = tl.load(adj_s + sbase + sv).to(tl.float32)
