@@ -315,13 +315,17 @@ def _grad_split(dtype: torch.dtype, prec: str, heavy: bool) -> bool:
     return env_flag("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", heavy) and dtype != torch.float32 and prec != "tf32x3"
 
 
-def _grad_rows() -> bool:
-    """Whether the split's ``_grad_nn_kernel`` takes every product with the tile states (K M0, K S0,
-    V M0, V S0, K dMe, K dSe and the read's Σ dO ⊙ Q M0, Σ dO ⊙ Q S0) from rows that
-    ``_grad_rows_kernel`` stores first ([B·T, H, 2–6, V] float32), so that it loads no state and
-    runs no K-deep product: NESTED_KERNELS_LM_TRITON_GRAD_ROWS "1" or "0" (default, until it has run
-    on a GPU). Not for resumed tiles (their errors are taken at the chunk-start memory)."""
-    return env_flag("NESTED_KERNELS_LM_TRITON_GRAD_ROWS", False)
+def _grad_rows() -> int:
+    """Which of the split's kernels take the products of a tile with its states (K M0, K S0, V M0,
+    V S0, K dMe, K dSe, and the read's Σ dO ⊙ Q M0, Σ dO ⊙ Q S0) from rows that
+    ``_grad_rows_kernel`` stores first ([B·T, H, 2–6, V] float32): NESTED_KERNELS_LM_TRITON_GRAD_ROWS
+    "0" (default, until it has run on a GPU: neither), "1" (``_grad_nn_kernel``, which then loads no
+    state and runs no K-deep product) or "2" (both; ``_grad_dk_kernel`` still loads the states for
+    its dK, dQ products). Not for resumed tiles (their errors are taken at the chunk-start memory)."""
+    value = getenv("NESTED_KERNELS_LM_TRITON_GRAD_ROWS") or "0"
+    if value not in ("0", "1", "2"):
+        raise ValueError(f"NESTED_KERNELS_LM_TRITON_GRAD_ROWS must be 0, 1 or 2, got {value!r}")
+    return int(value)
 
 
 def _grad_plain(plain: bool) -> bool:
@@ -400,7 +404,7 @@ class _Config:
         self.BC = min(self.K, self.V, 32)
         self.prec = _precision(q.dtype)
         self.grad_split = _grad_split(q.dtype, self.prec, beta is not None or mu is not None)
-        self.grad_rows = self.grad_split and not self.resumed and _grad_rows()
+        self.grad_rows = _grad_rows() if self.grad_split and not self.resumed else 0
         plain = _plain(inputs, cfg)
         self.grad_plain = _grad_plain(plain)
         self.store = _store_dtype(q.dtype)
@@ -674,7 +678,8 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
                 f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, rsum, tsum,
                 a.T, a.H, a.scale, K=a.K, V=a.V, BT=a.BT, BV=bv, HAS_ALPHA=a.la is not None,
-                SELF_TARGET=a.self_target, PREC=a.prec, READ=a.read, ROWS=a.grad_rows and kernel is _grad_nn_kernel,
+                SELF_TARGET=a.self_target, PREC=a.prec, READ=a.read,
+                ROWS=a.grad_rows == 2 or (a.grad_rows == 1 and kernel is _grad_nn_kernel),
                 **options, **a.flags)
 
 

@@ -176,15 +176,15 @@ def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, rows, c, grow,
                 scale, et, gp, nup, fL, gLr, bt, P, Ai,
                 K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                 EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
-                PREC: tl.constexpr, ROWS: tl.constexpr):
+                PREC: tl.constexpr, ROWS: tl.constexpr, DK: tl.constexpr):
     """Loads and recomputed forward chain of V block ``c`` of a tile (the per-block part that every
     gradient kernel shares). Returns kx, vx, qx [BT, K]; rv [BV] (columns), sv [K, BV] (state
     offsets); M0, dMe, S0, dSe, F [K, BV]; dO, KM = K M0, KS = K S0, E, W, Wp (what P multiplies),
     vb (EXACT: the V block; self targets: the unknowns s_t), R, U, X [BT, BV]; self targets with
     EXACT: VM = V M0, VS = V S0 [BT, BV] and the solution R2 [2BT, BV] (rows r_t, s_t) — placeholders
-    where absent (unused). ROWS (``_grad_nn_kernel`` only, no resumed tile): no keys, queries,
-    values or states are loaded (placeholders of other shapes in their place); every product with
-    a state comes from the rows of ``_grad_rows_kernel`` (``_state_product``)."""
+    where absent (unused). ROWS (no resumed tile): every product with a state comes from the rows
+    of ``_grad_rows_kernel`` (``_state_product``) and no keys, queries or values are loaded
+    (placeholders of other shapes in their place), nor the states unless ``DK`` needs them."""
     if ROWS:
         rv = c * BV + tl.arange(0, BV)
         sv = rk[:, None] * V + rv[None, :]
@@ -194,6 +194,9 @@ def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, rows, c, grow,
         qx = dO
         M0 = dO
         dMe = dO
+        if DK:
+            M0 = tl.load(saved_m + sbase + sv).to(tl.float32)
+            dMe = tl.load(adj_m + sbase + sv).to(tl.float32)
     else:
         # keys, queries, values reloaded per block (L2 hits) instead of held in registers
         kx = _load_rows(k, grow, rk, mt, K)
@@ -240,7 +243,7 @@ def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, rows, c, grow,
     S0 = M0
     dSe = dMe
     KS = KM
-    if HAS_MU and not ROWS:
+    if HAS_MU and (DK or not ROWS):
         S0 = tl.load(saved_s + sbase + sv).to(tl.float32)
         dSe = tl.load(adj_s + sbase + sv).to(tl.float32)
     R = KM
@@ -561,7 +564,7 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
         kb, vxb, qb, rv, sv, M0, dMe, S0, dSe, F, dO, KM, KS, E, W, Wp, vb, R, U, X, VM, VS, R2 = \
             _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, rows, c, grow, rk, mt, sbase, fbase,
                         resumed, scale, et, gp, nup, fL, gLr, bt, P, Ai, K, V, BV, HAS_BETA, HAS_MU, EXACT,
-                        SELF_TARGET, READ, HAS_POS, PREC, ROWS)
+                        SELF_TARGET, READ, HAS_POS, PREC, ROWS, DK)
         if not ROWS:    # (ROWS: placeholders of another shape, which must not replace the tile's kx, qx)
             kx = kb
             vx = vxb
@@ -690,7 +693,7 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
             dK += dEF
             tl.store(dv + grow[:, None] * K + rk[None, :], -dEF, mask=mt[:, None])
 
-    if ROWS:    # the state-side sums of _grad_rows_kernel
+    if ROWS and NN:    # the state-side sums of _grad_rows_kernel
         ts = tsum + (i_g.to(tl.int64) * H + i_h) * 4
         dg_n = tl.load(ts)
         dnu_n = tl.load(ts + 1)
@@ -789,7 +792,7 @@ def _grad_dk_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_
     _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
                saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, rsum,
                tsum, T, H, scale, K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS,
-               IS_VARLEN, PREC, False, True, False)
+               IS_VARLEN, PREC, False, True, ROWS)
 
 
 @triton.jit
