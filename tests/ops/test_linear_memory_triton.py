@@ -334,8 +334,8 @@ def test_exact_rule_self_target_default_tile_float16():
 
 # -- NESTED_KERNELS_LM_TRITON_GRAD_SPLIT: token gradients in two kernels -------------------------
 
-GRAD_KERNELS = ("_grad_kernel", "_grad_nn_kernel", "_grad_dk_kernel", "_plain_dv_kernel", "_plain_dqk_kernel",
-                "_plain_d_kernel")
+GRAD_KERNELS = ("_grad_kernel", "_grad_rows_kernel", "_grad_nn_kernel", "_grad_dk_kernel", "_plain_dv_kernel",
+                "_plain_dqk_kernel", "_plain_d_kernel")
 
 
 def record_launches(monkeypatch, names=GRAD_KERNELS, what=lambda name, kw: name) -> list:
@@ -395,22 +395,77 @@ def test_grad_split(monkeypatch, name):
     assert o1["o"].dtype == torch.float16
 
 
+
+ROWS_CASES = {
+    # name: (make kwargs, linear_memory kwargs, other knobs)
+    "abm_external_after_two_v_blocks": (dict(T=35, K=16, V=32, gates="abm", seed=90),
+                                        dict(chunk_size=16, target="external", read="after"),
+                                        dict(PRECISION="fp16", BV_GRAD="16", BV_ROWS="16")),
+    "ab_self_before": (dict(T=37, K=32, V=32, gates="ab", seed=91), dict(chunk_size=16, target="self", read="before"),
+                       dict(BV_GRAD="16")),
+    "abm_self_after": (dict(T=33, gates="abm", seed=92), dict(chunk_size=16, target="self", read="after"), {}),
+    "am_chunk_read": (dict(T=37, K=16, V=32, gates="am", seed=93), dict(chunk_size=16, target="external", read="chunk"),
+                      dict(BV_ROWS="16")),
+    "exact_mu": (dict(T=37, gates="abm", seed=94), dict(chunk_size=1, target="external", read="before"),
+                 dict(EXACT_TILE="16", PRECISION="fp16")),
+    "exact_self_abm": (dict(T=21, gates="abm", seed=95), dict(chunk_size=1, target="self", read="after"),
+                       dict(EXACT_TILE="16", PRECISION="fp16")),
+    "varlen_abm_before": (dict(B=1, T=30, N=3, K=16, V=16, gates="abm", seed=96),
+                          dict(chunk_size=16, target="external", read="before",
+                               cu_seqlens=torch.tensor([0, 9, 9, 30], dtype=torch.int32)), {}),
+}
+
+
+@pytest.mark.parametrize("mode", ["1", "2"])
+@pytest.mark.parametrize("name", ROWS_CASES)
+def test_grad_rows(monkeypatch, name, mode):
+    """NESTED_KERNELS_LM_TRITON_GRAD_ROWS=1: _grad_rows_kernel stores the products with the tile
+    states, and _grad_nn_kernel reads them instead of loading the states (2: _grad_dk_kernel too,
+    in place of its products): outputs and every gradient against the float64 reference at the
+    float16 bound and against the split without it."""
+    make_kw, kw, knobs = ROWS_CASES[name]
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", "1")
+    for knob, value in knobs.items():
+        monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
+    check_kernel_knob(monkeypatch, "GRAD_ROWS", ["_grad_rows_kernel"] + SPLIT, make(**make_kw), torch.float16, kw,
+                      off=SPLIT, on=mode)
+
+
+@pytest.mark.parametrize("value", ["3", "yes"])
+def test_grad_rows_bad_value(monkeypatch, value):
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_ROWS", value)
+    with pytest.raises(ValueError, match="NESTED_KERNELS_LM_TRITON_GRAD_ROWS"):
+        run("triton", *make(T=20, gates="ab"), torch.float16, chunk_size=16)
+
+
+def test_grad_rows_not_for_resumed_tiles(monkeypatch):
+    """A resumed chunk (errors at its chunk-start memory) keeps the split without the rows."""
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", "1")
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_ROWS", "2")
+    launched = record_launches(monkeypatch)
+    x, st = make(T=37, gates="ab", resume=[5], seed=97)
+    ref, dref = run("reference", x, st, torch.float16, chunk_size=16)
+    o, d = run("triton", x, st, torch.float16, chunk_size=16)
+    assert launched == SPLIT
+    assert_run_close(dict(o), d, ref, dref, tolerance("triton", torch.float16))
+
+
 def check_kernel_knob(monkeypatch, knob, kernels, inputs, dtype, kw, off=("_grad_kernel",),
-                      recorded=GRAD_KERNELS) -> dict:
-    """NESTED_KERNELS_LM_TRITON_<knob>=1 launches ``kernels`` instead of ``off`` (=0; by default the
+                      recorded=GRAD_KERNELS, on="1") -> dict:
+    """NESTED_KERNELS_LM_TRITON_<knob>=``on`` launches ``kernels`` instead of ``off`` (=0; by default the
     fused _grad_kernel), counting the launches of ``recorded``: its outputs and every gradient
     against the float64 reference at ``dtype``'s bound and against the knob off (the same arithmetic
     up to summation order). Returns the outputs with the knob on."""
     x, st = inputs
     launched = record_launches(monkeypatch, recorded)
     got = {}
-    for value, expected in (("1", list(kernels)), ("0", list(off))):
+    for value, expected in ((on, list(kernels)), ("0", list(off))):
         monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
         launched.clear()
         got[value] = run("triton", x, st, dtype, **dict(kw))
         assert launched == expected
     ref, dref = run("reference", x, st, dtype, **dict(kw))
-    (o1, d1), (o0, d0) = got["1"], got["0"]
+    (o1, d1), (o0, d0) = got[on], got["0"]
     assert_run_close(dict(o1), d1, ref, dref, tolerance("triton", dtype))
     assert_run_close(o1, d1, o0, d0, 1e-5)
     return o1

@@ -224,9 +224,9 @@ def residuals(inputs, cfg, walk: Optional[str] = None) -> tuple:
 
 def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
     """num_warps of ``kernel`` ("prep", "state": both sequential kernels, "out", "grad", "plain",
-    ``_plain_grads``' kernels, or "plain_d", ``_plain_d_kernel``):
+    ``_plain_grads``' kernels, "plain_d", ``_plain_d_kernel``, or "rows", ``_grad_rows_kernel``):
     NESTED_KERNELS_LM_TRITON_WARPS_<KERNEL> if set, else NESTED_KERNELS_LM_TRITON_WARPS, else 4 for
-    tiles of at most 32 tokens; above, 8 for "out", "plain_d" (sm_90 probe, C64 K=V=128 bf16, spill
+    tiles of at most 32 tokens; above, 8 for "out", "plain_d", "rows" (sm_90 probe, C64 K=V=128 bf16, spill
     stores per thread at 4 / 8 warps: η only 84 / 0 B, read "before" with log α 1708 / 620 B) and
     the gradient kernel of tiles that are not ``heavy`` (β or μ), 4 for the rest. H100 sweeps 2026-11-26c (B4 T4096 H16
     K=V=128 C64 bf16, µs per fwd+bwd call, 8 → 4 warps): prep 858 → 522 (η only), 8430 → 5420
@@ -236,7 +236,7 @@ def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
         getenv("NESTED_KERNELS_LM_TRITON_WARPS")
     if env:
         return int(env)
-    return 8 if BT > 32 and kernel in ("out", "grad", "plain_d") and not (kernel == "grad" and heavy) else 4
+    return 8 if BT > 32 and kernel in ("out", "grad", "plain_d", "rows") and not (kernel == "grad" and heavy) else 4
 
 
 def _stages(kernel: str, store: torch.dtype, plain_a: bool = False) -> int:
@@ -315,6 +315,19 @@ def _grad_split(dtype: torch.dtype, prec: str, heavy: bool) -> bool:
     return env_flag("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", heavy) and dtype != torch.float32 and prec != "tf32x3"
 
 
+def _grad_rows() -> int:
+    """Which of the split's kernels take the products of a tile with its states (K M0, K S0, V M0,
+    V S0, K dMe, K dSe, and the read's Σ dO ⊙ Q M0, Σ dO ⊙ Q S0) from rows that
+    ``_grad_rows_kernel`` stores first ([B·T, H, 2–6, V] float32): NESTED_KERNELS_LM_TRITON_GRAD_ROWS
+    "0" (default, until it has run on a GPU: neither), "1" (``_grad_nn_kernel``, which then loads no
+    state and runs no K-deep product) or "2" (both; ``_grad_dk_kernel`` still loads the states for
+    its dK, dQ products). Not for resumed tiles (their errors are taken at the chunk-start memory)."""
+    value = getenv("NESTED_KERNELS_LM_TRITON_GRAD_ROWS") or "0"
+    if value not in ("0", "1", "2"):
+        raise ValueError(f"NESTED_KERNELS_LM_TRITON_GRAD_ROWS must be 0, 1 or 2, got {value!r}")
+    return int(value)
+
+
 def _grad_plain(plain: bool) -> bool:
     """Whether the token gradients of ``plain`` tiles (no β, no μ, chunk_size > 1, no resumed
     chunk) run as ``_plain_dv_kernel`` then ``_plain_dqk_kernel`` (triton_bwd_plain.py) instead of
@@ -391,6 +404,7 @@ class _Config:
         self.BC = min(self.K, self.V, 32)
         self.prec = _precision(q.dtype)
         self.grad_split = _grad_split(q.dtype, self.prec, beta is not None or mu is not None)
+        self.grad_rows = _grad_rows() if self.grad_split and not self.resumed else 0
         plain = _plain(inputs, cfg)
         self.grad_plain = _grad_plain(plain)
         self.store = _store_dtype(q.dtype)
@@ -644,6 +658,9 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
     both use BV_GRAD and mma.sync."""
     from .triton_bwd import _grad_dk_kernel, _grad_kernel, _grad_nn_kernel
     nn_buf = dmc0      # unused by the fused kernel
+    rows = rsum = tsum = dmc0   # unused without GRAD_ROWS
+    if a.grad_rows:
+        rows, rsum, tsum = _state_rows(a, saved_m, saved_s, adj_m, adj_s, dO)
     if a.grad_split:   # the n×n shares of dq, dk, handed from the first kernel to the second
         slots = 3 if a.exact and a.self_target else 2       # self targets, chunk_size 1: and d(VKᵀ)
         nn_buf = a.empty(a.n_tiles, a.H, slots, a.BT, a.BT, dtype=torch.float32)
@@ -659,9 +676,29 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
             launch(kernel, (a.n_tiles, a.H),
                 a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.mc0, a.tile_seq, a.tile_idx, a.cu, a.pos,
                 f["ainv"], saved_m, saved_s, adj_m, adj_s, dO,
-                dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
+                dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, rsum, tsum,
                 a.T, a.H, a.scale, K=a.K, V=a.V, BT=a.BT, BV=bv, HAS_ALPHA=a.la is not None,
-                SELF_TARGET=a.self_target, PREC=a.prec, READ=a.read, **options, **a.flags)
+                SELF_TARGET=a.self_target, PREC=a.prec, READ=a.read,
+                ROWS=a.grad_rows == 2 or (a.grad_rows == 1 and kernel is _grad_nn_kernel),
+                **options, **a.flags)
+
+
+def _state_rows(a, saved_m, saved_s, adj_m, adj_s, dO):
+    """``_grad_rows_kernel`` (GRAD_ROWS): the products of every tile with its states and their
+    adjoints, for ``_grad_nn_kernel``. Returns (rows, rsum, tsum) as its docstring describes them;
+    V blocks of NESTED_KERNELS_LM_TRITON_BV_ROWS (default 32)."""
+    from .triton_bwd import _grad_rows_kernel, row_slots
+    mu, exact, self_target = a.mu is not None, a.exact, a.self_target
+    rows = a.empty(a.B * a.T, a.H, row_slots(mu, exact, self_target), a.V, dtype=torch.float32)
+    rsum = a.empty(a.B * a.T, a.H, 2, dtype=torch.float32)
+    tsum = a.empty(a.n_tiles, a.H, 4, dtype=torch.float32)
+    bv = a.knob(_block_v, a.K, a.V, "NESTED_KERNELS_LM_TRITON_BV_ROWS", 32)
+    with mma_sync(a.knob(_mma_v2, "fwd")):
+        launch(_grad_rows_kernel, (a.n_tiles, a.H),
+            a.q, a.k, a.v, a.tile_seq, a.tile_idx, a.cu, saved_m, saved_s, adj_m, adj_s, dO, rows, rsum, tsum,
+            a.T, a.H, a.scale, K=a.K, V=a.V, BT=a.BT, BV=bv, HAS_MU=mu, EXACT=exact, SELF_TARGET=self_target,
+            READ=a.read, IS_VARLEN=a.cu is not None, PREC=a.prec, **a.knob(_kernel_options, a.BT, "rows"))
+    return rows, rsum, tsum
 
 
 def _plain_grads(a, saved_m, adj_m, dO, dq, dk, dv, deta, dla):

@@ -172,31 +172,46 @@ def _state_bwd_kernel(q, k, xw, xz, yw, yz, qw, qz, eta, la_ptr, tsc, do, pos, c
 # tile-parallel: token gradients
 # ------------------------------------------------------------------------------------------
 @triton.jit
-def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, c, grow, rk, mt, sbase, fbase, resumed, scale,
-                et, gp, nup, fL, gLr, bt, P, Ai,
+def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, rows, c, grow, rk, mt, sbase, fbase, resumed,
+                scale, et, gp, nup, fL, gLr, bt, P, Ai,
                 K: tl.constexpr, V: tl.constexpr, BV: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                 EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
-                PREC: tl.constexpr):
+                PREC: tl.constexpr, ROWS: tl.constexpr, DK: tl.constexpr):
     """Loads and recomputed forward chain of V block ``c`` of a tile (the per-block part that every
     gradient kernel shares). Returns kx, vx, qx [BT, K]; rv [BV] (columns), sv [K, BV] (state
     offsets); M0, dMe, S0, dSe, F [K, BV]; dO, KM = K M0, KS = K S0, E, W, Wp (what P multiplies),
     vb (EXACT: the V block; self targets: the unknowns s_t), R, U, X [BT, BV]; self targets with
     EXACT: VM = V M0, VS = V S0 [BT, BV] and the solution R2 [2BT, BV] (rows r_t, s_t) — placeholders
-    where absent (unused)."""
-    # keys, queries, values reloaded per block (L2 hits) instead of held in registers
-    kx = _load_rows(k, grow, rk, mt, K)
-    vx = kx
-    qx = kx
-    if SELF_TARGET:
-        vx = _load_rows(v, grow, rk, mt, K)
-    if READ != 2 or HAS_POS:
-        qx = _load_rows(q, grow, rk, mt, K) * scale
-    rv = c * BV + tl.arange(0, BV)
-    sv = rk[:, None] * V + rv[None, :]
-    M0 = tl.load(saved_m + sbase + sv).to(tl.float32)
-    dMe = tl.load(adj_m + sbase + sv).to(tl.float32)
-    dO = _load_rows(do, grow, rv, mt, V)
-    KM = mm(kx, M0, PREC)
+    where absent (unused). ROWS (no resumed tile): every product with a state comes from the rows
+    of ``_grad_rows_kernel`` (``_state_product``) and no keys, queries or values are loaded
+    (placeholders of other shapes in their place), nor the states unless ``DK`` needs them."""
+    if ROWS:
+        rv = c * BV + tl.arange(0, BV)
+        sv = rk[:, None] * V + rv[None, :]
+        dO = _load_rows(do, grow, rv, mt, V)
+        kx = dO
+        vx = dO
+        qx = dO
+        M0 = dO
+        dMe = dO
+        if DK:
+            M0 = tl.load(saved_m + sbase + sv).to(tl.float32)
+            dMe = tl.load(adj_m + sbase + sv).to(tl.float32)
+    else:
+        # keys, queries, values reloaded per block (L2 hits) instead of held in registers
+        kx = _load_rows(k, grow, rk, mt, K)
+        vx = kx
+        qx = kx
+        if SELF_TARGET:
+            vx = _load_rows(v, grow, rk, mt, K)
+        if READ != 2 or HAS_POS:
+            qx = _load_rows(q, grow, rk, mt, K) * scale
+        rv = c * BV + tl.arange(0, BV)
+        sv = rk[:, None] * V + rv[None, :]
+        M0 = tl.load(saved_m + sbase + sv).to(tl.float32)
+        dMe = tl.load(adj_m + sbase + sv).to(tl.float32)
+        dO = _load_rows(do, grow, rv, mt, V)
+    KM = _state_product(rows, 0, grow, rv, mt, kx, M0, V, HAS_MU, EXACT, SELF_TARGET, PREC, ROWS)
     F = M0
     E = KM
     vb = KM
@@ -205,7 +220,7 @@ def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, c, grow, rk, m
     R2 = KM
     if EXACT:
         if SELF_TARGET:
-            VM = mm(vx, M0, PREC)
+            VM = _state_product(rows, 4, grow, rv, mt, vx, M0, V, HAS_MU, EXACT, SELF_TARGET, PREC, ROWS)
             Wp = KM
         else:
             vb = _load_rows(v, grow, rv, mt, V)
@@ -217,7 +232,10 @@ def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, c, grow, rk, m
         else:
             KF = KM
         if SELF_TARGET:
-            E = KF - mm(vx, F, PREC)
+            if HAS_POS:
+                E = KF - mm(vx, F, PREC)
+            else:
+                E = KF - _state_product(rows, 4, grow, rv, mt, vx, F, V, HAS_MU, EXACT, SELF_TARGET, PREC, ROWS)
         else:
             E = KF - _load_rows(v, grow, rv, mt, V)
         W = -et[:, None] * E
@@ -225,7 +243,7 @@ def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, c, grow, rk, m
     S0 = M0
     dSe = dMe
     KS = KM
-    if HAS_MU:
+    if HAS_MU and (DK or not ROWS):
         S0 = tl.load(saved_s + sbase + sv).to(tl.float32)
         dSe = tl.load(adj_s + sbase + sv).to(tl.float32)
     R = KM
@@ -233,8 +251,8 @@ def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, c, grow, rk, m
         RHS = gp[:, None] * KM
         RHSv = gp[:, None] * VM
         if HAS_MU:
-            KS = mm(kx, S0, PREC)
-            VS = mm(vx, S0, PREC)
+            KS = _state_product(rows, 2, grow, rv, mt, kx, S0, V, HAS_MU, EXACT, SELF_TARGET, PREC, ROWS)
+            VS = _state_product(rows, 5, grow, rv, mt, vx, S0, V, HAS_MU, EXACT, SELF_TARGET, PREC, ROWS)
             RHS += nup[:, None] * KS
             RHSv += nup[:, None] * VS
         R2 = mm(Ai, rows2(RHS, RHSv), PREC)
@@ -243,7 +261,7 @@ def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, c, grow, rk, m
     elif HAS_BETA or EXACT:
         RHS = gp[:, None] * KM + mm(P, Wp, PREC)
         if HAS_MU:
-            KS = mm(kx, S0, PREC)
+            KS = _state_product(rows, 2, grow, rv, mt, kx, S0, V, HAS_MU, EXACT, SELF_TARGET, PREC, ROWS)
             RHS += nup[:, None] * KS
         R = mm(Ai, RHS, PREC)
         if EXACT:
@@ -254,6 +272,31 @@ def _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, c, grow, rk, m
         U = -bt[:, None] * R
         X += gLr[:, None] * U
     return kx, vx, qx, rv, sv, M0, dMe, S0, dSe, F, dO, KM, KS, E, W, Wp, vb, R, U, X, VM, VS, R2
+
+
+@triton.constexpr_function
+def row_slots(has_mu, exact, self_target):
+    """Slots of the rows buffer of ``_grad_rows_kernel`` ([B·T, H, slots, V] float32): 0 KM, 1 dX,
+    then with μ 2 KS, 3 dY, then with self targets VM, then with self targets, EXACT and μ VS."""
+    return 2 + 2 * bool(has_mu) + bool(self_target) + bool(self_target and exact and has_mu)
+
+
+@triton.constexpr_function
+def _slot(kind, has_mu):
+    """Slot of ``kind`` (the numbering with μ: 0 KM, 1 dX, 2 KS, 3 dY, 4 VM, 5 VS) in the rows buffer."""
+    return kind if has_mu or kind < 2 else kind - 2
+
+
+@triton.jit
+def _state_product(rows, KIND: tl.constexpr, grow, rv, mt, x, M, V: tl.constexpr, HAS_MU: tl.constexpr,
+                   EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, PREC: tl.constexpr, ROWS: tl.constexpr):
+    """x M [BT, BV] (keys or values times a state or its adjoint), or with ROWS its row of kind
+    ``KIND`` (``_slot``) stored by ``_grad_rows_kernel``."""
+    if ROWS:
+        NR: tl.constexpr = row_slots(HAS_MU, EXACT, SELF_TARGET)
+        return _load_rows(rows + _slot(KIND, HAS_MU) * V, grow, rv, mt, NR * V)
+    else:
+        return mm(x, M, PREC)
 
 
 @triton.jit
@@ -403,12 +446,13 @@ def _store_gate_grads(dla, dmu, grow, mt, lower, strict, G, Gp, g, gp, D, Dp, m,
 @triton.jit
 def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
                saved_m, saved_s, adj_m, adj_s, do,
-               dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
+               dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, rsum, tsum,
                T, H, scale,
                K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
-               IS_VARLEN: tl.constexpr, PREC: tl.constexpr, NN: tl.constexpr, DK: tl.constexpr):
+               IS_VARLEN: tl.constexpr, PREC: tl.constexpr, NN: tl.constexpr, DK: tl.constexpr,
+               ROWS: tl.constexpr):
     """Gradients of the tokens of one tile given its start states (M0, S0), the adjoints of its end
     states (dMe, dSe) and dO. F is the chunk-start memory of the errors, self targets and "chunk"
     reads: M0, or M_chunk0 in a resumed tile (then dF → dM_chunk0).
@@ -517,29 +561,35 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
             ZP = tl.zeros([BT, BT], dtype=tl.float32)
 
     for c in tl.range(V // BV, num_stages=1):   # no multi-buffered loads: shared memory is the limit
-        kx, vx, qx, rv, sv, M0, dMe, S0, dSe, F, dO, KM, KS, E, W, Wp, vb, R, U, X, VM, VS, R2 = _grad_block(
-            q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, c, grow, rk, mt, sbase, fbase, resumed, scale,
-            et, gp, nup, fL, gLr, bt, P, Ai, K, V, BV, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS, PREC)
+        kb, vxb, qb, rv, sv, M0, dMe, S0, dSe, F, dO, KM, KS, E, W, Wp, vb, R, U, X, VM, VS, R2 = \
+            _grad_block(q, k, v, do, mc0, saved_m, saved_s, adj_m, adj_s, rows, c, grow, rk, mt, sbase, fbase,
+                        resumed, scale, et, gp, nup, fL, gLr, bt, P, Ai, K, V, BV, HAS_BETA, HAS_MU, EXACT,
+                        SELF_TARGET, READ, HAS_POS, PREC, ROWS, DK)
+        if not ROWS:    # (ROWS: placeholders of another shape, which must not replace the tile's kx, qx)
+            kx = kb
+            vx = vxb
+            qx = qb
 
         # tile-end states: M_n = γ_n M0 + ν_n S0 + Kᵀ X,  S_n = m_n S0 + Kᵀ(D[n,·]⊙W)
         if DK:
             dK += mm(X, tl.trans(dMe), PREC)
-        dX = mm(kx, dMe, PREC)
+        dX = _state_product(rows, 1, grow, rv, mt, kx, dMe, V, HAS_MU, EXACT, SELF_TARGET, PREC, ROWS)
         dW = fL[:, None] * dX
         if NN:
             r_phi += tl.sum(W * dX, 1)
-            dg_n += sum2(M0 * dMe)
+            if not ROWS:
+                dg_n += sum2(M0 * dMe)
         if HAS_BETA:
             dU = gLr[:, None] * dX
             if NN:
                 r_g += tl.sum(U * dX, 1)
         if HAS_MU:
-            if NN:
+            if NN and not ROWS:
                 dnu_n += sum2(S0 * dMe)
                 dm_n += sum2(S0 * dSe)
             if DK:
                 dK += mm(dLr[:, None] * W, tl.trans(dSe), PREC)
-            dY = mm(kx, dSe, PREC)
+            dY = _state_product(rows, 3, grow, rv, mt, kx, dSe, V, HAS_MU, EXACT, SELF_TARGET, PREC, ROWS)
             dW += dLr[:, None] * dY
             if NN:
                 r_d += tl.sum(W * dY, 1)
@@ -553,12 +603,12 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
         else:
             if DK:
                 dQ += mm(a[:, None] * dO, tl.trans(M0), PREC)
-            if NN:
+            if NN and not ROWS:
                 da += tl.sum(dO * mm(qx, M0, PREC), 1)
             if HAS_MU:
                 if DK:
                     dQ += mm(b[:, None] * dO, tl.trans(S0), PREC)
-                if NN:
+                if NN and not ROWS:
                     db += tl.sum(dO * mm(qx, S0, PREC), 1)
             dW += mm(tl.trans(QHm), dO, PREC)
             if NN:
@@ -643,6 +693,15 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
             dK += dEF
             tl.store(dv + grow[:, None] * K + rk[None, :], -dEF, mask=mt[:, None])
 
+    if ROWS and NN:    # the state-side sums of _grad_rows_kernel
+        ts = tsum + (i_g.to(tl.int64) * H + i_h) * 4
+        dg_n = tl.load(ts)
+        dnu_n = tl.load(ts + 1)
+        dm_n = tl.load(ts + 2)
+        if READ != 2:
+            da = tl.load(rsum + grow * 2, mask=mt, other=0.0)
+            db = tl.load(rsum + grow * 2 + 1, mask=mt, other=0.0)
+
     if NN:
         G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup, dm, dD, dQK, dKS, dVK, kx, qx = \
             _nn_adjoints(q, k, v, la_ptr, beta_ptr, mu_ptr, deta, dbeta, grow, mt, rt, rk, sel, lower, strict, scale,
@@ -689,48 +748,112 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
 @triton.jit
 def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
                  saved_m, saved_s, adj_m, adj_s, do,
-                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
+                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, rsum, tsum,
                  T, H, scale,
                  K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                  HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                  EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
-                 IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
+                 IS_VARLEN: tl.constexpr, PREC: tl.constexpr, ROWS: tl.constexpr):
     """Grid (tiles, H): every token gradient of a tile in one kernel (``_grad_tile``, NN and DK)."""
     _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
-               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
-               T, H, scale, K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS,
-               IS_VARLEN, PREC, True, True)
+               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, rsum,
+               tsum, T, H, scale, K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS,
+               IS_VARLEN, PREC, True, True, False)
 
 
 @triton.jit
 def _grad_nn_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
                     saved_m, saved_s, adj_m, adj_s, do,
-                    dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
+                    dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, rsum, tsum,
                     T, H, scale,
                     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                     HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                     EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
-                    IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
+                    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, ROWS: tl.constexpr):
     """Grid (tiles, H), first of the split: the n×n adjoints → dη, d log α, dβ, dμ and the QKᵀ/KKᵀ
     shares of dq, dk (stored) (``_grad_tile``, NN only)."""
     _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
-               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
-               T, H, scale, K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS,
-               IS_VARLEN, PREC, True, False)
+               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, rsum,
+               tsum, T, H, scale, K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS,
+               IS_VARLEN, PREC, True, False, ROWS)
 
 
 @triton.jit
 def _grad_dk_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
                     saved_m, saved_s, adj_m, adj_s, do,
-                    dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
+                    dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, rsum, tsum,
                     T, H, scale,
                     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                     HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                     EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
-                    IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
+                    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, ROWS: tl.constexpr):
     """Grid (tiles, H), after ``_grad_nn_kernel``: dK, dQ from the states and their adjoints (added
     to dq, dk), dv, a resumed tile's dM_chunk0 (``_grad_tile``, DK only)."""
     _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
-               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf,
-               T, H, scale, K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS,
-               IS_VARLEN, PREC, False, True)
+               saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, rsum,
+               tsum, T, H, scale, K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS,
+               IS_VARLEN, PREC, False, True, ROWS)
+
+
+@triton.jit
+def _grad_rows_kernel(q, k, v, tile_seq, tile_idx, cu, saved_m, saved_s, adj_m, adj_s, do, rows, rsum, tsum,
+                      T, H, scale,
+                      K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
+                      HAS_MU: tl.constexpr, EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr,
+                      IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
+    """Grid (tiles, H), before ``_grad_nn_kernel`` with ROWS (no resumed tile): every product of a
+    tile with its start states (M0, S0) and end-state adjoints (dMe, dSe), so that the n×n kernel
+    loads no state and runs no K-deep product. Stores, float32:
+
+    * ``rows`` [B·T, H, slots, V] (``row_slots``): KM = K M0, dX = K dMe [, KS = K S0, dY = K dSe]
+      [, VM = V M0 (self targets)] [, VS = V S0 (self targets, EXACT, μ)];
+    * ``rsum`` [B·T, H, 2] (reads "after" / "before"): Σ_v dO ⊙ (Q M0) and Σ_v dO ⊙ (Q S0), the
+      adjoints of the read's gate rows;
+    * ``tsum`` [tiles, H, 4]: Σ M0 ⊙ dMe, Σ S0 ⊙ dMe, Σ S0 ⊙ dSe (the tile-end scalars' adjoints)."""
+    i_g, i_h, i_n, s, e, resumed, rt, mt, grow, lower, strict, sel = _tile_frame(tile_seq, tile_idx, cu, cu, T, H,
+                                                                                BT, IS_VARLEN, False)
+    NR: tl.constexpr = row_slots(HAS_MU, EXACT, SELF_TARGET)
+    rk = tl.arange(0, K)
+    sbase = (i_g.to(tl.int64) * H + i_h) * K * V
+    kx = _load_rows(k, grow, rk, mt, K)
+    if SELF_TARGET:
+        vx = _load_rows(v, grow, rk, mt, K)
+    if READ != 2:
+        qx = _load_rows(q, grow, rk, mt, K) * scale
+    z = tl.zeros([BT], dtype=tl.float32)
+    da = z
+    db = z
+    s_g = tl.sum(z, 0)
+    s_nu = s_g
+    s_m = s_g
+    for c in tl.range(V // BV, num_stages=1):
+        rv = c * BV + tl.arange(0, BV)
+        sv = rk[:, None] * V + rv[None, :]
+        M0 = tl.load(saved_m + sbase + sv).to(tl.float32)
+        dMe = tl.load(adj_m + sbase + sv).to(tl.float32)
+        _store_rows(rows, grow, rv, mt, mm(kx, M0, PREC), NR * V)
+        _store_rows(rows + V, grow, rv, mt, mm(kx, dMe, PREC), NR * V)
+        s_g += sum2(M0 * dMe)
+        if READ != 2:
+            dO = _load_rows(do, grow, rv, mt, V)
+            da += tl.sum(dO * mm(qx, M0, PREC), 1)
+        if SELF_TARGET:
+            _store_rows(rows + _slot(4, HAS_MU) * V, grow, rv, mt, mm(vx, M0, PREC), NR * V)
+        if HAS_MU:
+            S0 = tl.load(saved_s + sbase + sv).to(tl.float32)
+            dSe = tl.load(adj_s + sbase + sv).to(tl.float32)
+            _store_rows(rows + 2 * V, grow, rv, mt, mm(kx, S0, PREC), NR * V)
+            _store_rows(rows + 3 * V, grow, rv, mt, mm(kx, dSe, PREC), NR * V)
+            s_nu += sum2(S0 * dMe)
+            s_m += sum2(S0 * dSe)
+            if READ != 2:
+                db += tl.sum(dO * mm(qx, S0, PREC), 1)
+            if SELF_TARGET and EXACT:
+                _store_rows(rows + 5 * V, grow, rv, mt, mm(vx, S0, PREC), NR * V)
+    if READ != 2:
+        tl.store(rsum + grow * 2, da, mask=mt)
+        tl.store(rsum + grow * 2 + 1, db, mask=mt)
+    ts = tsum + (i_g.to(tl.int64) * H + i_h) * 4
+    tl.store(ts, s_g)
+    tl.store(ts + 1, s_nu)
+    tl.store(ts + 2, s_m)
