@@ -319,9 +319,13 @@ def _grad_rows() -> int:
     """Which of the split's kernels take the products of a tile with its states (K M0, K S0, V M0,
     V S0, K dMe, K dSe, and the read's Σ dO ⊙ Q M0, Σ dO ⊙ Q S0) from rows that
     ``_grad_rows_kernel`` stores first ([B·T, H, 2–6, V] float32): NESTED_KERNELS_LM_TRITON_GRAD_ROWS
-    "0" (default, until it has run on a GPU: neither), "1" (``_grad_nn_kernel``, which then loads no
-    state and runs no K-deep product) or "2" (both; ``_grad_dk_kernel`` still loads the states for
-    its dK, dQ products). Not for resumed tiles (their errors are taken at the chunk-start memory)."""
+    "0" (default: neither), "1" (``_grad_nn_kernel``, which then loads no state and runs no K-deep
+    product) or "2" (both; ``_grad_dk_kernel`` still loads the states for its dK, dQ products). Not for
+    resumed tiles (their errors are taken at the chunk-start memory). H100 2026-12-07i (B4 T4096 H16
+    K=V=128 C64 bf16, µs per fwd+bwd call, rows + n×n + dK kernels): α+β+μ 0 / 1 / 2: 5896 + 2488 /
+    928 + 4435 + 2473 / 990 + 4445 + 2730 (device fwd+bwd 13.16 → 12.65 ms with 1); α+β 1925 + 1005 /
+    491 + 1597 + 1005 (slower: no μ, fewer products saved). Checks with "2" pass (bf16, C64 and C1
+    with μ); off by default until the quick verify has run with it in bf16 and fp16."""
     value = getenv("NESTED_KERNELS_LM_TRITON_GRAD_ROWS") or "0"
     if value not in ("0", "1", "2"):
         raise ValueError(f"NESTED_KERNELS_LM_TRITON_GRAD_ROWS must be 0, 1 or 2, got {value!r}")
@@ -686,13 +690,14 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
 def _state_rows(a, saved_m, saved_s, adj_m, adj_s, dO):
     """``_grad_rows_kernel`` (GRAD_ROWS): the products of every tile with its states and their
     adjoints, for ``_grad_nn_kernel``. Returns (rows, rsum, tsum) as its docstring describes them;
-    V blocks of NESTED_KERNELS_LM_TRITON_BV_ROWS (default 32)."""
+    V blocks of NESTED_KERNELS_LM_TRITON_BV_ROWS (default 64: H100 2026-12-07i call 2, C64 K=V=128
+    bf16, µs per fwd+bwd call at 64 / 32: α+β+μ 928 / 990, α+β 491 / 585)."""
     from .triton_bwd import _grad_rows_kernel, row_slots
     mu, exact, self_target = a.mu is not None, a.exact, a.self_target
     rows = a.empty(a.B * a.T, a.H, row_slots(mu, exact, self_target), a.V, dtype=torch.float32)
     rsum = a.empty(a.B * a.T, a.H, 2, dtype=torch.float32)
     tsum = a.empty(a.n_tiles, a.H, 4, dtype=torch.float32)
-    bv = a.knob(_block_v, a.K, a.V, "NESTED_KERNELS_LM_TRITON_BV_ROWS", 32)
+    bv = a.knob(_block_v, a.K, a.V, "NESTED_KERNELS_LM_TRITON_BV_ROWS", 64)
     with mma_sync(a.knob(_mma_v2, "fwd")):
         launch(_grad_rows_kernel, (a.n_tiles, a.H),
             a.q, a.k, a.v, a.tile_seq, a.tile_idx, a.cu, saved_m, saved_s, adj_m, adj_s, dO, rows, rsum, tsum,
@@ -739,8 +744,9 @@ def _prep_matrix() -> bool:
     """Whether ``_prep_kernel`` forms the factors of tiles with external targets and β (not
     resumed, chunk_size > 1) from n×n matrices (``triton_fwd._matrix_factors``: one product per
     factor and column block instead of two to four): NESTED_KERNELS_LM_TRITON_PREP_MATRIX "1" or
-    "0" (default, until it has run on a GPU). sm_90 probe, C64 K=V=128 bf16, 4 warps, spill stores
-    per thread: see docs/linear_memory_triton.md."""
+    "0" (default). GPU (H100 2026-12-07i call 1): check case 0 (abm external C64 bf16) passes with it;
+    α+β+μ prep 2691 against 2707 µs per fwd+bwd call without it — no gain worth the default.
+    sm_90 probe, C64 K=V=128 bf16, 4 warps, spill stores per thread: see docs/linear_memory_triton.md."""
     return env_flag("NESTED_KERNELS_LM_TRITON_PREP_MATRIX", False)
 
 
