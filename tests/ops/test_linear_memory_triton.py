@@ -334,8 +334,8 @@ def test_exact_rule_self_target_default_tile_float16():
 
 # -- NESTED_KERNELS_LM_TRITON_GRAD_SPLIT: token gradients in two kernels -------------------------
 
-GRAD_KERNELS = ("_grad_kernel", "_grad_rows_kernel", "_grad_nn_kernel", "_grad_dk_kernel", "_plain_dv_kernel",
-                "_plain_dqk_kernel", "_plain_d_kernel")
+GRAD_KERNELS = ("_grad_kernel", "_grad_rows_kernel", "_grad_nn_kernel", "_grad_epilogue_kernel", "_grad_dk_kernel",
+                "_plain_dv_kernel", "_plain_dqk_kernel", "_plain_d_kernel")
 
 
 def record_launches(monkeypatch, names=GRAD_KERNELS, what=lambda name, kw: name) -> list:
@@ -429,6 +429,38 @@ def test_grad_rows(monkeypatch, name, mode):
         monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
     check_kernel_knob(monkeypatch, "GRAD_ROWS", ["_grad_rows_kernel"] + SPLIT, make(**make_kw), torch.float16, kw,
                       off=SPLIT, on=mode)
+
+
+EPILOGUE_CASES = {n: c for n, c in ROWS_CASES.items() if n != "exact_self_abm"}
+EPILOGUE_CASES["resumed_ab_self_chunk"] = (dict(T=37, K=16, V=16, gates="ab", resume=[5], seed=98),
+                                           dict(chunk_size=16, target="self", read="chunk"), {})
+
+
+@pytest.mark.parametrize("rows", ["0", "1"])
+@pytest.mark.parametrize("name", EPILOGUE_CASES)
+def test_nn_epilogue(monkeypatch, name, rows):
+    """NESTED_KERNELS_LM_TRITON_NN_EPILOGUE=1: _grad_nn_kernel hands its accumulators and row sums to
+    _grad_epilogue_kernel, which does the after-loop n×n algebra (with and without GRAD_ROWS):
+    outputs and every gradient against the float64 reference and the split without it."""
+    make_kw, kw, knobs = EPILOGUE_CASES[name]
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", "1")
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_GRAD_ROWS", rows)
+    for knob, value in knobs.items():
+        monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
+    first = ["_grad_rows_kernel"] if rows == "1" and "resume" not in make_kw else []
+    check_kernel_knob(monkeypatch, "NN_EPILOGUE", first + ["_grad_nn_kernel", "_grad_epilogue_kernel", "_grad_dk_kernel"],
+                      make(**make_kw), torch.float16, kw, off=first + SPLIT)
+
+
+def test_nn_epilogue_not_for_self_exact(monkeypatch):
+    """Self targets with chunk_size 1 (a 2n×2n system) keep the n×n algebra in _grad_nn_kernel."""
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_NN_EPILOGUE", "1")
+    launched = record_launches(monkeypatch)
+    x, st = make(T=21, gates="abm", seed=99)
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_EXACT_TILE", "16")
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PRECISION", "fp16")
+    run("triton", x, st, torch.float16, chunk_size=1, target="self", read="after")
+    assert launched == SPLIT
 
 
 @pytest.mark.parametrize("value", ["3", "yes"])

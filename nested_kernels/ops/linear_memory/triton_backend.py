@@ -224,9 +224,10 @@ def residuals(inputs, cfg, walk: Optional[str] = None) -> tuple:
 
 def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
     """num_warps of ``kernel`` ("prep", "state": both sequential kernels, "out", "grad", "plain",
-    ``_plain_grads``' kernels, "plain_d", ``_plain_d_kernel``, or "rows", ``_grad_rows_kernel``):
+    ``_plain_grads``' kernels, "plain_d", ``_plain_d_kernel``, "rows", ``_grad_rows_kernel``, or
+    "epilogue", ``_grad_epilogue_kernel``):
     NESTED_KERNELS_LM_TRITON_WARPS_<KERNEL> if set, else NESTED_KERNELS_LM_TRITON_WARPS, else 4 for
-    tiles of at most 32 tokens; above, 8 for "out", "plain_d", "rows" (sm_90 probe, C64 K=V=128 bf16, spill
+    tiles of at most 32 tokens; above, 8 for "out", "plain_d", "rows", "epilogue" (sm_90 probe, C64 K=V=128 bf16, spill
     stores per thread at 4 / 8 warps: η only 84 / 0 B, read "before" with log α 1708 / 620 B) and
     the gradient kernel of tiles that are not ``heavy`` (β or μ), 4 for the rest. H100 sweeps 2026-11-26c (B4 T4096 H16
     K=V=128 C64 bf16, µs per fwd+bwd call, 8 → 4 warps): prep 858 → 522 (η only), 8430 → 5420
@@ -236,7 +237,8 @@ def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
         getenv("NESTED_KERNELS_LM_TRITON_WARPS")
     if env:
         return int(env)
-    return 8 if BT > 32 and kernel in ("out", "grad", "plain_d", "rows") and not (kernel == "grad" and heavy) else 4
+    return 8 if BT > 32 and kernel in ("out", "grad", "plain_d", "rows", "epilogue") and \
+        not (kernel == "grad" and heavy) else 4
 
 
 def _stages(kernel: str, store: torch.dtype, plain_a: bool = False) -> int:
@@ -332,6 +334,17 @@ def _grad_rows() -> int:
     return int(value)
 
 
+def _nn_epilogue() -> bool:
+    """Whether the split's after-loop n×n algebra (``_nn_adjoints``: dη, dβ, d log α, dμ and the n×n
+    shares of dq, dk) runs in a kernel of its own, ``_grad_epilogue_kernel``, between
+    ``_grad_nn_kernel`` (then its V-block loop only, which hands over its four n×n accumulators and
+    row sums, [tiles, H, 5, n, n] float32) and ``_grad_dk_kernel``:
+    NESTED_KERNELS_LM_TRITON_NN_EPILOGUE "1" or "0" (default, until a GPU has timed it). sm_90 probe
+    (α+β+μ C64 K=V=128 bf16, GRAD_ROWS 1, 4 warps): the n×n kernel's spill stores 5316 B per thread
+    with the algebra, 2404 B without. Not for self targets with chunk_size 1 (a 2n×2n system)."""
+    return env_flag("NESTED_KERNELS_LM_TRITON_NN_EPILOGUE", False)
+
+
 def _grad_plain(plain: bool) -> bool:
     """Whether the token gradients of ``plain`` tiles (no β, no μ, chunk_size > 1, no resumed
     chunk) run as ``_plain_dv_kernel`` then ``_plain_dqk_kernel`` (triton_bwd_plain.py) instead of
@@ -409,6 +422,7 @@ class _Config:
         self.prec = _precision(q.dtype)
         self.grad_split = _grad_split(q.dtype, self.prec, beta is not None or mu is not None)
         self.grad_rows = _grad_rows() if self.grad_split and not self.resumed else 0
+        self.nn_epilogue = self.grad_split and not (self.exact and self.self_target) and _nn_epilogue()
         plain = _plain(inputs, cfg)
         self.grad_plain = _grad_plain(plain)
         self.store = _store_dtype(q.dtype)
@@ -666,7 +680,8 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
     if a.grad_rows:
         rows, rsum, tsum = _state_rows(a, saved_m, saved_s, adj_m, adj_s, dO)
     if a.grad_split:   # the n×n shares of dq, dk, handed from the first kernel to the second
-        slots = 3 if a.exact and a.self_target else 2       # self targets, chunk_size 1: and d(VKᵀ)
+        from .triton_bwd import _nn_slots
+        slots = _nn_slots(a.exact and a.self_target, a.nn_epilogue)
         nn_buf = a.empty(a.n_tiles, a.H, slots, a.BT, a.BT, dtype=torch.float32)
         wide = a.prec == "bf16" and a.BT <= 64     # wgmma dK fits: bf16 operands, tiles ≤ 64
         bv_dk = a.knob(_block_v, a.K, a.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD_DK", 64 if wide else a.BV_GRAD)
@@ -683,8 +698,24 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
                 dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, rsum, tsum,
                 a.T, a.H, a.scale, K=a.K, V=a.V, BT=a.BT, BV=bv, HAS_ALPHA=a.la is not None,
                 SELF_TARGET=a.self_target, PREC=a.prec, READ=a.read,
-                ROWS=a.grad_rows == 2 or (a.grad_rows == 1 and kernel is _grad_nn_kernel),
+                ROWS=a.grad_rows == 2 or (a.grad_rows == 1 and kernel is _grad_nn_kernel), EPI=a.nn_epilogue,
                 **options, **a.flags)
+        if kernel is _grad_nn_kernel and a.nn_epilogue:
+            _epilogue(a, nn_buf, deta, dla, dbeta, dmu)
+
+
+def _epilogue(a, nn_buf, deta, dla, dbeta, dmu):
+    """``_grad_epilogue_kernel`` (NN_EPILOGUE): the after-loop n×n algebra of every tile, from the
+    accumulators ``_grad_nn_kernel`` left in ``nn_buf``; NESTED_KERNELS_LM_TRITON_WARPS_EPILOGUE
+    (default 8 above 32-token tiles)."""
+    from .triton_bwd import _grad_epilogue_kernel
+    f = a.flags
+    with mma_sync(a.knob(_mma_v2, "grad")):
+        launch(_grad_epilogue_kernel, (a.n_tiles, a.H),
+            a.q, a.k, a.v, a.eta, a.la, a.beta, a.mu, a.tile_seq, a.tile_idx, a.cu, a.pos, deta, dla, dbeta, dmu,
+            nn_buf, a.T, a.H, a.scale, K=a.K, BT=a.BT, HAS_ALPHA=a.la is not None, HAS_BETA=f["HAS_BETA"],
+            HAS_MU=f["HAS_MU"], EXACT=a.exact, SELF_TARGET=a.self_target, READ=a.read, HAS_POS=f["HAS_POS"],
+            IS_VARLEN=f["IS_VARLEN"], PREC=a.prec, **a.knob(_kernel_options, a.BT, "epilogue"))
 
 
 def _state_rows(a, saved_m, saved_s, adj_m, adj_s, dO):

@@ -299,6 +299,26 @@ def _state_product(rows, KIND: tl.constexpr, grow, rv, mt, x, M, V: tl.constexpr
         return mm(x, M, PREC)
 
 
+@triton.constexpr_function
+def _nn_slots(self_exact, epilogue):
+    """Slots of the n×n hand-off buffer: 2 (dQK, dKS), 3 with self targets and EXACT (+ dVK); 5 with
+    the epilogue kernel (the four accumulators Z2, Z1, ZA, ZP, then a slot of row vectors, which the
+    epilogue kernel overwrites with dQK, dKS for ``_grad_dk_kernel``)."""
+    return 5 if epilogue else (3 if self_exact else 2)
+
+
+@triton.jit
+def _store_nn_shares(nb, dQK, dKS, dVK, BT: tl.constexpr, HAS_BETA: tl.constexpr, EXACT: tl.constexpr,
+                     SELF_TARGET: tl.constexpr, READ: tl.constexpr):
+    """The n×n shares of dq, dk (and dv) for ``_grad_dk_kernel``, into the tile's hand-off slots ``nb``."""
+    if READ != 2:
+        tl.store(nb, dQK)
+    if HAS_BETA or EXACT:
+        tl.store(nb + BT * BT, dKS)
+    if SELF_TARGET and EXACT:
+        tl.store(nb + 2 * BT * BT, dVK)
+
+
 @triton.jit
 def _nn_tile(nn_buf, i_g, i_h, H, rt, BT: tl.constexpr, SLOTS: tl.constexpr):
     """Pointers [BT, BT] to tile i_g, head i_h of the n×n hand-off buffer [tiles, H, SLOTS, BT, BT]
@@ -452,7 +472,7 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
                HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
                IS_VARLEN: tl.constexpr, PREC: tl.constexpr, NN: tl.constexpr, DK: tl.constexpr,
-               ROWS: tl.constexpr):
+               ROWS: tl.constexpr, EPI: tl.constexpr):
     """Gradients of the tokens of one tile given its start states (M0, S0), the adjoints of its end
     states (dMe, dSe) and dO. F is the chunk-start memory of the errors, self targets and "chunk"
     reads: M0, or M_chunk0 in a resumed tile (then dF → dM_chunk0).
@@ -484,7 +504,7 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
     rk = tl.arange(0, K)
     sbase = (i_g.to(tl.int64) * H + i_h) * K * V
     fbase = (i_n.to(tl.int64) * H + i_h) * K * V
-    SLOTS: tl.constexpr = 3 if SELF_TARGET and EXACT else 2      # n×n hand-off slots (the split)
+    SLOTS: tl.constexpr = _nn_slots(SELF_TARGET and EXACT, EPI)      # n×n hand-off slots (the split)
 
     # ---------------- per-tile constants (placeholders where absent) ----------------
     et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
@@ -702,7 +722,24 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
             da = tl.load(rsum + grow * 2, mask=mt, other=0.0)
             db = tl.load(rsum + grow * 2 + 1, mask=mt, other=0.0)
 
-    if NN:
+    if NN and EPI:  # the accumulators to _grad_epilogue_kernel, which does the after-loop algebra
+        nb = _nn_tile(nn_buf, i_g, i_h, H, rt, BT, SLOTS)
+        tl.store(nb, Z2)
+        tl.store(nb + BT * BT, Z1)
+        tl.store(nb + 2 * BT * BT, ZA)
+        tl.store(nb + 3 * BT * BT, ZP)
+        vb = nn_buf + ((i_g.to(tl.int64) * H + i_h) * SLOTS + 4) * BT * BT + rt
+        tl.store(vb, r_phi)
+        tl.store(vb + BT, r_g)
+        tl.store(vb + 2 * BT, r_d)
+        tl.store(vb + 3 * BT, da)
+        tl.store(vb + 4 * BT, db)
+        tl.store(vb + 5 * BT, dbt)
+        tl.store(vb + 6 * BT, dgp_s)
+        tl.store(vb + 7 * BT, dnup_s)
+        tl.store(vb + 8 * BT, deta_v)
+        tl.store(vb + 9 * BT, tl.where(rt == 0, dg_n, tl.where(rt == 1, dnu_n, dm_n)), mask=rt < 3)
+    if NN and not EPI:
         G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup, dm, dD, dQK, dKS, dVK, kx, qx = \
             _nn_adjoints(q, k, v, la_ptr, beta_ptr, mu_ptr, deta, dbeta, grow, mt, rt, rk, sel, lower, strict, scale,
                          et, Z2, Z1, ZA, ZP, r_phi, r_g, r_d, da, db, dbt, dgp_s, dnup_s, deta_v,
@@ -717,13 +754,8 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
             if SELF_TARGET and EXACT:
                 dEF, dK = _vk_shares(v, grow, rk, mt, kx, dVK, dEF, dK, K, PREC)
         else:       # _grad_nn_kernel: handed to _grad_dk_kernel (keeps kx, qx, dQ, dK out of this kernel)
-            nb = _nn_tile(nn_buf, i_g, i_h, H, rt, BT, SLOTS)
-            if READ != 2:
-                tl.store(nb, dQK)
-            if HAS_BETA or EXACT:
-                tl.store(nb + BT * BT, dKS)
-            if SELF_TARGET and EXACT:
-                tl.store(nb + 2 * BT * BT, dVK)
+            _store_nn_shares(_nn_tile(nn_buf, i_g, i_h, H, rt, BT, SLOTS), dQK, dKS, dVK, BT, HAS_BETA, EXACT,
+                             SELF_TARGET, READ)
         _store_gate_grads(dla, dmu, grow, mt, lower, strict, G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip,
                           dg, dgp, dnu, dnup, dm, dD, HAS_ALPHA, HAS_MU, PREC)
 
@@ -753,12 +785,12 @@ def _grad_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
                  K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                  HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                  EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
-                 IS_VARLEN: tl.constexpr, PREC: tl.constexpr, ROWS: tl.constexpr):
+                 IS_VARLEN: tl.constexpr, PREC: tl.constexpr, ROWS: tl.constexpr, EPI: tl.constexpr):
     """Grid (tiles, H): every token gradient of a tile in one kernel (``_grad_tile``, NN and DK)."""
     _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
                saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, rsum,
                tsum, T, H, scale, K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS,
-               IS_VARLEN, PREC, True, True, False)
+               IS_VARLEN, PREC, True, True, False, False)
 
 
 @triton.jit
@@ -769,13 +801,14 @@ def _grad_nn_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_
                     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                     HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                     EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
-                    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, ROWS: tl.constexpr):
+                    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, ROWS: tl.constexpr,
+                    EPI: tl.constexpr):
     """Grid (tiles, H), first of the split: the n×n adjoints → dη, d log α, dβ, dμ and the QKᵀ/KKᵀ
     shares of dq, dk (stored) (``_grad_tile``, NN only)."""
     _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
                saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, rsum,
                tsum, T, H, scale, K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS,
-               IS_VARLEN, PREC, True, False, ROWS)
+               IS_VARLEN, PREC, True, False, ROWS, EPI)
 
 
 @triton.jit
@@ -786,13 +819,14 @@ def _grad_dk_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_
                     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr,
                     HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr, HAS_MU: tl.constexpr,
                     EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr, HAS_POS: tl.constexpr,
-                    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, ROWS: tl.constexpr):
+                    IS_VARLEN: tl.constexpr, PREC: tl.constexpr, ROWS: tl.constexpr,
+                    EPI: tl.constexpr):
     """Grid (tiles, H), after ``_grad_nn_kernel``: dK, dQ from the states and their adjoints (added
     to dq, dk), dv, a resumed tile's dM_chunk0 (``_grad_tile``, DK only)."""
     _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, cu, pos, ainv,
                saved_m, saved_s, adj_m, adj_s, do, dq, dk, dv, deta, dla, dbeta, dmu, dmc0, nn_buf, rows, rsum,
                tsum, T, H, scale, K, V, BT, BV, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, HAS_POS,
-               IS_VARLEN, PREC, False, True, ROWS)
+               IS_VARLEN, PREC, False, True, ROWS, EPI)
 
 
 @triton.jit
@@ -857,3 +891,41 @@ def _grad_rows_kernel(q, k, v, tile_seq, tile_idx, cu, saved_m, saved_s, adj_m, 
     tl.store(ts, s_g)
     tl.store(ts + 1, s_nu)
     tl.store(ts + 2, s_m)
+
+
+@triton.jit
+def _grad_epilogue_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, tile_seq, tile_idx, cu, pos, deta, dla, dbeta, dmu,
+                          nn_buf, T, H, scale,
+                          K: tl.constexpr, BT: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_BETA: tl.constexpr,
+                          HAS_MU: tl.constexpr, EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, READ: tl.constexpr,
+                          HAS_POS: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr):
+    """Grid (tiles, H), between ``_grad_nn_kernel`` (EPI: its V-block loop only) and
+    ``_grad_dk_kernel``: the after-loop n×n algebra of a tile (``_nn_adjoints``: dη, dβ, the gate
+    gradients d log α, dμ) from the accumulators and row sums the first kernel left in the tile's
+    hand-off slots (5 of them, ``_nn_slots``), whose first two it then overwrites with the n×n shares
+    of dq, dk. A kernel of its own so that neither holds the other's live set (sm_90 probe: the
+    after-loop algebra holds about half of the n×n kernel's spills). Not for self targets with
+    EXACT (their 2n×2n ZA)."""
+    i_g, i_h, i_n, s, e, resumed, rt, mt, grow, lower, strict, sel = _tile_frame(tile_seq, tile_idx, cu, pos, T, H,
+                                                                                BT, IS_VARLEN, HAS_POS)
+    rk = tl.arange(0, K)
+    SLOTS: tl.constexpr = _nn_slots(SELF_TARGET and EXACT, True)
+    nb = _nn_tile(nn_buf, i_g, i_h, H, rt, BT, SLOTS)
+    Z2 = tl.load(nb)
+    Z1 = tl.load(nb + BT * BT)
+    ZA = tl.load(nb + 2 * BT * BT)
+    ZP = tl.load(nb + 3 * BT * BT)
+    vb = nn_buf + ((i_g.to(tl.int64) * H + i_h) * SLOTS + 4) * BT * BT + rt
+    sc = tl.load(vb + 9 * BT, mask=rt < 3, other=0.0)
+    et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
+    G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup, dm, dD, dQK, dKS, dVK, kx, qx = \
+        _nn_adjoints(q, k, v, la_ptr, beta_ptr, mu_ptr, deta, dbeta, grow, mt, rt, rk, sel, lower, strict, scale,
+                     et, Z2, Z1, ZA, ZP, tl.load(vb), tl.load(vb + BT), tl.load(vb + 2 * BT), tl.load(vb + 3 * BT),
+                     tl.load(vb + 4 * BT), tl.load(vb + 5 * BT), tl.load(vb + 6 * BT), tl.load(vb + 7 * BT),
+                     tl.load(vb + 8 * BT), tl.where(sel, tl.sum(tl.where(rt == 0, sc, 0.0), 0), 0.0),
+                     tl.where(sel, tl.sum(tl.where(rt == 1, sc, 0.0), 0), 0.0),
+                     tl.where(sel, tl.sum(tl.where(rt == 2, sc, 0.0), 0), 0.0),
+                     K, BT, HAS_ALPHA, HAS_BETA, HAS_MU, EXACT, SELF_TARGET, READ, PREC)
+    _store_nn_shares(nb, dQK, dKS, dVK, BT, HAS_BETA, EXACT, SELF_TARGET, READ)
+    _store_gate_grads(dla, dmu, grow, mt, lower, strict, G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip,
+                      dg, dgp, dnu, dnup, dm, dD, HAS_ALPHA, HAS_MU, PREC)
