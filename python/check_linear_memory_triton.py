@@ -255,10 +255,12 @@ def timing(args):
 
 def kernels():
     """Registers, spills and shared memory of every compiled variant of the kernels (the split
-    and rows kernels too, when NESTED_KERNELS_LM_TRITON_GRAD_SPLIT / _GRAD_ROWS ran them)."""
+    rows and epilogue kernels too, when NESTED_KERNELS_LM_TRITON_GRAD_SPLIT / _GRAD_ROWS / _NN_EPILOGUE
+    ran them)."""
     from nested_kernels.ops.linear_memory import triton_bwd as tb, triton_bwd_plain as tp, triton_fwd as tf
     return kernel_info((tf._prep_kernel, tf._state_fwd_kernel, tf._out_kernel, tb._state_bwd_kernel, tb._grad_kernel,
-                        tb._grad_rows_kernel, tb._grad_nn_kernel, tb._grad_dk_kernel, tp._plain_dv_kernel, tp._plain_dqk_kernel),
+                        tb._grad_rows_kernel, tb._grad_nn_kernel, tb._grad_epilogue_kernel, tb._grad_dk_kernel,
+                        tp._plain_dv_kernel, tp._plain_dqk_kernel),
                        "name, regs, spills, shared bytes, constexprs", 17, 160, with_consts=True)
 
 

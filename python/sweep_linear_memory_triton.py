@@ -5,8 +5,8 @@ GPU call: which V block and warp count each kernel should default to.
     python python/sweep_linear_memory_triton.py --gates ,ab,abm --grad-split 0,1 --warps-grad 4,8
 
 Every configuration (gate set × the given values of NESTED_KERNELS_LM_TRITON_BV, _WARPS,
-_BV_GRAD, _BV_OUT, _STAGES, _MMA, _GRAD_SPLIT, _GRAD_PLAIN, _BLOCK_PLAIN, _MMA_PLAIN, _MMA_GRAD_DK, _BV_GRAD_DK, _PTXAS, _PREP_MATRIX, _GRAD_ROWS, _BV_ROWS and the per-kernel
-_WARPS_PREP / _STATE / _OUT / _GRAD / _PLAIN / _ROWS) runs python/profile_kernels.py twice in its own process: first all configurations at once
+_BV_GRAD, _BV_OUT, _STAGES, _MMA, _GRAD_SPLIT, _GRAD_PLAIN, _BLOCK_PLAIN, _MMA_PLAIN, _MMA_GRAD_DK, _BV_GRAD_DK, _PTXAS, _PREP_MATRIX, _GRAD_ROWS, _BV_ROWS, _NN_EPILOGUE and the per-kernel
+_WARPS_PREP / _STATE / _OUT / _GRAD / _PLAIN / _ROWS / _EPILOGUE) runs python/profile_kernels.py twice in its own process: first all configurations at once
 with one call each (Triton's JIT compiles dominate and run on the CPU, so they overlap), then one after another with ``--reps`` profiled calls each (the GPU measured alone). Prints, per
 gate set, a table of the mean time per op call (fwd+bwd, µs) of every kernel under every
 configuration, and the fastest configuration per kernel. Off CUDA (``--device cpu``) the same
@@ -31,11 +31,12 @@ KNOBS = {"bv": "NESTED_KERNELS_LM_TRITON_BV", "warps": "NESTED_KERNELS_LM_TRITON
          "grad_split": "NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", "grad_plain": "NESTED_KERNELS_LM_TRITON_GRAD_PLAIN",
          "block_plain": "NESTED_KERNELS_LM_TRITON_BLOCK_PLAIN", "ptxas": "NESTED_KERNELS_LM_TRITON_PTXAS",
          "prep_matrix": "NESTED_KERNELS_LM_TRITON_PREP_MATRIX", "grad_rows": "NESTED_KERNELS_LM_TRITON_GRAD_ROWS",
-         "bv_rows": "NESTED_KERNELS_LM_TRITON_BV_ROWS",
+         "bv_rows": "NESTED_KERNELS_LM_TRITON_BV_ROWS", "nn_epilogue": "NESTED_KERNELS_LM_TRITON_NN_EPILOGUE",
          **{f"warps_{k}": f"NESTED_KERNELS_LM_TRITON_WARPS_{k.upper()}"
-            for k in ("prep", "state", "out", "grad", "plain", "rows")}}
+            for k in ("prep", "state", "out", "grad", "plain", "rows", "epilogue")}}
 KERNELS = ("_prep_kernel", "_state_fwd_kernel", "_out_kernel", "_state_bwd_kernel", "_grad_kernel",
-           "_grad_rows_kernel", "_grad_nn_kernel", "_grad_dk_kernel", "_plain_dv_kernel", "_plain_dqk_kernel")
+           "_grad_rows_kernel", "_grad_nn_kernel", "_grad_epilogue_kernel", "_grad_dk_kernel", "_plain_dv_kernel",
+           "_plain_dqk_kernel")
 
 
 def configs(args) -> list[dict]:
