@@ -227,8 +227,9 @@ def _warps(BT: int, kernel: str, heavy: bool = False) -> int:
     ``_plain_grads``' kernels, "plain_d", ``_plain_d_kernel``, "rows", ``_grad_rows_kernel``, or
     "epilogue", ``_grad_epilogue_kernel``):
     NESTED_KERNELS_LM_TRITON_WARPS_<KERNEL> if set, else NESTED_KERNELS_LM_TRITON_WARPS, else 4 for
-    tiles of at most 32 tokens; above, 8 for "out", "plain_d", "rows", "epilogue" (sm_90 probe, C64 K=V=128 bf16, spill
-    stores per thread at 4 / 8 warps: η only 84 / 0 B, read "before" with log α 1708 / 620 B) and
+    tiles of at most 32 tokens; above, 8 for "out", "plain_d", "rows", "epilogue" (sm_90 probe, C64
+    K=V=128 bf16, spill stores per thread at 4 / 8 warps: η only 84 / 0 B, read "before" with log α
+    1708 / 620 B) and
     the gradient kernel of tiles that are not ``heavy`` (β or μ), 4 for the rest. H100 sweeps 2026-11-26c (B4 T4096 H16
     K=V=128 C64 bf16, µs per fwd+bwd call, 8 → 4 warps): prep 858 → 522 (η only), 8430 → 5420
     (α+β+μ); both walks faster; grad 1317 → 1879 (η only) but 19228 → 16054 (α+β+μ)
