@@ -84,13 +84,13 @@ def main():
     for g in args.gates.split(","):
         print(f"\nlinear_memory gates '{g or 'eta only'}' C{args.chunk}: mean time per fwd+bwd call, µs")
         rows = [(lab, res) for (gg, lab), res in results.items() if gg == g]
-        print(f"{'configuration':28s}" + "".join(f"{k:>18s}" for k in KERNELS) + f"{'sum':>10s}")
+        print(f"{'configuration':28s}" + "".join(f"{k:>22s}" for k in KERNELS) + f"{'sum':>10s}")
         for lab, res in rows:
             if res is None:
                 print(f"{lab:28s}  FAILED (see the errors below)")
                 continue
             times = [res.get(k, float("nan")) for k in KERNELS]
-            print(f"{lab:28s}" + "".join(f"{t:18.1f}" for t in times) + f"{sum(t for t in times if t == t):10.1f}")
+            print(f"{lab:28s}" + "".join(f"{t:22.1f}" for t in times) + f"{sum(t for t in times if t == t):10.1f}")
         ok = [(lab, res) for lab, res in rows if res is not None]
         for k in KERNELS:
             timed = [(res[k], lab) for lab, res in ok if k in res]
