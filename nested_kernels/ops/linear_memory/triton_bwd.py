@@ -288,13 +288,20 @@ def _slot(kind, has_mu):
 
 
 @triton.jit
+def _rows_of(rows, KIND: tl.constexpr, V: tl.constexpr, HAS_MU: tl.constexpr):
+    """Where the rows of kind ``KIND`` (``_slot``) start in the rows buffer: the one layout that
+    ``_grad_rows_kernel`` writes and ``_state_product`` reads."""
+    return rows + _slot(KIND, HAS_MU) * V
+
+
+@triton.jit
 def _state_product(rows, KIND: tl.constexpr, grow, rv, mt, x, M, V: tl.constexpr, HAS_MU: tl.constexpr,
                    EXACT: tl.constexpr, SELF_TARGET: tl.constexpr, PREC: tl.constexpr, ROWS: tl.constexpr):
     """x M [BT, BV] (keys or values times a state or its adjoint), or with ROWS its row of kind
     ``KIND`` (``_slot``) stored by ``_grad_rows_kernel``."""
     if ROWS:
         NR: tl.constexpr = row_slots(HAS_MU, EXACT, SELF_TARGET)
-        return _load_rows(rows + _slot(KIND, HAS_MU) * V, grow, rv, mt, NR * V)
+        return _load_rows(_rows_of(rows, KIND, V, HAS_MU), grow, rv, mt, NR * V)
     else:
         return mm(x, M, PREC)
 
@@ -317,6 +324,14 @@ def _store_nn_shares(nb, dQK, dKS, dVK, BT: tl.constexpr, HAS_BETA: tl.constexpr
         tl.store(nb + BT * BT, dKS)
     if SELF_TARGET and EXACT:
         tl.store(nb + 2 * BT * BT, dVK)
+
+
+@triton.jit
+def _nn_vectors(nn_buf, i_g, i_h, H, rt, BT: tl.constexpr, SLOTS: tl.constexpr):
+    """Pointers [BT] to row 0 of the epilogue's fifth hand-off slot (``_nn_slots``) of tile i_g, head
+    i_h; row j (+ j·BT) holds, in order, r_phi, r_g, r_d, da, db, dbt, dgp_s, dnup_s, deta_v, and row
+    9 the tile-end sums Σ M0 ⊙ dMe, Σ S0 ⊙ dMe, Σ S0 ⊙ dSe in its first three entries."""
+    return nn_buf + ((i_g.to(tl.int64) * H + i_h) * SLOTS + 4) * BT * BT + rt
 
 
 @triton.jit
@@ -728,7 +743,7 @@ def _grad_tile(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx, 
         tl.store(nb + BT * BT, Z1)
         tl.store(nb + 2 * BT * BT, ZA)
         tl.store(nb + 3 * BT * BT, ZP)
-        vb = nn_buf + ((i_g.to(tl.int64) * H + i_h) * SLOTS + 4) * BT * BT + rt
+        vb = _nn_vectors(nn_buf, i_g, i_h, H, rt, BT, SLOTS)
         tl.store(vb, r_phi)
         tl.store(vb + BT, r_g)
         tl.store(vb + 2 * BT, r_d)
@@ -865,25 +880,25 @@ def _grad_rows_kernel(q, k, v, tile_seq, tile_idx, cu, saved_m, saved_s, adj_m, 
         sv = rk[:, None] * V + rv[None, :]
         M0 = tl.load(saved_m + sbase + sv).to(tl.float32)
         dMe = tl.load(adj_m + sbase + sv).to(tl.float32)
-        _store_rows(rows, grow, rv, mt, mm(kx, M0, PREC), NR * V)
-        _store_rows(rows + V, grow, rv, mt, mm(kx, dMe, PREC), NR * V)
+        _store_rows(_rows_of(rows, 0, V, HAS_MU), grow, rv, mt, mm(kx, M0, PREC), NR * V)
+        _store_rows(_rows_of(rows, 1, V, HAS_MU), grow, rv, mt, mm(kx, dMe, PREC), NR * V)
         s_g += sum2(M0 * dMe)
         if READ != 2:
             dO = _load_rows(do, grow, rv, mt, V)
             da += tl.sum(dO * mm(qx, M0, PREC), 1)
         if SELF_TARGET:
-            _store_rows(rows + _slot(4, HAS_MU) * V, grow, rv, mt, mm(vx, M0, PREC), NR * V)
+            _store_rows(_rows_of(rows, 4, V, HAS_MU), grow, rv, mt, mm(vx, M0, PREC), NR * V)
         if HAS_MU:
             S0 = tl.load(saved_s + sbase + sv).to(tl.float32)
             dSe = tl.load(adj_s + sbase + sv).to(tl.float32)
-            _store_rows(rows + 2 * V, grow, rv, mt, mm(kx, S0, PREC), NR * V)
-            _store_rows(rows + 3 * V, grow, rv, mt, mm(kx, dSe, PREC), NR * V)
+            _store_rows(_rows_of(rows, 2, V, HAS_MU), grow, rv, mt, mm(kx, S0, PREC), NR * V)
+            _store_rows(_rows_of(rows, 3, V, HAS_MU), grow, rv, mt, mm(kx, dSe, PREC), NR * V)
             s_nu += sum2(S0 * dMe)
             s_m += sum2(S0 * dSe)
             if READ != 2:
                 db += tl.sum(dO * mm(qx, S0, PREC), 1)
             if SELF_TARGET and EXACT:
-                _store_rows(rows + 5 * V, grow, rv, mt, mm(vx, S0, PREC), NR * V)
+                _store_rows(_rows_of(rows, 5, V, HAS_MU), grow, rv, mt, mm(vx, S0, PREC), NR * V)
     if READ != 2:
         tl.store(rsum + grow * 2, da, mask=mt)
         tl.store(rsum + grow * 2 + 1, db, mask=mt)
@@ -915,7 +930,7 @@ def _grad_epilogue_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, tile_seq, tile
     Z1 = tl.load(nb + BT * BT)
     ZA = tl.load(nb + 2 * BT * BT)
     ZP = tl.load(nb + 3 * BT * BT)
-    vb = nn_buf + ((i_g.to(tl.int64) * H + i_h) * SLOTS + 4) * BT * BT + rt
+    vb = _nn_vectors(nn_buf, i_g, i_h, H, rt, BT, SLOTS)
     sc = tl.load(vb + 9 * BT, mask=rt < 3, other=0.0)
     et = tl.load(eta + grow, mask=mt, other=0.0).to(tl.float32)
     G, Gp, g, gp, D, Dp, m, mp, dG, dGp, dPhi, dPhip, dg, dgp, dnu, dnup, dm, dD, dQK, dKS, dVK, kx, qx = \
