@@ -371,6 +371,9 @@ SPLIT_CASES = {
                                    dict(PRECISION="fp16", BV_GRAD="16")),
     "ab_self_before": (dict(T=37, K=32, V=32, gates="ab", seed=32),
                        dict(chunk_size=16, target="self", read="before"), dict(BV_GRAD="16")),
+    "ab_external_nn_blocks": (dict(T=35, K=16, V=32, gates="ab", seed=37),
+                              dict(chunk_size=16, target="external", read="after"),
+                              dict(PRECISION="fp16", BV_GRAD_NN="16")),
     "exact_mu": (dict(T=37, gates="abm", seed=33), dict(chunk_size=1, target="external", read="before"),
                  dict(EXACT_TILE="16", PRECISION="fp16")),
     "exact_self_abm": (dict(T=21, gates="abm", seed=36), dict(chunk_size=1, target="self", read="after"),
@@ -387,11 +390,14 @@ def test_grad_split(monkeypatch, name):
     """NESTED_KERNELS_LM_TRITON_GRAD_SPLIT=1: _grad_nn_kernel then _grad_dk_kernel instead of
     _grad_kernel, float16 inputs (the split never runs for float32; "fp16" operands stand for the
     GPU's bf16 path): outputs and every gradient against the float64 reference at the float16
-    bound, and against the fused kernel (the same arithmetic but for the order of the dq, dk sums)."""
+    bound, and against the fused kernel (the same arithmetic but for the order of the dq, dk sums).
+    Tiles with μ (not resumed) run _grad_rows_kernel first (GRAD_ROWS' default); BV_GRAD_NN sets
+    the first kernel's V blocks alone."""
     make_kw, kw, knobs = SPLIT_CASES[name]
     for knob, value in knobs.items():
         monkeypatch.setenv(f"NESTED_KERNELS_LM_TRITON_{knob}", value)
-    o1 = check_kernel_knob(monkeypatch, "GRAD_SPLIT", SPLIT, make(**make_kw), torch.float16, kw)
+    rows = ["_grad_rows_kernel"] if "m" in make_kw["gates"] and "resume" not in make_kw else []
+    o1 = check_kernel_knob(monkeypatch, "GRAD_SPLIT", rows + SPLIT, make(**make_kw), torch.float16, kw)
     assert o1["o"].dtype == torch.float16
 
 
@@ -460,7 +466,7 @@ def test_nn_epilogue_not_for_self_exact(monkeypatch):
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_EXACT_TILE", "16")
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PRECISION", "fp16")
     run("triton", x, st, torch.float16, chunk_size=1, target="self", read="after")
-    assert launched == SPLIT
+    assert launched == ["_grad_rows_kernel"] + SPLIT
 
 
 @pytest.mark.parametrize("value", ["3", "yes"])
@@ -818,6 +824,23 @@ def test_default_precisions(monkeypatch):
     monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_PRECISION", "fp8")
     with pytest.raises(ValueError, match="NESTED_KERNELS_LM_TRITON_PRECISION"):
         prec(torch.float16)
+
+
+def test_bv_grad_nn_default(monkeypatch):
+    """The n×n kernel's V block: 16 where BV_GRAD is 32 by default with bf16 operands and tiles ≤ 64
+    (what the H100 timed faster), else BV_GRAD; BV_GRAD or BV_GRAD_NN set by the user win; a bad
+    value names the variable."""
+    bv = triton_backend._bv_grad_nn
+    assert bv(128, 128, 32, True) == 16
+    assert bv(128, 128, 32, False) == 32
+    assert bv(64, 64, 64, True) == 64
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BV_GRAD", "32")
+    assert bv(128, 128, 32, True) == 32
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BV_GRAD_NN", "64")
+    assert bv(128, 128, 32, True) == 64
+    monkeypatch.setenv("NESTED_KERNELS_LM_TRITON_BV_GRAD_NN", "24")
+    with pytest.raises(ValueError, match="NESTED_KERNELS_LM_TRITON_BV_GRAD_NN"):
+        bv(128, 128, 32, True)
 
 
 @pytest.mark.parametrize("value", ["2", "yes", "true"])

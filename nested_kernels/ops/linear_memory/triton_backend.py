@@ -27,6 +27,8 @@ shapes and options: ``_config``): NESTED_KERNELS_LM_TRITON_BV (V block of the
 sequential kernels), NESTED_KERNELS_LM_TRITON_BV_OUT (output kernel, default 64),
 NESTED_KERNELS_LM_TRITON_BV_GRAD (gradient kernel, default the BV of the sequential kernels),
 NESTED_KERNELS_LM_TRITON_BV_GRAD_DK (the split's dK kernel, default 64 with bf16 operands),
+NESTED_KERNELS_LM_TRITON_BV_GRAD_NN (the split's n×n kernel, default 16 where BV_GRAD is 32 with bf16
+operands and tiles ≤ 64),
 NESTED_KERNELS_LM_TRITON_WARPS (and _WARPS_PREP, _STATE, _OUT, _GRAD per kernel),
 NESTED_KERNELS_LM_TRITON_PRECISION (tl.dot input precision:
 "tf32", "tf32r" (operands rounded to tf32), "tf32x3" or "ieee", or "bf16" / "fp16" operands; default
@@ -100,6 +102,15 @@ def _block_v(K: int, V: int, env_name: str = "NESTED_KERNELS_LM_TRITON_BV", defa
             raise ValueError(f"{env_name}={bv} must be a power of two in [16, V={V}]")
         return bv
     return min(V, default or (64 if K <= 64 else 32))
+
+
+def _bv_grad_nn(K: int, V: int, bv_grad: int, wide: bool) -> int:
+    """V block of the split's ``_grad_nn_kernel``: NESTED_KERNELS_LM_TRITON_BV_GRAD_NN if set, else 16
+    where BV_GRAD is 32 by default and the dK kernel is ``wide`` (bf16 operands, tiles ≤ 64), else
+    BV_GRAD. H100 2026-12-08a (B4 T4096 H16 K=V=128 C64 bf16, µs per fwd+bwd call, 32 / 16): α+β
+    1928 / 1484; α+β+μ with GRAD_ROWS 4441 / 4070 (device fwd+bwd 13.14 → 12.23 ms with both)."""
+    narrow = wide and bv_grad == 32 and not getenv("NESTED_KERNELS_LM_TRITON_BV_GRAD")
+    return _block_v(K, V, "NESTED_KERNELS_LM_TRITON_BV_GRAD_NN", 16 if narrow else bv_grad)
 
 
 def _store_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -318,18 +329,18 @@ def _grad_split(dtype: torch.dtype, prec: str, heavy: bool) -> bool:
     return env_flag("NESTED_KERNELS_LM_TRITON_GRAD_SPLIT", heavy) and dtype != torch.float32 and prec != "tf32x3"
 
 
-def _grad_rows() -> int:
+def _grad_rows(has_mu: bool) -> int:
     """Which of the split's kernels take the products of a tile with its states (K M0, K S0, V M0,
     V S0, K dMe, K dSe, and the read's Σ dO ⊙ Q M0, Σ dO ⊙ Q S0) from rows that
     ``_grad_rows_kernel`` stores first ([B·T, H, 2–6, V] float32): NESTED_KERNELS_LM_TRITON_GRAD_ROWS
-    "0" (default: neither), "1" (``_grad_nn_kernel``, which then loads no state and runs no K-deep
-    product) or "2" (both; ``_grad_dk_kernel`` still loads the states for its dK, dQ products). Not for
-    resumed tiles (their errors are taken at the chunk-start memory). H100 2026-12-07i (B4 T4096 H16
-    K=V=128 C64 bf16, µs per fwd+bwd call, rows + n×n + dK kernels): α+β+μ 0 / 1 / 2: 5896 + 2488 /
-    928 + 4435 + 2473 / 990 + 4445 + 2730 (device fwd+bwd 13.16 → 12.65 ms with 1); α+β 1925 + 1005 /
-    491 + 1597 + 1005 (slower: no μ, fewer products saved). Checks with "2" pass (bf16, C64 and C1
-    with μ); off by default until the quick verify has run with it in bf16 and fp16."""
-    value = getenv("NESTED_KERNELS_LM_TRITON_GRAD_ROWS") or "0"
+    "0" (neither), "1" (``_grad_nn_kernel``, which then loads no state and runs no K-deep product;
+    the default for tiles with μ) or "2" (both; ``_grad_dk_kernel`` still loads the states for its
+    dK, dQ products). Not for resumed tiles (their errors are taken at the chunk-start memory). H100
+    2026-12-07i (B4 T4096 H16 K=V=128 C64 bf16, µs per fwd+bwd call, rows + n×n + dK kernels):
+    α+β+μ 0 / 1 / 2: 5896 + 2488 / 928 + 4435 + 2473 / 990 + 4445 + 2730 (device fwd+bwd 13.16 →
+    12.65 ms with 1); α+β 1925 + 1005 / 491 + 1597 + 1005 (slower: no μ, fewer products saved).
+    2026-12-08a: quick verify 7/7 and check cases 0, 6 (bf16, fp16) pass with "1"."""
+    value = getenv("NESTED_KERNELS_LM_TRITON_GRAD_ROWS") or ("1" if has_mu else "0")
     if value not in ("0", "1", "2"):
         raise ValueError(f"NESTED_KERNELS_LM_TRITON_GRAD_ROWS must be 0, 1 or 2, got {value!r}")
     return int(value)
@@ -421,8 +432,9 @@ class _Config:
         self.BV_GRAD = _block_v(self.K, self.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD", self.BV)
         self.BC = min(self.K, self.V, 32)
         self.prec = _precision(q.dtype)
+        self.BV_GRAD_NN = _bv_grad_nn(self.K, self.V, self.BV_GRAD, self.prec == "bf16" and self.BT <= 64)
         self.grad_split = _grad_split(q.dtype, self.prec, beta is not None or mu is not None)
-        self.grad_rows = _grad_rows() if self.grad_split and not self.resumed else 0
+        self.grad_rows = _grad_rows(mu is not None) if self.grad_split and not self.resumed else 0
         self.nn_epilogue = self.grad_split and not (self.exact and self.self_target) and _nn_epilogue()
         plain = _plain(inputs, cfg)
         self.grad_plain = _grad_plain(plain)
@@ -670,7 +682,8 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
     """Token gradients by ``_grad_kernel``, or by ``_grad_nn_kernel`` (mma.sync, V blocks of
     BV_GRAD; it leaves the n×n shares of dq, dk — dQK and the symmetrised dKK, [tiles, H, 2, BT, BT]
     float32 — to the second kernel, which applies them with the keys and queries it loads anyway)
-    then ``_grad_dk_kernel``: with bf16 operands and tiles of at most 64 tokens its V
+    then ``_grad_dk_kernel`` (the first's V blocks BV_GRAD_NN, ``_bv_grad_nn``): with bf16 operands
+    and tiles of at most 64 tokens the second's V
     blocks are NESTED_KERNELS_LM_TRITON_BV_GRAD_DK (default 64) and, at 64, it runs on wgmma (H100
     2026-11-26e, C64 K=V=128 bf16, µs per call: α+β 1956 → 1154, α+β+μ 4135 → 3457; the n×n kernel
     is slower on wgmma; float32 operands need more than an H100 block's shared memory); otherwise
@@ -686,7 +699,7 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
         nn_buf = a.empty(a.n_tiles, a.H, slots, a.BT, a.BT, dtype=torch.float32)
         wide = a.prec == "bf16" and a.BT <= 64     # wgmma dK fits: bf16 operands, tiles ≤ 64
         bv_dk = a.knob(_block_v, a.K, a.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD_DK", 64 if wide else a.BV_GRAD)
-        launches = ((_grad_nn_kernel, a.BV_GRAD, "grad"),
+        launches = ((_grad_nn_kernel, a.BV_GRAD_NN, "grad"),
                     (_grad_dk_kernel, bv_dk, "grad_dk" if wide and bv_dk == 64 else "grad"))
     else:
         launches = ((_grad_kernel, a.BV_GRAD, "grad"),)
