@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# For a session after 2026-12-08a (≈ 6 min, no build; main): (1) the quick linear_memory verify with the
+# For a session after 2026-12-08a (≈ 9 min, no build; main): (1) the quick linear_memory verify with the
 # defaults committed after 2026-12-08a's GPU calls (GRAD_ROWS=1 for tiles with μ, the n×n kernel on V blocks of
-# 16 with bf16 operands; 2026-12-08a ran them by environment); (2) ncu of one `_grad_nn_kernel` and one
-# `_grad_epilogue_kernel` launch (α+β+μ, issue 3's shape, NN_EPILOGUE=1): the after-loop n×n algebra costs
-# ≈ 2.3 ms inside the n×n kernel and 4.1 ms as a kernel of its own, against well under a millisecond of
-# arithmetic — which stalls (spill reloads from L2, barriers of layout copies, too few warps) is what to read.
+# 16 with bf16 operands; 2026-12-08a ran them by environment); (2) per-kernel sweep of
+# NESTED_KERNELS_LM_TRITON_MMA v2 / mixed / auto for α+β+μ and α+β (each configuration in its own process):
+# the sm_90 probe now gives wgmma fewer spills in the prep (2172 → 2044 B), walks (928 → 408, 812 → 228 B)
+# and rows kernel (352 → 0 B), and 2026-11-26e timed "mixed" at α+β+μ prep 2716 → 2011 µs but saw it fault
+# for α+β — re-check both; (3) ncu of one `_grad_nn_kernel` and one `_grad_epilogue_kernel` launch (α+β+μ,
+# NN_EPILOGUE=1): the after-loop n×n algebra costs ≈ 2.3 ms inside the n×n kernel and 4.1 ms as a kernel of
+# its own, against well under a millisecond of arithmetic — which stalls is what to read.
 . "$(dirname "$0")/lib.sh"
 RUN='import torch
 from nested_kernels.ops.linear_memory import linear_memory
@@ -22,9 +25,11 @@ for _ in range(3):
     o.float().square().mean().backward()
 torch.cuda.synchronize()'
 {
-fg verify 200 python3 -m nested_kernels.verify --quick --backends triton --ops linear_memory --jobs 8
+fg verify 160 python3 -m nested_kernels.verify --quick --backends triton --ops linear_memory --jobs 8
+fg sweep_mma 200 python3 python/sweep_linear_memory_triton.py --gates abm,ab --mma v2,mixed,auto \
+    --json "$OUT/sweep_mma.json"
 echo "=== ncu ($(now))"
-$TO 240 env NESTED_KERNELS_LM_TRITON_NN_EPILOGUE=1 ncu --kernel-name regex:"_grad_nn_kernel|_grad_epilogue_kernel" \
+$TO 170 env NESTED_KERNELS_LM_TRITON_NN_EPILOGUE=1 ncu --kernel-name regex:"_grad_nn_kernel|_grad_epilogue_kernel" \
   --launch-skip 2 --launch-count 2 --set full -f -o "$OUT/nn" python3 -c "$RUN" > "$OUT/ncu_run.log" 2>&1
 echo "rc=$?"; tail -5 "$OUT/ncu_run.log"
 ncu -i "$OUT/nn.ncu-rep" --page details > "$OUT/nn_details.txt" 2>&1; echo "details rc=$?"
