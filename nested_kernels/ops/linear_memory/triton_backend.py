@@ -679,15 +679,14 @@ def _grad_or_none(grads, name):
 
 
 def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbeta, dmu, dmc0):
-    """Token gradients by ``_grad_kernel``, or by ``_grad_nn_kernel`` (mma.sync, V blocks of
-    BV_GRAD; it leaves the n×n shares of dq, dk — dQK and the symmetrised dKK, [tiles, H, 2, BT, BT]
-    float32 — to the second kernel, which applies them with the keys and queries it loads anyway)
-    then ``_grad_dk_kernel`` (the first's V blocks BV_GRAD_NN, ``_bv_grad_nn``): with bf16 operands
-    and tiles of at most 64 tokens the second's V
-    blocks are NESTED_KERNELS_LM_TRITON_BV_GRAD_DK (default 64) and, at 64, it runs on wgmma (H100
-    2026-11-26e, C64 K=V=128 bf16, µs per call: α+β 1956 → 1154, α+β+μ 4135 → 3457; the n×n kernel
-    is slower on wgmma; float32 operands need more than an H100 block's shared memory); otherwise
-    both use BV_GRAD and mma.sync."""
+    """Token gradients by ``_grad_kernel`` (V blocks of BV_GRAD), or by ``_grad_nn_kernel`` (mma.sync,
+    V blocks of BV_GRAD_NN, ``_bv_grad_nn``; it leaves the n×n shares of dq, dk — dQK and the
+    symmetrised dKK, [tiles, H, 2, BT, BT] float32 — to the second kernel, which applies them with the
+    keys and queries it loads anyway) then ``_grad_dk_kernel``: with bf16 operands and tiles of at
+    most 64 tokens its V blocks are NESTED_KERNELS_LM_TRITON_BV_GRAD_DK (default 64) and, at 64, it
+    runs on wgmma (H100 2026-11-26e, C64 K=V=128 bf16, µs per call: α+β 1956 → 1154, α+β+μ 4135 →
+    3457; the n×n kernel is slower on wgmma; float32 operands need more than an H100 block's shared
+    memory); otherwise BV_GRAD and mma.sync."""
     from .triton_bwd import _grad_dk_kernel, _grad_kernel, _grad_nn_kernel
     nn_buf = dmc0      # unused by the fused kernel
     rows = rsum = tsum = dmc0   # unused without GRAD_ROWS
