@@ -432,7 +432,8 @@ class _Config:
         self.BV_GRAD = _block_v(self.K, self.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD", self.BV)
         self.BC = min(self.K, self.V, 32)
         self.prec = _precision(q.dtype)
-        self.BV_GRAD_NN = _bv_grad_nn(self.K, self.V, self.BV_GRAD, self.prec == "bf16" and self.BT <= 64)
+        self.wide_dk = self.prec == "bf16" and self.BT <= 64     # the split's dK kernel fits wgmma
+        self.BV_GRAD_NN = _bv_grad_nn(self.K, self.V, self.BV_GRAD, self.wide_dk)
         self.grad_split = _grad_split(q.dtype, self.prec, beta is not None or mu is not None)
         self.grad_rows = _grad_rows(mu is not None) if self.grad_split and not self.resumed else 0
         self.nn_epilogue = self.grad_split and not (self.exact and self.self_target) and _nn_epilogue()
@@ -696,10 +697,9 @@ def _grads(a, f, saved_m, saved_s, adj_m, adj_s, dO, dq, dk, dv, deta, dla, dbet
         from .triton_bwd import _nn_slots
         slots = _nn_slots(a.exact and a.self_target, a.nn_epilogue)
         nn_buf = a.empty(a.n_tiles, a.H, slots, a.BT, a.BT, dtype=torch.float32)
-        wide = a.prec == "bf16" and a.BT <= 64     # wgmma dK fits: bf16 operands, tiles ≤ 64
-        bv_dk = a.knob(_block_v, a.K, a.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD_DK", 64 if wide else a.BV_GRAD)
+        bv_dk = a.knob(_block_v, a.K, a.V, "NESTED_KERNELS_LM_TRITON_BV_GRAD_DK", 64 if a.wide_dk else a.BV_GRAD)
         launches = ((_grad_nn_kernel, a.BV_GRAD_NN, "grad"),
-                    (_grad_dk_kernel, bv_dk, "grad_dk" if wide and bv_dk == 64 else "grad"))
+                    (_grad_dk_kernel, bv_dk, "grad_dk" if a.wide_dk and bv_dk == 64 else "grad"))
     else:
         launches = ((_grad_kernel, a.BV_GRAD, "grad"),)
     options = a.knob(_kernel_options, a.BT, "grad", a.beta is not None or a.mu is not None)

@@ -201,22 +201,17 @@ def _prep_kernel(q, k, v, eta, la_ptr, beta_ptr, mu_ptr, mc0, tile_seq, tile_idx
     if READ != 2:
         qx = _load_rows(q, grow, rk, mt, K) * scale
         QK = mm(qx, tl.trans(kx), PREC)
-        if READ == 0:
+        if READ == 0:   # the read's gates: the tile's own (after) or the previous position's (before)
             QKm = tl.where(lower, QK, 0.0)
-            a = g
-            QH = QKm * Phi
-            if HAS_BETA:
-                QG = QKm * G * (-bt)[None, :]
-            if HAS_MU:
-                b = nu
+            a, Hm, Gm, nm = g, Phi, G, nu
         else:
             QKm = tl.where(strict, QK, 0.0)
-            a = gp
-            QH = QKm * Phip
-            if HAS_BETA:
-                QG = QKm * Gp * (-bt)[None, :]
-            if HAS_MU:
-                b = nup
+            a, Hm, Gm, nm = gp, Phip, Gp, nup
+        QH = QKm * Hm
+        if HAS_BETA:
+            QG = QKm * Gm * (-bt)[None, :]
+        if HAS_MU:
+            b = nm
     if HAS_BETA or EXACT:
         KK = mm(kx, tl.trans(kx), PREC)
         if HAS_BETA:
